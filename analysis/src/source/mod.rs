@@ -1,0 +1,1 @@
+//! Metric sources: where cohort observations come from, behind one trait.

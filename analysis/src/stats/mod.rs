@@ -1,0 +1,1 @@
+//! Fixed-sample statistical tests and the special functions behind them.

@@ -1,0 +1,3 @@
+//! `weir`: the one binary. Subcommands wire the crates together.
+
+fn main() {}
