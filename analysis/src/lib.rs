@@ -9,6 +9,7 @@
 //! - [`source`]: where observations come from, behind one trait.
 
 pub mod dist;
+pub mod names;
 pub mod source;
 pub mod stats;
 
