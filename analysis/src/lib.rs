@@ -14,3 +14,11 @@ pub mod source;
 pub mod stats;
 
 pub use dist::{DistError, Distribution};
+pub mod compare;
+pub mod decision;
+pub mod sequential;
+
+pub use decision::{
+    Decision, Margin, MetricKind, MetricResult, MetricSpec, Observations, Policy, Verdict, decide,
+};
+pub use sequential::Counts;

@@ -223,8 +223,14 @@ impl Family {
     }
 }
 
+/// The Python with scipy: `WEIR_PYTHON` (set by `tests/run` to its cached
+/// virtualenv), else `python3` on PATH.
+fn python() -> String {
+    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 fn reference() -> Reference {
-    let probe = Command::new("python3")
+    let probe = Command::new(python())
         .args(["-c", "import scipy, numpy"])
         .output();
     match probe {
@@ -242,7 +248,7 @@ fn reference() -> Reference {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scipy_reference.py");
     let seed = std::env::var("WEIR_REFERENCE_SEED").unwrap_or_else(|_| SEED.to_owned());
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(&script)
         .args(["--seed", &seed])
         .output()

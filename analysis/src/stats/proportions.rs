@@ -25,12 +25,12 @@ use super::special::normal_quantile;
 /// Tables whose probability is within this relative distance of the
 /// observed table's count as "as extreme". It absorbs rounding, so that
 /// mathematically equal probabilities (the mirror tables when two margins are
-/// equal) are always both counted. R's `fisher.test` uses the same 1e-7;
-/// scipy 1.17 uses 1e-14. The two conventions differ only for a table whose
+/// equal) are always both counted. scipy 1.17 uses 1e-14 and so does weir, so
+/// that the method is the same as the reference it is checked against (R's
+/// `fisher.test` uses 1e-7; the two differ only for a table whose
 /// probability lies within (1e-14, 1e-7] of the observed one without being
-/// equal to it, which none of the reference cases (nor, in practice, real
-/// error counts) produce.
-pub const FISHER_RELATIVE_TOLERANCE: f64 = 1e-7;
+/// equal to it).
+pub const FISHER_RELATIVE_TOLERANCE: f64 = 1e-14;
 
 /// Result of Fisher's exact test on a 2x2 table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
