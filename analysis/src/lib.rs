@@ -6,17 +6,24 @@
 //!   histogram deltas.
 //! - [`stats`]: classical fixed-sample tests (Mann-Whitney, Fisher's exact,
 //!   Welch's t) and the special functions behind them, checked against scipy.
-//! - [`source`]: where observations come from, behind one trait.
+//! - [`compare`]: two-cohort comparisons per kind of metric (latency, error
+//!   rate, gauge): estimates, standard errors and reference tests.
+//! - [`sequential`]: confidence sequences that stay valid however often the
+//!   analysis looks.
+//! - [`decision`]: margins, effects and the verdict with the rule that fired.
+//! - [`source`]: where observations come from (raw samples, `/metrics`
+//!   scrapes, the Prometheus HTTP API), behind one trait; [`names`] holds the
+//!   metric names of the inference servers it reads.
 
+pub mod compare;
+pub mod decision;
 pub mod dist;
 pub mod names;
+pub mod sequential;
 pub mod source;
 pub mod stats;
 
 pub use dist::{DistError, Distribution};
-pub mod compare;
-pub mod decision;
-pub mod sequential;
 
 pub use decision::{
     Decision, Margin, MetricKind, MetricResult, MetricSpec, Observations, Policy, Verdict, decide,
