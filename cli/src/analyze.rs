@@ -137,7 +137,7 @@ pub fn run(args: &Args) -> Result<Code> {
                 sides: decision.sides,
                 metrics: &decision.metrics,
             };
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", serde_json::to_string(&report)?);
         }
         Output::Text => print!("{}", render_text(&decision, decided_at, args)),
     }
