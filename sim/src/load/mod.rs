@@ -579,6 +579,47 @@ mod tests {
         }
     }
 
+    fn record(outcome: Outcome, cohort: Option<&str>, session: Option<u32>, ttft: f64) -> Record {
+        Record {
+            outcome,
+            status: Some(200),
+            ttft: Some(ttft),
+            gaps: vec![0.01],
+            content_events: 2,
+            cohort: cohort.map(str::to_string),
+            session,
+        }
+    }
+
+    #[test]
+    fn tally_counts_cohorts_and_split_sessions() {
+        let mut tally = Tally::default();
+        for r in [
+            record(Outcome::Ok, Some("stable"), Some(0), 0.1),
+            record(Outcome::Ok, Some("stable"), Some(0), 0.3),
+            record(Outcome::StreamError, Some("canary"), Some(1), 0.2),
+            record(Outcome::Ok, Some("canary"), Some(0), 0.2),
+            record(Outcome::Ok, None, Some(2), 0.2),
+        ] {
+            tally.add(Ok(r));
+        }
+        let config = LoadConfig {
+            session_header: Some("x-session-id".into()),
+            sessions: 10,
+            ..LoadConfig::default()
+        };
+        let report = tally.report(&config, 5, 5, 0, Duration::from_secs(1), 1.0);
+        let stable = &report.cohorts["stable"];
+        assert_eq!((stable.requests, stable.ok, stable.errors), (2, 2, 0));
+        assert_eq!(stable.ttft_seconds.p50, Some(0.1));
+        let canary = &report.cohorts["canary"];
+        assert_eq!((canary.requests, canary.ok, canary.errors), (2, 1, 1));
+        let sessions = report.sessions.expect("sessions");
+        assert_eq!((sessions.seen, sessions.on_several_cohorts), (3, 1));
+        assert_eq!((report.outcomes.ok, report.outcomes.stream_error), (4, 1));
+        assert_eq!((report.tokens, report.itl_seconds.count), (10, 5));
+    }
+
     #[test]
     fn bad_settings_are_named() {
         let cases: [(&str, LoadConfig); 3] = [
