@@ -73,6 +73,9 @@ pub struct Args {
     /// How long open streams may run after Ctrl-C/SIGTERM.
     #[arg(long, default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Idle keep-alive connections are closed after this (vLLM: 5s).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    keep_alive: Duration,
 }
 
 impl Args {
@@ -94,6 +97,7 @@ impl Args {
             },
             seed: self.seed,
             shutdown_grace: self.shutdown_grace,
+            keep_alive: self.keep_alive,
         }
     }
 }

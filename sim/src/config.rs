@@ -42,6 +42,10 @@ pub struct SimConfig {
     /// How long open streams may run after shutdown is asked before they
     /// are cut.
     pub shutdown_grace: Duration,
+    /// Idle keep-alive connections are closed after this, as vLLM's
+    /// uvicorn does after 5 s, so clients that pool connections meet the
+    /// same races they would in production.
+    pub keep_alive: Duration,
 }
 
 /// The simulated GPU's utilization: a baseline plus a fixed amount per
@@ -87,6 +91,7 @@ impl Default for SimConfig {
             gpu: GpuModel::default(),
             seed: None,
             shutdown_grace: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
         }
     }
 }
@@ -146,6 +151,9 @@ impl SimConfig {
         }
         if self.ttft > Duration::from_secs(3600) || self.itl > Duration::from_secs(3600) {
             return bad("ttft/itl", "must be at most 1h".into());
+        }
+        if self.keep_alive.is_zero() {
+            return bad("keep-alive", "must be longer than 0".into());
         }
         if !(0.0..=100.0).contains(&self.gpu.base_util) {
             return bad(

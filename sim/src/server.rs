@@ -50,8 +50,6 @@ const MAX_BODY_BYTES: usize = 16 << 20;
 const LOAD_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Time constant of the GPU load average.
 const LOAD_TAU: Duration = Duration::from_secs(1);
-/// Idle keep-alive connections (and slow request heads) are closed after this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the simulator could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -234,9 +232,11 @@ async fn run(
     let mut connections = JoinSet::new();
     let sampler = tokio::spawn(sample_load(Arc::clone(&shared)));
     let mut builder = http1::Builder::new();
+    // hyper's header read timeout runs whenever a connection waits for a
+    // request head, so it is also the idle keep-alive timeout.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(shared.config.keep_alive);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {

@@ -89,3 +89,33 @@ async fn dropping_the_handle_stops_the_server() {
         .await
     );
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_like_vllms() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start(SimConfig {
+        keep_alive: Duration::from_millis(200),
+        ..fast()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(sim.addr())
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /health HTTP/1.1\r\nhost: sim\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read until the server closes the idle connection (EOF), or give up.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+}
