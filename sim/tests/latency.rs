@@ -4,9 +4,10 @@
 //! statistical band of the configuration (so the model is right), and the
 //! measured latencies match that plan up to timer and scheduling overhead
 //! (so the server executes it). Tokio timers fire at or after their
-//! deadline, rounded up to the millisecond; loopback and a busy two-core
-//! test machine add a few more. So measurements may be up to
-//! [`OVERHEAD`] later than planned and never meaningfully earlier.
+//! deadline, rounded up to the millisecond; loopback, a debug build and a
+//! two-core test machine shared with other builds add more. So
+//! measurements may be up to [`OVERHEAD`] later than planned and never
+//! meaningfully earlier.
 
 mod common;
 
@@ -18,7 +19,7 @@ use weir_sim::SimConfig;
 use weir_sim::model::RequestPlan;
 
 /// Allowed lateness of a measured TTFT over the planned one.
-const OVERHEAD: f64 = 0.008;
+const OVERHEAD: f64 = 0.015;
 
 /// Sends `n` streaming requests, `batch` at a time; returns each one's time
 /// to first byte, seconds.
@@ -90,7 +91,7 @@ async fn ttft_median_matches_the_configured_median() {
     );
 
     let sim = start(config).await;
-    let mut measured = ttfts(&sim, n, 20).await;
+    let mut measured = ttfts(&sim, n, 10).await;
     let measured_median = median(&mut measured);
     eprintln!("TTFT median: planned {plan_median:.4}s, measured {measured_median:.4}s");
     assert!(
@@ -103,10 +104,10 @@ async fn ttft_median_matches_the_configured_median() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prob_slows_the_right_fraction() {
     let config = SimConfig {
-        ttft: Duration::from_millis(20),
+        ttft: Duration::from_millis(10),
         ttft_sigma: 0.0,
         tail_prob: 0.2,
-        tail_factor: 5.0,
+        tail_factor: 20.0,
         tokens: 1,
         seed: Some(21),
         ..fast()
@@ -120,15 +121,17 @@ async fn tail_prob_slows_the_right_fraction() {
     );
 
     let sim = start(config).await;
-    let measured = ttfts(&sim, n, 50).await;
-    // Normal requests take 20 ms, tail ones 100 ms: split at 60 ms.
-    let slow = measured.iter().filter(|t| **t > 0.060).count();
+    let measured = ttfts(&sim, n, 25).await;
+    // Normal requests take 10 ms, tail ones 200 ms (a timer never fires
+    // early): split at 100 ms, which leaves normal requests 90 ms of
+    // scheduling slack on a busy machine.
+    let slow = measured.iter().filter(|t| **t > 0.100).count();
     eprintln!("tail: planned {planned_tails}/{n}, measured {slow}/{n}");
     assert_eq!(slow, planned_tails);
     let fastest_slow = measured
         .iter()
         .copied()
-        .filter(|t| *t > 0.060)
+        .filter(|t| *t > 0.100)
         .fold(f64::INFINITY, f64::min);
-    assert!(fastest_slow >= 0.0995, "tail TTFT {fastest_slow}");
+    assert!(fastest_slow >= 0.1995, "tail TTFT {fastest_slow}");
 }

@@ -148,7 +148,7 @@ async fn gpu_utilization_rises_under_concurrent_load() {
     let sim = start(SimConfig {
         ttft: Duration::from_millis(50),
         itl: Duration::from_millis(50),
-        tokens: 60, // 3 s per request
+        tokens: 100, // 5 s per request
         ..fast()
     })
     .await;
@@ -170,7 +170,7 @@ async fn gpu_utilization_rises_under_concurrent_load() {
     }
     // 20 in flight average in over ~1 s: 50 + 2 × 20 × (1 − e^−t).
     let mut busy = idle;
-    let rose = wait_for(Duration::from_secs(3), async || {
+    let rose = wait_for(Duration::from_secs(4), async || {
         busy = util(&scrape(&c, &sim).await.1);
         busy >= 70.0
     })
