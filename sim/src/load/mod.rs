@@ -28,7 +28,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::RngExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -262,8 +262,10 @@ pub async fn run(
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     let client = Client::builder(TokioExecutor::new())
-        // Below the keep-alive of common servers (vLLM/uvicorn: 5 s).
+        // Below the keep-alive of common servers (vLLM/uvicorn: 5 s), with
+        // a timer so idle connections are closed, not just skipped.
         .pool_idle_timeout(Duration::from_secs(4))
+        .pool_timer(TokioTimer::new())
         .build(connector);
     let mut body = serde_json::json!({
         "model": config.model,
