@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod exit;
+mod load;
+mod sim;
 
 /// Progressive delivery for LLM inference.
 #[derive(Debug, Parser)]
@@ -20,12 +22,18 @@ struct Cli {
 enum Command {
     /// Compare two cohorts' samples offline and print the verdict.
     Analyze(analyze::Args),
+    /// Run a simulated OpenAI-compatible inference server.
+    Sim(sim::Args),
+    /// Send streaming chat completions at a constant rate and measure them.
+    Load(load::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Sim(args) => sim::run(&args),
+        Command::Load(args) => load::run(&args),
     };
     match result {
         Ok(code) => code.into(),

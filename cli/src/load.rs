@@ -1,0 +1,272 @@
+//! `weir load`: open-loop streaming load against any OpenAI-compatible URL
+//! (a sim, a weir proxy, a real server), measured as a client sees it.
+//!
+//! Prints percentiles of time to first token and inter-token latency,
+//! throughput, outcome counts and, when a weir proxy answers, counts per
+//! cohort. A status line goes to stderr every few seconds of long runs.
+//! Exit 0 when the run happened (whatever the requests' outcomes), 1 when
+//! it could not (the URL is unreachable), 2 for usage errors.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use weir_sim::load::{LoadConfig, LoadReport, Percentiles, Progress};
+
+use crate::exit::Code;
+use crate::sim::duration;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A summary for people.
+    Text,
+    /// One JSON object on one line.
+    Json,
+}
+
+/// Arguments of `weir load`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Requests are open loop: request i is sent at i/rate seconds whatever happened to \
+the others; one that would exceed --concurrency-limit is dropped and counted.
+
+Exit codes: 0 the run happened, 1 error (e.g. unreachable URL), 2 usage.")]
+pub struct Args {
+    /// Base URL (http://host:port or .../v1); requests go to
+    /// /v1/chat/completions under it.
+    #[arg(long, value_parser = url)]
+    url: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 10.0, value_parser = rate)]
+    rate: f64,
+    /// How long to send requests; open responses are awaited after.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    duration: Duration,
+    /// Requests in flight beyond which new ones are dropped, not queued.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency_limit: Option<u64>,
+    /// Send a session id from a fixed random pool in this header (to check
+    /// sticky routing).
+    #[arg(long, value_name = "NAME")]
+    session_header: Option<String>,
+    /// Size of the session pool.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    sessions: u32,
+    /// The model of every request.
+    #[arg(long, default_value = "weir-sim")]
+    model: String,
+    /// The user message of every request.
+    #[arg(long, default_value = "Say something.")]
+    prompt: String,
+    /// max_tokens of every request.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_tokens: Option<u32>,
+    /// Longest time one request may take.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    timeout: Duration,
+    /// Seed of the session draws.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Seconds between progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `weir load`.
+pub fn run(args: &Args) -> Result<Code> {
+    let config = LoadConfig {
+        url: args.url.clone(),
+        rate: args.rate,
+        duration: args.duration,
+        concurrency_limit: args.concurrency_limit,
+        session_header: args.session_header.clone(),
+        sessions: args.sessions,
+        model: args.model.clone(),
+        prompt: args.prompt.clone(),
+        max_tokens: args.max_tokens,
+        request_timeout: args.timeout,
+        seed: args.seed,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let long_run = args.duration > PROGRESS_EVERY;
+    let report = runtime.block_on(weir_sim::load::run(&config, PROGRESS_EVERY, |p| {
+        if long_run && p.elapsed >= PROGRESS_EVERY / 2 {
+            eprintln!("{}", progress_line(p));
+        }
+    }))?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Text => print!("{}", render_text(&report)),
+    }
+    Ok(Code::Success)
+}
+
+fn progress_line(p: &Progress) -> String {
+    format!(
+        "weir load: {:>4.0}s/{:.0}s  sent {}  ok {}  errors {}  dropped {}  in flight {}",
+        p.elapsed.as_secs_f64(),
+        p.duration.as_secs_f64(),
+        p.sent,
+        p.ok,
+        p.errors,
+        p.dropped,
+        p.inflight
+    )
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| format!("{:.1}ms", s * 1000.0))
+}
+
+fn latency_line(name: &str, p: &Percentiles) -> String {
+    format!(
+        "{name:<11}p50 {}  p90 {}  p99 {}  max {}  (n = {})\n",
+        ms(p.p50),
+        ms(p.p90),
+        ms(p.p99),
+        ms(p.max),
+        p.count
+    )
+}
+
+fn render_text(r: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "weir load: {}  {} req/s for {}s",
+        r.url, r.rate, r.duration_seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:<11}scheduled {}  sent {}  dropped {}",
+        "requests", r.scheduled, r.sent, r.dropped
+    );
+    let o = &r.outcomes;
+    let _ = writeln!(
+        out,
+        "{:<11}ok {}  http_error {}  stream_error {}  incomplete {}  connect_error {}  timeout {}",
+        "outcomes", o.ok, o.http_error, o.stream_error, o.incomplete, o.connect_error, o.timeout
+    );
+    if !r.http_statuses.is_empty() {
+        let statuses: Vec<String> = r
+            .http_statuses
+            .iter()
+            .map(|(status, n)| format!("{status} ×{n}"))
+            .collect();
+        let _ = writeln!(out, "{:<11}{}", "statuses", statuses.join("  "));
+    }
+    let _ = writeln!(
+        out,
+        "{:<11}sent {:.1} req/s  ok {:.1} req/s  {:.0} tokens/s  (elapsed {:.2}s)",
+        "throughput", r.sent_per_second, r.ok_per_second, r.tokens_per_second, r.elapsed_seconds
+    );
+    out.push_str(&latency_line("TTFT", &r.ttft_seconds));
+    out.push_str(&latency_line("ITL", &r.itl_seconds));
+    for (name, c) in &r.cohorts {
+        let _ = writeln!(
+            out,
+            "{:<11}{name}: requests {}  ok {}  errors {}  TTFT p50 {}",
+            "cohort",
+            c.requests,
+            c.ok,
+            c.errors,
+            ms(c.ttft_seconds.p50)
+        );
+    }
+    if let Some(s) = &r.sessions {
+        let _ = writeln!(
+            out,
+            "{:<11}{}: pool {}  seen {}  on several cohorts {}",
+            "sessions", s.header, s.pool, s.seen, s.on_several_cohorts
+        );
+    }
+    out
+}
+
+fn url(s: &str) -> Result<String, String> {
+    weir_sim::load::endpoint(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of requests per second"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weir_sim::load::{CohortReport, Outcomes};
+
+    use super::*;
+
+    #[test]
+    fn text_summary_names_every_number() {
+        let p = |v: f64| Percentiles {
+            count: 10,
+            mean: Some(v),
+            p50: Some(v),
+            p90: Some(v),
+            p99: Some(v),
+            max: Some(v),
+        };
+        let report = LoadReport {
+            url: "http://x".into(),
+            rate: 5.0,
+            duration_seconds: 2.0,
+            elapsed_seconds: 2.1,
+            scheduled: 10,
+            sent: 10,
+            dropped: 0,
+            outcomes: Outcomes {
+                ok: 9,
+                http_error: 1,
+                ..Outcomes::default()
+            },
+            http_statuses: BTreeMap::from([(503, 1)]),
+            sent_per_second: 5.0,
+            ok_per_second: 4.3,
+            tokens: 90,
+            tokens_per_second: 43.0,
+            ttft_seconds: p(0.05),
+            itl_seconds: p(0.005),
+            cohorts: BTreeMap::from([(
+                "canary".to_string(),
+                CohortReport {
+                    requests: 3,
+                    ok: 3,
+                    errors: 0,
+                    ttft_seconds: p(0.06),
+                },
+            )]),
+            sessions: None,
+        };
+        let text = render_text(&report);
+        for want in [
+            "sent 10",
+            "ok 9",
+            "503 ×1",
+            "TTFT       p50 50.0ms",
+            "ITL        p50 5.0ms",
+            "canary: requests 3",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        assert!(url("https://x").is_err());
+        assert!(rate("0").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The real Python `openai` client against the sim: it must parse every
+//! chunk we send, see every token, and raise on a mid-stream error.
+//!
+//! The interpreter is `$WEIR_PYTHON` (set by `tests/run` to its venv),
+//! else `python3`. A missing `openai` package fails the test: a silently
+//! skipped compatibility test protects nothing.
+
+mod common;
+
+use std::process::Command;
+
+use common::{fast, start};
+use serde_json::Value;
+use weir_sim::SimConfig;
+use weir_sim::text::completion_text;
+
+const SCRIPT: &str = r#"
+import json, sys
+import openai
+
+ok_url, failing_url = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=ok_url, api_key="x", max_retries=0)
+messages = [{"role": "user", "content": "Say something."}]
+
+chunks, text, finish, usage = 0, "", None, None
+stream = client.chat.completions.create(
+    model="weir-sim", messages=messages, stream=True,
+    stream_options={"include_usage": True})
+for chunk in stream:
+    chunks += 1
+    if chunk.usage is not None:
+        usage = chunk.usage.completion_tokens
+    for choice in chunk.choices:
+        text += choice.delta.content or ""
+        finish = choice.finish_reason or finish
+
+whole = client.chat.completions.create(model="weir-sim", messages=messages, max_tokens=3)
+
+legacy = "".join(
+    c.choices[0].text for c in client.completions.create(
+        model="weir-sim", prompt="Once", stream=True) if c.choices)
+
+raised = None
+try:
+    failing = openai.OpenAI(base_url=failing_url, api_key="x", max_retries=0)
+    for _ in failing.chat.completions.create(model="weir-sim", messages=messages, stream=True):
+        pass
+except openai.APIError as e:
+    raised = type(e).__name__
+
+print(json.dumps({
+    "version": openai.__version__,
+    "chunks": chunks, "text": text, "finish": finish, "usage": usage,
+    "whole_text": whole.choices[0].message.content,
+    "whole_finish": whole.choices[0].finish_reason,
+    "whole_usage": whole.usage.completion_tokens,
+    "fingerprint": whole.system_fingerprint,
+    "legacy": legacy,
+    "raised": raised,
+}))
+"#;
+
+fn python() -> String {
+    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_openai_client_streams_every_token() {
+    let python = python();
+    let probe = Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python:?} ({e}); tests/run sets WEIR_PYTHON to its venv")
+        });
+    assert!(
+        probe.status.success(),
+        "`import openai` failed with {python:?}: {}\n\
+         tests/run installs the openai package into its venv and sets WEIR_PYTHON; \
+         run the suite through tests/run, or point WEIR_PYTHON at a Python with openai",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
+
+    let tokens = 12;
+    let sim = start(SimConfig { tokens, ..fast() }).await;
+    let failing = start(SimConfig {
+        stream_error_rate: 1.0,
+        ..fast()
+    })
+    .await;
+    let args = [
+        "-c".to_string(),
+        SCRIPT.to_string(),
+        format!("{}/v1", sim.base_url()),
+        format!("{}/v1", failing.base_url()),
+    ];
+    let output = tokio::task::spawn_blocking(move || Command::new(python).args(args).output())
+        .await
+        .expect("blocking task")
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("openai client saw: {stdout}");
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+
+    // One chunk per token, the finish chunk and the usage chunk.
+    assert_eq!(seen["chunks"], tokens + 2);
+    assert_eq!(seen["text"], completion_text(tokens));
+    assert_eq!(seen["finish"], "stop");
+    assert_eq!(seen["usage"], tokens);
+    assert_eq!(seen["whole_text"], completion_text(3));
+    assert_eq!(seen["whole_finish"], "length");
+    assert_eq!(seen["whole_usage"], 3);
+    assert_eq!(seen["fingerprint"], "test-sim");
+    assert_eq!(seen["legacy"], completion_text(tokens));
+    assert!(
+        seen["raised"].is_string(),
+        "a mid-stream error event must raise in the client: {seen}"
+    );
+}
