@@ -1,5 +1,18 @@
-//! weir-proxy: the embedded L7 proxy (pingora) that splits traffic between
-//! cohorts, meters every request and stream, and serves observations.
+//! weir-proxy: the embedded L7 proxy that splits traffic between cohorts,
+//! meters every request and stream, and serves observations.
 //!
-//! Not built yet: see issue 3. The crate exists so the workspace layout and
-//! dependency direction from DESIGN.md are fixed from the start.
+//! This crate's core is pure and has no sockets, so every rule can be tested
+//! on its own; the pingora server wires it together:
+//!
+//! - [`config`]: where route tables come from (a YAML file, memory, later
+//!   Kubernetes), validated once, published over a `watch` channel.
+//! - [`route`]: the route table and the per-request decision
+//!   [`route::route`]`(&table, &request, draw)`.
+//! - [`meter`]: what one request did (TTFT, inter-token gaps, tokens,
+//!   outcome), from its status and body chunks.
+//! - [`observe`]: cumulative per-(route, cohort, revision) aggregates for
+//!   `/v1/observations` and `/metrics`.
+//! - [`metrics`]: the exported metric names and label values, in one place.
+
+pub mod config;
+pub mod route;
