@@ -15,4 +15,6 @@
 //! - [`metrics`]: the exported metric names and label values, in one place.
 
 pub mod config;
+pub mod meter;
+pub mod metrics;
 pub mod route;
