@@ -17,4 +17,5 @@
 pub mod config;
 pub mod meter;
 pub mod metrics;
+pub mod observe;
 pub mod route;

@@ -46,9 +46,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use weir_analysis::Distribution;
 
-use crate::metrics::outcome;
+use crate::metrics::{self, outcome};
+use crate::observe::Histogram;
 
 /// The largest SSE event (its joined `data` lines) the meter reads; a larger
 /// event is counted as unreadable rather than buffered.
@@ -198,7 +198,7 @@ pub struct RequestRecord {
     /// Time from start to the first non-empty body chunk.
     pub ttft: Option<Duration>,
     /// Gaps between consecutive content events, seconds, one per gap.
-    pub inter_token: Distribution,
+    pub inter_token: Histogram,
     /// Time from start to `finish`.
     pub duration: Duration,
     /// Output tokens: usage when reported, else content events.
@@ -222,10 +222,10 @@ pub struct Meter {
     usage_scan: UsageScanner,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StreamStats {
     last_content: Option<Instant>,
-    inter_token: Distribution,
+    inter_token: Histogram,
     content_events: u64,
     usage_tokens: Option<u64>,
     end: StreamEnd,
@@ -242,7 +242,13 @@ impl Meter {
             streamed: false,
             first_chunk: None,
             sse: SseParser::default(),
-            stats: StreamStats::default(),
+            stats: StreamStats {
+                last_content: None,
+                inter_token: Histogram::new(metrics::INTER_TOKEN_BUCKETS),
+                content_events: 0,
+                usage_tokens: None,
+                end: StreamEnd::default(),
+            },
             usage_scan: UsageScanner::default(),
         }
     }
@@ -357,9 +363,7 @@ impl StreamStats {
         };
         if content {
             if let Some(previous) = self.last_content {
-                // Finite and non-negative by construction, so this cannot fail.
-                let _ = self
-                    .inter_token
+                self.inter_token
                     .record(now.saturating_duration_since(previous).as_secs_f64());
             }
             self.last_content = Some(now);

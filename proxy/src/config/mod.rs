@@ -9,7 +9,7 @@
 //!
 //! One implementation per file, like every extension point in weir:
 //!
-//! - [`file`]: the YAML file of `weir proxy -f`, reloaded when it changes;
+//! - [`mod@file`]: the YAML file of `weir proxy -f`, reloaded when it changes;
 //!   `PUT /v1/routes/{name}/weights` writes back into it;
 //! - [`memory`]: a table held in memory and replaced by the caller (local
 //!   mode's in-process runner, tests);
