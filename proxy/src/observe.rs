@@ -785,6 +785,39 @@ mod tests {
         );
     }
 
+    /// The committed example of the schema (for the analysis side and for
+    /// people) must be what the code writes. `WEIR_UPDATE_FIXTURES=1`
+    /// rewrites it after a deliberate change.
+    #[test]
+    fn snapshot_matches_the_committed_fixture() {
+        let obs = Observations::new("weir-proxy-example-1");
+        let canary = key("chat", Cohort::Canary, Some("7c1a02"));
+        let stable = key("chat", Cohort::Stable, Some("5d8f9c"));
+        obs.record(&streamed(120, 3, End::Complete), &canary);
+        obs.record(&streamed(250, 2, End::ClientAbort), &canary);
+        obs.record(&streamed(90, 4, End::Complete), &stable);
+        let _inflight = obs.inflight_guard(&stable);
+        let json = serde_json::to_string_pretty(&obs.snapshot()).expect("serializes") + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/observations-v1.json");
+        if std::env::var_os("WEIR_UPDATE_FIXTURES").is_some() {
+            std::fs::write(&path, &json).expect("write fixture");
+        }
+        let committed = std::fs::read_to_string(&path).expect("fixture exists");
+        assert_eq!(
+            json, committed,
+            "run with WEIR_UPDATE_FIXTURES=1 after a deliberate schema change"
+        );
+        let back: ObservationsSnapshot = serde_json::from_str(&committed).expect("parses");
+        let canary = back
+            .cohorts
+            .iter()
+            .find(|c| c.cohort == Cohort::Canary)
+            .expect("canary present");
+        assert_eq!((canary.requests.ok, canary.requests.client_abort), (1, 1));
+        assert_eq!(canary.inter_token_seconds.count(), 2 + 1);
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

@@ -271,8 +271,8 @@ impl TryFrom<&FileConfig> for ProxyConfig {
         if listen == admin {
             return Err(ConfigError::invalid(
                 "admin",
-                Problem::InvalidAddress {
-                    value: format!("{admin} (the same as listen)"),
+                Problem::SameAsListen {
+                    value: admin.to_string(),
                 },
             ));
         }
@@ -324,17 +324,15 @@ pub fn parse(text: &str) -> Result<ProxyConfig, ConfigError> {
 /// `text` with the weights of route `route_index` replaced in place.
 ///
 /// # Errors
-/// [`ConfigError::Syntax`] when a weight's position is unknown (the text was
-/// not parsed from a string) or the edit does not re-parse to `expected`.
+/// [`ConfigError::WriteBack`] when a weight's position is unknown or two
+/// weights share text.
 fn rewrite_weights(
     text: &str,
     wire: &FileConfig,
     route_index: usize,
     weights: &[Weight],
 ) -> Result<String, ConfigError> {
-    let cannot = |why: &str| ConfigError::Syntax {
-        message: format!("cannot write the weights back into the file: {why}"),
-    };
+    let cannot = |why: &'static str| ConfigError::WriteBack { reason: why };
     let spans = wire.weight_spans();
     let route_spans = spans
         .get(route_index)
@@ -614,8 +612,8 @@ impl ConfigSource for FileSource {
             _ => {
                 return Err(in_file(
                     &self.path,
-                    ConfigError::Syntax {
-                        message: "cannot write the weights back into the file: the edited file would not read back as the new weights (are weights written through YAML anchors?)".into(),
+                    ConfigError::WriteBack {
+                        reason: "the edited file would not read back as the new weights (are weights written through YAML anchors?)",
                     },
                 ));
             }
@@ -730,6 +728,10 @@ routes:
             (
                 example_with("listen: 127.0.0.1:8080", "listen: localhost:8080"),
                 "listen: \"localhost:8080\" is not an IP address and port; use e.g. 127.0.0.1:8080 or [::]:8080",
+            ),
+            (
+                example_with("admin: 127.0.0.1:9090", "admin: 127.0.0.1:8080"),
+                "admin: 127.0.0.1:8080 is also the listen address; give the admin listener its own port, e.g. 127.0.0.1:9090",
             ),
             (
                 example_with("readTimeout: 60s", "readTimeout: 60"),

@@ -154,6 +154,14 @@ pub enum Problem {
         /// The value as written.
         value: String,
     },
+    /// The admin listener on the proxy's own address.
+    #[error(
+        "{value} is also the listen address; give the admin listener its own port, e.g. 127.0.0.1:9090"
+    )]
+    SameAsListen {
+        /// The address.
+        value: String,
+    },
     /// A duration that does not parse.
     #[error("{value:?} is not a duration ({reason}); use e.g. 60s, 5m or 1m30s")]
     InvalidDuration {
@@ -270,6 +278,12 @@ pub enum ConfigError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A weight update could not be written into the file's text.
+    #[error("cannot write the weights back into the file: {reason}")]
+    WriteBack {
+        /// Why.
+        reason: &'static str,
     },
     /// A weight update named a route that does not exist.
     #[error("no route named {route:?}; the routes are {}", known.join(", "))]
