@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod exit;
+mod proxy;
 
 /// Progressive delivery for LLM inference.
 #[derive(Debug, Parser)]
@@ -20,12 +21,15 @@ struct Cli {
 enum Command {
     /// Compare two cohorts' samples offline and print the verdict.
     Analyze(analyze::Args),
+    /// Run the L7 proxy from a YAML config file.
+    Proxy(proxy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
     };
     match result {
         Ok(code) => code.into(),

@@ -29,15 +29,18 @@
 //!    `meter.on_body_chunk(chunk, now)`.
 //! 4. `logging`: `handle.record(&meter.finish(end, now))`, drop the guard.
 
+pub mod admin;
 pub mod config;
 pub mod meter;
 pub mod metrics;
 pub mod observe;
 pub mod route;
+pub mod server;
 
 pub use config::{ConfigError, ConfigSource, FileSource, MemorySource, ProxyConfig, Timeouts};
 pub use meter::{End, Meter, Outcome, RequestRecord};
 pub use observe::{CohortHandle, InflightGuard, Observations, ObservationsSnapshot};
+pub use server::{Drained, Running, ServeError, Settings, start};
 pub use route::{
     COHORT_HEADER, Cohort, CohortKey, Decision, Headers, RequestInfo, RouteError, RouteTable,
     Weight, route,
