@@ -534,7 +534,7 @@ enum Field {
 
 /// An incremental parser of the SSE wire format (WHATWG HTML, "Server-sent
 /// events"), keeping only `data` and `event`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct SseParser {
     state: LineState,
     /// The field name so far; names longer than this are not ones we read.
@@ -554,6 +554,18 @@ struct SseParser {
     /// The `event` field value, if short enough to matter.
     event: [u8; 8],
     event_len: usize,
+}
+
+/// Shows the parser's state but never the body bytes it holds.
+impl std::fmt::Debug for SseParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseParser")
+            .field("state", &self.state)
+            .field("buffered_bytes", &self.data.len())
+            .field("has_data", &self.has_data)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SseParser {
@@ -1066,6 +1078,17 @@ mod tests {
             Some(2)
         );
         assert_eq!(scan(r#"""completion_tokens":3"#), Some(3));
+    }
+
+    #[test]
+    fn debug_output_never_shows_body_bytes() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(t0);
+        m.on_response(200, Some("text/event-stream"), t0);
+        m.on_body_chunk(b"data: {\"secret-prompt-text\"", t0);
+        let shown = format!("{m:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("buffered_bytes"), "{shown}");
     }
 
     #[test]
