@@ -534,7 +534,7 @@ enum Field {
 
 /// An incremental parser of the SSE wire format (WHATWG HTML, "Server-sent
 /// events"), keeping only `data` and `event`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct SseParser {
     state: LineState,
     /// The field name so far; names longer than this are not ones we read.
@@ -545,6 +545,9 @@ struct SseParser {
     skip_lf: bool,
     /// Whether the stream's start (and a byte-order mark) was handled.
     started: bool,
+    /// Bytes of a byte-order mark seen at the very start (it may be split
+    /// across chunks too).
+    bom_seen: usize,
     data: Vec<u8>,
     has_data: bool,
     overflow: bool,
@@ -553,11 +556,34 @@ struct SseParser {
     event_len: usize,
 }
 
+/// Shows the parser's state but never the body bytes it holds.
+impl std::fmt::Debug for SseParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseParser")
+            .field("state", &self.state)
+            .field("buffered_bytes", &self.data.len())
+            .field("has_data", &self.has_data)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SseParser {
     fn feed(&mut self, mut input: &[u8], sink: &mut dyn FnMut(SseEvent<'_>)) {
-        if !self.started && !input.is_empty() {
-            self.started = true;
-            input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        while !self.started {
+            let Some((&first, rest)) = input.split_first() else {
+                return;
+            };
+            if BOM.get(self.bom_seen) == Some(&first) {
+                self.bom_seen += 1;
+                self.started = self.bom_seen == BOM.len();
+                input = rest;
+            } else {
+                // Not a BOM after all: what looked like one is line content.
+                self.started = true;
+                self.take(&BOM[..self.bom_seen]);
+            }
         }
         if self.skip_lf && !input.is_empty() {
             self.skip_lf = false;
@@ -857,6 +883,37 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_split_across_chunks_is_still_skipped() {
+        let stream = "\u{feff}data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: [DONE]\n\n";
+        for size in [1, 2, 3, 4] {
+            let t0 = Instant::now();
+            let mut m = Meter::new(t0);
+            m.on_response(200, Some("text/event-stream"), t0);
+            for piece in stream.as_bytes().chunks(size) {
+                m.on_body_chunk(piece, t0);
+            }
+            let r = m.finish(End::Complete, t0);
+            assert_eq!(
+                (r.content_events, r.outcome),
+                (1, Outcome::Ok),
+                "chunk size {size}"
+            );
+        }
+        // Found by fuzzing: a partial BOM is content, however it is split.
+        let odd: &[u8] = b"\xEF\xBBdata: x\n\n";
+        let count = |size: usize| {
+            let t0 = Instant::now();
+            let mut m = Meter::new(t0);
+            m.on_response(200, Some("text/event-stream"), t0);
+            for piece in odd.chunks(size) {
+                m.on_body_chunk(piece, t0);
+            }
+            m.finish(End::Complete, t0).content_events
+        };
+        assert_eq!(count(1), count(odd.len()));
+    }
+
+    #[test]
     fn a_stream_without_done_or_finish_reason_is_a_stream_error() {
         let mut events = vllm_stream();
         events.truncate(4); // role + 3 tokens
@@ -1021,6 +1078,17 @@ mod tests {
             Some(2)
         );
         assert_eq!(scan(r#"""completion_tokens":3"#), Some(3));
+    }
+
+    #[test]
+    fn debug_output_never_shows_body_bytes() {
+        let t0 = Instant::now();
+        let mut m = Meter::new(t0);
+        m.on_response(200, Some("text/event-stream"), t0);
+        m.on_body_chunk(b"data: {\"secret-prompt-text\"", t0);
+        let shown = format!("{m:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("buffered_bytes"), "{shown}");
     }
 
     #[test]

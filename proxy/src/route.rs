@@ -571,13 +571,10 @@ impl Route {
     fn fallback(&self, chosen: usize) -> Option<usize> {
         self.order
             .iter()
-            .rev()
-            .copied()
-            .filter(|&i| i != chosen && !self.backends[i].weight.is_zero())
-            .max_by_key(|&i| {
-                let rank = self.order.iter().position(|&o| o == i).unwrap_or(0);
-                (self.backends[i].weight, rank)
-            })
+            .enumerate()
+            .filter(|&(_, &i)| i != chosen && !self.backends[i].weight.is_zero())
+            .max_by_key(|&(rank, &i)| (self.backends[i].weight, rank))
+            .map(|(_, &i)| i)
     }
 }
 
@@ -738,14 +735,13 @@ impl RouteTable {
                     },
                 ));
             }
+            // An earlier route with the same prefix wins every request of
+            // this one when both take any host, or when it names every host
+            // this one names.
             let shadow = routes[..i].iter().position(|o| {
-                o.path_prefix == r.path_prefix && {
-                    let mut a = o.hosts.clone();
-                    let mut b = r.hosts.clone();
-                    a.sort();
-                    b.sort();
-                    a == b
-                }
+                o.path_prefix == r.path_prefix
+                    && o.hosts.is_empty() == r.hosts.is_empty()
+                    && r.hosts.iter().all(|h| o.hosts.contains(h))
             });
             if let Some(by) = shadow {
                 return Err(ConfigError::invalid(
@@ -1448,6 +1444,44 @@ pub(crate) mod tests {
             ),
             "{err}"
         );
+        let hosted = |name: &str, hosts: &[&str]| {
+            Route::new(
+                name,
+                RouteMatch {
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    path_prefix: "/v1".into(),
+                },
+                None,
+                vec![backend("stable", 1, 100.0)],
+            )
+            .expect("valid")
+        };
+        // b's only host is already taken by a: shadowed.
+        let err = RouteTable::new(
+            vec![
+                hosted("a", &["x.example", "y.example"]),
+                hosted("b", &["y.example"]),
+            ],
+            false,
+            0,
+        )
+        .expect_err("shadowed by a superset");
+        assert_eq!(
+            err.problem().map(|(f, _)| f),
+            Some("routes[1].match"),
+            "{err}"
+        );
+        // More specific hosts, or a catch-all after hosts, are reachable.
+        for routes in [
+            vec![hosted("a", &[]), hosted("b", &["y.example"])],
+            vec![hosted("a", &["y.example"]), hosted("b", &[])],
+            vec![
+                hosted("a", &["x.example"]),
+                hosted("b", &["x.example", "y.example"]),
+            ],
+        ] {
+            assert!(RouteTable::new(routes, false, 0).is_ok());
+        }
         let err = RouteTable::new(vec![], false, 0).expect_err("empty");
         assert!(
             matches!(
