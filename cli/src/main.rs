@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod exit;
 mod load;
+mod proxy;
 mod sim;
 
 /// Progressive delivery for LLM inference.
@@ -26,6 +27,8 @@ enum Command {
     Sim(sim::Args),
     /// Send streaming chat completions at a constant rate and measure them.
     Load(load::Args),
+    /// Run the L7 proxy from a YAML config file.
+    Proxy(proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
     };
     match result {
         Ok(code) => code.into(),

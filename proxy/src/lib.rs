@@ -1,5 +1,47 @@
-//! weir-proxy: the embedded L7 proxy (pingora) that splits traffic between
-//! cohorts, meters every request and stream, and serves observations.
+//! weir-proxy: the embedded L7 proxy that splits traffic between cohorts,
+//! meters every request and stream, and serves observations.
 //!
-//! Not built yet: see issue 3. The crate exists so the workspace layout and
-//! dependency direction from DESIGN.md are fixed from the start.
+//! This crate's core is pure and has no sockets, so every rule can be tested
+//! on its own; the pingora server only wires it together:
+//!
+//! - [`config`]: where route tables come from (a YAML file, memory, later
+//!   Kubernetes), validated once, published over a `watch` channel.
+//! - [`mod@route`]: the route table and the per-request decision
+//!   [`route::route`]`(&table, &request, draw)`.
+//! - [`meter`]: what one request did (TTFT, inter-token gaps, tokens,
+//!   outcome), from its status and body chunks.
+//! - [`observe`]: cumulative per-(route, cohort, revision) aggregates for
+//!   `/v1/observations` and `/metrics`.
+//! - [`metrics`]: the exported metric names and label values, in one place.
+//!
+//! A request's life in the server, in these terms:
+//!
+//! 1. `request_filter`: `route(&table.load(), &RequestInfo::new(host, path,
+//!    headers), rand)`; on [`RouteError::NoRoute`] answer 404 with its text.
+//!    Keep the [`Decision`], the [`CohortHandle`] from
+//!    `observations.cohort(&decision.key())`, its [`InflightGuard`] and a
+//!    [`Meter::new`]`(start)` in the request context.
+//! 2. A connect failure before any byte went upstream: record
+//!    `Meter::new(start).finish(End::ConnectError, now)` on that handle, then
+//!    retry once on `decision.fallback_backend()` with the fallback's handle.
+//! 3. Response header: `meter.on_response(status, content_type, now)`; add
+//!    [`COHORT_HEADER`] naming the cohort. Body filter:
+//!    `meter.on_body_chunk(chunk, now)`.
+//! 4. `logging`: `handle.record(&meter.finish(end, now))`, drop the guard.
+
+pub mod admin;
+pub mod config;
+pub mod meter;
+pub mod metrics;
+pub mod observe;
+pub mod route;
+pub mod server;
+
+pub use config::{ConfigError, ConfigSource, FileSource, MemorySource, ProxyConfig, Timeouts};
+pub use meter::{End, Meter, Outcome, RequestRecord};
+pub use observe::{CohortHandle, InflightGuard, Observations, ObservationsSnapshot};
+pub use server::{Drained, Running, ServeError, Settings, start};
+pub use route::{
+    COHORT_HEADER, Cohort, CohortKey, Decision, Headers, RequestInfo, RouteError, RouteTable,
+    Weight, route,
+};

@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Proxy benchmark driver (see bench/proxy/run).
+
+Everything runs on loopback on this machine, one target at a time, in one
+run, so the numbers are comparable with each other and with nothing else.
+Targets: `direct` (the client talks to a sim), `weir` (weir proxy, one worker
+thread), `nginx` (one worker process) and `haproxy` (one thread), the last
+three splitting 80/20 over two `weir sim` upstreams.
+
+Measures:
+  A. saturation throughput (wrk, closed loop, GET /v1/models);
+  B. added latency at a fixed rate below saturation (oha, p50 and p99);
+  C. TTFT and inter-token overhead on streamed chat completions (weir load,
+     open loop, against sims with a 200 ms TTFT);
+  D. proxy memory per open stream with N concurrent streams.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class Procs:
+    """Background processes, always stopped (SIGTERM, then SIGKILL)."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, **kw):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL),
+                             start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            try:
+                self.stop(p)
+            except ProcessLookupError:
+                pass
+        self.procs.clear()
+
+
+def rss_kib(pid):
+    """Resident memory of a process and its children (nginx's worker)."""
+    total = 0
+    pids = [pid]
+    try:
+        children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in pathlib.Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def established_to(port):
+    """Established TCP connections whose local port is `port` (open client streams)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = pathlib.Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, state = parts[1], parts[3]
+            if state == "01" and int(local.split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.weir = str(pathlib.Path(args.weir).resolve())
+        self.procs = Procs()
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="weir-bench-proxy-"))
+
+    # -- upstreams -------------------------------------------------------
+    def sims(self, *flags):
+        ports = [free_port(), free_port()]
+        for name, port in zip(("stable", "canary"), ports):
+            self.procs.start([self.weir, "sim", "--listen", f"127.0.0.1:{port}", "--name", name, "--seed",
+                              str(port), *flags])
+        for port in ports:
+            wait_port(port)
+        return ports
+
+    # -- proxies ---------------------------------------------------------
+    def start_weir(self, ups):
+        port, admin = free_port(), free_port()
+        cfg = self.tmp / "weir.yaml"
+        cfg.write_text(
+            f"listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\noverrideHeader: false\n"
+            "routes:\n  - name: bench\n    match: {pathPrefix: /}\n    backends:\n"
+            f"      - {{cohort: stable, url: http://127.0.0.1:{ups[0]}, weight: 80}}\n"
+            f"      - {{cohort: canary, url: http://127.0.0.1:{ups[1]}, weight: 20}}\n")
+        p = self.procs.start([self.weir, "proxy", "--config", str(cfg), "--threads", "1"])
+        wait_port(port)
+        return p, port
+
+    def start_nginx(self, ups):
+        port = free_port()
+        prefix = self.tmp / "nginx"
+        (prefix / "logs").mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log error;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  upstream sims {{ server 127.0.0.1:{ups[0]} weight=80; server 127.0.0.1:{ups[1]} weight=20; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    keepalive_requests 100000;
+    location / {{
+      proxy_pass http://sims;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+""")
+        p = self.procs.start(["nginx", "-p", str(prefix), "-c", str(conf)])
+        wait_port(port)
+        return p, port
+
+    def start_haproxy(self, ups):
+        port = free_port()
+        cfg = self.tmp / "haproxy.cfg"
+        cfg.write_text(f"""
+global
+  nbthread 1
+  maxconn 40000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend sims
+backend sims
+  balance roundrobin
+  server stable 127.0.0.1:{ups[0]} weight 80 maxconn 20000
+  server canary 127.0.0.1:{ups[1]} weight 20 maxconn 20000
+""")
+        p = self.procs.start(["haproxy", "-db", "-f", str(cfg)])
+        wait_port(port)
+        return p, port
+
+    def targets(self, ups):
+        """Yields (name, process or None, port) for each target in turn."""
+        yield "direct", None, ups[0]
+        for name, start in (("weir", self.start_weir), ("nginx", self.start_nginx),
+                            ("haproxy", self.start_haproxy)):
+            p, port = start(ups)
+            try:
+                yield name, p, port
+            finally:
+                self.procs.stop(p)
+
+    # -- measurements ----------------------------------------------------
+    def wrk(self, port):
+        out = subprocess.run(["wrk", "-t1", "-c64", f"-d{self.args.seconds}s",
+                              f"http://127.0.0.1:{port}/v1/models"],
+                             capture_output=True, text=True, check=True).stdout
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        return float(m.group(1)), int(errors.group(1)) if errors else 0
+
+    def oha(self, port):
+        out = subprocess.run([self.args.oha, "-z", f"{self.args.seconds}s", "-q", str(self.args.rate), "-c", "16",
+                              "--no-tui", "--output-format", "json", f"http://127.0.0.1:{port}/v1/models"],
+                             capture_output=True, text=True, check=True).stdout
+        data = json.loads(out)
+        pct = data["latencyPercentiles"]
+        return pct["p50"] * 1e3, pct["p99"] * 1e3
+
+    def load(self, port, rate, seconds, limit=1000):
+        out = subprocess.run([self.weir, "load", "--url", f"http://127.0.0.1:{port}", "--rate", str(rate),
+                              "--duration", f"{seconds}s", "--concurrency-limit", str(limit), "--output", "json"],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    # -- phases ------------------------------------------------------------
+    def run(self):
+        results = {}
+        try:
+            ups = self.sims("--ttft", "0ms", "--itl", "0ms", "--tokens", "1")
+            for name, _, port in self.targets(ups):
+                rps, errors = self.wrk(port)
+                p50, p99 = self.oha(port)
+                results[name] = {"rps": rps, "wrk_errors": errors, "p50_ms": p50, "p99_ms": p99}
+                print(f"{name:8} {rps:10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms", file=sys.stderr)
+            self.procs.stop_all()
+
+            ups = self.sims("--ttft", "200ms", "--ttft-sigma", "0.1", "--itl", "15ms", "--tokens", "32")
+            for name, _, port in self.targets(ups):
+                s = self.load(port, self.args.stream_rate, self.args.seconds)
+                results[name]["stream"] = s
+                print(f"{name:8} stream ttft {json.dumps(s.get('ttft'))}", file=sys.stderr)
+            self.procs.stop_all()
+
+            ups = self.sims("--ttft", "100ms", "--itl", "250ms", "--tokens", "80")
+            for name, p, port in self.targets(ups):
+                if p is None:
+                    continue
+                time.sleep(0.5)
+                base = rss_kib(p.pid)
+                n = self.args.streams
+                load = subprocess.Popen([self.weir, "load", "--url", f"http://127.0.0.1:{port}",
+                                         "--rate", str(n // 4), "--duration", "4s",
+                                         "--concurrency-limit", str(n + 1000), "--output", "json"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(5.0)
+                open_streams = established_to(port)
+                peak = rss_kib(p.pid)
+                load.kill()
+                load.wait()
+                per = (peak - base) / max(open_streams, 1)
+                results[name]["memory"] = {"base_kib": base, "peak_kib": peak, "open": open_streams,
+                                           "per_stream_kib": per}
+                print(f"{name:8} {open_streams} open streams: {base} → {peak} KiB ({per:.1f} KiB/stream)",
+                      file=sys.stderr)
+        finally:
+            self.procs.stop_all()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return results
+
+
+def markdown(r, args):
+    d = r["direct"]
+    lines = ["## Proxy (`bench/proxy/run`)", "",
+             f"<!-- generated by bench/proxy/run on {os.cpu_count()} cores -->", "",
+             "Loopback, one target at a time in one run; two `weir sim` upstreams split 80/20; one worker "
+             "(thread or process) per proxy. Overheads are the target minus `direct` in the same run.", "",
+             f"| | saturation (req/s, wrk -c64) | vs nginx | vs HAProxy | added p50 at {args.rate}/s | "
+             "added p99 | stream TTFT p50 / p99 overhead | ITL p50 overhead | KiB per open stream |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def stream_overhead(x, key, pct):
+        try:
+            return (x["stream"][key][pct] - d["stream"][key][pct]) * 1e3
+        except (KeyError, TypeError):
+            return float("nan")
+
+    for name in ("direct", "weir", "nginx", "haproxy"):
+        x = r[name]
+        if name == "direct":
+            lines.append(f"| direct | {x['rps']:.0f} | | | | | | | |")
+            continue
+        mem = x.get("memory", {})
+        lines.append(
+            f"| {name} | {x['rps']:.0f} | {x['rps'] / r['nginx']['rps']:.2f}× | {x['rps'] / r['haproxy']['rps']:.2f}× "
+            f"| {x['p50_ms'] - d['p50_ms']:+.3f} ms | {x['p99_ms'] - d['p99_ms']:+.3f} ms "
+            f"| {stream_overhead(x, 'ttft', 'p50'):+.2f} / {stream_overhead(x, 'ttft', 'p99'):+.2f} ms "
+            f"| {stream_overhead(x, 'itl', 'p50'):+.2f} ms "
+            f"| {mem.get('per_stream_kib', float('nan')):.1f} ({mem.get('open', 0)} open) |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weir", required=True)
+    ap.add_argument("--oha", required=True)
+    ap.add_argument("--quick", action="store_true", help="short runs, 1,000 streams")
+    args = ap.parse_args()
+    args.seconds = 3 if args.quick else 10
+    args.rate = 1000
+    args.stream_rate = 20 if args.quick else 50
+    args.streams = 1000 if args.quick else 5000
+    results = bench = Bench(args).run()
+    section = markdown(results, args)
+    print(section)
+    (ROOT / "bench/out").mkdir(exist_ok=True)
+    (ROOT / "bench/out/proxy.json").write_text(json.dumps(bench, indent=2))
+    path = ROOT / "bench/RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"## Proxy \(.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: section.rstrip() + "\n", text) if pattern.search(text) else \
+        text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

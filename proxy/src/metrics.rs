@@ -1,0 +1,106 @@
+//! Every name the proxy exports, in one place (DESIGN.md, "Metric names").
+//!
+//! A misspelt metric name does not fail anywhere: dashboards and the
+//! analysis just read "no data". So names, label names, label values and
+//! histogram buckets live here once; `observe` renders from these constants
+//! and a test parses its output back with the analysis crate's reader, which
+//! spells the same names in `weir_analysis::names::weir_proxy`.
+
+/// Counter: finished requests, labelled [`ROUTE`], [`COHORT`], [`OUTCOME`].
+pub const REQUESTS_TOTAL: &str = "weir_proxy_requests_total";
+/// Histogram: time to first non-empty body chunk, seconds; [`ROUTE`], [`COHORT`].
+pub const TTFT_SECONDS: &str = "weir_proxy_ttft_seconds";
+/// Histogram: gaps between SSE content events, seconds; [`ROUTE`], [`COHORT`].
+pub const INTER_TOKEN_SECONDS: &str = "weir_proxy_inter_token_seconds";
+/// Histogram: request duration, first byte in to last byte out, seconds.
+pub const REQUEST_DURATION_SECONDS: &str = "weir_proxy_request_duration_seconds";
+/// Counter: output tokens (usage when reported, else SSE content events).
+pub const OUTPUT_TOKENS_TOTAL: &str = "weir_proxy_output_tokens_total";
+/// Gauge: requests in flight.
+pub const INFLIGHT_REQUESTS: &str = "weir_proxy_inflight_requests";
+/// Gauge: the share of a route's traffic a cohort gets, percent (0-100):
+/// its weight over the sum of the route's weights.
+pub const ROUTE_WEIGHT: &str = "weir_proxy_route_weight";
+
+/// Label: route name.
+pub const ROUTE: &str = "route";
+/// Label: cohort name (`stable`, `canary`, ...).
+pub const COHORT: &str = "cohort";
+/// Label: request outcome, one of [`outcome`].
+pub const OUTCOME: &str = "outcome";
+
+/// Values of the [`OUTCOME`] label (see `meter::Outcome`).
+pub mod outcome {
+    /// The request succeeded (a complete stream, or a 1xx-3xx response).
+    pub const OK: &str = "ok";
+    /// The upstream answered 4xx other than 429.
+    pub const CLIENT_ERROR: &str = "client_error";
+    /// The upstream answered 5xx, or closed before answering.
+    pub const SERVER_ERROR: &str = "server_error";
+    /// The upstream answered 429.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// No connection to the upstream.
+    pub const CONNECT_ERROR: &str = "connect_error";
+    /// The upstream went silent for longer than the read timeout.
+    pub const TIMEOUT: &str = "timeout";
+    /// A 2xx stream that carried an error event, ended without
+    /// `[DONE]`/`finish_reason`, or was cut by the upstream.
+    pub const STREAM_ERROR: &str = "stream_error";
+    /// The client went away before the response was complete.
+    pub const CLIENT_ABORT: &str = "client_abort";
+}
+
+/// Bucket upper bounds (seconds) for [`TTFT_SECONDS`]: vLLM's TTFT buckets,
+/// so weir's and vLLM's histograms line up on one dashboard.
+pub const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+
+/// Bucket upper bounds (seconds) for [`INTER_TOKEN_SECONDS`]: vLLM's
+/// inter-token buckets with a finer low end, since small models stream
+/// tokens every few milliseconds and coalesced events give gaps of 0.
+pub const INTER_TOKEN_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+];
+
+/// Bucket upper bounds (seconds) for [`REQUEST_DURATION_SECONDS`]: vLLM's
+/// end-to-end buckets with a low end for non-generating requests.
+pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+    60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_analysis::names::weir_proxy as read_back;
+
+    #[test]
+    fn names_match_what_the_analysis_reads() {
+        assert_eq!(REQUESTS_TOTAL, read_back::REQUESTS);
+        assert_eq!(TTFT_SECONDS, read_back::TTFT);
+        assert_eq!(INTER_TOKEN_SECONDS, read_back::INTER_TOKEN);
+        assert_eq!(REQUEST_DURATION_SECONDS, read_back::REQUEST_DURATION);
+        assert_eq!(OUTPUT_TOKENS_TOTAL, read_back::OUTPUT_TOKENS);
+        assert_eq!(INFLIGHT_REQUESTS, read_back::INFLIGHT_REQUESTS);
+        assert_eq!(ROUTE_WEIGHT, read_back::ROUTE_WEIGHT);
+        assert_eq!(
+            (ROUTE, COHORT, OUTCOME),
+            (
+                read_back::ROUTE_LABEL,
+                read_back::COHORT_LABEL,
+                read_back::OUTCOME_LABEL
+            )
+        );
+    }
+
+    #[test]
+    fn buckets_increase_strictly() {
+        for buckets in [TTFT_BUCKETS, INTER_TOKEN_BUCKETS, REQUEST_DURATION_BUCKETS] {
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{buckets:?}");
+            assert!(buckets.iter().all(|b| b.is_finite() && *b > 0.0));
+        }
+    }
+}

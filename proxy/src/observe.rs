@@ -1,0 +1,870 @@
+//! Cumulative observations per (route, cohort, revision), for the analysis
+//! (`GET /v1/observations`) and for Prometheus (`GET /metrics`).
+//!
+//! # Shape
+//!
+//! Each key owns a cell: a `Mutex` around its aggregates and an atomic
+//! in-flight gauge. The map from key to cell sits behind a `RwLock` that is
+//! taken for writing only the first time a key is seen; a request looks its
+//! cell up once ([`Observations::cohort`]) and then touches only that cell,
+//! so requests of different cohorts never wait on each other and requests
+//! of one cohort hold its lock for a few hundred nanoseconds.
+//!
+//! Latencies are kept twice: as a [`Distribution`] (log-linear, ~1%
+//! resolution, mergeable across replicas and intervals by the analysis), and
+//! as fixed Prometheus buckets ([`crate::metrics`]), counted exactly, so
+//! `/metrics` never misplaces a value that sits near a bucket bound.
+//!
+//! # The `/v1/observations` schema (version 1)
+//!
+//! ```json
+//! {
+//!   "schemaVersion": 1,
+//!   "instance": "weir-proxy-7d9f-1",
+//!   "cohorts": [
+//!     {
+//!       "route": "chat", "cohort": "canary", "revision": "7c1a02",
+//!       "requests": {"ok": 812, "client_error": 3, "server_error": 1,
+//!                    "rate_limited": 0, "connect_error": 0, "timeout": 0,
+//!                    "stream_error": 2, "client_abort": 5},
+//!       "ttftSeconds": {"layout": "log-linear/64/-30", "zero": 0, "sum": 81.2, "bins": [[1890, 3], ...]},
+//!       "interTokenSeconds": {...},
+//!       "durationSeconds": {...},
+//!       "outputTokens": 120344,
+//!       "inflight": 4
+//!     }
+//!   ]
+//! }
+//! ```
+//!
+//! - Everything but `inflight` is cumulative since `instance` started: the
+//!   collector takes deltas between scrapes ([`Distribution::delta_since`])
+//!   and treats a new `instance` (or a decreasing count) as a restart.
+//! - `revision` is `null` when the backend has none; one cohort may appear
+//!   with several revisions after a rollout step.
+//! - The `requests` keys are the `outcome` label values, all always present.
+//! - Distributions are `weir_analysis::Distribution`'s own JSON, in seconds:
+//!   TTFT (requests that got a body), one inter-token sample per gap between
+//!   SSE content events, and the duration of every request.
+//! - A reader must refuse a `schemaVersion` it does not know; fields may be
+//!   added within a version, never removed or changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use weir_analysis::Distribution;
+
+use crate::meter::{Outcome, RequestRecord};
+use crate::metrics;
+use crate::route::{Cohort, CohortKey, RouteTable};
+
+/// The version of the [`ObservationsSnapshot`] JSON.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A latency histogram kept two ways: a fine [`Distribution`] for the
+/// analysis and exact counts over fixed Prometheus bucket bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    fine: Distribution,
+    bounds: &'static [f64],
+    /// `counts[i]`: observations in `(bounds[i-1], bounds[i]]`; the last
+    /// entry counts those above every bound.
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (strictly increasing).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            fine: Distribution::new(),
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+        }
+    }
+
+    /// Records one value in seconds; negative or non-finite values are
+    /// dropped (they cannot come from `Instant` arithmetic).
+    pub fn record(&mut self, seconds: f64) {
+        if self.fine.record(seconds).is_ok() {
+            let i = self.bounds.partition_point(|b| *b < seconds);
+            self.counts[i] += 1;
+        }
+    }
+
+    /// Adds `other`'s observations. Histograms over other bounds merge only
+    /// their fine distributions.
+    pub fn merge(&mut self, other: &Histogram) {
+        self.fine.merge(&other.fine);
+        if self.bounds == other.bounds {
+            for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+                *a += b;
+            }
+        }
+    }
+
+    /// The fine distribution.
+    pub fn distribution(&self) -> &Distribution {
+        &self.fine
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.fine.count()
+    }
+
+    /// Sum of the observations.
+    pub fn sum(&self) -> f64 {
+        self.fine.sum()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.fine.is_empty()
+    }
+
+    /// `(le, cumulative count)` pairs, `+Inf` last.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let mut running = 0;
+        self.bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.counts)
+            .map(move |(le, c)| {
+                running += c;
+                (le, running)
+            })
+    }
+}
+
+/// Request counts per outcome; serialized with the `outcome` label values
+/// as keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RequestCounts {
+    /// `ok`.
+    pub ok: u64,
+    /// `client_error`.
+    pub client_error: u64,
+    /// `server_error`.
+    pub server_error: u64,
+    /// `rate_limited`.
+    pub rate_limited: u64,
+    /// `connect_error`.
+    pub connect_error: u64,
+    /// `timeout`.
+    pub timeout: u64,
+    /// `stream_error`.
+    pub stream_error: u64,
+    /// `client_abort`.
+    pub client_abort: u64,
+}
+
+impl RequestCounts {
+    /// The count for `outcome`.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Ok => self.ok,
+            Outcome::ClientError => self.client_error,
+            Outcome::ServerError => self.server_error,
+            Outcome::RateLimited => self.rate_limited,
+            Outcome::ConnectError => self.connect_error,
+            Outcome::Timeout => self.timeout,
+            Outcome::StreamError => self.stream_error,
+            Outcome::ClientAbort => self.client_abort,
+        }
+    }
+
+    fn slot(&mut self, outcome: Outcome) -> &mut u64 {
+        match outcome {
+            Outcome::Ok => &mut self.ok,
+            Outcome::ClientError => &mut self.client_error,
+            Outcome::ServerError => &mut self.server_error,
+            Outcome::RateLimited => &mut self.rate_limited,
+            Outcome::ConnectError => &mut self.connect_error,
+            Outcome::Timeout => &mut self.timeout,
+            Outcome::StreamError => &mut self.stream_error,
+            Outcome::ClientAbort => &mut self.client_abort,
+        }
+    }
+
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        Outcome::ALL.iter().map(|&o| self.get(o)).sum()
+    }
+
+    fn add(&mut self, other: &RequestCounts) {
+        for o in Outcome::ALL {
+            *self.slot(o) += other.get(o);
+        }
+    }
+}
+
+/// The aggregates of one key.
+#[derive(Debug, Clone)]
+struct Aggregates {
+    requests: RequestCounts,
+    ttft: Histogram,
+    inter_token: Histogram,
+    duration: Histogram,
+    output_tokens: u64,
+}
+
+impl Default for Aggregates {
+    fn default() -> Self {
+        Aggregates {
+            requests: RequestCounts::default(),
+            ttft: Histogram::new(metrics::TTFT_BUCKETS),
+            inter_token: Histogram::new(metrics::INTER_TOKEN_BUCKETS),
+            duration: Histogram::new(metrics::REQUEST_DURATION_BUCKETS),
+            output_tokens: 0,
+        }
+    }
+}
+
+impl Aggregates {
+    fn add(&mut self, other: &Aggregates) {
+        self.requests.add(&other.requests);
+        self.ttft.merge(&other.ttft);
+        self.inter_token.merge(&other.inter_token);
+        self.duration.merge(&other.duration);
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cell {
+    aggregates: Mutex<Aggregates>,
+    inflight: AtomicU64,
+}
+
+impl Cell {
+    fn record(&self, r: &RequestRecord) {
+        let mut a = self.aggregates.lock().unwrap_or_else(|p| p.into_inner());
+        *a.requests.slot(r.outcome) += 1;
+        if let Some(ttft) = r.ttft {
+            a.ttft.record(ttft.as_secs_f64());
+        }
+        a.inter_token.merge(&r.inter_token);
+        a.duration.record(r.duration.as_secs_f64());
+        a.output_tokens += r.output_tokens;
+    }
+
+    fn read(&self) -> Aggregates {
+        self.aggregates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// All observations of one proxy process.
+#[derive(Debug)]
+pub struct Observations {
+    instance: String,
+    cells: RwLock<HashMap<CohortKey, Arc<Cell>>>,
+}
+
+/// A key's cell, looked up once per request.
+#[derive(Debug, Clone)]
+pub struct CohortHandle {
+    key: CohortKey,
+    cell: Arc<Cell>,
+}
+
+impl CohortHandle {
+    /// The key.
+    pub fn key(&self) -> &CohortKey {
+        &self.key
+    }
+
+    /// Adds a finished request.
+    pub fn record(&self, record: &RequestRecord) {
+        self.cell.record(record);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn inflight_guard(&self) -> InflightGuard {
+        self.cell.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard {
+            cell: Arc::clone(&self.cell),
+        }
+    }
+}
+
+/// Holds one request in a key's in-flight gauge.
+#[derive(Debug)]
+pub struct InflightGuard {
+    cell: Arc<Cell>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.cell.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Observations {
+    /// Empty observations. `instance` names this process's life (host, pid
+    /// and start time, say) so collectors can tell a restart from a quiet
+    /// interval.
+    pub fn new(instance: impl Into<String>) -> Self {
+        Observations {
+            instance: instance.into(),
+            cells: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The handle of `key`, created on first use. Call once per request
+    /// (per cohort tried) and keep it in the request context.
+    pub fn cohort(&self, key: &CohortKey) -> CohortHandle {
+        let found = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        let cell = found.unwrap_or_else(|| {
+            let mut cells = self.cells.write().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(cells.entry(key.clone()).or_default())
+        });
+        CohortHandle {
+            key: key.clone(),
+            cell,
+        }
+    }
+
+    /// Adds a finished request to `key`.
+    pub fn record(&self, record: &RequestRecord, key: &CohortKey) {
+        self.cohort(key).record(record);
+    }
+
+    /// Counts a request in flight on `key` until the guard is dropped.
+    pub fn inflight_guard(&self, key: &CohortKey) -> InflightGuard {
+        self.cohort(key).inflight_guard()
+    }
+
+    fn cells(&self) -> Vec<(CohortKey, Arc<Cell>)> {
+        let mut cells: Vec<(CohortKey, Arc<Cell>)> = self
+            .cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, c)| (k.clone(), Arc::clone(c)))
+            .collect();
+        cells.sort_by(|a, b| a.0.cmp(&b.0));
+        cells
+    }
+
+    /// Everything observed so far, for `GET /v1/observations`.
+    pub fn snapshot(&self) -> ObservationsSnapshot {
+        let cohorts = self
+            .cells()
+            .into_iter()
+            .map(|(key, cell)| {
+                let a = cell.read();
+                CohortObservations {
+                    route: key.route.to_string(),
+                    cohort: key.cohort.clone(),
+                    revision: key.revision.as_deref().map(str::to_string),
+                    requests: a.requests,
+                    ttft_seconds: a.ttft.fine,
+                    inter_token_seconds: a.inter_token.fine,
+                    duration_seconds: a.duration.fine,
+                    output_tokens: a.output_tokens,
+                    inflight: cell.inflight.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        ObservationsSnapshot {
+            schema_version: SCHEMA_VERSION,
+            instance: self.instance.clone(),
+            cohorts,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) for `GET /metrics`.
+    /// Series are per (route, cohort), summed over revisions; every cohort
+    /// of `table` appears, with zeros before its first request, so rates
+    /// start from 0 instead of from nothing.
+    pub fn render_prometheus(&self, table: &RouteTable) -> String {
+        let mut by_cohort: BTreeMap<(String, Cohort), (Aggregates, u64)> = BTreeMap::new();
+        for route in table.routes() {
+            for b in route.backends() {
+                by_cohort
+                    .entry((route.name().to_string(), b.cohort.clone()))
+                    .or_default();
+            }
+        }
+        for (key, cell) in self.cells() {
+            let entry = by_cohort
+                .entry((key.route.to_string(), key.cohort.clone()))
+                .or_default();
+            entry.0.add(&cell.read());
+            entry.1 += cell.inflight.load(Ordering::Relaxed);
+        }
+        let mut out = String::with_capacity(4096 + by_cohort.len() * 6000);
+        let labels = |route: &str, cohort: &Cohort| {
+            format!(
+                "{}=\"{}\",{}=\"{}\"",
+                metrics::ROUTE,
+                escape(route),
+                metrics::COHORT,
+                escape(cohort.as_str())
+            )
+        };
+
+        header(
+            &mut out,
+            metrics::REQUESTS_TOTAL,
+            "counter",
+            "Requests by route, cohort and outcome.",
+        );
+        for ((route, cohort), (a, _)) in &by_cohort {
+            for o in Outcome::ALL {
+                let _ = writeln!(
+                    out,
+                    "{}{{{},{}=\"{}\"}} {}",
+                    metrics::REQUESTS_TOTAL,
+                    labels(route, cohort),
+                    metrics::OUTCOME,
+                    o.as_str(),
+                    a.requests.get(o)
+                );
+            }
+        }
+        type Pick = fn(&Aggregates) -> &Histogram;
+        let histograms: [(&str, &str, Pick); 3] = [
+            (
+                metrics::TTFT_SECONDS,
+                "Time from request to the first non-empty response body chunk, seconds.",
+                |a| &a.ttft,
+            ),
+            (
+                metrics::INTER_TOKEN_SECONDS,
+                "Gaps between consecutive SSE content events, seconds.",
+                |a| &a.inter_token,
+            ),
+            (
+                metrics::REQUEST_DURATION_SECONDS,
+                "Request duration, first byte in to last byte out, seconds.",
+                |a| &a.duration,
+            ),
+        ];
+        for (name, help, get) in histograms {
+            header(&mut out, name, "histogram", help);
+            for ((route, cohort), (a, _)) in &by_cohort {
+                let h = get(a);
+                let l = labels(route, cohort);
+                for (le, count) in h.cumulative() {
+                    let le = if le.is_infinite() {
+                        "+Inf".to_string()
+                    } else {
+                        format!("{le}")
+                    };
+                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {count}");
+                }
+                let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum());
+                let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count());
+            }
+        }
+        header(
+            &mut out,
+            metrics::OUTPUT_TOKENS_TOTAL,
+            "counter",
+            "Output tokens: usage.completion_tokens when reported, else SSE content events.",
+        );
+        for ((route, cohort), (a, _)) in &by_cohort {
+            let _ = writeln!(
+                out,
+                "{}{{{}}} {}",
+                metrics::OUTPUT_TOKENS_TOTAL,
+                labels(route, cohort),
+                a.output_tokens
+            );
+        }
+        header(
+            &mut out,
+            metrics::INFLIGHT_REQUESTS,
+            "gauge",
+            "Requests in flight.",
+        );
+        for ((route, cohort), (_, inflight)) in &by_cohort {
+            let _ = writeln!(
+                out,
+                "{}{{{}}} {}",
+                metrics::INFLIGHT_REQUESTS,
+                labels(route, cohort),
+                inflight
+            );
+        }
+        header(
+            &mut out,
+            metrics::ROUTE_WEIGHT,
+            "gauge",
+            "Share of the route's new requests the cohort gets, percent.",
+        );
+        for route in table.routes() {
+            for (i, b) in route.backends().iter().enumerate() {
+                let share = (route.share(i) * 1e6).round() / 1e4;
+                let _ = writeln!(
+                    out,
+                    "{}{{{}}} {}",
+                    metrics::ROUTE_WEIGHT,
+                    labels(route.name(), &b.cohort),
+                    share
+                );
+            }
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value for the text format.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The JSON of `GET /v1/observations` (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationsSnapshot {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Names this process's life; a new value means counters restarted.
+    pub instance: String,
+    /// One entry per (route, cohort, revision) seen, sorted.
+    pub cohorts: Vec<CohortObservations>,
+}
+
+/// Cumulative observations of one (route, cohort, revision).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortObservations {
+    /// Route name.
+    pub route: String,
+    /// Cohort.
+    pub cohort: Cohort,
+    /// Backend revision, if known.
+    pub revision: Option<String>,
+    /// Finished requests per outcome.
+    pub requests: RequestCounts,
+    /// Time to first body chunk, seconds.
+    pub ttft_seconds: Distribution,
+    /// Gaps between SSE content events, seconds.
+    pub inter_token_seconds: Distribution,
+    /// Request durations, seconds.
+    pub duration_seconds: Distribution,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Requests in flight when the snapshot was taken.
+    pub inflight: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
+
+    use super::*;
+    use crate::meter::{End, Meter};
+    use crate::route::tests::two_cohorts;
+    use crate::route::{Backend, Route};
+
+    fn key(route: &str, cohort: Cohort, revision: Option<&str>) -> CohortKey {
+        CohortKey {
+            route: route.into(),
+            cohort,
+            revision: revision.map(Into::into),
+        }
+    }
+
+    /// A streamed request with `tokens` content events 20 ms apart after a
+    /// `ttft_ms` wait, ending as `end`.
+    fn streamed(ttft_ms: u64, tokens: usize, end: End) -> RequestRecord {
+        let t0 = Instant::now();
+        let mut m = Meter::new(t0);
+        m.on_response(200, Some("text/event-stream"), t0);
+        let mut t = t0 + Duration::from_millis(ttft_ms);
+        for _ in 0..tokens {
+            m.on_body_chunk(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
+                t,
+            );
+            t += Duration::from_millis(20);
+        }
+        if end == End::Complete {
+            m.on_body_chunk(b"data: [DONE]\n\n", t);
+        }
+        m.finish(end, t)
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![two_cohorts("chat", 80.0, 20.0)], false, 1).expect("valid")
+    }
+
+    #[test]
+    fn histograms_count_exactly_at_bucket_bounds() {
+        let mut h = Histogram::new(&[0.1, 0.2]);
+        for v in [0.05, 0.1, 0.1000001, 0.2, 5.0] {
+            h.record(v);
+        }
+        h.record(f64::NAN);
+        assert_eq!(
+            h.cumulative().collect::<Vec<_>>(),
+            vec![(0.1, 2), (0.2, 4), (f64::INFINITY, 5)]
+        );
+        let mut other = Histogram::new(&[0.1, 0.2]);
+        other.record(0.15);
+        h.merge(&other);
+        assert_eq!(
+            h.cumulative().collect::<Vec<_>>(),
+            vec![(0.1, 2), (0.2, 5), (f64::INFINITY, 6)]
+        );
+        assert_eq!(h.count(), 6);
+    }
+
+    #[test]
+    fn snapshot_round_trips_with_the_recorded_counts() {
+        let obs = Observations::new("test-1");
+        let canary = key("chat", Cohort::Canary, Some("c1"));
+        let stable = key("chat", Cohort::Stable, Some("s1"));
+        for _ in 0..3 {
+            obs.record(&streamed(100, 5, End::Complete), &canary);
+        }
+        obs.record(&streamed(300, 2, End::UpstreamReset), &canary);
+        obs.record(
+            &Meter::new(Instant::now()).finish(End::ConnectError, Instant::now()),
+            &stable,
+        );
+        let guard = obs.inflight_guard(&canary);
+        let _second = obs.inflight_guard(&canary);
+        drop(guard);
+
+        let json = serde_json::to_string(&obs.snapshot()).expect("serializes");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(value["schemaVersion"], 1);
+        let back: ObservationsSnapshot = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back.instance, "test-1");
+        assert_eq!(back.cohorts.len(), 2);
+        let c = back
+            .cohorts
+            .iter()
+            .find(|c| c.cohort == Cohort::Canary)
+            .expect("canary present");
+        assert_eq!(
+            (c.route.as_str(), c.revision.as_deref()),
+            ("chat", Some("c1"))
+        );
+        assert_eq!(c.requests.ok, 3);
+        assert_eq!(c.requests.stream_error, 1);
+        assert_eq!(c.requests.total(), 4);
+        assert_eq!(c.ttft_seconds.count(), 4);
+        assert_eq!(
+            c.inter_token_seconds.count(),
+            3 * 4 + 1,
+            "one sample per gap"
+        );
+        assert!((c.inter_token_seconds.mean().expect("samples") - 0.020).abs() < 1e-9);
+        assert_eq!(c.duration_seconds.count(), 4);
+        assert_eq!(c.output_tokens, 3 * 5 + 2);
+        assert_eq!(c.inflight, 1);
+        let median = c.ttft_seconds.quantile(0.5).expect("samples");
+        assert!((median - 0.1).abs() / 0.1 < 0.01, "{median}");
+        // The distributions merge like the analysis will merge replicas.
+        let mut merged = c.ttft_seconds.clone();
+        merged.merge(&c.ttft_seconds);
+        assert_eq!(merged.count(), 8);
+        let s = back
+            .cohorts
+            .iter()
+            .find(|c| c.cohort == Cohort::Stable)
+            .expect("stable present");
+        assert_eq!(
+            (s.requests.connect_error, s.ttft_seconds.count(), s.inflight),
+            (1, 0, 0)
+        );
+        // The `requests` keys are exactly the outcome label values.
+        let keys: Vec<&str> = value["cohorts"][0]["requests"]
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        let mut got = keys.clone();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn prometheus_output_parses_with_the_analysis_reader() {
+        let obs = Observations::new("test");
+        let canary = key("chat", Cohort::Canary, Some("c1"));
+        let canary_next = key("chat", Cohort::Canary, Some("c2"));
+        for _ in 0..4 {
+            obs.record(&streamed(100, 3, End::Complete), &canary);
+        }
+        obs.record(&streamed(2000, 3, End::Complete), &canary_next);
+        obs.record(&streamed(100, 3, End::ClientAbort), &canary_next);
+        let _inflight = obs.inflight_guard(&canary);
+        let text = obs.render_prometheus(&table());
+        let scrape = PrometheusText::from_text(&text).expect("valid exposition");
+
+        let sel = |cohort: &str| Selector::any().eq("route", "chat").eq("cohort", cohort);
+        let ttft = scrape
+            .read_now(&Query::histogram(metrics::TTFT_SECONDS, sel("canary")))
+            .expect("readable");
+        let Reading::Distribution(d) = ttft else {
+            panic!("expected a distribution, got {ttft:?}");
+        };
+        assert_eq!(d.count(), 6, "summed over both revisions");
+        assert!((d.sum() - (5.0 * 0.1 + 2.0)).abs() < 1e-9);
+
+        let requests = |outcome: &str| {
+            let q = Query::counter(
+                metrics::REQUESTS_TOTAL,
+                sel("canary").eq("outcome", outcome),
+            );
+            match scrape.read_now(&q).expect("readable") {
+                Reading::Count(n) => n,
+                other => panic!("expected a count, got {other:?}"),
+            }
+        };
+        assert_eq!(requests("ok"), 5.0);
+        assert_eq!(requests("client_abort"), 1.0);
+        assert_eq!(requests("server_error"), 0.0);
+        // Stable has no requests yet but is exported with zeros.
+        let q = Query::counter(metrics::REQUESTS_TOTAL, sel("stable").eq("outcome", "ok"));
+        assert_eq!(scrape.read_now(&q).expect("readable"), Reading::Count(0.0));
+
+        let q = Query::counter(metrics::OUTPUT_TOKENS_TOTAL, sel("canary"));
+        assert_eq!(scrape.read_now(&q).expect("readable"), Reading::Count(18.0));
+        let itl = scrape
+            .read_now(&Query::histogram(
+                metrics::INTER_TOKEN_SECONDS,
+                sel("canary"),
+            ))
+            .expect("readable");
+        assert!(matches!(itl, Reading::Distribution(d) if d.count() == 12));
+        let gauge = |name: &str, cohort: &str| match scrape
+            .read_now(&Query::gauge(name, sel(cohort)))
+            .expect("readable")
+        {
+            Reading::Gauge(points) => points.first().map(|p| p.value),
+            other => panic!("expected a gauge, got {other:?}"),
+        };
+        assert_eq!(gauge(metrics::INFLIGHT_REQUESTS, "canary"), Some(1.0));
+        assert_eq!(gauge(metrics::ROUTE_WEIGHT, "canary"), Some(20.0));
+        assert_eq!(gauge(metrics::ROUTE_WEIGHT, "stable"), Some(80.0));
+        // Exact buckets: 5 of 6 TTFTs at 0.1 s are in le="0.1".
+        assert!(
+            text.contains(
+                "weir_proxy_ttft_seconds_bucket{route=\"chat\",cohort=\"canary\",le=\"0.1\"} 5\n"
+            ),
+            "{text}"
+        );
+    }
+
+    /// The committed example of the schema (for the analysis side and for
+    /// people) must be what the code writes. `WEIR_UPDATE_FIXTURES=1`
+    /// rewrites it after a deliberate change.
+    #[test]
+    fn snapshot_matches_the_committed_fixture() {
+        let obs = Observations::new("weir-proxy-example-1");
+        let canary = key("chat", Cohort::Canary, Some("7c1a02"));
+        let stable = key("chat", Cohort::Stable, Some("5d8f9c"));
+        obs.record(&streamed(120, 3, End::Complete), &canary);
+        obs.record(&streamed(250, 2, End::ClientAbort), &canary);
+        obs.record(&streamed(90, 4, End::Complete), &stable);
+        let _inflight = obs.inflight_guard(&stable);
+        let json = serde_json::to_string_pretty(&obs.snapshot()).expect("serializes") + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/observations-v1.json");
+        if std::env::var_os("WEIR_UPDATE_FIXTURES").is_some() {
+            std::fs::write(&path, &json).expect("write fixture");
+        }
+        let committed = std::fs::read_to_string(&path).expect("fixture exists");
+        assert_eq!(
+            json, committed,
+            "run with WEIR_UPDATE_FIXTURES=1 after a deliberate schema change"
+        );
+        let back: ObservationsSnapshot = serde_json::from_str(&committed).expect("parses");
+        let canary = back
+            .cohorts
+            .iter()
+            .find(|c| c.cohort == Cohort::Canary)
+            .expect("canary present");
+        assert_eq!((canary.requests.ok, canary.requests.client_abort), (1, 1));
+        assert_eq!(canary.inter_token_seconds.count(), 2 + 1);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let r = Route::new(
+            "odd.name_1",
+            Default::default(),
+            None,
+            vec![Backend::new(
+                Cohort::parse("preview").expect("valid"),
+                crate::route::Upstream::parse("http://a:1").expect("valid"),
+                crate::route::Weight::MAX,
+            )],
+        )
+        .expect("valid");
+        let t = RouteTable::new(vec![r], false, 0).expect("valid");
+        let text = Observations::new("x").render_prometheus(&t);
+        assert!(PrometheusText::from_text(&text).is_ok(), "{text}");
+        assert!(
+            text.contains("weir_proxy_route_weight{route=\"odd.name_1\",cohort=\"preview\"} 100\n")
+        );
+    }
+
+    #[test]
+    fn handles_share_cells_across_threads() {
+        let obs = Arc::new(Observations::new("t"));
+        let k = key("chat", Cohort::Stable, None);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let obs = Arc::clone(&obs);
+                let k = k.clone();
+                std::thread::spawn(move || {
+                    let r = streamed(10, 2, End::Complete);
+                    for _ in 0..250 {
+                        let h = obs.cohort(&k);
+                        let _g = h.inflight_guard();
+                        h.record(&r);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic");
+        }
+        let snap = obs.snapshot();
+        assert_eq!(snap.cohorts.len(), 1);
+        assert_eq!(snap.cohorts[0].requests.ok, 1000);
+        assert_eq!(snap.cohorts[0].inter_token_seconds.count(), 1000);
+        assert_eq!(snap.cohorts[0].inflight, 0);
+    }
+}
