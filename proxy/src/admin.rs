@@ -92,10 +92,15 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
             "text/plain; version=0.0.4; charset=utf-8",
             state.observations.render_prometheus(&state.table.load()),
         ),
-        (&Method::GET, ["v1", "observations"]) => match serde_json::to_value(state.observations.snapshot()) {
-            Ok(v) => json(StatusCode::OK, &v),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode observations: {e}")),
-        },
+        (&Method::GET, ["v1", "observations"]) => {
+            match serde_json::to_value(state.observations.snapshot()) {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode observations: {e}"),
+                ),
+            }
+        }
         (&Method::GET, ["v1", "routes"]) => {
             let table = state.table.load();
             json(
@@ -111,7 +116,9 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
             let name = (*name).to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")),
+                Err(e) => {
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}"));
+                }
             };
             let weights = match parse_weights_body(&body) {
                 Ok(w) => w,
@@ -123,17 +130,28 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
                     // task next runs, so a PUT's 200 means "in force".
                     state.table.store(Arc::clone(&table));
                     match table.get(&name) {
-                        Some(route) => json(StatusCode::OK, &serde_json::json!({ "route": &**route })),
+                        Some(route) => {
+                            json(StatusCode::OK, &serde_json::json!({ "route": &**route }))
+                        }
                         None => error(StatusCode::NOT_FOUND, format!("route {name} vanished")),
                     }
                 }
                 Err(e) => error(config_status(&e), e.to_string()),
             }
         }
-        (_, ["healthz" | "readyz" | "metrics"] | ["v1", "observations" | "routes"] | ["v1", "routes", _, "weights"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
-        }
-        _ => error(StatusCode::NOT_FOUND, format!("no admin endpoint at {path}")),
+        (
+            _,
+            ["healthz" | "readyz" | "metrics"]
+            | ["v1", "observations" | "routes"]
+            | ["v1", "routes", _, "weights"],
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint at {path}"),
+        ),
     }
 }
 

@@ -40,8 +40,8 @@ pub mod server;
 pub use config::{ConfigError, ConfigSource, FileSource, MemorySource, ProxyConfig, Timeouts};
 pub use meter::{End, Meter, Outcome, RequestRecord};
 pub use observe::{CohortHandle, InflightGuard, Observations, ObservationsSnapshot};
-pub use server::{Drained, Running, ServeError, Settings, start};
 pub use route::{
     COHORT_HEADER, Cohort, CohortKey, Decision, Headers, RequestInfo, RouteError, RouteTable,
     Weight, route,
 };
+pub use server::{Drained, Running, ServeError, Settings, start};

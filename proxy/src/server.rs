@@ -83,19 +83,26 @@ pub struct RequestCtx {
 impl RequestCtx {
     fn serving(&self) -> Option<&Backend> {
         let d = self.decision.as_ref()?;
-        if self.failed_over { d.fallback_backend() } else { Some(d.backend()) }
+        if self.failed_over {
+            d.fallback_backend()
+        } else {
+            Some(d.backend())
+        }
     }
 }
 
 /// Answers with a short JSON error before any upstream was chosen.
 async fn respond(session: &mut Session, status: u16, message: &str) -> pingora::Result<()> {
     let body = Bytes::from(
-        serde_json::json!({ "error": { "message": message, "type": "weir_proxy_error" } }).to_string(),
+        serde_json::json!({ "error": { "message": message, "type": "weir_proxy_error" } })
+            .to_string(),
     );
     let mut header = ResponseHeader::build(status, Some(2))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session.write_response_body(Some(body), true).await
 }
 
@@ -103,7 +110,9 @@ async fn respond(session: &mut Session, status: u16, message: &str) -> pingora::
 fn end_of(e: Option<&Error>) -> End {
     let Some(e) = e else { return End::Complete };
     match (e.esource(), e.etype()) {
-        (_, ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError) => End::ConnectError,
+        (_, ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError) => {
+            End::ConnectError
+        }
         (_, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => End::Timeout,
         (ErrorSource::Downstream, _) => End::ClientAbort,
         _ => End::UpstreamReset,
@@ -126,9 +135,17 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         let req = session.req_header();
-        let host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.host());
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri.host());
         let info = RequestInfo::new(host, req.uri.path(), &req.headers);
         let decided = route(&self.table.load(), &info, rand::random());
         match decided {
@@ -149,9 +166,16 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         let Some(backend) = ctx.serving() else {
-            return Err(Error::explain(ErrorType::InternalError, "no backend was decided for this request"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no backend was decided for this request",
+            ));
         };
         let mut peer = HttpPeer::new(backend.upstream.authority(), false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
@@ -190,7 +214,10 @@ impl ProxyHttp for Proxy {
         if let Some(backend) = ctx.serving() {
             response.insert_header(COHORT_HEADER, backend.cohort.as_str())?;
         }
-        let content_type = response.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         if let Some(meter) = ctx.meter.as_mut() {
             meter.on_response(response.status.as_u16(), content_type, Instant::now());
         }
@@ -272,7 +299,11 @@ pub struct Drained {
 }
 
 fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -296,12 +327,26 @@ pub async fn start(
 
     // Bind here, not inside pingora, so port 0 works and a bind error is
     // reported to the caller instead of panicking in a task.
-    let listener = bind_listener(settings.listen).map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
-    let listen = listener.local_addr().map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+    let listener = bind_listener(settings.listen).map_err(|source| ServeError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let listen = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
     let admin_listener = tokio::net::TcpListener::bind(settings.admin)
         .await
-        .map_err(|source| ServeError::Bind { addr: settings.admin, source })?;
-    let admin = admin_listener.local_addr().map_err(|source| ServeError::Bind { addr: settings.admin, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: settings.admin,
+            source,
+        })?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: settings.admin,
+            source,
+        })?;
 
     let active = Arc::new(Active::default());
     let proxy = Proxy {
@@ -366,7 +411,11 @@ impl Running {
         let abandoned = open();
         let _ = self.stop_admin.send(true);
         let took = started.elapsed();
-        tracing::info!(abandoned, took_ms = took.as_millis() as u64, "proxy drained");
+        tracing::info!(
+            abandoned,
+            took_ms = took.as_millis() as u64,
+            "proxy drained"
+        );
         Drained { abandoned, took }
     }
 }
