@@ -181,7 +181,7 @@ http {{
         cfg.write_text(f"""
 global
   nbthread 1
-  maxconn 40000
+  maxconn 6000
 defaults
   mode http
   timeout connect 5s
@@ -193,8 +193,8 @@ frontend fe
   default_backend sims
 backend sims
   balance roundrobin
-  server stable 127.0.0.1:{ups[0]} weight 80 maxconn 20000
-  server canary 127.0.0.1:{ups[1]} weight 20 maxconn 20000
+  server stable 127.0.0.1:{ups[0]} weight 80 maxconn 6000
+  server canary 127.0.0.1:{ups[1]} weight 20 maxconn 6000
 """)
         p = self.procs.start(["haproxy", "-db", "-f", str(cfg)])
         wait_port(port)

@@ -34,8 +34,16 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<Code> {
     let (source, config) = FileSource::open(&args.config)?;
     let threads = args.threads.map_or_else(num_threads, usize::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    // One thread: a current-thread runtime, with no work-stealing
+    // machinery between the I/O driver and the tasks it wakes.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = builder
         .thread_name("weir-proxy")
         .enable_all()
         .build()

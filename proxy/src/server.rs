@@ -123,6 +123,10 @@ fn end_of(e: Option<&Error>) -> End {
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
+    /// No downstream modules: pingora's default adds a (disabled)
+    /// compression module, and inference streams must pass untouched.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
