@@ -188,6 +188,9 @@ defaults
   timeout client 300s
   timeout server 300s
   http-reuse always
+  # Streamed tokens must not wait to fill a buffer (as nginx's
+  # proxy_buffering off, and weir by design).
+  option http-no-delay
 frontend fe
   bind 127.0.0.1:{port}
   default_backend sims
@@ -202,9 +205,12 @@ backend sims
 
     def targets(self, ups):
         """Yields (name, process or None, port) for each target in turn."""
-        yield "direct", None, ups[0]
+        if "direct" in self.args.targets:
+            yield "direct", None, ups[0]
         for name, start in (("weir", self.start_weir), ("nginx", self.start_nginx),
                             ("haproxy", self.start_haproxy)):
+            if name not in self.args.targets:
+                continue
             p, port = start(ups)
             try:
                 yield name, p, port
@@ -238,25 +244,27 @@ backend sims
     def run(self):
         results = {}
         try:
+            phases = self.args.phases
             ups = self.sims("--ttft", "0ms", "--itl", "0ms", "--tokens", "1")
-            for name, _, port in self.targets(ups):
+            for name, _, port in (self.targets(ups) if "throughput" in phases else ()):
                 rps, errors = self.wrk(port)
                 p50, p99 = self.oha(port)
-                results[name] = {"rps": rps, "wrk_errors": errors, "p50_ms": p50, "p99_ms": p99}
+                results.setdefault(name, {}).update({"rps": rps, "wrk_errors": errors, "p50_ms": p50,
+                                                     "p99_ms": p99})
                 print(f"{name:8} {rps:10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms", file=sys.stderr)
             self.procs.stop_all()
 
             ups = self.sims("--ttft", "200ms", "--ttft-sigma", "0.1", "--itl", "15ms", "--tokens", "32")
-            for name, _, port in self.targets(ups):
+            for name, _, port in (self.targets(ups) if "streams" in phases else ()):
                 s = self.load(port, self.args.stream_rate, self.args.seconds)
-                results[name]["stream"] = s
+                results.setdefault(name, {})["stream"] = s
                 print(f"{name:8} stream ttft p50 {s['ttft_seconds']['p50'] * 1e3:.2f} ms "
                       f"p99 {s['ttft_seconds']['p99'] * 1e3:.2f} ms, ok {s['outcomes']['ok']}/{s['sent']}",
                       file=sys.stderr)
             self.procs.stop_all()
 
             ups = self.sims("--ttft", "100ms", "--itl", "250ms", "--tokens", "80")
-            for name, p, port in self.targets(ups):
+            for name, p, port in (self.targets(ups) if "memory" in phases else ()):
                 if p is None:
                     continue
                 time.sleep(0.5)
@@ -272,7 +280,7 @@ backend sims
                 load.kill()
                 load.wait()
                 per = (peak - base) / max(open_streams, 1)
-                results[name]["memory"] = {"base_kib": base, "peak_kib": peak, "open": open_streams,
+                results.setdefault(name, {})["memory"] = {"base_kib": base, "peak_kib": peak, "open": open_streams,
                                            "per_stream_kib": per}
                 print(f"{name:8} {open_streams} open streams: {base} → {peak} KiB ({per:.1f} KiB/stream)",
                       file=sys.stderr)
@@ -318,12 +326,21 @@ def main():
     ap.add_argument("--weir", required=True)
     ap.add_argument("--oha", required=True)
     ap.add_argument("--quick", action="store_true", help="short runs, 1,000 streams")
+    ap.add_argument("--targets", default="direct,weir,nginx,haproxy",
+                    help="comma-separated subset (the RESULTS.md table needs all four)")
+    ap.add_argument("--phases", default="throughput,streams,memory", help="comma-separated subset")
     args = ap.parse_args()
+    args.targets = args.targets.split(",")
+    args.phases = args.phases.split(",")
+    partial = set(args.targets) != {"direct", "weir", "nginx", "haproxy"} or len(args.phases) != 3
     args.seconds = 3 if args.quick else 10
     args.rate = 1000
     args.stream_rate = 20 if args.quick else 50
     args.streams = 1000 if args.quick else 5000
     results = bench = Bench(args).run()
+    if partial:
+        print(json.dumps(results, indent=2))
+        return
     section = markdown(results, args)
     print(section)
     (ROOT / "bench/out").mkdir(exist_ok=True)

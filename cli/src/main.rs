@@ -5,11 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The proxy allocates per request (pingora's sessions and headers); glibc's
-/// allocator costs it about a seventh of its CPU under load, mimalloc less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod analyze;
 mod exit;
 mod load;

@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
@@ -41,6 +42,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pending connections the proxy listener queues; bursts of thousands of
 /// new streams must not be refused by a short kernel queue.
 const BACKLOG: i32 = 4096;
+/// Read buffer of each client connection. pingora's default is 64 KiB per
+/// connection, sized for TLS records and bulk transfer; a client of an
+/// inference API sends one small JSON request and then waits on a stream
+/// for seconds to minutes, so 4 KiB keeps thousands of open streams cheap.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
 /// Requests between `request_filter` and the end of `logging`, across all
 /// routes: what a drain waits for.
@@ -366,7 +372,12 @@ pub async fn start(
     let conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "weir proxy");
     let bind = listen.to_string();
-    service.add_tcp(&bind);
+    service.add_listener(
+        ListenerConfig::tcp(bind.clone()).l4_buffer(L4BufferSettings::new(
+            CLIENT_READ_BUFFER,
+            DEFAULT_L4_WRITE_BUFFER_SIZE,
+        )),
+    );
     let mut fds = Fds::new();
     fds.add(bind, listener.into_raw_fd());
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
