@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod exit;
 mod load;
+mod logging;
 mod proxy;
 mod sim;
 
@@ -15,6 +16,9 @@ mod sim;
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// Log line format (logs go to stderr; filter with WEIR_LOG, e.g. debug).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +37,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Sim(args) => sim::run(&args),
