@@ -250,7 +250,9 @@ backend sims
             for name, _, port in self.targets(ups):
                 s = self.load(port, self.args.stream_rate, self.args.seconds)
                 results[name]["stream"] = s
-                print(f"{name:8} stream ttft {json.dumps(s.get('ttft'))}", file=sys.stderr)
+                print(f"{name:8} stream ttft p50 {s['ttft_seconds']['p50'] * 1e3:.2f} ms "
+                      f"p99 {s['ttft_seconds']['p99'] * 1e3:.2f} ms, ok {s['outcomes']['ok']}/{s['sent']}",
+                      file=sys.stderr)
             self.procs.stop_all()
 
             ups = self.sims("--ttft", "100ms", "--itl", "250ms", "--tokens", "80")
@@ -305,8 +307,8 @@ def markdown(r, args):
         lines.append(
             f"| {name} | {x['rps']:.0f} | {x['rps'] / r['nginx']['rps']:.2f}× | {x['rps'] / r['haproxy']['rps']:.2f}× "
             f"| {x['p50_ms'] - d['p50_ms']:+.3f} ms | {x['p99_ms'] - d['p99_ms']:+.3f} ms "
-            f"| {stream_overhead(x, 'ttft', 'p50'):+.2f} / {stream_overhead(x, 'ttft', 'p99'):+.2f} ms "
-            f"| {stream_overhead(x, 'itl', 'p50'):+.2f} ms "
+            f"| {stream_overhead(x, 'ttft_seconds', 'p50'):+.2f} / {stream_overhead(x, 'ttft_seconds', 'p99'):+.2f} ms "
+            f"| {stream_overhead(x, 'itl_seconds', 'p50'):+.2f} ms "
             f"| {mem.get('per_stream_kib', float('nan')):.1f} ({mem.get('open', 0)} open) |")
     return "\n".join(lines) + "\n"
 

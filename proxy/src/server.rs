@@ -307,6 +307,10 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
+    // pingora adopts the descriptor as a tokio listener, which must be
+    // non-blocking: a blocking accept() would park a runtime worker (and
+    // the tasks queued on it) until the next connection arrives.
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
