@@ -58,15 +58,15 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
         tokio::spawn(async move { source.watch(Duration::from_millis(50)).await })
     };
     let proxy = start_proxy(Arc::clone(&source) as Arc<dyn ConfigSource>).await;
+    let (listen, admin_addr) = (proxy.listen, proxy.admin);
     let admin = client();
-    assert_eq!(routes_state(&admin, proxy.admin).await, (1, 10.0));
+    assert_eq!(routes_state(&admin, admin_addr).await, (1, 10.0));
 
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..LOOPS {
         let (stop, completed, client) = (Arc::clone(&stop), Arc::clone(&completed), client());
-        let listen = proxy.listen;
         loops.spawn(async move {
             let mut seen = Seen::default();
             while !stop.load(Ordering::Acquire) && seen.sent < MAX_PER_LOOP {
@@ -110,7 +110,7 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
         // 1..=99, never the same twice in a row (37 is coprime with 99).
         let weight = ((i * 37) % 99 + 1) as f64;
         if i % 2 == 0 {
-            put_weights(&admin, proxy.admin, weight).await;
+            put_weights(&admin, admin_addr, weight).await;
         } else {
             write_config(&path, &Table::new(&stable, &canary, weight).yaml());
         }
@@ -119,7 +119,7 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
         let want = (generation, weight);
         wait_for(&format!("change {i} in service"), REQUEST_TIMEOUT, || {
             let admin = admin.clone();
-            async move { (routes_state(&admin, proxy.admin).await == want).then_some(()) }
+            async move { (routes_state(&admin, admin_addr).await == want).then_some(()) }
         })
         .await;
     }
@@ -169,7 +169,7 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
     let snapshot = wait_for("every stream in /v1/observations", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
-            let s = observations(&admin, proxy.admin).await;
+            let s = observations(&admin, admin_addr).await;
             (counts(&s, "stable").total() + counts(&s, "canary").total() >= sent).then_some(s)
         }
     })

@@ -64,10 +64,11 @@ async fn split_matches_weights_and_observations_match_the_client() {
     let stable = instant_sim("stable").await;
     let canary = instant_sim("canary").await;
     let (proxy, _source) = start_memory_proxy(Table::new(&stable, &canary, 20.0).table()).await;
+    let (listen, admin_addr) = (proxy.listen, proxy.admin);
 
     let seen = tokio::time::timeout(
         Duration::from_secs(120),
-        count_split(proxy.listen, N as usize, 32),
+        count_split(listen, N as usize, 32),
     )
     .await
     .expect("20,000 requests finish");
@@ -92,24 +93,24 @@ async fn split_matches_weights_and_observations_match_the_client() {
     println!("split: canary {on_canary}, stable {on_stable}, band [{lo}, {hi}]");
 
     // The proxy records a request in `logging`, after the client may have
-    // its response: wait until every request is counted, then compare.
+    // its response: wait until every request is counted and none is in
+    // flight, then compare.
     let admin = client();
     let snapshot = wait_for("all requests in /v1/observations", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
-            let s = observations(&admin, proxy.admin).await;
-            (counts(&s, "stable").total() + counts(&s, "canary").total() >= N).then_some(s)
+            let s = observations(&admin, admin_addr).await;
+            let counted = counts(&s, "stable").total() + counts(&s, "canary").total();
+            let settled = counted >= N && s.cohorts.iter().all(|c| c.inflight == 0);
+            settled.then_some(s)
         }
     })
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));
     assert_eq!((s.total(), c.total()), (on_stable, on_canary));
     assert_eq!((s.ok, c.ok), (on_stable, on_canary), "every request was ok");
-    for cohort in &snapshot.cohorts {
-        assert_eq!(cohort.inflight, 0, "{cohort:?}");
-        assert_eq!(cohort.route, ROUTE);
-    }
-    assert_eq!(proxy.active(), 0);
+    assert_eq!(snapshot.cohorts.len(), 2, "{snapshot:?}");
+    assert!(snapshot.cohorts.iter().all(|c| c.route == ROUTE));
 }
 
 /// The cohort a session key lands on at `canary_percent`, by the documented
@@ -225,6 +226,7 @@ async fn override_header_forces_a_cohort_only_when_enabled() {
     let mut table = Table::new(&stable, &canary, 0.0);
     table.override_header = true;
     let (proxy, source) = start_memory_proxy(table.table()).await;
+    let (listen, admin_addr) = (proxy.listen, proxy.admin);
     let client = client();
 
     let ask = |forced: Option<&'static str>| {
@@ -232,7 +234,7 @@ async fn override_header_forces_a_cohort_only_when_enabled() {
         async move {
             let mut cohorts = Vec::new();
             for _ in 0..EACH {
-                let mut request = chat(&client, proxy.listen, false);
+                let mut request = chat(&client, listen, false);
                 if let Some(cohort) = forced {
                     request = request.header(weir_proxy::COHORT_HEADER, cohort);
                 }
@@ -261,7 +263,7 @@ async fn override_header_forces_a_cohort_only_when_enabled() {
         REQUEST_TIMEOUT,
         || {
             let client = client.clone();
-            async move { (routes_state(&client, proxy.admin).await.0 == new).then_some(()) }
+            async move { (routes_state(&client, admin_addr).await.0 == new).then_some(()) }
         },
     )
     .await;
@@ -281,8 +283,9 @@ async fn unknown_route_is_a_json_404_and_the_proxy_keeps_serving() {
     let mut table = Table::new(&stable, &canary, 20.0);
     table.hosts = &["chat.example"];
     let (proxy, _source) = start_memory_proxy(table.table()).await;
+    let (listen, admin_addr) = (proxy.listen, proxy.admin);
     let client = client();
-    let url = format!("http://{}/v1/chat/completions", proxy.listen);
+    let url = format!("http://{}/v1/chat/completions", listen);
 
     for _ in 0..ROUNDS {
         let response = client
@@ -328,7 +331,7 @@ async fn unknown_route_is_a_json_404_and_the_proxy_keeps_serving() {
     let snapshot = wait_for("the routed requests counted", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
-            let s = observations(&admin, proxy.admin).await;
+            let s = observations(&admin, admin_addr).await;
             (counts(&s, "stable").ok + counts(&s, "canary").ok >= ROUNDS).then_some(s)
         }
     })

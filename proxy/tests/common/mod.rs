@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use weir_proxy::observe::{CohortObservations, ObservationsSnapshot};
 use weir_proxy::{
-    ConfigSource, MemorySource, Observations, RouteTable, Running, Settings, Timeouts,
+    ConfigSource, Drained, MemorySource, Observations, RouteTable, Running, Settings, Timeouts,
 };
 use weir_sim::{SimConfig, SimHandle};
 
@@ -137,27 +137,80 @@ pub fn timeouts() -> Timeouts {
     }
 }
 
-/// Starts a proxy and its admin API on free loopback ports.
-pub async fn start_proxy(source: Arc<dyn ConfigSource>) -> Running {
+/// A proxy running on a tokio runtime of its own.
+///
+/// Tests drive it from their own runtime, so a proxy that blocks its
+/// runtime's threads (as a blocking `accept()` once did) makes requests
+/// time out and the test fail with a message, instead of stopping the
+/// test's own timers and hanging it.
+#[derive(Debug)]
+pub struct Proxy {
+    running: Option<Running>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        self.running
+            .as_ref()
+            .expect("the proxy runs until shut down")
+    }
+}
+
+impl Proxy {
+    /// [`Running::shutdown`], run on the proxy's runtime.
+    pub async fn shutdown(mut self) -> Drained {
+        let running = self.running.take().expect("shut down once");
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the proxy")
+            .spawn(running.shutdown())
+            .await
+            .expect("the drain task ends")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which async tests must not do.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts a proxy and its admin API on free loopback ports, on a runtime
+/// of its own.
+pub async fn start_proxy(source: Arc<dyn ConfigSource>) -> Proxy {
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
         admin: "127.0.0.1:0".parse().expect("address"),
         timeouts: timeouts(),
     };
-    weir_proxy::start(
-        settings,
-        source,
-        Arc::new(Observations::new("weir-proxy-e2e")),
-    )
-    .await
-    .expect("the proxy starts on free ports")
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("proxy")
+        .enable_all()
+        .build()
+        .expect("a runtime for the proxy");
+    let observations = Arc::new(Observations::new("weir-proxy-e2e"));
+    let running = runtime
+        .spawn(weir_proxy::start(settings, source, observations))
+        .await
+        .expect("the start task ends")
+        .expect("the proxy starts on free ports");
+    Proxy {
+        running: Some(running),
+        runtime: Some(runtime),
+    }
 }
 
 /// Starts a proxy serving `table` from a writable in-memory source.
-pub async fn start_memory_proxy(table: RouteTable) -> (Running, Arc<MemorySource>) {
+pub async fn start_memory_proxy(table: RouteTable) -> (Proxy, Arc<MemorySource>) {
     let source = Arc::new(MemorySource::new(table, true));
-    let running = start_proxy(Arc::clone(&source) as Arc<dyn ConfigSource>).await;
-    (running, source)
+    let proxy = start_proxy(Arc::clone(&source) as Arc<dyn ConfigSource>).await;
+    (proxy, source)
 }
 
 /// An HTTP client that never goes through a system proxy.
