@@ -56,6 +56,7 @@ pub fn run(args: &Args) -> Result<Code> {
             listen: args.listen.unwrap_or(config.listen),
             admin: args.admin.unwrap_or(config.admin),
             timeouts: config.timeouts,
+            draw_seed: None,
         };
         let instance = format!("{}-{}", std::process::id(), unix_millis());
         let observations = Arc::new(Observations::new(instance));

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -63,6 +63,37 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Where the uniform draw behind a weighted choice comes from.
+#[derive(Debug)]
+enum Draws {
+    /// The thread-local RNG (production).
+    Random,
+    /// A fixed sequence: the n-th request gets `splitmix64(seed + n)`. The
+    /// set of draws for N requests is then fixed whatever their order, so a
+    /// test's cohort counts are reproducible.
+    Seeded { seed: u64, next: AtomicU64 },
+}
+
+impl Draws {
+    fn next(&self) -> u64 {
+        match self {
+            Draws::Random => rand::random(),
+            Draws::Seeded { seed, next } => {
+                splitmix64(seed.wrapping_add(next.fetch_add(1, Ordering::Relaxed)))
+            }
+        }
+    }
+}
+
+/// SplitMix64's output function: a bijection of u64 that scatters
+/// consecutive inputs uniformly.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The proxy's request handler.
 #[derive(Debug)]
 pub struct Proxy {
@@ -70,6 +101,7 @@ pub struct Proxy {
     observations: Arc<Observations>,
     timeouts: Timeouts,
     active: Arc<Active>,
+    draws: Draws,
 }
 
 /// Per-request state.
@@ -157,7 +189,7 @@ impl ProxyHttp for Proxy {
             .and_then(|h| h.to_str().ok())
             .or(req.uri.host());
         let info = RequestInfo::new(host, req.uri.path(), &req.headers);
-        let decided = route(&self.table.load(), &info, rand::random());
+        let decided = route(&self.table.load(), &info, self.draws.next());
         match decided {
             Ok(decision) => {
                 self.active.0.fetch_add(1, Ordering::AcqRel);
@@ -264,6 +296,8 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// Timeouts, including the drain's grace period.
     pub timeouts: Timeouts,
+    /// Seed for weighted draws (tests); `None` draws from the thread RNG.
+    pub draw_seed: Option<u64>,
 }
 
 /// Errors starting the proxy.
@@ -368,6 +402,12 @@ pub async fn start(
         observations: Arc::clone(&observations),
         timeouts: settings.timeouts,
         active: Arc::clone(&active),
+        draws: settings
+            .draw_seed
+            .map_or(Draws::Random, |seed| Draws::Seeded {
+                seed,
+                next: AtomicU64::new(0),
+            }),
     };
     let conf = Arc::new(ServerConf::default());
     let mut service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "weir proxy");

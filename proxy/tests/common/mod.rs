@@ -187,6 +187,9 @@ pub async fn start_proxy(source: Arc<dyn ConfigSource>) -> Proxy {
         listen: "127.0.0.1:0".parse().expect("address"),
         admin: "127.0.0.1:0".parse().expect("address"),
         timeouts: timeouts(),
+        // Fixed draws: the multiset of weighted choices for N requests is
+        // the same on every run, so cohort counts are reproducible.
+        draw_seed: Some(20_261_125),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
