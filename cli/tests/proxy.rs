@@ -33,6 +33,8 @@ use weir_sim::text::completion_text;
 const STARTUP: Duration = Duration::from_secs(20);
 /// Longest wait for one socket read or write before calling it a hang.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes read from one connection: a runaway response ends the read.
+const MAX_RESPONSE: u64 = 16 << 20;
 /// Interval between two looks at a polled condition.
 const POLL: Duration = Duration::from_millis(5);
 /// Sims that answer at once: for tests about routing, not timing.
@@ -406,7 +408,7 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<Reply> {
     let mut stream = connect(addr)?;
     stream.write_all(request)?;
-    read_reply(&mut BufReader::new(stream))
+    read_reply(&mut BufReader::new(stream.take(MAX_RESPONSE)))
 }
 
 fn get(path: &str, host: &str, headers: &str) -> Vec<u8> {
@@ -861,7 +863,7 @@ fn answer(addr: SocketAddr, bytes: &[u8]) -> Result<Answer, String> {
     // The proxy may answer and close before reading everything: a failed
     // write is then expected, the answer is what counts.
     let _ = stream.write_all(bytes);
-    match read_reply(&mut BufReader::new(stream)) {
+    match read_reply(&mut BufReader::new(stream.take(MAX_RESPONSE))) {
         Ok(reply) => Ok(Answer::Status(reply.status)),
         Err(e)
             if matches!(
