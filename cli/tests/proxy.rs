@@ -1,0 +1,1130 @@
+//! `weir proxy` as an operator runs it: real `weir sim` and `weir proxy`
+//! processes on loopback, spoken to over raw TCP and by the real Python
+//! `openai` client.
+//!
+//! What only whole processes can show: SIGTERM drains open streams and then
+//! exits 0 (at once when idle), two processes given one table send every
+//! session to the same cohort, the proxy adds at most 2 ms to the median
+//! time to first token, hostile bytes neither kill nor hang it, and a bad
+//! config is refused at startup and ignored on reload.
+//!
+//! Every process listens on port 0 and the test reads the address it got
+//! from the process's startup line, so tests never race for ports. A child
+//! is killed when its guard drops, also when an assertion fails (its stderr
+//! is printed then). Waits are on conditions (a line on stderr, a metric, a
+//! refused connection), each with a deadline.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use weir_proxy::metrics::INFLIGHT_REQUESTS;
+use weir_proxy::route::COHORT_HEADER;
+use weir_sim::text::completion_text;
+
+/// Longest wait for a process to print its startup line.
+const STARTUP: Duration = Duration::from_secs(20);
+/// Longest wait for one socket read or write before calling it a hang.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes read from one connection: a runaway response ends the read.
+const MAX_RESPONSE: u64 = 16 << 20;
+/// Interval between two looks at a polled condition.
+const POLL: Duration = Duration::from_millis(5);
+/// Sims that answer at once: for tests about routing, not timing.
+const FAST: &[&str] = &["--ttft", "1ms", "--ttft-sigma", "0", "--itl", "1ms"];
+
+// Tests run in parallel, except the TTFT comparison, which must not share
+// two cores with 50 streams: it holds the write side, every other test the
+// read side.
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    EXCLUSIVE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// What a child wrote to stderr so far, filled by a reader thread.
+#[derive(Debug, Default)]
+struct Stderr {
+    /// The text, and whether the pipe has closed.
+    state: Mutex<(String, bool)>,
+    changed: Condvar,
+}
+
+impl Stderr {
+    fn text(&self) -> String {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Waits until `find` returns something for the text so far; `None`
+    /// when the pipe closes or `timeout` passes first.
+    fn wait_for<T>(&self, timeout: Duration, find: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(found) = find(&state.0) {
+                return Some(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.1 || left.is_zero() {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The whole text once the pipe has closed (the process exited).
+    fn when_closed(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "stderr still open after {timeout:?}");
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.0.clone()
+    }
+}
+
+/// A `weir` child process, killed when dropped.
+#[derive(Debug)]
+struct Proc {
+    name: String,
+    child: Child,
+    stderr: Arc<Stderr>,
+}
+
+fn spawn(name: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start weir {args:?}: {e}"));
+    let pipe = child.stderr.take().expect("stderr is piped");
+    let stderr = Arc::new(Stderr::default());
+    let sink = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let more = matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0);
+            let mut state = sink.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.0.push_str(&String::from_utf8_lossy(&line));
+            state.1 = !more;
+            sink.changed.notify_all();
+            if !more {
+                return;
+            }
+        }
+    });
+    Proc {
+        name: name.to_string(),
+        child,
+        stderr,
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"))
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap_or_else(|e| panic!("cannot signal {}: {e}", self.name));
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its exit status, once it exits within `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr.text());
+        }
+    }
+}
+
+/// The text between `start` and the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+/// A running `weir sim`.
+#[derive(Debug)]
+struct Sim {
+    /// Held for its `Drop`, which stops the sim.
+    _proc: Proc,
+    addr: SocketAddr,
+}
+
+/// Starts `weir sim --name NAME` on a free port; `extra` are more flags.
+fn sim(name: &str, extra: &[&str]) -> Sim {
+    let mut args = vec![
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        name,
+        "--seed",
+        "7",
+    ];
+    args.extend_from_slice(extra);
+    let proc = spawn(&format!("sim {name}"), &args);
+    let addr = proc
+        .stderr
+        .wait_for(STARTUP, |t| {
+            between(t, " on http://", "/v1").map(String::from)
+        })
+        .unwrap_or_else(|| panic!("sim {name} did not start:\n{}", proc.stderr.text()));
+    let addr = addr.parse().expect("the sim prints ip:port");
+    Sim { _proc: proc, addr }
+}
+
+/// A running `weir proxy`.
+#[derive(Debug)]
+struct Proxy {
+    proc: Proc,
+    listen: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// Starts `weir proxy --config FILE` with both listeners on free ports.
+fn proxy(config: &Path) -> Proxy {
+    let path = config.to_str().expect("utf-8 path");
+    let proc = spawn(
+        "proxy",
+        &[
+            "proxy",
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    // weir proxy: serving file F on ADDR; admin on ADDR (/metrics, ...)
+    let line = proc
+        .stderr
+        .wait_for(STARTUP, |t| {
+            between(t, "weir proxy: serving", "\n").map(String::from)
+        })
+        .unwrap_or_else(|| panic!("the proxy did not start:\n{}", proc.stderr.text()));
+    let (left, right) = line.split_once("; admin on ").expect("startup line");
+    let listen = left.rsplit(" on ").next().expect("listen address");
+    let admin = right.split(' ').next().expect("admin address");
+    Proxy {
+        listen: listen.parse().expect("listen ip:port"),
+        admin: admin.parse().expect("admin ip:port"),
+        proc,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Config files
+
+/// A scratch directory unique to one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-proxy-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A config file with these routes. `listen` and `admin` are placeholders:
+/// [`proxy`] overrides both with port 0.
+fn config(routes: &str) -> String {
+    format!("listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\nroutes:\n{routes}")
+}
+
+/// One route named `chat` taking everything, over these backends.
+fn chat_route(sticky: bool, backends: &[(&str, SocketAddr, f64)]) -> String {
+    let mut out = String::from("  - name: chat\n    match: {pathPrefix: /}\n");
+    if sticky {
+        out.push_str("    sticky: {header: x-session-id}\n");
+    }
+    out.push_str("    backends:\n");
+    for (cohort, addr, weight) in backends {
+        out.push_str(&format!(
+            "      - {{cohort: {cohort}, url: http://{addr}, weight: {weight}}}\n"
+        ));
+    }
+    out
+}
+
+/// Replaces `path` by renaming a complete file over it, as editors and
+/// ConfigMap updates do, so the proxy never reads half a file.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 over a plain TcpStream
+
+/// One response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+/// Reads one response: status line, headers, and the body framed by
+/// `transfer-encoding: chunked`, `content-length` or the end of stream.
+fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+    let status_line = read_line(r)?;
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid(format!("not a status line: {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(r)?;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("not a header: {line:?}")))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if reply
+        .header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let size_line = read_line(r)?;
+            let hex = size_line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(hex, 16)
+                .map_err(|_| invalid(format!("not a chunk size: {size_line:?}")))?;
+            if size == 0 {
+                while !read_line(r)?.is_empty() {}
+                break;
+            }
+            let start = reply.body.len();
+            reply.body.resize(start + size, 0);
+            r.read_exact(&mut reply.body[start..])?;
+            read_line(r)?;
+        }
+    } else if let Some(len) = reply.header("content-length") {
+        let len: usize = len.parse().map_err(|_| invalid("content-length"))?;
+        reply.body.resize(len, 0);
+        r.read_exact(&mut reply.body)?;
+    } else if reply.status != 204 && reply.status != 304 {
+        r.read_to_end(&mut reply.body)?;
+    }
+    Ok(reply)
+}
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Sends `request` on a new connection and reads the response.
+fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<Reply> {
+    let mut stream = connect(addr)?;
+    stream.write_all(request)?;
+    read_reply(&mut BufReader::new(stream.take(MAX_RESPONSE)))
+}
+
+fn get(path: &str, host: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\r\n")
+        .into_bytes()
+}
+
+/// A streaming chat completion.
+fn chat(host: &str) -> Vec<u8> {
+    let body = r#"{"model":"weir-sim","messages":[{"role":"user","content":"Say something."}],"stream":true}"#;
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Tokens in an SSE chat stream (one content delta per token).
+fn content_deltas(body: &str) -> usize {
+    body.matches(r#""delta":{"content":"#).count()
+        + body.matches(r#""role":"assistant","content":"#).count()
+}
+
+fn admin(proxy: &Proxy, path: &str) -> Reply {
+    exchange(proxy.admin, &get(path, "admin", ""))
+        .unwrap_or_else(|e| panic!("admin GET {path}: {e}"))
+}
+
+/// Requests in flight in the proxy, summed over routes and cohorts.
+fn inflight(proxy: &Proxy) -> f64 {
+    let metrics = admin(proxy, "/metrics").text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(INFLIGHT_REQUESTS) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn routes(proxy: &Proxy) -> Value {
+    let reply = admin(proxy, "/v1/routes");
+    serde_json::from_slice(&reply.body).expect("/v1/routes is JSON")
+}
+
+/// The weights of route `chat`, in backend order.
+fn weights(routes: &Value) -> Vec<f64> {
+    routes["table"]["routes"][0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["weight"].as_f64().expect("weight"))
+        .collect()
+}
+
+/// The cohort of each of `n` sessions, as the proxy's header reports it,
+/// checked against the sim that actually answered (sims are named after
+/// their cohort).
+fn cohorts(listen: SocketAddr, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let session = format!("x-session-id: session-{i}\r\n");
+            let reply = exchange(listen, &get("/v1/models", "chat", &session))
+                .unwrap_or_else(|e| panic!("session-{i}: {e}"));
+            assert_eq!(reply.status, 200, "session-{i}: {}", reply.text());
+            let cohort = reply.header(COHORT_HEADER).expect("cohort header");
+            assert_eq!(reply.header("x-weir-sim"), Some(cohort), "session-{i}");
+            cohort.to_string()
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns something, for at most `timeout`.
+fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Python
+
+/// `$WEIR_PYTHON` (tests/run's venv) or `python3`, with `openai` importable;
+/// a missing package fails: a skipped compatibility test protects nothing.
+fn python() -> String {
+    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let probe = Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python:?} ({e}); tests/run sets WEIR_PYTHON to its venv")
+        });
+    assert!(
+        probe.status.success(),
+        "`import openai` failed with {python:?}: {}\n\
+         tests/run installs the openai package into its venv and sets WEIR_PYTHON; \
+         run the suite through tests/run, or point WEIR_PYTHON at a Python with openai",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
+    python
+}
+
+/// Runs `cli/tests/proxy_openai.py ARGS` (killed after `timeout`) and
+/// parses the JSON it prints.
+fn openai_script(dir: &Path, args: &[&str], timeout: Duration) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy_openai.py");
+    let out_path = dir.join("python.out");
+    let err_path = dir.join("python.err");
+    let mut child = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("python starts");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{script:?} {args:?} still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "{script:?} {args:?} failed:\n{stderr}");
+    let stdout = std::fs::read_to_string(&out_path).expect("python output");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+fn seconds(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("a list of seconds")
+        .iter()
+        .map(|x| x.as_f64().expect("seconds"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn sigterm_with_fifty_open_streams_drains_them_refuses_new_connections_and_exits_0() {
+    let _shared = shared();
+    let dir = scratch("drain");
+    // ~2 s streams: 50 ms to the first token, then 49 gaps of 40 ms.
+    let tokens = 50;
+    let long = [
+        "--ttft",
+        "50ms",
+        "--ttft-sigma",
+        "0",
+        "--itl",
+        "40ms",
+        "--tokens",
+        "50",
+    ];
+    let (stable, canary) = (sim("stable", &long), sim("canary", &long));
+    let cfg = dir.join("proxy.yaml");
+    // No gracePeriod: the default 30 s, far beyond the streams' 2 s.
+    std::fs::write(
+        &cfg,
+        config(&chat_route(
+            false,
+            &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
+        )),
+    )
+    .expect("write config");
+    let mut proxy = proxy(&cfg);
+
+    let listen = proxy.listen;
+    let clients: Vec<JoinHandle<io::Result<(Reply, Instant)>>> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let reply = exchange(listen, &chat("chat"))?;
+                Ok((reply, Instant::now()))
+            })
+        })
+        .collect();
+    wait_until(
+        "50 streams open in the proxy",
+        Duration::from_secs(20),
+        || (inflight(&proxy) >= 50.0).then_some(()),
+    );
+
+    let signalled = Instant::now();
+    proxy.proc.signal(Signal::SIGTERM);
+    let draining: usize = proxy
+        .proc
+        .stderr
+        .wait_for(IO_TIMEOUT, |t| {
+            between(t, "draining ", " open request").map(String::from)
+        })
+        .expect("the proxy says it drains")
+        .parse()
+        .expect("a count");
+    // New connections are refused while the old streams still run.
+    wait_until(
+        "the listener to refuse connections",
+        IO_TIMEOUT,
+        || match TcpStream::connect_timeout(&listen, IO_TIMEOUT) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        },
+    );
+    let open_when_refused = inflight(&proxy);
+    assert!(
+        open_when_refused > 0.0 && proxy.proc.alive(),
+        "connections must be refused during the drain, not only after it"
+    );
+    assert_eq!(
+        admin(&proxy, "/readyz").status,
+        503,
+        "/readyz while draining"
+    );
+
+    let mut last_end = signalled;
+    for (i, client) in clients.into_iter().enumerate() {
+        let (reply, ended) = client
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("stream {i} failed: {e}"));
+        let body = reply.text();
+        assert_eq!(reply.status, 200, "stream {i}: {body}");
+        assert!(reply.header(COHORT_HEADER).is_some(), "stream {i}");
+        assert_eq!(content_deltas(&body), tokens, "stream {i}: {body}");
+        assert!(body.contains(r#""finish_reason":"stop""#), "stream {i}");
+        assert!(body.contains("data: [DONE]"), "stream {i}: {body}");
+        last_end = last_end.max(ended);
+    }
+    let status = proxy
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy exits after the drain");
+    let exit_after_last = last_end.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        exit_after_last < Duration::from_secs(5),
+        "exited {exit_after_last:?} after the last stream ended"
+    );
+    let stderr = proxy.proc.stderr.when_closed(IO_TIMEOUT);
+    assert!(!stderr.contains("cut"), "{stderr}");
+    eprintln!(
+        "drain: {draining} open at SIGTERM, {open_when_refused} still open when connections \
+         were refused, last stream ended {:.2}s after SIGTERM, exit 0 {:.0}ms after it",
+        (last_end - signalled).as_secs_f64(),
+        exit_after_last.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+fn sigterm_when_idle_exits_0_without_waiting_out_the_grace_period() {
+    let _shared = shared();
+    let dir = scratch("idle");
+    let backend = sim("stable", FAST);
+    let cfg = dir.join("proxy.yaml");
+    // The default gracePeriod, 30 s: exiting within 10 s shows it was not waited out.
+    std::fs::write(
+        &cfg,
+        config(&chat_route(false, &[("stable", backend.addr, 100.0)])),
+    )
+    .expect("write config");
+    let mut proxy = proxy(&cfg);
+
+    // One request served, its keep-alive connection left open and idle,
+    // as load balancers leave them.
+    let mut idle = connect(proxy.listen).expect("connect");
+    idle.write_all(b"GET /v1/models HTTP/1.1\r\nHost: chat\r\n\r\n")
+        .expect("send");
+    let mut reader = BufReader::new(idle.try_clone().expect("clone"));
+    let reply = read_reply(&mut reader).expect("reply");
+    assert_eq!(reply.status, 200);
+    assert_ne!(reply.header("connection"), Some("close"));
+
+    let signalled = Instant::now();
+    proxy.proc.signal(Signal::SIGTERM);
+    let status = proxy
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("an idle proxy exits within 10 s of SIGTERM (grace period: 30 s)");
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    // The idle connection was closed, not left to hang.
+    let mut byte = [0u8; 1];
+    assert!(matches!(reader.read(&mut byte), Ok(0) | Err(_)));
+    eprintln!(
+        "idle: exit 0 {:.0}ms after SIGTERM",
+        took.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+fn two_proxy_processes_with_one_table_send_each_session_to_the_same_cohort() {
+    let _shared = shared();
+    let dir = scratch("sticky");
+    let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        config(&chat_route(
+            true,
+            &[("stable", stable.addr, 80.0), ("canary", canary.addr, 20.0)],
+        )),
+    )
+    .expect("write config");
+    let (a, b) = (proxy(&cfg), proxy(&cfg));
+    let sessions = 200;
+    let via_a = cohorts(a.listen, sessions);
+    let via_b = cohorts(b.listen, sessions);
+    for (i, (x, y)) in via_a.iter().zip(&via_b).enumerate() {
+        assert_eq!(
+            x, y,
+            "session-{i} went to {x} via one proxy, {y} via the other"
+        );
+    }
+    // The sessions are spread by the weights, not all sent to one cohort:
+    // 20% of 200 is 40, the band is about ±4.5 standard deviations.
+    let on_canary = via_a.iter().filter(|c| *c == "canary").count();
+    assert!(
+        (15..=65).contains(&on_canary),
+        "{on_canary} of {sessions} sessions on the 20% canary"
+    );
+    eprintln!("sticky: {sessions} sessions, {on_canary} on canary via both proxies, all equal");
+}
+
+#[test]
+fn the_python_openai_client_streams_every_token_through_the_proxy() {
+    let _shared = shared();
+    let dir = scratch("openai");
+    let tokens: u32 = 12;
+    let flags = [FAST, &["--tokens", "12"]].concat();
+    let (stable, canary) = (sim("stable", &flags), sim("canary", &flags));
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        config(&chat_route(
+            false,
+            &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
+        )),
+    )
+    .expect("write config");
+    let proxy = proxy(&cfg);
+    let url = format!("http://{}/v1", proxy.listen);
+    let seen = openai_script(&dir, &["stream", &url], Duration::from_secs(60));
+    eprintln!("openai client saw: {seen}");
+    // One chunk per token, the finish chunk and the usage chunk.
+    assert_eq!(seen["chunks"], tokens + 2);
+    assert_eq!(
+        seen["contents"].as_array().map(Vec::len),
+        Some(tokens as usize)
+    );
+    assert_eq!(seen["text"], completion_text(tokens));
+    assert_eq!(seen["finish"], "stop");
+    assert_eq!(seen["usage"], tokens);
+    assert!(
+        seen["cohort"] == "stable" || seen["cohort"] == "canary",
+        "{seen}"
+    );
+}
+
+#[test]
+fn the_proxy_adds_at_most_2ms_to_the_median_time_to_first_token() {
+    let _alone = exclusive();
+    let dir = scratch("ttft");
+    // A fixed 200 ms TTFT (sigma 0): the only spread left is the path's.
+    let backend = sim(
+        "stable",
+        &[
+            "--ttft",
+            "200ms",
+            "--ttft-sigma",
+            "0",
+            "--itl",
+            "1ms",
+            "--tokens",
+            "2",
+        ],
+    );
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        config(&chat_route(false, &[("stable", backend.addr, 100.0)])),
+    )
+    .expect("write config");
+    let proxy = proxy(&cfg);
+    let direct = format!("http://{}/v1", backend.addr);
+    let through = format!("http://{}/v1", proxy.listen);
+    // 40 requests each, alternating which path goes first, on connections
+    // warmed up beforehand, against the same sim: drift cancels out.
+    let seen = openai_script(
+        &dir,
+        &["ttft", &direct, &through, "40"],
+        Duration::from_secs(120),
+    );
+    let (direct, through) = (seconds(&seen["direct"]), seconds(&seen["proxy"]));
+    assert_eq!((direct.len(), through.len()), (40, 40));
+    let (m_direct, m_proxy) = (median(&direct), median(&through));
+    eprintln!(
+        "TTFT median direct {:.3}ms, through the proxy {:.3}ms, difference {:+.3}ms",
+        m_direct * 1e3,
+        m_proxy * 1e3,
+        (m_proxy - m_direct) * 1e3
+    );
+    // What was measured is the sim's 200 ms, not something else.
+    assert!(
+        m_direct >= 0.2,
+        "direct median {m_direct}s < the sim's 200 ms"
+    );
+    assert!(
+        (m_proxy - m_direct).abs() <= 0.002,
+        "median TTFT through the proxy {:.3}ms vs direct {:.3}ms: more than 2 ms apart",
+        m_proxy * 1e3,
+        m_direct * 1e3
+    );
+}
+
+/// What a connection got for a hostile request.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Status(u16),
+    Closed,
+}
+
+/// Sends `bytes` on a new connection and reads the answer;
+/// an error when the proxy neither answers nor closes within the timeout,
+/// or answers with something that is not HTTP.
+fn answer(addr: SocketAddr, bytes: &[u8]) -> Result<Answer, String> {
+    let mut stream = connect(addr).map_err(|e| format!("connect: {e}"))?;
+    // The proxy may answer and close before reading everything: a failed
+    // write is then expected, the answer is what counts.
+    let _ = stream.write_all(bytes);
+    match read_reply(&mut BufReader::new(stream.take(MAX_RESPONSE))) {
+        Ok(reply) => Ok(Answer::Status(reply.status)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(format!("hung: nothing within {IO_TIMEOUT:?}"))
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(format!("not HTTP: {e}")),
+        Err(_) => Ok(Answer::Closed),
+    }
+}
+
+/// Deterministic bytes of every value (xorshift64).
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_requests_get_4xx_or_a_closed_connection_and_the_proxy_lives_on() {
+    let _shared = shared();
+    let dir = scratch("hostile");
+    let backend = sim("stable", FAST);
+    let cfg = dir.join("proxy.yaml");
+    let route = format!(
+        "  - name: chat\n    match: {{hosts: [chat.example.com], pathPrefix: /v1}}\n    backends:\n      \
+         - {{cohort: stable, url: http://{}, weight: 100}}\n",
+        backend.addr
+    );
+    std::fs::write(&cfg, config(&route)).expect("write config");
+    let mut proxy = proxy(&cfg);
+    let host = "chat.example.com";
+
+    let header = |name: &str, len: usize| {
+        format!(
+            "GET /v1/models HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{name}: {}\r\n\r\n",
+            "a".repeat(len)
+        )
+        .into_bytes()
+    };
+    let many_headers = {
+        let lines: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+        get("/v1/models", host, &lines)
+    };
+    let mut garbage = noise(4096, 0x9e37_79b9_7f4a_7c15);
+    garbage.extend_from_slice(b"\r\n\r\n");
+    let mut tls_hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    tls_hello.extend(noise(508, 7));
+    let smuggle = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+    );
+    let bad_length = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Length: -1\r\n\r\n{{}}"
+    );
+    let refused: Vec<(&str, Vec<u8>)> = vec![
+        ("a malformed request line", b"GARBAGE\r\n\r\n".to_vec()),
+        ("binary garbage", garbage),
+        ("a TLS ClientHello", tls_hello),
+        (
+            "a 2 MiB header (pingora's limit is 1 MiB)",
+            header("x-big", 2 << 20),
+        ),
+        ("300 headers (pingora's limit is 256)", many_headers),
+        (
+            "Content-Length with Transfer-Encoding",
+            smuggle.into_bytes(),
+        ),
+        ("Content-Length -1", bad_length.into_bytes()),
+    ];
+    for (what, bytes) in &refused {
+        let got = answer(proxy.listen, bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            matches!(got, Answer::Closed | Answer::Status(400..=499)),
+            "{what}: {got:?}"
+        );
+        eprintln!("hostile: {what}: {got:?}");
+    }
+    // Requests no route takes: the proxy's own 404.
+    for (what, bytes) in [
+        (
+            "an unknown host",
+            get("/v1/models", "other.example.com", ""),
+        ),
+        ("an unknown path", get("/admin", host, "")),
+        (
+            "no Host header",
+            b"GET /v1/models HTTP/1.0\r\n\r\n".to_vec(),
+        ),
+    ] {
+        let got = answer(proxy.listen, &bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(got, Answer::Status(404), "{what}");
+    }
+    // A 64 KiB header is within pingora's 1 MiB limit: a legal request,
+    // proxied like any other, and answered in full.
+    let got = answer(proxy.listen, &header("x-big", 64 << 10)).expect("64 KiB header");
+    assert_eq!(got, Answer::Status(200), "64 KiB header");
+
+    let normal = exchange(proxy.listen, &get("/v1/models", host, "")).expect("normal request");
+    assert_eq!(normal.status, 200, "{}", normal.text());
+    assert_eq!(normal.header(COHORT_HEADER), Some("stable"));
+    assert!(proxy.proc.alive(), "the proxy died");
+    assert_eq!(admin(&proxy, "/healthz").status, 200);
+    let stderr = proxy.proc.stderr.text();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn invalid_configs_are_refused_at_startup_with_the_field_and_the_fix() {
+    let _shared = shared();
+    let dir = scratch("invalid");
+    let backend = |cohort: &str, field: &str| {
+        format!("      - {{cohort: {cohort}, url: http://127.0.0.1:9, {field}}}\n")
+    };
+    let route = |name: &str, prefix: &str, second: &str| {
+        format!(
+            "  - name: {name}\n    match: {{pathPrefix: {prefix}}}\n    backends:\n{}{second}",
+            backend("stable", "weight: 80")
+        )
+    };
+    let cases: Vec<(&str, Option<String>, Vec<&str>)> = vec![
+        (
+            "unknown-field",
+            Some(config(&route(
+                "chat",
+                "/",
+                &backend("canary", "wieght: 20"),
+            ))),
+            vec![
+                "unknown field `wieght`",
+                "expected one of",
+                "weight",
+                "line 8",
+            ],
+        ),
+        (
+            "negative-weight",
+            Some(config(&route(
+                "chat",
+                "/",
+                &backend("canary", "weight: -5"),
+            ))),
+            vec![
+                "routes[0].backends[1].weight",
+                "-5 is not a weight",
+                "use a number between 0 and 100",
+            ],
+        ),
+        (
+            "duplicate-route",
+            Some(config(
+                &(route("chat", "/a", "") + &route("chat", "/b", "")),
+            )),
+            vec![
+                "routes[1].name",
+                "\"chat\" is used twice",
+                "give each route its own name",
+            ],
+        ),
+        (
+            "missing-file",
+            None,
+            vec!["cannot read", "missing-file.yaml"],
+        ),
+    ];
+    for (name, text, wanted) in cases {
+        let path = dir.join(format!("{name}.yaml"));
+        match text {
+            Some(text) => std::fs::write(&path, text).expect("write config"),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let mut proc = spawn(
+            name,
+            &[
+                "proxy",
+                "--config",
+                path.to_str().expect("utf-8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        );
+        let status = proc
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{name}: the proxy started on an invalid config"));
+        let stderr = proc.stderr.when_closed(IO_TIMEOUT);
+        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
+        for want in wanted {
+            assert!(
+                stderr.contains(want),
+                "{name}: {want:?} missing from\n{stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains("serving"),
+            "{name}: it listened:\n{stderr}"
+        );
+        eprintln!(
+            "invalid config {name}: exit 1: {}",
+            stderr.lines().next().unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
+    let _shared = shared();
+    let dir = scratch("reload");
+    let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
+    let cfg = dir.join("proxy.yaml");
+    let with = |stable_weight: f64, canary_weight: f64| {
+        config(&chat_route(
+            true,
+            &[
+                ("stable", stable.addr, stable_weight),
+                ("canary", canary.addr, canary_weight),
+            ],
+        ))
+    };
+    std::fs::write(&cfg, with(80.0, 20.0)).expect("write config");
+    let proxy = proxy(&cfg);
+    let sessions = 100;
+    let before = cohorts(proxy.listen, sessions);
+    assert!(before.iter().any(|c| c == "canary") && before.iter().any(|c| c == "stable"));
+
+    replace(&cfg, &with(100.0, -5.0));
+    let error = wait_until("lastError in /v1/routes", Duration::from_secs(10), || {
+        routes(&proxy)["lastError"].as_str().map(String::from)
+    });
+    assert!(
+        error.contains("routes[0].backends[1].weight") && error.contains("between 0 and 100"),
+        "{error}"
+    );
+    assert_eq!(weights(&routes(&proxy)), [80.0, 20.0]);
+    assert_eq!(cohorts(proxy.listen, sessions), before, "the split changed");
+
+    // A good file is applied again, so the reload path is live and the
+    // check above is not vacuous.
+    replace(&cfg, &with(0.0, 100.0));
+    wait_until("the new weights", Duration::from_secs(10), || {
+        let r = routes(&proxy);
+        (r["lastError"].is_null() && weights(&r) == [0.0, 100.0]).then_some(())
+    });
+    let after = cohorts(proxy.listen, sessions);
+    assert!(after.iter().all(|c| c == "canary"), "{after:?}");
+    eprintln!(
+        "reload: refused with lastError {error:?}; split kept ({} of {sessions} on canary); \
+         a good file then applied",
+        before.iter().filter(|c| *c == "canary").count()
+    );
+}
