@@ -47,8 +47,25 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             exit::Code::Error.into()
         }
     }
+}
+
+/// The error and its causes, joined by `: `, skipping a cause whose text
+/// the message before it already contains (many library errors, ours
+/// included, print their source inline and also expose it as the source).
+fn render(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    let mut previous = out.clone();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        previous = text;
+    }
+    out
 }
