@@ -37,6 +37,27 @@ use std::time::Duration;
 use crate::dist::{DistError, Distribution};
 
 mod http;
+
+/// Test helpers: the real scrapes and API bodies in `shared/fixtures`.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::path::PathBuf;
+
+    /// `shared/fixtures`, next to the repository (`WEIR_FIXTURES` overrides).
+    pub(crate) fn dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("WEIR_FIXTURES") {
+            return PathBuf::from(dir);
+        }
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    }
+
+    /// The text of fixture `name`; panics with the path when it is missing.
+    pub(crate) fn read(name: &str) -> String {
+        let path = dir().join(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+    }
+}
 pub mod prometheus_api;
 pub mod prometheus_text;
 pub mod samples;

@@ -631,22 +631,9 @@ impl MetricSource for PrometheusApi {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
 
-    fn fixtures_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("WEIR_FIXTURES") {
-            return PathBuf::from(dir);
-        }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
-    }
-
-    fn fixture(name: &str) -> String {
-        let path = fixtures_dir().join(name);
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
-    }
+    use crate::source::fixtures::{dir as fixtures_dir, read as fixture};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
