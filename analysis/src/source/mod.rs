@@ -7,7 +7,9 @@
 //!
 //! - [`samples`]: raw numbers in memory (tests, the simulator, local mode);
 //! - [`prometheus_text`]: a `/metrics` scrape (text exposition format 0.0.4);
-//! - [`prometheus_api`]: the Prometheus HTTP API (PromQL).
+//! - [`prometheus_api`]: the Prometheus HTTP API (PromQL);
+//! - [`proxy`]: weir proxy snapshots (`/v1/observations`): deltas between
+//!   polls and merges across replicas.
 //!
 //! # The contract
 //!
@@ -60,6 +62,7 @@ pub(crate) mod fixtures {
 }
 pub mod prometheus_api;
 pub mod prometheus_text;
+pub mod proxy;
 pub mod samples;
 pub mod selector;
 
