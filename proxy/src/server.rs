@@ -129,6 +129,35 @@ impl RequestCtx {
     }
 }
 
+impl Proxy {
+    /// Moves the request to its fallback cohort after a connect failure
+    /// (nothing reached the upstream), once: the failure is recorded against
+    /// the cohort that failed. Returns whether the request moved.
+    fn fail_over(&self, ctx: &mut RequestCtx) -> bool {
+        let fallback = ctx.decision.as_ref().and_then(Decision::fallback_key);
+        let (false, Some(key), Some(failed)) = (ctx.failed_over, fallback, ctx.handle.take())
+        else {
+            return false;
+        };
+        failed.record(&Meter::new(ctx.started).finish(End::ConnectError, Instant::now()));
+        let handle = self.observations.cohort(&key);
+        ctx.inflight = Some(handle.inflight_guard());
+        ctx.handle = Some(handle);
+        ctx.failed_over = true;
+        true
+    }
+}
+
+/// An upstream's address: IP literals parse here; names are resolved
+/// without blocking the runtime (pingora's `HttpPeer::new` would call the
+/// blocking resolver on this thread). Caching resolutions is a follow-up.
+async fn resolve(authority: &str) -> Option<SocketAddr> {
+    match authority.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => tokio::net::lookup_host(authority).await.ok()?.next(),
+    }
+}
+
 /// Answers with a short JSON error before any upstream was chosen.
 async fn respond(session: &mut Session, status: u16, message: &str) -> pingora::Result<()> {
     let body = Bytes::from(
@@ -148,9 +177,13 @@ async fn respond(session: &mut Session, status: u16, message: &str) -> pingora::
 fn end_of(e: Option<&Error>) -> End {
     let Some(e) = e else { return End::Complete };
     match (e.esource(), e.etype()) {
-        (_, ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError) => {
-            End::ConnectError
-        }
+        (
+            _,
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectError
+            | ErrorType::ConnectNoRoute,
+        ) => End::ConnectError,
         (_, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => End::Timeout,
         (ErrorSource::Downstream, _) => End::ClientAbort,
         _ => End::UpstreamReset,
@@ -213,13 +246,28 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let Some(backend) = ctx.serving() else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no backend was decided for this request",
-            ));
+        let addr = loop {
+            let Some(backend) = ctx.serving() else {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "no backend was decided for this request",
+                ));
+            };
+            let authority = backend.upstream.authority().to_string();
+            match resolve(&authority).await {
+                Some(addr) => break addr,
+                // A name that does not resolve is a connect failure like any
+                // other: counted against its cohort, retried on the other.
+                None if self.fail_over(ctx) => continue,
+                None => {
+                    return Err(Error::explain(
+                        ErrorType::ConnectNoRoute,
+                        format!("cannot resolve upstream {authority}"),
+                    ));
+                }
+            }
         };
-        let mut peer = HttpPeer::new(backend.upstream.authority(), false, String::new());
+        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(self.timeouts.read);
         peer.options.idle_timeout = Some(self.timeouts.idle);
@@ -233,15 +281,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing reached the upstream, so the other cohort may take the
-        // request, once. The failure counts against the cohort that failed.
-        let fallback = ctx.decision.as_ref().and_then(Decision::fallback_key);
-        if let (false, Some(key), Some(failed)) = (ctx.failed_over, fallback, ctx.handle.take()) {
-            failed.record(&Meter::new(ctx.started).finish(End::ConnectError, Instant::now()));
-            let handle = self.observations.cohort(&key);
-            ctx.inflight = Some(handle.inflight_guard());
-            ctx.handle = Some(handle);
-            ctx.failed_over = true;
+        if self.fail_over(ctx) {
             e.set_retry(true);
         }
         e
