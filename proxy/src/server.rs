@@ -253,13 +253,13 @@ impl ProxyHttp for Proxy {
                     "no backend was decided for this request",
                 ));
             };
-            let authority = backend.upstream.authority().to_string();
-            match resolve(&authority).await {
+            match resolve(backend.upstream.authority()).await {
                 Some(addr) => break addr,
                 // A name that does not resolve is a connect failure like any
                 // other: counted against its cohort, retried on the other.
                 None if self.fail_over(ctx) => continue,
                 None => {
+                    let authority = ctx.serving().map(|b| b.upstream.authority()).unwrap_or("?");
                     return Err(Error::explain(
                         ErrorType::ConnectNoRoute,
                         format!("cannot resolve upstream {authority}"),

@@ -157,13 +157,7 @@ pub fn welch_t_from_moments(
 mod tests {
     use super::*;
 
-    #[track_caller]
-    fn assert_rel(actual: f64, expected: f64, rel: f64) {
-        assert!(
-            (actual - expected).abs() <= rel * expected.abs(),
-            "got {actual:e}, expected {expected:e}"
-        );
-    }
+    use crate::stats::testing::assert_rel;
 
     #[test]
     fn moments_are_stable_under_a_large_offset() {

@@ -118,3 +118,16 @@ fn check_confidence(confidence: f64) -> Result<(), StatsError> {
         Err(StatsError::InvalidConfidence(confidence))
     }
 }
+
+/// Helpers shared by the statistics unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `actual` is within `rel` of `expected`, relatively.
+    #[track_caller]
+    pub(crate) fn assert_rel(actual: f64, expected: f64, rel: f64) {
+        assert!(
+            (actual - expected).abs() <= rel * expected.abs(),
+            "got {actual:e}, expected {expected:e}"
+        );
+    }
+}

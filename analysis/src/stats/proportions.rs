@@ -231,13 +231,7 @@ fn wilson_interval(x: u64, n: u64, z: f64) -> (f64, f64) {
 mod tests {
     use super::*;
 
-    #[track_caller]
-    fn assert_rel(actual: f64, expected: f64, rel: f64) {
-        assert!(
-            (actual - expected).abs() <= rel * expected.abs(),
-            "got {actual:e}, expected {expected:e}"
-        );
-    }
+    use crate::stats::testing::assert_rel;
 
     #[test]
     fn fisher_small_table_by_hand() {
