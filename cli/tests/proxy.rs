@@ -285,6 +285,13 @@ fn config(routes: &str) -> String {
     format!("listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\nroutes:\n{routes}")
 }
 
+/// Writes `dir/proxy.yaml` with the one `chat` route over these backends.
+fn write_chat_config(dir: &Path, sticky: bool, backends: &[(&str, SocketAddr, f64)]) -> PathBuf {
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(&cfg, config(&chat_route(sticky, backends))).expect("write config");
+    cfg
+}
+
 /// One route named `chat` taking everything, over these backends.
 fn chat_route(sticky: bool, backends: &[(&str, SocketAddr, f64)]) -> String {
     let mut out = String::from("  - name: chat\n    match: {pathPrefix: /}\n");
@@ -590,16 +597,12 @@ fn sigterm_with_fifty_open_streams_drains_them_refuses_new_connections_and_exits
         "50",
     ];
     let (stable, canary) = (sim("stable", &long), sim("canary", &long));
-    let cfg = dir.join("proxy.yaml");
     // No gracePeriod: the default 30 s, far beyond the streams' 2 s.
-    std::fs::write(
-        &cfg,
-        config(&chat_route(
-            false,
-            &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
-        )),
-    )
-    .expect("write config");
+    let cfg = write_chat_config(
+        &dir,
+        false,
+        &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
+    );
     let mut proxy = proxy(&cfg);
 
     let listen = proxy.listen;
@@ -687,13 +690,8 @@ fn sigterm_when_idle_exits_0_without_waiting_out_the_grace_period() {
     let _shared = shared();
     let dir = scratch("idle");
     let backend = sim("stable", FAST);
-    let cfg = dir.join("proxy.yaml");
     // The default gracePeriod, 30 s: exiting within 10 s shows it was not waited out.
-    std::fs::write(
-        &cfg,
-        config(&chat_route(false, &[("stable", backend.addr, 100.0)])),
-    )
-    .expect("write config");
+    let cfg = write_chat_config(&dir, false, &[("stable", backend.addr, 100.0)]);
     let mut proxy = proxy(&cfg);
 
     // One request served, its keep-alive connection left open and idle,
@@ -728,15 +726,11 @@ fn two_proxy_processes_with_one_table_send_each_session_to_the_same_cohort() {
     let _shared = shared();
     let dir = scratch("sticky");
     let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        config(&chat_route(
-            true,
-            &[("stable", stable.addr, 80.0), ("canary", canary.addr, 20.0)],
-        )),
-    )
-    .expect("write config");
+    let cfg = write_chat_config(
+        &dir,
+        true,
+        &[("stable", stable.addr, 80.0), ("canary", canary.addr, 20.0)],
+    );
     let (a, b) = (proxy(&cfg), proxy(&cfg));
     let sessions = 200;
     let via_a = cohorts(a.listen, sessions);
@@ -764,15 +758,11 @@ fn the_python_openai_client_streams_every_token_through_the_proxy() {
     let tokens: u32 = 12;
     let flags = [FAST, &["--tokens", "12"]].concat();
     let (stable, canary) = (sim("stable", &flags), sim("canary", &flags));
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        config(&chat_route(
-            false,
-            &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
-        )),
-    )
-    .expect("write config");
+    let cfg = write_chat_config(
+        &dir,
+        false,
+        &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
+    );
     let proxy = proxy(&cfg);
     let url = format!("http://{}/v1", proxy.listen);
     let seen = openai_script(&dir, &["stream", &url], Duration::from_secs(60));
@@ -810,12 +800,7 @@ fn the_proxy_adds_at_most_2ms_to_the_median_time_to_first_token() {
             "2",
         ],
     );
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        config(&chat_route(false, &[("stable", backend.addr, 100.0)])),
-    )
-    .expect("write config");
+    let cfg = write_chat_config(&dir, false, &[("stable", backend.addr, 100.0)]);
     let proxy = proxy(&cfg);
     let direct = format!("http://{}/v1", backend.addr);
     let through = format!("http://{}/v1", proxy.listen);
