@@ -1,4 +1,5 @@
 //! weir-controller: the pure rollout engine (`engine/`), the Kubernetes
-//! reconciler (`kube/`) and the local-mode runner (`local/`).
-//!
-//! Not built yet: see issues 4 and 6.
+//! reconciler (`kube/`, issue 6) and the local-mode runner (`local/`).
+
+pub mod engine;
+pub mod local;

@@ -1,0 +1,37 @@
+//! Event and abort reasons: one constant each, so events, status and alerts
+//! agree on spelling.
+
+/// A new revision started a rollout.
+pub const RUN_STARTED: &str = "RolloutStarted";
+/// The canary's share of traffic changed.
+pub const WEIGHT_SET: &str = "WeightSet";
+/// An analysis step passed.
+pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
+/// An analysis found a regression beyond its margin: aborted.
+pub const ANALYSIS_FAILED: &str = "AnalysisFailed";
+/// An analysis reached `maxDuration` without a verdict.
+pub const INCONCLUSIVE: &str = "AnalysisInconclusive";
+/// A pause began.
+pub const PAUSED: &str = "Paused";
+/// A manual pause ended.
+pub const RESUMED: &str = "Resumed";
+/// A person ended a step or promoted fully.
+pub const PROMOTED_BY_HAND: &str = "PromotedByRequest";
+/// The canary won; promotion began.
+pub const PROMOTING: &str = "Promoting";
+/// The canary's version is stable now.
+pub const PROMOTED: &str = "Promoted";
+/// A person aborted the run.
+pub const MANUAL_ABORT: &str = "AbortedByRequest";
+/// The run made no progress within `progressDeadlineSeconds`.
+pub const PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
+/// A newer revision replaced the run.
+pub const SUPERSEDED: &str = "Superseded";
+/// An aborted run was restarted.
+pub const RETRIED: &str = "Retried";
+/// Blue-green: all traffic moved to the new side.
+pub const CUTOVER: &str = "CutOver";
+/// Blue-green: post-promotion analysis rolled the cutover back.
+pub const ROLLED_BACK: &str = "RolledBack";
+/// The proxy stopped (local mode: Ctrl-C) and traffic went back to stable.
+pub const INTERRUPTED: &str = "Interrupted";

@@ -1,0 +1,767 @@
+//! The validated rollout: `CanarySpec` converted once into domain types.
+//!
+//! The CRD's schema catches what a schema can say; everything else is
+//! checked here, before any traffic moves: durations and margins parse,
+//! weights are percentages with 0.01 resolution, steps make sense in order
+//! (an analysis needs canary traffic to look at, a window must open before
+//! the analysis ends), and in local mode every analysis runs at a split where
+//! the per-replica load of the two cohorts can be compared. Each error names
+//! the field path as written in YAML and says how to fix it.
+
+use std::fmt;
+use std::time::Duration;
+
+use weir_analysis::{Margin, MetricKind, MetricSpec, Policy};
+use weir_crds as crds;
+
+/// A spec that cannot run, with the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SpecError {
+    /// Path of the offending field, e.g. `spec.strategy.canary.steps[2].setWeight`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+fn bad<T>(field: impl Into<String>, problem: impl Into<String>) -> Result<T, SpecError> {
+    Err(SpecError {
+        field: field.into(),
+        problem: problem.into(),
+    })
+}
+
+/// A share of traffic in basis points (1/100 of a percent), `0..=10000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Share(u32);
+
+impl Share {
+    /// No traffic.
+    pub const NONE: Share = Share(0);
+    /// All traffic.
+    pub const ALL: Share = Share(10_000);
+
+    /// From a percentage with at most two decimals.
+    pub fn from_percent(p: f64) -> Option<Share> {
+        if !p.is_finite() || !(0.0..=100.0).contains(&p) {
+            return None;
+        }
+        let bp = p * 100.0;
+        ((bp - bp.round()).abs() < 1e-6).then(|| Share(bp.round() as u32))
+    }
+
+    /// The share in percent.
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// The share as a fraction of 1.
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+
+    /// What is left for the other cohort.
+    pub fn complement(self) -> Share {
+        Share(10_000 - self.0)
+    }
+
+    /// Basis points.
+    pub fn basis_points(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.percent())
+    }
+}
+
+/// Where the cohorts run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Kubernetes: a target Deployment; replicas are scaled.
+    Kubernetes {
+        /// The target Deployment.
+        target: String,
+    },
+    /// Local: two fixed frontends; nothing is scaled.
+    Local {
+        /// The stable frontend.
+        stable: crds::Backend,
+        /// The canary frontend.
+        canary: crds::Backend,
+    },
+}
+
+/// One canary step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Move the canary to this share.
+    SetWeight(Share),
+    /// Wait this long, or until promoted by hand.
+    Pause(Option<Duration>),
+    /// Judge until a verdict, within these bounds.
+    Analysis(AnalysisBounds),
+}
+
+/// How long an analysis may and must run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalysisBounds {
+    /// No promote verdict before this.
+    pub min: Duration,
+    /// `onInconclusive` after this.
+    pub max: Duration,
+}
+
+impl AnalysisBounds {
+    /// An analysis with no bounds written gets these.
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(15 * 60);
+}
+
+/// The strategy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Weighted steps.
+    Canary {
+        /// Canary replicas follow the weight (`None`) or are fixed.
+        fixed_replicas: Option<u32>,
+        /// The steps.
+        steps: Vec<Step>,
+    },
+    /// Preview, cutover, post-promotion window.
+    BlueGreen(BlueGreen),
+}
+
+/// Blue-green settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlueGreen {
+    /// Preview replicas (None: as many as stable).
+    pub preview_replicas: Option<u32>,
+    /// Cut over on a passing pre-promotion analysis without a person.
+    pub auto_promote: bool,
+    /// How long the old side stays warm after cutover.
+    pub scale_down_delay: Duration,
+    /// Analysis of the preview.
+    pub pre: Option<AnalysisBounds>,
+    /// Analysis after cutover; abort rolls back.
+    pub post: Option<AnalysisBounds>,
+}
+
+impl BlueGreen {
+    /// Default warm period of the old side.
+    pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(10 * 60);
+}
+
+/// One metric with where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// What the analysis judges.
+    pub spec: MetricSpec,
+    /// Where the values come from.
+    pub source: crds::MetricSource,
+    /// Which proxy latency (latency from the proxy only).
+    pub signal: crds::Signal,
+    /// Gauge per unit of throughput.
+    pub per_request: bool,
+}
+
+/// Analysis settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Time between verdicts.
+    pub interval: Duration,
+    /// Evidence ignored after a traffic change.
+    pub warmup: Duration,
+    /// Confidence, minimum samples, load balance.
+    pub policy: Policy,
+    /// What an undecided analysis leads to.
+    pub on_inconclusive: crds::OnInconclusive,
+    /// The metrics.
+    pub metrics: Vec<Metric>,
+}
+
+/// A validated Canary spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// Kubernetes or local.
+    pub mode: Mode,
+    /// Steps or blue-green.
+    pub strategy: Strategy,
+    /// How cohorts are compared.
+    pub analysis: Analysis,
+    /// Which requests.
+    pub route: crds::RouteSpec,
+    /// Session affinity.
+    pub sticky: Option<crds::StickySpec>,
+    /// No progress for this long aborts.
+    pub progress_deadline: Duration,
+    /// Total replicas both cohorts may hold.
+    pub gpu_budget: Option<u32>,
+    /// Held by `weir pause`.
+    pub paused: bool,
+}
+
+impl Rollout {
+    /// The canary steps (empty for blue-green).
+    pub fn steps(&self) -> &[Step] {
+        match &self.strategy {
+            Strategy::Canary { steps, .. } => steps,
+            Strategy::BlueGreen(_) => &[],
+        }
+    }
+
+    /// Whether this is local mode.
+    pub fn is_local(&self) -> bool {
+        matches!(self.mode, Mode::Local { .. })
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h30m`.
+///
+/// # Errors
+/// A sentence naming the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || {
+        format!(
+            "{text:?} is not a duration: write a number with a unit (ms, s, m, h), e.g. 30s, 2m or 1h30m"
+        )
+    };
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(err());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(err()),
+        };
+        total += unit
+            .checked_mul(u32::try_from(n).map_err(|_| err())?)
+            .ok_or_else(err)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut s = (ms / 1000) as u64;
+    let mut out = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= size {
+            out.push_str(&format!("{}{unit}", s / size));
+            s %= size;
+        }
+    }
+    out
+}
+
+fn duration_at(field: &str, text: &str) -> Result<Duration, SpecError> {
+    parse_duration(text).or_else(|e| bad(field, e))
+}
+
+fn fraction_at(field: &str, text: &str, example: &str) -> Result<f64, SpecError> {
+    match text.parse::<Margin>() {
+        Ok(Margin::Relative(f)) | Ok(Margin::Absolute(f)) if text.trim().ends_with(['%', 'p']) => {
+            Ok(f)
+        }
+        _ => bad(
+            field,
+            format!("{text:?} is not a percentage; write it like {example}"),
+        ),
+    }
+}
+
+impl TryFrom<&crds::CanarySpec> for Rollout {
+    type Error = SpecError;
+
+    fn try_from(spec: &crds::CanarySpec) -> Result<Self, SpecError> {
+        let mode = match (&spec.target_ref, &spec.backends) {
+            (Some(t), None) => {
+                if t.kind != "Deployment" {
+                    return bad(
+                        "spec.targetRef.kind",
+                        format!(
+                            "{:?} is not supported; point targetRef at a Deployment",
+                            t.kind
+                        ),
+                    );
+                }
+                if spec.service.is_none() {
+                    return bad(
+                        "spec.service",
+                        "Kubernetes mode needs the frontend's port: add service: {port: 8000}",
+                    );
+                }
+                Mode::Kubernetes {
+                    target: t.name.clone(),
+                }
+            }
+            (None, Some(b)) => {
+                for (cohort, backend) in [("stable", &b.stable), ("canary", &b.canary)] {
+                    check_url(&format!("spec.backends.{cohort}.url"), &backend.url)?;
+                    if let Some(m) = &backend.metrics {
+                        check_url(&format!("spec.backends.{cohort}.metrics"), m)?;
+                    }
+                    if backend.replicas == 0 {
+                        return bad(
+                            format!("spec.backends.{cohort}.replicas"),
+                            "must be at least 1 (the servers behind the URL)",
+                        );
+                    }
+                }
+                if b.stable.url == b.canary.url {
+                    return bad(
+                        "spec.backends.canary.url",
+                        "is the same as stable's: point the canary at the new version's frontend",
+                    );
+                }
+                Mode::Local {
+                    stable: b.stable.clone(),
+                    canary: b.canary.clone(),
+                }
+            }
+            (Some(_), Some(_)) => {
+                return bad(
+                    "spec",
+                    "has both targetRef and backends: use targetRef on Kubernetes, backends with weir run",
+                );
+            }
+            (None, None) => {
+                return bad(
+                    "spec",
+                    "needs targetRef (Kubernetes) or backends (weir run) to know what to roll out",
+                );
+            }
+        };
+        if let Some(s) = &spec.sticky {
+            match (&s.header, &s.cookie) {
+                (Some(h), None) | (None, Some(h)) if !h.trim().is_empty() => {}
+                _ => {
+                    return bad(
+                        "spec.sticky",
+                        "give exactly one of header or cookie, e.g. sticky: {header: x-session-id}",
+                    );
+                }
+            }
+        }
+        if !spec.route.path_prefix.starts_with('/') {
+            return bad(
+                "spec.route.pathPrefix",
+                format!("{:?} must start with /", spec.route.path_prefix),
+            );
+        }
+        let analysis = analysis(&spec.analysis)?;
+        let strategy = strategy(&spec.strategy)?;
+        let rollout = Rollout {
+            mode,
+            strategy,
+            analysis,
+            route: spec.route.clone(),
+            sticky: spec.sticky.clone(),
+            progress_deadline: Duration::from_secs(u64::from(spec.progress_deadline_seconds)),
+            gpu_budget: spec.gpu_budget,
+            paused: spec.paused,
+        };
+        check_steps(&rollout)?;
+        if spec.progress_deadline_seconds == 0 {
+            return bad("spec.progressDeadlineSeconds", "must be positive, e.g. 900");
+        }
+        Ok(rollout)
+    }
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), SpecError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        _ => bad(
+            field,
+            format!("{url:?} is not an http(s) URL; write it like http://127.0.0.1:8001"),
+        ),
+    }
+}
+
+fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
+    let interval = duration_at("spec.analysis.interval", &a.interval)?;
+    if interval < Duration::from_millis(100) {
+        return bad(
+            "spec.analysis.interval",
+            "must be at least 100ms; verdicts every 10s–60s are typical",
+        );
+    }
+    let warmup = duration_at("spec.analysis.warmup", &a.warmup)?;
+    if !(a.confidence > 0.5 && a.confidence < 1.0) {
+        return bad(
+            "spec.analysis.confidence",
+            format!("{} must be between 0.5 and 1, e.g. 0.95", a.confidence),
+        );
+    }
+    let max_load_imbalance = fraction_at(
+        "spec.analysis.maxLoadImbalance",
+        &a.max_load_imbalance,
+        "20%",
+    )?;
+    let policy = Policy {
+        confidence: a.confidence,
+        min_samples: a.min_samples,
+        max_load_imbalance,
+        ..Policy::default()
+    };
+    let mut metrics = Vec::with_capacity(a.metrics.len());
+    for (i, m) in a.metrics.iter().enumerate() {
+        let at = |f: &str| format!("spec.analysis.metrics[{i}].{f}");
+        if m.name.trim().is_empty() {
+            return bad(at("name"), "give the metric a name, e.g. ttft");
+        }
+        if let Some(j) = a.metrics[..i].iter().position(|o| o.name == m.name) {
+            return bad(
+                at("name"),
+                format!(
+                    "{:?} is already the name of metrics[{j}]; names must differ",
+                    m.name
+                ),
+            );
+        }
+        let kind = match m.kind {
+            crds::MetricKind::Latency => MetricKind::Latency,
+            crds::MetricKind::ErrorRate => MetricKind::ErrorRate,
+            crds::MetricKind::Gauge => MetricKind::Gauge,
+        };
+        let max_increase: Margin = m
+            .max_increase
+            .parse()
+            .or_else(|e| bad(at("maxIncrease"), e))?;
+        let hard_limit = match &m.hard_limit {
+            Some(h) => Some(fraction_at(&at("hardLimit"), h, "5%")?),
+            None => None,
+        };
+        match (kind, &m.source) {
+            (MetricKind::Gauge, crds::MetricSource::Proxy) => {
+                return bad(
+                    at("source"),
+                    "the proxy measures requests, not gauges: use source: {scrape: {metric: DCGM_FI_DEV_GPU_UTIL}} or a prometheus query",
+                );
+            }
+            (MetricKind::ErrorRate | MetricKind::Latency, crds::MetricSource::Scrape(_)) => {
+                return bad(
+                    at("source"),
+                    "scrape reads gauges only; latency and error rates come from the proxy (source: proxy) or prometheus",
+                );
+            }
+            _ => {}
+        }
+        if m.signal.is_some() && kind != MetricKind::Latency {
+            return bad(
+                at("signal"),
+                "only latency metrics take a signal (ttft, itl, duration)",
+            );
+        }
+        if m.per_request && kind != MetricKind::Gauge {
+            return bad(at("perRequest"), "only gauges can be divided by throughput");
+        }
+        if !m.quantiles.is_empty() && kind != MetricKind::Latency {
+            return bad(at("quantiles"), "only latency metrics take quantiles");
+        }
+        let metric = MetricSpec {
+            name: m.name.clone(),
+            kind,
+            max_increase,
+            quantiles: m.quantiles.clone(),
+            hard_limit,
+        };
+        // The analysis crate knows its own rules (margin kinds, quantile
+        // ranges); ask it now rather than at the first verdict.
+        if let Err(e) = weir_analysis::decide(&policy, &[(metric.clone(), empty(kind))], None) {
+            let text = e.to_string();
+            let problem = text.split_once(": ").map_or(text.as_str(), |(_, p)| p);
+            return bad(at(field_of(&text)), problem.to_string());
+        }
+        metrics.push(Metric {
+            spec: metric,
+            source: m.source.clone(),
+            signal: m.signal.unwrap_or(crds::Signal::Ttft),
+            per_request: m.per_request,
+        });
+    }
+    Ok(Analysis {
+        interval,
+        warmup,
+        policy,
+        on_inconclusive: a.on_inconclusive,
+        metrics,
+    })
+}
+
+/// Which metric field an analysis-crate error is about.
+fn field_of(message: &str) -> &'static str {
+    ["maxIncrease", "quantiles", "hardLimit"]
+        .into_iter()
+        .find(|f| message.contains(f))
+        .unwrap_or("maxIncrease")
+}
+
+fn empty(kind: MetricKind) -> weir_analysis::Observations {
+    use weir_analysis::Observations;
+    match kind {
+        MetricKind::Latency => Observations::Latency {
+            baseline: weir_analysis::Distribution::new(),
+            canary: weir_analysis::Distribution::new(),
+        },
+        MetricKind::ErrorRate => Observations::Errors {
+            baseline: weir_analysis::Counts {
+                errors: 0,
+                total: 0,
+            },
+            canary: weir_analysis::Counts {
+                errors: 0,
+                total: 0,
+            },
+        },
+        MetricKind::Gauge => Observations::Gauge {
+            baseline: Vec::new(),
+            canary: Vec::new(),
+            per_unit: false,
+        },
+    }
+}
+
+fn bounds(field: &str, a: &crds::AnalysisStep) -> Result<AnalysisBounds, SpecError> {
+    let min = match &a.min_duration {
+        Some(t) => duration_at(&format!("{field}.minDuration"), t)?,
+        None => Duration::ZERO,
+    };
+    let max = match &a.max_duration {
+        Some(t) => duration_at(&format!("{field}.maxDuration"), t)?,
+        None => AnalysisBounds::DEFAULT_MAX.max(min),
+    };
+    if max < min {
+        return bad(
+            format!("{field}.maxDuration"),
+            format!(
+                "{} is shorter than minDuration {}; make maxDuration at least minDuration",
+                format_duration(max),
+                format_duration(min)
+            ),
+        );
+    }
+    Ok(AnalysisBounds { min, max })
+}
+
+fn strategy(s: &crds::Strategy) -> Result<Strategy, SpecError> {
+    match (&s.canary, &s.blue_green) {
+        (Some(c), None) => {
+            let fixed_replicas = match c.replicas {
+                crds::ReplicaPolicy::MatchWeight => None,
+                crds::ReplicaPolicy::Fixed(n) => Some(n),
+            };
+            let mut steps = Vec::with_capacity(c.steps.len());
+            for (i, step) in c.steps.iter().enumerate() {
+                let field = format!("spec.strategy.canary.steps[{i}]");
+                steps.push(match step {
+                    crds::Step::SetWeight(w) => match Share::from_percent(*w) {
+                        Some(s) => Step::SetWeight(s),
+                        None => {
+                            return bad(
+                                format!("{field}.setWeight"),
+                                format!("{w} is not a weight: use a percentage between 0 and 100 with at most two decimals"),
+                            );
+                        }
+                    },
+                    crds::Step::Pause(p) => Step::Pause(match &p.duration {
+                        Some(d) => Some(duration_at(&format!("{field}.pause.duration"), d)?),
+                        None => None,
+                    }),
+                    crds::Step::Analysis(a) => {
+                        Step::Analysis(bounds(&format!("{field}.analysis"), a)?)
+                    }
+                });
+            }
+            if steps.is_empty() {
+                return bad(
+                    "spec.strategy.canary.steps",
+                    "is empty: give at least one step, e.g. - setWeight: 10 then - analysis: {}",
+                );
+            }
+            Ok(Strategy::Canary {
+                fixed_replicas,
+                steps,
+            })
+        }
+        (None, Some(b)) => {
+            let scale_down_delay = match &b.scale_down_delay {
+                Some(t) => duration_at("spec.strategy.blueGreen.scaleDownDelay", t)?,
+                None => BlueGreen::DEFAULT_SCALE_DOWN_DELAY,
+            };
+            let pre = match &b.pre_promotion_analysis {
+                Some(a) => Some(bounds("spec.strategy.blueGreen.prePromotionAnalysis", a)?),
+                None => None,
+            };
+            let post = match &b.post_promotion_analysis {
+                Some(a) => Some(bounds("spec.strategy.blueGreen.postPromotionAnalysis", a)?),
+                None => None,
+            };
+            if let Some(p) = post
+                && p.max > scale_down_delay
+            {
+                return bad(
+                    "spec.strategy.blueGreen.postPromotionAnalysis.maxDuration",
+                    format!(
+                        "{} outlasts scaleDownDelay {}: a rollback needs the old side still warm; raise scaleDownDelay or shorten the analysis",
+                        format_duration(p.max),
+                        format_duration(scale_down_delay)
+                    ),
+                );
+            }
+            if matches!(b.preview_replicas, Some(0)) {
+                return bad(
+                    "spec.strategy.blueGreen.previewReplicas",
+                    "must be at least 1 (the preview must run to be judged)",
+                );
+            }
+            Ok(Strategy::BlueGreen(BlueGreen {
+                preview_replicas: b.preview_replicas,
+                auto_promote: b.auto_promote,
+                scale_down_delay,
+                pre,
+                post,
+            }))
+        }
+        (Some(_), Some(_)) => bad("spec.strategy", "has both canary and blueGreen: choose one"),
+        (None, None) => bad(
+            "spec.strategy",
+            "is empty: give canary: {steps: [...]} or blueGreen: {...}",
+        ),
+    }
+}
+
+/// Checks that the steps make sense in order.
+fn check_steps(r: &Rollout) -> Result<(), SpecError> {
+    let has_analysis = match &r.strategy {
+        Strategy::Canary { steps, .. } => steps.iter().any(|s| matches!(s, Step::Analysis(_))),
+        Strategy::BlueGreen(b) => b.pre.is_some() || b.post.is_some(),
+    };
+    if has_analysis && r.analysis.metrics.is_empty() {
+        return bad(
+            "spec.analysis.metrics",
+            "is empty but the strategy has analysis steps: add a metric, e.g. {name: ttft, kind: latency, maxIncrease: 10%}",
+        );
+    }
+    let Strategy::Canary { steps, .. } = &r.strategy else {
+        return Ok(());
+    };
+    let mut weight = Share::NONE;
+    for (i, step) in steps.iter().enumerate() {
+        let field = format!("spec.strategy.canary.steps[{i}]");
+        match *step {
+            Step::SetWeight(w) => weight = w,
+            Step::Pause(_) => {}
+            Step::Analysis(b) => {
+                if weight == Share::NONE {
+                    return bad(
+                        format!("{field}.analysis"),
+                        "runs while the canary has no traffic: put a setWeight above 0 before it",
+                    );
+                }
+                if weight == Share::ALL {
+                    return bad(
+                        format!("{field}.analysis"),
+                        "runs with all traffic on the canary, so stable has nothing to compare against: analyse below 100",
+                    );
+                }
+                if r.analysis.warmup >= b.max {
+                    return bad(
+                        format!("{field}.analysis.maxDuration"),
+                        format!(
+                            "{} ends before the {} warm-up after the weight change does, so no evidence would count: raise maxDuration or shorten spec.analysis.warmup",
+                            format_duration(b.max),
+                            format_duration(r.analysis.warmup)
+                        ),
+                    );
+                }
+                if let Mode::Local { stable, canary } = &r.mode {
+                    let b = weight.complement().fraction() / f64::from(stable.replicas);
+                    let c = weight.fraction() / f64::from(canary.replicas);
+                    let imbalance = (b - c).abs() / b.max(c);
+                    if imbalance > r.analysis.policy.max_load_imbalance {
+                        let fair = 100.0 * f64::from(canary.replicas)
+                            / f64::from(stable.replicas + canary.replicas);
+                        return bad(
+                            format!("{field}.analysis"),
+                            format!(
+                                "runs at {weight} where each canary server takes {:.0}% of the load of a stable one, beyond maxLoadImbalance {:.0}%; \
+                                 a lightly loaded canary looks faster than it is, so it would never be judged. \
+                                 Analyse at setWeight {fair:.0} (the fair split for {} stable and {} canary servers), or set backends.*.replicas",
+                                100.0 * c / b,
+                                100.0 * r.analysis.policy.max_load_imbalance,
+                                stable.replicas,
+                                canary.replicas
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, secs) in [
+            ("30s", 30.0),
+            ("2m", 120.0),
+            ("1h30m", 5400.0),
+            ("250ms", 0.25),
+        ] {
+            let d = parse_duration(text).expect(text);
+            assert_eq!(d.as_secs_f64(), secs, "{text}");
+            assert_eq!(format_duration(d), text);
+        }
+        for bad in ["", "30", "s", "3x", "1.5m", "-1s", "99999999999h"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains("30s"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn shares_have_two_decimals() {
+        assert_eq!(Share::from_percent(0.01).map(Share::basis_points), Some(1));
+        assert_eq!(
+            Share::from_percent(33.33).map(Share::basis_points),
+            Some(3333)
+        );
+        assert_eq!(Share::from_percent(33.333), None);
+        assert_eq!(Share::from_percent(-1.0), None);
+        assert_eq!(Share::from_percent(100.5), None);
+        assert_eq!(Share::from_percent(f64::NAN), None);
+    }
+}

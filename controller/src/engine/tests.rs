@@ -1,0 +1,885 @@
+//! Table tests of `plan`: every phase, transition and abort path, driven
+//! through a small world that applies plans and moves time by hand.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use weir_analysis::{Counts, Distribution, Observations};
+use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase};
+
+use super::spec::{Rollout, SpecError};
+use super::{Action, Evidence, Observed, Outcome, Plan, plan, reasons};
+
+const LOCAL: &str = r#"
+backends:
+  stable: {url: "http://127.0.0.1:8001"}
+  canary: {url: "http://127.0.0.1:8002"}
+strategy:
+  canary:
+    steps:
+      - setWeight: 50
+      - analysis: {minDuration: 40s, maxDuration: 5m}
+analysis:
+  interval: 10s
+  warmup: 20s
+  metrics:
+    - {name: ttft, kind: latency, quantiles: [0.5], maxIncrease: 10%}
+    - {name: errors, kind: errorRate, maxIncrease: 1pp, hardLimit: 20%}
+"#;
+
+const KUBE: &str = r#"
+targetRef: {name: chat}
+service: {port: 8000}
+strategy:
+  canary:
+    steps:
+      - setWeight: 20
+      - pause: {duration: 1m}
+      - setWeight: 50
+      - analysis: {maxDuration: 5m}
+      - pause: {}
+analysis:
+  interval: 10s
+  warmup: 20s
+  metrics:
+    - {name: ttft, kind: latency, maxIncrease: 10%}
+progressDeadlineSeconds: 600
+"#;
+
+const BLUE_GREEN: &str = r#"
+targetRef: {name: chat}
+service: {port: 8000}
+strategy:
+  blueGreen:
+    scaleDownDelay: 5m
+    prePromotionAnalysis: {maxDuration: 3m}
+    postPromotionAnalysis: {maxDuration: 3m}
+analysis:
+  interval: 10s
+  warmup: 10s
+  metrics:
+    - {name: ttft, kind: latency, maxIncrease: 10%}
+"#;
+
+fn spec(yaml: &str) -> CanarySpec {
+    serde_saphyr::from_str(yaml).expect("test spec parses")
+}
+
+fn rollout(yaml: &str) -> Rollout {
+    Rollout::try_from(&spec(yaml)).expect("test spec is valid")
+}
+
+fn t0() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).expect("valid time")
+}
+
+/// Deterministic lognormal samples (LCG + Box-Muller): median 200 ms.
+fn lognormal(n: usize, scale: f64, seed: u64) -> Distribution {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut uniform = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let values: Vec<f64> = (0..n)
+        .map(|_| {
+            let z = (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+            0.2 * scale * (0.3 * z).exp()
+        })
+        .collect();
+    Distribution::from_values(&values).expect("finite samples")
+}
+
+/// Evidence for `window`: the canary's TTFT scaled by `slower`, its error
+/// rate `canary_errors`, `n` requests per cohort.
+fn evidence(window: u64, n: usize, slower: f64, canary_errors: f64) -> Evidence {
+    let total = n as u64;
+    Evidence {
+        window,
+        metrics: vec![
+            (
+                "ttft".into(),
+                Observations::Latency {
+                    baseline: lognormal(n, 1.0, 1),
+                    canary: lognormal(n, slower, 2),
+                },
+            ),
+            (
+                "errors".into(),
+                Observations::Errors {
+                    baseline: Counts { errors: 0, total },
+                    canary: Counts {
+                        errors: (canary_errors * n as f64) as u64,
+                        total,
+                    },
+                },
+            ),
+        ],
+        load: None,
+    }
+}
+
+/// Applies plans to a status and moves time, like a shell would.
+struct World {
+    rollout: Rollout,
+    status: CanaryStatus,
+    observed: Observed,
+    now: Timestamp,
+    log: Vec<Action>,
+}
+
+impl World {
+    fn new(yaml: &str) -> World {
+        let rollout = rollout(yaml);
+        let mut observed = Observed {
+            desired_revision: "v1".into(),
+            target_replicas: 10,
+            applied_generation: Some(0),
+            ..Observed::default()
+        };
+        observed.ready.stable = 10;
+        let mut status = CanaryStatus::default();
+        if rollout.is_local() {
+            // Local mode starts with both versions known.
+            status.stable_revision = Some("v1".into());
+            observed.desired_revision = "v2".into();
+            observed.ready.canary = 1;
+        }
+        World {
+            rollout,
+            status,
+            observed,
+            now: t0(),
+            log: Vec::new(),
+        }
+    }
+
+    fn tick(&mut self) -> Plan {
+        let p = plan(&self.rollout, &self.status, &self.observed, self.now);
+        // Determinism: the same inputs give the same plan (compared as
+        // text: reference tests may carry a NaN statistic).
+        let again = plan(&self.rollout, &self.status, &self.observed, self.now);
+        assert_eq!(format!("{p:?}"), format!("{again:?}"));
+        self.status = p.status.clone();
+        if let Some(t) = &self.status.traffic {
+            self.observed.applied_generation = Some(t.generation);
+        }
+        self.log.extend(p.actions.iter().cloned());
+        p
+    }
+
+    fn wait(&mut self, secs: u64) -> Plan {
+        self.now = super::after(self.now, Duration::from_secs(secs));
+        self.tick()
+    }
+
+    fn window(&self) -> u64 {
+        self.status.window.as_ref().expect("a window is open").id
+    }
+
+    fn canary_share(&self) -> f64 {
+        self.status
+            .traffic
+            .as_ref()
+            .and_then(|t| t.backends.iter().find(|b| b.cohort == Cohort::Canary))
+            .map_or(0.0, |b| b.weight)
+    }
+}
+
+fn traffic_shares(actions: &[Action]) -> Vec<f64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetTraffic(t) => t
+                .backends
+                .iter()
+                .find(|b| b.cohort == Cohort::Canary)
+                .map(|b| b.weight),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// On every abort path the first traffic action sends everything to stable
+/// and nothing scales the canary down in the same plan.
+fn assert_safe_abort(p: &Plan) {
+    assert_eq!(p.status.phase, Phase::Aborted);
+    let first = traffic_shares(&p.actions);
+    assert_eq!(
+        first.first().copied(),
+        Some(0.0),
+        "traffic to stable first: {:?}",
+        p.actions
+    );
+    assert!(
+        !p.actions.iter().any(|a| matches!(
+            a,
+            Action::Scale {
+                cohort: Cohort::Canary,
+                replicas: 0
+            }
+        )),
+        "the canary must not scale down before the proxies applied the table"
+    );
+    assert!(p.actions.contains(&Action::Finish(Outcome::Aborted)));
+}
+
+#[test]
+fn kubernetes_first_sight_adopts_the_target_as_stable() {
+    let mut w = World::new(KUBE);
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Idle);
+    assert_eq!(p.status.stable_revision.as_deref(), Some("v1"));
+    assert_eq!(w.canary_share(), 0.0);
+    assert_eq!(p.requeue_after, None);
+    // Nothing changes on the next call.
+    let p = w.tick();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn set_weight_scales_the_canary_before_moving_traffic() {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Progressing);
+    assert_eq!(p.status.canary_revision.as_deref(), Some("v2"));
+    // matchWeight: 20% of 10 replicas.
+    assert!(p.actions.contains(&Action::Scale {
+        cohort: Cohort::Canary,
+        replicas: 2
+    }));
+    assert!(
+        traffic_shares(&p.actions).is_empty(),
+        "no traffic before the canary is ready"
+    );
+    assert_eq!(p.status.current_step, 0);
+    w.observed.ready.canary = 2;
+    let p = w.wait(5);
+    assert_eq!(traffic_shares(&p.actions), vec![20.0]);
+    assert_eq!(p.status.current_step, 1, "on to the pause");
+    assert_eq!(p.status.canary_weight, 20.0);
+    assert!(events(&p.actions).contains(&reasons::WEIGHT_SET));
+}
+
+#[test]
+fn match_weight_replicas_and_gpu_budget() {
+    // (share %, budget, expected stable, expected canary) with 10 target replicas.
+    let table = [
+        (5.0, None, 10, 1),
+        (20.0, None, 10, 2),
+        (25.0, None, 10, 3),
+        (50.0, None, 10, 5),
+        (100.0, None, 10, 10),
+        (0.0, None, 10, 0),
+        (20.0, Some(11), 9, 2),
+        (50.0, Some(12), 7, 5),
+        (50.0, Some(20), 10, 5),
+    ];
+    for (share, budget, stable, canary) in table {
+        let mut w = World::new(KUBE);
+        w.rollout.gpu_budget = budget;
+        let cx = super::Cx {
+            r: &w.rollout,
+            obs: &w.observed,
+            now: w.now,
+            s: w.status.clone(),
+            actions: Vec::new(),
+            wake: None,
+            decision: None,
+        };
+        let got = cx.replicas_for(super::Share::from_percent(share).expect("share"), None);
+        assert_eq!(
+            (got.stable, got.canary),
+            (stable, canary),
+            "share {share}, budget {budget:?}"
+        );
+        w.status.phase = Phase::Idle;
+    }
+}
+
+#[test]
+fn timed_pause_waits_exactly_its_duration() {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    let p = w.tick();
+    assert_eq!(p.status.current_step, 1);
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(10)),
+        "at most one interval"
+    );
+    assert_eq!(w.wait(59).status.current_step, 1);
+    let p = w.wait(1);
+    assert_eq!(
+        p.status.current_step, 3,
+        "pause over, 50% set, now analysing"
+    );
+    assert_eq!(traffic_shares(&p.actions), vec![50.0]);
+}
+
+#[test]
+fn indefinite_pause_waits_for_promote_once_per_request() {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    w.tick();
+    w.wait(60);
+    // Pass the analysis with healthy evidence.
+    let window = w.window();
+    w.observed.evidence = Some(evidence(window, 3000, 1.0, 0.0));
+    let p = w.wait(30);
+    assert_eq!(p.status.current_step, 4, "{}", p.status.message);
+    assert_eq!(p.status.phase, Phase::Paused);
+    assert_eq!(p.status.paused_reason, Some(PausedReason::Step));
+    assert_eq!(p.requeue_after, None, "nothing to wake for");
+    assert!(
+        w.wait(3600).status.phase == Phase::Paused,
+        "a pause without duration never ends by itself"
+    );
+    w.observed.commands.promote = Some(("req-1".into(), false));
+    let p = w.tick();
+    assert_eq!(
+        p.status.phase,
+        Phase::Promoting,
+        "last step ended: promotion"
+    );
+    assert!(events(&p.actions).contains(&reasons::PROMOTED_BY_HAND));
+    // The same request again does nothing more.
+    let p = w.tick();
+    assert!(!events(&p.actions).contains(&reasons::PROMOTED_BY_HAND));
+}
+
+#[test]
+fn warmup_evidence_and_stale_windows_are_not_judged() {
+    let mut w = World::new(LOCAL);
+    let p = w.tick();
+    assert_eq!(traffic_shares(&p.actions).last(), Some(&50.0));
+    let window = w.window();
+    assert_eq!(
+        w.status.window.as_ref().map(|w| w.opens_at.0),
+        Some(super::after(t0(), Duration::from_secs(20)))
+    );
+    // Evidence of another window (an older baseline) is ignored, however bad.
+    w.observed.evidence = Some(evidence(window - 1, 3000, 2.0, 0.0));
+    let p = w.wait(40);
+    assert_eq!(p.status.phase, Phase::Progressing);
+    assert!(p.status.last_analysis.is_none());
+    // Before the window opens plus one interval, nothing is judged either.
+    let mut w = World::new(LOCAL);
+    w.tick();
+    w.observed.evidence = Some(evidence(w.window(), 3000, 2.0, 0.0));
+    assert!(w.wait(29).status.last_analysis.is_none());
+    assert_safe_abort(&w.wait(1));
+}
+
+#[test]
+fn analysis_verdicts_table() {
+    // (canary slower by, canary error rate, seconds waited, expected phase, step)
+    let table = [
+        (1.0, 0.0, 30, Phase::Progressing, 1), // promote verdict, but minDuration 40s not reached
+        (1.0, 0.0, 40, Phase::Succeeded, 2),   // promote after minDuration: local mode promotes
+        (1.3, 0.0, 30, Phase::Aborted, 1),     // 30% slower: abort at the first verdict
+        (1.0, 0.3, 30, Phase::Aborted, 1),     // 30% errors: hard limit
+    ];
+    for (slower, errors, secs, phase, step) in table {
+        let mut w = World::new(LOCAL);
+        w.tick();
+        w.observed.evidence = Some(evidence(w.window(), 3000, slower, errors));
+        let mut p = w.wait(30);
+        if secs > 30 {
+            p = w.wait(secs - 30);
+        }
+        assert_eq!(
+            (p.status.phase, p.status.current_step),
+            (phase, step),
+            "slower {slower}, errors {errors}: {}",
+            p.status.message
+        );
+        if phase == Phase::Aborted {
+            assert_safe_abort(&p);
+            let abort = p.status.abort.as_ref().expect("abort recorded");
+            assert_eq!(abort.reason, reasons::ANALYSIS_FAILED);
+            let metric = if slower > 1.0 { "ttft" } else { "errors" };
+            assert!(
+                abort.message.contains(metric),
+                "names the metric: {}",
+                abort.message
+            );
+            assert_eq!(w.canary_share(), 0.0);
+        }
+        if phase == Phase::Succeeded {
+            assert_eq!(
+                w.canary_share(),
+                100.0,
+                "local promotion sends everything to the canary"
+            );
+            assert!(p.actions.contains(&Action::Finish(Outcome::Promoted)));
+            assert_eq!(
+                p.status.history.last().map(|h| h.event),
+                Some(HistoryEvent::Promoted)
+            );
+        }
+    }
+}
+
+#[test]
+fn load_imbalance_holds_judgement_but_not_hard_limits() {
+    for (errors, phase) in [(0.0, Phase::Progressing), (0.3, Phase::Aborted)] {
+        let mut w = World::new(LOCAL);
+        w.tick();
+        let mut ev = evidence(w.window(), 3000, 1.5, errors);
+        ev.load = Some(weir_analysis::decision::Load {
+            baseline_per_replica: 10.0,
+            canary_per_replica: 5.0,
+        });
+        w.observed.evidence = Some(ev);
+        let p = w.wait(30);
+        assert_eq!(p.status.phase, phase, "{}", p.status.message);
+        if phase == Phase::Progressing {
+            assert!(
+                p.status.message.contains("per-replica load"),
+                "{}",
+                p.status.message
+            );
+        }
+    }
+}
+
+#[test]
+fn on_inconclusive_table() {
+    for (policy, phase) in [
+        ("abort", Phase::Aborted),
+        ("promote", Phase::Succeeded),
+        ("pause", Phase::Paused),
+    ] {
+        let yaml = LOCAL.replace(
+            "  warmup: 20s",
+            &format!("  warmup: 20s\n  onInconclusive: {policy}"),
+        );
+        let mut w = World::new(&yaml);
+        w.tick();
+        // Too few samples to decide anything.
+        w.observed.evidence = Some(evidence(w.window(), 50, 1.0, 0.0));
+        let p = w.wait(299);
+        assert_eq!(p.status.phase, Phase::Progressing, "{policy}: not yet");
+        let p = w.wait(1);
+        assert_eq!(p.status.phase, phase, "{policy}: {}", p.status.message);
+        assert!(events(&w.log).contains(&reasons::INCONCLUSIVE));
+        if phase == Phase::Aborted {
+            assert_safe_abort(&p);
+        }
+        if phase == Phase::Paused {
+            assert_eq!(p.status.paused_reason, Some(PausedReason::Inconclusive));
+        }
+    }
+}
+
+/// Drives a Kubernetes canary into `phase`.
+fn kube_in(phase: Phase) -> World {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    w.tick();
+    match phase {
+        Phase::Progressing => {}
+        Phase::Paused => {
+            w.rollout.paused = true;
+            w.tick();
+        }
+        Phase::Promoting => {
+            w.observed.commands.promote = Some(("full".into(), true));
+            w.tick();
+        }
+        _ => unreachable!("only running phases"),
+    }
+    assert_eq!(w.status.phase, phase);
+    w
+}
+
+#[test]
+fn manual_abort_from_every_running_phase() {
+    for phase in [Phase::Progressing, Phase::Paused, Phase::Promoting] {
+        let mut w = kube_in(phase);
+        w.observed.applied_generation = Some(0);
+        w.observed.commands.abort = Some("a1".into());
+        let p = w.tick();
+        assert_safe_abort(&p);
+        assert_eq!(
+            p.status.abort.as_ref().map(|a| a.reason.as_str()),
+            Some(reasons::MANUAL_ABORT),
+            "{phase}"
+        );
+        // Proxies applied the table and the canary drained: now it scales down.
+        w.observed.open_streams = Some(weir_crds::CohortReplicas {
+            stable: 5,
+            canary: 2,
+        });
+        let p = w.tick();
+        assert!(
+            p.actions.iter().all(|a| !matches!(a, Action::Scale { .. })),
+            "waits for open streams: {phase}"
+        );
+        w.observed.open_streams = Some(weir_crds::CohortReplicas {
+            stable: 5,
+            canary: 0,
+        });
+        let p = w.tick();
+        assert!(
+            p.actions.contains(&Action::Scale {
+                cohort: Cohort::Canary,
+                replicas: 0
+            }),
+            "{phase}: {:?}",
+            p.actions
+        );
+        assert!(w.tick().actions.is_empty(), "settled");
+    }
+}
+
+#[test]
+fn abort_waits_for_every_proxy_before_scaling_down() {
+    let mut w = kube_in(Phase::Progressing);
+    w.observed.commands.abort = Some("a1".into());
+    let p = plan(&w.rollout, &w.status, &w.observed, w.now);
+    w.status = p.status;
+    // The proxies still serve the previous generation.
+    let generation = w
+        .status
+        .traffic
+        .as_ref()
+        .map(|t| t.generation)
+        .unwrap_or_default();
+    w.observed.applied_generation = Some(generation - 1);
+    let p = plan(&w.rollout, &w.status, &w.observed, w.now);
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { .. })));
+    w.observed.applied_generation = Some(generation);
+    let p = plan(&w.rollout, &w.status, &w.observed, w.now);
+    assert!(p.actions.contains(&Action::Scale {
+        cohort: Cohort::Canary,
+        replicas: 0
+    }));
+}
+
+#[test]
+fn abort_when_nothing_runs_only_acknowledges() {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.commands.abort = Some("a1".into());
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Idle);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.status.acknowledged.abort.as_deref(), Some("a1"));
+}
+
+#[test]
+fn retry_restarts_an_aborted_run_once() {
+    let mut w = kube_in(Phase::Progressing);
+    w.observed.commands.abort = Some("a1".into());
+    w.tick();
+    // An aborted revision does not restart by itself.
+    assert_eq!(w.wait(3600).status.phase, Phase::Aborted);
+    w.observed.commands.retry = Some("r1".into());
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Progressing);
+    assert_eq!(
+        p.status.current_step, 1,
+        "restarted at step 0, which set the weight at once"
+    );
+    assert!(events(&p.actions).contains(&reasons::RETRIED));
+    assert!(p.status.abort.is_none());
+}
+
+#[test]
+fn a_new_revision_supersedes_the_run() {
+    let mut w = kube_in(Phase::Progressing);
+    w.observed.desired_revision = "v3".into();
+    let p = w.tick();
+    assert_eq!(
+        traffic_shares(&p.actions)[0],
+        0.0,
+        "traffic back to stable first"
+    );
+    assert_eq!(p.status.canary_revision.as_deref(), Some("v3"));
+    assert_eq!(p.status.phase, Phase::Progressing);
+    assert_eq!(
+        p.status.history.last().map(|h| h.event),
+        Some(HistoryEvent::Superseded)
+    );
+    // Reverting the target to stable ends the run.
+    w.observed.desired_revision = "v1".into();
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Idle);
+    assert_eq!(w.canary_share(), 0.0);
+}
+
+#[test]
+fn manual_pause_and_resume_restart_the_step() {
+    let mut w = kube_in(Phase::Paused);
+    assert_eq!(w.status.paused_reason, Some(PausedReason::Manual));
+    // Time passes while paused: the 1m pause step does not complete.
+    assert_eq!(w.wait(600).status.current_step, 1);
+    w.rollout.paused = false;
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Progressing);
+    assert!(events(&p.actions).contains(&reasons::RESUMED));
+    assert_eq!(
+        w.wait(59).status.current_step,
+        1,
+        "the pause restarted on resume"
+    );
+    assert_eq!(w.wait(1).status.current_step, 3);
+}
+
+#[test]
+fn progress_deadline_aborts_a_canary_that_never_becomes_ready() {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.tick();
+    assert_eq!(w.wait(600).status.phase, Phase::Progressing);
+    let p = w.wait(1);
+    assert_safe_abort(&p);
+    assert_eq!(
+        p.status.abort.as_ref().map(|a| a.reason.as_str()),
+        Some(reasons::PROGRESS_DEADLINE)
+    );
+}
+
+#[test]
+fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
+    let mut w = kube_in(Phase::Promoting);
+    assert_eq!(
+        w.canary_share(),
+        100.0,
+        "canary at full size carries everything"
+    );
+    assert!(w.log.contains(&Action::PromoteStable {
+        revision: "v2".into()
+    }));
+    let p = w.wait(5);
+    assert_eq!(p.status.phase, Phase::Promoting);
+    w.observed.stable_rolled_out = Some("v2".into());
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Succeeded);
+    assert_eq!(p.status.stable_revision.as_deref(), Some("v2"));
+    assert_eq!(w.canary_share(), 0.0, "back on the updated stable");
+    assert!(p.actions.contains(&Action::Finish(Outcome::Promoted)));
+    let p = w.tick();
+    assert!(p.actions.contains(&Action::Scale {
+        cohort: Cohort::Canary,
+        replicas: 0
+    }));
+    // The promoted revision does not start another run.
+    assert_eq!(w.wait(60).status.phase, Phase::Succeeded);
+}
+
+#[test]
+fn blue_green_preview_cutover_and_promotion() {
+    let mut w = World::new(BLUE_GREEN);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    let p = w.tick();
+    let t = p.status.traffic.as_ref().expect("traffic");
+    assert!(
+        t.override_header,
+        "the preview is reachable through the header"
+    );
+    assert_eq!(w.canary_share(), 0.0, "but gets no live traffic");
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+    let p = w.wait(20);
+    assert_eq!(w.canary_share(), 100.0, "cut over: {}", p.status.message);
+    assert!(events(&p.actions).contains(&reasons::CUTOVER));
+    let post = w.window();
+    w.observed.evidence = Some(evidence(post, 3000, 1.0, 0.0));
+    let p = w.wait(20);
+    assert_eq!(
+        p.status.current_step, 4,
+        "post-promotion passed; old side kept warm"
+    );
+    w.observed.open_streams = Some(weir_crds::CohortReplicas {
+        stable: 3,
+        canary: 40,
+    });
+    let p = w.wait(300);
+    assert_eq!(
+        p.status.phase,
+        Phase::Progressing,
+        "stable still has open streams"
+    );
+    w.observed.open_streams = Some(weir_crds::CohortReplicas {
+        stable: 0,
+        canary: 40,
+    });
+    let p = w.wait(1);
+    assert_eq!(p.status.phase, Phase::Promoting);
+}
+
+#[test]
+fn blue_green_post_promotion_regression_rolls_back() {
+    let mut w = World::new(BLUE_GREEN);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    w.tick();
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+    w.wait(20);
+    assert_eq!(w.canary_share(), 100.0);
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.5, 0.0));
+    let p = w.wait(20);
+    assert_safe_abort(&p);
+    assert_eq!(
+        p.status.history.last().map(|h| h.event),
+        Some(HistoryEvent::RolledBack)
+    );
+    assert!(events(&p.actions).contains(&reasons::ROLLED_BACK));
+}
+
+#[test]
+fn blue_green_without_auto_promote_waits_for_a_person() {
+    let yaml = BLUE_GREEN.replace(
+        "scaleDownDelay: 5m",
+        "scaleDownDelay: 5m\n    autoPromote: false",
+    );
+    let mut w = World::new(&yaml);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    w.tick();
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+    let p = w.wait(20);
+    assert_eq!(
+        p.status.paused_reason,
+        Some(PausedReason::AwaitingPromotion)
+    );
+    assert_eq!(w.canary_share(), 0.0);
+    w.observed.commands.promote = Some(("p1".into(), false));
+    w.tick();
+    assert_eq!(w.canary_share(), 100.0);
+}
+
+#[test]
+fn no_phase_leaves_traffic_half_applied_on_abort() {
+    // Every running phase and every stage of both strategies, aborted: the
+    // first traffic action is stable 100%.
+    for yaml in [KUBE, BLUE_GREEN, LOCAL] {
+        for ticks in 0..8u64 {
+            let mut w = World::new(yaml);
+            w.tick();
+            w.observed.desired_revision = "v2".into();
+            w.observed.ready.canary = 10;
+            for i in 0..ticks {
+                if w.status.window.is_some() {
+                    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+                }
+                w.wait(15 + i * 20);
+            }
+            if !matches!(
+                w.status.phase,
+                Phase::Progressing | Phase::Paused | Phase::Promoting
+            ) {
+                continue;
+            }
+            w.observed.commands.abort = Some(format!("abort-{ticks}"));
+            assert_safe_abort(&w.tick());
+        }
+    }
+}
+
+fn invalid(yaml: &str) -> SpecError {
+    let spec: CanarySpec = serde_saphyr::from_str(yaml).expect("parses");
+    Rollout::try_from(&spec).expect_err("must be refused")
+}
+
+#[test]
+fn invalid_specs_name_the_field_and_the_fix() {
+    let table: [(&str, &str, &str, &str); 9] = [
+        (
+            "setWeight: 50",
+            "setWeight: 150",
+            "spec.strategy.canary.steps[0].setWeight",
+            "between 0 and 100",
+        ),
+        (
+            "setWeight: 50",
+            "setWeight: 12.345",
+            "spec.strategy.canary.steps[0].setWeight",
+            "two decimals",
+        ),
+        (
+            "setWeight: 50",
+            "setWeight: 0",
+            "spec.strategy.canary.steps[1].analysis",
+            "put a setWeight above 0",
+        ),
+        (
+            "setWeight: 50",
+            "setWeight: 10",
+            "spec.strategy.canary.steps[1].analysis",
+            "setWeight 50",
+        ),
+        (
+            "maxDuration: 5m",
+            "maxDuration: 10s",
+            "spec.strategy.canary.steps[1].analysis.maxDuration",
+            "minDuration",
+        ),
+        (
+            "interval: 10s",
+            "interval: soon",
+            "spec.analysis.interval",
+            "30s",
+        ),
+        (
+            "maxIncrease: 10%}",
+            "maxIncrease: 0.5pp}",
+            "spec.analysis.metrics[0].maxIncrease",
+            "relative",
+        ),
+        (
+            "hardLimit: 20%",
+            "hardLimit: lots",
+            "spec.analysis.metrics[1].hardLimit",
+            "5%",
+        ),
+        (
+            "\"http://127.0.0.1:8002\"",
+            "\"http://127.0.0.1:8001\"",
+            "spec.backends.canary.url",
+            "new version",
+        ),
+    ];
+    for (from, to, field, fix) in table {
+        let yaml = LOCAL.replace(from, to);
+        assert_ne!(yaml, LOCAL, "{from} must occur in the spec");
+        let e = invalid(&yaml);
+        assert_eq!(e.field, field, "{to}: {e}");
+        assert!(e.problem.contains(fix), "{to}: {e}");
+    }
+    let e = invalid(&format!("{LOCAL}targetRef: {{name: chat}}\n"));
+    assert_eq!(e.field, "spec");
+    let e = invalid(&LOCAL.replace(
+        "    - {name: errors, kind: errorRate",
+        "    - {name: gpu, kind: gauge, maxIncrease: 5%}\n    - {name: errors, kind: errorRate",
+    ));
+    assert_eq!(e.field, "spec.analysis.metrics[1].source", "{e}");
+}

@@ -1,0 +1,4 @@
+//! Local mode: the engine driven against two frontends with the proxy
+//! in-process (`weir run`, `weir demo`).
+
+pub mod record;
