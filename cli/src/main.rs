@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod demo;
 mod exit;
 mod load;
 mod logging;
 mod proxy;
+mod report;
+mod run;
 mod sim;
 
 /// Progressive delivery for LLM inference.
@@ -33,6 +36,10 @@ enum Command {
     Load(load::Args),
     /// Run the L7 proxy from a YAML config file.
     Proxy(proxy::Args),
+    /// Roll out a canary between two local frontends (proxy in-process).
+    Run(run::Args),
+    /// See weir work end to end: two simulated servers, load, a canary run.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Proxy(args) => proxy::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => code.into(),

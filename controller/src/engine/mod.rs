@@ -38,6 +38,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use blue_green::STAGES as BLUE_GREEN_STAGES;
 pub use spec::{Rollout, Share, SpecError};
 
 use spec::{AnalysisBounds, Mode, Strategy};

@@ -1,0 +1,371 @@
+//! `weir run -f canary.yaml`: local mode. The proxy runs in this process
+//! in front of the two backends of `spec.backends`; the engine moves its
+//! weights and judges the cohorts; Ctrl-C aborts with traffic back on
+//! stable before the process exits.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use weir_analysis::source::proxy::Snapshot;
+use weir_controller::local::file::{self, CanaryFile};
+use weir_controller::local::record::{CohortSample, RunRecord};
+use weir_controller::local::runner::{self, Dataplane, Progress};
+use weir_crds::Traffic;
+use weir_proxy::route::{Backend, Cohort, Route, RouteMatch, RouteTable, Sticky, Upstream, Weight};
+use weir_proxy::{ConfigSource, MemorySource, Observations, Running, Settings, Timeouts};
+
+use crate::exit::Code;
+
+/// Arguments of `weir run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Canary file (the Kubernetes resource's YAML with spec.backends).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where clients connect (the proxy).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The proxy's admin API (/metrics, /v1/observations); keep it on loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+    /// `text`: progress lines for people; `json`: one JSON event per line.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Write a self-contained HTML report of the run here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write the run's record (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+/// How progress is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs `weir run`.
+pub fn run(args: &Args) -> Result<Code> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let canary = file::parse(&text).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-run")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let options = RunOptions {
+            listen: args.listen,
+            admin: args.admin,
+            output: args.output,
+            report: args.report.clone(),
+            record: args.record.clone(),
+        };
+        let interrupt = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let record = drive(&canary, &options, interrupt).await?;
+        Ok(code_of(&record))
+    })
+}
+
+/// Settings shared by `weir run` and `weir demo`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// Progress format.
+    pub output: Output,
+    /// HTML report path.
+    pub report: Option<PathBuf>,
+    /// JSON record path.
+    pub record: Option<PathBuf>,
+}
+
+/// The exit code of a finished run.
+pub fn code_of(record: &RunRecord) -> Code {
+    match record.outcome.as_ref().map(|o| o.exit_code) {
+        Some(0) => Code::Success,
+        Some(4) => Code::Inconclusive,
+        Some(_) => Code::Aborted,
+        None => Code::Error,
+    }
+}
+
+/// Preflight, proxy, run, report. Returns the record of the finished run.
+pub async fn drive(
+    canary: &CanaryFile,
+    options: &RunOptions,
+    interrupt: impl Future<Output = ()>,
+) -> Result<RunRecord> {
+    runner::preflight(&canary.rollout).await?;
+    let initial = table(&canary.name, &runner::stable_only(&canary.rollout))?;
+    let source = Arc::new(MemorySource::new(initial, false));
+    let observations = Arc::new(Observations::new(format!(
+        "weir-run-{}",
+        std::process::id()
+    )));
+    let settings = Settings {
+        listen: options.listen,
+        admin: options.admin,
+        timeouts: Timeouts::default(),
+        draw_seed: None,
+    };
+    let running = weir_proxy::start(
+        settings,
+        Arc::clone(&source) as Arc<dyn ConfigSource>,
+        observations,
+    )
+    .await?;
+    let mut out = Printer::new(options.output);
+    out.started(canary, &running);
+    let plane = InProcess {
+        name: canary.name.clone(),
+        source,
+        running: &running,
+    };
+    let run_settings = runner::Settings {
+        name: canary.name.clone(),
+        tick: Duration::from_millis(250),
+    };
+    let result = runner::run(&canary.rollout, &run_settings, &plane, interrupt, |p| {
+        out.progress(&p);
+    })
+    .await;
+    // Open streams finish on whichever table is in service now.
+    let drained = running.shutdown().await;
+    let record = result?;
+    out.finished(&record, drained.abandoned);
+    if let Some(path) = &options.record {
+        write(path, &serde_json::to_string_pretty(&record)?)?;
+    }
+    if let Some(path) = &options.report {
+        write(path, &crate::report::render(&record))?;
+        out.note(&format!("report: {}", path.display()));
+    }
+    Ok(record)
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The route table for `traffic`: one route named after the Canary.
+///
+/// # Errors
+/// When a URL or weight is not one the proxy accepts (validated earlier,
+/// so this is a bug report, not a user error).
+pub fn table(name: &str, traffic: &Traffic) -> Result<RouteTable> {
+    let mut backends = Vec::with_capacity(traffic.backends.len());
+    for b in &traffic.backends {
+        let url = b
+            .url
+            .as_deref()
+            .ok_or_else(|| anyhow!("traffic for {} has no URL", b.cohort))?;
+        let upstream = Upstream::parse(url).map_err(|e| anyhow!("{url}: {e}"))?;
+        let weight = Weight::from_percent(b.weight).map_err(|e| anyhow!("{e}"))?;
+        let cohort = match b.cohort {
+            weir_crds::Cohort::Stable => Cohort::Stable,
+            weir_crds::Cohort::Canary => Cohort::Canary,
+        };
+        let mut backend = Backend::new(cohort, upstream, weight);
+        if let Some(rev) = &b.revision {
+            backend = backend.with_revision(rev.as_str());
+        }
+        backends.push(backend);
+    }
+    let sticky = traffic
+        .sticky
+        .as_ref()
+        .and_then(|s| match (&s.header, &s.cookie) {
+            (Some(h), _) => Some(Sticky::Header(h.to_ascii_lowercase())),
+            (None, Some(c)) => Some(Sticky::Cookie(c.clone())),
+            (None, None) => None,
+        });
+    let route = Route::new(
+        name,
+        RouteMatch {
+            hosts: traffic.route.hosts.clone(),
+            path_prefix: traffic.route.path_prefix.clone(),
+        },
+        sticky,
+        backends,
+    )?;
+    Ok(RouteTable::new(vec![route], traffic.override_header, 0)?)
+}
+
+/// The in-process proxy behind the runner's [`Dataplane`].
+struct InProcess<'a> {
+    name: String,
+    source: Arc<MemorySource>,
+    running: &'a Running,
+}
+
+impl Dataplane for InProcess<'_> {
+    async fn apply(&self, traffic: &Traffic) -> Result<(), String> {
+        let table = table(&self.name, traffic).map_err(|e| e.to_string())?;
+        let published = self.source.replace(table);
+        // The proxy swaps tables from a task: wait until it serves this
+        // one, so "traffic back on stable" is true when we say it is.
+        for _ in 0..2000 {
+            if self.running.table.load().generation() >= published.generation() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Err("the proxy did not take the new table within 2 s".into())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, String> {
+        let json = serde_json::to_string(&self.running.observations.snapshot())
+            .map_err(|e| e.to_string())?;
+        Snapshot::parse(&json).map_err(|e| e.to_string())
+    }
+}
+
+/// Prints progress as lines for people or JSON objects.
+struct Printer {
+    output: Output,
+    out: std::io::Stdout,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |s| format!("{:.0}", s * 1000.0))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |s| format!("{:.1}%", s * 100.0))
+}
+
+fn cohort_line(c: &CohortSample) -> String {
+    format!(
+        "{:>5.1}/s p50 {:>4} p95 {:>4} ms err {:>5}{}",
+        c.rate,
+        ms(c.ttft_p50),
+        ms(c.ttft_p95),
+        pct(c.error_rate),
+        c.gpu_util
+            .map_or_else(String::new, |g| format!(" gpu {g:.0}%"))
+    )
+}
+
+impl Printer {
+    fn new(output: Output) -> Self {
+        Printer {
+            output,
+            out: std::io::stdout(),
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        // A closed stdout (a pipe to `head`) must not stop the run.
+        let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
+    }
+
+    fn json(&mut self, value: serde_json::Value) {
+        self.line(&value.to_string());
+    }
+
+    fn started(&mut self, canary: &CanaryFile, running: &Running) {
+        match self.output {
+            Output::Text => {
+                let mut s = format!(
+                    "weir run: canary {} — proxy on http://{}, admin on http://{}\n",
+                    canary.name, running.listen, running.admin
+                );
+                let Some(b) = &canary.spec.backends else {
+                    return;
+                };
+                let _ = write!(s, "  stable {}   canary {}", b.stable.url, b.canary.url);
+                self.line(&s);
+            }
+            Output::Json => self.json(serde_json::json!({
+                "type": "started",
+                "name": canary.name,
+                "listen": running.listen.to_string(),
+                "admin": running.admin.to_string(),
+            })),
+        }
+    }
+
+    fn progress(&mut self, p: &Progress<'_>) {
+        match (self.output, p) {
+            (Output::Text, Progress::Event(e)) => {
+                let mark = if e.warning { "!" } else { "▸" };
+                self.line(&format!("{:>6.1}s {mark} {}: {}", e.t, e.reason, e.message));
+            }
+            (Output::Text, Progress::Sample(s)) => {
+                self.line(&format!(
+                    "{:>6.1}s   {:<22} canary {:>5.1}%  stable {}  canary {}",
+                    s.t,
+                    s.step,
+                    s.canary_weight,
+                    cohort_line(&s.cohorts.stable),
+                    cohort_line(&s.cohorts.canary),
+                ));
+                if let Some(rule) = &s.rule {
+                    self.line(&format!("          verdict: {rule}"));
+                }
+            }
+            (Output::Json, Progress::Event(e)) => {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["type"] = "event".into();
+                self.json(v);
+            }
+            (Output::Json, Progress::Sample(s)) => {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["type"] = "sample".into();
+                self.json(v);
+            }
+        }
+    }
+
+    fn finished(&mut self, record: &RunRecord, abandoned: usize) {
+        let Some(o) = &record.outcome else {
+            return;
+        };
+        match self.output {
+            Output::Text => {
+                let word = match o.exit_code {
+                    0 => "PROMOTED",
+                    4 => "ABORTED (inconclusive)",
+                    _ => "ABORTED",
+                };
+                self.line(&format!("{:>6.1}s {word}: {}", o.t, o.message));
+                if abandoned > 0 {
+                    self.line(&format!(
+                        "        {abandoned} open request(s) were cut at exit"
+                    ));
+                }
+            }
+            Output::Json => {
+                let mut v = serde_json::to_value(o).unwrap_or_default();
+                v["type"] = "finished".into();
+                v["decision"] = serde_json::to_value(&record.decision).unwrap_or_default();
+                self.json(v);
+            }
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        match self.output {
+            Output::Text => self.line(text),
+            Output::Json => self.json(serde_json::json!({"type": "note", "message": text})),
+        }
+    }
+}

@@ -1,0 +1,793 @@
+//! The local-mode shell around the engine: gathers evidence from the
+//! in-process proxy and the backends' metrics endpoints, calls
+//! [`engine::plan`], applies the actions, and records the run.
+//!
+//! The proxy is reached through [`Dataplane`] so this crate does not depend
+//! on the proxy crate (the binary wires the two together) and tests can
+//! drive the runner against a recording fake or the real proxy alike.
+//!
+//! Evidence is gathered per analysis window: when a window opens (a warm-up
+//! after the last traffic change) the runner snapshots the proxy's
+//! cumulative observations as the window's baseline; evidence is the
+//! difference since then. Gauges are scraped once per analysis interval and
+//! kept per window, with each cohort's per-replica request rate over the
+//! same interval as throughput.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use weir_analysis::compare::gauge::GaugeInterval;
+use weir_analysis::decision::Load;
+use weir_analysis::source::proxy::{CohortSnapshot, Snapshot, merge_replicas};
+use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
+use weir_analysis::{Counts, Distribution, Observations};
+use weir_crds::{CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic};
+
+use super::record::{CohortSample, Cohorts, RecordedEvent, RecordedOutcome, RunRecord, Sample};
+use crate::engine::spec::{Mode, Rollout, Step, Strategy, format_duration};
+use crate::engine::{self, Action, Commands, Evidence, Observed, Outcome, reasons};
+
+/// The in-process proxy, as the runner needs it.
+pub trait Dataplane {
+    /// Serves `traffic` from now on; returns once the proxy uses it.
+    fn apply(&self, traffic: &Traffic) -> impl Future<Output = Result<(), String>> + Send;
+    /// The proxy's cumulative observations.
+    fn snapshot(&self) -> Result<Snapshot, String>;
+}
+
+/// Errors of a local run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A backend or metrics endpoint cannot be used; nothing moved.
+    #[error("{field}: {problem}")]
+    Preflight {
+        /// The spec field, e.g. `spec.backends.canary.url`.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// The spec is for Kubernetes.
+    #[error(
+        "spec.targetRef: weir run drives two local frontends; give spec.backends instead (targetRef is for the Kubernetes controller)"
+    )]
+    NotLocal,
+    /// The proxy refused a table.
+    #[error("the proxy refused the traffic table: {0}")]
+    Dataplane(String),
+}
+
+/// Exit code of a run: 0 promoted, 3 aborted, 4 aborted because the
+/// analysis stayed inconclusive (DESIGN.md's table).
+pub fn exit_code(outcome: Outcome, reason: Option<&str>) -> i32 {
+    match outcome {
+        Outcome::Promoted => 0,
+        Outcome::Aborted if reason == Some(reasons::INCONCLUSIVE) => 4,
+        Outcome::Aborted => 3,
+    }
+}
+
+/// What the runner reports while it works.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A transition.
+    Event(&'a RecordedEvent),
+    /// The state at the end of an interval.
+    Sample(&'a Sample),
+}
+
+/// Checks, before any traffic moves, that both backends answer and that
+/// every scraped metric is present on each cohort's metrics endpoint.
+///
+/// # Errors
+/// [`RunError::Preflight`] naming the field and the fix.
+pub async fn preflight(rollout: &Rollout) -> Result<(), RunError> {
+    let Mode::Local { stable, canary } = &rollout.mode else {
+        return Err(RunError::NotLocal);
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| RunError::Preflight {
+            field: "spec.backends".into(),
+            problem: format!("cannot build an HTTP client: {e}"),
+        })?;
+    for (cohort, backend) in [("stable", stable), ("canary", canary)] {
+        let url = format!("{}/v1/models", backend.url.trim_end_matches('/'));
+        // Any HTTP answer proves the frontend is there; only a transport
+        // error is fatal (some frontends do not serve /v1/models).
+        if let Err(e) = client.get(&url).send().await {
+            return Err(RunError::Preflight {
+                field: format!("spec.backends.{cohort}.url"),
+                problem: format!(
+                    "{} does not answer ({}); start the {cohort} frontend or fix the URL",
+                    backend.url,
+                    transport_reason(&e)
+                ),
+            });
+        }
+        for m in &rollout.analysis.metrics {
+            let MetricSource::Scrape(s) = &m.source else {
+                continue;
+            };
+            let Some(metrics_url) = &backend.metrics else {
+                return Err(RunError::Preflight {
+                    field: format!("spec.backends.{cohort}.metrics"),
+                    problem: format!(
+                        "metric {} scrapes {} but the {cohort} backend has no metrics URL; add metrics: http://…/metrics",
+                        m.spec.name, s.metric
+                    ),
+                });
+            };
+            let text = PrometheusText::scrape(metrics_url, Duration::from_secs(3))
+                .await
+                .map_err(|e| RunError::Preflight {
+                    field: format!("spec.backends.{cohort}.metrics"),
+                    problem: format!("{metrics_url} cannot be scraped: {e}"),
+                })?;
+            if let Ok(Reading::NoData { reason }) =
+                text.read_now(&Query::gauge(s.metric.clone(), Selector::default()))
+            {
+                return Err(RunError::Preflight {
+                    field: format!(
+                        "spec.analysis.metrics[{}].source.scrape.metric",
+                        m.spec.name
+                    ),
+                    problem: format!(
+                        "{reason}; check the name (e.g. DCGM_FI_DEV_GPU_UTIL) and the {cohort} metrics URL"
+                    ),
+                });
+            }
+        }
+        if rollout
+            .analysis
+            .metrics
+            .iter()
+            .any(|m| matches!(m.source, MetricSource::Prometheus(_)))
+        {
+            return Err(RunError::Preflight {
+                field: "spec.analysis.metrics".into(),
+                problem: "prometheus sources are not supported by weir run yet; scrape the backends' metrics URLs instead (source: {scrape: {metric: ...}})".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    if e.is_timeout() {
+        "timed out".into()
+    } else {
+        last
+    }
+}
+
+/// The runner's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The Canary's name (for the record).
+    pub name: String,
+    /// Longest sleep between two engine calls.
+    pub tick: Duration,
+}
+
+/// Drives one local run to its end, or until `interrupt` resolves (Ctrl-C),
+/// in which case the run is aborted: traffic back to stable 100% before
+/// this returns.
+///
+/// # Errors
+/// [`RunError`] when the proxy refuses a table.
+pub async fn run<D: Dataplane>(
+    rollout: &Rollout,
+    settings: &Settings,
+    dataplane: &D,
+    interrupt: impl Future<Output = ()>,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<RunRecord, RunError> {
+    let Mode::Local { stable, canary } = &rollout.mode else {
+        return Err(RunError::NotLocal);
+    };
+    let started = Instant::now();
+    let mut record = RunRecord {
+        name: settings.name.clone(),
+        started_at: Timestamp::now().to_string(),
+        steps: describe_steps(rollout),
+        metrics: rollout
+            .analysis
+            .metrics
+            .iter()
+            .map(|m| describe_metric(m))
+            .collect(),
+        samples: Vec::new(),
+        events: Vec::new(),
+        ttft_cdf: Cohorts::default(),
+        decision: None,
+        outcome: None,
+    };
+    let mut status = CanaryStatus {
+        stable_revision: Some(stable.url.clone()),
+        ..CanaryStatus::default()
+    };
+    let mut observed = Observed {
+        desired_revision: canary.url.clone(),
+        target_replicas: 1,
+        ready: CohortReplicas {
+            stable: 1,
+            canary: 1,
+        },
+        applied_generation: Some(0),
+        ..Observed::default()
+    };
+    let replicas = Cohorts {
+        stable: f64::from(stable.replicas),
+        canary: f64::from(canary.replicas),
+    };
+    let metrics_urls = Cohorts {
+        stable: stable.metrics.clone(),
+        canary: canary.metrics.clone(),
+    };
+    let mut collector = Collector::new(replicas, metrics_urls);
+    let interval = rollout.analysis.interval;
+    let mut next_sample = Instant::now();
+    tokio::pin!(interrupt);
+    let mut interrupted = false;
+
+    loop {
+        let now = Timestamp::now();
+        // A failed snapshot only delays evidence; the run goes on.
+        let current = dataplane.snapshot().ok();
+        collector
+            .gather(rollout, &status, now, current.as_ref())
+            .await;
+        observed.evidence = collector.evidence(rollout, &status, current.as_ref());
+        if interrupted {
+            observed.commands = Commands {
+                abort: Some("interrupt".into()),
+                ..Commands::default()
+            };
+        }
+        let plan = engine::plan(rollout, &status, &observed, now);
+        let mut finished = None;
+        let mut transitioned = false;
+        for action in &plan.actions {
+            match action {
+                Action::SetTraffic(t) => {
+                    dataplane.apply(t).await.map_err(RunError::Dataplane)?;
+                    observed.applied_generation = Some(t.generation);
+                }
+                Action::Event {
+                    warning,
+                    reason,
+                    message,
+                } => {
+                    transitioned = true;
+                    let event = RecordedEvent {
+                        t: started.elapsed().as_secs_f64(),
+                        reason: (*reason).to_string(),
+                        message: message.clone(),
+                        warning: *warning,
+                    };
+                    progress(Progress::Event(&event));
+                    record.events.push(event);
+                }
+                Action::Finish(outcome) => finished = Some(*outcome),
+                Action::Scale { .. } | Action::PromoteStable { .. } => {}
+            }
+        }
+        if let Some(d) = plan.decision.clone() {
+            record.decision = Some(d);
+        }
+        status = plan.status;
+        if transitioned || finished.is_some() || Instant::now() >= next_sample {
+            let sample = collector
+                .sample(
+                    rollout,
+                    &status,
+                    started.elapsed().as_secs_f64(),
+                    current.as_ref(),
+                )
+                .await;
+            progress(Progress::Sample(&sample));
+            record.samples.push(sample);
+            next_sample = Instant::now() + interval;
+        }
+        if let Some(outcome) = finished {
+            if interrupted {
+                let event = RecordedEvent {
+                    t: started.elapsed().as_secs_f64(),
+                    reason: reasons::INTERRUPTED.into(),
+                    message: "interrupted: traffic is back on stable 100%".into(),
+                    warning: true,
+                };
+                progress(Progress::Event(&event));
+                record.events.push(event);
+            }
+            let reason = status.abort.as_ref().map(|a| a.reason.as_str());
+            record.outcome = Some(RecordedOutcome {
+                phase: status.phase.to_string(),
+                exit_code: exit_code(outcome, reason),
+                message: status.message.clone(),
+                t: started.elapsed().as_secs_f64(),
+            });
+            record.ttft_cdf = cdf(current.as_ref());
+            return Ok(record);
+        }
+        if interrupted {
+            // The engine had nothing to abort (the run was settling):
+            // still leave stable serving everything.
+            let mut t = status
+                .traffic
+                .clone()
+                .unwrap_or_else(|| stable_only(rollout));
+            for b in &mut t.backends {
+                b.weight = if b.cohort == Cohort::Stable {
+                    100.0
+                } else {
+                    0.0
+                };
+            }
+            dataplane.apply(&t).await.map_err(RunError::Dataplane)?;
+            record.outcome = Some(RecordedOutcome {
+                phase: Phase::Aborted.to_string(),
+                exit_code: 3,
+                message: "interrupted".into(),
+                t: started.elapsed().as_secs_f64(),
+            });
+            record.ttft_cdf = cdf(current.as_ref());
+            return Ok(record);
+        }
+        let sleep = plan
+            .requeue_after
+            .unwrap_or(settings.tick)
+            .min(settings.tick)
+            .min(
+                next_sample
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(10)),
+            );
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = &mut interrupt => interrupted = true,
+        }
+    }
+}
+
+/// The table that sends everything to stable, before the engine wrote any.
+pub fn stable_only(rollout: &Rollout) -> Traffic {
+    let (stable, canary) = match &rollout.mode {
+        Mode::Local { stable, canary } => (Some(stable.url.clone()), Some(canary.url.clone())),
+        Mode::Kubernetes { .. } => (None, None),
+    };
+    Traffic {
+        generation: 0,
+        route: rollout.route.clone(),
+        sticky: rollout.sticky.clone(),
+        override_header: false,
+        backends: vec![
+            weir_crds::TrafficBackend {
+                cohort: Cohort::Stable,
+                service: None,
+                port: None,
+                url: stable,
+                weight: 100.0,
+                revision: None,
+            },
+            weir_crds::TrafficBackend {
+                cohort: Cohort::Canary,
+                service: None,
+                port: None,
+                url: canary,
+                weight: 0.0,
+                revision: None,
+            },
+        ],
+    }
+}
+
+fn describe_steps(r: &Rollout) -> Vec<String> {
+    match &r.strategy {
+        Strategy::Canary { steps, .. } => steps
+            .iter()
+            .map(|s| match s {
+                Step::SetWeight(w) => format!("setWeight {}", w.percent()),
+                Step::Pause(Some(d)) => format!("pause {}", format_duration(*d)),
+                Step::Pause(None) => "pause (until promoted)".into(),
+                Step::Analysis(b) => format!(
+                    "analysis (min {}, max {})",
+                    format_duration(b.min),
+                    format_duration(b.max)
+                ),
+            })
+            .collect(),
+        Strategy::BlueGreen(_) => engine::BLUE_GREEN_STAGES
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect(),
+    }
+}
+
+fn describe_metric(m: &engine::spec::Metric) -> String {
+    use weir_analysis::MetricKind;
+    match m.spec.kind {
+        MetricKind::Latency => {
+            let q: Vec<String> = m
+                .spec
+                .quantiles
+                .iter()
+                .map(|q| weir_analysis::decision::quantile_label(*q))
+                .collect();
+            format!(
+                "{}: {:?} latency (shift{}{}) may rise by at most {}",
+                m.spec.name,
+                m.signal,
+                if q.is_empty() { "" } else { ", " },
+                q.join(", "),
+                m.spec.max_increase
+            )
+            .replace("Ttft", "TTFT")
+            .replace("Itl", "inter-token")
+        }
+        MetricKind::ErrorRate => format!(
+            "{}: error rate may rise by at most {}{}",
+            m.spec.name,
+            match m.spec.max_increase {
+                weir_analysis::Margin::Absolute(a) => format!("{} pp", a * 100.0),
+                other => other.to_string(),
+            },
+            m.spec
+                .hard_limit
+                .map(|h| format!(", hard limit {}%", h * 100.0))
+                .unwrap_or_default()
+        ),
+        MetricKind::Gauge => format!(
+            "{}: gauge{} may rise by at most {}",
+            m.spec.name,
+            if m.per_request { " per request" } else { "" },
+            m.spec.max_increase
+        ),
+    }
+}
+
+/// Per-window evidence and per-interval figures.
+struct Collector {
+    replicas: Cohorts<f64>,
+    metrics_urls: Cohorts<Option<String>>,
+    /// The window the baseline belongs to.
+    window: Option<u64>,
+    baseline: Option<Snapshot>,
+    opened: Option<Instant>,
+    gauges: Vec<(String, Cohorts<Vec<GaugeInterval>>)>,
+    /// The previous gauge scrape, for per-interval throughput.
+    last_gauge: Option<(Instant, Snapshot)>,
+    /// The previous sample, for per-interval figures.
+    last_sample: Option<(Instant, Snapshot)>,
+}
+
+/// One cohort's totals of a (delta) snapshot, all revisions merged.
+fn totals(snapshot: &Snapshot, cohort: Cohort) -> Option<CohortSnapshot> {
+    let mut merged: Option<CohortSnapshot> = None;
+    for c in merge_replicas([snapshot]) {
+        if c.cohort != cohort.as_str() {
+            continue;
+        }
+        match &mut merged {
+            None => merged = Some(c),
+            Some(acc) => {
+                for (k, v) in &c.requests {
+                    *acc.requests.entry(k.clone()).or_insert(0) += v;
+                }
+                acc.ttft_seconds.merge(&c.ttft_seconds);
+                acc.inter_token_seconds.merge(&c.inter_token_seconds);
+                acc.duration_seconds.merge(&c.duration_seconds);
+            }
+        }
+    }
+    merged
+}
+
+fn requests(c: Option<&CohortSnapshot>) -> u64 {
+    c.map_or(0, |c| c.requests.values().sum())
+}
+
+impl Collector {
+    fn new(replicas: Cohorts<f64>, metrics_urls: Cohorts<Option<String>>) -> Self {
+        Collector {
+            replicas,
+            metrics_urls,
+            window: None,
+            baseline: None,
+            opened: None,
+            gauges: Vec::new(),
+            last_gauge: None,
+            last_sample: None,
+        }
+    }
+
+    /// Starts the window's baseline once it opens; scrapes gauges once per
+    /// interval inside it.
+    async fn gather(
+        &mut self,
+        rollout: &Rollout,
+        status: &CanaryStatus,
+        now: Timestamp,
+        current: Option<&Snapshot>,
+    ) {
+        let Some(window) = &status.window else {
+            self.window = None;
+            return;
+        };
+        if now < window.opens_at.0 {
+            return;
+        }
+        if self.window != Some(window.id) {
+            self.window = Some(window.id);
+            self.baseline = current.cloned();
+            self.opened = Some(Instant::now());
+            self.gauges.clear();
+            self.last_gauge = current.map(|s| (Instant::now(), s.clone()));
+            return;
+        }
+        let due = self
+            .last_gauge
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= rollout.analysis.interval);
+        if !due {
+            return;
+        }
+        let Some(current) = current else {
+            return;
+        };
+        let (since, previous) = match self.last_gauge.take() {
+            Some((at, s)) => (at.elapsed().as_secs_f64(), Some(s)),
+            None => (rollout.analysis.interval.as_secs_f64(), None),
+        };
+        let delta = previous
+            .as_ref()
+            .map_or_else(|| current.clone(), |p| current.since(p));
+        let gauge_metrics = rollout
+            .analysis
+            .metrics
+            .iter()
+            .filter_map(|m| match &m.source {
+                MetricSource::Scrape(s) => Some((m.spec.name.clone(), s.metric.clone())),
+                _ => None,
+            });
+        for (name, metric) in gauge_metrics.collect::<Vec<_>>() {
+            let mut values = Cohorts::<Option<f64>>::default();
+            for cohort in Cohort::BOTH {
+                let url = match cohort {
+                    Cohort::Stable => &self.metrics_urls.stable,
+                    Cohort::Canary => &self.metrics_urls.canary,
+                };
+                let value = match url {
+                    Some(u) => scrape_gauge(u, &metric).await,
+                    None => None,
+                };
+                match cohort {
+                    Cohort::Stable => values.stable = value,
+                    Cohort::Canary => values.canary = value,
+                }
+            }
+            let (Some(sv), Some(cv)) = (values.stable, values.canary) else {
+                continue;
+            };
+            let rate = |cohort: Cohort, replicas: f64| {
+                requests(totals(&delta, cohort).as_ref()) as f64 / since.max(1e-3) / replicas
+            };
+            let entry = match self.gauges.iter().position(|(n, _)| *n == name) {
+                Some(i) => &mut self.gauges[i].1,
+                None => {
+                    self.gauges.push((name.clone(), Cohorts::default()));
+                    let last = self.gauges.len() - 1;
+                    &mut self.gauges[last].1
+                }
+            };
+            entry.stable.push(GaugeInterval {
+                value: sv,
+                throughput: Some(rate(Cohort::Stable, self.replicas.stable)),
+            });
+            entry.canary.push(GaugeInterval {
+                value: cv,
+                throughput: Some(rate(Cohort::Canary, self.replicas.canary)),
+            });
+        }
+        self.last_gauge = Some((Instant::now(), current.clone()));
+    }
+
+    /// Figures over the interval since the previous sample.
+    async fn sample(
+        &mut self,
+        rollout: &Rollout,
+        status: &CanaryStatus,
+        t: f64,
+        current: Option<&Snapshot>,
+    ) -> Sample {
+        let mut cohorts = Cohorts::<CohortSample>::default();
+        if let Some(current) = current {
+            let (secs, delta) = match &self.last_sample {
+                Some((at, prev)) => (at.elapsed().as_secs_f64(), current.since(prev)),
+                None => (t, current.clone()),
+            };
+            let gpu_metric = rollout
+                .analysis
+                .metrics
+                .iter()
+                .find_map(|m| match &m.source {
+                    MetricSource::Scrape(s) => Some(s.metric.clone()),
+                    _ => None,
+                });
+            for cohort in Cohort::BOTH {
+                let c = totals(&delta, cohort);
+                let n = requests(c.as_ref());
+                let url = match cohort {
+                    Cohort::Stable => &self.metrics_urls.stable,
+                    Cohort::Canary => &self.metrics_urls.canary,
+                };
+                let gpu_util = match (url, &gpu_metric) {
+                    (Some(u), Some(m)) => scrape_gauge(u, m).await,
+                    _ => None,
+                };
+                let figures = CohortSample {
+                    requests: n,
+                    rate: n as f64 / secs.max(1e-3),
+                    ttft_p50: c.as_ref().and_then(|c| c.ttft_seconds.quantile(0.5)),
+                    ttft_p95: c.as_ref().and_then(|c| c.ttft_seconds.quantile(0.95)),
+                    error_rate: c
+                        .as_ref()
+                        .map(CohortSnapshot::error_counts)
+                        .and_then(|e| (e.total > 0).then(|| e.errors as f64 / e.total as f64)),
+                    gpu_util,
+                };
+                match cohort {
+                    Cohort::Stable => cohorts.stable = figures,
+                    Cohort::Canary => cohorts.canary = figures,
+                }
+            }
+            self.last_sample = Some((Instant::now(), current.clone()));
+        }
+        let analysis = status.last_analysis.as_ref();
+        Sample {
+            t,
+            phase: status.phase.to_string(),
+            step: step_label(status),
+            canary_weight: status.canary_weight,
+            cohorts,
+            verdict: analysis.map(|a| format!("{:?}", a.verdict).to_lowercase()),
+            rule: analysis.map(|a| a.rule.clone()),
+        }
+    }
+
+    /// Evidence for the engine: everything since the window's baseline.
+    fn evidence(
+        &self,
+        rollout: &Rollout,
+        status: &CanaryStatus,
+        current: Option<&Snapshot>,
+    ) -> Option<Evidence> {
+        let window = status.window.as_ref()?;
+        if self.window != Some(window.id) {
+            return None;
+        }
+        let baseline = self.baseline.as_ref()?;
+        let current = current?;
+        let delta = current.since(baseline);
+        let stable = totals(&delta, Cohort::Stable);
+        let canary = totals(&delta, Cohort::Canary);
+        let mut metrics = Vec::new();
+        for m in &rollout.analysis.metrics {
+            let obs = match (m.spec.kind, &m.source) {
+                (weir_analysis::MetricKind::Latency, _) => {
+                    let pick = |c: Option<&CohortSnapshot>| {
+                        c.map_or_else(Distribution::new, |c| match m.signal {
+                            Signal::Ttft => c.ttft_seconds.clone(),
+                            Signal::Itl => c.inter_token_seconds.clone(),
+                            Signal::Duration => c.duration_seconds.clone(),
+                        })
+                    };
+                    Observations::Latency {
+                        baseline: pick(stable.as_ref()),
+                        canary: pick(canary.as_ref()),
+                    }
+                }
+                (weir_analysis::MetricKind::ErrorRate, _) => {
+                    let counts = |c: Option<&CohortSnapshot>| {
+                        c.map_or(
+                            Counts {
+                                errors: 0,
+                                total: 0,
+                            },
+                            CohortSnapshot::error_counts,
+                        )
+                    };
+                    Observations::Errors {
+                        baseline: counts(stable.as_ref()),
+                        canary: counts(canary.as_ref()),
+                    }
+                }
+                (weir_analysis::MetricKind::Gauge, _) => {
+                    let series = self.gauges.iter().find(|(n, _)| *n == m.spec.name);
+                    Observations::Gauge {
+                        baseline: series.map(|(_, s)| s.stable.clone()).unwrap_or_default(),
+                        canary: series.map(|(_, s)| s.canary.clone()).unwrap_or_default(),
+                        per_unit: m.per_request,
+                    }
+                }
+            };
+            metrics.push((m.spec.name.clone(), obs));
+        }
+        let secs = self
+            .opened
+            .map_or(0.0, |o| o.elapsed().as_secs_f64())
+            .max(1e-3);
+        let load = Load {
+            baseline_per_replica: requests(stable.as_ref()) as f64 / secs / self.replicas.stable,
+            canary_per_replica: requests(canary.as_ref()) as f64 / secs / self.replicas.canary,
+        };
+        Some(Evidence {
+            window: window.id,
+            metrics,
+            load: Some(load),
+        })
+    }
+}
+
+/// The average of `metric` over its series, or None when absent.
+async fn scrape_gauge(url: &str, metric: &str) -> Option<f64> {
+    let text = PrometheusText::scrape(url, Duration::from_secs(2))
+        .await
+        .ok()?;
+    match text
+        .read_now(&Query::gauge(metric, Selector::default()))
+        .ok()?
+    {
+        Reading::Gauge(points) => {
+            let values: Vec<f64> = points
+                .iter()
+                .map(|p| p.value)
+                .filter(|v| v.is_finite())
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        }
+        _ => None,
+    }
+}
+
+/// The step part of the status message (`step 2/4: analysis`).
+fn step_label(status: &CanaryStatus) -> String {
+    let m = status.message.as_str();
+    m.split_once(':')
+        .filter(|(head, _)| head.starts_with("step ") || head.starts_with("blue-green"))
+        .map_or_else(
+            || status.phase.to_string(),
+            |(head, rest)| {
+                let what = rest.split(':').next().unwrap_or("").trim();
+                let what = what.split(" (").next().unwrap_or(what);
+                format!("{head}: {what}")
+            },
+        )
+}
+
+/// Each cohort's TTFT CDF over the whole run, 199 points.
+fn cdf(current: Option<&Snapshot>) -> Cohorts<Vec<[f64; 2]>> {
+    let points = |cohort: Cohort| -> Vec<[f64; 2]> {
+        let Some(c) = current.and_then(|s| totals(s, cohort)) else {
+            return Vec::new();
+        };
+        (1..200)
+            .filter_map(|i| {
+                let p = f64::from(i) / 200.0;
+                c.ttft_seconds.quantile(p).map(|v| [v, p])
+            })
+            .collect()
+    };
+    Cohorts {
+        stable: points(Cohort::Stable),
+        canary: points(Cohort::Canary),
+    }
+}
