@@ -17,26 +17,24 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::process::{Command, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use weir_proxy::metrics::INFLIGHT_REQUESTS;
 use weir_proxy::route::COHORT_HEADER;
 use weir_sim::text::completion_text;
 
-/// Longest wait for a process to print its startup line.
-const STARTUP: Duration = Duration::from_secs(20);
+mod common;
+use common::{POLL, Proc, STARTUP, between, sim, spawn};
+
 /// Longest wait for one socket read or write before calling it a hang.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most bytes read from one connection: a runaway response ends the read.
 const MAX_RESPONSE: u64 = 16 << 20;
-/// Interval between two looks at a polled condition.
-const POLL: Duration = Duration::from_millis(5);
 /// Sims that answer at once: for tests about routing, not timing.
 const FAST: &[&str] = &["--ttft", "1ms", "--ttft-sigma", "0", "--itl", "1ms"];
 
@@ -51,182 +49,6 @@ fn shared() -> RwLockReadGuard<'static, ()> {
 
 fn exclusive() -> RwLockWriteGuard<'static, ()> {
     EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-// ---------------------------------------------------------------------------
-// Processes
-
-/// What a child wrote to stderr so far, filled by a reader thread.
-#[derive(Debug, Default)]
-struct Stderr {
-    /// The text, and whether the pipe has closed.
-    state: Mutex<(String, bool)>,
-    changed: Condvar,
-}
-
-impl Stderr {
-    fn text(&self) -> String {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .clone()
-    }
-
-    /// Waits until `find` returns something for the text so far; `None`
-    /// when the pipe closes or `timeout` passes first.
-    fn wait_for<T>(&self, timeout: Duration, find: impl Fn(&str) -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(found) = find(&state.0) {
-                return Some(found);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if state.1 || left.is_zero() {
-                return None;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// The whole text once the pipe has closed (the process exited).
-    fn when_closed(&self, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while !state.1 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "stderr still open after {timeout:?}");
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        state.0.clone()
-    }
-}
-
-/// A `weir` child process, killed when dropped.
-#[derive(Debug)]
-struct Proc {
-    name: String,
-    child: Child,
-    stderr: Arc<Stderr>,
-}
-
-fn spawn(name: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start weir {args:?}: {e}"));
-    let pipe = child.stderr.take().expect("stderr is piped");
-    let stderr = Arc::new(Stderr::default());
-    let sink = Arc::clone(&stderr);
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let more = matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0);
-            let mut state = sink.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.0.push_str(&String::from_utf8_lossy(&line));
-            state.1 = !more;
-            sink.changed.notify_all();
-            if !more {
-                return;
-            }
-        }
-    });
-    Proc {
-        name: name.to_string(),
-        child,
-        stderr,
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"))
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap_or_else(|e| panic!("cannot signal {}: {e}", self.name));
-    }
-
-    /// Whether the process is still running.
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Its exit status, once it exits within `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr.text());
-        }
-    }
-}
-
-/// The text between `start` and the next `end`.
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let len = text[from..].find(end)?;
-    Some(&text[from..from + len])
-}
-
-/// A running `weir sim`.
-#[derive(Debug)]
-struct Sim {
-    /// Held for its `Drop`, which stops the sim.
-    _proc: Proc,
-    addr: SocketAddr,
-}
-
-/// Starts `weir sim --name NAME` on a free port; `extra` are more flags.
-fn sim(name: &str, extra: &[&str]) -> Sim {
-    let mut args = vec![
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--name",
-        name,
-        "--seed",
-        "7",
-    ];
-    args.extend_from_slice(extra);
-    let proc = spawn(&format!("sim {name}"), &args);
-    let addr = proc
-        .stderr
-        .wait_for(STARTUP, |t| {
-            between(t, " on http://", "/v1").map(String::from)
-        })
-        .unwrap_or_else(|| panic!("sim {name} did not start:\n{}", proc.stderr.text()));
-    let addr = addr.parse().expect("the sim prints ip:port");
-    Sim { _proc: proc, addr }
 }
 
 /// A running `weir proxy`.
