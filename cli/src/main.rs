@@ -10,6 +10,7 @@ mod exit;
 mod load;
 mod logging;
 mod proxy;
+mod report;
 mod sim;
 
 /// Progressive delivery for LLM inference.
@@ -33,6 +34,8 @@ enum Command {
     Load(load::Args),
     /// Run the L7 proxy from a YAML config file.
     Proxy(proxy::Args),
+    /// Write the HTML report of a recorded run (JSON from `weir run --output json --record FILE`).
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Proxy(args) => proxy::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(code) => code.into(),
