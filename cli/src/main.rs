@@ -40,6 +40,8 @@ enum Command {
     Run(run::Args),
     /// See weir work end to end: two simulated servers, load, a canary run.
     Demo(demo::Args),
+    /// Write the HTML report of a recorded run (JSON from `weir run --output json --record FILE`).
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(code) => code.into(),
