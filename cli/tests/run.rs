@@ -248,7 +248,10 @@ fn ctrl_c_mid_run_puts_stable_back_on_100_percent_before_exit() {
         std::thread::sleep(Duration::from_millis(25));
         admin_get(admin, "/v1/observations").is_some_and(|o| {
             o["cohorts"].as_array().is_some_and(|c| {
-                c.iter().filter(|c| c["inflight"].as_u64().unwrap_or(0) > 0).count() == 2
+                c.iter()
+                    .filter(|c| c["inflight"].as_u64().unwrap_or(0) > 0)
+                    .count()
+                    == 2
             })
         })
     });

@@ -52,7 +52,10 @@ impl Cx<'_> {
                         Judged::Failed(rule) => {
                             self.abort(
                                 reasons::ANALYSIS_FAILED,
-                                format!("pre-promotion analysis: {rule}"),
+                                format!(
+                                    "pre-promotion analysis: {}",
+                                    rule.strip_prefix("abort: ").unwrap_or(&rule)
+                                ),
                             );
                             return Flow::Again;
                         }
@@ -93,7 +96,10 @@ impl Cx<'_> {
                     match self.judge(bounds, WindowPurpose::PostPromotion, false) {
                         Judged::Passed => {}
                         Judged::Failed(rule) => {
-                            self.rollback(format!("post-promotion analysis: {rule}"));
+                            self.rollback(format!(
+                                "post-promotion analysis: {}",
+                                rule.strip_prefix("abort: ").unwrap_or(&rule)
+                            ));
                             return Flow::Again;
                         }
                         Judged::Inconclusive(rule) => return self.inconclusive(rule),

@@ -81,7 +81,8 @@ impl Cx<'_> {
                     Flow::Again
                 }
                 Judged::Failed(rule) => {
-                    self.abort(reasons::ANALYSIS_FAILED, rule);
+                    let why = rule.strip_prefix("abort: ").unwrap_or(&rule).to_string();
+                    self.abort(reasons::ANALYSIS_FAILED, why);
                     Flow::Again
                 }
                 Judged::Inconclusive(rule) => self.inconclusive(rule),

@@ -150,6 +150,14 @@ spec:
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/canary-local.yaml");
+        let text = std::fs::read_to_string(path).expect("examples/canary-local.yaml");
+        let f = parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(f.rollout.analysis.metrics.len(), 4);
+    }
+
+    #[test]
     fn bad_files_name_the_field() {
         let table = [
             (

@@ -196,13 +196,15 @@ pub async fn run<D: Dataplane>(
     let started = Instant::now();
     let mut record = RunRecord {
         name: settings.name.clone(),
-        started_at: Timestamp::now().to_string(),
+        started_at: Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
         steps: describe_steps(rollout),
         metrics: rollout
             .analysis
             .metrics
             .iter()
-            .map(|m| describe_metric(m))
+            .map(describe_metric)
             .collect(),
         samples: Vec::new(),
         events: Vec::new(),
@@ -312,7 +314,10 @@ pub async fn run<D: Dataplane>(
             record.outcome = Some(RecordedOutcome {
                 phase: status.phase.to_string(),
                 exit_code: exit_code(outcome, reason),
-                message: status.message.clone(),
+                message: status
+                    .abort
+                    .as_ref()
+                    .map_or_else(|| status.message.clone(), |a| a.message.clone()),
                 t: started.elapsed().as_secs_f64(),
             });
             record.ttft_cdf = cdf(current.as_ref());
