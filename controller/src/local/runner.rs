@@ -22,7 +22,9 @@ use weir_analysis::decision::Load;
 use weir_analysis::source::proxy::{CohortSnapshot, Snapshot, merge_replicas};
 use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
 use weir_analysis::{Counts, Distribution, Observations};
-use weir_crds::{CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic};
+use weir_crds::{
+    CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic, WindowPurpose,
+};
 
 use super::record::{CohortSample, Cohorts, RecordedEvent, RecordedOutcome, RunRecord, Sample};
 use crate::engine::spec::{Mode, Rollout, Step, Strategy, format_duration};
@@ -472,6 +474,12 @@ struct Collector {
     last_gauge: Option<(Instant, Snapshot)>,
     /// The previous sample, for per-interval figures.
     last_sample: Option<(Instant, Snapshot)>,
+    /// Stable's evidence of the latest window, kept as the reference of a
+    /// blue-green post-promotion window (stable has no traffic after the
+    /// cutover, so the canary is compared with stable just before it).
+    last_stable: Option<CohortSnapshot>,
+    /// The frozen reference of the window in progress, if it has one.
+    reference: Option<CohortSnapshot>,
 }
 
 /// One cohort's totals of a (delta) snapshot, all revisions merged.
@@ -511,6 +519,8 @@ impl Collector {
             gauges: Vec::new(),
             last_gauge: None,
             last_sample: None,
+            last_stable: None,
+            reference: None,
         }
     }
 
@@ -532,6 +542,10 @@ impl Collector {
         }
         if self.window != Some(window.id) {
             self.window = Some(window.id);
+            self.reference = match window.purpose {
+                WindowPurpose::PostPromotion => self.last_stable.clone(),
+                WindowPurpose::Step | WindowPurpose::PrePromotion => None,
+            };
             self.baseline = current.cloned();
             self.opened = Some(Instant::now());
             self.gauges.clear();
@@ -670,7 +684,7 @@ impl Collector {
 
     /// Evidence for the engine: everything since the window's baseline.
     fn evidence(
-        &self,
+        &mut self,
         rollout: &Rollout,
         status: &CanaryStatus,
         current: Option<&Snapshot>,
@@ -682,8 +696,15 @@ impl Collector {
         let baseline = self.baseline.as_ref()?;
         let current = current?;
         let delta = current.since(baseline);
-        let stable = totals(&delta, Cohort::Stable);
         let canary = totals(&delta, Cohort::Canary);
+        let stable = match &self.reference {
+            Some(frozen) => Some(frozen.clone()),
+            None => {
+                let stable = totals(&delta, Cohort::Stable);
+                self.last_stable.clone_from(&stable);
+                stable
+            }
+        };
         let mut metrics = Vec::new();
         for m in &rollout.analysis.metrics {
             let obs = match (m.spec.kind, &m.source) {
