@@ -1,7 +1,8 @@
 //! Logs: `tracing` for weir's own events, with pingora's `log` records
 //! bridged in. Human-readable by default, one JSON object per line with
 //! `--log-format json` (for clusters). The filter comes from `WEIR_LOG`
-//! (`info` by default; e.g. `WEIR_LOG=debug,pingora=info`). Request and
+//! (`info` by default, `warn` for the commands that print their own
+//! progress; e.g. `WEIR_LOG=debug,pingora=info`). Request and
 //! response bodies and credentials are never logged by weir.
 
 use std::io::IsTerminal;
@@ -20,8 +21,8 @@ pub enum LogFormat {
 
 /// Installs the global subscriber (once, at startup). Logs go to stderr so
 /// that `--output json` on stdout stays machine-readable.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

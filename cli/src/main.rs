@@ -46,7 +46,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // `weir run` and `weir demo` print progress lines of their own; the
+    // in-process proxy's info lines would bury them.
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_level);
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Sim(args) => sim::run(&args),

@@ -38,6 +38,9 @@ impl Cx<'_> {
                 Flow::Again
             }
             Step::Pause(Some(d)) => {
+                if let Some(flow) = self.watch() {
+                    return flow;
+                }
                 let started = self.s.step_started_at.as_ref().map_or(self.now, |t| t.0);
                 let until = super::after(started, d);
                 if self.now >= until {

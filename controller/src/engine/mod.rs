@@ -365,7 +365,7 @@ impl Cx<'_> {
                     "paused by request (weir pause)".into(),
                 );
             }
-            return Flow::Wait;
+            return self.watch().unwrap_or(Flow::Wait);
         }
         if self.s.paused_reason == Some(PausedReason::Manual) {
             self.s.phase = Phase::Progressing;
@@ -385,7 +385,7 @@ impl Cx<'_> {
             return Flow::Again;
         }
         if self.s.phase == Phase::Paused {
-            return Flow::Wait;
+            return self.watch().unwrap_or(Flow::Wait);
         }
         let since = self.s.progress_at.as_ref().map_or(self.now, |t| t.0);
         if elapsed(since, self.now) > self.r.progress_deadline {
@@ -704,44 +704,12 @@ impl Cx<'_> {
             return Judged::Pending;
         };
         let started = self.s.step_started_at.as_ref().map_or(self.now, |t| t.0);
-        let opens = window.opens_at.0;
-        let due = self
-            .s
-            .last_analysis
-            .as_ref()
-            .map_or(after(opens, self.r.analysis.interval), |a| {
-                after(a.at.0, self.r.analysis.interval)
-            });
-        if self.now >= due
-            && let Some(ev) = self.obs.evidence.as_ref().filter(|e| e.window == window.id)
-        {
-            let mut inputs = Vec::with_capacity(self.r.analysis.metrics.len());
-            for m in &self.r.analysis.metrics {
-                if let Some((_, o)) = ev.metrics.iter().find(|(n, _)| *n == m.spec.name) {
-                    inputs.push((m.spec.clone(), o.clone()));
-                }
+        match self.look(&window, load_matters) {
+            Some((Verdict::Abort, rule)) => return Judged::Failed(rule),
+            Some((Verdict::Promote, _)) if elapsed(started, self.now) >= bounds.min => {
+                return Judged::Passed;
             }
-            let load = if load_matters { ev.load } else { None };
-            match weir_analysis::decide(&self.r.analysis.policy, &inputs, load) {
-                Ok(decision) => {
-                    self.record(&decision);
-                    let verdict = decision.verdict;
-                    let rule = decision.rule.clone();
-                    self.decision = Some(decision);
-                    match verdict {
-                        Verdict::Abort => return Judged::Failed(rule),
-                        Verdict::Promote if elapsed(started, self.now) >= bounds.min => {
-                            return Judged::Passed;
-                        }
-                        _ => {}
-                    }
-                }
-                Err(e) => {
-                    // The spec was validated against the analysis crate, so
-                    // this is evidence of the wrong shape: say so, keep going.
-                    self.s.message = format!("analysis input problem: {e}");
-                }
-            }
+            _ => {}
         }
         if elapsed(started, self.now) >= bounds.max {
             let rule = self
@@ -751,17 +719,77 @@ impl Cx<'_> {
                 .map_or_else(|| "no evidence arrived".to_string(), |a| a.rule.clone());
             return Judged::Inconclusive(rule);
         }
-        let next = if self.now >= due {
-            after(self.now, self.r.analysis.interval)
-        } else {
-            due
-        };
-        self.wake_at(next);
         self.wake_at(after(started, bounds.max));
         if bounds.min > Duration::ZERO {
             self.wake_at(after(started, bounds.min));
         }
         Judged::Pending
+    }
+
+    /// Takes a verdict when one is due (an interval after the window opened
+    /// or after the last verdict) and the shell brought evidence for this
+    /// window; otherwise asks to be woken when it is due.
+    fn look(&mut self, window: &AnalysisWindow, load_matters: bool) -> Option<(Verdict, String)> {
+        let interval = self.r.analysis.interval;
+        let due = self
+            .s
+            .last_analysis
+            .as_ref()
+            .map_or(after(window.opens_at.0, interval), |a| {
+                after(a.at.0, interval)
+            });
+        if self.now < due {
+            self.wake_at(due);
+            return None;
+        }
+        self.wake_at(after(self.now, interval));
+        let ev = self
+            .obs
+            .evidence
+            .as_ref()
+            .filter(|e| e.window == window.id)?;
+        let mut inputs = Vec::with_capacity(self.r.analysis.metrics.len());
+        for m in &self.r.analysis.metrics {
+            if let Some((_, o)) = ev.metrics.iter().find(|(n, _)| *n == m.spec.name) {
+                inputs.push((m.spec.clone(), o.clone()));
+            }
+        }
+        let load = if load_matters { ev.load } else { None };
+        match weir_analysis::decide(&self.r.analysis.policy, &inputs, load) {
+            Ok(decision) => {
+                self.record(&decision);
+                let verdict = (decision.verdict, decision.rule.clone());
+                self.decision = Some(decision);
+                Some(verdict)
+            }
+            Err(e) => {
+                // The spec was validated against the analysis crate, so this
+                // is evidence of the wrong shape: say so, keep going.
+                self.s.message = format!("analysis input problem: {e}");
+                None
+            }
+        }
+    }
+
+    /// Outside analysis steps (a pause, a smoke weight) the evidence is
+    /// still watched: a regression shown beyond its margin, or a hard limit
+    /// breached, aborts at once. The confidence sequences hold at every
+    /// look, so watching costs no error guarantee; only promotion waits for
+    /// an analysis step.
+    fn watch(&mut self) -> Option<Flow> {
+        let window = self.s.window.clone()?;
+        if self.r.analysis.metrics.is_empty() {
+            return None;
+        }
+        let load_matters = window.purpose == WindowPurpose::Step;
+        match self.look(&window, load_matters)? {
+            (Verdict::Abort, rule) => {
+                let why = rule.strip_prefix("abort: ").unwrap_or(&rule).to_string();
+                self.abort(reasons::ANALYSIS_FAILED, why);
+                Some(Flow::Again)
+            }
+            _ => None,
+        }
     }
 
     /// Writes a decision into status; evidence that grew is progress.
@@ -868,8 +896,9 @@ impl Cx<'_> {
                     .min(self.r.analysis.interval)
                     .max(Duration::from_millis(50)),
             ),
-            // A pause ends only by a command or a spec change.
-            Phase::Paused => None,
+            // A pause ends only by a command or a spec change; while a
+            // window is open its evidence is still watched.
+            Phase::Paused => self.s.window.as_ref().map(|_| self.r.analysis.interval),
             Phase::Aborted if self.s.replicas.is_some_and(|r| r.canary > 0) => {
                 Some(Duration::from_secs(1))
             }

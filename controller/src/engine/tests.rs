@@ -349,7 +349,11 @@ fn indefinite_pause_waits_for_promote_once_per_request() {
     assert_eq!(p.status.current_step, 4, "{}", p.status.message);
     assert_eq!(p.status.phase, Phase::Paused);
     assert_eq!(p.status.paused_reason, Some(PausedReason::Step));
-    assert_eq!(p.requeue_after, None, "nothing to wake for");
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(10)),
+        "a pause with an open window is still watched every interval"
+    );
     assert!(
         w.wait(3600).status.phase == Phase::Paused,
         "a pause without duration never ends by itself"
@@ -882,4 +886,63 @@ fn invalid_specs_name_the_field_and_the_fix() {
         "    - {name: gpu, kind: gauge, maxIncrease: 5%}\n    - {name: errors, kind: errorRate",
     ));
     assert_eq!(e.field, "spec.analysis.metrics[1].source", "{e}");
+}
+
+#[test]
+fn pauses_and_smoke_weights_are_watched_but_never_promote() {
+    // A timed pause at 20% (Kubernetes, matchWeight: load is balanced).
+    // (canary slower, canary errors, expected phase after the first look)
+    for (slower, errors, phase) in [
+        (1.0, 0.0, Phase::Progressing),
+        (1.5, 0.0, Phase::Aborted),
+        (1.0, 0.3, Phase::Aborted),
+    ] {
+        let mut w = World::new(&KUBE.replace(
+            "    - {name: ttft, kind: latency, maxIncrease: 10%}",
+            "    - {name: ttft, kind: latency, maxIncrease: 10%}\n    - {name: errors, kind: errorRate, maxIncrease: 1pp, hardLimit: 20%}",
+        ));
+        w.tick();
+        w.observed.desired_revision = "v2".into();
+        w.observed.ready.canary = 10;
+        let p = w.tick();
+        assert_eq!(p.status.current_step, 1, "in the 1m pause");
+        w.observed.evidence = Some(evidence(w.window(), 3000, slower, errors));
+        let p = w.wait(30);
+        assert_eq!(
+            p.status.phase, phase,
+            "slower {slower}, errors {errors}: {}",
+            p.status.message
+        );
+        assert_eq!(
+            p.status.current_step, 1,
+            "healthy evidence does not end a pause early"
+        );
+        if phase == Phase::Aborted {
+            assert_safe_abort(&p);
+        }
+    }
+    // An indefinite pause in local mode at a 10% smoke weight: load differs,
+    // so a latency regression is not judged, but a hard limit still aborts.
+    let smoke = LOCAL.replace(
+        "      - setWeight: 50\n      - analysis: {minDuration: 40s, maxDuration: 5m}",
+        "      - setWeight: 10\n      - pause: {}\n      - setWeight: 50\n      - analysis: {}",
+    );
+    assert_ne!(smoke, LOCAL);
+    for (slower, errors, phase) in [(1.5, 0.0, Phase::Paused), (1.0, 0.3, Phase::Aborted)] {
+        let mut w = World::new(&smoke);
+        w.tick();
+        assert_eq!(w.status.phase, Phase::Paused);
+        let mut ev = evidence(w.window(), 3000, slower, errors);
+        ev.load = Some(weir_analysis::decision::Load {
+            baseline_per_replica: 90.0,
+            canary_per_replica: 10.0,
+        });
+        w.observed.evidence = Some(ev);
+        let p = w.wait(30);
+        assert_eq!(
+            p.status.phase, phase,
+            "slower {slower}, errors {errors}: {}",
+            p.status.message
+        );
+    }
 }
