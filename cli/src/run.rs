@@ -73,12 +73,26 @@ pub fn run(args: &Args) -> Result<Code> {
             report: args.report.clone(),
             record: args.record.clone(),
         };
-        let interrupt = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        let record = drive(&canary, &options, interrupt).await?;
+        let record = drive(&canary, &options, interrupted()).await?;
         Ok(code_of(&record))
     })
+}
+
+/// Resolves on Ctrl-C or SIGTERM (systemd, docker stop): either aborts the
+/// run with traffic back on stable.
+pub async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Settings shared by `weir run` and `weir demo`.

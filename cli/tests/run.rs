@@ -217,7 +217,14 @@ fn stable_weight(routes: &Value) -> Option<f64> {
 #[test]
 fn ctrl_c_mid_run_puts_stable_back_on_100_percent_before_exit() {
     let _one = one_at_a_time();
-    let dir = scratch("ctrl-c");
+    // Ctrl-C at a terminal; SIGTERM from systemd or `docker stop`.
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        interrupt_mid_run(signal);
+    }
+}
+
+fn interrupt_mid_run(signal: Signal) {
+    let dir = scratch(&format!("interrupt-{signal}"));
     // Streams long enough that the drain keeps the admin API up a while.
     let stable = sim(
         "stable",
@@ -259,7 +266,7 @@ fn ctrl_c_mid_run_puts_stable_back_on_100_percent_before_exit() {
     let before = admin_get(admin, "/v1/routes").expect("admin answers");
     assert_eq!(stable_weight(&before), Some(50.0), "{before}");
 
-    run.signal(Signal::SIGINT);
+    run.signal(signal);
     // Watch the table until the admin API goes away with the process.
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -279,7 +286,7 @@ fn ctrl_c_mid_run_puts_stable_back_on_100_percent_before_exit() {
     );
     assert!(
         seen.contains(&100.0),
-        "stable 100% was never observed before exit (saw {seen:?})"
+        "{signal}: stable 100% was never observed before exit (saw {seen:?})"
     );
     // Once stable has everything, it never goes back.
     let first = seen.iter().position(|w| *w == 100.0).expect("seen");
