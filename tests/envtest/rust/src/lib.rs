@@ -184,22 +184,29 @@ impl TestEnv {
             })
             .take(40)
             .collect();
-        let namespace = format!(
-            "{}-{}-{}",
-            stem.trim_matches('-'),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
+        let namespaces = Api::<Namespace>::all(client.clone());
+        // A reused server may still hold a namespace of an earlier run whose
+        // pid was the same: on a clash, take the next number.
+        let namespace = loop {
+            let name = format!(
+                "{}-{}-{}",
+                stem.trim_matches('-'),
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            match namespaces.create(&PostParams::default(), &ns).await {
+                Ok(_) => break name,
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
         };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
         Ok(TestEnv {
             client,
             namespace,
