@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod crds_cmd;
 mod demo;
 mod exit;
 mod load;
@@ -50,6 +51,8 @@ enum Command {
     Demo(demo::Args),
     /// Write the HTML report of a recorded run (JSON from `weir run --output json --record FILE`).
     Report(report::Args),
+    /// Print the Canary CRD as YAML (`weir crds | kubectl apply -f -`).
+    Crds(crds_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Crds(args) => crds_cmd::run(&args),
     };
     match result {
         Ok(code) => code.into(),

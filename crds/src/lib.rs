@@ -20,6 +20,21 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The first lines of `crds/yaml/canary.yaml`.
+const CRD_YAML_HEADER: &str = "\
+# The Canary CustomResourceDefinition, generated from crds/src/lib.rs.
+# Do not edit: regenerate with `weir crds > crds/yaml/canary.yaml`
+# (crds/tests/crd_yaml.rs fails when this copy drifts from the types).
+";
+
+/// The `Canary` CustomResourceDefinition as YAML, exactly as committed in
+/// `crds/yaml/canary.yaml` and printed by `weir crds`.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    use kube::CustomResourceExt;
+    let body = serde_saphyr::to_string(&Canary::crd())?;
+    Ok(format!("{CRD_YAML_HEADER}{body}"))
+}
+
 /// The API group of every weir resource.
 pub const GROUP: &str = "weir.dev";
 /// The version of the `Canary` resource.
@@ -59,6 +74,16 @@ pub mod annotations {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.targetRef) != has(self.backends)",
+        "message": "give exactly one of targetRef (Kubernetes mode) and backends (local mode)",
+    },
+    {
+        "rule": "!has(self.targetRef) || has(self.service)",
+        "message": "Kubernetes mode needs the frontend's port: add service: {port: 8000}",
+    },
+]))]
 pub struct CanarySpec {
     /// Kubernetes mode: the Deployment whose template is the desired version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +110,7 @@ pub struct CanarySpec {
     pub promotion: Promotion,
     /// A run that makes no progress for this long is aborted.
     #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 1))]
     pub progress_deadline_seconds: u32,
     /// Kubernetes mode: when the Canary is deleted, restore the stable
     /// version on the target before letting go.
@@ -152,6 +178,7 @@ pub struct Backend {
     /// Servers (GPUs' worth of capacity) behind the URL; per-replica load is
     /// the cohort's request rate divided by this.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1))]
     pub replicas: u32,
 }
 
@@ -164,6 +191,7 @@ fn default_one() -> u32 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     /// The port the frontend serves on.
+    #[schemars(range(min = 1))]
     pub port: u16,
 }
 
@@ -176,6 +204,7 @@ pub struct RouteSpec {
     pub hosts: Vec<String>,
     /// Path prefix matched.
     #[serde(default = "default_path_prefix")]
+    #[schemars(pattern(r"^/"))]
     pub path_prefix: String,
 }
 
@@ -195,6 +224,10 @@ fn default_path_prefix() -> String {
 /// Where the session key is read. Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.header) != has(self.cookie)",
+    "message": "give exactly one of header or cookie, e.g. sticky: {header: x-session-id}",
+}]))]
 pub struct StickySpec {
     /// A request header, e.g. `x-session-id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +240,10 @@ pub struct StickySpec {
 /// The strategy. Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.canary) != has(self.blueGreen)",
+    "message": "give exactly one of canary and blueGreen",
+}]))]
 pub struct Strategy {
     /// Weighted steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,12 +261,14 @@ pub struct CanaryStrategy {
     #[serde(default)]
     pub replicas: ReplicaPolicy,
     /// The steps, in order.
+    #[schemars(length(min = 1))]
     pub steps: Vec<Step>,
 }
 
 /// Canary replica count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = string_or_object)]
 pub enum ReplicaPolicy {
     /// Canary replicas follow the weight, so per-replica load is the same in
     /// both cohorts and the comparison is fair.
@@ -245,7 +284,7 @@ pub enum ReplicaPolicy {
 pub enum Step {
     /// Send this percentage of traffic to the canary (0–100, resolution
     /// 0.01).
-    SetWeight(f64),
+    SetWeight(#[schemars(range(min = 0, max = 100))] f64),
     /// Wait: for `duration`, or until promoted by hand.
     Pause(PauseStep),
     /// Compare the cohorts until a verdict, within min/max durations.
@@ -279,6 +318,7 @@ pub struct AnalysisStep {
 pub struct BlueGreenStrategy {
     /// Replicas of the preview before cutover (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub preview_replicas: Option<u32>,
     /// Cut over once pre-promotion analysis passes; otherwise wait for
     /// `weir promote`.
@@ -306,8 +346,10 @@ pub struct AnalysisSpec {
     /// long, e.g. `60s`.
     #[serde(default = "default_warmup")]
     pub warmup: String,
-    /// Probability that no verdict of the run is wrong.
+    /// Probability that no verdict of the run is wrong, above 0.5 and
+    /// below 1.
     #[serde(default = "default_confidence")]
+    #[schemars(extend("minimum" = 0.5, "exclusiveMinimum" = true, "maximum" = 1.0, "exclusiveMaximum" = true))]
     pub confidence: f64,
     /// Requests per cohort before latency and error effects are judged.
     #[serde(default = "default_min_samples")]
@@ -361,6 +403,7 @@ pub enum OnInconclusive {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricSpec {
     /// Name shown in verdicts, e.g. `ttft`.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// The kind of signal.
     pub kind: MetricKind,
@@ -372,6 +415,7 @@ pub struct MetricSpec {
     pub signal: Option<Signal>,
     /// Latency: quantiles compared besides the shift, e.g. `[0.5, 0.95]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 0, max = 1)))]
     pub quantiles: Vec<f64>,
     /// How much worse the canary may be: `10%` (relative) or `0.5pp`
     /// (percentage points, error rates).
@@ -410,9 +454,11 @@ pub enum Signal {
     Duration,
 }
 
-/// Where a metric's values come from.
+/// Where a metric's values come from: `proxy`, `{prometheus: {...}}` or
+/// `{scrape: {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = string_or_object)]
 pub enum MetricSource {
     /// The weir proxy's own per-request measurements.
     #[default]
@@ -443,6 +489,20 @@ pub struct ScrapeSource {
     pub port: Option<u16>,
     /// The metric, e.g. `DCGM_FI_DEV_GPU_UTIL`; series are averaged.
     pub metric: String,
+}
+
+/// A structural CRD schema cannot say "a string or an object" (serde's
+/// externally tagged enum with unit and data variants), so such a field is
+/// left open in the schema (`x-kubernetes-preserve-unknown-fields`). CEL
+/// cannot check it either (the API server gives untyped fields no CEL type),
+/// so the controller's spec conversion is what names a bad value.
+fn string_or_object(schema: &mut schemars::Schema) {
+    let description = schema.get("description").cloned();
+    let mut open = schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true });
+    if let Some(d) = description {
+        open.insert("description".into(), d);
+    }
+    *schema = open;
 }
 
 /// How stable takes on the canary's version after a win.

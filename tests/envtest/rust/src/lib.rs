@@ -1,0 +1,297 @@
+//! weir-envtest: a real kube-apiserver for tests, no mock.
+//!
+//! [`server`] starts one API server (etcd + kube-apiserver, built from their
+//! Go modules by `tests/envtest/build`) per test binary, on first use, by
+//! running `tests/envtest/up`. [`TestEnv::new`] gives each test an admin
+//! [`Client`] and a fresh namespace of its own, deleted when the `TestEnv` is
+//! dropped.
+//!
+//! Stopping the server: the Rust test harness has no hook that runs when the
+//! test binary exits, and statics are never dropped. So the binary's pid is
+//! handed to `up` as `WEIR_ENVTEST_WATCH_PID`, and `up` leaves a watchdog
+//! that runs `tests/envtest/down` within half a second of that pid being
+//! gone, whether the tests passed, panicked or were killed.
+//!
+//! `WEIR_ENVTEST_KUBECONFIG=<path>` reuses a running server instead (e.g.
+//! one from `eval "$(tests/envtest/up)"`); it is then neither started nor
+//! stopped here.
+//!
+//! The server has no kubelet and no controller-manager: pods never run,
+//! Deployment status is whatever a test writes, and a deleted namespace
+//! stays `Terminating` (nothing empties it). Each test gets a new one, so
+//! that does not matter.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Config};
+
+/// What went wrong while starting or reaching the test API server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `tests/envtest/up` could not be run or failed.
+    #[error("tests/envtest/up failed: {0}")]
+    Up(String),
+    /// The kubeconfig could not be read.
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// Why.
+        source: kube::config::KubeconfigError,
+    },
+    /// A request to the API server failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// The committed CRD YAML could not be read or parsed.
+    #[error("crds/yaml/canary.yaml: {0}")]
+    CrdYaml(String),
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// The repository root (this crate lives in `tests/envtest/rust`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
+}
+
+/// A running test API server.
+#[derive(Debug)]
+pub struct Server {
+    kubeconfig: PathBuf,
+    bin_dir: PathBuf,
+}
+
+/// The test binary's API server, started on first call (which blocks, for
+/// about 4 s; the first ever build of the binaries takes several minutes and
+/// prints its progress). Panics with `up`'s error when it cannot start: no
+/// test can run without it.
+pub fn server() -> &'static Server {
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    match SERVER.get_or_init(|| Server::start().map_err(|e| e.to_string())) {
+        Ok(server) => server,
+        Err(e) => panic!("no test API server: {e}"),
+    }
+}
+
+impl Server {
+    fn start() -> Result<Server, Error> {
+        let envtest = repo_root().join("tests/envtest");
+        // kubectl and helm: `build` only prints the cached directory once built.
+        let bin_dir = PathBuf::from(run_script(Command::new(envtest.join("build")))?.trim());
+        if let Some(kubeconfig) = std::env::var_os("WEIR_ENVTEST_KUBECONFIG") {
+            return Ok(Server {
+                kubeconfig: kubeconfig.into(),
+                bin_dir,
+            });
+        }
+        let mut up = Command::new(envtest.join("up"));
+        up.env("WEIR_ENVTEST_WATCH_PID", std::process::id().to_string());
+        let exports = run_script(up)?;
+        let kubeconfig = exports
+            .lines()
+            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .ok_or_else(|| Error::Up(format!("no KUBECONFIG in its output: {exports:?}")))?;
+        Ok(Server {
+            // `up` quotes with printf %q; its temp paths need no quoting.
+            kubeconfig: PathBuf::from(kubeconfig),
+            bin_dir,
+        })
+    }
+
+    /// The admin kubeconfig (client certificate in `system:masters`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A command for one of the built tools (`kubectl`, `helm`), with
+    /// `KUBECONFIG` pointing at this server.
+    pub fn command(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(tool));
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// The admin client configuration.
+    pub async fn config(&self) -> Result<Config, Error> {
+        let kubeconfig =
+            Kubeconfig::read_from(&self.kubeconfig).map_err(|source| Error::Kubeconfig {
+                path: self.kubeconfig.clone(),
+                source,
+            })?;
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                path: self.kubeconfig.clone(),
+                source,
+            })
+    }
+}
+
+/// Runs an envtest script; its stderr (progress) goes straight to ours.
+fn run_script(mut cmd: Command) -> Result<String, Error> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Up(format!("running {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Up(format!("{cmd:?} exited with {}", out.status)));
+    }
+    String::from_utf8(out.stdout).map_err(|e| Error::Up(format!("output of {cmd:?}: {e}")))
+}
+
+/// One test's view of the server: an admin client and a namespace nobody
+/// else uses. Dropping it deletes the namespace.
+pub struct TestEnv {
+    /// Admin client (system:masters).
+    pub client: Client,
+    /// The test's own namespace.
+    pub namespace: String,
+    config: Config,
+}
+
+impl TestEnv {
+    /// Starts the server if needed and creates a namespace named after
+    /// `test` (lowercased, cut to fit) plus a per-binary counter.
+    pub async fn new(test: &str) -> TestEnv {
+        Self::try_new(test)
+            .await
+            .unwrap_or_else(|e| panic!("setting up test {test}: {e}"))
+    }
+
+    async fn try_new(test: &str) -> Result<TestEnv, Error> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let config = server().config().await?;
+        let client = Client::try_from(config.clone())?;
+        let stem: String = test
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(40)
+            .collect();
+        let namespaces = Api::<Namespace>::all(client.clone());
+        // A reused server may still hold a namespace of an earlier run whose
+        // pid was the same: on a clash, take the next number.
+        let namespace = loop {
+            let name = format!(
+                "{}-{}-{}",
+                stem.trim_matches('-'),
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            match namespaces.create(&PostParams::default(), &ns).await {
+                Ok(_) => break name,
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(TestEnv {
+            client,
+            namespace,
+            config,
+        })
+    }
+
+    /// A client that acts as `user` in `groups` (impersonation: the admin
+    /// asks the API server to authorize each request as that user).
+    pub fn impersonating(&self, user: &str, groups: &[&str]) -> Client {
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.to_owned());
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        Client::try_from(config).unwrap_or_else(|e| panic!("impersonating {user}: {e}"))
+    }
+
+    /// A client that acts as ServiceAccount `name` of this test's namespace,
+    /// with the groups the API server gives a ServiceAccount token.
+    pub fn as_service_account(&self, name: &str) -> Client {
+        let ns_group = format!("system:serviceaccounts:{}", self.namespace);
+        self.impersonating(
+            &format!("system:serviceaccount:{}:{name}", self.namespace),
+            &["system:serviceaccounts", &ns_group, "system:authenticated"],
+        )
+    }
+}
+
+impl std::fmt::Debug for TestEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnv")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // The test's runtime may be single-threaded and is blocked here, and
+        // `self.client` needs it; a fresh client on a runtime of its own in
+        // another thread deletes the namespace instead.
+        let config = self.config.clone();
+        let namespace = self.namespace.clone();
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                Api::<Namespace>::all(client)
+                    .delete(&namespace, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("weir-envtest: deleting namespace {}: {e}", self.namespace);
+        }
+    }
+}
+
+/// Installs `crds/yaml/canary.yaml` (server-side apply, so every test may
+/// call it) and waits until the API server serves the type.
+pub async fn install_canary_crd(client: &Client) -> Result<(), Error> {
+    let path = repo_root().join("crds/yaml/canary.yaml");
+    let yaml = std::fs::read_to_string(&path)
+        .map_err(|e| Error::CrdYaml(format!("reading {}: {e}", path.display())))?;
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&yaml).map_err(|e| Error::CrdYaml(e.to_string()))?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("weir-envtest").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(api, &name, conditions::is_crd_established()),
+    )
+    .await
+    .map_err(|_| Error::Timeout(format!("CRD {name} not Established within 30 s")))?
+    .map_err(|e| Error::Timeout(format!("waiting for CRD {name}: {e}")))?;
+    Ok(())
+}
