@@ -212,6 +212,30 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(now.as_millisecond() - since.as_millisecond()).unwrap_or(0))
 }
 
+/// The current step for people: `step 2/4: analysis`, `blue-green: cutover`.
+pub fn step_label(rollout: &Rollout, status: &CanaryStatus) -> String {
+    if !matches!(status.phase, Phase::Progressing | Phase::Paused) {
+        return status.phase.to_string();
+    }
+    let i = status.current_step as usize;
+    match &rollout.strategy {
+        Strategy::Canary { steps, .. } => {
+            let what = match steps.get(i) {
+                Some(spec::Step::SetWeight(w)) => format!("setWeight {}", w.percent()),
+                Some(spec::Step::Pause(Some(d))) => format!("pause {}", spec::format_duration(*d)),
+                Some(spec::Step::Pause(None)) => "pause".into(),
+                Some(spec::Step::Analysis(_)) => "analysis".into(),
+                None => "done".into(),
+            };
+            format!("step {}/{}: {what}", i + 1, steps.len())
+        }
+        Strategy::BlueGreen(_) => format!(
+            "blue-green: {}",
+            blue_green::STAGES.get(i).copied().unwrap_or("done")
+        ),
+    }
+}
+
 fn pending(command: Option<&String>, acknowledged: Option<&String>) -> bool {
     command.is_some() && command != acknowledged
 }
@@ -922,7 +946,7 @@ impl Cx<'_> {
                 self.s.stable_revision.as_deref().unwrap_or("?")
             ),
             Phase::Progressing | Phase::Paused => {
-                let what = self.step_name();
+                let what = step_label(self.r, &self.s);
                 let paused = match self.s.paused_reason {
                     Some(PausedReason::Manual) => " (paused: weir resume to continue)",
                     Some(PausedReason::Step) => " (paused: weir promote to continue)",
@@ -952,30 +976,6 @@ impl Cx<'_> {
                 .abort
                 .as_ref()
                 .map_or_else(|| "aborted".into(), |a| format!("aborted: {}", a.message)),
-        }
-    }
-
-    fn step_name(&self) -> String {
-        let i = self.s.current_step as usize;
-        match &self.r.strategy {
-            Strategy::Canary { steps, .. } => {
-                let what = match steps.get(i) {
-                    Some(spec::Step::SetWeight(w)) => format!("setWeight {}", w.percent()),
-                    Some(spec::Step::Pause(Some(d))) => {
-                        format!("pause {}", spec::format_duration(*d))
-                    }
-                    Some(spec::Step::Pause(None)) => "pause".into(),
-                    Some(spec::Step::Analysis(_)) => "analysis".into(),
-                    None => "done".into(),
-                };
-                format!("step {}/{}: {what}", i + 1, steps.len())
-            }
-            Strategy::BlueGreen(_) => {
-                format!(
-                    "blue-green: {}",
-                    blue_green::STAGES.get(i).copied().unwrap_or("done")
-                )
-            }
         }
     }
 

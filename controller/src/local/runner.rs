@@ -674,7 +674,7 @@ impl Collector {
         Sample {
             t,
             phase: status.phase.to_string(),
-            step: step_label(status),
+            step: engine::step_label(rollout, status),
             canary_weight: status.canary_weight,
             cohorts,
             verdict: analysis.map(|a| format!("{:?}", a.verdict).to_lowercase()),
@@ -782,21 +782,6 @@ async fn scrape_gauge(url: &str, metric: &str) -> Option<f64> {
         }
         _ => None,
     }
-}
-
-/// The step part of the status message (`step 2/4: analysis`).
-fn step_label(status: &CanaryStatus) -> String {
-    let m = status.message.as_str();
-    m.split_once(':')
-        .filter(|(head, _)| head.starts_with("step ") || head.starts_with("blue-green"))
-        .map_or_else(
-            || status.phase.to_string(),
-            |(head, rest)| {
-                let what = rest.split(':').next().unwrap_or("").trim();
-                let what = what.split(" (").next().unwrap_or(what);
-                format!("{head}: {what}")
-            },
-        )
 }
 
 /// Each cohort's TTFT CDF over the whole run, 199 points.
