@@ -1,0 +1,150 @@
+//! The reconciler's first slice against the real API server
+//! (tests/envtest): first sight of a target adopts it as stable and
+//! creates the owned objects; a new pod template starts a run that scales
+//! the canary through the scale subresource.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use weir_controller::kube::{builders, reconcile};
+use weir_crds::{Canary, Phase};
+use weir_envtest::{TestEnv, install_canary_crd};
+
+fn target(image: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "chat-frontend"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "chat"}},
+            "template": {
+                "metadata": {"labels": {"app": "chat"}},
+                "spec": {"containers": [{"name": "vllm", "image": image}]}
+            }
+        }
+    }))
+    .expect("deployment")
+}
+
+fn canary() -> Canary {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {}}]}},
+            "analysis": {"metrics": [{"name": "ttft", "kind": "latency", "maxIncrease": "10%"}]}
+        }
+    }))
+    .expect("canary")
+}
+
+#[tokio::test]
+async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
+    let env = TestEnv::new("reconcile-first-sight").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("vllm:v1"))
+        .await
+        .expect("target");
+    canaries
+        .create(&PostParams::default(), &canary())
+        .await
+        .expect("canary");
+
+    let now = jiff::Timestamp::now();
+    let plan = reconcile::reconcile_once(&env.client, ns, "chat", now)
+        .await
+        .expect("reconcile");
+    assert_eq!(plan.status.phase, Phase::Idle, "{}", plan.status.message);
+    let written = canaries
+        .get("chat")
+        .await
+        .expect("get")
+        .status
+        .expect("status written");
+    assert_eq!(written.phase, Phase::Idle);
+    // The revision is the hash of the template as the API server stores it
+    // (with its defaults filled in), which is what every reconcile reads.
+    let served = deployments.get("chat-frontend").await.expect("target");
+    let v1 = builders::template_revision(&served.spec.expect("spec").template);
+    assert_eq!(written.stable_revision.as_deref(), Some(v1.as_str()));
+    let traffic = written.traffic.expect("traffic");
+    assert_eq!(
+        traffic
+            .backends
+            .iter()
+            .map(|b| b.weight)
+            .collect::<Vec<_>>(),
+        vec![100.0, 0.0]
+    );
+
+    let stable = deployments
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable copy");
+    let selector = stable
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone());
+    assert_eq!(
+        selector,
+        Some(BTreeMap::from([(
+            "app".to_string(),
+            "chat-stable".to_string()
+        )]))
+    );
+    assert_eq!(stable.spec.as_ref().and_then(|s| s.replicas), Some(4));
+    let svc = services.get("chat-canary").await.expect("canary service");
+    assert_eq!(
+        svc.spec.and_then(|s| s.selector),
+        Some(BTreeMap::from([("app".to_string(), "chat".to_string())]))
+    );
+    assert!(services.get("chat-stable").await.is_ok());
+
+    // A new template on the target starts a run: 20% of 4 replicas.
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": "vllm:v2"}]}}}});
+    deployments
+        .patch(
+            "chat-frontend",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("new template");
+    let plan = reconcile::reconcile_once(&env.client, ns, "chat", now)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        plan.status.phase,
+        Phase::Progressing,
+        "{}",
+        plan.status.message
+    );
+    let scaled = deployments.get("chat-frontend").await.expect("target");
+    let v2 = builders::template_revision(&scaled.spec.clone().expect("spec").template);
+    assert_ne!(v1, v2);
+    assert_eq!(plan.status.canary_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(
+        scaled.spec.and_then(|s| s.replicas),
+        Some(1),
+        "canary scaled to its share first"
+    );
+    // No traffic before the canary is ready (no kubelet: nothing is ready).
+    let written = canaries
+        .get("chat")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert_eq!(written.canary_weight, 0.0);
+}
