@@ -137,16 +137,19 @@ pub async fn reconcile_once(
         uid: canary.uid().unwrap_or_default(),
     };
     let ssa = PatchParams::apply(MANAGER).force();
-    // The stable copy exists from the first reconcile: at first sight it
-    // carries the target's template, later the last promoted one.
-    if stable.is_none() {
+    // Stable with the target's current template: at first sight (the copy
+    // exists from the first reconcile) and on promotion.
+    let apply_stable = || async {
         let replicas = plan.status.replicas.map_or(total, |r| r.stable);
         let copy = builders::stable_deployment(&owner, &target, &template, replicas)
             .map_err(Error::Invalid)?;
         deployments
             .patch(&stable_name, &ssa, &Patch::Apply(&copy))
             .await
-            .map_err(api(format!("apply {stable_name}")))?;
+            .map_err(api(format!("apply {stable_name}")))
+    };
+    if stable.is_none() {
+        apply_stable().await?;
     }
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(client.clone(), namespace);
@@ -176,13 +179,7 @@ pub async fn reconcile_once(
                     .map_err(api(format!("scale {which} to {replicas}")))?;
             }
             Action::PromoteStable { .. } => {
-                let replicas = plan.status.replicas.map_or(total, |r| r.stable);
-                let copy = builders::stable_deployment(&owner, &target, &template, replicas)
-                    .map_err(Error::Invalid)?;
-                deployments
-                    .patch(&stable_name, &ssa, &Patch::Apply(&copy))
-                    .await
-                    .map_err(api(format!("promote {stable_name}")))?;
+                apply_stable().await?;
             }
             // Traffic is the status write below; events come with the
             // recorder.
