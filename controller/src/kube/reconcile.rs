@@ -11,7 +11,8 @@
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
 use weir_crds::{Canary, Cohort, CohortReplicas};
 
 use super::builders::{self, Owner};
@@ -137,6 +138,13 @@ pub async fn reconcile_once(
         uid: canary.uid().unwrap_or_default(),
     };
     let ssa = PatchParams::apply(MANAGER).force();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: None,
+        },
+    );
     // Stable with the target's current template: at first sight (the copy
     // exists from the first reconcile) and on promotion.
     let apply_stable = || async {
@@ -181,9 +189,31 @@ pub async fn reconcile_once(
             Action::PromoteStable { .. } => {
                 apply_stable().await?;
             }
-            // Traffic is the status write below; events come with the
-            // recorder.
-            Action::SetTraffic(_) | Action::Event { .. } | Action::Finish(_) => {}
+            Action::Event {
+                warning,
+                reason,
+                message,
+            } => {
+                let event = Event {
+                    type_: if *warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: (*reason).to_string(),
+                    // The API caps a note at 1 kB; verdicts with many
+                    // effects can be longer.
+                    note: Some(message.chars().take(1000).collect()),
+                    action: "Rollout".into(),
+                    secondary: None,
+                };
+                recorder
+                    .publish(&event, &canary.object_ref(&()))
+                    .await
+                    .map_err(api(format!("record event {reason}")))?;
+            }
+            // Traffic is the status write below.
+            Action::SetTraffic(_) | Action::Finish(_) => {}
         }
     }
     let mut status = plan.status.clone();
