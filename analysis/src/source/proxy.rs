@@ -102,8 +102,9 @@ impl CohortSnapshot {
         }
     }
 
-    /// Adds `other`'s observations (same key, another replica or interval).
-    fn add(&mut self, other: &CohortSnapshot) {
+    /// Adds `other`'s observations (another replica, interval or revision
+    /// of the same cohort).
+    pub fn add(&mut self, other: &CohortSnapshot) {
         for (outcome, n) in &other.requests {
             *self.requests.entry(outcome.clone()).or_insert(0) += n;
         }

@@ -49,13 +49,10 @@ impl Cx<'_> {
                     // per-replica load says nothing about fairness.
                     match self.judge(bounds, WindowPurpose::PrePromotion, false) {
                         Judged::Passed => {}
-                        Judged::Failed(rule) => {
+                        Judged::Failed(why) => {
                             self.abort(
                                 reasons::ANALYSIS_FAILED,
-                                format!(
-                                    "pre-promotion analysis: {}",
-                                    rule.strip_prefix("abort: ").unwrap_or(&rule)
-                                ),
+                                format!("pre-promotion analysis: {why}"),
                             );
                             return Flow::Again;
                         }
@@ -95,11 +92,8 @@ impl Cx<'_> {
                 if let Some(bounds) = bg.post {
                     match self.judge(bounds, WindowPurpose::PostPromotion, false) {
                         Judged::Passed => {}
-                        Judged::Failed(rule) => {
-                            self.rollback(format!(
-                                "post-promotion analysis: {}",
-                                rule.strip_prefix("abort: ").unwrap_or(&rule)
-                            ));
+                        Judged::Failed(why) => {
+                            self.rollback(format!("post-promotion analysis: {why}"));
                             return Flow::Again;
                         }
                         Judged::Inconclusive(rule) => return self.inconclusive(rule),

@@ -83,8 +83,7 @@ impl Cx<'_> {
                     self.advance();
                     Flow::Again
                 }
-                Judged::Failed(rule) => {
-                    let why = rule.strip_prefix("abort: ").unwrap_or(&rule).to_string();
+                Judged::Failed(why) => {
                     self.abort(reasons::ANALYSIS_FAILED, why);
                     Flow::Again
                 }

@@ -184,7 +184,7 @@ enum Flow {
 enum Judged {
     /// Promote verdict after `minDuration`.
     Passed,
-    /// Abort verdict, with the rule that fired.
+    /// Abort verdict, with why (the rule without the verdict word).
     Failed(String),
     /// `maxDuration` reached without a verdict.
     Inconclusive(String),
@@ -782,7 +782,14 @@ impl Cx<'_> {
         match weir_analysis::decide(&self.r.analysis.policy, &inputs, load) {
             Ok(decision) => {
                 self.record(&decision);
-                let verdict = (decision.verdict, decision.rule.clone());
+                // An abort's reason reads without the verdict word: it is
+                // shown after "aborted:".
+                let rule = decision.rule.as_str();
+                let reason = match decision.verdict {
+                    Verdict::Abort => rule.strip_prefix("abort: ").unwrap_or(rule),
+                    _ => rule,
+                };
+                let verdict = (decision.verdict, reason.to_string());
                 self.decision = Some(decision);
                 Some(verdict)
             }
@@ -807,8 +814,7 @@ impl Cx<'_> {
         }
         let load_matters = window.purpose == WindowPurpose::Step;
         match self.look(&window, load_matters)? {
-            (Verdict::Abort, rule) => {
-                let why = rule.strip_prefix("abort: ").unwrap_or(&rule).to_string();
+            (Verdict::Abort, why) => {
                 self.abort(reasons::ANALYSIS_FAILED, why);
                 Some(Flow::Again)
             }

@@ -497,9 +497,17 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         // The analysis crate knows its own rules (margin kinds, quantile
         // ranges); ask it now rather than at the first verdict.
         if let Err(e) = weir_analysis::decide(&policy, &[(metric.clone(), empty(kind))], None) {
-            let text = e.to_string();
-            let problem = text.split_once(": ").map_or(text.as_str(), |(_, p)| p);
-            return bad(at(field_of(&text)), problem.to_string());
+            return match e {
+                // The crate names a metric's field `metrics[name].field`,
+                // a policy field by itself.
+                weir_analysis::decision::AnalysisError::InvalidPolicy { field, reason } => {
+                    match field.split_once("].") {
+                        Some((_, f)) => bad(at(f), reason),
+                        None => bad(format!("spec.analysis.{field}"), reason),
+                    }
+                }
+                other => bad(at("kind"), other.to_string()),
+            };
         }
         metrics.push(Metric {
             spec: metric,
@@ -515,14 +523,6 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         on_inconclusive: a.on_inconclusive,
         metrics,
     })
-}
-
-/// Which metric field an analysis-crate error is about.
-fn field_of(message: &str) -> &'static str {
-    ["maxIncrease", "quantiles", "hardLimit"]
-        .into_iter()
-        .find(|f| message.contains(f))
-        .unwrap_or("maxIncrease")
 }
 
 fn empty(kind: MetricKind) -> weir_analysis::Observations {

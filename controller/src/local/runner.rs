@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use weir_analysis::compare::gauge::GaugeInterval;
 use weir_analysis::decision::Load;
-use weir_analysis::source::proxy::{CohortSnapshot, Snapshot, merge_replicas};
+use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
 use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
 use weir_analysis::{Counts, Distribution, Observations};
 use weir_crds::{
@@ -328,18 +328,10 @@ pub async fn run<D: Dataplane>(
         if interrupted {
             // The engine had nothing to abort (the run was settling):
             // still leave stable serving everything.
-            let mut t = status
-                .traffic
-                .clone()
-                .unwrap_or_else(|| stable_only(rollout));
-            for b in &mut t.backends {
-                b.weight = if b.cohort == Cohort::Stable {
-                    100.0
-                } else {
-                    0.0
-                };
-            }
-            dataplane.apply(&t).await.map_err(RunError::Dataplane)?;
+            dataplane
+                .apply(&stable_only(rollout))
+                .await
+                .map_err(RunError::Dataplane)?;
             record.outcome = Some(RecordedOutcome {
                 phase: Phase::Aborted.to_string(),
                 exit_code: 3,
@@ -429,16 +421,18 @@ fn describe_metric(m: &engine::spec::Metric) -> String {
                 .iter()
                 .map(|q| weir_analysis::decision::quantile_label(*q))
                 .collect();
+            let signal = match m.signal {
+                Signal::Ttft => "TTFT",
+                Signal::Itl => "inter-token",
+                Signal::Duration => "duration",
+            };
             format!(
-                "{}: {:?} latency (shift{}{}) may rise by at most {}",
+                "{}: {signal} latency (shift{}{}) may rise by at most {}",
                 m.spec.name,
-                m.signal,
                 if q.is_empty() { "" } else { ", " },
                 q.join(", "),
                 m.spec.max_increase
             )
-            .replace("Ttft", "TTFT")
-            .replace("Itl", "inter-token")
         }
         MetricKind::ErrorRate => format!(
             "{}: error rate may rise by at most {}{}",
@@ -484,24 +478,15 @@ struct Collector {
 
 /// One cohort's totals of a (delta) snapshot, all revisions merged.
 fn totals(snapshot: &Snapshot, cohort: Cohort) -> Option<CohortSnapshot> {
-    let mut merged: Option<CohortSnapshot> = None;
-    for c in merge_replicas([snapshot]) {
-        if c.cohort != cohort.as_str() {
-            continue;
-        }
-        match &mut merged {
-            None => merged = Some(c),
-            Some(acc) => {
-                for (k, v) in &c.requests {
-                    *acc.requests.entry(k.clone()).or_insert(0) += v;
-                }
-                acc.ttft_seconds.merge(&c.ttft_seconds);
-                acc.inter_token_seconds.merge(&c.inter_token_seconds);
-                acc.duration_seconds.merge(&c.duration_seconds);
-            }
-        }
+    let mut parts = snapshot
+        .cohorts
+        .iter()
+        .filter(|c| c.cohort == cohort.as_str());
+    let mut merged = parts.next()?.clone();
+    for c in parts {
+        merged.add(c);
     }
-    merged
+    Some(merged)
 }
 
 fn requests(c: Option<&CohortSnapshot>) -> u64 {
