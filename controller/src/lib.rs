@@ -1,6 +1,8 @@
-//! weir-controller: the pure rollout engine (`engine/`), the Kubernetes
-//! reconciler (`kube/`: builders now, the reconciler with issue 6) and the local-mode runner (`local/`).
+//! weir-controller: the pure rollout engine (`engine/`), the evidence both
+//! shells gather for it (`evidence`), the Kubernetes reconciler (`kube/`)
+//! and the local-mode runner (`local/`).
 
 pub mod engine;
+pub mod evidence;
 pub mod kube;
 pub mod local;

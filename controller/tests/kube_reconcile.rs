@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::sync::Arc;
+
+use weir_controller::kube::metrics::Metrics;
 use weir_controller::kube::{builders, reconcile};
 use weir_crds::{Canary, Phase};
 use weir_envtest::{TestEnv, install_canary_crd};
@@ -61,11 +64,28 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         .await
         .expect("canary");
 
-    let now = jiff::Timestamp::now();
-    let plan = reconcile::reconcile_once(&env.client, ns, "chat", now)
-        .await
-        .expect("reconcile");
-    assert_eq!(plan.status.phase, Phase::Idle, "{}", plan.status.message);
+    let ctx = Arc::new(reconcile::Context::new(
+        env.client.clone(),
+        Arc::new(Metrics::default()),
+        None,
+        "test".into(),
+    ));
+    let once = || async {
+        let c = canaries.get("chat").await.expect("get");
+        reconcile::reconcile(Arc::new(c), Arc::clone(&ctx))
+            .await
+            .expect("reconcile");
+        canaries
+            .get("chat")
+            .await
+            .expect("get")
+            .status
+            .expect("status written")
+    };
+    // The first pass adds the finalizer, the second adopts the target.
+    once().await;
+    let status = once().await;
+    assert_eq!(status.phase, Phase::Idle, "{}", status.message);
     let written = canaries
         .get("chat")
         .await
@@ -121,19 +141,12 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         )
         .await
         .expect("new template");
-    let plan = reconcile::reconcile_once(&env.client, ns, "chat", now)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        plan.status.phase,
-        Phase::Progressing,
-        "{}",
-        plan.status.message
-    );
+    let status = once().await;
+    assert_eq!(status.phase, Phase::Progressing, "{}", status.message);
     let scaled = deployments.get("chat-frontend").await.expect("target");
     let v2 = builders::template_revision(&scaled.spec.clone().expect("spec").template);
     assert_ne!(v1, v2);
-    assert_eq!(plan.status.canary_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(status.canary_revision.as_deref(), Some(v2.as_str()));
     assert_eq!(
         scaled.spec.and_then(|s| s.replicas),
         Some(1),

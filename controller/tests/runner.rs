@@ -128,6 +128,7 @@ impl Dataplane for Model {
             schema_version: 1,
             instance: "model".into(),
             cohorts: state.cohorts.values().cloned().collect(),
+            routes: Default::default(),
         })
     }
 }

@@ -40,6 +40,53 @@ pub const GROUP: &str = "weir.dev";
 /// The version of the `Canary` resource.
 pub const VERSION: &str = "v1alpha1";
 
+/// Names the parts agree on: the objects the controller owns, the labels and
+/// annotations it sets, and the route a proxy builds for a Canary. The
+/// controller writes them, the proxies and the CLI read them; defining them
+/// once here keeps the three in step.
+pub mod names {
+    use super::Cohort;
+
+    /// `app.kubernetes.io/managed-by`.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Its value on everything weir owns (the EndpointSlice controller
+    /// copies a Service's labels onto its slices, so the proxies select the
+    /// slices of weir's Services with `MANAGED_BY=MANAGER`).
+    pub const MANAGER: &str = "weir";
+    /// The Canary an object belongs to.
+    pub const CANARY_LABEL: &str = "weir.dev/canary";
+    /// The cohort an object serves (`stable`, `canary`).
+    pub const COHORT_LABEL: &str = "weir.dev/cohort";
+    /// The pod-template revision an object carries.
+    pub const REVISION_ANNOTATION: &str = "weir.dev/revision";
+    /// The finalizer that lets the controller restore the target before a
+    /// Canary is deleted (`spec.revertOnDeletion`).
+    pub const FINALIZER: &str = "weir.dev/finalizer";
+
+    /// The stable copy of target Deployment `target`.
+    pub fn stable_deployment(target: &str) -> String {
+        format!("{target}-stable")
+    }
+
+    /// The Service of one cohort of Canary `canary`.
+    pub fn service(canary: &str, cohort: Cohort) -> String {
+        format!("{canary}-{}", cohort.as_str())
+    }
+
+    /// The blue-green preview Service of Canary `canary`.
+    pub fn preview_service(canary: &str) -> String {
+        format!("{canary}-preview")
+    }
+
+    /// The proxy route of Canary `namespace/name`: `namespace.name`. A
+    /// namespace has no dots (it is a DNS label), so the first dot splits
+    /// the two; route names appear in URLs and metric labels, where `/`
+    /// would need escaping.
+    pub fn route(namespace: &str, name: &str) -> String {
+        format!("{namespace}.{name}")
+    }
+}
+
 /// Annotations through which `weir promote`, `abort` and `retry` ask the
 /// controller to act. Each holds a request id (a timestamp); the controller
 /// acts once per new id and records it in `status.acknowledged`, so a
@@ -581,6 +628,12 @@ pub struct CanaryStatus {
     /// Replicas the engine wants per cohort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<CohortReplicas>,
+    /// Kubernetes mode: the replicas the user asked of the target. The
+    /// controller scales the target as the canary cohort, so the user's
+    /// count is kept here: recorded at first sight, and again when the user
+    /// scales the target while no run is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_replicas: Option<u32>,
     /// The contract with every proxy replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,

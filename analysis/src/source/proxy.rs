@@ -48,6 +48,11 @@ pub struct Snapshot {
     pub instance: String,
     /// One entry per (route, cohort, revision).
     pub cohorts: Vec<CohortSnapshot>,
+    /// The traffic generation each route in service was built from
+    /// (Kubernetes: the Canary's `status.traffic.generation`); added within
+    /// version 1, so absent in older proxies' answers.
+    #[serde(default)]
+    pub routes: BTreeMap<String, u64>,
 }
 
 /// Observations of one (route, cohort, revision).

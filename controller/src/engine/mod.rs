@@ -250,6 +250,17 @@ impl Cx<'_> {
                 if self.s.stable_revision.is_none() {
                     self.s.stable_revision = Some(self.obs.desired_revision.clone());
                 }
+                if !self.r.is_local() && self.s.replicas.is_none() {
+                    // Adoption: the target's pods still serve the stable
+                    // version. They stay until the stable copy is ready and
+                    // the proxies route to it; then the target (the canary
+                    // cohort) scales to zero like after any run.
+                    let total = self.obs.target_replicas;
+                    self.s.replicas = Some(CohortReplicas {
+                        stable: total,
+                        canary: total,
+                    });
+                }
                 self.s.phase = Phase::Idle;
                 self.route_all_to(Cohort::Stable);
                 Flow::Again
@@ -544,8 +555,9 @@ impl Cx<'_> {
         self.actions.push(Action::Finish(Outcome::Aborted));
     }
 
-    /// Kubernetes: once the proxies serve the current table and the canary
-    /// has no open streams, scale it to zero.
+    /// Kubernetes: once the proxies serve the current table, the canary
+    /// has no open streams and stable is ready to carry everything, scale
+    /// the canary to zero.
     fn scale_down_when_drained(&mut self) {
         if self.r.is_local() || self.traffic_share(Cohort::Canary) > Share::NONE {
             return;
@@ -557,7 +569,8 @@ impl Cx<'_> {
         let generation = self.s.traffic.as_ref().map_or(0, |t| t.generation);
         let applied = self.obs.applied_generation.is_some_and(|g| g >= generation);
         let drained = self.obs.open_streams.is_none_or(|o| o.canary == 0);
-        if applied && drained {
+        let stable_ready = self.obs.ready.stable >= self.s.replicas.map_or(0, |r| r.stable);
+        if applied && drained && stable_ready {
             self.scale(Cohort::Canary, 0);
             self.scale(Cohort::Stable, self.obs.target_replicas.max(1));
         }
@@ -605,7 +618,11 @@ impl Cx<'_> {
                     Cohort::Canary => self.s.canary_revision.clone(),
                 };
                 let (service, port, url) = match &self.r.mode {
-                    Mode::Kubernetes { .. } => (None, None, None),
+                    Mode::Kubernetes { canary, port, .. } => (
+                        Some(weir_crds::names::service(canary, cohort)),
+                        Some(*port),
+                        None,
+                    ),
                     Mode::Local { stable, canary } => {
                         let b = if cohort == Cohort::Stable {
                             stable

@@ -35,3 +35,9 @@ pub const CUTOVER: &str = "CutOver";
 pub const ROLLED_BACK: &str = "RolledBack";
 /// The proxy stopped (local mode: Ctrl-C) and traffic went back to stable.
 pub const INTERRUPTED: &str = "Interrupted";
+/// The Canary's spec cannot run as written (condition and Event reason).
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// The target Deployment does not exist.
+pub const TARGET_MISSING: &str = "TargetNotFound";
+/// The Canary was deleted and the target got the stable version back.
+pub const REVERTED: &str = "RevertedOnDeletion";

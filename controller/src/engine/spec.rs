@@ -84,6 +84,11 @@ pub enum Mode {
     Kubernetes {
         /// The target Deployment.
         target: String,
+        /// The Canary's name: its cohorts' Services are
+        /// `weir_crds::names::service(canary, cohort)`.
+        canary: String,
+        /// The port the frontend serves on (the Services' port).
+        port: u16,
     },
     /// Local: two fixed frontends; nothing is scaled.
     Local {
@@ -294,10 +299,13 @@ fn fraction_at(field: &str, text: &str, example: &str) -> Result<f64, SpecError>
     }
 }
 
-impl TryFrom<&crds::CanarySpec> for Rollout {
-    type Error = SpecError;
-
-    fn try_from(spec: &crds::CanarySpec) -> Result<Self, SpecError> {
+impl Rollout {
+    /// Validates the spec of Canary `name` once, into domain types.
+    ///
+    /// # Errors
+    /// The first problem found, as a [`SpecError`] naming the field and the
+    /// fix.
+    pub fn new(name: &str, spec: &crds::CanarySpec) -> Result<Self, SpecError> {
         let mode = match (&spec.target_ref, &spec.backends) {
             (Some(t), None) => {
                 if t.kind != "Deployment" {
@@ -309,14 +317,16 @@ impl TryFrom<&crds::CanarySpec> for Rollout {
                         ),
                     );
                 }
-                if spec.service.is_none() {
+                let Some(service) = spec.service else {
                     return bad(
                         "spec.service",
                         "Kubernetes mode needs the frontend's port: add service: {port: 8000}",
                     );
-                }
+                };
                 Mode::Kubernetes {
                     target: t.name.clone(),
+                    canary: name.to_string(),
+                    port: service.port,
                 }
             }
             (None, Some(b)) => {

@@ -66,7 +66,7 @@ fn spec(yaml: &str) -> CanarySpec {
 }
 
 fn rollout(yaml: &str) -> Rollout {
-    Rollout::try_from(&spec(yaml)).expect("test spec is valid")
+    Rollout::new("chat", &spec(yaml)).expect("test spec is valid")
 }
 
 fn t0() -> Timestamp {
@@ -245,6 +245,27 @@ fn kubernetes_first_sight_adopts_the_target_as_stable() {
     assert_eq!(p.status.stable_revision.as_deref(), Some("v1"));
     assert_eq!(w.canary_share(), 0.0);
     assert_eq!(p.requeue_after, None);
+    assert!(
+        p.actions.iter().all(|a| !matches!(a, Action::Scale { .. })),
+        "the target's pods serve until the stable copy is ready: {:?}",
+        p.actions
+    );
+    // The target is the canary cohort: once stable is ready and every
+    // proxy serves the all-stable table, it scales to zero.
+    w.observed.ready.stable = 9;
+    assert!(w.tick().actions.is_empty(), "stable not ready yet");
+    w.observed.ready.stable = 10;
+    w.observed.applied_generation = Some(0);
+    assert!(w.tick().actions.is_empty(), "proxies not on the table yet");
+    // (`tick` marks the table applied again.)
+    let p = w.tick();
+    assert_eq!(
+        p.actions,
+        vec![Action::Scale {
+            cohort: Cohort::Canary,
+            replicas: 0
+        }]
+    );
     // Nothing changes on the next call.
     let p = w.tick();
     assert!(p.actions.is_empty(), "{:?}", p.actions);
@@ -587,6 +608,7 @@ fn abort_waits_for_every_proxy_before_scaling_down() {
 fn abort_when_nothing_runs_only_acknowledges() {
     let mut w = World::new(KUBE);
     w.tick();
+    w.tick(); // adoption: the target scales to zero
     w.observed.commands.abort = Some("a1".into());
     let p = w.tick();
     assert_eq!(p.status.phase, Phase::Idle);
@@ -811,7 +833,7 @@ fn no_phase_leaves_traffic_half_applied_on_abort() {
 
 fn invalid(yaml: &str) -> SpecError {
     let spec: CanarySpec = serde_saphyr::from_str(yaml).expect("parses");
-    Rollout::try_from(&spec).expect_err("must be refused")
+    Rollout::new("chat", &spec).expect_err("must be refused")
 }
 
 #[test]

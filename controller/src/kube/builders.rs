@@ -15,14 +15,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_crds::Cohort;
 
-use super::names;
+use weir_crds::names;
 
 /// What every builder needs to know about the Canary that owns the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,21 +68,6 @@ impl Owner {
     }
 }
 
-/// The name of the stable copy of `target`.
-pub fn stable_name(target: &str) -> String {
-    format!("{target}-stable")
-}
-
-/// The name of a cohort's Service.
-pub fn service_name(canary: &str, cohort: Cohort) -> String {
-    format!("{canary}-{}", cohort.as_str())
-}
-
-/// The name of the blue-green preview Service.
-pub fn preview_name(canary: &str) -> String {
-    format!("{canary}-preview")
-}
-
 /// The stable cohort's version of a label map: every value gets `-stable`.
 pub fn stable_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     labels
@@ -118,8 +105,9 @@ pub fn template_revision(template: &PodTemplateSpec) -> String {
     format!("{:010x}", hash & 0xff_ffff_ffff)
 }
 
-/// `<target>-stable`: the target with `template` (the last promoted one),
-/// relabelled so its pods are the stable cohort only.
+/// `<target>-stable`: the target with `template` (the last promoted one,
+/// whose revision is `revision`), relabelled so its pods are the stable
+/// cohort only, rolled out with `strategy`.
 ///
 /// # Errors
 /// See [`target_selector`].
@@ -127,7 +115,9 @@ pub fn stable_deployment(
     owner: &Owner,
     target: &Deployment,
     template: &PodTemplateSpec,
+    revision: &str,
     replicas: u32,
+    strategy: DeploymentStrategy,
 ) -> Result<Deployment, String> {
     let selector = target_selector(target)?;
     let target_name = target.metadata.name.clone().unwrap_or_default();
@@ -139,11 +129,10 @@ pub fn stable_deployment(
     }
     labels.insert(names::COHORT_LABEL.into(), Cohort::Stable.as_str().into());
     meta.labels = Some(labels);
-    let revision = template_revision(&template);
-    let mut metadata = owner.meta(stable_name(&target_name), Some(Cohort::Stable));
+    let mut metadata = owner.meta(names::stable_deployment(&target_name), Some(Cohort::Stable));
     metadata.annotations = Some(BTreeMap::from([(
         names::REVISION_ANNOTATION.to_string(),
-        revision,
+        revision.to_string(),
     )]));
     let spec = target.spec.clone().unwrap_or_default();
     Ok(Deployment {
@@ -155,7 +144,7 @@ pub fn stable_deployment(
                 match_expressions: None,
             },
             template,
-            strategy: spec.strategy,
+            strategy: Some(strategy),
             min_ready_seconds: spec.min_ready_seconds,
             progress_deadline_seconds: spec.progress_deadline_seconds,
             revision_history_limit: Some(2),
@@ -163,6 +152,78 @@ pub fn stable_deployment(
         }),
         status: None,
     })
+}
+
+/// The target's template as the stable copy's template was made from it:
+/// weir's labels taken off again. Compared with the target's template, it
+/// tells whether the target asks for the version stable already runs.
+pub fn unlabel_stable(
+    stable_template: &PodTemplateSpec,
+    selector: &BTreeMap<String, String>,
+) -> PodTemplateSpec {
+    let mut template = stable_template.clone();
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(names::COHORT_LABEL);
+        for (k, v) in selector {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    template
+}
+
+/// How stable's pods are replaced when it takes a promoted version
+/// (`spec.promotion`). RollingUpdate defaults: a surge of 25% rounded up
+/// and no pod unavailable; a surge is rounded up and an unavailability down
+/// (as Kubernetes does); a surge beyond `room` (the GPUs a budget leaves
+/// free) is cut to it; and the two are never both zero, or the rollout
+/// could not move: then one pod may be unavailable (traffic is on the
+/// proven canary meanwhile).
+pub fn promotion_strategy(
+    promotion: &weir_crds::Promotion,
+    replicas: u32,
+    room: Option<u32>,
+) -> DeploymentStrategy {
+    use weir_crds::PromotionStrategy;
+    if promotion.strategy == PromotionStrategy::Recreate {
+        return DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        };
+    }
+    let resolve = |v: Option<&IntOrString>, default_pct: f64, up: bool| -> u32 {
+        let n = f64::from(replicas);
+        let x = match v {
+            Some(IntOrString::Int(i)) => return u32::try_from(*i).unwrap_or(0),
+            Some(IntOrString::String(s)) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .map_or(n * default_pct, |p| n * p / 100.0),
+            None => n * default_pct,
+        };
+        if up {
+            x.ceil() as u32
+        } else {
+            x.floor() as u32
+        }
+    };
+    let mut surge = resolve(promotion.max_surge.as_ref(), 0.25, true);
+    let mut unavailable = resolve(promotion.max_unavailable.as_ref(), 0.0, false);
+    if let Some(room) = room {
+        surge = surge.min(room);
+    }
+    if surge == 0 && unavailable == 0 {
+        unavailable = 1;
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(i32::try_from(surge).unwrap_or(i32::MAX))),
+            max_unavailable: Some(IntOrString::Int(
+                i32::try_from(unavailable).unwrap_or(i32::MAX),
+            )),
+        }),
+    }
 }
 
 /// A cohort's Service (or the preview's, with `preview`).
@@ -174,9 +235,9 @@ pub fn service(
     port: u16,
 ) -> Service {
     let name = if preview {
-        preview_name(&owner.name)
+        names::preview_service(&owner.name)
     } else {
-        service_name(&owner.name, cohort)
+        names::service(&owner.name, cohort)
     };
     Service {
         metadata: owner.meta(name, Some(cohort)),
@@ -195,17 +256,19 @@ pub fn service(
     }
 }
 
-/// The history entry of a promoted template.
+/// The history entry of a promoted template (`weir undo` writes it back
+/// into the target): number `number`, the template exactly as the target
+/// had it, its revision in an annotation.
 pub fn controller_revision(
     owner: &Owner,
     template: &PodTemplateSpec,
+    revision: &str,
     number: i64,
 ) -> ControllerRevision {
-    let revision = template_revision(template);
     let mut metadata = owner.meta(format!("{}-{revision}", owner.name), None);
     metadata.annotations = Some(BTreeMap::from([(
         names::REVISION_ANNOTATION.to_string(),
-        revision,
+        revision.to_string(),
     )]));
     ControllerRevision {
         metadata,
@@ -283,7 +346,15 @@ mod tests {
     #[test]
     fn the_cohorts_never_select_each_others_pods() {
         let t = target("vllm:v2");
-        let stable = stable_deployment(&owner(), &t, &template("vllm:v1"), 4).expect("builds");
+        let stable = stable_deployment(
+            &owner(),
+            &t,
+            &template("vllm:v1"),
+            "rev1",
+            4,
+            DeploymentStrategy::default(),
+        )
+        .expect("builds");
         let stable_pods = stable
             .spec
             .as_ref()
@@ -349,7 +420,7 @@ mod tests {
     #[test]
     fn controller_revisions_round_trip_the_template() {
         let t = template("vllm:v7");
-        let cr = controller_revision(&owner(), &t, 3);
+        let cr = controller_revision(&owner(), &t, &template_revision(&t), 3);
         assert_eq!(cr.revision, 3);
         assert_eq!(template_of(&cr), Some(t.clone()));
         assert_eq!(
@@ -384,7 +455,15 @@ mod tests {
         if let Some(s) = t.spec.as_mut() {
             s.selector.match_labels = None;
         }
-        let e = stable_deployment(&owner(), &t, &template("x"), 1).expect_err("refused");
+        let e = stable_deployment(
+            &owner(),
+            &t,
+            &template("x"),
+            "r",
+            1,
+            DeploymentStrategy::default(),
+        )
+        .expect_err("refused");
         assert!(e.contains("matchLabels"), "{e}");
     }
 }

@@ -1,11 +1,19 @@
 //! Kubernetes mode: the only place that talks to the API server.
 //!
-//! Built so far: the builders of the objects the controller owns, the
-//! names of its labels, the reading of command annotations, and a first
-//! slice of the reconciler (one pass: read, plan, apply, write status). The reconciler, the proxy's cluster config source
-//! and the kubectl plugin come with issue 6.
+//! - [`builders`]: one builder per object the controller owns;
+//! - [`commands`]: `weir promote/abort/retry` annotations into engine
+//!   commands;
+//! - [`reconcile`]: one reconcile of one Canary (read, plan, write status,
+//!   converge the owned objects, record Events);
+//! - [`fleet`]: the proxy replicas' observations, accumulated;
+//! - [`gauges`]: GPU metrics of each cohort (pod scrape or Prometheus);
+//! - [`events`]: one Kubernetes Event per transition;
+//! - [`metrics`]: the controller's own metrics and health endpoints.
 
 pub mod builders;
 pub mod commands;
-pub mod names;
+pub mod events;
+pub mod fleet;
+pub mod gauges;
+pub mod metrics;
 pub mod reconcile;

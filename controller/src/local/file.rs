@@ -3,7 +3,7 @@
 //!
 //! Parsing goes through a JSON value so that a type error names its full
 //! path (`spec.strategy.canary.steps[1].setWeight`), then the spec is
-//! validated by the engine's `Rollout::try_from`. Nothing here starts
+//! validated by the engine's `Rollout::new`. Nothing here starts
 //! anything: a refused file moves no traffic.
 
 use weir_crds::{CanarySpec, GROUP, VERSION};
@@ -103,7 +103,7 @@ pub fn parse(text: &str) -> Result<CanaryFile, FileError> {
         };
         field(&at, e.into_inner().to_string())
     })?;
-    let rollout = Rollout::try_from(&spec)?;
+    let rollout = Rollout::new(&name, &spec)?;
     Ok(CanaryFile {
         name,
         spec,

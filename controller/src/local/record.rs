@@ -32,14 +32,7 @@ pub struct RunRecord {
     pub outcome: Option<RecordedOutcome>,
 }
 
-/// A value per cohort.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cohorts<T> {
-    /// The stable cohort.
-    pub stable: T,
-    /// The canary cohort.
-    pub canary: T,
-}
+pub use crate::evidence::Cohorts;
 
 /// The state of the run at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

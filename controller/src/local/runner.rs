@@ -17,18 +17,14 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use weir_analysis::compare::gauge::GaugeInterval;
-use weir_analysis::decision::Load;
 use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
 use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
-use weir_analysis::{Counts, Distribution, Observations};
-use weir_crds::{
-    CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic, WindowPurpose,
-};
+use weir_crds::{CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic};
 
-use super::record::{CohortSample, Cohorts, RecordedEvent, RecordedOutcome, RunRecord, Sample};
+use super::record::{CohortSample, RecordedEvent, RecordedOutcome, RunRecord, Sample};
 use crate::engine::spec::{Mode, Rollout, Step, Strategy, format_duration};
-use crate::engine::{self, Action, Commands, Evidence, Observed, Outcome, reasons};
+use crate::engine::{self, Action, Commands, Observed, Outcome, reasons};
+use crate::evidence::{Cohorts, Collector, GaugeReader, requests, totals};
 
 /// The in-process proxy, as the runner needs it.
 pub trait Dataplane {
@@ -236,7 +232,14 @@ pub async fn run<D: Dataplane>(
         stable: stable.metrics.clone(),
         canary: canary.metrics.clone(),
     };
-    let mut collector = Collector::new(replicas, metrics_urls);
+    let gauges = LocalGauges {
+        urls: metrics_urls.clone(),
+    };
+    let mut collector = Collector::new(None);
+    let mut sampler = Sampler {
+        metrics_urls,
+        last_sample: None,
+    };
     let interval = rollout.analysis.interval;
     let mut next_sample = Instant::now();
     tokio::pin!(interrupt);
@@ -247,9 +250,9 @@ pub async fn run<D: Dataplane>(
         // A failed snapshot only delays evidence; the run goes on.
         let current = dataplane.snapshot().ok();
         collector
-            .gather(rollout, &status, now, current.as_ref())
+            .gather(rollout, &status, now, current.as_ref(), replicas, &gauges)
             .await;
-        observed.evidence = collector.evidence(rollout, &status, current.as_ref());
+        observed.evidence = collector.evidence(rollout, &status, current.as_ref(), replicas);
         if interrupted {
             observed.commands = Commands {
                 abort: Some("interrupt".into()),
@@ -289,7 +292,7 @@ pub async fn run<D: Dataplane>(
         }
         status = plan.status;
         if transitioned || finished.is_some() || Instant::now() >= next_sample {
-            let sample = collector
+            let sample = sampler
                 .sample(
                     rollout,
                     &status,
@@ -455,155 +458,28 @@ fn describe_metric(m: &engine::spec::Metric) -> String {
     }
 }
 
-/// Per-window evidence and per-interval figures.
-struct Collector {
-    replicas: Cohorts<f64>,
+/// Gauges of local mode: each backend's metrics URL, scraped.
+struct LocalGauges {
+    urls: Cohorts<Option<String>>,
+}
+
+impl GaugeReader for LocalGauges {
+    async fn read(&self, metric: &engine::spec::Metric, cohort: Cohort) -> Option<f64> {
+        let MetricSource::Scrape(s) = &metric.source else {
+            return None;
+        };
+        scrape_gauge(self.urls.get(cohort).as_deref()?, &s.metric).await
+    }
+}
+
+/// Per-interval figures for the progress lines and the report.
+struct Sampler {
     metrics_urls: Cohorts<Option<String>>,
-    /// The window the baseline belongs to.
-    window: Option<u64>,
-    baseline: Option<Snapshot>,
-    opened: Option<Instant>,
-    gauges: Vec<(String, Cohorts<Vec<GaugeInterval>>)>,
-    /// The previous gauge scrape, for per-interval throughput.
-    last_gauge: Option<(Instant, Snapshot)>,
     /// The previous sample, for per-interval figures.
     last_sample: Option<(Instant, Snapshot)>,
-    /// Stable's evidence of the latest window, kept as the reference of a
-    /// blue-green post-promotion window (stable has no traffic after the
-    /// cutover, so the canary is compared with stable just before it).
-    last_stable: Option<CohortSnapshot>,
-    /// The frozen reference of the window in progress, if it has one.
-    reference: Option<CohortSnapshot>,
 }
 
-/// One cohort's totals of a (delta) snapshot, all revisions merged.
-fn totals(snapshot: &Snapshot, cohort: Cohort) -> Option<CohortSnapshot> {
-    let mut parts = snapshot
-        .cohorts
-        .iter()
-        .filter(|c| c.cohort == cohort.as_str());
-    let mut merged = parts.next()?.clone();
-    for c in parts {
-        merged.add(c);
-    }
-    Some(merged)
-}
-
-fn requests(c: Option<&CohortSnapshot>) -> u64 {
-    c.map_or(0, |c| c.requests.values().sum())
-}
-
-impl Collector {
-    fn new(replicas: Cohorts<f64>, metrics_urls: Cohorts<Option<String>>) -> Self {
-        Collector {
-            replicas,
-            metrics_urls,
-            window: None,
-            baseline: None,
-            opened: None,
-            gauges: Vec::new(),
-            last_gauge: None,
-            last_sample: None,
-            last_stable: None,
-            reference: None,
-        }
-    }
-
-    /// Starts the window's baseline once it opens; scrapes gauges once per
-    /// interval inside it.
-    async fn gather(
-        &mut self,
-        rollout: &Rollout,
-        status: &CanaryStatus,
-        now: Timestamp,
-        current: Option<&Snapshot>,
-    ) {
-        let Some(window) = &status.window else {
-            self.window = None;
-            return;
-        };
-        if now < window.opens_at.0 {
-            return;
-        }
-        if self.window != Some(window.id) {
-            self.window = Some(window.id);
-            self.reference = match window.purpose {
-                WindowPurpose::PostPromotion => self.last_stable.clone(),
-                WindowPurpose::Step | WindowPurpose::PrePromotion => None,
-            };
-            self.baseline = current.cloned();
-            self.opened = Some(Instant::now());
-            self.gauges.clear();
-            self.last_gauge = current.map(|s| (Instant::now(), s.clone()));
-            return;
-        }
-        let due = self
-            .last_gauge
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() >= rollout.analysis.interval);
-        if !due {
-            return;
-        }
-        let Some(current) = current else {
-            return;
-        };
-        let (since, previous) = match self.last_gauge.take() {
-            Some((at, s)) => (at.elapsed().as_secs_f64(), Some(s)),
-            None => (rollout.analysis.interval.as_secs_f64(), None),
-        };
-        let delta = previous
-            .as_ref()
-            .map_or_else(|| current.clone(), |p| current.since(p));
-        let gauge_metrics = rollout
-            .analysis
-            .metrics
-            .iter()
-            .filter_map(|m| match &m.source {
-                MetricSource::Scrape(s) => Some((m.spec.name.clone(), s.metric.clone())),
-                _ => None,
-            });
-        for (name, metric) in gauge_metrics.collect::<Vec<_>>() {
-            let mut values = Cohorts::<Option<f64>>::default();
-            for cohort in Cohort::BOTH {
-                let url = match cohort {
-                    Cohort::Stable => &self.metrics_urls.stable,
-                    Cohort::Canary => &self.metrics_urls.canary,
-                };
-                let value = match url {
-                    Some(u) => scrape_gauge(u, &metric).await,
-                    None => None,
-                };
-                match cohort {
-                    Cohort::Stable => values.stable = value,
-                    Cohort::Canary => values.canary = value,
-                }
-            }
-            let (Some(sv), Some(cv)) = (values.stable, values.canary) else {
-                continue;
-            };
-            let rate = |cohort: Cohort, replicas: f64| {
-                requests(totals(&delta, cohort).as_ref()) as f64 / since.max(1e-3) / replicas
-            };
-            let entry = match self.gauges.iter().position(|(n, _)| *n == name) {
-                Some(i) => &mut self.gauges[i].1,
-                None => {
-                    self.gauges.push((name.clone(), Cohorts::default()));
-                    let last = self.gauges.len() - 1;
-                    &mut self.gauges[last].1
-                }
-            };
-            entry.stable.push(GaugeInterval {
-                value: sv,
-                throughput: Some(rate(Cohort::Stable, self.replicas.stable)),
-            });
-            entry.canary.push(GaugeInterval {
-                value: cv,
-                throughput: Some(rate(Cohort::Canary, self.replicas.canary)),
-            });
-        }
-        self.last_gauge = Some((Instant::now(), current.clone()));
-    }
-
+impl Sampler {
     /// Figures over the interval since the previous sample.
     async fn sample(
         &mut self,
@@ -627,7 +503,7 @@ impl Collector {
                     _ => None,
                 });
             for cohort in Cohort::BOTH {
-                let c = totals(&delta, cohort);
+                let c = totals(&delta, None, cohort);
                 let n = requests(c.as_ref());
                 let url = match cohort {
                     Cohort::Stable => &self.metrics_urls.stable,
@@ -666,86 +542,6 @@ impl Collector {
             rule: analysis.map(|a| a.rule.clone()),
         }
     }
-
-    /// Evidence for the engine: everything since the window's baseline.
-    fn evidence(
-        &mut self,
-        rollout: &Rollout,
-        status: &CanaryStatus,
-        current: Option<&Snapshot>,
-    ) -> Option<Evidence> {
-        let window = status.window.as_ref()?;
-        if self.window != Some(window.id) {
-            return None;
-        }
-        let baseline = self.baseline.as_ref()?;
-        let current = current?;
-        let delta = current.since(baseline);
-        let canary = totals(&delta, Cohort::Canary);
-        let stable = match &self.reference {
-            Some(frozen) => Some(frozen.clone()),
-            None => {
-                let stable = totals(&delta, Cohort::Stable);
-                self.last_stable.clone_from(&stable);
-                stable
-            }
-        };
-        let mut metrics = Vec::new();
-        for m in &rollout.analysis.metrics {
-            let obs = match (m.spec.kind, &m.source) {
-                (weir_analysis::MetricKind::Latency, _) => {
-                    let pick = |c: Option<&CohortSnapshot>| {
-                        c.map_or_else(Distribution::new, |c| match m.signal {
-                            Signal::Ttft => c.ttft_seconds.clone(),
-                            Signal::Itl => c.inter_token_seconds.clone(),
-                            Signal::Duration => c.duration_seconds.clone(),
-                        })
-                    };
-                    Observations::Latency {
-                        baseline: pick(stable.as_ref()),
-                        canary: pick(canary.as_ref()),
-                    }
-                }
-                (weir_analysis::MetricKind::ErrorRate, _) => {
-                    let counts = |c: Option<&CohortSnapshot>| {
-                        c.map_or(
-                            Counts {
-                                errors: 0,
-                                total: 0,
-                            },
-                            CohortSnapshot::error_counts,
-                        )
-                    };
-                    Observations::Errors {
-                        baseline: counts(stable.as_ref()),
-                        canary: counts(canary.as_ref()),
-                    }
-                }
-                (weir_analysis::MetricKind::Gauge, _) => {
-                    let series = self.gauges.iter().find(|(n, _)| *n == m.spec.name);
-                    Observations::Gauge {
-                        baseline: series.map(|(_, s)| s.stable.clone()).unwrap_or_default(),
-                        canary: series.map(|(_, s)| s.canary.clone()).unwrap_or_default(),
-                        per_unit: m.per_request,
-                    }
-                }
-            };
-            metrics.push((m.spec.name.clone(), obs));
-        }
-        let secs = self
-            .opened
-            .map_or(0.0, |o| o.elapsed().as_secs_f64())
-            .max(1e-3);
-        let load = Load {
-            baseline_per_replica: requests(stable.as_ref()) as f64 / secs / self.replicas.stable,
-            canary_per_replica: requests(canary.as_ref()) as f64 / secs / self.replicas.canary,
-        };
-        Some(Evidence {
-            window: window.id,
-            metrics,
-            load: Some(load),
-        })
-    }
 }
 
 /// The average of `metric` over its series, or None when absent.
@@ -772,7 +568,7 @@ async fn scrape_gauge(url: &str, metric: &str) -> Option<f64> {
 /// Each cohort's TTFT CDF over the whole run, 199 points.
 fn cdf(current: Option<&Snapshot>) -> Cohorts<Vec<[f64; 2]>> {
     let points = |cohort: Cohort| -> Vec<[f64; 2]> {
-        let Some(c) = current.and_then(|s| totals(s, cohort)) else {
+        let Some(c) = current.and_then(|s| totals(s, None, cohort)) else {
             return Vec::new();
         };
         (1..200)

@@ -69,6 +69,8 @@ pub fn repo_root() -> PathBuf {
 pub struct Server {
     kubeconfig: PathBuf,
     bin_dir: PathBuf,
+    /// `up`'s state directory (None for a reused server).
+    state: Option<PathBuf>,
 }
 
 /// The test binary's API server, started on first call (which blocks, for
@@ -92,6 +94,7 @@ impl Server {
             return Ok(Server {
                 kubeconfig: kubeconfig.into(),
                 bin_dir,
+                state: std::env::var_os("WEIR_ENVTEST_DIR").map(PathBuf::from),
             });
         }
         let mut up = Command::new(envtest.join("up"));
@@ -101,11 +104,39 @@ impl Server {
             .lines()
             .find_map(|l| l.strip_prefix("export KUBECONFIG="))
             .ok_or_else(|| Error::Up(format!("no KUBECONFIG in its output: {exports:?}")))?;
+        let state = exports
+            .lines()
+            .find_map(|l| l.strip_prefix("export WEIR_ENVTEST_DIR="))
+            .map(PathBuf::from);
         Ok(Server {
             // `up` quotes with printf %q; its temp paths need no quoting.
             kubeconfig: PathBuf::from(kubeconfig),
             bin_dir,
+            state,
         })
+    }
+
+    /// Stops kube-apiserver (etcd keeps running, with everything in it),
+    /// for tests of an API-server outage. Every test of the binary loses
+    /// the server until [`Server::start_apiserver`]: keep such tests in a
+    /// test binary of their own.
+    pub fn stop_apiserver(&self) -> Result<(), Error> {
+        self.apiserver("stop")
+    }
+
+    /// Starts kube-apiserver again on the same port and etcd; returns once
+    /// it is ready.
+    pub fn start_apiserver(&self) -> Result<(), Error> {
+        self.apiserver("start")
+    }
+
+    fn apiserver(&self, what: &str) -> Result<(), Error> {
+        let state = self.state.as_ref().ok_or_else(|| {
+            Error::Up("this server was not started by tests/envtest/up (no state directory)".into())
+        })?;
+        let mut cmd = Command::new(repo_root().join("tests/envtest/apiserver"));
+        cmd.arg(what).arg(state);
+        run_script(cmd).map(|_| ())
     }
 
     /// The admin kubeconfig (client certificate in `system:masters`).

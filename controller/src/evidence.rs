@@ -1,0 +1,302 @@
+//! Evidence for the engine, gathered the same way by both shells.
+//!
+//! The engine judges an analysis window: observations count only from the
+//! window's `opensAt` (a warm-up after the last traffic change), and a
+//! window has an id so evidence of an older one is never mixed in. The
+//! proxy serves *cumulative* observations (since its process started), so
+//! a [`Collector`] keeps, per window, the snapshot at the moment the window
+//! opened as its baseline; evidence is the difference since then. Gauges
+//! (GPU utilization) have no history in the proxy: they are read once per
+//! analysis interval inside the window and kept as a series, each value
+//! with the cohort's per-replica request rate over the same interval, so a
+//! gauge can be judged per unit of throughput.
+//!
+//! Local mode feeds it the in-process proxy's snapshot; Kubernetes mode
+//! feeds it the fleet's (every proxy replica's deltas accumulated, see
+//! `kube::fleet`), so one Collector serves both.
+//!
+//! Blue-green after the cutover has no live stable traffic to compare with:
+//! the post-promotion window compares the new side with the stable
+//! cohort's evidence of the window just before it, frozen.
+
+use std::future::Future;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use weir_analysis::compare::gauge::GaugeInterval;
+use weir_analysis::decision::Load;
+use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
+use weir_analysis::{Counts, Distribution, MetricKind, Observations};
+use weir_crds::{CanaryStatus, Cohort, MetricSource, Signal, WindowPurpose};
+
+use crate::engine::Evidence;
+use crate::engine::spec::{Metric, Rollout};
+
+/// A value per cohort.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cohorts<T> {
+    /// The stable cohort.
+    pub stable: T,
+    /// The canary cohort.
+    pub canary: T,
+}
+
+impl<T> Cohorts<T> {
+    /// The value of `cohort`.
+    pub fn get(&self, cohort: Cohort) -> &T {
+        match cohort {
+            Cohort::Stable => &self.stable,
+            Cohort::Canary => &self.canary,
+        }
+    }
+
+    /// The value of `cohort`, to change it.
+    pub fn get_mut(&mut self, cohort: Cohort) -> &mut T {
+        match cohort {
+            Cohort::Stable => &mut self.stable,
+            Cohort::Canary => &mut self.canary,
+        }
+    }
+}
+
+/// Reads a gauge metric of one cohort now (GPU utilization averaged over
+/// the cohort's GPUs). `None` when it cannot be read this time: the
+/// interval is skipped, never counted as zero.
+pub trait GaugeReader {
+    /// The cohort's current value of gauge `metric`.
+    fn read(&self, metric: &Metric, cohort: Cohort) -> impl Future<Output = Option<f64>> + Send;
+}
+
+/// One cohort's totals in a (delta) snapshot, all revisions merged; only
+/// the entries of `route` when given.
+pub fn totals(snapshot: &Snapshot, route: Option<&str>, cohort: Cohort) -> Option<CohortSnapshot> {
+    let mut parts = snapshot
+        .cohorts
+        .iter()
+        .filter(|c| c.cohort == cohort.as_str() && route.is_none_or(|r| c.route == r));
+    let mut merged = parts.next()?.clone();
+    for c in parts {
+        merged.add(c);
+    }
+    Some(merged)
+}
+
+/// Finished requests in a cohort's totals.
+pub fn requests(c: Option<&CohortSnapshot>) -> u64 {
+    c.map_or(0, |c| c.requests.values().sum())
+}
+
+/// Per-window evidence of one Canary.
+#[derive(Debug)]
+pub struct Collector {
+    /// The proxy route of the Canary (None: every route, local mode).
+    route: Option<String>,
+    /// The window the baseline belongs to.
+    window: Option<u64>,
+    baseline: Option<Snapshot>,
+    opened: Option<Instant>,
+    gauges: Vec<(String, Cohorts<Vec<GaugeInterval>>)>,
+    /// The previous gauge reading, for per-interval throughput.
+    last_gauge: Option<(Instant, Snapshot)>,
+    /// Stable's evidence of the latest window, kept as the reference of a
+    /// blue-green post-promotion window.
+    last_stable: Option<CohortSnapshot>,
+    /// The frozen reference of the window in progress, if it has one.
+    reference: Option<CohortSnapshot>,
+}
+
+impl Collector {
+    /// A collector for the observations of `route` (None: all routes).
+    pub fn new(route: Option<String>) -> Self {
+        Collector {
+            route,
+            window: None,
+            baseline: None,
+            opened: None,
+            gauges: Vec::new(),
+            last_gauge: None,
+            last_stable: None,
+            reference: None,
+        }
+    }
+
+    fn totals(&self, snapshot: &Snapshot, cohort: Cohort) -> Option<CohortSnapshot> {
+        totals(snapshot, self.route.as_deref(), cohort)
+    }
+
+    /// Takes the window's baseline once it opens; reads gauges once per
+    /// analysis interval inside it. `replicas` are each cohort's serving
+    /// replicas now (per-replica throughput).
+    pub async fn gather<G: GaugeReader>(
+        &mut self,
+        rollout: &Rollout,
+        status: &CanaryStatus,
+        now: Timestamp,
+        current: Option<&Snapshot>,
+        replicas: Cohorts<f64>,
+        gauges: &G,
+    ) {
+        let Some(window) = &status.window else {
+            self.window = None;
+            return;
+        };
+        if now < window.opens_at.0 {
+            return;
+        }
+        if self.window != Some(window.id) {
+            self.window = Some(window.id);
+            self.reference = match window.purpose {
+                WindowPurpose::PostPromotion => self.last_stable.clone(),
+                WindowPurpose::Step | WindowPurpose::PrePromotion => None,
+            };
+            self.baseline = current.cloned();
+            self.opened = Some(Instant::now());
+            self.gauges.clear();
+            self.last_gauge = current.map(|s| (Instant::now(), s.clone()));
+            return;
+        }
+        let due = self
+            .last_gauge
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= rollout.analysis.interval);
+        let Some(current) = current.filter(|_| due) else {
+            return;
+        };
+        let (since, previous) = match self.last_gauge.take() {
+            Some((at, s)) => (at.elapsed().as_secs_f64(), Some(s)),
+            None => (rollout.analysis.interval.as_secs_f64(), None),
+        };
+        let delta = previous
+            .as_ref()
+            .map_or_else(|| current.clone(), |p| current.since(p));
+        for m in &rollout.analysis.metrics {
+            if !matches!(
+                m.source,
+                MetricSource::Scrape(_) | MetricSource::Prometheus(_)
+            ) {
+                continue;
+            }
+            let (Some(sv), Some(cv)) = (
+                gauges.read(m, Cohort::Stable).await,
+                gauges.read(m, Cohort::Canary).await,
+            ) else {
+                continue;
+            };
+            let rate = |cohort: Cohort| {
+                requests(self.totals(&delta, cohort).as_ref()) as f64
+                    / since.max(1e-3)
+                    / replicas.get(cohort).max(1.0)
+            };
+            let interval = Cohorts {
+                stable: GaugeInterval {
+                    value: sv,
+                    throughput: Some(rate(Cohort::Stable)),
+                },
+                canary: GaugeInterval {
+                    value: cv,
+                    throughput: Some(rate(Cohort::Canary)),
+                },
+            };
+            match self.gauges.iter_mut().find(|(n, _)| *n == m.spec.name) {
+                Some((_, series)) => {
+                    series.stable.push(interval.stable);
+                    series.canary.push(interval.canary);
+                }
+                None => self.gauges.push((
+                    m.spec.name.clone(),
+                    Cohorts {
+                        stable: vec![interval.stable],
+                        canary: vec![interval.canary],
+                    },
+                )),
+            }
+        }
+        self.last_gauge = Some((Instant::now(), current.clone()));
+    }
+
+    /// Evidence for the engine: everything since the window's baseline.
+    pub fn evidence(
+        &mut self,
+        rollout: &Rollout,
+        status: &CanaryStatus,
+        current: Option<&Snapshot>,
+        replicas: Cohorts<f64>,
+    ) -> Option<Evidence> {
+        let window = status.window.as_ref()?;
+        if self.window != Some(window.id) {
+            return None;
+        }
+        let delta = current?.since(self.baseline.as_ref()?);
+        let canary = self.totals(&delta, Cohort::Canary);
+        let stable = match &self.reference {
+            Some(frozen) => Some(frozen.clone()),
+            None => {
+                let stable = self.totals(&delta, Cohort::Stable);
+                self.last_stable.clone_from(&stable);
+                stable
+            }
+        };
+        let metrics = rollout
+            .analysis
+            .metrics
+            .iter()
+            .map(|m| {
+                let obs = match m.spec.kind {
+                    MetricKind::Latency => {
+                        let pick = |c: Option<&CohortSnapshot>| {
+                            c.map_or_else(Distribution::new, |c| match m.signal {
+                                Signal::Ttft => c.ttft_seconds.clone(),
+                                Signal::Itl => c.inter_token_seconds.clone(),
+                                Signal::Duration => c.duration_seconds.clone(),
+                            })
+                        };
+                        Observations::Latency {
+                            baseline: pick(stable.as_ref()),
+                            canary: pick(canary.as_ref()),
+                        }
+                    }
+                    MetricKind::ErrorRate => {
+                        let counts = |c: Option<&CohortSnapshot>| {
+                            c.map_or(
+                                Counts {
+                                    errors: 0,
+                                    total: 0,
+                                },
+                                CohortSnapshot::error_counts,
+                            )
+                        };
+                        Observations::Errors {
+                            baseline: counts(stable.as_ref()),
+                            canary: counts(canary.as_ref()),
+                        }
+                    }
+                    MetricKind::Gauge => {
+                        let series = self.gauges.iter().find(|(n, _)| *n == m.spec.name);
+                        Observations::Gauge {
+                            baseline: series.map(|(_, s)| s.stable.clone()).unwrap_or_default(),
+                            canary: series.map(|(_, s)| s.canary.clone()).unwrap_or_default(),
+                            per_unit: m.per_request,
+                        }
+                    }
+                };
+                (m.spec.name.clone(), obs)
+            })
+            .collect();
+        let secs = self
+            .opened
+            .map_or(0.0, |o| o.elapsed().as_secs_f64())
+            .max(1e-3);
+        let load = Load {
+            baseline_per_replica: requests(stable.as_ref()) as f64
+                / secs
+                / replicas.stable.max(1.0),
+            canary_per_replica: requests(canary.as_ref()) as f64 / secs / replicas.canary.max(1.0),
+        };
+        Some(Evidence {
+            window: window.id,
+            metrics,
+            load: Some(load),
+        })
+    }
+}
