@@ -17,3 +17,4 @@ pub mod fleet;
 pub mod gauges;
 pub mod metrics;
 pub mod reconcile;
+pub mod run;

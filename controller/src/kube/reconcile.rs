@@ -427,7 +427,7 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         Some(_) if settled && ours == Some(0) && target_now > 0 => target_now,
         Some(t) => t.max(1),
     };
-    let desired_revision = desired_revision(&template, w.stable.as_ref(), &w.selector, status);
+    let desired_revision = desired_revision(&template, w.stable.as_ref(), &w.selector);
     let route = names::route(&namespace, &name);
     let table_generation = status.traffic.as_ref().map_or(0, |t| t.generation);
     let (applied_generation, open_streams) = match &ctx.fleet {
@@ -476,25 +476,25 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
 }
 
 /// The revision the user wants: the target template's hash, unless the
-/// template is the one stable runs (then stable's recorded revision). The
-/// second rule keeps a Kubernetes upgrade that defaults a new template
-/// field from looking like a new version: the stable copy gets the same
-/// default, so the templates still compare equal.
+/// template is the one the stable copy runs (then the revision recorded on
+/// the stable copy). The second rule keeps a Kubernetes upgrade that
+/// defaults a new template field from looking like a new version: the
+/// stable copy gets the same default, so the templates still compare
+/// equal while their hashes differ.
 fn desired_revision(
     template: &PodTemplateSpec,
     stable: Option<&Deployment>,
     selector: &BTreeMap<String, String>,
-    status: &CanaryStatus,
 ) -> String {
     let hash = builders::template_revision(template);
-    if status.stable_revision.as_deref() == Some(hash.as_str()) {
-        return hash;
-    }
-    let same_as_stable = stable
-        .and_then(|d| d.spec.as_ref())
+    let Some(stable) = stable else { return hash };
+    let recorded = stable.annotations().get(names::REVISION_ANNOTATION);
+    let same = stable
+        .spec
+        .as_ref()
         .is_some_and(|s| builders::unlabel_stable(&s.template, selector) == *template);
-    match (&status.stable_revision, same_as_stable) {
-        (Some(stable_revision), true) => stable_revision.clone(),
+    match recorded {
+        Some(rev) if same => rev.clone(),
         _ => hash,
     }
 }

@@ -1,0 +1,190 @@
+//! The controller against a real API server, with `weir sim` processes as
+//! the pods of each version (see tests/cluster for what stands in for the
+//! kubelet).
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use tokio::sync::watch;
+use weir_controller::kube::run::{Handle, Settings};
+use weir_crds::{Canary, Phase};
+use weir_envtest::{TestEnv, install_canary_crd};
+
+mod cluster;
+mod common;
+
+use cluster::{Kubelet, canary, events, eventually, pod, wait_phase};
+
+fn target(image: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "chat-frontend"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "chat"}},
+            "template": {
+                "metadata": {"labels": {"app": "chat"}},
+                "spec": {"containers": [{"name": "vllm", "image": image}]}
+            }
+        }
+    }))
+    .expect("deployment")
+}
+
+fn image_of(d: &Deployment) -> Option<String> {
+    d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .image
+        .clone()
+}
+
+async fn set_image(deployments: &Api<Deployment>, image: &str) {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
+    deployments
+        .patch(
+            "chat-frontend",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("new template");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_without_analysis_promote_and_record_the_revision() {
+    let env = TestEnv::new("kube-steps-promote").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.as_str();
+    let v1 = pod("v1", &[]);
+    let v2 = pod("v2", &[]);
+    let _kubelet = Kubelet::start(
+        env.client.clone(),
+        ns,
+        HashMap::from([
+            ("sim:v1".to_string(), vec![v1.addr.port()]),
+            ("sim:v2".to_string(), vec![v2.addr.port()]),
+        ]),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("sim:v1", 2))
+        .await
+        .expect("target");
+    let spec: Canary = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 50},
+                {"pause": {"duration": "1s"}}
+            ]}},
+            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
+        }
+    }))
+    .expect("canary");
+    canaries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("canary");
+
+    let (_lead, leading) = watch::channel(true);
+    let settings = Settings {
+        namespace: Some(ns.to_string()),
+        identity: "test-controller".into(),
+        ..Settings::default()
+    };
+    let controller = Handle::spawn(env.client.clone(), settings, leading);
+
+    // Adoption: stable copy ready, then the target (the canary cohort)
+    // scaled to zero.
+    eventually("adoption", || async {
+        let c = canary(&env.client, ns, "chat").await;
+        let s = c.status?;
+        let target = deployments.get("chat-frontend").await.ok()?;
+        (s.phase == Phase::Idle && target.spec?.replicas == Some(0)).then_some(())
+    })
+    .await;
+    let stable = deployments
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable copy");
+    assert_eq!(image_of(&stable).as_deref(), Some("sim:v1"));
+    assert_eq!(stable.spec.and_then(|s| s.replicas), Some(2));
+
+    set_image(&deployments, "sim:v2").await;
+    let done = wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
+    let stable = deployments
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable copy");
+    assert_eq!(
+        image_of(&stable).as_deref(),
+        Some("sim:v2"),
+        "stable runs the promoted template"
+    );
+    let traffic = done.traffic.expect("traffic");
+    assert_eq!(
+        traffic
+            .backends
+            .iter()
+            .map(|b| (b.cohort, b.weight))
+            .collect::<Vec<_>>(),
+        vec![
+            (weir_crds::Cohort::Stable, 100.0),
+            (weir_crds::Cohort::Canary, 0.0)
+        ]
+    );
+    assert_eq!(traffic.backends[0].service.as_deref(), Some("chat-stable"));
+    assert_eq!(traffic.backends[0].port, Some(8000));
+    eventually("the canary scaled to zero", || async {
+        let t = deployments.get("chat-frontend").await.ok()?;
+        (t.spec?.replicas == Some(0)).then_some(())
+    })
+    .await;
+    let revisions: Api<ControllerRevision> = Api::namespaced(env.client.clone(), ns);
+    let list = eventually("two ControllerRevisions", || async {
+        let l = revisions.list(&ListParams::default()).await.ok()?;
+        (l.items.len() == 2).then_some(l)
+    })
+    .await;
+    let mut numbered: Vec<(i64, Option<String>)> = list
+        .items
+        .iter()
+        .map(|r| {
+            let t = weir_controller::kube::builders::template_of(r).expect("template");
+            (
+                r.revision,
+                t.spec.and_then(|s| s.containers[0].image.clone()),
+            )
+        })
+        .collect();
+    numbered.sort();
+    assert_eq!(
+        numbered,
+        vec![(1, Some("sim:v1".into())), (2, Some("sim:v2".into()))]
+    );
+    let reasons: Vec<String> = events(&env.client, ns, "chat")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let expected = ["RolloutStarted", "WeightSet", "Promoting", "Promoted"];
+    let mut at = 0;
+    for r in &reasons {
+        if at < expected.len() && r == expected[at] {
+            at += 1;
+        }
+    }
+    assert_eq!(at, expected.len(), "events in order: {reasons:?}");
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "WeightSet").count(),
+        1,
+        "each step once: {reasons:?}"
+    );
+    drop(controller);
+}
