@@ -188,3 +188,163 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
     );
     drop(controller);
 }
+
+/// A controller that leads from the start (no lease: one replica).
+fn controller(env: &TestEnv, name: &str) -> Handle {
+    let (lead, leading) = watch::channel(true);
+    // The sender must outlive the controller: a closed channel stops it.
+    std::mem::forget(lead);
+    let settings = Settings {
+        namespace: Some(env.namespace.clone()),
+        identity: name.into(),
+        ..Settings::default()
+    };
+    Handle::spawn(env.client.clone(), settings, leading)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skipping_a_step() {
+    let env = TestEnv::new("kube-restart").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.as_str();
+    let v1 = pod("v1", &[]);
+    let v2 = pod("v2", &[]);
+    let kubelet = Kubelet::start(
+        env.client.clone(),
+        ns,
+        HashMap::from([
+            ("sim:v1".to_string(), vec![v1.addr.port()]),
+            ("sim:v2".to_string(), vec![v2.addr.port()]),
+        ]),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("sim:v1", 4))
+        .await
+        .expect("target");
+    let spec: Canary = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 25},
+                {"pause": {"duration": "4s"}},
+                {"setWeight": 50},
+                {"pause": {}}
+            ]}},
+            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []},
+            "progressDeadlineSeconds": 120
+        }
+    }))
+    .expect("canary");
+    canaries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("canary");
+    let trail = cluster::Trail::start(&env.client, ns, "chat");
+
+    let first = controller(&env, "first");
+    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
+    set_image(&deployments, "sim:v2").await;
+
+    // 1. Killed during a timed pause: the pause keeps its start time.
+    let paused_at = eventually("the timed pause", || async {
+        let s = canary(&env.client, ns, "chat").await.status?;
+        (s.phase == Phase::Progressing && s.current_step == 1).then(|| s.step_started_at)
+    })
+    .await
+    .expect("step start");
+    first.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let second = controller(&env, "second");
+
+    // 2. Killed while paused until promoted: it stays paused.
+    let paused = wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+    assert_eq!(paused.current_step, 3);
+    let step2 = {
+        // setWeight 50 began when the 4 s pause ended, not 4 s after the
+        // restart (which would be at least 1.5 s later).
+        let s = canary(&env.client, ns, "chat")
+            .await
+            .status
+            .expect("status");
+        s.step_started_at.expect("started").0
+    };
+    let pause_took = step2.duration_since(paused_at.0).as_secs_f64();
+    assert!(
+        (3.9..5.4).contains(&pause_took),
+        "the pause lasted {pause_took:.1}s across the restart (4s asked)"
+    );
+    second.kill();
+    let third = controller(&env, "third");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still = canary(&env.client, ns, "chat")
+        .await
+        .status
+        .expect("status");
+    assert_eq!((still.phase, still.current_step), (Phase::Paused, 3));
+
+    // 3. Killed while promoting: stable's rollout is held, then released.
+    kubelet.hold("chat-frontend-stable", true);
+    let promote = serde_json::json!({"metadata": {"annotations": {"weir.dev/promote": "p1"}}});
+    canaries
+        .patch("chat", &PatchParams::default(), &Patch::Merge(&promote))
+        .await
+        .expect("promote");
+    wait_phase(&env.client, ns, "chat", Phase::Promoting).await;
+    eventually("the stable copy on v2", || async {
+        let d = deployments.get("chat-frontend-stable").await.ok()?;
+        (image_of(&d).as_deref() == Some("sim:v2")).then_some(())
+    })
+    .await;
+    third.kill();
+    let fourth = controller(&env, "fourth");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        canary(&env.client, ns, "chat")
+            .await
+            .status
+            .map(|s| s.phase),
+        Some(Phase::Promoting),
+        "stable has not rolled out yet"
+    );
+    kubelet.hold("chat-frontend-stable", false);
+    wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
+
+    // The whole run as a watch saw it: steps in order, none repeated or
+    // skipped, weights 0 → 25 → 50 → 100 (the proven canary carries
+    // everything while stable is replaced) → 0 (stable on v2).
+    let seen = trail.seen();
+    let run: Vec<_> = seen
+        .iter()
+        .skip_while(|(p, _, _)| *p != Phase::Progressing)
+        .collect();
+    let steps: Vec<u32> = run
+        .iter()
+        .filter(|(p, _, _)| matches!(p, Phase::Progressing | Phase::Paused))
+        .map(|(_, s, _)| *s)
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[0] <= w[1]),
+        "steps went back: {seen:?}"
+    );
+    for step in [1, 3] {
+        assert!(steps.contains(&step), "step {step} never seen: {seen:?}");
+    }
+    let mut weights: Vec<f64> = run.iter().map(|(_, _, w)| *w).collect();
+    weights.dedup();
+    assert_eq!(weights, vec![0.0, 25.0, 50.0, 100.0, 0.0], "{seen:?}");
+    // Events are written after status, so a kill may lose one, but none
+    // is ever written twice.
+    let all = events(&env.client, ns, "chat").await;
+    let mut notes: Vec<&(String, String)> = all.iter().collect();
+    notes.sort();
+    let before = notes.len();
+    notes.dedup();
+    assert_eq!(before, notes.len(), "an event was repeated: {all:?}");
+    drop(fourth);
+}

@@ -90,6 +90,8 @@ pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
     /// What runs each image; change it to change what a version does.
     pub images: Images,
+    /// Deployments whose rollouts do not progress (status frozen).
+    held: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Drop for Kubelet {
@@ -102,12 +104,25 @@ impl Kubelet {
     /// Starts it for `namespace`.
     pub fn start(client: Client, namespace: &str, images: HashMap<String, Vec<u16>>) -> Kubelet {
         let images: Images = Arc::new(Mutex::new(images));
+        let held = Arc::default();
         let task = tokio::spawn(kubelet_loop(
             client,
             namespace.to_string(),
             Arc::clone(&images),
+            Arc::clone(&held),
         ));
-        Kubelet { task, images }
+        Kubelet { task, images, held }
+    }
+
+    /// Freezes (or, with `false`, releases) Deployment `name`'s rollout:
+    /// its status stays as it is, as if its new pods never got ready.
+    pub fn hold(&self, name: &str, held: bool) {
+        let mut set = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
     }
 
     /// Makes `image` run on `ports` from now on.
@@ -139,7 +154,12 @@ fn labels_of(d: &Deployment) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-async fn kubelet_loop(client: Client, namespace: String, images: Images) {
+async fn kubelet_loop(
+    client: Client,
+    namespace: String,
+    images: Images,
+    held: Arc<Mutex<std::collections::HashSet<String>>>,
+) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
@@ -151,6 +171,13 @@ async fn kubelet_loop(client: Client, namespace: String, images: Images) {
             continue;
         };
         for d in &deps.items {
+            if held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&d.name_any())
+            {
+                continue;
+            }
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let st = d.status.clone().unwrap_or_default();
             let done = st.observed_generation == d.metadata.generation
@@ -336,5 +363,54 @@ pub async fn wait_phase(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every status the Canary went through, as a watch saw them: (phase,
+/// currentStep, canary weight), consecutive repeats dropped.
+pub struct Trail {
+    task: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Vec<(weir_crds::Phase, u32, f64)>>>,
+}
+
+impl Drop for Trail {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Trail {
+    /// Starts watching Canary `name`.
+    pub fn start(client: &Client, namespace: &str, name: &str) -> Trail {
+        use futures::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
+        let seen: Arc<Mutex<Vec<(weir_crds::Phase, u32, f64)>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        let config =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let task = tokio::spawn(async move {
+            let mut stream = kube::runtime::watcher(api, config)
+                .applied_objects()
+                .boxed();
+            while let Some(item) = stream.next().await {
+                let Ok(c) = item else { continue };
+                let Some(s) = c.status else { continue };
+                let entry = (s.phase, s.current_step, s.canary_weight);
+                let mut all = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                if all.last() != Some(&entry) {
+                    all.push(entry);
+                }
+            }
+        });
+        Trail { task, seen }
+    }
+
+    /// What it saw so far.
+    pub fn seen(&self) -> Vec<(weir_crds::Phase, u32, f64)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
