@@ -448,21 +448,46 @@ impl Cx<'_> {
             self.route_all_to(Cohort::Canary);
             return self.succeed(canary_rev);
         }
+        let total = self.obs.target_replicas.max(1);
+        let current = self.s.replicas.unwrap_or(CohortReplicas {
+            stable: total,
+            canary: 0,
+        });
         if self.obs.stable_rolled_out.as_deref() == Some(canary_rev.as_str()) {
-            self.s.stable_revision = Some(canary_rev.clone());
-            self.route_all_to(Cohort::Stable);
-            return self.succeed(canary_rev);
+            if current.stable >= total {
+                self.s.stable_revision = Some(canary_rev.clone());
+                self.route_all_to(Cohort::Stable);
+                return self.succeed(canary_rev);
+            }
+            // A GPU budget kept stable small: both cohorts run the new
+            // version now, so capacity moves back to stable step by step.
+            return self.hand_back(total, current);
         }
         // Keep the proven canary serving while stable is replaced: all of
-        // it when the canary can be scaled to carry everything.
-        let total = self.obs.target_replicas.max(1);
-        let can_carry_all = self.r.gpu_budget.is_none_or(|b| b >= total);
-        if can_carry_all && self.traffic_share(Cohort::Canary) < Share::ALL {
+        // it when the canary can grow to carry everything beside stable
+        // (within the GPU budget). Otherwise stable is replaced in place
+        // (no surge) while the split stays as the last step left it.
+        let canary_fits = self
+            .r
+            .gpu_budget
+            .is_none_or(|b| b >= total + current.stable);
+        if canary_fits && self.traffic_share(Cohort::Canary) < Share::ALL {
             self.scale(Cohort::Canary, total);
             if self.obs.ready.canary >= total {
                 self.route_all_to(Cohort::Canary);
             }
         }
+        if let Some(flow) = self.promotion_deadline(&canary_rev) {
+            return flow;
+        }
+        self.actions.push(Action::PromoteStable {
+            revision: canary_rev,
+        });
+        Flow::Wait
+    }
+
+    /// Aborts a promotion that made no progress within the deadline.
+    fn promotion_deadline(&mut self, canary_rev: &str) -> Option<Flow> {
         let since = self.s.progress_at.as_ref().map_or(self.now, |t| t.0);
         if elapsed(since, self.now) > self.r.progress_deadline {
             self.abort(
@@ -472,12 +497,40 @@ impl Cx<'_> {
                     self.r.progress_deadline.as_secs()
                 ),
             );
-            return Flow::Again;
+            return Some(Flow::Again);
         }
         self.wake_at(after(since, self.r.progress_deadline));
-        self.actions.push(Action::PromoteStable {
-            revision: canary_rev,
-        });
+        None
+    }
+
+    /// GPU budget, after stable took the new version: traffic follows each
+    /// cohort's ready replicas, and once stable has all it was given and
+    /// every proxy serves the split, one canary replica's GPU goes to
+    /// stable. Ends when stable has `total` ready replicas.
+    fn hand_back(&mut self, total: u32, current: CohortReplicas) -> Flow {
+        let canary_rev = self.s.canary_revision.clone().unwrap_or_default();
+        let (rs, rc) = (self.obs.ready.stable, self.obs.ready.canary);
+        if rs + rc > 0 {
+            let share = Share::from_fraction(f64::from(rc) / f64::from(rs + rc));
+            self.set_traffic(share, false);
+        }
+        let generation = self.s.traffic.as_ref().map_or(0, |t| t.generation);
+        let applied = self.obs.applied_generation.is_some_and(|g| g >= generation);
+        if applied && rs >= current.stable && current.canary > 0 {
+            let canary = current.canary - 1;
+            let stable = self
+                .r
+                .gpu_budget
+                .map_or(total, |b| total.min(b.saturating_sub(canary)))
+                .max(current.stable);
+            self.s.progress_at = Some(Time(self.now));
+            self.scale(Cohort::Canary, canary);
+            self.scale(Cohort::Stable, stable);
+        }
+        if let Some(flow) = self.promotion_deadline(&canary_rev) {
+            return flow;
+        }
+        self.wake_at(after(self.now, Duration::from_secs(1)));
         Flow::Wait
     }
 

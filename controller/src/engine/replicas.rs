@@ -34,7 +34,12 @@ fn imbalance(share: f64, stable: u32, canary: u32) -> f64 {
 /// Replicas per cohort for a canary share of traffic; `fixed` canary
 /// replicas when the spec says so, `budget` when the two cohorts share a
 /// GPU budget. `total` is the user's replica count (at least 1).
-pub fn for_share(total: u32, share: Share, fixed: Option<u32>, budget: Option<u32>) -> CohortReplicas {
+pub fn for_share(
+    total: u32,
+    share: Share,
+    fixed: Option<u32>,
+    budget: Option<u32>,
+) -> CohortReplicas {
     let total = total.max(1);
     let w = share.fraction();
     let fits = |stable: u32, canary: u32| budget.is_none_or(|b| stable + canary <= b);
@@ -79,7 +84,11 @@ fn best(w: f64, x: f64, pair: impl Fn(u32) -> (u32, u32), cap: u32) -> u32 {
         let (s, c) = pair(c);
         imbalance(w, s, c)
     };
-    if score(hi) < score(lo) - 1e-12 { hi } else { lo }
+    if score(hi) < score(lo) - 1e-12 {
+        hi
+    } else {
+        lo
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,16 @@ impl Share {
         ((bp - bp.round()).abs() < 1e-6).then(|| Share(bp.round() as u32))
     }
 
+    /// The share nearest to a fraction of 1 (clamped to `0..=1`).
+    pub fn from_fraction(f: f64) -> Share {
+        let f = if f.is_finite() {
+            f.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        Share((f * 10_000.0).round() as u32)
+    }
+
     /// The share in percent.
     pub fn percent(self) -> f64 {
         f64::from(self.0) / 100.0

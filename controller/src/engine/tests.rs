@@ -298,7 +298,6 @@ fn set_weight_scales_the_canary_before_moving_traffic() {
     assert!(events(&p.actions).contains(&reasons::WEIGHT_SET));
 }
 
-
 #[test]
 fn timed_pause_waits_exactly_its_duration() {
     let mut w = World::new(KUBE);
@@ -933,4 +932,77 @@ fn pauses_and_smoke_weights_are_watched_but_never_promote() {
             p.status.message
         );
     }
+}
+
+#[test]
+fn gpu_budget_promotion_replaces_stable_in_place_and_hands_capacity_back() {
+    const BUDGET: &str = r#"
+targetRef: {name: chat}
+service: {port: 8000}
+gpuBudget: 12
+strategy:
+  canary:
+    steps:
+      - setWeight: 50
+      - pause: {}
+analysis:
+  interval: 10s
+  warmup: 20s
+  metrics:
+    - {name: ttft, kind: latency, maxIncrease: 10%}
+"#;
+    let mut w = World::new(BUDGET);
+    w.tick();
+    w.observed.ready.stable = 10;
+    w.tick(); // adoption: target to zero
+    w.observed.desired_revision = "v2".into();
+    // A kubelet: every cohort gets what status asks for, at once.
+    let settle = |w: &mut World| {
+        let r = w.status.replicas.expect("replicas");
+        assert!(r.stable + r.canary <= 12, "over the GPU budget: {r:?}");
+        w.observed.ready = r;
+    };
+    w.tick();
+    settle(&mut w);
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Paused, "{}", p.status.message);
+    assert_eq!(
+        w.status.replicas.map(|r| (r.stable, r.canary)),
+        Some((6, 6))
+    );
+    w.observed.commands.promote = Some(("p1".into(), true));
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Promoting);
+    assert!(
+        p.actions.contains(&Action::PromoteStable {
+            revision: "v2".into()
+        }),
+        "stable is replaced in place"
+    );
+    assert_eq!(
+        w.canary_share(),
+        50.0,
+        "the canary cannot grow within the budget"
+    );
+    settle(&mut w);
+    // Stable now runs v2 on its 6 replicas; capacity goes back to it one
+    // GPU at a time, traffic following each cohort's ready replicas.
+    w.observed.stable_rolled_out = Some("v2".into());
+    let mut shares = Vec::new();
+    for _ in 0..20 {
+        let p = w.wait(1);
+        settle(&mut w);
+        shares.push(w.canary_share());
+        if p.status.phase == Phase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(w.status.phase, Phase::Succeeded, "{}", w.status.message);
+    assert_eq!(w.status.stable_revision.as_deref(), Some("v2"));
+    assert_eq!(w.canary_share(), 0.0);
+    assert!(
+        shares.windows(2).all(|s| s[1] <= s[0]),
+        "the canary's share only falls: {shares:?}"
+    );
+    assert!(shares.len() > 3, "capacity moved in steps: {shares:?}");
 }
