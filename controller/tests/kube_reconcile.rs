@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::sync::Arc;
 
@@ -75,16 +76,14 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         reconcile::reconcile(Arc::new(c), Arc::clone(&ctx))
             .await
             .expect("reconcile");
-        canaries
-            .get("chat")
-            .await
-            .expect("get")
-            .status
-            .expect("status written")
+        canaries.get("chat").await.expect("get")
     };
-    // The first pass adds the finalizer, the second adopts the target.
-    once().await;
-    let status = once().await;
+    // The first pass adds the finalizer (and nothing else), the second
+    // adopts the target.
+    let first = once().await;
+    assert_eq!(first.finalizers(), ["weir.dev/finalizer"]);
+    assert!(first.status.is_none());
+    let status = once().await.status.expect("status written");
     assert_eq!(status.phase, Phase::Idle, "{}", status.message);
     let written = canaries
         .get("chat")
@@ -124,6 +123,10 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         )]))
     );
     assert_eq!(stable.spec.as_ref().and_then(|s| s.replicas), Some(4));
+    // No kubelet here, so the stable copy never gets ready: the target's
+    // own pods keep serving (it is not scaled down under them).
+    let target_now = deployments.get("chat-frontend").await.expect("target");
+    assert_eq!(target_now.spec.and_then(|s| s.replicas), Some(4));
     let svc = services.get("chat-canary").await.expect("canary service");
     assert_eq!(
         svc.spec.and_then(|s| s.selector),
@@ -141,7 +144,7 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         )
         .await
         .expect("new template");
-    let status = once().await;
+    let status = once().await.status.expect("status");
     assert_eq!(status.phase, Phase::Progressing, "{}", status.message);
     let scaled = deployments.get("chat-frontend").await.expect("target");
     let v2 = builders::template_revision(&scaled.spec.clone().expect("spec").template);
