@@ -203,6 +203,7 @@ async fn demo(args: &Args) -> Result<Code> {
         max_tokens: None,
         request_timeout: Duration::from_secs(30),
         seed: Some(11),
+        headers: Vec::new(),
     };
     let load_task = tokio::spawn(async move {
         // Wait for the proxy to listen, then stream until stopped.

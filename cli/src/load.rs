@@ -51,6 +51,10 @@ pub struct Args {
     /// sticky routing).
     #[arg(long, value_name = "NAME")]
     session_header: Option<String>,
+    /// An extra header on every request, `NAME: VALUE` (repeatable), e.g.
+    /// `x-weir-cohort: canary` to reach a blue-green preview.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = header)]
+    headers: Vec<(String, String)>,
     /// Size of the session pool.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     sessions: u32,
@@ -85,6 +89,7 @@ pub fn run(args: &Args) -> Result<Code> {
         duration: args.duration,
         concurrency_limit: args.concurrency_limit,
         session_header: args.session_header.clone(),
+        headers: args.headers.clone(),
         sessions: args.sessions,
         model: args.model.clone(),
         prompt: args.prompt.clone(),
@@ -268,5 +273,16 @@ mod tests {
         }
         assert!(url("https://x").is_err());
         assert!(rate("0").is_err());
+    }
+}
+
+fn header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: write NAME: VALUE, e.g. x-weir-cohort: canary"
+        )),
     }
 }

@@ -69,6 +69,9 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// Seed of the session draws; `None` draws one.
     pub seed: Option<u64>,
+    /// Extra headers on every request, e.g. `x-weir-cohort: canary` to
+    /// reach a blue-green preview through the proxy's override header.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for LoadConfig {
@@ -85,6 +88,7 @@ impl Default for LoadConfig {
             max_tokens: None,
             request_timeout: Duration::from_secs(60),
             seed: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -193,6 +197,14 @@ impl LoadConfig {
         if self.request_timeout.is_zero() {
             return bad("timeout", "must be longer than 0".into());
         }
+        for (name, value) in &self.headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad("header", format!("{name:?} is not a header name"));
+            }
+            if HeaderValue::from_str(value).is_err() {
+                return bad("header", format!("{value:?} is not a header value"));
+            }
+        }
         Ok(())
     }
 }
@@ -238,6 +250,7 @@ struct Target {
     uri: Uri,
     body: Bytes,
     session_header: Option<HeaderName>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     inflight: AtomicU64,
 }
@@ -283,6 +296,16 @@ pub async fn run(
             .session_header
             .as_deref()
             .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        headers: config
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect(),
         timeout: config.request_timeout,
         inflight: AtomicU64::new(0),
     });
@@ -374,6 +397,9 @@ async fn one_request(target: Arc<Target>, session: Option<(u32, HeaderValue)>) -
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "text/event-stream");
     if let (Some(name), Some((_, value))) = (&target.session_header, session) {
+        request = request.header(name, value);
+    }
+    for (name, value) in &target.headers {
         request = request.header(name, value);
     }
     match request.body(Full::new(target.body.clone())) {
@@ -624,7 +650,14 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let cases: [(&str, LoadConfig); 3] = [
+        let cases: [(&str, LoadConfig); 4] = [
+            (
+                "header",
+                LoadConfig {
+                    headers: vec![("x-weir-cohort".into(), "bad\nvalue".into())],
+                    ..LoadConfig::default()
+                },
+            ),
             (
                 "rate",
                 LoadConfig {
