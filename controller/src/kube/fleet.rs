@@ -208,6 +208,9 @@ impl Fleet {
     }
 }
 
+/// The name of the proxy Service's admin port, when it has one.
+pub const ADMIN_PORT_NAME: &str = "admin";
+
 /// The ready endpoints of the proxy Service, on the admin port.
 async fn endpoints(
     slices: &Api<EndpointSlice>,
@@ -217,12 +220,22 @@ async fn endpoints(
     let list = slices.list(&lp).await?;
     let mut out = Vec::new();
     for slice in list.items {
+        // A slice's port named `admin` (the proxy Service may expose it),
+        // else the configured admin port.
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(proxies.admin_port);
         for ep in slice.endpoints {
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
             if let Some(ip) = ep.addresses.first().and_then(|a| a.parse().ok()) {
-                out.push(SocketAddr::new(ip, proxies.admin_port));
+                out.push(SocketAddr::new(ip, port));
             }
         }
     }
