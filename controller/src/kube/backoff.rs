@@ -137,7 +137,7 @@ pub async fn connect(
                 });
             }
             Ok(Err(e)) => with_causes(&e),
-            Err(_) => format!("no answer within {}", seconds(deadline)),
+            Err(_) => "no answer before the deadline".to_owned(),
         };
         let now = Instant::now();
         if now >= give_up {

@@ -639,7 +639,7 @@ mod tests {
             holder: Some(String::new()),
             ..held_by(OTHER)
         };
-        let bare = LeaseRecord::default();
+        let bare = LeaseRecord::from_lease(&Lease::default());
         let no_duration = LeaseRecord {
             duration: None,
             ..held_by(OTHER)
