@@ -10,11 +10,13 @@
 //! - [`events`]: one Kubernetes Event per transition;
 //! - [`metrics`]: the controller's own metrics and health endpoints.
 
+pub mod backoff;
 pub mod builders;
 pub mod commands;
 pub mod events;
 pub mod fleet;
 pub mod gauges;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
