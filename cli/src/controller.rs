@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long, value_name = "NS")]
     lease_namespace: Option<String>,
     /// The Lease all replicas share.
-    #[arg(long, value_name = "NAME", default_value = "weir-controller")]
+    #[arg(long, value_name = "NAME", default_value = weir_crds::names::LEASE)]
     lease_name: String,
     /// This replica's name (default: $POD_NAME, else host name and pid).
     #[arg(long, value_name = "NAME")]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod controller;
 mod crds_cmd;
 mod demo;
 mod exit;
@@ -53,6 +54,8 @@ enum Command {
     Report(report::Args),
     /// Print the Canary CRD as YAML (`weir crds | kubectl apply -f -`).
     Crds(crds_cmd::Args),
+    /// Run the Kubernetes controller (reconciles Canaries while it leads).
+    Controller(controller::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Crds(args) => crds_cmd::run(&args),
+        Command::Controller(args) => controller::run(&args),
     };
     match result {
         Ok(code) => code.into(),

@@ -63,6 +63,10 @@ pub mod names {
     /// Canary is deleted (`spec.revertOnDeletion`).
     pub const FINALIZER: &str = "weir.dev/finalizer";
 
+    /// The Lease the controller replicas elect their leader on (in the
+    /// controller's namespace).
+    pub const LEASE: &str = "weir-controller";
+
     /// The stable copy of target Deployment `target`.
     pub fn stable_deployment(target: &str) -> String {
         format!("{target}-stable")

@@ -8,7 +8,11 @@
 //! - [`fleet`]: the proxy replicas' observations, accumulated;
 //! - [`gauges`]: GPU metrics of each cohort (pod scrape or Prometheus);
 //! - [`events`]: one Kubernetes Event per transition;
-//! - [`metrics`]: the controller's own metrics and health endpoints.
+//! - [`metrics`]: the controller's own metrics and health endpoints;
+//! - [`leader`]: leader election on a Lease (only the leader reconciles);
+//! - [`backoff`]: retries with exponential backoff and jitter, and the
+//!   start-up connection to the API server;
+//! - [`run`]: the process: watches, the reconcile loop, the fleet poller.
 
 pub mod backoff;
 pub mod builders;

@@ -201,8 +201,9 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// After a failed reconcile: retry with exponential backoff per Canary
-/// (1 s, 2 s, 4 s … capped at 2 min), so a broken Canary does not spin
-/// while a brief API hiccup is retried at once.
+/// (about 1 s, 2 s, 4 s … capped at 2 min, half of each delay jittered so
+/// many Canaries failing together do not retry in lockstep), so a broken
+/// Canary does not spin while a brief API hiccup is retried soon.
 pub fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = key_of(&canary);
     let n = {
@@ -211,7 +212,13 @@ pub fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Acti
         *n = n.saturating_add(1);
         *n
     };
-    let delay = Duration::from_secs(1u64 << (n - 1).min(7)).min(Duration::from_secs(120));
+    let backoff = super::backoff::Backoff {
+        base: Duration::from_secs(1),
+        factor: 2,
+        cap: Duration::from_secs(120),
+    };
+    let attempt = n - 1;
+    let delay = backoff.ceiling(attempt) / 2 + backoff.delay(attempt, rand::random::<f64>()) / 2;
     tracing::warn!(namespace = %key.0, name = %key.1, error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
