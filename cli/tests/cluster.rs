@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use weir_controller::engine::Commands;
@@ -89,7 +88,14 @@ impl Fixture {
     }
 
     async fn commands(&self) -> Commands {
-        from_annotations(self.canary().await.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()))
+        from_annotations(
+            self.canary()
+                .await
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap_or(&BTreeMap::new()),
+        )
     }
 
     async fn target_image(&self) -> String {
@@ -182,58 +188,22 @@ fn target(image: &str) -> Deployment {
     .expect("deployment")
 }
 
+/// Canary `chat` with four steps (the unit tests' fixture too).
 fn canary() -> Canary {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [
-                {"setWeight": 20},
-                {"analysis": {"minDuration": "1m", "maxDuration": "10m"}},
-                {"pause": {}},
-                {"setWeight": 50}
-            ]}},
-            "analysis": {"metrics": [{"name": "ttft", "kind": "latency", "maxIncrease": "10%"}]}
-        }
-    }))
-    .expect("canary")
+    serde_json::from_str(include_str!("fixtures/canary.json")).expect("canary")
 }
 
 /// A run on its analysis step at 20%, with a verdict of Continue.
 fn progressing() -> serde_json::Value {
-    let now = jiff::Timestamp::now();
-    serde_json::json!({
-        "phase": "Progressing",
-        "message": "step 2/4: analysis, 812/1000 samples",
-        "currentStep": 1,
-        "canaryWeight": 20.0,
-        "stableRevision": "5d8f9c0a11",
-        "canaryRevision": "7c1a02bb33",
-        "replicas": {"stable": 4, "canary": 1},
-        "traffic": {"generation": 3, "route": {"pathPrefix": "/"}, "backends": [
-            {"cohort": "stable", "service": "chat-stable", "port": 8000, "weight": 80.0, "revision": "5d8f9c0a11"},
-            {"cohort": "canary", "service": "chat-canary", "port": 8000, "weight": 20.0, "revision": "7c1a02bb33"}
-        ]},
-        "lastAnalysis": {
-            "verdict": "Continue",
-            "at": now,
-            "rule": "continue: ttft.p95 undecided",
-            "metrics": [{
-                "name": "ttft.p95", "finding": "undecided",
-                "summary": "ttft.p95 +4.1% [−1.2%, +9.8%] vs margin +10%",
-                "estimate": 0.041, "low": -0.012, "high": 0.098, "margin": 0.1,
-                "stableN": 3130, "canaryN": 812
-            }]
-        }
-    })
+    serde_json::from_str(include_str!("fixtures/progressing.json")).expect("status")
 }
 
 /// Waits until `check` finds something, looking again every few
 /// milliseconds.
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(found) = check().await {
@@ -252,16 +222,27 @@ async fn get_lists_the_canary_with_its_phase_step_and_weight() {
     let out = f.weir(&["get"]).ok();
     let mut lines = out.lines();
     let header = lines.next().expect("header");
-    assert!(header.starts_with("NAME") && header.contains("WEIGHT"), "{out}");
+    assert!(
+        header.starts_with("NAME") && header.contains("WEIGHT"),
+        "{out}"
+    );
     let row = lines.next().expect("a row");
-    for part in ["chat ", "Progressing", "2/4: analysis", "20%", "7c1a02bb33", "Continue: ttft.p95 undecided"] {
+    for part in [
+        "chat ",
+        "Progressing",
+        "2/4: analysis",
+        "20%",
+        "7c1a02bb33",
+        "Continue: ttft.p95 undecided",
+    ] {
         assert!(row.contains(part), "{part:?} missing from {row:?}");
     }
 
     let all = run_with(server().kubeconfig(), &["get", "-A"]).ok();
     assert!(all.starts_with("NAMESPACE"), "{all}");
     assert!(
-        all.lines().any(|l| l.starts_with(f.ns()) && l.contains("Progressing")),
+        all.lines()
+            .any(|l| l.starts_with(f.ns()) && l.contains("Progressing")),
         "{all}"
     );
 
@@ -278,7 +259,10 @@ async fn get_lists_the_canary_with_its_phase_step_and_weight() {
     assert!(out.lines().any(|l| l.starts_with("chat ")), "{out}");
     let json = run_with(&scoped, &["get", "-o", "json"]).ok();
     let row: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON line");
-    assert_eq!((row["name"].as_str(), row["canaryWeight"].as_f64()), (Some("chat"), Some(20.0)));
+    assert_eq!(
+        (row["name"].as_str(), row["canaryWeight"].as_f64()),
+        (Some("chat"), Some(20.0))
+    );
 }
 
 #[tokio::test]
@@ -296,7 +280,10 @@ async fn status_shows_the_steps_the_analysis_and_the_events() {
     // Written the way the controller writes them (events.k8s.io/v1).
     let canary = f.canary().await;
     for (reason, note) in [
-        ("RolloutStarted", "new revision 7c1a02bb33: starting the rollout"),
+        (
+            "RolloutStarted",
+            "new revision 7c1a02bb33: starting the rollout",
+        ),
         ("WeightSet", "canary weight 20%"),
     ] {
         events::record(&f.env.client, &canary, "test", false, reason, note)
@@ -307,16 +294,25 @@ async fn status_shows_the_steps_the_analysis_and_the_events() {
     let out = f.weir(&["status", "chat"]).ok();
     assert!(out.contains("  ✓ 1. setWeight 20%\n"), "{out}");
     assert!(out.contains("  ▶ 2. analysis (min 1m, max 10m)\n"), "{out}");
-    assert!(out.contains("Phase:      Progressing: step 2/4: analysis, 812/1000 samples"), "{out}");
+    assert!(
+        out.contains("Phase:      Progressing: step 2/4: analysis, 812/1000 samples"),
+        "{out}"
+    );
     let effect = out
         .lines()
         .find(|l| l.trim_start().starts_with("ttft.p95"))
         .unwrap_or_else(|| panic!("no effect row in {out}"));
-    for part in ["undecided", "+4.1% [−1.2%, +9.8%] vs margin +10%", "3130", "812"] {
+    for part in [
+        "undecided",
+        "+4.1% [−1.2%, +9.8%] vs margin +10%",
+        "3130",
+        "812",
+    ] {
         assert!(effect.contains(part), "{part:?} missing from {effect:?}");
     }
     assert!(
-        out.lines().any(|l| l.contains("canary") && l.contains("20%") && l.contains("chat-canary:8000")),
+        out.lines()
+            .any(|l| l.contains("canary") && l.contains("20%") && l.contains("chat-canary:8000")),
         "{out}"
     );
     let started = out.find("RolloutStarted").expect("first event shown");
@@ -332,7 +328,11 @@ async fn status_shows_the_steps_the_analysis_and_the_events() {
     assert_eq!(v["events"][1]["reason"], "WeightSet");
     let canary_replicas = &v["replicas"][1];
     assert_eq!(
-        (canary_replicas["deployment"].as_str(), canary_replicas["wanted"].as_u64(), canary_replicas["ready"].as_u64()),
+        (
+            canary_replicas["deployment"].as_str(),
+            canary_replicas["wanted"].as_u64(),
+            canary_replicas["ready"].as_u64()
+        ),
         (Some("chat-frontend"), Some(1), Some(1))
     );
 }
@@ -349,8 +349,15 @@ async fn requests_set_the_annotations_the_controller_reads_and_are_refused_out_o
     assert!(!promoted.0.is_empty());
 
     let err = f.weir(&["retry", "chat"]).failed();
-    assert!(err.contains("cannot retry chat: it is Progressing; retry restarts an Aborted run"), "{err}");
-    assert_eq!(f.commands().await.retry, None, "a refused request writes nothing");
+    assert!(
+        err.contains("cannot retry chat: it is Progressing; retry restarts an Aborted run"),
+        "{err}"
+    );
+    assert_eq!(
+        f.commands().await.retry,
+        None,
+        "a refused request writes nothing"
+    );
 
     f.weir(&["abort", "chat"]).ok();
     let abort = f.commands().await.abort.expect("abort requested");
@@ -359,7 +366,11 @@ async fn requests_set_the_annotations_the_controller_reads_and_are_refused_out_o
     f.status(serde_json::json!({"phase": "Aborted"})).await;
     let err = f.weir(&["promote", "chat"]).failed();
     assert!(err.contains("cannot promote chat: it is Aborted"), "{err}");
-    assert_eq!(f.commands().await.promote, Some(promoted.clone()), "unchanged");
+    assert_eq!(
+        f.commands().await.promote,
+        Some(promoted.clone()),
+        "unchanged"
+    );
     f.weir(&["retry", "chat"]).ok();
     assert!(f.commands().await.retry.is_some());
 
@@ -367,7 +378,9 @@ async fn requests_set_the_annotations_the_controller_reads_and_are_refused_out_o
         f.status(serde_json::json!({ "phase": phase })).await;
         let err = f.weir(&["abort", "chat"]).failed();
         assert!(
-            err.contains(&format!("cannot abort chat: it is {phase}, no run is in progress")),
+            err.contains(&format!(
+                "cannot abort chat: it is {phase}, no run is in progress"
+            )),
             "{err}"
         );
         assert_eq!(f.commands().await.abort, Some(abort.clone()), "unchanged");
@@ -386,7 +399,10 @@ async fn wait_returns_once_the_controller_acknowledges_and_times_out_otherwise()
         fixture.commands().await.abort
     })
     .await;
-    assert!(waiting.alive(), "--wait returned before any acknowledgement");
+    assert!(
+        waiting.alive(),
+        "--wait returned before any acknowledgement"
+    );
     // What the controller does: act, and record the id.
     f.status(serde_json::json!({
         "phase": "Aborted",
@@ -397,11 +413,19 @@ async fn wait_returns_once_the_controller_acknowledges_and_times_out_otherwise()
     let status = waiting.wait_exit(DEADLINE).expect("--wait returns");
     assert_eq!(status.code(), Some(0), "{}", waiting.stderr.text());
     let out = waiting.stdout.when_closed(DEADLINE);
-    assert!(out.contains("acknowledged by the controller; chat is Aborted: aborted by request"), "{out}");
+    assert!(
+        out.contains("acknowledged by the controller; chat is Aborted: aborted by request"),
+        "{out}"
+    );
 
     f.status(serde_json::json!({"phase": "Progressing"})).await;
-    let err = f.weir(&["abort", "chat", "--wait", "--timeout", "1s"]).failed();
-    assert!(err.contains("the controller did not acknowledge the abort request within 1s"), "{err}");
+    let err = f
+        .weir(&["abort", "chat", "--wait", "--timeout", "1s"])
+        .failed();
+    assert!(
+        err.contains("the controller did not acknowledge the abort request within 1s"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -433,7 +457,10 @@ async fn undo_writes_the_chosen_revision_into_the_target() {
         let t = template(image);
         let hash = template_revision(&t);
         revisions
-            .create(&PostParams::default(), &controller_revision(&owner, &t, &hash, number))
+            .create(
+                &PostParams::default(),
+                &controller_revision(&owner, &t, &hash, number),
+            )
             .await
             .expect("revision");
         hashes.insert(number, hash);
@@ -442,7 +469,11 @@ async fn undo_writes_the_chosen_revision_into_the_target() {
         .await;
 
     let out = f.weir(&["undo", "chat"]).ok();
-    assert_eq!(f.target_image().await, "vllm:v2", "the version before stable");
+    assert_eq!(
+        f.target_image().await,
+        "vllm:v2",
+        "the version before stable"
+    );
     assert!(out.contains("pod template set to revision 2"), "{out}");
     assert!(out.contains("a canary run"), "{out}");
 
@@ -466,9 +497,15 @@ async fn undo_writes_the_chosen_revision_into_the_target() {
     let history = f.weir(&["history", "chat"]).ok();
     let rows: Vec<&str> = history.lines().skip(1).collect();
     assert_eq!(rows.len(), 3, "{history}");
-    for (row, (number, image)) in rows.iter().zip([(1, "vllm:v1"), (2, "vllm:v2"), (4, "vllm:v4")]) {
+    for (row, (number, image)) in rows
+        .iter()
+        .zip([(1, "vllm:v1"), (2, "vllm:v2"), (4, "vllm:v4")])
+    {
         assert!(row.starts_with(&format!("{number} ")), "{row}");
-        assert!(row.contains(image) && row.contains(&hashes[&number]), "{row}");
+        assert!(
+            row.contains(image) && row.contains(&hashes[&number]),
+            "{row}"
+        );
     }
     assert!(rows[2].ends_with("stable"), "{history}");
     assert_eq!(f.weir(&["undo", "chat", "--list"]).ok(), history);
@@ -492,7 +529,9 @@ async fn status_watch_draws_a_frame_per_change_and_exits_with_the_outcome() {
     f.status(serde_json::json!({"phase": "Paused", "pausedReason": "Step", "currentStep": 2}))
         .await;
     text.stdout
-        .wait_for(DEADLINE, |t| (frames(t) == 2 && t.contains("▶ 3. pause")).then_some(()))
+        .wait_for(DEADLINE, |t| {
+            (frames(t) == 2 && t.contains("▶ 3. pause")).then_some(())
+        })
         .unwrap_or_else(|| panic!("second frame:\n{}", text.stdout.text()));
     assert!(text.alive(), "the run has not ended");
     f.status(serde_json::json!({
@@ -504,7 +543,10 @@ async fn status_watch_draws_a_frame_per_change_and_exits_with_the_outcome() {
     assert_eq!(status.code(), Some(3), "aborted:\n{}", text.stderr.text());
     let out = text.stdout.when_closed(DEADLINE);
     assert_eq!(frames(&out), 3, "{out}");
-    assert!(out.contains("Aborted:    AnalysisFailed: ttft.p95 +31% beyond margin +10%"), "{out}");
+    assert!(
+        out.contains("Aborted:    AnalysisFailed: ttft.p95 +31% beyond margin +10%"),
+        "{out}"
+    );
 
     // JSON: one object per change; an inconclusive abort exits 4.
     f.status(progressing()).await;
@@ -536,10 +578,16 @@ async fn errors_say_what_is_wrong_and_exit_1() {
     f.status(progressing()).await;
     let ns = f.ns().to_string();
 
-    for args in [&["status", "nope"][..], &["abort", "nope"], &["undo", "nope"]] {
+    for args in [
+        &["status", "nope"][..],
+        &["abort", "nope"],
+        &["undo", "nope"],
+    ] {
         let err = f.weir(args).failed();
         assert!(
-            err.contains(&format!("no Canary nope in namespace {ns}; `weir get -A` lists them")),
+            err.contains(&format!(
+                "no Canary nope in namespace {ns}; `weir get -A` lists them"
+            )),
             "{err}"
         );
     }
@@ -556,7 +604,10 @@ async fn errors_say_what_is_wrong_and_exit_1() {
     assert!(err.contains("KUBECONFIG"), "says where it looked: {err}");
 
     let err = f.weir(&["get", "--context", "elsewhere"]).failed();
-    assert!(err.contains("no context elsewhere in the kubeconfig"), "{err}");
+    assert!(
+        err.contains("no context elsewhere in the kubeconfig"),
+        "{err}"
+    );
 
     let closed = f.kubeconfig("closed", |k| {
         for c in &mut k.clusters {
@@ -566,7 +617,10 @@ async fn errors_say_what_is_wrong_and_exit_1() {
         }
     });
     let err = run_with(&closed, &["get", "-n", &ns]).failed();
-    assert!(err.contains("cannot reach the API server at https://127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("cannot reach the API server at https://127.0.0.1:1"),
+        "{err}"
+    );
 
     // A user with no rights, then one who may read Canaries but not patch them.
     let alice = f.kubeconfig("alice", |k| {
@@ -577,26 +631,30 @@ async fn errors_say_what_is_wrong_and_exit_1() {
         }
     });
     let err = run_with(&alice, &["get", "-n", &ns]).failed();
-    assert!(err.contains(&format!("forbidden: you may not list canaries.weir.dev in namespace {ns}")), "{err}");
-    let role: Role = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "canary-reader"},
-        "rules": [{"apiGroups": ["weir.dev"], "resources": ["canaries"], "verbs": ["get", "list", "watch"]}]
-    }))
-    .expect("role");
-    Api::<Role>::namespaced(f.env.client.clone(), &ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "alice-reads"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "canary-reader"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
-    }))
-    .expect("binding");
-    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(f.env.client.clone(), &ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
+    assert!(
+        err.contains(&format!(
+            "forbidden: you may not list canaries.weir.dev in namespace {ns}"
+        )),
+        "{err}"
+    );
+    let rbac = f.dir.join("rbac.json");
+    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "canary-reader"},
+         "rules": [{"apiGroups": ["weir.dev"], "resources": ["canaries"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "alice-reads"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "canary-reader"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}
+    ]});
+    std::fs::write(&rbac, objects.to_string()).expect("write rbac");
+    let applied = server()
+        .command("kubectl")
+        .args(["apply", "-n", &ns, "-f"])
+        .arg(&rbac)
+        .output()
+        .expect("kubectl runs");
+    assert!(applied.status.success(), "{applied:?}");
     let (config, namespace) = (alice.clone(), ns.clone());
     eventually("alice's role to take effect", move || {
         let run = run_with(&config, &["get", "-n", &namespace]);
@@ -608,7 +666,9 @@ async fn errors_say_what_is_wrong_and_exit_1() {
     assert!(out.contains("▶ 2. analysis"), "{out}");
     let err = run_with(&alice, &["abort", "chat", "-n", &ns]).failed();
     assert!(
-        err.contains(&format!("forbidden: you may not patch canaries.weir.dev in namespace {ns}")),
+        err.contains(&format!(
+            "forbidden: you may not patch canaries.weir.dev in namespace {ns}"
+        )),
         "{err}"
     );
 }
@@ -629,7 +689,11 @@ async fn kubectl_weir_is_weir_through_a_symlink() {
             .into()
     };
     let out = run(&["get", "-n", f.ns()]).ok();
-    assert!(out.lines().any(|l| l.starts_with("chat ") && l.contains("Progressing")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("chat ") && l.contains("Progressing")),
+        "{out}"
+    );
     let help = run(&["--help"]).ok();
     assert!(help.contains("Usage: kubectl weir"), "{help}");
     let err = run(&["status", "nope", "-n", f.ns()]).failed();
@@ -649,5 +713,9 @@ async fn kubectl_weir_is_weir_through_a_symlink() {
         .expect("kubectl runs")
         .into();
     let out = out.ok();
-    assert!(out.lines().any(|l| l.starts_with("chat ") && l.contains("20%")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("chat ") && l.contains("20%")),
+        "{out}"
+    );
 }

@@ -168,8 +168,13 @@ pub fn check(request: Request, canary: &Canary) -> Result<String, String> {
             _ => refuse(format!("it is {phase}, no run is in progress")),
         },
         Request::Retry => match phase {
-            Phase::Aborted if status.canary_revision.is_some() && status.canary_revision != status.stable_revision => {
-                Ok(format!("retrying {name}: revision {candidate} starts again from its first step"))
+            Phase::Aborted
+                if status.canary_revision.is_some()
+                    && status.canary_revision != status.stable_revision =>
+            {
+                Ok(format!(
+                    "retrying {name}: revision {candidate} starts again from its first step"
+                ))
             }
             Phase::Aborted => refuse("the aborted run has no canary revision left to retry".into()),
             _ => refuse(format!("it is {phase}; retry restarts an Aborted run")),
@@ -179,7 +184,12 @@ pub fn check(request: Request, canary: &Canary) -> Result<String, String> {
 
 /// Runs `weir promote`.
 pub fn promote(args: &PromoteArgs) -> Result<Code> {
-    send(&args.name, &args.target, &args.wait, Request::Promote { full: args.full })
+    send(
+        &args.name,
+        &args.target,
+        &args.wait,
+        Request::Promote { full: args.full },
+    )
 }
 
 /// Runs `weir abort`.
@@ -211,7 +221,10 @@ fn send(name: &str, target: &Target, wait: &Wait, request: Request) -> Result<Co
             } else {
                 format!(": {}", status.message)
             };
-            println!("acknowledged by the controller; {name} is {}{message}", status.phase);
+            println!(
+                "acknowledged by the controller; {name} is {}{message}",
+                status.phase
+            );
         } else {
             println!(
                 "the controller acts on it at its next reconcile: `{} status {name}` shows it",
@@ -328,8 +341,17 @@ fn set_paused(args: &PauseArgs, paused: bool) -> Result<Code> {
         };
         println!("{plan}");
         // Resuming removes the field: `paused` is false when absent.
-        let value = if paused { serde_json::Value::Bool(true) } else { serde_json::Value::Null };
-        patch(&cluster, &args.name, &serde_json::json!({"spec": {"paused": value}})).await?;
+        let value = if paused {
+            serde_json::Value::Bool(true)
+        } else {
+            serde_json::Value::Null
+        };
+        patch(
+            &cluster,
+            &args.name,
+            &serde_json::json!({"spec": {"paused": value}}),
+        )
+        .await?;
         Ok(Code::Success)
     })
 }
@@ -369,18 +391,30 @@ mod tests {
         );
         assert_eq!(allowed(Request::Retry), [Phase::Aborted]);
         let refusal = check(Request::Abort, &in_phase(Phase::Idle)).expect_err("refused");
-        assert_eq!(refusal, "cannot abort chat: it is Idle, no run is in progress");
+        assert_eq!(
+            refusal,
+            "cannot abort chat: it is Idle, no run is in progress"
+        );
         let refusal = check(Request::Retry, &in_phase(Phase::Progressing)).expect_err("refused");
-        assert!(refusal.contains("retry restarts an Aborted run"), "{refusal}");
+        assert!(
+            refusal.contains("retry restarts an Aborted run"),
+            "{refusal}"
+        );
     }
 
     #[test]
     fn the_plan_says_what_happens() {
-        let step = check(Request::Promote { full: false }, &in_phase(Phase::Progressing))
-            .expect("allowed");
+        let step = check(
+            Request::Promote { full: false },
+            &in_phase(Phase::Progressing),
+        )
+        .expect("allowed");
         assert!(step.contains("step 2/4: analysis ends now"), "{step}");
         let abort = check(Request::Abort, &in_phase(Phase::Paused)).expect("allowed");
-        assert!(abort.contains("back to stable (5d8f9c0a11) first"), "{abort}");
+        assert!(
+            abort.contains("back to stable (5d8f9c0a11) first"),
+            "{abort}"
+        );
         let mut status = progressing();
         status["phase"] = "Aborted".into();
         status["canaryRevision"] = "5d8f9c0a11".into();
@@ -420,7 +454,11 @@ mod tests {
         let plan = pause_plan(&running, true).expect("ok").expect("a change");
         assert!(plan.contains("at step 2/4: analysis"), "{plan}");
         assert!(plan.contains("20% canary"), "{plan}");
-        assert_eq!(pause_plan(&running, false), Ok(None), "not paused: nothing to resume");
+        assert_eq!(
+            pause_plan(&running, false),
+            Ok(None),
+            "not paused: nothing to resume"
+        );
         let mut held = running.clone();
         held.spec.paused = true;
         assert_eq!(pause_plan(&held, true), Ok(None));

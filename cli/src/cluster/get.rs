@@ -104,7 +104,9 @@ pub fn verdict(analysis: &AnalysisStatus) -> String {
 
 /// The table, with a NAMESPACE column when listing all namespaces.
 pub fn render(rows: &[Row], all_namespaces: bool, now: Timestamp) -> String {
-    let mut header = vec!["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "VERDICT", "AGE"];
+    let mut header = vec![
+        "NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "VERDICT", "AGE",
+    ];
     if all_namespaces {
         header.insert(0, "NAMESPACE");
     }
@@ -188,11 +190,20 @@ mod tests {
         let row = Row::new(&c);
         assert_eq!(row.step, "2/4: analysis");
         assert_eq!(row.verdict, "Continue: ttft.p95 undecided");
-        let text = render(&[row.clone()], false, at(600).0);
+        let text = render(std::slice::from_ref(&row), false, at(600).0);
         let mut lines = text.lines();
         let header = lines.next().expect("header");
-        assert!(header.starts_with("NAME") && header.ends_with("AGE"), "{header}");
-        let line: Vec<&str> = lines.next().expect("row").split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert!(
+            header.starts_with("NAME") && header.ends_with("AGE"),
+            "{header}"
+        );
+        let line: Vec<&str> = lines
+            .next()
+            .expect("row")
+            .split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
         assert_eq!(
             line,
             [
@@ -208,7 +219,10 @@ mod tests {
         );
         let all = render(&[row], true, at(600).0);
         assert!(all.starts_with("NAMESPACE"), "{all}");
-        assert!(all.lines().nth(1).is_some_and(|l| l.starts_with("llm ")), "{all}");
+        assert!(
+            all.lines().nth(1).is_some_and(|l| l.starts_with("llm ")),
+            "{all}"
+        );
     }
 
     #[test]

@@ -159,7 +159,12 @@ pub const CANARIES: &str = "canaries.weir.dev";
 
 impl Cluster {
     /// A request in this cluster's namespace.
-    pub fn request<'a>(&'a self, verb: &'a str, resource: &'a str, name: Option<&'a str>) -> Request<'a> {
+    pub fn request<'a>(
+        &'a self,
+        verb: &'a str,
+        resource: &'a str,
+        name: Option<&'a str>,
+    ) -> Request<'a> {
         Request {
             verb,
             resource,
@@ -215,11 +220,7 @@ impl Cluster {
                 ));
             }
         };
-        if served {
-            Ok(())
-        } else {
-            Err(crd_missing())
-        }
+        if served { Ok(()) } else { Err(crd_missing()) }
     }
 
     /// Reads Deployment `name`, None when it does not exist.
@@ -274,10 +275,15 @@ pub fn explain(err: kube::Error, request: Request<'_>, server: &str) -> anyhow::
              ({}); log in again or pick another --context",
             s.message
         ),
-        kube::Error::Api(s) => anyhow!("cannot {verb} {object} {place}: {} ({})", s.message, s.reason),
-        e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
-            anyhow::Error::new(e).context(format!("cannot reach the API server at {server} to {verb} {object}"))
-        }
+        kube::Error::Api(s) => anyhow!(
+            "cannot {verb} {object} {place}: {} ({})",
+            s.message,
+            s.reason
+        ),
+        e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => anyhow::Error::new(e)
+            .context(format!(
+                "cannot reach the API server at {server} to {verb} {object}"
+            )),
         e => anyhow::Error::new(e).context(format!("cannot {verb} {object} {place}")),
     }
 }
@@ -344,7 +350,10 @@ mod tests {
 
     #[test]
     fn the_plugin_name_selects_kubectl_weir() {
-        assert_eq!(program_of(Some(OsStr::new("/usr/local/bin/kubectl-weir"))), "kubectl weir");
+        assert_eq!(
+            program_of(Some(OsStr::new("/usr/local/bin/kubectl-weir"))),
+            "kubectl weir"
+        );
         assert_eq!(program_of(Some(OsStr::new("kubectl-weir"))), "kubectl weir");
         assert_eq!(program_of(Some(OsStr::new("/usr/bin/weir"))), "weir");
         assert_eq!(program_of(Some(OsStr::new("kubectl-weirdo"))), "weir");
@@ -360,7 +369,11 @@ mod tests {
         assert_eq!(age(t, later(600)), "10m");
         assert_eq!(age(t, later(3 * 3600)), "3h");
         assert_eq!(age(t, later(3 * 86_400)), "3d");
-        assert_eq!(age(later(10), t), "0s", "clock skew never shows a negative age");
+        assert_eq!(
+            age(later(10), t),
+            "0s",
+            "clock skew never shows a negative age"
+        );
     }
 
     #[test]
@@ -369,7 +382,10 @@ mod tests {
             vec!["NAME".to_string(), "WEIGHT".to_string(), "AGE".to_string()],
             vec!["▶ chat".to_string(), "20%".to_string(), "5m".to_string()],
         ];
-        assert_eq!(table(&rows), "NAME     WEIGHT   AGE\n▶ chat   20%      5m\n");
+        assert_eq!(
+            table(&rows),
+            "NAME     WEIGHT   AGE\n▶ chat   20%      5m\n"
+        );
         assert_eq!(percent(12.5), "12.5%");
         assert_eq!(percent(20.0), "20%");
     }

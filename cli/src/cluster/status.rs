@@ -39,8 +39,10 @@ const RECENT_EVENTS: usize = 12;
 
 /// Arguments of `weir status`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "With --watch, exit codes: 0 promoted, 3 aborted, 4 aborted as \
-    inconclusive (or interrupted before the run ended), 1 error.")]
+#[command(
+    after_help = "With --watch, exit codes: 0 promoted, 3 aborted, 4 aborted as \
+    inconclusive (or interrupted before the run ended), 1 error."
+)]
 pub struct Args {
     /// The Canary.
     pub name: String,
@@ -326,6 +328,9 @@ fn describe(step: &Step) -> String {
         Step::SetWeight(w) => format!("setWeight {w}"),
         Step::Pause(Some(d)) => format!("pause {}", format_duration(*d)),
         Step::Pause(None) => format!("pause (until `{} promote`)", program()),
+        Step::Analysis(b) if b.min.is_zero() => {
+            format!("analysis (max {})", format_duration(b.max))
+        }
         Step::Analysis(b) => format!(
             "analysis (min {}, max {})",
             format_duration(b.min),
@@ -338,12 +343,10 @@ fn describe(step: &Step) -> String {
 pub fn outcome(status: &CanaryStatus) -> Option<Code> {
     match status.phase {
         Phase::Succeeded => Some(Code::Success),
-        Phase::Aborted => Some(
-            match status.abort.as_ref().map(|a| a.reason.as_str()) {
-                Some(reasons::INCONCLUSIVE) => Code::Inconclusive,
-                _ => Code::Aborted,
-            },
-        ),
+        Phase::Aborted => Some(match status.abort.as_ref().map(|a| a.reason.as_str()) {
+            Some(reasons::INCONCLUSIVE) => Code::Inconclusive,
+            _ => Code::Aborted,
+        }),
         _ => None,
     }
 }
@@ -456,7 +459,13 @@ pub fn render(view: &View, now: Timestamp) -> String {
     }
 
     if let Some(a) = &view.abort {
-        let _ = writeln!(out, "\nAborted:    {}: {} ({})", a.reason, a.message, ago(a.at.0));
+        let _ = writeln!(
+            out,
+            "\nAborted:    {}: {} ({})",
+            a.reason,
+            a.message,
+            ago(a.at.0)
+        );
     }
 
     if !view.conditions.is_empty() {
@@ -500,7 +509,12 @@ pub fn render(view: &View, now: Timestamp) -> String {
             } else {
                 when
             };
-            rows.push(vec![when, e.kind.clone(), e.reason.clone(), e.message.clone()]);
+            rows.push(vec![
+                when,
+                e.kind.clone(),
+                e.reason.clone(),
+                e.message.clone(),
+            ]);
         }
         push_indented(&mut out, &table(&rows));
     }
@@ -647,7 +661,8 @@ async fn observe(cluster: &Cluster, canary: Canary) -> Observed {
 }
 
 fn optional<T>(read: Result<T>) -> Option<T> {
-    read.map_err(|e| tracing::warn!("{e:#}; shown without it")).ok()
+    read.map_err(|e| tracing::warn!("{e:#}; shown without it"))
+        .ok()
 }
 
 /// Prints frames: text redrawn in place on a terminal, appended otherwise;
@@ -743,26 +758,45 @@ mod tests {
         let states: Vec<StepState> = view.steps.iter().map(|s| s.state).collect();
         assert_eq!(
             states,
-            [StepState::Done, StepState::Current, StepState::Pending, StepState::Pending]
+            [
+                StepState::Done,
+                StepState::Current,
+                StepState::Pending,
+                StepState::Pending
+            ]
         );
         assert_eq!(view.step, "step 2/4: analysis");
         let text = render(&view, at(130).0);
-        assert!(text.contains("  ▶ 2. analysis (min 1m, max 10m)\n"), "{text}");
+        assert!(
+            text.contains("  ▶ 2. analysis (min 1m, max 10m)\n"),
+            "{text}"
+        );
         assert!(text.contains("  ✓ 1. setWeight 20%\n"), "{text}");
-        assert!(text.contains("    3. pause (until `weir promote`)\n"), "{text}");
+        assert!(
+            text.contains("    3. pause (until `weir promote`)\n"),
+            "{text}"
+        );
         assert!(text.contains("Analysis:   Continue, 30s ago"), "{text}");
         let effect = text
             .lines()
             .find(|l| l.trim_start().starts_with("ttft.p95"))
             .expect("effect row");
-        for part in ["undecided", "+4.1% [−1.2%, +9.8%] vs margin +10%", "3130", "812"] {
+        for part in [
+            "undecided",
+            "+4.1% [−1.2%, +9.8%] vs margin +10%",
+            "3130",
+            "812",
+        ] {
             assert!(effect.contains(part), "{part} missing from {effect:?}");
         }
         let canary_row = text
             .lines()
             .find(|l| l.trim_start().starts_with("canary ") && l.contains("chat-canary"))
             .expect("traffic row");
-        assert!(canary_row.contains("20%") && canary_row.contains("7c1a02bb33"), "{canary_row}");
+        assert!(
+            canary_row.contains("20%") && canary_row.contains("7c1a02bb33"),
+            "{canary_row}"
+        );
         // Events newest last, whatever order the API returned them in.
         let started = text.find("RolloutStarted").expect("event");
         let weight = text.find("WeightSet").expect("event");
@@ -823,7 +857,12 @@ mod tests {
             ..status.clone()
         };
         assert_eq!(outcome(&done), Some(Code::Success));
-        for phase in [Phase::Progressing, Phase::Paused, Phase::Promoting, Phase::Idle] {
+        for phase in [
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Promoting,
+            Phase::Idle,
+        ] {
             let going = CanaryStatus {
                 phase,
                 ..status.clone()

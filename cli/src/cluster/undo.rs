@@ -104,16 +104,21 @@ pub fn history(revisions: &[Revision], stable: Option<&str>, now: Timestamp) -> 
             .collect::<Vec<_>>(),
     ];
     for r in revisions {
-        let promoted = r
-            .created
-            .map_or_else(|| "-".into(), |t| format!("{} ({} ago)", t.strftime("%Y-%m-%d %H:%M:%SZ"), age(t, now)));
+        let promoted = r.created.map_or_else(
+            || "-".into(),
+            |t| format!("{} ({} ago)", t.strftime("%Y-%m-%d %H:%M:%SZ"), age(t, now)),
+        );
         let current = r.hash.is_some() && r.hash.as_deref() == stable;
         rows.push(vec![
             r.number.to_string(),
             r.hash.clone().unwrap_or_else(|| "-".into()),
             images(r.template.as_ref()),
             promoted,
-            if current { "stable".into() } else { String::new() },
+            if current {
+                "stable".into()
+            } else {
+                String::new()
+            },
         ]);
     }
     table(&rows)
@@ -248,7 +253,10 @@ pub fn list(args: &HistoryArgs) -> Result<Code> {
             );
             return Ok(Code::Success);
         }
-        let stable = canary.status.as_ref().and_then(|s| s.stable_revision.as_deref());
+        let stable = canary
+            .status
+            .as_ref()
+            .and_then(|s| s.stable_revision.as_deref());
         let text = history(&revisions, stable, Timestamp::now());
         std::io::stdout()
             .lock()
@@ -272,7 +280,8 @@ pub fn undo(args: &UndoArgs) -> Result<Code> {
         let target = target_name(&canary)?;
         let revisions = revisions(&cluster, &args.name).await?;
         let status = canary.status.clone().unwrap_or_default();
-        let choice = choose(&args.name, &revisions, &status, args.to_revision).map_err(|e| anyhow!(e))?;
+        let choice =
+            choose(&args.name, &revisions, &status, args.to_revision).map_err(|e| anyhow!(e))?;
         let chosen = choice.revision;
         let Some(template) = &chosen.template else {
             bail!(
@@ -288,7 +297,10 @@ pub fn undo(args: &UndoArgs) -> Result<Code> {
                 cluster.namespace
             );
         };
-        let current = deployment.spec.as_ref().map(|s| template_revision(&s.template));
+        let current = deployment
+            .spec
+            .as_ref()
+            .map(|s| template_revision(&s.template));
         let what = format!(
             "revision {} ({}, {})",
             chosen.number,
@@ -336,15 +348,25 @@ async fn revisions(cluster: &Cluster, name: &str) -> Result<Vec<Revision>> {
 }
 
 /// Replaces the target's pod template, as `kubectl rollout undo` does.
-async fn set_template(cluster: &Cluster, target: &str, template: &PodTemplateSpec) -> Result<Deployment> {
+async fn set_template(
+    cluster: &Cluster,
+    target: &str,
+    template: &PodTemplateSpec,
+) -> Result<Deployment> {
     let ops = serde_json::json!([
         {"op": "replace", "path": "/spec/template", "value": template}
     ]);
-    let patch: json_patch::Patch = serde_json::from_value(ops).context("building the JSON patch")?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops).context("building the JSON patch")?;
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     api.patch(target, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
-        .map_err(|e| cluster.explain(e, cluster.request("patch", "deployments.apps", Some(target))))
+        .map_err(|e| {
+            cluster.explain(
+                e,
+                cluster.request("patch", "deployments.apps", Some(target)),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -392,9 +414,11 @@ mod tests {
             let c = choose("chat", &revs, &status(phase, &revs[2]), None).expect("chosen");
             assert_eq!((c.revision.number, c.is_stable), (4, true), "{phase}");
         }
-        let oldest = choose("chat", &revs, &status(Phase::Idle, &revs[0]), None).expect_err("none before");
+        let oldest =
+            choose("chat", &revs, &status(Phase::Idle, &revs[0]), None).expect_err("none before");
         assert!(oldest.contains("no earlier version"), "{oldest}");
-        let promoting = choose("chat", &revs, &status(Phase::Promoting, &revs[2]), None).expect_err("wait");
+        let promoting =
+            choose("chat", &revs, &status(Phase::Promoting, &revs[2]), None).expect_err("wait");
         assert!(promoting.contains("is promoting"), "{promoting}");
     }
 
@@ -406,7 +430,13 @@ mod tests {
             choose("chat", &revs, &s, Some(3)).expect_err("missing"),
             "no ControllerRevision 3 for canary chat; revisions are 1, 2, 4"
         );
-        assert_eq!(choose("chat", &revs, &s, Some(1)).expect("found").revision.number, 1);
+        assert_eq!(
+            choose("chat", &revs, &s, Some(1))
+                .expect("found")
+                .revision
+                .number,
+            1
+        );
         let none = choose("chat", &[], &s, Some(1)).expect_err("empty");
         assert!(none.contains("no ControllerRevisions yet"), "{none}");
     }
@@ -417,10 +447,16 @@ mod tests {
         let text = history(&revs, revs[1].hash.as_deref(), at(3 * 3600).0);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[1].starts_with("1 ") && lines[1].contains("vllm:v1"), "{text}");
+        assert!(
+            lines[1].starts_with("1 ") && lines[1].contains("vllm:v1"),
+            "{text}"
+        );
         assert!(lines[1].contains("2023-11-14 23:13:20Z (2h ago)"), "{text}");
         assert!(!lines[1].ends_with("stable"), "{text}");
-        assert!(lines[2].contains("vllm:v2") && lines[2].ends_with("stable"), "{text}");
+        assert!(
+            lines[2].contains("vllm:v2") && lines[2].ends_with("stable"),
+            "{text}"
+        );
         let hash = revs[0].hash.as_deref().expect("hash");
         assert!(lines[1].contains(hash), "{text}");
     }
