@@ -271,7 +271,7 @@ async fn patch(cluster: &Cluster, name: &str, body: &serde_json::Value) -> Resul
         .canaries()
         .patch(name, &PatchParams::default(), &Patch::Merge(body))
         .await
-        .map_err(|e| cluster.explain(e, cluster.request("patch", CANARIES, Some(name))))
+        .map_err(|e| cluster.explain(e, cluster.call("patch", CANARIES, Some(name))))
 }
 
 /// Runs `weir pause`.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use weir_controller::engine::step_label;
 use weir_crds::{AnalysisStatus, Canary, Phase, VerdictStatus};
 
-use super::{CANARIES, Request, Target, age, percent, rollout_of, table};
+use super::{ApiCall, CANARIES, Target, age, percent, rollout_of, table};
 use crate::exit::Code;
 use crate::run::Output;
 
@@ -144,13 +144,13 @@ pub fn run(args: &Args) -> Result<Code> {
             // Listing a type the server knows never answers 404.
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(super::crd_missing()),
             Err(e) => {
-                let request = Request {
+                let call = ApiCall {
                     verb: "list",
                     resource: CANARIES,
                     name: None,
                     namespace,
                 };
-                return Err(cluster.explain(e, request));
+                return Err(cluster.explain(e, call));
             }
         };
         let mut rows: Vec<Row> = listed.iter().map(Row::new).collect();

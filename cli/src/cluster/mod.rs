@@ -141,9 +141,9 @@ pub async fn connect(target: &Target) -> Result<Cluster> {
     })
 }
 
-/// One API request, for error messages: `get canaries.weir.dev chat`.
+/// One API call, for error messages: `get canaries.weir.dev chat`.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub struct ApiCall<'a> {
     /// The API verb (`get`, `list`, `patch`, `watch`).
     pub verb: &'a str,
     /// The resource with its group (`canaries.weir.dev`, `deployments.apps`).
@@ -158,14 +158,14 @@ pub struct Request<'a> {
 pub const CANARIES: &str = "canaries.weir.dev";
 
 impl Cluster {
-    /// A request in this cluster's namespace.
-    pub fn request<'a>(
+    /// A call in this cluster's namespace.
+    pub fn call<'a>(
         &'a self,
         verb: &'a str,
         resource: &'a str,
         name: Option<&'a str>,
-    ) -> Request<'a> {
-        Request {
+    ) -> ApiCall<'a> {
+        ApiCall {
             verb,
             resource,
             name,
@@ -194,7 +194,7 @@ impl Cluster {
                     program()
                 ))
             }
-            Err(e) => Err(self.explain(e, self.request("get", CANARIES, Some(name)))),
+            Err(e) => Err(self.explain(e, self.call("get", CANARIES, Some(name)))),
         }
     }
 
@@ -211,7 +211,7 @@ impl Cluster {
             Err(e) => {
                 return Err(self.explain(
                     e,
-                    Request {
+                    ApiCall {
                         verb: "get",
                         resource: "API discovery",
                         name: Some(&group_version),
@@ -231,12 +231,12 @@ impl Cluster {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         api.get_opt(name)
             .await
-            .map_err(|e| self.explain(e, self.request("get", "deployments.apps", Some(name))))
+            .map_err(|e| self.explain(e, self.call("get", "deployments.apps", Some(name))))
     }
 
-    /// Turns a failed request into a message a person can act on.
-    pub fn explain(&self, err: kube::Error, request: Request<'_>) -> anyhow::Error {
-        explain(err, request, &self.server)
+    /// Turns a failed call into a message a person can act on.
+    pub fn explain(&self, err: kube::Error, call: ApiCall<'_>) -> anyhow::Error {
+        explain(err, call, &self.server)
     }
 }
 
@@ -249,13 +249,13 @@ pub fn crd_missing() -> anyhow::Error {
 }
 
 /// See [`Cluster::explain`]; `server` is the API server's URL.
-pub fn explain(err: kube::Error, request: Request<'_>, server: &str) -> anyhow::Error {
-    let Request {
+pub fn explain(err: kube::Error, call: ApiCall<'_>, server: &str) -> anyhow::Error {
+    let ApiCall {
         verb,
         resource,
         name,
         namespace,
-    } = request;
+    } = call;
     let object = match name {
         Some(n) => format!("{resource} {n}"),
         None => resource.to_string(),

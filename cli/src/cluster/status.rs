@@ -600,7 +600,7 @@ async fn watch(
                 {
                     return Err(cluster.explain(
                         kube::Error::Api(s.clone()),
-                        cluster.request("watch", super::CANARIES, Some(name)),
+                        cluster.call("watch", super::CANARIES, Some(name)),
                     ));
                 }
                 // The API server went away for a moment; the watcher
@@ -651,7 +651,7 @@ async fn observe(cluster: &Cluster, canary: Canary) -> Observed {
         .list(&ListParams::default().fields(&selector))
         .await
         .map(|l| l.items)
-        .map_err(|e| cluster.explain(e, cluster.request("list", "events", None)));
+        .map_err(|e| cluster.explain(e, cluster.call("list", "events", None)));
     Observed {
         canary,
         stable,

@@ -339,9 +339,7 @@ async fn revisions(cluster: &Cluster, name: &str) -> Result<Vec<Revision>> {
     let listed = api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| {
-            cluster.explain(e, cluster.request("list", "controllerrevisions.apps", None))
-        })?;
+        .map_err(|e| cluster.explain(e, cluster.call("list", "controllerrevisions.apps", None)))?;
     let mut revisions: Vec<Revision> = listed.items.iter().map(Revision::from).collect();
     revisions.sort_by_key(|r| r.number);
     Ok(revisions)
@@ -361,12 +359,7 @@ async fn set_template(
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     api.patch(target, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
-        .map_err(|e| {
-            cluster.explain(
-                e,
-                cluster.request("patch", "deployments.apps", Some(target)),
-            )
-        })
+        .map_err(|e| cluster.explain(e, cluster.call("patch", "deployments.apps", Some(target))))
 }
 
 #[cfg(test)]
