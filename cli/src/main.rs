@@ -1,11 +1,16 @@
 //! `weir`: the one binary. Subcommands wire the crates together; each lives
 //! in its own module and returns an [`ExitCode`] from DESIGN.md's table.
+//!
+//! Installed (or symlinked) as `kubectl-weir` on PATH, it is also the
+//! kubectl plugin `kubectl weir`: the same commands, with usage and hints
+//! spelled `kubectl weir`.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod analyze;
+mod cluster;
 mod controller;
 mod crds_cmd;
 mod demo;
@@ -56,14 +61,43 @@ enum Command {
     Crds(crds_cmd::Args),
     /// Run the Kubernetes controller (reconciles Canaries while it leads).
     Controller(controller::Args),
+    /// List the Canaries of a namespace (-A: all): phase, step, weight, last verdict.
+    Get(cluster::get::Args),
+    /// Show a Canary's run: steps, traffic, replicas, analysis, Events (--watch follows it).
+    Status(cluster::status::Args),
+    /// Ask the controller to end the current step, or with --full to promote now.
+    Promote(cluster::commands::PromoteArgs),
+    /// Ask the controller to abort the run: all traffic back to stable first.
+    Abort(cluster::commands::RequestArgs),
+    /// Ask the controller to restart an aborted run from its first step.
+    Retry(cluster::commands::RequestArgs),
+    /// Hold a Canary's run where it is (sets spec.paused).
+    Pause(cluster::commands::PauseArgs),
+    /// Let a held run go on (clears spec.paused).
+    Resume(cluster::commands::PauseArgs),
+    /// Put an earlier promoted version back into the target Deployment.
+    Undo(cluster::undo::UndoArgs),
+    /// List the promoted versions `undo` can go back to.
+    History(cluster::undo::HistoryArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().bin_name(cluster::program()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `weir run` and `weir demo` print progress lines of their own; the
-    // in-process proxy's info lines would bury them.
+    // in-process proxy's info lines would bury them. The cluster commands
+    // print what they did; their logs are only warnings.
     let default_level = match cli.command {
         Command::Run(_) | Command::Demo(_) => "warn",
+        Command::Get(_)
+        | Command::Status(_)
+        | Command::Promote(_)
+        | Command::Abort(_)
+        | Command::Retry(_)
+        | Command::Pause(_)
+        | Command::Resume(_)
+        | Command::Undo(_)
+        | Command::History(_) => "warn",
         _ => "info",
     };
     logging::init(cli.log_format, default_level);
@@ -77,6 +111,15 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Crds(args) => crds_cmd::run(&args),
         Command::Controller(args) => controller::run(&args),
+        Command::Get(args) => cluster::get::run(&args),
+        Command::Status(args) => cluster::status::run(&args),
+        Command::Promote(args) => cluster::commands::promote(&args),
+        Command::Abort(args) => cluster::commands::abort(&args),
+        Command::Retry(args) => cluster::commands::retry(&args),
+        Command::Pause(args) => cluster::commands::pause(&args),
+        Command::Resume(args) => cluster::commands::resume(&args),
+        Command::Undo(args) => cluster::undo::undo(&args),
+        Command::History(args) => cluster::undo::list(&args),
     };
     match result {
         Ok(code) => code.into(),

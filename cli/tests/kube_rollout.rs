@@ -1,5 +1,5 @@
 //! The controller against a real API server, with `weir sim` processes as
-//! the pods of each version (see tests/cluster for what stands in for the
+//! the pods of each version (see tests/stack for what stands in for the
 //! kubelet).
 
 use std::collections::HashMap;
@@ -11,10 +11,10 @@ use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::{Canary, Phase};
 use weir_envtest::{TestEnv, install_canary_crd};
 
-mod cluster;
 mod common;
+mod stack;
 
-use cluster::{Kubelet, canary, events, eventually, pod, wait_phase};
+use stack::{Kubelet, canary, events, eventually, pod, wait_phase};
 
 fn target(image: &str, replicas: i32) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -245,7 +245,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
         .create(&PostParams::default(), &spec)
         .await
         .expect("canary");
-    let trail = cluster::Trail::start(&env.client, ns, "chat");
+    let trail = stack::Trail::start(&env.client, ns, "chat");
 
     let first = controller(&env, "first");
     wait_phase(&env.client, ns, "chat", Phase::Idle).await;
@@ -254,7 +254,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     // 1. Killed during a timed pause: the pause keeps its start time.
     let paused_at = eventually("the timed pause", || async {
         let s = canary(&env.client, ns, "chat").await.status?;
-        (s.phase == Phase::Progressing && s.current_step == 1).then(|| s.step_started_at)
+        (s.phase == Phase::Progressing && s.current_step == 1).then_some(s.step_started_at)
     })
     .await
     .expect("step start");

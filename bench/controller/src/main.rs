@@ -101,7 +101,10 @@ async fn wave(
 ) -> Duration {
     let api: Api<Canary> = Api::namespaced(client.clone(), NAMESPACE);
     loop {
-        let list = api.list(&ListParams::default()).await.expect("list canaries");
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .expect("list canaries");
         let finished = list.items.iter().filter(|c| done(c)).count();
         if finished == n {
             return started.elapsed();
@@ -133,7 +136,11 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
             if le.is_infinite() {
                 return prev.0;
             }
-            let within = if count > prev.1 { (rank - prev.1) / (count - prev.1) } else { 1.0 };
+            let within = if count > prev.1 {
+                (rank - prev.1) / (count - prev.1)
+            } else {
+                1.0
+            };
             return prev.0 + (le - prev.0) * within;
         }
         prev = (le, count);
@@ -143,13 +150,16 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = arg("--canaries").and_then(|v| v.parse().ok()).unwrap_or(500);
+    let n: usize = arg("--canaries")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     let weir = arg("--weir").unwrap_or_else(|| "target/release/weir".into());
     let metrics_port = 19_091;
     let client = Client::try_default().await.expect("KUBECONFIG");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))
-        .expect("namespace");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))
+            .expect("namespace");
     let _ = namespaces.create(&PostParams::default(), &ns).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let canaries: Api<Canary> = Api::namespaced(client.clone(), NAMESPACE);
@@ -190,9 +200,9 @@ async fn main() {
 
     let started = Instant::now();
     let adoption = wave(&client, n, started, |c| {
-        c.status.as_ref().is_some_and(|s| {
-            s.phase == Phase::Idle && s.replicas.is_some_and(|r| r.canary == 0)
-        })
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Idle && s.replicas.is_some_and(|r| r.canary == 0))
     })
     .await;
     eprintln!("adopted {n} in {:.1}s", adoption.as_secs_f64());
@@ -204,14 +214,20 @@ async fn main() {
             let patch = patch.clone();
             async move {
                 deployments
-                    .patch(&format!("frontend-{i}"), &PatchParams::default(), &Patch::Strategic(&patch))
+                    .patch(
+                        &format!("frontend-{i}"),
+                        &PatchParams::default(),
+                        &Patch::Strategic(&patch),
+                    )
                     .await
                     .expect("new template");
             }
         })
         .await;
     let rollout = wave(&client, n, started, |c| {
-        c.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded)
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Succeeded)
     })
     .await;
     eprintln!("rolled out {n} in {:.1}s", rollout.as_secs_f64());
@@ -227,7 +243,11 @@ async fn main() {
         .filter_map(|l| {
             let rest = l.strip_prefix("weir_reconcile_duration_seconds_bucket{le=\"")?;
             let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, count.trim().parse().ok()?))
         })
         .collect();
@@ -248,12 +268,30 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!("| measure | value |\n|---|---:|");
-    println!("| adoption of all {n} (stable copy ready, target to 0) | {:.1} s |", adoption.as_secs_f64());
-    println!("| rollout of all {n} at once (setWeight 50, 2 s pause, promotion) | {:.1} s |", rollout.as_secs_f64());
+    println!(
+        "| adoption of all {n} (stable copy ready, target to 0) | {:.1} s |",
+        adoption.as_secs_f64()
+    );
+    println!(
+        "| rollout of all {n} at once (setWeight 50, 2 s pause, promotion) | {:.1} s |",
+        rollout.as_secs_f64()
+    );
     println!("| reconciles | {count:.0} |");
-    println!("| reconcile p50 | {:.1} ms |", quantile(&buckets, 0.5) * 1000.0);
-    println!("| reconcile p99 | {:.1} ms |", quantile(&buckets, 0.99) * 1000.0);
+    println!(
+        "| reconcile p50 | {:.1} ms |",
+        quantile(&buckets, 0.5) * 1000.0
+    );
+    println!(
+        "| reconcile p99 | {:.1} ms |",
+        quantile(&buckets, 0.99) * 1000.0
+    );
     println!("| reconcile errors | {errors:.0} |");
-    println!("| controller memory, peak (VmHWM) | {:.1} MiB |", peak as f64 / 1024.0);
-    println!("| controller memory, at the end (VmRSS) | {:.1} MiB |", rss as f64 / 1024.0);
+    println!(
+        "| controller memory, peak (VmHWM) | {:.1} MiB |",
+        peak as f64 / 1024.0
+    );
+    println!(
+        "| controller memory, at the end (VmRSS) | {:.1} MiB |",
+        rss as f64 / 1024.0
+    );
 }

@@ -84,13 +84,23 @@ pub struct Proc {
 }
 
 pub fn spawn(name: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .stdin(Stdio::null())
+    spawn_command(name, command(args))
+}
+
+/// `weir ARGS` with stdin closed, for tests that set its environment.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Starts `cmd` with its output collected.
+pub fn spawn_command(name: &str, mut cmd: Command) -> Proc {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start weir {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let stderr = Pipe::follow(child.stderr.take().expect("stderr is piped"));
     let stdout = Pipe::follow(child.stdout.take().expect("stdout is piped"));
     Proc {
