@@ -211,6 +211,17 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
+fn header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: write NAME: VALUE, e.g. x-weir-cohort: canary"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -273,16 +284,5 @@ mod tests {
         }
         assert!(url("https://x").is_err());
         assert!(rate("0").is_err());
-    }
-}
-
-fn header(s: &str) -> Result<(String, String), String> {
-    match s.split_once(':') {
-        Some((name, value)) if !name.trim().is_empty() => {
-            Ok((name.trim().to_string(), value.trim().to_string()))
-        }
-        _ => Err(format!(
-            "{s:?}: write NAME: VALUE, e.g. x-weir-cohort: canary"
-        )),
     }
 }
