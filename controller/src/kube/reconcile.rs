@@ -56,6 +56,8 @@ pub const MANAGER: &str = "weir-controller";
 /// How often a Canary is looked at when nothing asks sooner (a settled
 /// Canary still converges its owned objects and notices a lost watch).
 const RESYNC: Duration = Duration::from_secs(300);
+/// Promoted templates kept per Canary for `weir undo`.
+const REVISION_HISTORY: usize = 10;
 /// Retry delay when the target Deployment is missing or the spec invalid
 /// (a watch event on either also triggers a reconcile at once).
 const RETRY_INVALID: Duration = Duration::from_secs(60);
@@ -730,11 +732,23 @@ async fn record_revision(
         None => {
             let cr = builders::controller_revision(owner, template, revision, newest + 1);
             match revisions.create(&PostParams::default(), &cr).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {}
                 // Another reconcile recorded it a moment ago.
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                Err(e) => Err(api("record controller revision")(e)),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(api("record controller revision")(e)),
             }
+            // Keep the newest REVISION_HISTORY (the list above lacks the
+            // one just made, which is the newest).
+            let mut older: Vec<&ControllerRevision> = existing.items.iter().collect();
+            older.sort_by_key(|r| std::cmp::Reverse(r.revision));
+            for old in older.into_iter().skip(REVISION_HISTORY - 1) {
+                let name = old.name_any();
+                match revisions.delete(&name, &Default::default()).await {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => return Err(api(format!("prune controller revision {name}"))(e)),
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use weir_crds::Canary;
 
 use super::fleet::{Fleet, ProxyService};
+use super::leader::LeaderElector;
 use super::metrics::Metrics;
 use super::reconcile::{self, Context};
 
@@ -191,6 +192,22 @@ impl Handle {
         let m = Arc::clone(&metrics);
         let task = tokio::spawn(async move {
             run(client, settings, m, leading, std::future::pending()).await;
+        });
+        Handle { task, metrics }
+    }
+
+    /// Starts a controller that leads while `elector` holds the Lease; the
+    /// two run in one task, so [`Handle::kill`] stops both without
+    /// releasing the Lease, as a crashed pod would.
+    pub fn spawn_elected(client: Client, settings: Settings, elector: LeaderElector) -> Handle {
+        let metrics = Arc::new(Metrics::default());
+        let m = Arc::clone(&metrics);
+        let task = tokio::spawn(async move {
+            let (tx, rx) = watch::channel(false);
+            tokio::select! {
+                () = elector.run(tx, std::future::pending()) => {}
+                () = run(client, settings, m, rx, std::future::pending()) => {}
+            }
         });
         Handle { task, metrics }
     }
