@@ -535,11 +535,19 @@ pub struct PrometheusSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScrapeSource {
-    /// Kubernetes mode: the pods' metrics port (DCGM exporter: 9400).
+    /// Kubernetes mode: the metrics port (DCGM exporter: 9400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The metric, e.g. `DCGM_FI_DEV_GPU_UTIL`; series are averaged.
     pub metric: String,
+    /// Kubernetes mode: a label selector of the DCGM exporter pods (the
+    /// GPU Operator's DaemonSet, e.g. `app=nvidia-dcgm-exporter`). The
+    /// exporters on the nodes running a cohort's pods are scraped and only
+    /// the series whose `pod` and `namespace` labels name those pods count.
+    /// Without it, the cohort's own pods are scraped on `port` (a sidecar
+    /// exporter, or the frontend's own `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<String>,
 }
 
 /// A structural CRD schema cannot say "a string or an object" (serde's

@@ -406,6 +406,18 @@ impl Rollout {
             paused: spec.paused,
         };
         check_steps(&rollout)?;
+        if rollout.is_local() {
+            for (i, m) in rollout.analysis.metrics.iter().enumerate() {
+                if let crds::MetricSource::Scrape(s) = &m.source
+                    && s.exporter.is_some()
+                {
+                    return bad(
+                        format!("spec.analysis.metrics[{i}].source.scrape.exporter"),
+                        "selects DCGM exporter pods, which only exist on Kubernetes: remove it and give backends.*.metrics instead",
+                    );
+                }
+            }
+        }
         if spec.progress_deadline_seconds == 0 {
             return bad("spec.progressDeadlineSeconds", "must be positive, e.g. 900");
         }

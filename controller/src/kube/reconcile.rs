@@ -458,6 +458,7 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
             };
             let gauges = KubeGauges {
                 pods: Api::namespaced(ctx.client.clone(), &namespace),
+                exporters: Api::all(ctx.client.clone()),
                 namespace: namespace.clone(),
                 selectors: Cohorts {
                     stable: builders::stable_labels(&w.selector),
