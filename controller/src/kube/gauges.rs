@@ -74,7 +74,7 @@ impl KubeGauges {
 
     /// The gauge over the cohort's GPUs, read from the DCGM exporters on
     /// the cohort's nodes.
-    async fn from_exporters(
+    async fn read_exporters(
         &self,
         cohort: Cohort,
         exporter: &str,
@@ -98,7 +98,7 @@ impl KubeGauges {
     }
 
     /// The gauge over every series of the cohort's own pods.
-    async fn from_pods(&self, cohort: Cohort, port: u16, metric: &str) -> Option<f64> {
+    async fn read_pods(&self, cohort: Cohort, port: u16, metric: &str) -> Option<f64> {
         let mut values = Vec::new();
         for p in self.pods(cohort).await? {
             let Some(text) = scrape(&p.ip, port).await else {
@@ -217,8 +217,8 @@ impl GaugeReader for KubeGauges {
             MetricSource::Scrape(s) => {
                 let port = s.port.unwrap_or(DCGM_PORT);
                 match &s.exporter {
-                    Some(exporter) => self.from_exporters(cohort, exporter, port, &s.metric).await,
-                    None => self.from_pods(cohort, port, &s.metric).await,
+                    Some(exporter) => self.read_exporters(cohort, exporter, port, &s.metric).await,
+                    None => self.read_pods(cohort, port, &s.metric).await,
                 }
             }
             MetricSource::Prometheus(p) => {
