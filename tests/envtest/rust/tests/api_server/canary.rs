@@ -268,7 +268,7 @@ async fn create_raw(
 }
 
 #[tokio::test]
-async fn valid_variants_and_the_local_example_are_accepted() {
+async fn valid_variants_and_the_examples_are_accepted() {
     let env = TestEnv::new("canary-valid").await;
     let api = canaries(&env).await;
     let blue_green = canary(
@@ -286,7 +286,16 @@ async fn valid_variants_and_the_local_example_are_accepted() {
     let example = std::fs::read_to_string(repo_root().join("examples/canary-local.yaml"))
         .expect("read examples/canary-local.yaml");
     let local: Canary = serde_saphyr::from_str(&example).expect("the example parses");
-    for c in [blue_green, fixed, local] {
+    // The Kubernetes example, in this test's namespace; the controller's
+    // own validation accepts it too.
+    let example = std::fs::read_to_string(repo_root().join("examples/canary-kubernetes.yaml"))
+        .expect("read examples/canary-kubernetes.yaml");
+    let mut kubernetes: Canary = serde_saphyr::from_str(&example).expect("the example parses");
+    kubernetes.metadata.namespace = None;
+    kubernetes.metadata.name = Some("chat-kubernetes".into());
+    weir_controller::engine::Rollout::new("chat", &kubernetes.spec)
+        .expect("the controller accepts the Kubernetes example");
+    for c in [blue_green, fixed, local, kubernetes] {
         let name = c.metadata.name.clone().unwrap_or_default();
         let created = api
             .create(&PostParams::default(), &c)
