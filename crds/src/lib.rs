@@ -62,6 +62,12 @@ pub mod names {
     /// The finalizer that lets the controller restore the target before a
     /// Canary is deleted (`spec.revertOnDeletion`).
     pub const FINALIZER: &str = "weir.dev/finalizer";
+    /// The name of the one port of weir's Services (and so of their
+    /// EndpointSlices' port, which the proxies connect to).
+    pub const SERVICE_PORT: &str = "http";
+    /// The label the EndpointSlice controller puts on every slice, naming
+    /// its Service (Kubernetes' own, `discovery.k8s.io/v1`).
+    pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
     /// The Lease the controller replicas elect their leader on (in the
     /// controller's namespace).

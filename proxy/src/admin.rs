@@ -4,7 +4,8 @@
 //! mergeable histograms and outcome counts per route, cohort and revision),
 //! `GET /v1/routes`, `PUT /v1/routes/{name}/weights` (file and in-memory
 //! sources only; the Kubernetes source refuses, since the controller owns
-//! weights there), `GET /healthz`, `GET /readyz`. It binds to loopback by
+//! weights there), `GET /healthz`, `GET /readyz` (503 while draining, and
+//! until the config source has its first table). It binds to loopback by
 //! default: these endpoints change traffic and must not face clients.
 //!
 //! A plain hyper server, separate from the proxy's pingora service, so the
@@ -81,10 +82,19 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, ["readyz"]) => {
-            if state.ready.load(Ordering::Relaxed) {
-                reply(StatusCode::OK, "text/plain", "ready\n")
-            } else {
+            if !state.ready.load(Ordering::Relaxed) {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else if !state.source.ready() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "waiting for the first route table from {}\n",
+                        state.source.describe()
+                    ),
+                )
+            } else {
+                reply(StatusCode::OK, "text/plain", "ready\n")
             }
         }
         (&Method::GET, ["metrics"]) => reply(
@@ -93,7 +103,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
             state.observations.render_prometheus(&state.table.load()),
         ),
         (&Method::GET, ["v1", "observations"]) => {
-            match serde_json::to_value(state.observations.snapshot()) {
+            match serde_json::to_value(state.observations.snapshot(&state.table.load())) {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err(e) => error(
                     StatusCode::INTERNAL_SERVER_ERROR,

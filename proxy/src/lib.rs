@@ -4,10 +4,13 @@
 //! This crate's core is pure and has no sockets, so every rule can be tested
 //! on its own; the pingora server only wires it together:
 //!
-//! - [`config`]: where route tables come from (a YAML file, memory, later
-//!   Kubernetes), validated once, published over a `watch` channel.
+//! - [`config`]: where route tables come from (a YAML file, memory, the
+//!   Canaries of a Kubernetes cluster), validated once, published over a
+//!   `watch` channel.
 //! - [`mod@route`]: the route table and the per-request decision
 //!   [`route::route`]`(&table, &request, draw)`.
+//! - [`balance`]: which ready pod of a cohort's Service takes the request
+//!   (power of two choices on in-flight requests).
 //! - [`meter`]: what one request did (TTFT, inter-token gaps, tokens,
 //!   outcome), from its status and body chunks.
 //! - [`observe`]: cumulative per-(route, cohort, revision) aggregates for
@@ -21,15 +24,20 @@
 //!    Keep the [`Decision`], the [`CohortHandle`] from
 //!    `observations.cohort(&decision.key())`, its [`InflightGuard`] and a
 //!    [`Meter::new`]`(start)` in the request context.
-//! 2. A connect failure before any byte went upstream: record
+//! 2. `upstream_peer`: the backend's URL, or, when it has endpoints,
+//!    [`balance::Endpoints::pick`]`(rand)` and that endpoint's
+//!    [`balance::EndpointGuard`], kept until `logging`.
+//!    A connect failure before any byte went upstream (an empty endpoint
+//!    set counts as one): record
 //!    `Meter::new(start).finish(End::ConnectError, now)` on that handle, then
 //!    retry once on `decision.fallback_backend()` with the fallback's handle.
 //! 3. Response header: `meter.on_response(status, content_type, now)`; add
 //!    [`COHORT_HEADER`] naming the cohort. Body filter:
 //!    `meter.on_body_chunk(chunk, now)`.
-//! 4. `logging`: `handle.record(&meter.finish(end, now))`, drop the guard.
+//! 4. `logging`: `handle.record(&meter.finish(end, now))`, drop the guards.
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod meter;
 pub mod metrics;
@@ -37,7 +45,9 @@ pub mod observe;
 pub mod route;
 pub mod server;
 
-pub use config::{ConfigError, ConfigSource, FileSource, MemorySource, ProxyConfig, Timeouts};
+pub use config::{
+    ConfigError, ConfigSource, FileSource, KubeSource, MemorySource, ProxyConfig, Timeouts,
+};
 pub use meter::{End, Meter, Outcome, RequestRecord};
 pub use observe::{CohortHandle, InflightGuard, Observations, ObservationsSnapshot};
 pub use route::{

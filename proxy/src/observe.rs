@@ -33,7 +33,8 @@
 //!       "outputTokens": 120344,
 //!       "inflight": 4
 //!     }
-//!   ]
+//!   ],
+//!   "routes": {"llm.chat": 12}
 //! }
 //! ```
 //!
@@ -46,6 +47,12 @@
 //! - Distributions are `weir_analysis::Distribution`'s own JSON, in seconds:
 //!   TTFT (requests that got a body), one inter-token sample per gap between
 //!   SSE content events, and the duration of every request.
+//! - `routes` (added within version 1) maps every route in service *now* to
+//!   the traffic generation it was built from (Kubernetes: the Canary's
+//!   `status.traffic.generation`; 0 for file and in-process sources). The
+//!   controller reads it as "which generation does every replica serve"
+//!   before it scales a cohort down. Unlike the rest it is not cumulative,
+//!   and it lists routes that have no requests yet.
 //! - A reader must refuse a `schemaVersion` it does not know; fields may be
 //!   added within a version, never removed or changed.
 
@@ -359,8 +366,9 @@ impl Observations {
         cells
     }
 
-    /// Everything observed so far, for `GET /v1/observations`.
-    pub fn snapshot(&self) -> ObservationsSnapshot {
+    /// Everything observed so far, for `GET /v1/observations`, with the
+    /// generation of every route of `table` (the table in service).
+    pub fn snapshot(&self, table: &RouteTable) -> ObservationsSnapshot {
         let cohorts = self
             .cells()
             .into_iter()
@@ -383,6 +391,11 @@ impl Observations {
             schema_version: SCHEMA_VERSION,
             instance: self.instance.clone(),
             cohorts,
+            routes: table
+                .routes()
+                .iter()
+                .map(|r| (r.name().to_string(), r.generation()))
+                .collect(),
         }
     }
 
@@ -552,6 +565,10 @@ pub struct ObservationsSnapshot {
     pub instance: String,
     /// One entry per (route, cohort, revision) seen, sorted.
     pub cohorts: Vec<CohortObservations>,
+    /// The traffic generation of every route in service, by route name
+    /// (absent in answers of proxies older than this field: empty).
+    #[serde(default)]
+    pub routes: BTreeMap<String, u64>,
 }
 
 /// Cumulative observations of one (route, cohort, revision).
@@ -659,11 +676,12 @@ mod tests {
         let _second = obs.inflight_guard(&canary);
         drop(guard);
 
-        let json = serde_json::to_string(&obs.snapshot()).expect("serializes");
+        let json = serde_json::to_string(&obs.snapshot(&table())).expect("serializes");
         let value: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(value["schemaVersion"], 1);
         let back: ObservationsSnapshot = serde_json::from_str(&json).expect("deserializes");
         assert_eq!(back.instance, "test-1");
+        assert_eq!(back.routes, BTreeMap::from([("chat".to_string(), 0)]));
         assert_eq!(back.cohorts.len(), 2);
         let c = back
             .cohorts
@@ -797,7 +815,13 @@ mod tests {
         obs.record(&streamed(250, 2, End::ClientAbort), &canary);
         obs.record(&streamed(90, 4, End::Complete), &stable);
         let _inflight = obs.inflight_guard(&stable);
-        let json = serde_json::to_string_pretty(&obs.snapshot()).expect("serializes") + "\n";
+        let table = RouteTable::new(
+            vec![two_cohorts("chat", 95.0, 5.0).with_generation(12)],
+            false,
+            3,
+        )
+        .expect("valid");
+        let json = serde_json::to_string_pretty(&obs.snapshot(&table)).expect("serializes") + "\n";
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/observations-v1.json");
         if std::env::var_os("WEIR_UPDATE_FIXTURES").is_some() {
@@ -816,6 +840,10 @@ mod tests {
             .expect("canary present");
         assert_eq!((canary.requests.ok, canary.requests.client_abort), (1, 1));
         assert_eq!(canary.inter_token_seconds.count(), 2 + 1);
+        assert_eq!(back.routes.get("chat"), Some(&12));
+        // The analysis side reads the same document, generations included.
+        let read = weir_analysis::source::proxy::Snapshot::parse(&committed).expect("reads");
+        assert_eq!(read.routes.get("chat"), Some(&12));
     }
 
     #[test]
@@ -861,7 +889,7 @@ mod tests {
         for t in threads {
             t.join().expect("no panic");
         }
-        let snap = obs.snapshot();
+        let snap = obs.snapshot(&RouteTable::new(vec![], false, 0).expect("valid"));
         assert_eq!(snap.cohorts.len(), 1);
         assert_eq!(snap.cohorts[0].requests.ok, 1000);
         assert_eq!(snap.cohorts[0].inter_token_seconds.count(), 1000);

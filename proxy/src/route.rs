@@ -45,6 +45,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::balance::Endpoints;
 use crate::config::Problem;
 
 /// Name of the request header that forces a cohort when the table enables it;
@@ -293,22 +294,29 @@ impl Upstream {
 pub struct Backend {
     /// The cohort this backend serves.
     pub cohort: Cohort,
-    /// Where requests go.
+    /// Where requests go: the URL to connect to, or, with `endpoints`, the
+    /// Service's name for people (`http://chat-canary.llm.svc:8000`).
     pub upstream: Upstream,
     /// Its weight.
     pub weight: Weight,
     /// The version it runs, when known (a pod-template hash, a git SHA).
     pub revision: Option<Arc<str>>,
+    /// The Service's ready pods, when the source knows them (Kubernetes):
+    /// each request goes to one of them ([`Endpoints::pick`]) instead of to
+    /// `upstream`. An empty set refuses every request like a connection
+    /// refused.
+    pub endpoints: Option<Endpoints>,
 }
 
 impl Backend {
-    /// A backend without a revision.
+    /// A backend without a revision that connects to `upstream`.
     pub fn new(cohort: Cohort, upstream: Upstream, weight: Weight) -> Self {
         Backend {
             cohort,
             upstream,
             weight,
             revision: None,
+            endpoints: None,
         }
     }
 
@@ -316,6 +324,13 @@ impl Backend {
     #[must_use]
     pub fn with_revision(mut self, revision: impl Into<Arc<str>>) -> Self {
         self.revision = Some(revision.into());
+        self
+    }
+
+    /// The same backend balancing over `endpoints`.
+    #[must_use]
+    pub fn with_endpoints(mut self, endpoints: Endpoints) -> Self {
+        self.endpoints = Some(endpoints);
         self
     }
 }
@@ -337,6 +352,12 @@ pub struct Route {
     hosts: Vec<String>,
     path_prefix: String,
     sticky: Option<Sticky>,
+    /// Whether `x-weir-cohort` may force a cohort on this route (besides
+    /// the table-wide switch).
+    override_header: bool,
+    /// The traffic generation the route was built from (0 when its source
+    /// has none).
+    generation: u64,
     backends: Vec<Backend>,
     /// Backend indices in selection order (canary first, stable last).
     order: Vec<usize>,
@@ -453,10 +474,39 @@ impl Route {
             hosts,
             path_prefix,
             sticky,
+            override_header: false,
+            generation: 0,
             backends,
             order,
             total,
         })
+    }
+
+    /// The same route marked as built from traffic generation `generation`
+    /// (a Canary's `status.traffic.generation`).
+    #[must_use]
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The same route with the override header enabled (`true`) or left to
+    /// the table's switch (`false`).
+    #[must_use]
+    pub fn with_override_header(mut self, enabled: bool) -> Self {
+        self.override_header = enabled;
+        self
+    }
+
+    /// The traffic generation the route was built from; 0 for sources
+    /// without one (file, memory).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether this route itself enables the override header.
+    pub fn override_header(&self) -> bool {
+        self.override_header
     }
 
     /// The route's name.
@@ -521,7 +571,7 @@ impl Route {
                 ..b.clone()
             })
             .collect();
-        Route::new(
+        Ok(Route::new(
             &self.name,
             RouteMatch {
                 hosts: self.hosts.clone(),
@@ -529,7 +579,18 @@ impl Route {
             },
             self.sticky.clone(),
             backends,
-        )
+        )?
+        .with_generation(self.generation)
+        .with_override_header(self.override_header))
+    }
+
+    /// Whether this route, placed after `earlier`, could never be chosen:
+    /// same prefix, and `earlier` takes any host when this one does, or
+    /// names every host this one names.
+    pub(crate) fn is_shadowed_by(&self, earlier: &Route) -> bool {
+        earlier.path_prefix == self.path_prefix
+            && earlier.hosts.is_empty() == self.hosts.is_empty()
+            && self.hosts.iter().all(|h| earlier.hosts.contains(h))
     }
 
     /// Whether this route takes a request for `host` (already normalized)
@@ -595,6 +656,13 @@ impl Serialize for Route {
             weight: Weight,
             share_percent: f64,
             revision: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            endpoints: Option<Vec<EndpointView>>,
+        }
+        #[derive(Serialize)]
+        struct EndpointView {
+            address: std::net::SocketAddr,
+            inflight: u64,
         }
         let backends: Vec<BackendView<'_>> = self
             .backends
@@ -606,10 +674,20 @@ impl Serialize for Route {
                 weight: b.weight,
                 share_percent: (self.share(i) * 1e4).round() / 1e2,
                 revision: b.revision.as_deref(),
+                endpoints: b.endpoints.as_ref().map(|set| {
+                    set.as_slice()
+                        .iter()
+                        .map(|e| EndpointView {
+                            address: e.addr(),
+                            inflight: e.inflight(),
+                        })
+                        .collect()
+                }),
             })
             .collect();
-        let mut s = serializer.serialize_struct("Route", 4)?;
+        let mut s = serializer.serialize_struct("Route", 6)?;
         s.serialize_field("name", &*self.name)?;
+        s.serialize_field("generation", &self.generation)?;
         s.serialize_field(
             "match",
             &Match {
@@ -618,6 +696,7 @@ impl Serialize for Route {
             },
         )?;
         s.serialize_field("sticky", &self.sticky)?;
+        s.serialize_field("overrideHeader", &self.override_header)?;
         s.serialize_field("backends", &backends)?;
         s.end()
     }
@@ -710,21 +789,21 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// A table of validated routes.
+    /// A table of validated routes. `override_header` enables the override
+    /// header on every route (a route may also enable it for itself). An
+    /// empty table is valid: every request gets a 404 (a cluster without
+    /// Canaries yet); sources that require routes check that themselves.
     ///
     /// # Errors
-    /// [`crate::config::ConfigError::Invalid`] for no routes, two routes with
-    /// one name, or a route that can never match because an earlier one has
-    /// the same hosts and prefix. Paths are `routes[i]...`.
+    /// [`crate::config::ConfigError::Invalid`] for two routes with one name,
+    /// or a route that can never match because an earlier one has the same
+    /// hosts and prefix. Paths are `routes[i]...`.
     pub fn new(
         routes: Vec<Route>,
         override_header: bool,
         generation: u64,
     ) -> Result<RouteTable, crate::config::ConfigError> {
         use crate::config::ConfigError;
-        if routes.is_empty() {
-            return Err(ConfigError::invalid("routes", Problem::NoRoutes));
-        }
         for (i, r) in routes.iter().enumerate() {
             if let Some(first) = routes[..i].iter().position(|o| o.name == r.name) {
                 return Err(ConfigError::invalid(
@@ -735,15 +814,7 @@ impl RouteTable {
                     },
                 ));
             }
-            // An earlier route with the same prefix wins every request of
-            // this one when both take any host, or when it names every host
-            // this one names.
-            let shadow = routes[..i].iter().position(|o| {
-                o.path_prefix == r.path_prefix
-                    && o.hosts.is_empty() == r.hosts.is_empty()
-                    && r.hosts.iter().all(|h| o.hosts.contains(h))
-            });
-            if let Some(by) = shadow {
+            if let Some(by) = routes[..i].iter().position(|o| r.is_shadowed_by(o)) {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].match"),
                     Problem::ShadowedRoute { by },
@@ -767,7 +838,7 @@ impl RouteTable {
         self.routes.iter().find(|r| &*r.name == name)
     }
 
-    /// Whether `x-weir-cohort` may force a cohort.
+    /// Whether `x-weir-cohort` may force a cohort on every route.
     pub fn override_header(&self) -> bool {
         self.override_header
     }
@@ -1004,8 +1075,7 @@ pub fn route<H: Headers + ?Sized>(
             path: shorten(req.path),
         });
     };
-    let forced = table
-        .override_header
+    let forced = (table.override_header || r.override_header)
         .then(|| req.headers.get(COHORT_HEADER))
         .flatten()
         .map(str::trim)
@@ -1482,17 +1552,38 @@ pub(crate) mod tests {
         ] {
             assert!(RouteTable::new(routes, false, 0).is_ok());
         }
-        let err = RouteTable::new(vec![], false, 0).expect_err("empty");
-        assert!(
-            matches!(
-                &err,
-                ConfigError::Invalid {
-                    problem: Problem::NoRoutes,
-                    ..
-                }
-            ),
-            "{err}"
+        // An empty table is valid and routes nothing (the file source
+        // requires a route; Kubernetes may have no Canary yet).
+        let empty = RouteTable::new(vec![], false, 3).expect("empty is valid");
+        assert!(matches!(
+            route(&empty, &RequestInfo::new(None, "/v1/models", &[]), 0),
+            Err(RouteError::NoRoute { .. })
+        ));
+    }
+
+    #[test]
+    fn a_route_may_enable_the_override_header_for_itself() {
+        let own = Route::new(
+            "own",
+            RouteMatch {
+                hosts: vec!["own.example".into()],
+                path_prefix: "/".into(),
+            },
+            None,
+            vec![backend("stable", 1, 100.0), backend("canary", 2, 0.0)],
+        )
+        .expect("valid")
+        .with_override_header(true);
+        let other = two_cohorts("other", 100.0, 0.0);
+        let t = RouteTable::new(vec![own, other], false, 1).expect("valid");
+        let forced = [("x-weir-cohort", "canary")];
+        let d = routed(&t, Some("own.example"), "/", &forced, u64::MAX);
+        assert_eq!(
+            (d.cohort(), d.selected),
+            (&Cohort::Canary, Selected::Override)
         );
+        let d = routed(&t, Some("else.example"), "/", &forced, u64::MAX);
+        assert_eq!(d.cohort(), &Cohort::Stable, "not on a route without it");
     }
 
     #[test]
@@ -1526,10 +1617,13 @@ pub(crate) mod tests {
 
     #[test]
     fn table_serializes_for_the_admin_api() {
-        let t = table(vec![two_cohorts("chat", 80.0, 20.0)]);
+        let t = table(vec![two_cohorts("chat", 80.0, 20.0).with_generation(12)]);
         let v = serde_json::to_value(&t).expect("serializes");
         assert_eq!(v["generation"], 1);
         assert_eq!(v["routes"][0]["name"], "chat");
+        assert_eq!(v["routes"][0]["generation"], 12);
+        assert_eq!(v["routes"][0]["overrideHeader"], false);
+        assert!(v["routes"][0]["backends"][1].get("endpoints").is_none());
         assert_eq!(v["routes"][0]["backends"][1]["cohort"], "canary");
         assert_eq!(v["routes"][0]["backends"][1]["weight"], 20.0);
         assert_eq!(v["routes"][0]["backends"][1]["sharePercent"], 20.0);

@@ -3,7 +3,8 @@
 //! Each callback does one thing and hands the thinking to a pure module:
 //! `request_filter` asks [`crate::route::route`] for a decision and keeps it
 //! in the request context (a retry never re-draws it); `upstream_peer` turns
-//! it into a peer; the body filter feeds the [`Meter`]; `logging` hands the
+//! it into a peer (an endpoint picked by [`crate::balance`] when the backend
+//! has endpoints); the body filter feeds the [`Meter`]; `logging` hands the
 //! finished record to the cohort's [`CohortHandle`].
 //!
 //! The service runs inside the caller's tokio runtime rather than under
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::balance::EndpointGuard;
 use crate::config::{ConfigSource, Timeouts, follow};
 use crate::meter::{End, Meter};
 use crate::observe::{CohortHandle, InflightGuard, Observations};
@@ -115,6 +117,8 @@ pub struct RequestCtx {
     handle: Option<CohortHandle>,
     meter: Option<Meter>,
     inflight: Option<InflightGuard>,
+    /// The endpoint the request was sent to, counted in flight there.
+    endpoint: Option<EndpointGuard>,
     _active: Option<ActiveGuard>,
 }
 
@@ -143,8 +147,23 @@ impl Proxy {
         let handle = self.observations.cohort(&key);
         ctx.inflight = Some(handle.inflight_guard());
         ctx.handle = Some(handle);
+        ctx.endpoint = None;
         ctx.failed_over = true;
         true
+    }
+
+    /// Where the serving backend's request goes: one of its endpoints
+    /// (counted in flight there from now on), or its URL's address. `None`
+    /// for no ready endpoint or a name that does not resolve.
+    async fn target(&self, backend: &Backend) -> Option<(SocketAddr, Option<EndpointGuard>)> {
+        match &backend.endpoints {
+            Some(endpoints) => endpoints
+                .pick(self.draws.next())
+                .map(|e| (e.addr(), Some(e.acquire()))),
+            None => resolve(backend.upstream.authority())
+                .await
+                .map(|addr| (addr, None)),
+        }
     }
 }
 
@@ -206,6 +225,7 @@ impl ProxyHttp for Proxy {
             handle: None,
             meter: None,
             inflight: None,
+            endpoint: None,
             _active: None,
         }
     }
@@ -253,17 +273,24 @@ impl ProxyHttp for Proxy {
                     "no backend was decided for this request",
                 ));
             };
-            match resolve(backend.upstream.authority()).await {
-                Some(addr) => break addr,
-                // A name that does not resolve is a connect failure like any
-                // other: counted against its cohort, retried on the other.
+            match self.target(backend).await {
+                Some((addr, guard)) => {
+                    ctx.endpoint = guard;
+                    break addr;
+                }
+                // A name that does not resolve, or a Service without a ready
+                // pod, is a connect failure like any other: counted against
+                // its cohort, retried on the other.
                 None if self.fail_over(ctx) => continue,
                 None => {
-                    let authority = ctx.serving().map(|b| b.upstream.authority()).unwrap_or("?");
-                    return Err(Error::explain(
-                        ErrorType::ConnectNoRoute,
-                        format!("cannot resolve upstream {authority}"),
-                    ));
+                    let why = match ctx.serving() {
+                        Some(b) if b.endpoints.is_some() => {
+                            format!("no ready endpoint behind {}", b.upstream.url())
+                        }
+                        Some(b) => format!("cannot resolve upstream {}", b.upstream.authority()),
+                        None => "no upstream".to_string(),
+                    };
+                    return Err(Error::explain(ErrorType::ConnectNoRoute, why));
                 }
             }
         };
@@ -324,6 +351,7 @@ impl ProxyHttp for Proxy {
             handle.record(&meter.finish(end_of(e), Instant::now()));
         }
         ctx.inflight = None;
+        ctx.endpoint = None;
     }
 }
 

@@ -82,6 +82,7 @@ async fn shutdown_drains_fifty_open_streams() {
 
     let (listen, admin_addr) = (proxy.listen, proxy.admin);
     let observations = Arc::clone(&proxy.observations);
+    let table = Arc::clone(&proxy.table);
     let grace = timeouts().grace;
     let drain = tokio::spawn(proxy.shutdown());
 
@@ -119,7 +120,7 @@ async fn shutdown_drains_fifty_open_streams() {
         complete += 1;
     }
     assert_eq!(complete, STREAMS);
-    let snapshot = observations.snapshot();
+    let snapshot = observations.snapshot(&table.load());
     let ok: u64 = snapshot.cohorts.iter().map(|c| c.requests.ok).sum();
     let all: u64 = snapshot.cohorts.iter().map(|c| c.requests.total()).sum();
     assert_eq!((ok, all), (STREAMS, STREAMS), "{snapshot:?}");

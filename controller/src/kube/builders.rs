@@ -244,7 +244,7 @@ pub fn service(
         spec: Some(ServiceSpec {
             selector: Some(selector),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some(names::SERVICE_PORT.into()),
                 port: i32::from(port),
                 target_port: Some(IntOrString::Int(i32::from(port))),
                 protocol: Some("TCP".into()),

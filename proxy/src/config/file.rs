@@ -297,6 +297,9 @@ impl TryFrom<&FileConfig> for ProxyConfig {
                 Timeouts::DEFAULT_GRACE,
             )?,
         };
+        if f.routes.is_empty() {
+            return Err(ConfigError::invalid("routes", Problem::NoRoutes));
+        }
         let routes = f
             .routes
             .iter()

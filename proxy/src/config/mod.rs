@@ -13,12 +13,14 @@
 //!   `PUT /v1/routes/{name}/weights` writes back into it;
 //! - [`memory`]: a table held in memory and replaced by the caller (local
 //!   mode's in-process runner, tests);
-//! - `kube` (later): `Canary.status.traffic` from the Kubernetes API.
+//! - [`mod@kube`]: every Canary's `status.traffic` from the Kubernetes API,
+//!   with the ready pods of each cohort's Service.
 //!
 //! Wire types are not domain types: each source parses its own format and
 //! converts with `TryFrom` into [`ProxyConfig`] / [`RouteTable`], whose
-//! constructors check every rule once. Errors name the field path and say
-//! how to fix it ([`ConfigError`], [`Problem`]).
+//! constructors check every rule once; a Canary's traffic becomes a route
+//! in one place, [`traffic`], for local mode and Kubernetes alike. Errors
+//! name the field path and say how to fix it ([`ConfigError`], [`Problem`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -32,9 +34,12 @@ use tokio::sync::watch;
 use crate::route::{Cohort, RouteTable, Weight};
 
 pub mod file;
+pub mod kube;
 pub mod memory;
+pub mod traffic;
 
 pub use file::FileSource;
+pub use kube::KubeSource;
 pub use memory::MemorySource;
 
 /// Settings read once at startup. Only the route table changes at runtime;
@@ -218,6 +223,36 @@ pub enum Problem {
     /// `sticky` with neither or both of `header` and `cookie`.
     #[error("give exactly one of header or cookie, e.g. sticky: {{header: x-session-id}}")]
     StickyKey,
+    /// A value the source needs is absent.
+    #[error("is missing; {hint}")]
+    Missing {
+        /// Who writes it, or how to fix it.
+        hint: &'static str,
+    },
+    /// A Canary's route that another Canary's route hides.
+    #[error(
+        "Canary {by} already routes the same hosts and pathPrefix, so this route would never be chosen; give one of them other hosts or another pathPrefix"
+    )]
+    ShadowedByCanary {
+        /// `namespace/name` of the Canary that keeps the route.
+        by: String,
+    },
+    /// An EndpointSlice without a port the proxy can tell is the Service's.
+    #[error(
+        "no port named http, none numbered {port}, and {found} ports to choose from; name the Service's port http"
+    )]
+    NoSlicePort {
+        /// The Service port from `status.traffic`.
+        port: u16,
+        /// How many TCP ports the slice lists.
+        found: usize,
+    },
+    /// An endpoint address that is not an IP address.
+    #[error("{value:?} is not an IP address; the proxy reads IPv4 and IPv6 EndpointSlices only")]
+    NotAnIp {
+        /// The address as listed.
+        value: String,
+    },
 }
 
 fn scheme_message(scheme: &str) -> String {
@@ -317,6 +352,48 @@ pub enum ConfigError {
         /// What the JSON parser said.
         reason: String,
     },
+    /// A Kubernetes object the source cannot use, and what it does instead.
+    #[error("{kind} {namespace}/{name} {outcome}: {source}")]
+    Object {
+        /// `Canary`, `EndpointSlice`.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What the source does about it (`is left out of the route table`).
+        outcome: &'static str,
+        /// What is wrong with it.
+        source: Box<ConfigError>,
+    },
+    /// A watch of the Kubernetes API keeps failing (the API server is
+    /// unreachable, or refuses: RBAC, a missing CRD).
+    #[error(
+        "cannot watch the Kubernetes API since {since}: {reason}; the last good route table stays in service and the watch is retried with backoff"
+    )]
+    WatchFailing {
+        /// When the first attempt failed.
+        since: jiff::Timestamp,
+        /// The last failure.
+        reason: String,
+    },
+    /// Several problems at once.
+    #[error("{}", several(errors))]
+    Several {
+        /// Each of them.
+        errors: Vec<Arc<ConfigError>>,
+    },
+}
+
+fn several(errors: &[Arc<ConfigError>]) -> String {
+    let mut out = format!("{} problems: ", errors.len());
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&format!("({}) {e}", i + 1));
+    }
+    out
 }
 
 fn field_prefix(field: &str) -> String {
@@ -368,8 +445,20 @@ impl ConfigError {
     pub fn problem(&self) -> Option<(&str, &Problem)> {
         match self {
             ConfigError::Invalid { field, problem } => Some((field, problem)),
-            ConfigError::InFile { source, .. } => source.problem(),
+            ConfigError::InFile { source, .. } | ConfigError::Object { source, .. } => {
+                source.problem()
+            }
             _ => None,
+        }
+    }
+
+    /// One error for `errors`: `None` for none, the error itself for one,
+    /// [`ConfigError::Several`] for more.
+    pub fn combine(mut errors: Vec<Arc<ConfigError>>) -> Option<Arc<ConfigError>> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(Arc::new(ConfigError::Several { errors })),
         }
     }
 }
@@ -400,6 +489,13 @@ pub trait ConfigSource: Send + Sync + fmt::Debug {
 
     /// What the source reads, for logs and `/v1/routes` (`file proxy.yaml`).
     fn describe(&self) -> String;
+
+    /// Whether the source has produced its first real table (`/readyz`):
+    /// a source that must first list a cluster serves an empty table until
+    /// then, and load balancers should not send it clients yet.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// `table` with the weights of route `route` replaced: one `(cohort,

@@ -8,8 +8,10 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod kube;
+
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,11 @@ pub const Z_999: f64 = 3.290_526_731_491_926;
 
 /// Starts a simulator named `name` on a free loopback port.
 pub async fn sim(name: &str, configure: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    sim_at(IpAddr::V4(Ipv4Addr::LOCALHOST), name, configure).await
+}
+
+/// Starts a simulator named `name` on a free port of `ip`.
+pub async fn sim_at(ip: IpAddr, name: &str, configure: impl FnOnce(&mut SimConfig)) -> SimHandle {
     let mut config = SimConfig {
         name: name.to_string(),
         seed: Some(7),
@@ -37,9 +44,9 @@ pub async fn sim(name: &str, configure: impl FnOnce(&mut SimConfig)) -> SimHandl
         ..SimConfig::default()
     };
     configure(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
         .await
-        .expect("bind a loopback port for the simulator");
+        .unwrap_or_else(|e| panic!("bind a port on {ip} for the simulator: {e}"));
     weir_sim::spawn(config, listener).expect("valid simulator config")
 }
 

@@ -20,7 +20,13 @@
 //! Deployment status is whatever a test writes, and a deleted namespace
 //! stays `Terminating` (nothing empties it). Each test gets a new one, so
 //! that does not matter.
+//!
+//! Nor is there an EndpointSlice controller: tests that need a Service's
+//! pods write its slices with [`endpoint_slice`], pointing at simulators on
+//! [`host_ip`] (the API server refuses loopback endpoint addresses).
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -28,11 +34,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
+use weir_crds::names;
 
 /// What went wrong while starting or reaching the test API server.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,11 @@ pub enum Error {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The host has no address other than loopback.
+    #[error(
+        "no non-loopback IPv4 address on this host ({0}); EndpointSlices cannot point at 127.0.0.0/8"
+    )]
+    NoHostIp(String),
 }
 
 /// The repository root (this crate lives in `tests/envtest/rust`).
@@ -325,4 +338,65 @@ pub async fn install_canary_crd(client: &Client) -> Result<(), Error> {
     .map_err(|_| Error::Timeout(format!("CRD {name} not Established within 30 s")))?
     .map_err(|e| Error::Timeout(format!("waiting for CRD {name}: {e}")))?;
     Ok(())
+}
+
+/// The host's first non-loopback IPv4 address (`hostname -I`), for test
+/// servers that EndpointSlices point at: the API server refuses endpoint
+/// addresses in 127.0.0.0/8 ("may not be in the loopback range"), so
+/// simulators bind this address instead.
+pub fn host_ip() -> Result<Ipv4Addr, Error> {
+    let out = Command::new("hostname")
+        .arg("-I")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::NoHostIp(format!("running hostname -I: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .filter_map(|word| word.parse::<IpAddr>().ok())
+        .find_map(|ip| match ip {
+            IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() => Some(v4),
+            _ => None,
+        })
+        .ok_or_else(|| Error::NoHostIp(format!("hostname -I said {:?}", text.trim())))
+}
+
+/// An EndpointSlice of Service `service` with one endpoint, `ip:port`,
+/// ready or not: what the EndpointSlice controller writes for one pod of a
+/// Service whose named target port (`http`) resolves to `port` on that pod.
+/// One slice per endpoint lets pods on one IP (simulators on the host)
+/// differ by port. Labelled like the slices of weir's Services (service
+/// name, `managed-by: weir`); named `<service>-<port>`.
+pub fn endpoint_slice(
+    namespace: &str,
+    service: &str,
+    ip: IpAddr,
+    port: u16,
+    ready: bool,
+) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(format!("{service}-{port}")),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([
+                (names::SERVICE_NAME_LABEL.to_string(), service.to_string()),
+                (names::MANAGED_BY.to_string(), names::MANAGER.to_string()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        address_type: if ip.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
+        endpoints: vec![Endpoint {
+            addresses: vec![ip.to_string()],
+            conditions: Some(EndpointConditions {
+                ready: Some(ready),
+                ..EndpointConditions::default()
+            }),
+            ..Endpoint::default()
+        }],
+        ports: Some(vec![EndpointPort {
+            name: Some(names::SERVICE_PORT.to_string()),
+            port: Some(i32::from(port)),
+            protocol: Some("TCP".to_string()),
+            ..EndpointPort::default()
+        }]),
+    }
 }
