@@ -245,7 +245,8 @@ impl Dataplane for InProcess<'_> {
     }
 
     fn snapshot(&self) -> Result<Snapshot, String> {
-        let json = serde_json::to_string(&self.running.observations.snapshot())
+        let table = self.running.table.load();
+        let json = serde_json::to_string(&self.running.observations.snapshot(&table))
             .map_err(|e| e.to_string())?;
         Snapshot::parse(&json).map_err(|e| e.to_string())
     }

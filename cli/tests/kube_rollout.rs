@@ -14,30 +14,7 @@ use weir_envtest::{TestEnv, install_canary_crd};
 mod common;
 mod stack;
 
-use stack::{Kubelet, canary, events, eventually, pod, wait_phase};
-
-fn target(image: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "chat-frontend"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "chat"}},
-            "template": {
-                "metadata": {"labels": {"app": "chat"}},
-                "spec": {"containers": [{"name": "vllm", "image": image}]}
-            }
-        }
-    }))
-    .expect("deployment")
-}
-
-fn image_of(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
-        .image
-        .clone()
-}
+use stack::{Kubelet, canary, events, eventually, image_of, pod, target, wait_phase};
 
 async fn set_image(deployments: &Api<Deployment>, image: &str) {
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
@@ -347,4 +324,121 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     notes.dedup();
     assert_eq!(before, notes.len(), "an event was repeated: {all:?}");
     drop(fourth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_over() {
+    use weir_controller::kube::leader::{LeaderElector, Timings};
+    let env = TestEnv::new("kube-leader").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.as_str();
+    let v1 = pod("v1", &[]);
+    let v2 = pod("v2", &[]);
+    let _kubelet = Kubelet::start(
+        env.client.clone(),
+        ns,
+        HashMap::from([
+            ("sim:v1".to_string(), vec![v1.addr.port()]),
+            ("sim:v2".to_string(), vec![v2.addr.port()]),
+        ]),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("sim:v1", 2))
+        .await
+        .expect("target");
+    let spec: Canary = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
+            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
+        }
+    }))
+    .expect("canary");
+    canaries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("canary");
+    let timings = Timings {
+        lease_duration: std::time::Duration::from_secs(3),
+        renew_deadline: std::time::Duration::from_secs(2),
+        retry_period: std::time::Duration::from_millis(300),
+    };
+    let replica = |identity: &str| {
+        let elector = LeaderElector::new(
+            env.client.clone(),
+            ns,
+            weir_crds::names::LEASE,
+            identity,
+            timings,
+        )
+        .expect("elector");
+        let settings = Settings {
+            namespace: Some(ns.to_string()),
+            identity: identity.into(),
+            ..Settings::default()
+        };
+        Handle::spawn_elected(env.client.clone(), settings, elector)
+    };
+    let a = replica("replica-a");
+    let b = replica("replica-b");
+    let leader_of = || {
+        let (la, lb) = (a.metrics.render(), b.metrics.render());
+        let leads = |t: &str| t.lines().any(|l| l == "weir_controller_leader 1");
+        (leads(&la), leads(&lb))
+    };
+    let first = eventually("one leader", || async {
+        match leader_of() {
+            (true, false) => Some("replica-a"),
+            (false, true) => Some("replica-b"),
+            _ => None,
+        }
+    })
+    .await;
+    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
+    set_image(&deployments, "sim:v2").await;
+    wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+    assert_ne!(leader_of(), (true, true), "never two leaders");
+    let before = stack::events_by(&env.client, ns, "chat").await;
+    assert!(!before.is_empty());
+    assert!(
+        before.iter().all(|(who, _)| who == first),
+        "only the leader acts: {before:?}"
+    );
+    // Kill the leader (no release): the other takes over once the Lease
+    // expires, and finishes the run.
+    let (survivor, survivor_name) = if first == "replica-a" {
+        a.kill();
+        (b, "replica-b")
+    } else {
+        b.kill();
+        (a, "replica-a")
+    };
+    eventually("the survivor leads", || async {
+        survivor
+            .metrics
+            .render()
+            .lines()
+            .any(|l| l == "weir_controller_leader 1")
+            .then_some(())
+    })
+    .await;
+    let promote = serde_json::json!({"metadata": {"annotations": {"weir.dev/promote": "p1;full"}}});
+    canaries
+        .patch("chat", &PatchParams::default(), &Patch::Merge(&promote))
+        .await
+        .expect("promote");
+    wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
+    let after = stack::events_by(&env.client, ns, "chat").await;
+    let new: Vec<_> = after[before.len()..].to_vec();
+    assert!(
+        !new.is_empty() && new.iter().all(|(who, _)| who == survivor_name),
+        "after the handover only {survivor_name} acts: {new:?}"
+    );
+    drop(survivor);
 }

@@ -28,9 +28,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use weir_crds::Canary;
+use tokio::sync::watch;
+use weir_controller::kube::fleet::ProxyService;
+use weir_controller::kube::run::{Handle, Settings};
+use weir_crds::{Canary, Phase};
+use weir_envtest::{TestEnv, install_canary_crd};
 
 use crate::common::{self, Proc, STARTUP};
 
@@ -132,18 +136,6 @@ impl Kubelet {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(image.to_string(), ports);
     }
-}
-
-fn image_of(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .clone()
 }
 
 fn labels_of(d: &Deployment) -> BTreeMap<String, String> {
@@ -347,7 +339,7 @@ pub async fn wait_phase(
     client: &Client,
     namespace: &str,
     name: &str,
-    phase: weir_crds::Phase,
+    phase: Phase,
 ) -> weir_crds::CanaryStatus {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -370,7 +362,7 @@ pub async fn wait_phase(
 /// currentStep, canary weight), consecutive repeats dropped.
 pub struct Trail {
     task: tokio::task::JoinHandle<()>,
-    seen: Arc<Mutex<Vec<(weir_crds::Phase, u32, f64)>>>,
+    seen: Arc<Mutex<Vec<(Phase, u32, f64)>>>,
 }
 
 impl Drop for Trail {
@@ -385,7 +377,7 @@ impl Trail {
         use futures::StreamExt;
         use kube::runtime::WatchStreamExt;
         let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
-        let seen: Arc<Mutex<Vec<(weir_crds::Phase, u32, f64)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<(Phase, u32, f64)>>> = Arc::default();
         let sink = Arc::clone(&seen);
         let config =
             kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -407,10 +399,356 @@ impl Trail {
     }
 
     /// What it saw so far.
-    pub fn seen(&self) -> Vec<(weir_crds::Phase, u32, f64)> {
+    pub fn seen(&self) -> Vec<(Phase, u32, f64)> {
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
+
+/// A weir proxy in this process, following the namespace's Canaries.
+pub struct Proxy {
+    /// The running proxy (listen and admin addresses).
+    pub running: weir_proxy::Running,
+    source: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.source.abort();
+    }
+}
+
+impl Proxy {
+    /// `http://LISTEN/v1`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.running.listen)
+    }
+
+    /// `GET /v1/routes`.
+    pub async fn routes(&self) -> Option<serde_json::Value> {
+        reqwest::get(format!("http://{}/v1/routes", self.running.admin))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// The canary's weight and the route's generation in this proxy's
+    /// table for Canary `ns/name`.
+    pub async fn canary_weight(&self, namespace: &str, name: &str) -> Option<(f64, u64)> {
+        let routes = self.routes().await?;
+        let route_name = weir_crds::names::route(namespace, name);
+        let route = routes["table"]["routes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == route_name.as_str())?
+            .clone();
+        let weight = route["backends"]
+            .as_array()?
+            .iter()
+            .find(|b| b["cohort"] == "canary")?["weight"]
+            .as_f64()?;
+        Some((weight, route["generation"].as_u64()?))
+    }
+}
+
+/// Starts a proxy serving the Canaries of `namespace`, its admin API on
+/// the host's address (the controller finds it through an EndpointSlice).
+pub async fn proxy(client: &Client, namespace: &str, n: usize) -> Proxy {
+    use weir_proxy::config::kube::{KubeSource, Scope};
+    let source = Arc::new(KubeSource::new(
+        client.clone(),
+        Scope {
+            namespace: Some(namespace.to_string()),
+            selector: None,
+        },
+    ));
+    let runner = Arc::clone(&source);
+    let task = tokio::spawn(async move { runner.run().await });
+    let settings = weir_proxy::Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin: SocketAddr::new(host_ip(), 0),
+        timeouts: weir_proxy::Timeouts::default(),
+        draw_seed: None,
+    };
+    let observations = Arc::new(weir_proxy::Observations::new(format!(
+        "test-proxy-{n}-{}",
+        std::process::id()
+    )));
+    let running = weir_proxy::start(
+        settings,
+        source as Arc<dyn weir_proxy::ConfigSource>,
+        observations,
+    )
+    .await
+    .expect("proxy starts");
+    Proxy {
+        running,
+        source: task,
+    }
+}
+
+/// The proxies' Service `weir-proxy` (no selector) and one EndpointSlice
+/// per proxy naming its admin port, as the chart's Service would have.
+pub async fn proxy_service(client: &Client, namespace: &str, proxies: &[&Proxy]) {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "weir-proxy"},
+        "spec": {"ports": [{"name": "admin", "port": 9090}]}
+    }))
+    .expect("service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("proxy service");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    for (i, p) in proxies.iter().enumerate() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("weir-proxy-{i}"),
+                         "labels": {"kubernetes.io/service-name": "weir-proxy"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "admin", "port": p.running.admin.port(), "protocol": "TCP"}],
+            "endpoints": [{"addresses": [p.running.admin.ip().to_string()],
+                           "conditions": {"ready": true}}]
+        }))
+        .expect("slice");
+        slices
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("proxy slice");
+    }
+}
+
+/// `weir load` through `url` at `rate` requests a second for `secs`.
+pub fn load(url: &str, rate: u32, secs: u32, extra: &[&str]) -> Proc {
+    let rate = rate.to_string();
+    let duration = format!("{secs}s");
+    let mut args = vec![
+        "load",
+        "--url",
+        url,
+        "--rate",
+        &rate,
+        "--duration",
+        &duration,
+        "--max-tokens",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    common::spawn("load", &args)
+}
+
+/// Sim flags of a version: fast, tight TTFT so a few hundred requests
+/// decide.
+pub const FAST: &[&str] = &[
+    "--ttft",
+    "60ms",
+    "--ttft-sigma",
+    "0.1",
+    "--itl",
+    "3ms",
+    "--tokens",
+    "8",
+];
+/// 2.5 times slower to first token.
+pub const SLOW: &[&str] = &[
+    "--ttft",
+    "150ms",
+    "--ttft-sigma",
+    "0.1",
+    "--itl",
+    "3ms",
+    "--tokens",
+    "8",
+];
+
+/// The target Deployment `chat-frontend` running `image`.
+pub fn target(image: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "chat-frontend"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "chat"}},
+            "template": {
+                "metadata": {"labels": {"app": "chat"}},
+                "spec": {"containers": [{"name": "vllm", "image": image}]}
+            }
+        }
+    }))
+    .expect("deployment")
+}
+
+pub fn image_of(d: &Deployment) -> Option<String> {
+    d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .image
+        .clone()
+}
+
+pub fn canary_spec(strategy: serde_json::Value) -> Canary {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": strategy,
+            "analysis": {
+                "interval": "1s",
+                "warmup": "1s",
+                "minSamples": 100,
+                "metrics": [
+                    {"name": "ttft", "kind": "latency", "quantiles": [0.5], "maxIncrease": "25%"},
+                    {"name": "errors", "kind": "errorRate", "maxIncrease": "5pp"}
+                ]
+            },
+            "progressDeadlineSeconds": 120
+        }
+    }))
+    .expect("canary")
+}
+
+/// One namespace with the target on v1, a Canary, two proxies, their
+/// Service, and a controller.
+pub struct Stack {
+    pub env: TestEnv,
+    pub kubelet: Kubelet,
+    pub proxies: Vec<Proxy>,
+    pub controller: Option<Handle>,
+    _pods: Vec<Pod>,
+}
+
+impl Stack {
+    pub async fn new(name: &str, strategy: serde_json::Value, v2: &[&str]) -> Stack {
+        let env = TestEnv::new(name).await;
+        install_canary_crd(&env.client).await.expect("crd");
+        let ns = env.namespace.clone();
+        let v1_pod = pod("v1", FAST);
+        let v2_pod = pod("v2", v2);
+        let kubelet = Kubelet::start(
+            env.client.clone(),
+            &ns,
+            HashMap::from([
+                ("sim:v1".to_string(), vec![v1_pod.addr.port()]),
+                ("sim:v2".to_string(), vec![v2_pod.addr.port()]),
+            ]),
+        );
+        Api::<Deployment>::namespaced(env.client.clone(), &ns)
+            .create(&PostParams::default(), &target("sim:v1", 1))
+            .await
+            .expect("target");
+        Api::<Canary>::namespaced(env.client.clone(), &ns)
+            .create(&PostParams::default(), &canary_spec(strategy))
+            .await
+            .expect("canary");
+        let proxies = vec![
+            proxy(&env.client, &ns, 0).await,
+            proxy(&env.client, &ns, 1).await,
+        ];
+        proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
+        let mut stack = Stack {
+            env,
+            kubelet,
+            proxies,
+            controller: None,
+            _pods: vec![v1_pod, v2_pod],
+        };
+        stack.start_controller("first");
+        wait_phase(&stack.env.client, &ns, "chat", Phase::Idle).await;
+        stack
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.env.namespace
+    }
+
+    pub fn start_controller(&mut self, identity: &str) {
+        let (lead, leading) = watch::channel(true);
+        std::mem::forget(lead);
+        let settings = Settings {
+            namespace: Some(self.env.namespace.clone()),
+            identity: identity.into(),
+            proxies: Some(ProxyService {
+                namespace: self.env.namespace.clone(),
+                name: "weir-proxy".into(),
+                admin_port: 9090,
+            }),
+            poll_every: Duration::from_millis(500),
+            concurrency: 4,
+        };
+        self.controller = Some(Handle::spawn(self.env.client.clone(), settings, leading));
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.env.client.clone(), self.ns())
+    }
+
+    /// Streams through both proxies (`rate` each) for `secs`.
+    pub fn load(&self, rate: u32, secs: u32) -> Vec<Proc> {
+        self.proxies
+            .iter()
+            .map(|p| load(&p.url(), rate, secs, &[]))
+            .collect()
+    }
+
+    pub async fn release(&self, image: &str) {
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
+        self.deployments()
+            .patch(
+                "chat-frontend",
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .expect("new template");
+    }
+
+    /// Waits until every proxy serves the canary at `weight` with the
+    /// generation in status.
+    pub async fn every_proxy_serves(&self, weight: f64) {
+        eventually(
+            &format!("every proxy serving canary weight {weight}"),
+            || async {
+                let c = canary(&self.env.client, self.ns(), "chat").await;
+                let generation = c.status?.traffic?.generation;
+                for p in &self.proxies {
+                    let (w, g) = p.canary_weight(self.ns(), "chat").await?;
+                    if w != weight || g != generation {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// The Canary's Events, oldest first: (reporting instance, reason).
+pub async fn events_by(client: &Client, namespace: &str, canary: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let mut list: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(canary))
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter()
+        .map(|e| {
+            (
+                e.reporting_instance.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+            )
+        })
+        .collect()
 }

@@ -986,7 +986,12 @@ impl Cx<'_> {
             // A pause ends only by a command or a spec change; while a
             // window is open its evidence is still watched.
             Phase::Paused => self.s.window.as_ref().map(|_| self.r.analysis.interval),
-            Phase::Aborted if self.s.replicas.is_some_and(|r| r.canary > 0) => {
+            // A scale-down waits on the proxies and the drain, which no
+            // watch reports: look again soon (adoption, after a promotion
+            // or an abort).
+            Phase::Idle | Phase::Succeeded | Phase::Aborted
+                if !self.r.is_local() && self.s.replicas.is_some_and(|r| r.canary > 0) =>
+            {
                 Some(Duration::from_secs(1))
             }
             _ => None,

@@ -244,7 +244,11 @@ fn kubernetes_first_sight_adopts_the_target_as_stable() {
     assert_eq!(p.status.phase, Phase::Idle);
     assert_eq!(p.status.stable_revision.as_deref(), Some("v1"));
     assert_eq!(w.canary_share(), 0.0);
-    assert_eq!(p.requeue_after, None);
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(1)),
+        "the target's scale-down waits on the proxies, which no watch reports"
+    );
     assert!(
         p.actions.iter().all(|a| !matches!(a, Action::Scale { .. })),
         "the target's pods serve until the stable copy is ready: {:?}",
@@ -266,9 +270,10 @@ fn kubernetes_first_sight_adopts_the_target_as_stable() {
             replicas: 0
         }]
     );
-    // Nothing changes on the next call.
+    // Nothing changes on the next call, and nothing is waited for.
     let p = w.tick();
     assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.requeue_after, None);
 }
 
 #[test]

@@ -1,0 +1,144 @@
+//! The whole of Kubernetes mode on a real API server: the controller and
+//! two proxies in this process, `weir sim` processes as the pods of each
+//! version, `weir load` streaming chat completions through the proxies.
+//! The verdicts come from real streams measured by the real proxies and
+//! judged by the production statistics; the only stand-in is the kubelet
+//! (see tests/stack).
+
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use kube::api::{Api, ListParams};
+use weir_crds::{Cohort, Phase};
+
+mod common;
+mod stack;
+
+use stack::{FAST, SLOW, Stack, events, eventually, image_of, wait_phase};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {
+    let stack = Stack::new(
+        "fullstack-promote",
+        serde_json::json!({"canary": {"steps": [
+            {"setWeight": 50},
+            {"analysis": {"minDuration": "3s", "maxDuration": "60s"}}
+        ]}}),
+        FAST,
+    )
+    .await;
+    let ns = stack.ns().to_string();
+    stack.every_proxy_serves(0.0).await;
+    let _load = stack.load(30, 90);
+    stack.release("sim:v2").await;
+    let done = wait_phase(&stack.env.client, &ns, "chat", Phase::Succeeded).await;
+    let analysis = done
+        .history
+        .iter()
+        .find(|h| h.event == weir_crds::HistoryEvent::Promoted);
+    assert!(analysis.is_some(), "{done:#?}");
+    // The verdict was taken on real streams: both cohorts measured.
+    let evs = events(&stack.env.client, &ns, "chat").await;
+    let passed = evs
+        .iter()
+        .find(|(r, _)| r == "AnalysisPassed")
+        .unwrap_or_else(|| panic!("no AnalysisPassed event: {evs:?}"));
+    assert!(passed.1.contains("ttft"), "{passed:?}");
+
+    let stable = stack
+        .deployments()
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable");
+    assert_eq!(
+        image_of(&stable).as_deref(),
+        Some("sim:v2"),
+        "stable template updated"
+    );
+    let revisions: Api<ControllerRevision> = Api::namespaced(stack.env.client.clone(), &ns);
+    let recorded = eventually("the promoted revision recorded", || async {
+        let l = revisions.list(&ListParams::default()).await.ok()?;
+        l.items.iter().find(|r| r.revision == 2).cloned()
+    })
+    .await;
+    let template = weir_controller::kube::builders::template_of(&recorded).expect("template");
+    assert_eq!(
+        template
+            .spec
+            .and_then(|s| s.containers[0].image.clone())
+            .as_deref(),
+        Some("sim:v2")
+    );
+    eventually("the canary scaled to zero", || async {
+        let t = stack.deployments().get("chat-frontend").await.ok()?;
+        (t.spec?.replicas == Some(0)).then_some(())
+    })
+    .await;
+    let traffic = done.traffic.expect("traffic");
+    let stable_backend = traffic
+        .backends
+        .iter()
+        .find(|b| b.cohort == Cohort::Stable)
+        .expect("stable");
+    assert_eq!(
+        (stable_backend.weight, stable_backend.revision.as_deref()),
+        (100.0, done.stable_revision.as_deref())
+    );
+    stack.every_proxy_serves(0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_aborted_during_analysis_and_every_proxy_goes_back_to_stable() {
+    let stack = Stack::new(
+        "fullstack-abort",
+        serde_json::json!({"canary": {"steps": [
+            {"setWeight": 50},
+            {"analysis": {"minDuration": "3s", "maxDuration": "60s"}}
+        ]}}),
+        SLOW,
+    )
+    .await;
+    let ns = stack.ns().to_string();
+    let _load = stack.load(30, 90);
+    stack.release("sim:v2").await;
+    stack.every_proxy_serves(50.0).await;
+    let aborted = wait_phase(&stack.env.client, &ns, "chat", Phase::Aborted).await;
+    let abort = aborted.abort.expect("abort recorded");
+    assert_eq!(abort.reason, "AnalysisFailed");
+    assert!(
+        abort.message.contains("ttft"),
+        "names the metric: {}",
+        abort.message
+    );
+    assert!(
+        abort.message.contains('%'),
+        "with its numbers: {}",
+        abort.message
+    );
+    assert!(aborted.message.contains("ttft"), "{}", aborted.message);
+    // Traffic back on stable in every proxy, then the canary scaled down.
+    stack.every_proxy_serves(0.0).await;
+    eventually("the canary scaled to zero", || async {
+        let t = stack.deployments().get("chat-frontend").await.ok()?;
+        (t.spec?.replicas == Some(0)).then_some(())
+    })
+    .await;
+    let evs = events(&stack.env.client, &ns, "chat").await;
+    let failed = evs
+        .iter()
+        .find(|(r, _)| r == "AnalysisFailed")
+        .unwrap_or_else(|| panic!("no AnalysisFailed event: {evs:?}"));
+    assert!(
+        failed.1.contains("ttft") && failed.1.contains("margin"),
+        "{failed:?}"
+    );
+    let stable = stack
+        .deployments()
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable");
+    assert_eq!(
+        image_of(&stable).as_deref(),
+        Some("sim:v1"),
+        "stable untouched"
+    );
+    let _ = &stack.kubelet;
+}
