@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use weir_controller::kube::fleet::ProxyService;
@@ -41,21 +41,9 @@ use crate::common::{self, Proc, STARTUP};
 /// Longest wait for anything the controller does.
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-/// The host's own non-loopback IPv4 address (EndpointSlices refuse
-/// loopback): the source address of a route to a public address (no
-/// packet is sent).
+/// The host's own non-loopback address (EndpointSlices refuse loopback).
 pub fn host_ip() -> IpAddr {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-    socket
-        .connect("192.0.2.255:9")
-        .or_else(|_| socket.connect("8.8.8.8:53"))
-        .expect("a route out of this host");
-    let ip = socket.local_addr().expect("local addr").ip();
-    assert!(
-        !ip.is_loopback() && !ip.is_unspecified(),
-        "this host has no non-loopback address for EndpointSlices: {ip}"
-    );
-    ip
+    IpAddr::V4(weir_envtest::host_ip().expect("a non-loopback address for the sims"))
 }
 
 /// A `weir sim` process listening on the host's address.
@@ -155,7 +143,7 @@ async fn kubelet_loop(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
-    let ip = host_ip().to_string();
+    let ip = host_ip();
     let ssa = PatchParams::apply("test-kubelet").force();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -233,48 +221,14 @@ async fn kubelet_loop(
                     }
                 }
             }
+            pods.sort_unstable();
+            pods.dedup();
             let mut wanted: Vec<String> = Vec::new();
-            for (i, port) in pods.iter().enumerate() {
-                let slice_name = format!("{name}-{i}");
+            for port in &pods {
+                let slice = weir_envtest::endpoint_slice(&namespace, &name, ip, *port, true);
+                let slice_name = slice.metadata.name.clone().unwrap_or_default();
                 wanted.push(slice_name.clone());
-                let mut labels = svc.labels().clone();
-                labels.insert("kubernetes.io/service-name".into(), name.clone());
-                labels.insert(
-                    "endpointslice.kubernetes.io/managed-by".into(),
-                    "test-kubelet".into(),
-                );
-                let slice = EndpointSlice {
-                    metadata: ObjectMeta {
-                        name: Some(slice_name.clone()),
-                        labels: Some(labels),
-                        ..ObjectMeta::default()
-                    },
-                    address_type: "IPv4".into(),
-                    endpoints: vec![Endpoint {
-                        addresses: vec![ip.clone()],
-                        conditions: Some(EndpointConditions {
-                            ready: Some(true),
-                            serving: Some(true),
-                            terminating: Some(false),
-                        }),
-                        ..Endpoint::default()
-                    }],
-                    ports: Some(vec![EndpointPort {
-                        name: Some("http".into()),
-                        port: Some(i32::from(*port)),
-                        protocol: Some("TCP".into()),
-                        app_protocol: None,
-                    }]),
-                };
-                let same = existing.items.iter().any(|e| {
-                    e.name_any() == slice_name
-                        && e.ports
-                            .as_ref()
-                            .and_then(|p| p.first())
-                            .and_then(|p| p.port)
-                            == Some(i32::from(*port))
-                });
-                if !same {
+                if !existing.items.iter().any(|e| e.name_any() == slice_name) {
                     let mut body = serde_json::to_value(&slice).unwrap_or_default();
                     body["apiVersion"] = "discovery.k8s.io/v1".into();
                     body["kind"] = "EndpointSlice".into();

@@ -1,0 +1,121 @@
+//! The API server goes away in the middle of a run and comes back: the
+//! proxies keep serving the last table they had (both cohorts, at the
+//! run's weights), and the controller picks the run up where it was.
+//!
+//! A test binary of its own: stopping the API server takes it from every
+//! test of the binary.
+
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use weir_crds::{Canary, Phase};
+
+mod common;
+mod stack;
+
+use stack::{FAST, Stack, wait_phase};
+
+async fn apiserver(start: bool) {
+    tokio::task::spawn_blocking(move || {
+        let server = weir_envtest::server();
+        if start {
+            server.start_apiserver()
+        } else {
+            server.stop_apiserver()
+        }
+    })
+    .await
+    .expect("the envtest call ends")
+    .unwrap_or_else(|e| panic!("start/stop of the API server: {e}"));
+}
+
+/// Sends `n` chat completions through `url` and counts the cohorts that
+/// answered (the proxy's `x-weir-cohort` header); panics on any failure.
+async fn requests(url: &str, n: usize) -> (usize, usize) {
+    let client = reqwest::Client::new();
+    let (mut stable, mut canary) = (0, 0);
+    for _ in 0..n {
+        let response = client
+            .post(format!("{url}/chat/completions"))
+            .json(&serde_json::json!({
+                "model": "weir-sim",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 2
+            }))
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert!(response.status().is_success(), "{}", response.status());
+        match response
+            .headers()
+            .get("x-weir-cohort")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some("stable") => stable += 1,
+            Some("canary") => canary += 1,
+            other => panic!("no cohort header: {other:?}"),
+        }
+    }
+    (stable, canary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_keep_serving_through_an_api_server_outage_and_the_controller_recovers() {
+    let stack = Stack::new(
+        "kube-outage",
+        serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+        FAST,
+    )
+    .await;
+    let ns = stack.ns().to_string();
+    stack.release("sim:v2").await;
+    let paused = wait_phase(&stack.env.client, &ns, "chat", Phase::Paused).await;
+    stack.every_proxy_serves(50.0).await;
+    let generation = paused.traffic.expect("traffic").generation;
+
+    apiserver(false).await;
+    // Both proxies go on splitting 50/50 with the table they had.
+    for p in &stack.proxies {
+        let (stable, canary) = requests(&p.url(), 60).await;
+        assert!(
+            stable >= 15 && canary >= 15,
+            "a 50/50 split through the outage: {stable} stable, {canary} canary"
+        );
+    }
+    // And say why they cannot watch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let routes = stack.proxies[0].routes().await.expect("admin API answers");
+        let error = routes["lastError"].as_str().unwrap_or_default().to_string();
+        if !error.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outage reported: {routes}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        stack.proxies[0]
+            .canary_weight(&ns, "chat")
+            .await
+            .map(|w| w.1),
+        Some(generation),
+        "the last table stays"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    apiserver(true).await;
+
+    // The controller picks the run up: a promotion asked after the outage
+    // completes, and every proxy follows.
+    let canaries: Api<Canary> = Api::namespaced(stack.env.client.clone(), &ns);
+    let promote =
+        serde_json::json!({"metadata": {"annotations": {"weir.dev/promote": "after-outage;full"}}});
+    canaries
+        .patch("chat", &PatchParams::default(), &Patch::Merge(&promote))
+        .await
+        .expect("promote");
+    wait_phase(&stack.env.client, &ns, "chat", Phase::Succeeded).await;
+    stack.every_proxy_serves(0.0).await;
+}
