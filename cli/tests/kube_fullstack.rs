@@ -142,3 +142,88 @@ async fn a_slow_canary_is_aborted_during_analysis_and_every_proxy_goes_back_to_s
     );
     let _ = &stack.kubelet;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_bad() {
+    let stack = Stack::new(
+        "fullstack-bluegreen",
+        serde_json::json!({"blueGreen": {
+            "previewReplicas": 1,
+            "autoPromote": true,
+            "scaleDownDelay": "90s",
+            "prePromotionAnalysis": {"minDuration": "3s", "maxDuration": "60s"},
+            "postPromotionAnalysis": {"minDuration": "3s", "maxDuration": "60s"}
+        }}),
+        FAST,
+    )
+    .await;
+    let ns = stack.ns().to_string();
+    // Live traffic through both proxies; preview traffic, carrying the
+    // override header, through the first.
+    let _live = stack.load(30, 120);
+    let _preview = stack::load(
+        &stack.proxies[0].url(),
+        30,
+        120,
+        &["--header", "x-weir-cohort: canary"],
+    );
+    stack.release("sim:v2").await;
+
+    // The preview: live traffic stays on stable, the header reaches it.
+    stack::eventually("the preview", || async {
+        let s = stack::canary(&stack.env.client, &ns, "chat").await.status?;
+        let t = s.traffic?;
+        (t.override_header && s.canary_revision.is_some() && s.canary_weight == 0.0).then_some(())
+    })
+    .await;
+    stack.every_proxy_serves(0.0).await;
+    for p in &stack.proxies {
+        let routes = p.routes().await.expect("routes");
+        // Per route: this Canary's preview only.
+        assert_eq!(
+            routes["table"]["routes"][0]["overrideHeader"], true,
+            "{routes}"
+        );
+    }
+
+    // Pre-promotion analysis passes on the preview's traffic, then one
+    // cutover moves everything.
+    stack.every_proxy_serves(100.0).await;
+    let evs = events(&stack.env.client, &ns, "chat").await;
+    assert!(
+        evs.iter().any(|(r, _)| r == "CutOver"),
+        "cut over after the preview passed: {evs:?}"
+    );
+    // The new side turns bad right after the cutover.
+    let bad = stack::pod("v2-bad", SLOW);
+    stack.kubelet.set_image("sim:v2", vec![bad.addr.port()]);
+
+    let rolled_back = wait_phase(&stack.env.client, &ns, "chat", Phase::Aborted).await;
+    assert_eq!(
+        rolled_back.history.last().map(|h| h.event),
+        Some(weir_crds::HistoryEvent::RolledBack),
+        "{rolled_back:#?}"
+    );
+    let abort = rolled_back.abort.expect("why");
+    assert_eq!(abort.reason, "RolledBack");
+    // Named for what turned bad: time to first token, against stable's
+    // evidence from before the cutover.
+    assert!(
+        abort.message.starts_with("post-promotion analysis:") && abort.message.contains("ttft"),
+        "{}",
+        abort.message
+    );
+    stack.every_proxy_serves(0.0).await;
+    let stable = stack
+        .deployments()
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable");
+    assert_eq!(
+        image_of(&stable).as_deref(),
+        Some("sim:v1"),
+        "the old side kept serving"
+    );
+    let evs = events(&stack.env.client, &ns, "chat").await;
+    assert!(evs.iter().any(|(r, _)| r == "RolledBack"), "{evs:?}");
+}
