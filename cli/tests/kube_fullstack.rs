@@ -227,3 +227,57 @@ async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_ba
     let evs = events(&stack.env.client, &ns, "chat").await;
     assert!(evs.iter().any(|(r, _)| r == "RolledBack"), "{evs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_during_analysis_resumes_the_same_window() {
+    let mut stack = Stack::new(
+        "fullstack-restart",
+        serde_json::json!({"canary": {"steps": [
+            {"setWeight": 50},
+            {"analysis": {"minDuration": "8s", "maxDuration": "60s"}}
+        ]}}),
+        FAST,
+    )
+    .await;
+    let ns = stack.ns().to_string();
+    let trail = stack::Trail::start(&stack.env.client, &ns, "chat");
+    let _load = stack.load(30, 90);
+    stack.release("sim:v2").await;
+    // Killed once the analysis has taken a verdict (not yet a promotion:
+    // minDuration is 8 s).
+    let window = eventually("a verdict in the analysis step", || async {
+        let s = stack::canary(&stack.env.client, &ns, "chat").await.status?;
+        (s.current_step == 1 && s.last_analysis.is_some()).then_some(s.window?.id)
+    })
+    .await;
+    if let Some(c) = stack.controller.take() {
+        c.kill();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    stack.start_controller("second");
+    let s = stack::canary(&stack.env.client, &ns, "chat")
+        .await
+        .status
+        .expect("status");
+    assert_eq!(
+        (s.current_step, s.window.map(|w| w.id)),
+        (1, Some(window)),
+        "the same step and window after the restart"
+    );
+    wait_phase(&stack.env.client, &ns, "chat", Phase::Succeeded).await;
+    let seen = trail.seen();
+    let steps: Vec<u32> = seen
+        .iter()
+        .filter(|(p, _, _)| *p == Phase::Progressing)
+        .map(|(_, s, _)| *s)
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    let evs = events(&stack.env.client, &ns, "chat").await;
+    for reason in ["WeightSet", "AnalysisPassed", "Promoted"] {
+        assert!(
+            evs.iter().filter(|(r, _)| r == reason).count() <= 1,
+            "{reason} repeated: {evs:?}"
+        );
+    }
+    assert!(evs.iter().any(|(r, _)| r == "AnalysisPassed"), "{evs:?}");
+}
