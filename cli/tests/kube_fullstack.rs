@@ -170,7 +170,7 @@ async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_ba
     stack.release("sim:v2").await;
 
     // The preview: live traffic stays on stable, the header reaches it.
-    stack::eventually("the preview", || async {
+    eventually("the preview", || async {
         let s = stack::canary(&stack.env.client, &ns, "chat").await.status?;
         let t = s.traffic?;
         (t.override_header && s.canary_revision.is_some() && s.canary_weight == 0.0).then_some(())
