@@ -49,7 +49,8 @@ enum Command {
     Sim(sim::Args),
     /// Send streaming chat completions at a constant rate and measure them.
     Load(load::Args),
-    /// Run the L7 proxy from a YAML config file.
+    /// Run the L7 proxy: routes from a YAML config file, or from the
+    /// Canaries of a Kubernetes cluster (--kube).
     Proxy(proxy::Args),
     /// Roll out a canary between two local frontends (proxy in-process).
     Run(run::Args),

@@ -1,28 +1,54 @@
-//! `weir proxy`: the L7 proxy as a process, configured from a YAML file
-//! that is hot-reloaded on change and rewritten by `PUT
-//! /v1/routes/{name}/weights`.
+//! `weir proxy`: the L7 proxy as a process. Its routes come from one of:
+//!
+//! - `--config FILE`: a YAML file, hot-reloaded on change and rewritten by
+//!   `PUT /v1/routes/{name}/weights`;
+//! - `--kube`: the Canaries of the Kubernetes cluster (their
+//!   `status.traffic`, written by the weir controller) and the ready pods of
+//!   their Services, watched through the API server.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use weir_proxy::config::file::POLL_INTERVAL;
-use weir_proxy::{ConfigSource, FileSource, Observations, Settings};
+use weir_proxy::config::kube::Scope;
+use weir_proxy::{ConfigSource, FileSource, KubeSource, Observations, Settings, Timeouts};
 
 use crate::exit::Code;
 
+/// Where a proxy in a cluster listens unless told otherwise: every
+/// interface, since clients reach it through its Service.
+const KUBE_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// Its admin API: loopback, since it is not for clients (a probe or the
+/// controller reaching it must be configured with `--admin`).
+const KUBE_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+
 /// Arguments of `weir proxy`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("routes").required(true).args(["config", "kube"])))]
 pub struct Args {
     /// The YAML config file (listen, admin, routes with weighted cohorts).
     #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
-    /// Overrides the file's `listen` address.
+    config: Option<PathBuf>,
+    /// Serve the Canaries of the Kubernetes cluster (default kubeconfig,
+    /// or the pod's service account in a cluster) instead of a file.
+    #[arg(long)]
+    kube: bool,
+    /// With --kube: only the Canaries of this namespace (default: all).
+    #[arg(long, short = 'n', value_name = "NS", conflicts_with = "config")]
+    namespace: Option<String>,
+    /// With --kube: only Canaries matching this label selector
+    /// (e.g. `team=llm,tier!=dev`).
+    #[arg(long, short = 'l', value_name = "LABELS", conflicts_with = "config")]
+    selector: Option<String>,
+    /// The proxy listener; overrides the file's `listen` (with --kube,
+    /// default 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Overrides the file's `admin` address (keep it on loopback unless a
-    /// network policy protects it: it changes traffic).
+    /// The admin listener; overrides the file's `admin` (with --kube,
+    /// default 127.0.0.1:9090). Keep it on loopback unless a network policy
+    /// protects it: with a file config it changes traffic.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// Worker threads (default: one per core).
@@ -32,7 +58,6 @@ pub struct Args {
 
 /// Runs `weir proxy` until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: &Args) -> Result<Code> {
-    let (source, config) = FileSource::open(&args.config)?;
     let threads = args.threads.map_or_else(num_threads, usize::from);
     // One thread: a current-thread runtime, with no work-stealing
     // machinery between the I/O driver and the tasks it wakes.
@@ -49,19 +74,14 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let source = Arc::new(source);
-        let watcher = Arc::clone(&source);
-        tokio::spawn(async move { watcher.watch(POLL_INTERVAL).await });
-        let settings = Settings {
-            listen: args.listen.unwrap_or(config.listen),
-            admin: args.admin.unwrap_or(config.admin),
-            timeouts: config.timeouts,
-            draw_seed: None,
+        let (source, settings) = match &args.config {
+            Some(path) => from_file(args, path)?,
+            None => from_cluster(args).await?,
         };
         let instance = format!("{}-{}", std::process::id(), unix_millis());
         let observations = Arc::new(Observations::new(instance));
         let described = source.describe();
-        let running = weir_proxy::start(settings, source as Arc<dyn ConfigSource>, observations).await?;
+        let running = weir_proxy::start(settings, source, observations).await?;
         eprintln!(
             "weir proxy: serving {described} on {}; admin on {} (/metrics, /v1/observations, /v1/routes)",
             running.listen, running.admin
@@ -78,6 +98,48 @@ pub fn run(args: &Args) -> Result<Code> {
         }
         Ok(Code::Success)
     })
+}
+
+/// The file source, polled for changes, and the file's settings under the
+/// flags' overrides.
+fn from_file(args: &Args, path: &Path) -> Result<(Arc<dyn ConfigSource>, Settings)> {
+    let (source, config) = FileSource::open(path)?;
+    let source = Arc::new(source);
+    let watcher = Arc::clone(&source);
+    tokio::spawn(async move { watcher.watch(POLL_INTERVAL).await });
+    let settings = Settings {
+        listen: args.listen.unwrap_or(config.listen),
+        admin: args.admin.unwrap_or(config.admin),
+        timeouts: config.timeouts,
+        draw_seed: None,
+    };
+    Ok((source, settings))
+}
+
+/// The Kubernetes source, watching, and the flags' settings.
+async fn from_cluster(args: &Args) -> Result<(Arc<dyn ConfigSource>, Settings)> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow!(
+            "no Kubernetes cluster config found ({e}); weir proxy --kube reads $KUBECONFIG or ~/.kube/config, or runs in a pod with a service account; or give --config FILE to run without a cluster"
+        )
+    })?;
+    let client = kube::Client::try_from(config).context("cannot create the Kubernetes client")?;
+    let source = Arc::new(KubeSource::new(
+        client,
+        Scope {
+            namespace: args.namespace.clone(),
+            selector: args.selector.clone(),
+        },
+    ));
+    let watcher = Arc::clone(&source);
+    tokio::spawn(async move { watcher.run().await });
+    let settings = Settings {
+        listen: args.listen.unwrap_or(KUBE_LISTEN),
+        admin: args.admin.unwrap_or(KUBE_ADMIN),
+        timeouts: Timeouts::default(),
+        draw_seed: None,
+    };
+    Ok((source, settings))
 }
 
 fn num_threads() -> usize {

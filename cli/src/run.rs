@@ -17,7 +17,8 @@ use weir_controller::local::file::{self, CanaryFile};
 use weir_controller::local::record::{CohortSample, RunRecord};
 use weir_controller::local::runner::{self, Dataplane, Progress};
 use weir_crds::Traffic;
-use weir_proxy::route::{Backend, Cohort, Route, RouteMatch, RouteTable, Sticky, Upstream, Weight};
+use weir_proxy::config::traffic;
+use weir_proxy::route::RouteTable;
 use weir_proxy::{ConfigSource, MemorySource, Observations, Running, Settings, Timeouts};
 
 use crate::exit::Code;
@@ -178,48 +179,14 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The route table for `traffic`: one route named after the Canary.
+/// The route table for `traffic`: one route named after the Canary, to the
+/// URLs of `spec.backends`.
 ///
 /// # Errors
 /// When a URL or weight is not one the proxy accepts (validated earlier,
 /// so this is a bug report, not a user error).
-pub fn table(name: &str, traffic: &Traffic) -> Result<RouteTable> {
-    let mut backends = Vec::with_capacity(traffic.backends.len());
-    for b in &traffic.backends {
-        let url = b
-            .url
-            .as_deref()
-            .ok_or_else(|| anyhow!("traffic for {} has no URL", b.cohort))?;
-        let upstream = Upstream::parse(url).map_err(|e| anyhow!("{url}: {e}"))?;
-        let weight = Weight::from_percent(b.weight).map_err(|e| anyhow!("{e}"))?;
-        let cohort = match b.cohort {
-            weir_crds::Cohort::Stable => Cohort::Stable,
-            weir_crds::Cohort::Canary => Cohort::Canary,
-        };
-        let mut backend = Backend::new(cohort, upstream, weight);
-        if let Some(rev) = &b.revision {
-            backend = backend.with_revision(rev.as_str());
-        }
-        backends.push(backend);
-    }
-    let sticky = traffic
-        .sticky
-        .as_ref()
-        .and_then(|s| match (&s.header, &s.cookie) {
-            (Some(h), _) => Some(Sticky::Header(h.to_ascii_lowercase())),
-            (None, Some(c)) => Some(Sticky::Cookie(c.clone())),
-            (None, None) => None,
-        });
-    let route = Route::new(
-        name,
-        RouteMatch {
-            hosts: traffic.route.hosts.clone(),
-            path_prefix: traffic.route.path_prefix.clone(),
-        },
-        sticky,
-        backends,
-    )?;
-    Ok(RouteTable::new(vec![route], traffic.override_header, 0)?)
+fn table(name: &str, traffic: &Traffic) -> Result<RouteTable> {
+    traffic::url_table(name, traffic).map_err(|e| anyhow!("traffic for {name}: {e}"))
 }
 
 /// The in-process proxy behind the runner's [`Dataplane`].

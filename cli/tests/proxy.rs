@@ -889,6 +889,57 @@ fn invalid_configs_are_refused_at_startup_with_the_field_and_the_fix() {
 }
 
 #[test]
+fn kube_mode_without_a_cluster_config_says_where_it_looked() {
+    let _shared = shared();
+    let dir = scratch("no-cluster");
+    let weir = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+            .env("HOME", &dir)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .stdin(Stdio::null())
+            .output()
+            .expect("weir runs")
+    };
+    let out = weir(&[
+        "proxy",
+        "--kube",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "no Kubernetes cluster config found",
+        "no-such-kubeconfig",
+        "$KUBECONFIG or ~/.kube/config",
+        "--config FILE",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from\n{stderr}");
+    }
+    assert!(!stderr.contains("serving"), "it listened:\n{stderr}");
+    // Exactly one route source; the Kubernetes flags only with --kube.
+    for args in [
+        &["proxy", "--kube", "--config", "proxy.yaml"][..],
+        &["proxy", "--namespace", "llm"],
+        &["proxy", "--config", "proxy.yaml", "--selector", "team=llm"],
+        &["proxy"],
+    ] {
+        let out = weir(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
     let _shared = shared();
     let dir = scratch("reload");
