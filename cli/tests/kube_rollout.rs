@@ -442,3 +442,132 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
     );
     drop(survivor);
 }
+
+/// Runs `weir ARGS` against the test API server (blocking, off the
+/// runtime); returns (exit code, stdout, stderr).
+async fn weir(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::command(&refs)
+            .env("KUBECONFIG", weir_envtest::server().kubeconfig())
+            .output()
+            .expect("weir runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("joins")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_promote_full_abort_and_undo_do_what_they_say() {
+    let env = TestEnv::new("kube-cli").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.clone();
+    let ns = ns.as_str();
+    let pods: Vec<stack::Pod> = ["v1", "v2", "v3"].iter().map(|v| pod(v, &[])).collect();
+    let _kubelet = Kubelet::start(
+        env.client.clone(),
+        ns,
+        ["v1", "v2", "v3"]
+            .iter()
+            .zip(&pods)
+            .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
+            .collect(),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("sim:v1", 2))
+        .await
+        .expect("target");
+    let spec: Canary = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
+            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
+        }
+    }))
+    .expect("canary");
+    canaries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("canary");
+    let _controller = controller(&env, "cli-test");
+    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
+    let stable_image = || async {
+        let d = deployments
+            .get("chat-frontend-stable")
+            .await
+            .expect("stable");
+        image_of(&d)
+    };
+
+    // weir promote --full: the paused run is promoted at once.
+    set_image(&deployments, "sim:v2").await;
+    wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+    let (code, out, err) = weir(&["promote", "chat", "-n", ns, "--full", "--wait"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
+    assert_eq!(stable_image().await.as_deref(), Some("sim:v2"));
+
+    // weir abort: traffic back on stable, the canary scaled down.
+    set_image(&deployments, "sim:v3").await;
+    wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+    let (code, out, err) = weir(&["abort", "chat", "-n", ns, "--wait"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let aborted = wait_phase(&env.client, ns, "chat", Phase::Aborted).await;
+    assert_eq!(aborted.canary_weight, 0.0);
+    assert_eq!(
+        aborted.abort.map(|a| a.reason).as_deref(),
+        Some("AbortedByRequest")
+    );
+    eventually("the aborted canary scaled down", || async {
+        let t = deployments.get("chat-frontend").await.ok()?;
+        (t.spec?.replicas == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stable_image().await.as_deref(),
+        Some("sim:v2"),
+        "stable untouched"
+    );
+
+    // weir undo after an abort: the target gets stable's template back and
+    // the aborted version is withdrawn.
+    let (code, out, err) = weir(&["undo", "chat", "-n", ns]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let target = deployments.get("chat-frontend").await.expect("target");
+    assert_eq!(image_of(&target).as_deref(), Some("sim:v2"));
+    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
+
+    // weir undo --to-revision 1: v1 goes back through the steps, and once
+    // promoted is the newest revision.
+    let (code, out, err) = weir(&["undo", "chat", "-n", ns, "--to-revision", "1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+    let (code, out, err) = weir(&["promote", "chat", "-n", ns, "--full", "--wait"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
+    assert_eq!(stable_image().await.as_deref(), Some("sim:v1"));
+    let (code, history, err) = weir(&["history", "chat", "-n", ns]).await;
+    assert_eq!(code, 0, "{err}");
+    let newest = history
+        .lines()
+        .filter(|l| l.contains("sim:"))
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        newest.contains("sim:v1"),
+        "v1 is the newest revision now:\n{history}"
+    );
+}

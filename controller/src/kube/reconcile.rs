@@ -107,8 +107,9 @@ pub struct Context {
     /// Canaries (uid, generation) whose Services were applied by this
     /// process: they are applied once per spec change, not per reconcile.
     services_applied: Mutex<HashSet<(String, i64)>>,
-    /// (Canary uid, revision) kept as a ControllerRevision by this process.
-    revisions_recorded: Mutex<HashSet<(String, String)>>,
+    /// Per Canary uid, the stable revision this process last kept as the
+    /// newest ControllerRevision (a revision promoted again is renumbered).
+    revisions_recorded: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -662,12 +663,12 @@ async fn converge(
     if let Some(revision) = &status.stable_revision
         && !matches!(status.phase, Phase::Promoting | Phase::Initializing)
     {
-        let recorded_key = (owner.uid.clone(), revision.clone());
         let recorded = ctx
             .revisions_recorded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(&recorded_key);
+            .get(&owner.uid)
+            == Some(revision);
         if !recorded {
             let template = if builders::template_revision(&target_template) == *revision {
                 Some(target_template.clone())
@@ -682,7 +683,7 @@ async fn converge(
                 ctx.revisions_recorded
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(recorded_key);
+                    .insert(owner.uid.clone(), revision.clone());
             }
         }
     }
