@@ -562,8 +562,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
     assert_eq!(code, 0, "{err}");
     let newest = history
         .lines()
-        .filter(|l| l.contains("sim:"))
-        .last()
+        .rfind(|l| l.contains("sim:"))
         .unwrap_or_default()
         .to_string();
     assert!(
