@@ -570,3 +570,85 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
         "v1 is the newest revision now:\n{history}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
+    let env = TestEnv::new("kube-revert").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.as_str();
+    let v1 = pod("v1", &[]);
+    let v2 = pod("v2", &[]);
+    let _kubelet = Kubelet::start(
+        env.client.clone(),
+        ns,
+        HashMap::from([
+            ("sim:v1".to_string(), vec![v1.addr.port()]),
+            ("sim:v2".to_string(), vec![v2.addr.port()]),
+        ]),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("sim:v1", 3))
+        .await
+        .expect("target");
+    let spec: Canary = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
+            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
+        }
+    }))
+    .expect("canary");
+    canaries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("canary");
+    let _controller = controller(&env, "revert-test");
+    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
+    set_image(&deployments, "sim:v2").await;
+    wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+
+    canaries
+        .delete("chat", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the Canary gone (finalizer removed)", || async {
+        canaries.get_opt("chat").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let target = deployments.get("chat-frontend").await.expect("target");
+    assert_eq!(
+        image_of(&target).as_deref(),
+        Some("sim:v1"),
+        "stable's template back"
+    );
+    assert_eq!(
+        target.spec.as_ref().and_then(|s| s.replicas),
+        Some(3),
+        "the user's replica count back"
+    );
+    let labels = target
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("app").map(String::as_str),
+        Some("chat"),
+        "no -stable labels: {labels:?}"
+    );
+    assert!(
+        !labels.contains_key(weir_crds::names::COHORT_LABEL),
+        "{labels:?}"
+    );
+    let evs = events(&env.client, ns, "chat").await;
+    assert!(
+        evs.iter().any(|(r, _)| r == "RevertedOnDeletion"),
+        "{evs:?}"
+    );
+}
