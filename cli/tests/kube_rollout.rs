@@ -2,8 +2,6 @@
 //! the pods of each version (see tests/stack for what stands in for the
 //! kubelet).
 
-use std::collections::HashMap;
-
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use tokio::sync::watch;
@@ -28,46 +26,74 @@ async fn set_image(deployments: &Api<Deployment>, image: &str) {
         .expect("new template");
 }
 
+/// A namespace with the target on v1 and a Canary `chat` with `strategy`,
+/// `weir sim` pods for each version (`sim:<version>`) and the stand-in
+/// kubelet; no controller yet.
+struct Scene {
+    env: TestEnv,
+    kubelet: Kubelet,
+    deployments: Api<Deployment>,
+    canaries: Api<Canary>,
+    _pods: Vec<stack::Pod>,
+}
+
+impl Scene {
+    async fn new(
+        name: &str,
+        versions: &[&str],
+        replicas: i32,
+        strategy: serde_json::Value,
+    ) -> Scene {
+        let env = TestEnv::new(name).await;
+        install_canary_crd(&env.client).await.expect("crd");
+        let ns = env.namespace.clone();
+        let pods: Vec<stack::Pod> = versions.iter().map(|v| pod(v, &[])).collect();
+        let kubelet = Kubelet::start(
+            env.client.clone(),
+            &ns,
+            versions
+                .iter()
+                .zip(&pods)
+                .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
+                .collect(),
+        );
+        let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &ns);
+        let canaries: Api<Canary> = Api::namespaced(env.client.clone(), &ns);
+        deployments
+            .create(&PostParams::default(), &target("sim:v1", replicas))
+            .await
+            .expect("target");
+        canaries
+            .create(&PostParams::default(), &stack::canary_spec(strategy))
+            .await
+            .expect("canary");
+        Scene {
+            env,
+            kubelet,
+            deployments,
+            canaries,
+            _pods: pods,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_without_analysis_promote_and_record_the_revision() {
-    let env = TestEnv::new("kube-steps-promote").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let scene = Scene::new(
+        "kube-steps-promote",
+        &["v1", "v2"],
+        2,
+        serde_json::json!({"canary": {"steps": [ {"setWeight": 50}, {"pause": {"duration": "1s"}} ]}}),
+    )
+    .await;
+    let Scene {
+        env,
+        kubelet: _kubelet,
+        deployments,
+        canaries: _,
+        ..
+    } = &scene;
     let ns = env.namespace.as_str();
-    let v1 = pod("v1", &[]);
-    let v2 = pod("v2", &[]);
-    let _kubelet = Kubelet::start(
-        env.client.clone(),
-        ns,
-        HashMap::from([
-            ("sim:v1".to_string(), vec![v1.addr.port()]),
-            ("sim:v2".to_string(), vec![v2.addr.port()]),
-        ]),
-    );
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
-    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &target("sim:v1", 2))
-        .await
-        .expect("target");
-    let spec: Canary = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [
-                {"setWeight": 50},
-                {"pause": {"duration": "1s"}}
-            ]}},
-            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
-        }
-    }))
-    .expect("canary");
-    canaries
-        .create(&PostParams::default(), &spec)
-        .await
-        .expect("canary");
 
     let (_lead, leading) = watch::channel(true);
     let settings = Settings {
@@ -93,7 +119,7 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
     assert_eq!(image_of(&stable).as_deref(), Some("sim:v1"));
     assert_eq!(stable.spec.and_then(|s| s.replicas), Some(2));
 
-    set_image(&deployments, "sim:v2").await;
+    set_image(deployments, "sim:v2").await;
     let done = wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
     let stable = deployments
         .get("chat-frontend-stable")
@@ -181,52 +207,26 @@ fn controller(env: &TestEnv, name: &str) -> Handle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skipping_a_step() {
-    let env = TestEnv::new("kube-restart").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let scene = Scene::new(
+        "kube-restart",
+        &["v1", "v2"],
+        4,
+        serde_json::json!({"canary": {"steps": [ {"setWeight": 25}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {}} ]}}),
+    )
+    .await;
+    let Scene {
+        env,
+        kubelet,
+        deployments,
+        canaries,
+        ..
+    } = &scene;
     let ns = env.namespace.as_str();
-    let v1 = pod("v1", &[]);
-    let v2 = pod("v2", &[]);
-    let kubelet = Kubelet::start(
-        env.client.clone(),
-        ns,
-        HashMap::from([
-            ("sim:v1".to_string(), vec![v1.addr.port()]),
-            ("sim:v2".to_string(), vec![v2.addr.port()]),
-        ]),
-    );
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
-    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &target("sim:v1", 4))
-        .await
-        .expect("target");
-    let spec: Canary = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [
-                {"setWeight": 25},
-                {"pause": {"duration": "4s"}},
-                {"setWeight": 50},
-                {"pause": {}}
-            ]}},
-            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []},
-            "progressDeadlineSeconds": 120
-        }
-    }))
-    .expect("canary");
-    canaries
-        .create(&PostParams::default(), &spec)
-        .await
-        .expect("canary");
     let trail = stack::Trail::start(&env.client, ns, "chat");
 
-    let first = controller(&env, "first");
+    let first = controller(env, "first");
     wait_phase(&env.client, ns, "chat", Phase::Idle).await;
-    set_image(&deployments, "sim:v2").await;
+    set_image(deployments, "sim:v2").await;
 
     // 1. Killed during a timed pause: the pause keeps its start time.
     let paused_at = eventually("the timed pause", || async {
@@ -237,7 +237,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     .expect("step start");
     first.kill();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let second = controller(&env, "second");
+    let second = controller(env, "second");
 
     // 2. Killed while paused until promoted: it stays paused.
     let paused = wait_phase(&env.client, ns, "chat", Phase::Paused).await;
@@ -257,7 +257,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
         "the pause lasted {pause_took:.1}s across the restart (4s asked)"
     );
     second.kill();
-    let third = controller(&env, "third");
+    let third = controller(env, "third");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let still = canary(&env.client, ns, "chat")
         .await
@@ -279,7 +279,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     })
     .await;
     third.kill();
-    let fourth = controller(&env, "fourth");
+    let fourth = controller(env, "fourth");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(
         canary(&env.client, ns, "chat")
@@ -329,41 +329,21 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_over() {
     use weir_controller::kube::leader::{LeaderElector, Timings};
-    let env = TestEnv::new("kube-leader").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let scene = Scene::new(
+        "kube-leader",
+        &["v1", "v2"],
+        2,
+        serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let Scene {
+        env,
+        kubelet: _kubelet,
+        deployments,
+        canaries,
+        ..
+    } = &scene;
     let ns = env.namespace.as_str();
-    let v1 = pod("v1", &[]);
-    let v2 = pod("v2", &[]);
-    let _kubelet = Kubelet::start(
-        env.client.clone(),
-        ns,
-        HashMap::from([
-            ("sim:v1".to_string(), vec![v1.addr.port()]),
-            ("sim:v2".to_string(), vec![v2.addr.port()]),
-        ]),
-    );
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
-    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &target("sim:v1", 2))
-        .await
-        .expect("target");
-    let spec: Canary = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
-            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
-        }
-    }))
-    .expect("canary");
-    canaries
-        .create(&PostParams::default(), &spec)
-        .await
-        .expect("canary");
     let timings = Timings {
         lease_duration: std::time::Duration::from_secs(3),
         renew_deadline: std::time::Duration::from_secs(2),
@@ -401,7 +381,7 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
     })
     .await;
     wait_phase(&env.client, ns, "chat", Phase::Idle).await;
-    set_image(&deployments, "sim:v2").await;
+    set_image(deployments, "sim:v2").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
     assert_ne!(leader_of(), (true, true), "never two leaders");
     let before = stack::events_by(&env.client, ns, "chat").await;
@@ -465,43 +445,22 @@ async fn weir(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weir_promote_full_abort_and_undo_do_what_they_say() {
-    let env = TestEnv::new("kube-cli").await;
-    install_canary_crd(&env.client).await.expect("crd");
-    let ns = env.namespace.clone();
-    let ns = ns.as_str();
-    let pods: Vec<stack::Pod> = ["v1", "v2", "v3"].iter().map(|v| pod(v, &[])).collect();
-    let _kubelet = Kubelet::start(
-        env.client.clone(),
-        ns,
-        ["v1", "v2", "v3"]
-            .iter()
-            .zip(&pods)
-            .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
-            .collect(),
-    );
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
-    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &target("sim:v1", 2))
-        .await
-        .expect("target");
-    let spec: Canary = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
-            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
-        }
-    }))
-    .expect("canary");
-    canaries
-        .create(&PostParams::default(), &spec)
-        .await
-        .expect("canary");
-    let _controller = controller(&env, "cli-test");
+    let scene = Scene::new(
+        "kube-cli",
+        &["v1", "v2", "v3"],
+        2,
+        serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let Scene {
+        env,
+        kubelet: _kubelet,
+        deployments,
+        canaries: _,
+        ..
+    } = &scene;
+    let ns = env.namespace.as_str();
+    let _controller = controller(env, "cli-test");
     wait_phase(&env.client, ns, "chat", Phase::Idle).await;
     let stable_image = || async {
         let d = deployments
@@ -512,7 +471,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
     };
 
     // weir promote --full: the paused run is promoted at once.
-    set_image(&deployments, "sim:v2").await;
+    set_image(deployments, "sim:v2").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
     let (code, out, err) = weir(&["promote", "chat", "-n", ns, "--full", "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -520,7 +479,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
     assert_eq!(stable_image().await.as_deref(), Some("sim:v2"));
 
     // weir abort: traffic back on stable, the canary scaled down.
-    set_image(&deployments, "sim:v3").await;
+    set_image(deployments, "sim:v3").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
     let (code, out, err) = weir(&["abort", "chat", "-n", ns, "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -573,44 +532,24 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
-    let env = TestEnv::new("kube-revert").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let scene = Scene::new(
+        "kube-revert",
+        &["v1", "v2"],
+        3,
+        serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let Scene {
+        env,
+        kubelet: _kubelet,
+        deployments,
+        canaries,
+        ..
+    } = &scene;
     let ns = env.namespace.as_str();
-    let v1 = pod("v1", &[]);
-    let v2 = pod("v2", &[]);
-    let _kubelet = Kubelet::start(
-        env.client.clone(),
-        ns,
-        HashMap::from([
-            ("sim:v1".to_string(), vec![v1.addr.port()]),
-            ("sim:v2".to_string(), vec![v2.addr.port()]),
-        ]),
-    );
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
-    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &target("sim:v1", 3))
-        .await
-        .expect("target");
-    let spec: Canary = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
-            "analysis": {"interval": "1s", "warmup": "1s", "metrics": []}
-        }
-    }))
-    .expect("canary");
-    canaries
-        .create(&PostParams::default(), &spec)
-        .await
-        .expect("canary");
-    let _controller = controller(&env, "revert-test");
+    let _controller = controller(env, "revert-test");
     wait_phase(&env.client, ns, "chat", Phase::Idle).await;
-    set_image(&deployments, "sim:v2").await;
+    set_image(deployments, "sim:v2").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
 
     canaries
