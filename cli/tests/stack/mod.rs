@@ -577,10 +577,15 @@ pub struct Stack {
     pub proxies: Vec<Proxy>,
     pub controller: Option<Handle>,
     _pods: Vec<Pod>,
+    /// Held for the whole test, and dropped last: verdicts compare
+    /// latencies, so two stacks must not share the cores at once.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Stack {
     pub async fn new(name: &str, strategy: serde_json::Value, v2: &[&str]) -> Stack {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let turn = ONE_AT_A_TIME.lock().await;
         let env = TestEnv::new(name).await;
         install_canary_crd(&env.client).await.expect("crd");
         let ns = env.namespace.clone();
@@ -613,6 +618,7 @@ impl Stack {
             proxies,
             controller: None,
             _pods: vec![v1_pod, v2_pod],
+            _turn: turn,
         };
         stack.start_controller("first");
         wait_phase(&stack.env.client, &ns, "chat", Phase::Idle).await;
