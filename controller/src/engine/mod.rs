@@ -358,7 +358,22 @@ impl Cx<'_> {
             self.s.paused_reason = None;
         }
         self.scale_down_when_drained();
+        self.follow_target_replicas();
         Flow::Wait
+    }
+
+    /// Kubernetes, no run in progress: stable serves alone at the user's
+    /// replica count (which changes when the user scales the target).
+    fn follow_target_replicas(&mut self) {
+        let Some(r) = self.s.replicas else { return };
+        if self.r.is_local() || r.canary > 0 || self.traffic_share(Cohort::Canary) > Share::NONE {
+            return;
+        }
+        let total = self.obs.target_replicas.max(1);
+        let want = self.r.gpu_budget.map_or(total, |b| total.min(b.max(1)));
+        if r.stable != want {
+            self.scale(Cohort::Stable, want);
+        }
     }
 
     /// Progressing or Paused.

@@ -1011,3 +1011,25 @@ analysis:
     );
     assert!(shares.len() > 3, "capacity moved in steps: {shares:?}");
 }
+
+#[test]
+fn a_settled_stable_follows_the_users_replica_count() {
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.tick(); // adoption: the target to zero, stable at 10
+    assert_eq!(
+        w.status.replicas.map(|r| (r.stable, r.canary)),
+        Some((10, 0))
+    );
+    // The user scaled the target to 6 while nothing ran.
+    w.observed.target_replicas = 6;
+    let p = w.tick();
+    assert_eq!(
+        p.actions,
+        vec![Action::Scale {
+            cohort: Cohort::Stable,
+            replicas: 6
+        }]
+    );
+    assert!(w.tick().actions.is_empty(), "settled at 6");
+}
