@@ -10,52 +10,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    REQUEST_TIMEOUT, ROUTE, Table, Z_999, binomial_band, chat, client, counts, instant_sim,
-    observations, put_weights, routes_state, served_by, start_memory_proxy, wait_for,
+    REQUEST_TIMEOUT, ROUTE, Table, Z_999, binomial_band, chat, client, count_split, counts,
+    instant_sim, observations, put_weights, routes_state, served_by, start_memory_proxy, wait_for,
 };
 use weir_proxy::route::sticky_point;
-
-/// Sends `total` non-streaming requests through `listen`, `concurrency` at a
-/// time, and counts `(x-weir-cohort, x-weir-sim)` pairs.
-async fn count_split(
-    listen: std::net::SocketAddr,
-    total: usize,
-    concurrency: usize,
-) -> HashMap<(String, String), u64> {
-    let client = client();
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        // Worker w sends requests w, w + concurrency, ...: `total` in all.
-        let mine = (w..total).step_by(concurrency).count();
-        let client = client.clone();
-        workers.spawn(async move {
-            let mut seen: HashMap<(String, String), u64> = HashMap::new();
-            for _ in 0..mine {
-                let response = chat(&client, listen, false)
-                    .send()
-                    .await
-                    .expect("the proxy answers");
-                assert_eq!(response.status(), 200);
-                let pair = served_by(&response);
-                response.bytes().await.expect("a complete body");
-                *seen.entry(pair).or_default() += 1;
-            }
-            seen
-        });
-    }
-    let mut all: HashMap<(String, String), u64> = HashMap::new();
-    while let Some(done) = workers.join_next().await {
-        for (pair, n) in done.expect("a worker finished") {
-            *all.entry(pair).or_default() += n;
-        }
-    }
-    all
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_matches_weights_and_observations_match_the_client() {

@@ -557,10 +557,8 @@ impl ConfigSource for KubeSource {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use weir_crds::{CanarySpec, CanaryStatus, RouteSpec};
 
     use super::*;
@@ -607,8 +605,9 @@ mod tests {
         Arc::new(c)
     }
 
-    /// An EndpointSlice of `service` with `(ip, ready)` endpoints on one
-    /// port `(name, number)`.
+    /// An EndpointSlice of `service` named `<service>-<suffix>`, labelled
+    /// like the envtest helper's, with `(ip, ready)` endpoints and
+    /// `(name, number)` ports.
     fn slice(
         ns: &str,
         service: &str,
@@ -616,39 +615,31 @@ mod tests {
         endpoints: &[(&str, Option<bool>)],
         ports: &[(Option<&str>, i32)],
     ) -> Arc<EndpointSlice> {
-        Arc::new(EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(format!("{service}-{suffix}")),
-                namespace: Some(ns.into()),
-                labels: Some(BTreeMap::from([
-                    (names::SERVICE_NAME_LABEL.to_string(), service.to_string()),
-                    (names::MANAGED_BY.to_string(), names::MANAGER.to_string()),
-                ])),
-                ..ObjectMeta::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints: endpoints
+        let mut slice =
+            weir_envtest::endpoint_slice(ns, service, IpAddr::from([192, 0, 2, 1]), 1, true);
+        slice.metadata.name = Some(format!("{service}-{suffix}"));
+        slice.endpoints = endpoints
+            .iter()
+            .map(|(ip, ready)| Endpoint {
+                addresses: vec![ip.to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: *ready,
+                    ..EndpointConditions::default()
+                }),
+                ..Endpoint::default()
+            })
+            .collect();
+        slice.ports = Some(
+            ports
                 .iter()
-                .map(|(ip, ready)| Endpoint {
-                    addresses: vec![ip.to_string()],
-                    conditions: Some(EndpointConditions {
-                        ready: *ready,
-                        ..EndpointConditions::default()
-                    }),
-                    ..Endpoint::default()
+                .map(|(name, port)| EndpointPort {
+                    name: name.map(String::from),
+                    port: Some(*port),
+                    ..EndpointPort::default()
                 })
                 .collect(),
-            ports: Some(
-                ports
-                    .iter()
-                    .map(|(name, port)| EndpointPort {
-                        name: name.map(String::from),
-                        port: Some(*port),
-                        ..EndpointPort::default()
-                    })
-                    .collect(),
-            ),
-        })
+        );
+        Arc::new(slice)
     }
 
     fn addrs(route: &Route, cohort: Cohort) -> Vec<String> {
@@ -884,6 +875,122 @@ mod tests {
                 "Canary llm/lost is left out of the route table: status.traffic.backends[0].service: is missing; the weir controller writes each cohort's Service here in Kubernetes mode",
             ]
         );
+    }
+
+    /// A source whose client points nowhere: `run` is never called, the
+    /// test drives the bookkeeping the watch loop drives.
+    fn offline_source() -> KubeSource {
+        let uri = "http://127.0.0.1:9".parse().expect("a URI");
+        let client = Client::try_from(kube::Config::new(uri)).expect("a client");
+        KubeSource::new(
+            client,
+            Scope {
+                namespace: Some("llm".into()),
+                selector: Some("team=chat".into()),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn failing_watches_are_reported_since_the_first_failure_until_answered() {
+        let source = offline_source();
+        assert_eq!(
+            source.describe(),
+            "Kubernetes: Canaries in namespace llm matching team=chat"
+        );
+        assert!(!source.ready(), "not ready before the first list");
+        assert!(source.last_error().is_none());
+        let gone =
+            kube::core::Status::failure("too old resource version", "Expired").with_code(410);
+        source.watch_failed(Feed::Canaries, &watcher::Error::WatchError(Box::new(gone)));
+        assert!(source.last_error().is_none(), "an expired watch is routine");
+
+        source.watch_failed(Feed::Slices, &watcher::Error::NoResourceVersion);
+        let first = source.last_error().expect("an outage").to_string();
+        assert!(
+            first.starts_with("cannot watch the Kubernetes API since "),
+            "{first}"
+        );
+        assert!(first.contains("no metadata.resourceVersion"), "{first}");
+        let since = first
+            .strip_prefix("cannot watch the Kubernetes API since ")
+            .and_then(|rest| rest.split_once(": "))
+            .map(|(since, _)| since)
+            .expect("a timestamp");
+        let parsed: jiff::Timestamp = since.parse().expect("an RFC 3339 timestamp");
+        assert_eq!(parsed.subsec_nanosecond(), 0, "to the second: {since}");
+        source.watch_failed(Feed::Slices, &watcher::Error::NoResourceVersion);
+        assert_eq!(
+            source.last_error().expect("still out").to_string(),
+            first,
+            "since stays the first failure"
+        );
+        source.watch_answered(Feed::Slices);
+        assert!(source.last_error().is_none());
+
+        let err = source.set_weights("llm.chat", &[]).expect_err("read-only");
+        assert_eq!(
+            err.to_string(),
+            "weights cannot be set here: the weir controller owns the weights in Kubernetes mode: use weir promote / abort / pause"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_table_is_published_only_when_routing_changes() {
+        let source = offline_source();
+        let mut rx = source.subscribe();
+        let (canaries, mut canary_writer) = reflector::store::<Canary>();
+        let (slices, mut slice_writer) = reflector::store::<EndpointSlice>();
+        let mut apply = |c: &Arc<Canary>| {
+            canary_writer.apply_watcher_event(&watcher::Event::Apply((**c).clone()));
+        };
+        // The first list: no Canary. Ready, with the empty table.
+        source.rebuild(&canaries, &slices);
+        assert!(source.ready());
+        assert!(!rx.has_changed().expect("open"));
+
+        apply(&canary("llm", "chat", 0, 10.0));
+        source.rebuild(&canaries, &slices);
+        assert_eq!(rx.borrow_and_update().generation(), 1);
+
+        // Status churn that leaves the traffic alone: nothing published.
+        let mut busy = (*canary("llm", "chat", 0, 10.0)).clone();
+        if let Some(status) = busy.status.as_mut() {
+            status.message = "step 2/7: analysis, 812/1000 samples".into();
+        }
+        apply(&Arc::new(busy));
+        // A slice of a Service no Canary routes to: nothing published.
+        let other = slice(
+            "llm",
+            "unrelated",
+            "a",
+            &[("10.0.9.9", None)],
+            &[(None, 80)],
+        );
+        slice_writer.apply_watcher_event(&watcher::Event::Apply((*other).clone()));
+        source.rebuild(&canaries, &slices);
+        assert!(!rx.has_changed().expect("open"));
+
+        // A ready pod for the canary: published.
+        let pod = slice(
+            "llm",
+            "chat-canary",
+            "a",
+            &[("10.0.1.1", None)],
+            &[(None, 8000)],
+        );
+        slice_writer.apply_watcher_event(&watcher::Event::Apply((*pod).clone()));
+        source.rebuild(&canaries, &slices);
+        assert_eq!(rx.borrow_and_update().generation(), 2);
+        // A weight change: published.
+        apply(&canary("llm", "chat", 0, 30.0));
+        source.rebuild(&canaries, &slices);
+        let table = rx.borrow_and_update().clone();
+        assert_eq!(table.generation(), 3);
+        let (_, c) = table.routes()[0]
+            .backend_for(&Cohort::Canary)
+            .expect("canary");
+        assert_eq!(c.weight.basis_points(), 3000);
     }
 
     #[test]

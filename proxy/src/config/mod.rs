@@ -369,7 +369,7 @@ pub enum ConfigError {
     /// A watch of the Kubernetes API keeps failing (the API server is
     /// unreachable, or refuses: RBAC, a missing CRD).
     #[error(
-        "cannot watch the Kubernetes API since {since}: {reason}; the last good route table stays in service and the watch is retried with backoff"
+        "cannot watch the Kubernetes API since {since:.0}: {reason}; the last good route table stays in service and the watch is retried with backoff"
     )]
     WatchFailing {
         /// When the first attempt failed.

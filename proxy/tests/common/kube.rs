@@ -18,7 +18,7 @@ use weir_proxy::config::kube::Scope;
 use weir_proxy::{ConfigSource, KubeSource};
 use weir_sim::SimHandle;
 
-use super::{Proxy, chat, client, served_by, start_proxy, wait_for};
+use super::{Proxy, client, start_proxy, wait_for};
 
 /// The Canary every test creates.
 pub const CANARY: &str = "chat";
@@ -33,6 +33,16 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// The host's non-loopback IPv4 address, which simulators bind.
 pub fn host_ip() -> IpAddr {
     IpAddr::V4(weir_envtest::host_ip().expect("a non-loopback address for the simulators"))
+}
+
+/// A simulator on the host's IP that answers at once with one token.
+pub async fn host_sim(name: &str) -> SimHandle {
+    super::sim_at(host_ip(), name, |c| {
+        c.ttft = Duration::ZERO;
+        c.itl = Duration::ZERO;
+        c.tokens = 1;
+    })
+    .await
 }
 
 /// The route of the test's Canary: `<namespace>.chat`.
@@ -210,42 +220,7 @@ pub fn endpoints_of(route: &serde_json::Value, cohort: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Sends `n` chat requests, `concurrency` at a time; counts the answers by
-/// `(x-weir-cohort, x-weir-sim)`. Every request must succeed.
-pub async fn split(
-    listen: SocketAddr,
-    n: usize,
-    concurrency: usize,
-) -> HashMap<(String, String), u64> {
-    let client = client();
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        let mine = (w..n).step_by(concurrency).count();
-        let client = client.clone();
-        workers.spawn(async move {
-            let mut seen = HashMap::new();
-            for _ in 0..mine {
-                let response = chat(&client, listen, false)
-                    .send()
-                    .await
-                    .expect("the proxy answers");
-                assert_eq!(response.status(), 200, "{:?}", served_by(&response));
-                *seen.entry(served_by(&response)).or_insert(0u64) += 1;
-                response.bytes().await.expect("a body");
-            }
-            seen
-        });
-    }
-    let mut all = HashMap::new();
-    while let Some(seen) = workers.join_next().await {
-        for (k, v) in seen.expect("worker") {
-            *all.entry(k).or_insert(0) += v;
-        }
-    }
-    all
-}
-
-/// Requests answered by `cohort` in a [`split`].
+/// Requests answered by `cohort` in a [`count_split`](super::count_split).
 pub fn by_cohort(seen: &HashMap<(String, String), u64>, cohort: &str) -> u64 {
     seen.iter()
         .filter(|((c, _), _)| c == cohort)
@@ -253,10 +228,46 @@ pub fn by_cohort(seen: &HashMap<(String, String), u64>, cohort: &str) -> u64 {
         .sum()
 }
 
-/// Requests answered by simulator `sim` in a [`split`].
+/// Requests answered by simulator `sim` in a [`count_split`](super::count_split).
 pub fn by_sim(seen: &HashMap<(String, String), u64>, sim: &str) -> u64 {
     seen.iter()
         .filter(|((_, s), _)| s == sim)
         .map(|(_, n)| n)
         .sum()
+}
+
+/// The usual scene: a proxy on the test's namespace, the Canary with one
+/// simulator per cohort (the canary's endpoint ready or not), and its
+/// traffic at generation 1 in service.
+#[derive(Debug)]
+pub struct Scene {
+    pub kp: KubeProxy,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub canaries: Api<Canary>,
+    pub route: String,
+    pub stable: SimHandle,
+    pub canary: SimHandle,
+}
+
+/// Sets up a [`Scene`] with the canary at `canary_percent`.
+pub async fn scene(env: &TestEnv, canary_percent: f64, canary_ready: bool) -> Scene {
+    let stable = host_sim("stable-0").await;
+    let canary = host_sim("canary-0").await;
+    let kp = start_kube_proxy(env).await;
+    let canaries = create_canary(env).await;
+    put_endpoint(env, Cohort::Stable, &stable, true).await;
+    put_endpoint(env, Cohort::Canary, &canary, canary_ready).await;
+    write_traffic(&canaries, &traffic(1, canary_percent)).await;
+    let route = route_name(env);
+    wait_for_route(kp.proxy.admin, &route, 1).await;
+    Scene {
+        listen: kp.proxy.listen,
+        admin: kp.proxy.admin,
+        kp,
+        canaries,
+        route,
+        stable,
+        canary,
+    }
 }

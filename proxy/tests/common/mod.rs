@@ -10,6 +10,7 @@
 
 pub mod kube;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -232,6 +233,43 @@ pub fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// Sends `total` non-streaming requests through `listen`, `concurrency` at a
+/// time, and counts `(x-weir-cohort, x-weir-sim)` pairs.
+pub async fn count_split(
+    listen: SocketAddr,
+    total: usize,
+    concurrency: usize,
+) -> HashMap<(String, String), u64> {
+    let client = client();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        // Worker w sends requests w, w + concurrency, ...: `total` in all.
+        let mine = (w..total).step_by(concurrency).count();
+        let client = client.clone();
+        workers.spawn(async move {
+            let mut seen: HashMap<(String, String), u64> = HashMap::new();
+            for _ in 0..mine {
+                let response = chat(&client, listen, false)
+                    .send()
+                    .await
+                    .expect("the proxy answers");
+                assert_eq!(response.status(), 200);
+                let pair = served_by(&response);
+                response.bytes().await.expect("a complete body");
+                *seen.entry(pair).or_default() += 1;
+            }
+            seen
+        });
+    }
+    let mut all: HashMap<(String, String), u64> = HashMap::new();
+    while let Some(done) = workers.join_next().await {
+        for (pair, n) in done.expect("a worker finished") {
+            *all.entry(pair).or_default() += n;
+        }
+    }
+    all
+}
+
 /// A chat completion request body.
 pub fn chat_body(stream: bool) -> &'static str {
     if stream {
@@ -391,4 +429,14 @@ pub fn binomial_band(n: u64, p: f64, z: f64) -> (u64, u64) {
     let lo = (mean - z * sd).ceil().max(0.0) as u64;
     let hi = (mean + z * sd).floor().min(n_f) as u64;
     (lo, hi)
+}
+
+/// Asserts that `count` of `n` lies in the 99.9% [`binomial_band`] of
+/// probability `p`.
+pub fn assert_in_band(count: u64, n: usize, p: f64, what: &str) {
+    let (lo, hi) = binomial_band(n as u64, p, Z_999);
+    assert!(
+        (lo..=hi).contains(&count),
+        "{what}: {count} of {n}, outside [{lo}, {hi}] for p = {p}"
+    );
 }
