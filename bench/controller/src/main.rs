@@ -253,11 +253,12 @@ async fn main() {
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let count = buckets.last().map_or(0.0, |b| b.1);
-    let errors: f64 = 0.0 + text
-        .lines()
-        .filter(|l| l.starts_with("weir_reconcile_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
+    let errors: f64 = 0.0
+        + text
+            .lines()
+            .filter(|l| l.starts_with("weir_reconcile_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
     let peak = proc_kib(pid, "VmHWM:");
     let rss = proc_kib(pid, "VmRSS:");
     let _ = controller.kill().await;

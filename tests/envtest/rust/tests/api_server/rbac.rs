@@ -141,11 +141,22 @@ async fn the_charts_rbac_allows_the_controllers_operations_and_nothing_else() {
     // --- allowed, as the controller ---
     let pp = PostParams::default();
     let merge = PatchParams::default();
-    // Canaries in every namespace: list (watch), finalizer, status.
-    let all_canaries = Api::<Canary>::all(controller.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list Canaries cluster-wide");
+    // Canaries in every namespace: list (watch), finalizer, status. The
+    // API server's RBAC cache takes a moment to see the new binding: the
+    // first call is retried on 403 for a while (every later one must pass
+    // at once).
+    let deadline = std::time::Instant::now() + super::PATIENCE;
+    let all_canaries = loop {
+        match Api::<Canary>::all(controller.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break other.expect("list Canaries cluster-wide"),
+        }
+    };
     assert!(
         all_canaries
             .items
