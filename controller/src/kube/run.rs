@@ -131,13 +131,28 @@ pub async fn run(
             }
         }
     };
+    // `/readyz` says whether the API server answers; a standby replica
+    // makes no other calls that would tell.
+    let heartbeat = async {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            if client.apiserver_version().await.is_ok() {
+                metrics.api_ok();
+            }
+        }
+    };
     tokio::select! {
         () = shutdown => {}
         () = lead => {}
         () = poll => {}
+        () = heartbeat => {}
     }
     metrics.set_leader(false);
 }
+
+/// How often a replica checks that the API server answers.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The kube-runtime controller over Canaries, until its streams end.
 async fn reconcile_all(client: &Client, settings: &Settings, ctx: Arc<Context>) {
