@@ -591,3 +591,113 @@ async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
         "{evs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_controller_leads_serves_health_and_metrics_and_hands_the_lease_back_on_sigterm() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let env = TestEnv::new("kube-controller-process").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.clone();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut cmd = common::command(&[
+        "controller",
+        "--namespace",
+        &ns,
+        "--lease-namespace",
+        &ns,
+        "--identity",
+        "process-under-test",
+        "--metrics-addr",
+        &metrics_addr,
+        "--retry-period",
+        "500ms",
+        "--renew-deadline",
+        "2s",
+        "--lease-duration",
+        "3s",
+    ]);
+    cmd.env("KUBECONFIG", weir_envtest::server().kubeconfig());
+    let mut proc = common::spawn_command("weir controller", cmd);
+    proc.stderr
+        .wait_for(common::STARTUP, |t| {
+            t.contains("campaigning for Lease").then_some(())
+        })
+        .unwrap_or_else(|| panic!("no start line:\n{}", proc.stderr.text()));
+    let get = |path: &'static str| {
+        let url = format!("http://{metrics_addr}{path}");
+        async move {
+            let r = reqwest::get(url).await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    let metrics = eventually("the replica leads", || async {
+        let (code, text) = get("/metrics").await?;
+        (code == 200 && text.lines().any(|l| l == "weir_controller_leader 1")).then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("# TYPE weir_reconcile_duration_seconds histogram"));
+    assert_eq!(get("/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(get("/readyz").await.map(|r| r.0), Some(200));
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &ns);
+    let lease = leases
+        .get(weir_crds::names::LEASE)
+        .await
+        .expect("the Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("process-under-test")
+    );
+    // SIGTERM: stop, release the Lease, exit 0.
+    proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = proc
+        .wait_exit(std::time::Duration::from_secs(20))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", proc.stderr.text());
+    let lease = leases
+        .get(weir_crds::names::LEASE)
+        .await
+        .expect("the Lease");
+    assert!(
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .is_none_or(|h| h.is_empty()),
+        "the Lease is released for a successor"
+    );
+}
+
+#[tokio::test]
+async fn weir_controller_gives_up_on_an_unreachable_api_server_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("weir-unreachable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://{closed}', insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: x}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let out = tokio::task::spawn_blocking(move || {
+        common::command(&["controller", "--api-timeout", "2s", "--no-leader-election"])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("joins");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the Kubernetes API") && err.contains(&closed.to_string()),
+        "{err}"
+    );
+}
