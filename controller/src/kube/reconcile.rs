@@ -22,8 +22,9 @@
 //! # Reads
 //!
 //! The Canary is read fresh (not from the watch cache): a reconcile must
-//! see the status the previous one wrote, or it would take the same
-//! transition twice. The target and the stable copy are read fresh too.
+//! see the status and finalizers the previous one wrote, or it would take
+//! the same transition twice. The target and the stable copy are read
+//! fresh too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,7 +82,7 @@ pub enum Error {
     Finalizer(String),
 }
 
-fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
     move |source| Error::Api { what, source }
 }
@@ -179,7 +180,20 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
     let key = key_of(&canary);
     let started = Instant::now();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &key.0);
-    let result = finalizer(&api, FINALIZER, canary, |event| async {
+    // Read fresh, not from the watch cache: a reconcile must see the status
+    // (and finalizers) the previous one wrote, or it would take the same
+    // transition twice (or fail adding a finalizer that is there).
+    let fresh = match api.get_opt(&key.1).await {
+        Ok(Some(c)) => Arc::new(c),
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => {
+            ctx.metrics
+                .reconciled(&key.0, &key.1, started.elapsed(), true);
+            return Err(api_error(format!("get canary {}", key.1))(e));
+        }
+    };
+    drop(canary);
+    let result = finalizer(&api, FINALIZER, fresh, |event| async {
         match event {
             FinalizerEvent::Apply(c) => apply(&c, &ctx).await,
             FinalizerEvent::Cleanup(c) => cleanup(&c, &ctx).await,
@@ -236,18 +250,11 @@ struct World {
     target_name: String,
 }
 
-/// A Canary that exists (not being deleted).
-async fn apply(cached: &Canary, ctx: &Context) -> Result<Action, Error> {
-    let (namespace, name) = key_of(cached);
+/// A Canary that exists (not being deleted), as just read.
+async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
+    let (namespace, name) = key_of(canary);
     let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(canary) = canaries
-        .get_opt(&name)
-        .await
-        .map_err(api(format!("get canary {name}")))?
-    else {
-        return Ok(Action::await_change());
-    };
-    let world = match read_world(ctx, canary).await? {
+    let world = match read_world(ctx, canary.clone()).await? {
         Ok(world) => world,
         Err((canary, reason, problem)) => {
             refuse(ctx, &canary, reason, &problem).await?;
@@ -303,7 +310,7 @@ async fn read_world(
     let Some(target) = deployments
         .get_opt(&target_name)
         .await
-        .map_err(api(format!("get target deployment {target_name}")))?
+        .map_err(api_error(format!("get target deployment {target_name}")))?
     else {
         return Ok(Err((
             canary,
@@ -327,7 +334,7 @@ async fn read_world(
     let stable = deployments
         .get_opt(&stable_name)
         .await
-        .map_err(api(format!("get {stable_name}")))?;
+        .map_err(api_error(format!("get {stable_name}")))?;
     Ok(Ok(World {
         canary,
         rollout,
@@ -527,7 +534,7 @@ async fn write_status(
             &Patch::Apply(&body),
         )
         .await
-        .map_err(api(format!("write status of canary {name}")))?;
+        .map_err(api_error(format!("write status of canary {name}")))?;
     Ok(())
 }
 
@@ -585,7 +592,7 @@ async fn converge(
             services
                 .patch(&svc_name, &ssa, &Patch::Apply(&svc))
                 .await
-                .map_err(api(format!("apply service {svc_name}")))?;
+                .map_err(api_error(format!("apply service {svc_name}")))?;
         }
         ctx.services_applied
             .lock()
@@ -646,7 +653,7 @@ async fn converge(
         deployments
             .patch(&stable_name, &ssa, &Patch::Apply(&copy))
             .await
-            .map_err(api(format!("apply {stable_name}")))?;
+            .map_err(api_error(format!("apply {stable_name}")))?;
     } else if let Some(stable) = &w.stable
         && spec_replicas(stable) != wanted.stable
     {
@@ -695,7 +702,7 @@ async fn scale(deployments: &Api<Deployment>, name: &str, replicas: u32) -> Resu
     deployments
         .patch_scale(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
-        .map_err(api(format!("scale {name} to {replicas}")))?;
+        .map_err(api_error(format!("scale {name} to {replicas}")))?;
     Ok(())
 }
 
@@ -712,7 +719,7 @@ async fn record_revision(
     let existing = revisions
         .list(&ListParams::default().labels(&format!("{}={}", names::CANARY_LABEL, owner.name)))
         .await
-        .map_err(api("list controller revisions"))?;
+        .map_err(api_error("list controller revisions"))?;
     let newest = existing.items.iter().map(|r| r.revision).max().unwrap_or(0);
     let mine = existing.items.iter().find(|r| {
         r.annotations()
@@ -728,7 +735,7 @@ async fn record_revision(
             revisions
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
                 .await
-                .map_err(api(format!("renumber controller revision {name}")))?;
+                .map_err(api_error(format!("renumber controller revision {name}")))?;
             Ok(())
         }
         None => {
@@ -737,7 +744,7 @@ async fn record_revision(
                 Ok(_) => {}
                 // Another reconcile recorded it a moment ago.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(api("record controller revision")(e)),
+                Err(e) => return Err(api_error("record controller revision")(e)),
             }
             // Keep the newest REVISION_HISTORY (the list above lacks the
             // one just made, which is the newest).
@@ -747,7 +754,9 @@ async fn record_revision(
                 let name = old.name_any();
                 match revisions.delete(&name, &Default::default()).await {
                     Ok(_) | Err(kube::Error::Api(_)) => {}
-                    Err(e) => return Err(api(format!("prune controller revision {name}"))(e)),
+                    Err(e) => {
+                        return Err(api_error(format!("prune controller revision {name}"))(e));
+                    }
                 }
             }
             Ok(())
@@ -820,14 +829,14 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         let stable = deployments
             .get_opt(&names::stable_deployment(&target.name))
             .await
-            .map_err(api("get the stable copy"))?;
+            .map_err(api_error("get the stable copy"))?;
         let status = canary.status.clone().unwrap_or_default();
         if let (Some(stable), Some(target_dep)) = (
             stable,
             deployments
                 .get_opt(&target.name)
                 .await
-                .map_err(api("get the target"))?,
+                .map_err(api_error("get the target"))?,
         ) {
             let selector = builders::target_selector(&target_dep).map_err(Error::Invalid)?;
             let template = stable
@@ -850,7 +859,7 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
             deployments
                 .replace(&target.name, &PostParams::default(), &reverted)
                 .await
-                .map_err(api(format!("revert target {}", target.name)))?;
+                .map_err(api_error(format!("revert target {}", target.name)))?;
             if let Err(e) = events::record(
                 &ctx.client,
                 canary,
