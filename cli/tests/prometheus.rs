@@ -16,7 +16,9 @@
 //!   panels show both cohorts with the right values, Prometheus loads and
 //!   evaluates the rule file, the proxy-error alert picks out the failing
 //!   cohort, the leader alerts follow a `weir controller` process, and
-//!   `promtool check rules` passes.
+//!   `promtool check rules` passes;
+//! - `promtool test rules` (tests/fixtures/prometheus-rules.test.yaml)
+//!   shows each alert firing exactly when it should on synthetic series.
 //!
 //! How the sims and the scrape config stand in for a cluster: each sim's
 //! target carries `cohort`, `namespace` and `pod` labels, as
@@ -766,4 +768,24 @@ async fn the_controllers_prometheus_gauge_finds_each_cohort_by_its_pods_and_lead
         .then_some(())
     })
     .await;
+}
+
+/// When each alert fires and when it must not (the leader's gauges only,
+/// client errors left out, quiet routes ignored, `for:` honoured), with its
+/// rendered annotations: `promtool test rules` on synthetic series.
+#[test]
+fn promtool_unit_tests_fire_each_alert_exactly_when_it_should() {
+    let tests =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheus-rules.test.yaml");
+    let out = std::process::Command::new(promtool())
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
