@@ -598,29 +598,21 @@ async fn weir_controller_leads_serves_health_and_metrics_and_hands_the_lease_bac
     let env = TestEnv::new("kube-controller-process").await;
     install_canary_crd(&env.client).await.expect("crd");
     let ns = env.namespace.clone();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
-    let metrics_addr = format!("127.0.0.1:{port}");
-    let mut cmd = common::command(&[
-        "controller",
-        "--namespace",
+    let metrics_addr = common::free_addr();
+    let cmd = common::controller_process::controller(
         &ns,
-        "--lease-namespace",
-        &ns,
-        "--identity",
-        "process-under-test",
-        "--metrics-addr",
-        &metrics_addr,
-        "--retry-period",
-        "500ms",
-        "--renew-deadline",
-        "2s",
-        "--lease-duration",
-        "3s",
-    ]);
-    cmd.env("KUBECONFIG", weir_envtest::server().kubeconfig());
+        metrics_addr,
+        &[
+            "--identity",
+            "process-under-test",
+            "--retry-period",
+            "500ms",
+            "--renew-deadline",
+            "2s",
+            "--lease-duration",
+            "3s",
+        ],
+    );
     let mut proc = common::spawn_command("weir controller", cmd);
     proc.stderr
         .wait_for(common::STARTUP, |t| {

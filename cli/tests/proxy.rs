@@ -29,7 +29,8 @@ use weir_proxy::route::COHORT_HEADER;
 use weir_sim::text::completion_text;
 
 mod common;
-use common::{POLL, Proc, STARTUP, between, sim, spawn};
+use common::proxy_process::{Proxy, proxy};
+use common::{POLL, between, sim, spawn};
 
 /// Longest wait for one socket read or write before calling it a hang.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,46 +50,6 @@ fn shared() -> RwLockReadGuard<'static, ()> {
 
 fn exclusive() -> RwLockWriteGuard<'static, ()> {
     EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A running `weir proxy`.
-#[derive(Debug)]
-struct Proxy {
-    proc: Proc,
-    listen: SocketAddr,
-    admin: SocketAddr,
-}
-
-/// Starts `weir proxy --config FILE` with both listeners on free ports.
-fn proxy(config: &Path) -> Proxy {
-    let path = config.to_str().expect("utf-8 path");
-    let proc = spawn(
-        "proxy",
-        &[
-            "proxy",
-            "--config",
-            path,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    // weir proxy: serving file F on ADDR; admin on ADDR (/metrics, ...)
-    let line = proc
-        .stderr
-        .wait_for(STARTUP, |t| {
-            between(t, "weir proxy: serving", "\n").map(String::from)
-        })
-        .unwrap_or_else(|| panic!("the proxy did not start:\n{}", proc.stderr.text()));
-    let (left, right) = line.split_once("; admin on ").expect("startup line");
-    let listen = left.rsplit(" on ").next().expect("listen address");
-    let admin = right.split(' ').next().expect("admin address");
-    Proxy {
-        listen: listen.parse().expect("listen ip:port"),
-        admin: admin.parse().expect("admin ip:port"),
-        proc,
-    }
 }
 
 // ---------------------------------------------------------------------------

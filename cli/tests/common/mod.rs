@@ -10,6 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+
+pub mod controller_process;
+pub mod proxy_process;
 use nix::unistd::Pid;
 
 /// Longest wait for a process to print its startup line.
@@ -173,6 +176,13 @@ impl Drop for Proc {
             eprintln!("--- stdout of {} ---\n{}", self.name, self.stdout.text());
         }
     }
+}
+
+/// A free loopback address (bound, then released for a child to take).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
 }
 
 /// The text between `start` and the next `end`.
