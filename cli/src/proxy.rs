@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use weir_proxy::config::file::POLL_INTERVAL;
@@ -54,6 +55,11 @@ pub struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// On SIGTERM, how long open streams may run before the proxy exits;
+    /// overrides the file's `gracePeriod` (with --kube, default 30s). A pod's
+    /// terminationGracePeriodSeconds must exceed it.
+    #[arg(long, value_name = "DURATION", value_parser = crate::sim::duration)]
+    grace_period: Option<Duration>,
 }
 
 /// Runs `weir proxy` until SIGTERM or Ctrl-C, then drains.
@@ -110,7 +116,10 @@ fn from_file(args: &Args, path: &Path) -> Result<(Arc<dyn ConfigSource>, Setting
     let settings = Settings {
         listen: args.listen.unwrap_or(config.listen),
         admin: args.admin.unwrap_or(config.admin),
-        timeouts: config.timeouts,
+        timeouts: Timeouts {
+            grace: args.grace_period.unwrap_or(config.timeouts.grace),
+            ..config.timeouts
+        },
         draw_seed: None,
     };
     Ok((source, settings))
@@ -136,7 +145,10 @@ async fn from_cluster(args: &Args) -> Result<(Arc<dyn ConfigSource>, Settings)> 
     let settings = Settings {
         listen: args.listen.unwrap_or(KUBE_LISTEN),
         admin: args.admin.unwrap_or(KUBE_ADMIN),
-        timeouts: Timeouts::default(),
+        timeouts: Timeouts {
+            grace: args.grace_period.unwrap_or(Timeouts::DEFAULT_GRACE),
+            ..Timeouts::default()
+        },
         draw_seed: None,
     };
     Ok((source, settings))

@@ -29,7 +29,7 @@ use weir_proxy::route::COHORT_HEADER;
 use weir_sim::text::completion_text;
 
 mod common;
-use common::proxy_process::{Proxy, proxy};
+use common::proxy_process::{Proxy, proxy, proxy_with};
 use common::{POLL, between, sim, spawn};
 
 /// Longest wait for one socket read or write before calling it a hang.
@@ -502,6 +502,50 @@ fn sigterm_when_idle_exits_0_without_waiting_out_the_grace_period() {
         "idle: exit 0 {:.0}ms after SIGTERM",
         took.as_secs_f64() * 1000.0
     );
+}
+
+#[test]
+fn the_grace_period_flag_cuts_a_stream_still_open_when_it_runs_out() {
+    let _shared = shared();
+    let dir = scratch("grace-flag");
+    // A 20 s stream: 100 tokens 200 ms apart.
+    let slow = [
+        "--ttft",
+        "50ms",
+        "--ttft-sigma",
+        "0",
+        "--itl",
+        "200ms",
+        "--tokens",
+        "100",
+    ];
+    let backend = sim("stable", &slow);
+    // The file says 30 s (the default); the flag (what the Helm chart
+    // passes) says 300 ms and wins.
+    let cfg = write_chat_config(&dir, false, &[("stable", backend.addr, 100.0)]);
+    let mut proxy = proxy_with(&cfg, &["--grace-period", "300ms"]);
+    let listen = proxy.listen;
+    let client = std::thread::spawn(move || exchange(listen, &chat("chat")));
+    wait_until("a stream open in the proxy", IO_TIMEOUT, || {
+        (inflight(&proxy) >= 1.0).then_some(())
+    });
+    proxy.proc.signal(Signal::SIGTERM);
+    let status = proxy
+        .proc
+        .wait_exit(Duration::from_secs(20))
+        .expect("the proxy exits");
+    assert_eq!(status.code(), Some(0), "{status}");
+    let stderr = proxy.proc.stderr.when_closed(IO_TIMEOUT);
+    assert!(
+        stderr.contains("grace period over, 1 request(s) cut"),
+        "{stderr}"
+    );
+    // The client saw its stream end early, not a whole answer.
+    let whole = client
+        .join()
+        .expect("the client thread")
+        .is_ok_and(|reply| reply.text().contains("[DONE]"));
+    assert!(!whole, "the stream was cut, not finished");
 }
 
 #[test]

@@ -19,19 +19,23 @@ pub struct Proxy {
 
 /// Starts `weir proxy --config FILE` with both listeners on free ports.
 pub fn proxy(config: &Path) -> Proxy {
+    proxy_with(config, &[])
+}
+
+/// [`proxy`] with more flags.
+pub fn proxy_with(config: &Path, extra: &[&str]) -> Proxy {
     let path = config.to_str().expect("utf-8 path");
-    let proc = spawn(
+    let mut args = vec![
         "proxy",
-        &[
-            "proxy",
-            "--config",
-            path,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+        "--config",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let proc = spawn("proxy", &args);
     // weir proxy: serving file F on ADDR; admin on ADDR (/metrics, ...)
     let line = proc
         .stderr

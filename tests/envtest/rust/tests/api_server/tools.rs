@@ -52,9 +52,13 @@ async fn the_chart_renders_and_the_server_accepts_it() {
     let status = helm.wait().expect("wait for helm");
     assert!(status.success(), "helm template failed: {status}");
     for object in [
-        "serviceaccount/weir",
+        "serviceaccount/weir-controller",
+        "serviceaccount/weir-proxy",
         "clusterrole.rbac.authorization.k8s.io/weir-controller",
         "clusterrolebinding.rbac.authorization.k8s.io/weir-controller",
+        "deployment.apps/weir-controller",
+        "deployment.apps/weir-proxy",
+        "service/weir-proxy",
     ] {
         assert!(
             applied.contains(&format!("{object} created (server dry run)")),
