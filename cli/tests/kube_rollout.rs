@@ -12,19 +12,7 @@ use weir_envtest::{TestEnv, install_canary_crd};
 mod common;
 mod stack;
 
-use stack::{Kubelet, canary, events, eventually, image_of, pod, target, wait_phase};
-
-async fn set_image(deployments: &Api<Deployment>, image: &str) {
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
-    deployments
-        .patch(
-            "chat-frontend",
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-        .expect("new template");
-}
+use stack::{Kubelet, canary, events, eventually, image_of, pod, target, set_image, wait_phase, weir};
 
 /// A namespace with the target on v1 and a Canary `chat` with `strategy`,
 /// `weir sim` pods for each version (`sim:<version>`) and the stand-in
@@ -421,26 +409,6 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
         "after the handover only {survivor_name} acts: {new:?}"
     );
     drop(survivor);
-}
-
-/// Runs `weir ARGS` against the test API server (blocking, off the
-/// runtime); returns (exit code, stdout, stderr).
-async fn weir(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::command(&refs)
-            .env("KUBECONFIG", weir_envtest::server().kubeconfig())
-            .output()
-            .expect("weir runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .expect("joins")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,6 +245,40 @@ async fn kubelet_loop(
     }
 }
 
+/// Gives the target `chat-frontend` a new template: its container runs
+/// `image`.
+pub async fn set_image(deployments: &Api<Deployment>, image: &str) {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
+    deployments
+        .patch(
+            "chat-frontend",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("new template");
+}
+
+/// Runs `weir ARGS` against the test API server (blocking, off the
+/// runtime); returns (exit code, stdout, stderr).
+pub async fn weir(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::command(&refs)
+            .env("KUBECONFIG", weir_envtest::server().kubeconfig())
+            .output()
+            .expect("weir runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("joins")
+}
+
 /// Polls `check` until it returns `Some` or `PATIENCE` passes; panics with
 /// `what` and the last value of `describe`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -659,15 +693,7 @@ impl Stack {
     }
 
     pub async fn release(&self, image: &str) {
-        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
-        self.deployments()
-            .patch(
-                "chat-frontend",
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-            .expect("new template");
+        set_image(&self.deployments(), image).await;
     }
 
     /// Waits until every proxy serves the canary at `weight` with the
