@@ -14,27 +14,13 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::{Canary, Phase};
 use weir_envtest::{TestEnv, install_canary_crd};
 
 mod common;
 mod stack;
 
-use stack::{Kubelet, eventually, image_of, set_image, wait_phase, weir};
-
-/// A controller for the test's namespace that leads from the start.
-fn controller(env: &TestEnv, identity: &str) -> Handle {
-    let (lead, leading) = watch::channel(true);
-    std::mem::forget(lead);
-    let settings = Settings {
-        namespace: Some(env.namespace.clone()),
-        identity: identity.into(),
-        ..Settings::default()
-    };
-    Handle::spawn(env.client.clone(), settings, leading)
-}
+use stack::{Kubelet, controller, eventually, image_of, set_image, wait_phase, weir};
 
 fn api<K>(client: &Client, ns: &str) -> Api<K>
 where
@@ -87,7 +73,10 @@ fn listing(bundle: &Value) -> Vec<(String, String)> {
         .map(|o| {
             (
                 o["kind"].as_str().unwrap_or_default().to_string(),
-                o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect()
@@ -110,7 +99,12 @@ async fn versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
     of(api::<Canary>(client, ns), "Canary", &mut out).await;
     of(api::<Deployment>(client, ns), "Deployment", &mut out).await;
     of(api::<Service>(client, ns), "Service", &mut out).await;
-    of(api::<ControllerRevision>(client, ns), "ControllerRevision", &mut out).await;
+    of(
+        api::<ControllerRevision>(client, ns),
+        "ControllerRevision",
+        &mut out,
+    )
+    .await;
     of(api::<HorizontalPodAutoscaler>(client, ns), "HPA", &mut out).await;
     of(api::<ConfigMap>(client, ns), "ConfigMap", &mut out).await;
     out
@@ -123,7 +117,11 @@ async fn delete_all(client: &Client, ns: &str) {
     // The controller is stopped, so its finalizer must go by hand.
     let no_finalizers = json!({"metadata": {"finalizers": null}});
     canaries
-        .patch("chat", &PatchParams::default(), &Patch::Merge(&no_finalizers))
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(&no_finalizers),
+        )
         .await
         .expect("finalizer removed");
     async fn every<K>(api: Api<K>)
@@ -255,7 +253,14 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     wait_phase(&client, &ns, "chat", Phase::Succeeded).await;
     let revisions = api::<ControllerRevision>(&client, &ns);
     eventually("v1 and v2 recorded", || async {
-        (revisions.list(&ListParams::default()).await.ok()?.items.len() == 2).then_some(())
+        (revisions
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .len()
+            == 2)
+            .then_some(())
     })
     .await;
     set_image(&deployments, "sim:v3").await;
@@ -264,8 +269,11 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     // Once paused, the controller has nothing left to converge.
     eventually("the canary scaled for 25%", || async {
         let t = deployments.get("chat-frontend").await.ok()?;
-        (t.spec?.replicas == paused.replicas.map(|r| i32::try_from(r.canary).unwrap_or(-1)))
-            .then_some(())
+        (t.spec?.replicas
+            == paused
+                .replicas
+                .map(|r| i32::try_from(r.canary).unwrap_or(-1)))
+        .then_some(())
     })
     .await;
     first.kill();
@@ -274,14 +282,34 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     let b1 = file("b1.yaml");
     let (code, out, err) = weir(&["export", "-n", &ns, "-o", &path(&b1)]).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("exported 1 Canaries: 9 objects, 1 referenced"), "{out}");
-    assert!(err.contains(&format!("[1/1] {ns}/chat: 9 objects")), "{err}");
     let text1 = std::fs::read_to_string(&b1).expect("bundle");
-    for server_managed in ["uid:", "resourceVersion", "managedFields", "clusterIP", "creationTimestamp", "deployment.kubernetes.io/revision"] {
-        assert!(!text1.contains(server_managed), "{server_managed} in the bundle:\n{text1}");
-    }
-    assert!(!text1.contains("hf_do-not-export-me") && !text1.contains("aGZf"), "the Secret's value leaked");
     let bundle1 = read_bundle(&b1);
+    assert!(
+        out.contains("exported 1 Canaries: 9 objects, 1 referenced"),
+        "{out}{:?}",
+        listing(&bundle1)
+    );
+    assert!(
+        err.contains(&format!("[1/1] {ns}/chat: 9 objects")),
+        "{err}"
+    );
+    for server_managed in [
+        "uid:",
+        "resourceVersion",
+        "managedFields",
+        "clusterIP",
+        "creationTimestamp",
+        "deployment.kubernetes.io/revision",
+    ] {
+        assert!(
+            !text1.contains(server_managed),
+            "{server_managed} in the bundle:\n{text1}"
+        );
+    }
+    assert!(
+        !text1.contains("hf_do-not-export-me") && !text1.contains("aGZf"),
+        "the Secret's value leaked"
+    );
     let mut kinds = listing(&bundle1);
     kinds.sort();
     let revision_names: Vec<String> = revisions
@@ -303,7 +331,11 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     ]
     .iter()
     .map(|(k, n)| ((*k).to_string(), (*n).to_string()))
-    .chain(revision_names.iter().map(|n| ("ControllerRevision".to_string(), n.clone())))
+    .chain(
+        revision_names
+            .iter()
+            .map(|n| ("ControllerRevision".to_string(), n.clone())),
+    )
     .collect();
     expected.sort();
     assert_eq!(kinds, expected);
@@ -330,15 +362,47 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     //    and writes nothing; a real restore refuses while it is missing.
     let (code, out, err) = weir(&["restore", "-f", &path(&b1), "--dry-run"]).await;
     assert_eq!(code, 1, "{out}{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("would create")).count(), 9, "{out}");
-    assert!(out.contains(&format!("would create  Canary {ns}/chat (status: Paused, step 2)")), "{out}");
-    assert!(out.contains("dry run: would create 9, change 0, leave 0 unchanged; nothing was written"), "{out}");
-    assert!(err.contains(&format!("Secret {ns}/hf-token (used by Deployment/chat-frontend")), "{err}");
-    assert!(canaries.get_opt("chat").await.expect("get").is_none(), "a dry run wrote");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("would create"))
+            .count(),
+        9,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "would create  Canary {ns}/chat (status: Paused, step 2)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("dry run: would create 9, change 0, leave 0 unchanged; nothing was written"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!(
+            "Secret {ns}/hf-token (used by Deployment/chat-frontend"
+        )),
+        "{err}"
+    );
+    assert!(
+        canaries.get_opt("chat").await.expect("get").is_none(),
+        "a dry run wrote"
+    );
     let (code, out, err) = weir(&["restore", "-f", &path(&b1)]).await;
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("hf-token") && err.contains("--include-secrets"), "{err}");
-    assert!(deployments.get_opt("chat-frontend").await.expect("get").is_none(), "wrote despite a missing Secret");
+    assert!(
+        err.contains("hf-token") && err.contains("--include-secrets"),
+        "{err}"
+    );
+    assert!(
+        deployments
+            .get_opt("chat-frontend")
+            .await
+            .expect("get")
+            .is_none(),
+        "wrote despite a missing Secret"
+    );
 
     // 5. With the Secret back (from where Secrets are kept), restore.
     api::<Secret>(&client, &ns)
@@ -350,14 +414,37 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     assert!(out.contains("9 created, 0 changed, 0 unchanged"), "{out}");
     let restored = canaries.get("chat").await.expect("restored canary");
     assert_ne!(restored.uid(), old_uid, "a new object");
-    assert!(!restored.annotations().contains_key(weir_crds::annotations::RESTORING), "the guard is gone");
+    assert!(
+        !restored
+            .annotations()
+            .contains_key(weir_crds::annotations::RESTORING),
+        "the guard is gone"
+    );
     let status = restored.status.clone().expect("status restored");
-    assert_eq!((status.phase, status.current_step, status.canary_weight), (Phase::Paused, 1, 25.0));
-    let stable = deployments.get("chat-frontend-stable").await.expect("stable copy");
+    assert_eq!(
+        (status.phase, status.current_step, status.canary_weight),
+        (Phase::Paused, 1, 25.0)
+    );
+    let stable = deployments
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable copy");
     assert_eq!(image_of(&stable).as_deref(), Some("sim:v2"));
-    let owner = &stable.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.clone()), ("Canary", restored.uid().expect("uid")), "owner re-pointed");
-    for r in revisions.list(&ListParams::default()).await.expect("revisions").items {
+    let owner = stable
+        .owner_references()
+        .first()
+        .unwrap_or_else(|| panic!("no owner: {stable:?}\n{out}{err}"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.clone()),
+        ("Canary", restored.uid().expect("uid")),
+        "owner re-pointed"
+    );
+    for r in revisions
+        .list(&ListParams::default())
+        .await
+        .expect("revisions")
+        .items
+    {
         assert_eq!(r.owner_references()[0].uid, restored.uid().expect("uid"));
     }
 
@@ -380,19 +467,34 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     let (code, out, err) = weir(&["restore", "-f", &path(&b1)]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0 created, 0 changed, 9 unchanged"), "{out}");
-    assert_eq!(versions(&client, &ns).await, before, "a second restore wrote");
+    assert_eq!(
+        versions(&client, &ns).await,
+        before,
+        "a second restore wrote"
+    );
 
     // 8. A tampered bundle is refused, naming both sums.
     let tampered = file("tampered.yaml");
-    std::fs::write(&tampered, text1.replacen("image: sim:v3", "image: sim:evil", 1)).expect("write");
+    std::fs::write(
+        &tampered,
+        text1.replacen("image: sim:v3", "image: sim:evil", 1),
+    )
+    .expect("write");
     let (code, out, err) = weir(&["restore", "-f", &path(&tampered)]).await;
     assert_eq!(code, 1, "{out}{err}");
     let claimed = bundle1["checksum"].as_str().expect("checksum");
     assert!(
-        err.contains("checksum mismatch") && err.contains(&format!("the bundle says {claimed} but its content hashes to sha256:")),
+        err.contains("checksum mismatch")
+            && err.contains(&format!(
+                "the bundle says {claimed} but its content hashes to sha256:"
+            )),
         "{err}"
     );
-    assert_eq!(versions(&client, &ns).await, before, "a refused bundle wrote");
+    assert_eq!(
+        versions(&client, &ns).await,
+        before,
+        "a refused bundle wrote"
+    );
 
     // 9. A new controller continues the run from step 2: promote ends the
     //    pause, 50% follows, then the last pause, then promotion.
@@ -409,7 +511,10 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     let (code, out, err) = weir(&["promote", "chat", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&client, &ns, "chat", Phase::Succeeded).await;
-    let stable = deployments.get("chat-frontend-stable").await.expect("stable copy");
+    let stable = deployments
+        .get("chat-frontend-stable")
+        .await
+        .expect("stable copy");
     assert_eq!(image_of(&stable).as_deref(), Some("sim:v3"));
     let steps: Vec<(Phase, u32)> = trail.seen().iter().map(|(p, s, _)| (*p, *s)).collect();
     let run: Vec<u32> = steps
@@ -418,30 +523,35 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         .map(|(_, s)| *s)
         .collect();
     assert_eq!(run.first(), Some(&1), "resumed at step 2: {steps:?}");
-    assert!(run.windows(2).all(|w| w[0] <= w[1]), "a step repeated: {steps:?}");
+    assert!(
+        run.windows(2).all(|w| w[0] <= w[1]),
+        "a step repeated: {steps:?}"
+    );
     let reasons: Vec<String> = stack::events_by(&client, &ns, "chat")
         .await
         .into_iter()
         .filter(|(who, _)| who == "after-restore")
         .map(|(_, r)| r)
         .collect();
-    assert!(!reasons.iter().any(|r| r == "RolloutStarted"), "the run restarted: {reasons:?}");
+    assert!(
+        !reasons.iter().any(|r| r == "RolloutStarted"),
+        "the run restarted: {reasons:?}"
+    );
     assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
-    let mut history: Vec<(i64, Option<String>)> = revisions
-        .list(&ListParams::default())
-        .await
-        .expect("revisions")
-        .items
-        .iter()
-        .map(|r| {
-            let t = weir_controller::kube::builders::template_of(r).expect("template");
-            (r.revision, t.spec.and_then(|s| s.containers[0].image.clone()))
-        })
-        .collect();
-    history.sort();
+    let history = stack::numbered(
+        &revisions
+            .list(&ListParams::default())
+            .await
+            .expect("revisions")
+            .items,
+    );
     assert_eq!(
         history,
-        [(1, Some("sim:v1".into())), (2, Some("sim:v2".into())), (3, Some("sim:v3".into()))],
+        [
+            (1, Some("sim:v1".into())),
+            (2, Some("sim:v2".into())),
+            (3, Some("sim:v3".into()))
+        ],
         "the restored history goes on"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -140,11 +140,7 @@ impl Bundle {
         });
         let text = canonical(covered).to_string();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-        let hex: String = digest
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("sha256:{hex}")
     }
 
@@ -227,6 +223,7 @@ impl Bundle {
             ),
             None => bail!("kind: missing; a bundle says `kind: {KIND}`"),
         }
+        unknown_fields(text)?;
         let Some(claimed) = raw.checksum else {
             bail!("checksum: missing; a bundle carries the checksum `weir export` wrote")
         };
@@ -255,7 +252,8 @@ impl Bundle {
         let mut objects = Vec::new();
         let mut seen: BTreeMap<Key, usize> = BTreeMap::new();
         for (i, o) in raw.objects.into_iter().enumerate() {
-            let key = check_object(i, &o.value).map_err(|e| anyhow!("{}: {e}", at(&o.referenced)))?;
+            let key =
+                check_object(i, &o.value).map_err(|e| anyhow!("{}: {e}", at(&o.referenced)))?;
             if let Some(first) = seen.insert(key.clone(), i) {
                 bail!(
                     "{}: objects[{i}]: {key} is also objects[{first}]; a bundle holds each object once",
@@ -277,9 +275,12 @@ impl Bundle {
     }
 }
 
-/// The file as read, before any check.
+/// The file as read, before any check. Unknown fields are looked for
+/// after the format version (see [`unknown_fields`]): a Kubernetes
+/// manifest given by mistake gets "not a bundle", not "unknown field
+/// metadata".
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct Raw {
     api_version: Option<Spanned<String>>,
     kind: Option<Spanned<String>>,
@@ -290,6 +291,33 @@ struct Raw {
     references: Vec<Spanned<Value>>,
     #[serde(default)]
     objects: Vec<Spanned<Value>>,
+}
+
+/// The top-level fields of a bundle.
+const FIELDS: [&str; 7] = [
+    "apiVersion",
+    "kind",
+    "checksum",
+    "exportedAt",
+    "secrets",
+    "references",
+    "objects",
+];
+
+/// Refuses a top-level field a bundle does not have.
+fn unknown_fields(text: &str) -> Result<()> {
+    let top: BTreeMap<String, Spanned<serde::de::IgnoredAny>> =
+        serde_saphyr::from_str(text).map_err(|e| anyhow!("not a weir bundle: {e}"))?;
+    for (field, at) in top {
+        if !FIELDS.contains(&field.as_str()) {
+            bail!(
+                "line {}: {field}: not a bundle field (a bundle has {}); remove it, or export again",
+                at.referenced.line(),
+                FIELDS.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks object `i` of a bundle; its key when it is one a restore can
@@ -375,7 +403,7 @@ mod tests {
                     "tricky",
                     json!({"data": {
                         "yes": "yes", "on": "on", "zero": "0123", "exp": "1e3", "null": "null",
-                        "empty": "", "tilde": "~", "multi": "line one\nline two\n", "colon": "a: b",
+                        "empty": "", "tilde": "~", "n": "n", "y": "Y", "off": "Off", "octal": "0o17", "float": "1.0", "multi": "line one\nline two\n", "colon": "a: b",
                         "unicode": "métrique ▶", "quote": "it's \"quoted\"", "hash": "# not a comment"}}),
                 ),
                 object(
@@ -438,7 +466,10 @@ mod tests {
         assert_eq!(b.references.len(), 1);
         assert_eq!(
             b.references[0].used_by,
-            ["Deployment/chat-frontend", "Deployment/chat-frontend-stable"]
+            [
+                "Deployment/chat-frontend",
+                "Deployment/chat-frontend-stable"
+            ]
         );
         assert!(!b.references[0].optional, "one use requires it");
         assert_eq!(b.namespaces(), ["a-first", "llm"]);
@@ -463,7 +494,11 @@ mod tests {
         assert_ne!(b.checksum(), changed.checksum(), "status is covered");
         let mut relabelled = b.clone();
         relabelled.secrets = Secrets::Included;
-        assert_ne!(b.checksum(), relabelled.checksum(), "the secrets mode is covered");
+        assert_ne!(
+            b.checksum(),
+            relabelled.checksum(),
+            "the secrets mode is covered"
+        );
     }
 
     #[test]
@@ -492,18 +527,24 @@ mod tests {
             ),
             (
                 "a newer format",
-                good.replace("apiVersion: weir.dev/v1alpha1\nkind: Bundle", "apiVersion: weir.dev/v2\nkind: Bundle"),
+                good.replace(
+                    "apiVersion: weir.dev/v1alpha1\nkind: Bundle",
+                    "apiVersion: weir.dev/v2\nkind: Bundle",
+                ),
                 &["apiVersion: weir.dev/v2", "export again"],
             ),
             (
                 "an unknown top-level field",
                 good.replace("kind: Bundle\n", "kind: Bundle\nextra: 1\n"),
-                &["extra"],
+                &["line 7: extra: not a bundle field"],
             ),
             (
                 "an unknown kind",
                 good.replace("kind: Service", "kind: Pod"),
-                &["objects[4].kind: Pod is not a kind", "ConfigMap, Secret, Deployment"],
+                &[
+                    "objects[4].kind: Pod is not a kind",
+                    "ConfigMap, Secret, Deployment",
+                ],
             ),
             (
                 "a wrong apiVersion",
@@ -513,7 +554,11 @@ mod tests {
             (
                 "an edited object",
                 good.replace("currentStep: 1", "currentStep: 0"),
-                &["checksum mismatch", "the bundle says sha256:", "hashes to sha256:"],
+                &[
+                    "checksum mismatch",
+                    "the bundle says sha256:",
+                    "hashes to sha256:",
+                ],
             ),
             (
                 "no checksum",
@@ -535,8 +580,8 @@ mod tests {
     #[test]
     fn the_line_of_a_bad_object_is_named() {
         let text = "apiVersion: weir.dev/v1alpha1\nkind: Bundle\nchecksum: sha256:0\nobjects:\n\
-                    - apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a, namespace: n}\n\
-                    - apiVersion: v1\n  kind: Pod\n  metadata: {name: b, namespace: n}\n";
+                    - apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a, namespace: ns1}\n\
+                    - apiVersion: v1\n  kind: Pod\n  metadata: {name: b, namespace: ns1}\n";
         let err = format!("{:#}", Bundle::parse(text).expect_err("a Pod"));
         assert!(err.starts_with("line 8: objects[1].kind: Pod"), "{err}");
     }

@@ -61,7 +61,9 @@ pub fn run(args: &ExportArgs) -> Result<Code> {
         );
     }
     if args.output == Output::Json && args.file.is_none() {
-        bail!("--output json prints progress on stdout: give the bundle a file with -o bundle.yaml");
+        bail!(
+            "--output json prints progress on stdout: give the bundle a file with -o bundle.yaml"
+        );
     }
     block_on(export(args))
 }
@@ -96,11 +98,23 @@ async fn export(args: &ExportArgs) -> Result<Code> {
             let list = list(&cluster, Kind::HorizontalPodAutoscaler, Some(&ns), None).await?;
             hpas.insert(ns.clone(), list);
         }
-        let found = collect(&cluster, canary, secrets, hpas.get(&ns).map_or(&[], Vec::as_slice)).await?;
+        let found = collect(
+            &cluster,
+            canary,
+            secrets,
+            hpas.get(&ns).map(Vec::as_slice).unwrap_or_default(),
+        )
+        .await?;
         for w in &found.warnings {
             eprintln!("warning: {w}");
         }
-        let n = found.objects.len();
+        // A ConfigMap both templates use is found twice.
+        let n = found
+            .objects
+            .iter()
+            .filter_map(Key::of)
+            .collect::<BTreeSet<_>>()
+            .len();
         for o in found.objects {
             if let Some(k) = Key::of(&o) {
                 objects.insert(k, o);
@@ -116,8 +130,16 @@ async fn export(args: &ExportArgs) -> Result<Code> {
             ),
         }
     }
-    let exported_at = jiff::Timestamp::now().round(jiff::Unit::Second).ok().map(|t| t.to_string());
-    let bundle = Bundle::new(objects.into_values().collect(), references, secrets, exported_at);
+    let exported_at = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .ok()
+        .map(|t| t.to_string());
+    let bundle = Bundle::new(
+        objects.into_values().collect(),
+        references,
+        secrets,
+        exported_at,
+    );
     let text = bundle.to_yaml()?;
     match &args.file {
         Some(path) => write_file(path, &text, secrets == Secrets::Included)?,
@@ -286,7 +308,7 @@ async fn collect(
     }
     let selector = format!("{}={name}", names::CANARY_LABEL);
     for r in list(cluster, Kind::ControllerRevision, Some(ns), Some(&selector)).await? {
-        if owned_by_canary(&r, name) {
+        if super::plan::canary_owner(&r) == Some(name) {
             found.objects.push(r);
         }
     }
@@ -309,18 +331,6 @@ async fn collect(
     Ok(found)
 }
 
-fn owned_by_canary(object: &Value, canary: &str) -> bool {
-    object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|r| {
-            r.get("kind").and_then(Value::as_str) == Some(Kind::Canary.as_str())
-                && r.get("name").and_then(Value::as_str) == Some(canary)
-        })
-}
-
 /// The ConfigMaps (in full), Secrets (in full or by name) and other
 /// objects (by name) Deployment `d`'s pod template uses.
 async fn template_needs(
@@ -330,8 +340,8 @@ async fn template_needs(
     secrets: Secrets,
     found: &mut Found,
 ) -> Result<()> {
-    let deployment: Deployment = serde_json::from_value(d.clone())
-        .context("cannot read a Deployment's pod template")?;
+    let deployment: Deployment =
+        serde_json::from_value(d.clone()).context("cannot read a Deployment's pod template")?;
     let user = format!("Deployment/{}", deployment.name_any());
     let Some(spec) = deployment.spec else {
         return Ok(());

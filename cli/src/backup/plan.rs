@@ -101,52 +101,64 @@ pub fn restore_order(objects: &[Value]) -> Vec<usize> {
     order.into_iter().map(|(_, _, i)| i).collect()
 }
 
-/// Whether weir's controller owns `object` (an owner reference to a
-/// Canary with `controller: true`): it goes back under [`CONTROLLER`].
-pub fn controller_owned(object: &Value) -> bool {
+/// The Canary that controls `object` (an owner reference to a Canary
+/// with `controller: true`), if any: what weir's controller owns goes
+/// back under [`CONTROLLER`].
+pub fn canary_owner(object: &Value) -> Option<&str> {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .any(|r| {
+        .find(|r| {
             r.get("kind").and_then(Value::as_str) == Some(Kind::Canary.as_str())
                 && r.get("controller").and_then(Value::as_bool) == Some(true)
         })
+        .and_then(|r| r.get("name")?.as_str())
 }
 
-/// `object` ready to apply in `namespace` (None: its own): owner
-/// references get the uids of `uids` (by owner key); a reference to an
-/// owner not in `uids` is dropped, since an owner reference to nothing
-/// would have the garbage collector delete the object. Returns the object
-/// and the owners dropped.
-pub fn prepare(
-    object: &Value,
-    namespace: Option<&str>,
-    uids: &HashMap<Key, String>,
-) -> (Value, Vec<String>) {
+/// `object` moved to namespace `namespace` (`-n`), owner references and
+/// all (owners share their dependents' namespace).
+pub fn retarget(object: &Value, namespace: &str) -> Value {
+    let mut out = object.clone();
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("namespace".into(), Value::String(namespace.to_string()));
+    }
+    out
+}
+
+/// `object` ready to apply: owner references get the uids of `uids` (by
+/// owner key); a reference to an owner not in `uids` is dropped, since an
+/// owner reference to nothing would have the garbage collector delete the
+/// object. Returns the object and the owners dropped.
+pub fn prepare(object: &Value, uids: &HashMap<Key, String>) -> (Value, Vec<String>) {
     let mut out = object.clone();
     let mut dropped = Vec::new();
     let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) else {
         return (out, dropped);
     };
-    if let Some(ns) = namespace {
-        meta.insert("namespace".into(), Value::String(ns.to_string()));
-    }
     let ns = meta
         .get("namespace")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    if let Some(refs) = meta.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+    if let Some(refs) = meta
+        .get_mut("ownerReferences")
+        .and_then(Value::as_array_mut)
+    {
         refs.retain_mut(|r| {
-            let kind = r.get("kind").and_then(Value::as_str).unwrap_or_default();
-            let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
-            let uid = Kind::parse(kind).and_then(|kind| {
+            let field = |f: &str| {
+                r.get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (kind, name) = (field("kind"), field("name"));
+            let uid = Kind::parse(&kind).and_then(|kind| {
                 uids.get(&Key {
                     kind,
                     namespace: ns.clone(),
-                    name: name.to_string(),
+                    name: name.clone(),
                 })
             });
             match (uid, r.as_object_mut()) {
@@ -259,9 +271,17 @@ mod tests {
     fn owners_come_before_what_they_own_and_hpas_last() {
         let objects = vec![
             obj("HorizontalPodAutoscaler", "chat-frontend", None),
-            obj("ControllerRevision", "chat-5d8f9c", Some(("Canary", "chat"))),
+            obj(
+                "ControllerRevision",
+                "chat-5d8f9c",
+                Some(("Canary", "chat")),
+            ),
             obj("Service", "chat-stable", Some(("Canary", "chat"))),
-            obj("Deployment", "chat-frontend-stable", Some(("Canary", "chat"))),
+            obj(
+                "Deployment",
+                "chat-frontend-stable",
+                Some(("Canary", "chat")),
+            ),
             obj("Canary", "chat", None),
             obj("Deployment", "chat-frontend", None),
             obj("Secret", "hf-token", None),
@@ -291,7 +311,11 @@ mod tests {
 
     #[test]
     fn owner_references_get_the_new_uids_and_dangling_ones_go() {
-        let mut o = obj("Deployment", "chat-frontend-stable", Some(("Canary", "chat")));
+        let mut o = obj(
+            "Deployment",
+            "chat-frontend-stable",
+            Some(("Canary", "chat")),
+        );
         o["metadata"]["ownerReferences"]
             .as_array_mut()
             .expect("refs")
@@ -304,19 +328,22 @@ mod tests {
             },
             "new-uid".to_string(),
         )]);
-        let (ready, dropped) = prepare(&o, Some("restored"), &uids);
+        let (ready, dropped) = prepare(&retarget(&o, "restored"), &uids);
         assert_eq!(ready["metadata"]["namespace"], "restored");
         assert_eq!(
             ready["metadata"]["ownerReferences"],
             json!([{"apiVersion": "x", "kind": "Canary", "name": "chat", "controller": true, "uid": "new-uid"}])
         );
         assert_eq!(dropped, ["Pod/gone"]);
-        assert!(controller_owned(&ready));
+        assert_eq!(canary_owner(&ready), Some("chat"));
 
-        let (alone, dropped) = prepare(&o, None, &HashMap::new());
+        let (alone, dropped) = prepare(&o, &HashMap::new());
         assert!(alone["metadata"].get("ownerReferences").is_none());
         assert_eq!(dropped, ["Canary/chat", "Pod/gone"]);
-        assert!(!controller_owned(&obj("Deployment", "chat-frontend", None)));
+        assert_eq!(
+            canary_owner(&obj("Deployment", "chat-frontend", None)),
+            None
+        );
     }
 
     #[test]

@@ -166,7 +166,10 @@ mod tests {
         serde_json::from_value(serde_json::json!({"spec": spec})).expect("template")
     }
 
-    fn names(used: &[Used]) -> Vec<(RefKind, &str, bool)> {
+    /// (kind, name, optional)
+    type Found<'a> = Vec<(RefKind, &'a str, bool)>;
+
+    fn names(used: &[Used]) -> Found<'_> {
         used.iter()
             .map(|u| (u.kind, u.name.as_str(), u.optional))
             .collect()
@@ -175,7 +178,7 @@ mod tests {
     #[test]
     fn every_place_a_template_names_an_object_is_found() {
         use RefKind::*;
-        let cases: [(&str, serde_json::Value, Vec<(RefKind, &str, bool)>); 7] = [
+        let cases: [(&str, serde_json::Value, Found<'_>); 7] = [
             (
                 "env valueFrom",
                 serde_json::json!({"containers": [{"name": "a", "env": [
@@ -197,7 +200,11 @@ mod tests {
                     {"name": "s", "secret": {"secretName": "tls", "optional": true}},
                     {"name": "d", "persistentVolumeClaim": {"claimName": "weights"}},
                     {"name": "e", "emptyDir": {}}]}),
-                vec![(ConfigMap, "models", false), (Secret, "tls", true), (PersistentVolumeClaim, "weights", false)],
+                vec![
+                    (ConfigMap, "models", false),
+                    (Secret, "tls", true),
+                    (PersistentVolumeClaim, "weights", false),
+                ],
             ),
             (
                 "projected volumes",

@@ -18,9 +18,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, ServiceAccount};
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Secret, ServiceAccount,
+};
 use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 use weir_crds::annotations::RESTORING;
 
@@ -120,16 +122,26 @@ async fn restore(args: &RestoreArgs, bundle: Bundle, into: Option<String>) -> Re
     let objects: Vec<Value> = bundle
         .objects
         .iter()
-        .map(|o| plan::prepare(o, into.as_deref(), &HashMap::new()).0)
+        .map(|o| {
+            into.as_deref()
+                .map_or_else(|| o.clone(), |ns| plan::retarget(o, ns))
+        })
         .collect();
-    if objects.iter().any(|o| Key::of(o).is_some_and(|k| k.kind == Kind::Canary)) {
+    if objects
+        .iter()
+        .any(|o| Key::of(o).is_some_and(|k| k.kind == Kind::Canary))
+    {
         r.cluster.require_crd().await?;
     }
     let missing = r.missing(&bundle.references, into.as_deref()).await?;
     if !missing.is_empty() && !args.dry_run {
         bail!("{}", missing_message(&missing));
     }
-    let mut namespaces: Vec<String> = objects.iter().filter_map(Key::of).map(|k| k.namespace).collect();
+    let mut namespaces: Vec<String> = objects
+        .iter()
+        .filter_map(Key::of)
+        .map(|k| k.namespace)
+        .collect();
     namespaces.sort();
     namespaces.dedup();
     for ns in &namespaces {
@@ -137,8 +149,10 @@ async fn restore(args: &RestoreArgs, bundle: Bundle, into: Option<String>) -> Re
     }
     let mut guarded = Vec::new();
     for i in plan::restore_order(&objects) {
-        let (object, dropped) = plan::prepare(&objects[i], None, &r.uids_with_placeholders(&objects));
-        let Some(key) = Key::of(&object) else { continue };
+        let (object, dropped) = plan::prepare(&objects[i], &r.uids_with_placeholders(&objects));
+        let Some(key) = Key::of(&object) else {
+            continue;
+        };
         for owner in dropped {
             eprintln!("warning: {key}: owner reference to {owner} dropped (not in the bundle)");
         }
@@ -176,7 +190,15 @@ async fn restore(args: &RestoreArgs, bundle: Bundle, into: Option<String>) -> Re
 fn missing_message(missing: &[Reference]) -> String {
     let list: Vec<String> = missing
         .iter()
-        .map(|m| format!("{} {}/{} (used by {})", m.kind, m.namespace, m.name, m.used_by.join(", ")))
+        .map(|m| {
+            format!(
+                "{} {}/{} (used by {})",
+                m.kind,
+                m.namespace,
+                m.name,
+                m.used_by.join(", ")
+            )
+        })
         .collect();
     let secrets = missing.iter().any(|m| m.kind == RefKind::Secret);
     format!(
@@ -202,7 +224,11 @@ impl Restore<'_> {
     }
 
     fn api(&self, key: &Key) -> Api<DynamicObject> {
-        Api::namespaced_with(self.cluster.client.clone(), &key.namespace, &key.kind.api_resource())
+        Api::namespaced_with(
+            self.cluster.client.clone(),
+            &key.namespace,
+            &key.kind.api_resource(),
+        )
     }
 
     /// The uids known so far, with a stand-in for bundled owners a dry run
@@ -219,16 +245,34 @@ impl Restore<'_> {
     }
 
     /// The references that do not exist (optional ones never count).
-    async fn missing(&self, references: &[Reference], into: Option<&str>) -> Result<Vec<Reference>> {
+    async fn missing(
+        &self,
+        references: &[Reference],
+        into: Option<&str>,
+    ) -> Result<Vec<Reference>> {
         let mut missing = Vec::new();
         for r in references.iter().filter(|r| !r.optional) {
             let ns = into.unwrap_or(&r.namespace);
             let client = self.cluster.client.clone();
             let found = match r.kind {
-                RefKind::ConfigMap => Api::<ConfigMap>::namespaced(client, ns).get_opt(&r.name).await.map(|o| o.is_some()),
-                RefKind::Secret => Api::<Secret>::namespaced(client, ns).get_metadata_opt(&r.name).await.map(|o| o.is_some()),
-                RefKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client, ns).get_opt(&r.name).await.map(|o| o.is_some()),
-                RefKind::PersistentVolumeClaim => Api::<PersistentVolumeClaim>::namespaced(client, ns).get_opt(&r.name).await.map(|o| o.is_some()),
+                RefKind::ConfigMap => Api::<ConfigMap>::namespaced(client, ns)
+                    .get_opt(&r.name)
+                    .await
+                    .map(|o| o.is_some()),
+                RefKind::Secret => Api::<Secret>::namespaced(client, ns)
+                    .get_metadata_opt(&r.name)
+                    .await
+                    .map(|o| o.is_some()),
+                RefKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client, ns)
+                    .get_opt(&r.name)
+                    .await
+                    .map(|o| o.is_some()),
+                RefKind::PersistentVolumeClaim => {
+                    Api::<PersistentVolumeClaim>::namespaced(client, ns)
+                        .get_opt(&r.name)
+                        .await
+                        .map(|o| o.is_some())
+                }
             };
             let resource = match r.kind {
                 RefKind::ConfigMap => "configmaps",
@@ -239,7 +283,12 @@ impl Restore<'_> {
             let found = found.map_err(|e| {
                 self.cluster.explain(
                     e,
-                    ApiCall { verb: "get", resource, name: Some(&r.name), namespace: Some(ns) },
+                    ApiCall {
+                        verb: "get",
+                        resource,
+                        name: Some(&r.name),
+                        namespace: Some(ns),
+                    },
                 )
             })?;
             if !found {
@@ -256,7 +305,12 @@ impl Restore<'_> {
     /// namespace was deleted); refuses one being deleted.
     async fn namespace(&mut self, ns: &str) -> Result<()> {
         let api: Api<Namespace> = Api::all(self.cluster.client.clone());
-        let call = ApiCall { verb: "get", resource: "namespaces", name: Some(ns), namespace: None };
+        let call = ApiCall {
+            verb: "get",
+            resource: "namespaces",
+            name: Some(ns),
+            namespace: None,
+        };
         match api.get_opt(ns).await {
             Ok(Some(n)) if n.metadata.deletion_timestamp.is_some() => bail!(
                 "namespace {ns} is being deleted; wait until it is gone, then restore (it is created anew)"
@@ -271,12 +325,23 @@ impl Restore<'_> {
                     return Ok(());
                 }
                 let namespace = Namespace {
-                    metadata: kube::api::ObjectMeta { name: Some(ns.to_string()), ..Default::default() },
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(ns.to_string()),
+                        ..Default::default()
+                    },
                     ..Namespace::default()
                 };
                 api.create(&PostParams::default(), &namespace)
                     .await
-                    .map_err(|e| self.cluster.explain(e, ApiCall { verb: "create", ..call }))?;
+                    .map_err(|e| {
+                        self.cluster.explain(
+                            e,
+                            ApiCall {
+                                verb: "create",
+                                ..call
+                            },
+                        )
+                    })?;
                 Ok(())
             }
         }
@@ -295,7 +360,7 @@ impl Restore<'_> {
         } else {
             (object, None)
         };
-        let (manager, force) = if plan::controller_owned(&main) {
+        let (manager, force) = if plan::canary_owner(&main).is_some() {
             (CONTROLLER, true)
         } else {
             (RESTORE, self.args.force)
@@ -311,21 +376,38 @@ impl Restore<'_> {
         let change = match &live {
             None => {
                 if self.args.dry_run {
-                    self.apply(&api, key, &main, &params(true, manager)).await?;
+                    self.apply(&api, key, &main, &params(true, manager), false)
+                        .await?;
                 }
                 Change::Create
             }
             Some(live) => {
-                let after = self.apply(&api, key, &main, &params(true, manager)).await?;
+                let after = self
+                    .apply(&api, key, &main, &params(true, manager), false)
+                    .await?;
                 fields = plan::diff(live, &after);
                 if let Some(body) = &status {
-                    let after = self.apply_status(&api, key, body, &params(true, CONTROLLER)).await?;
-                    fields.extend(plan::diff(live, &after).into_iter().filter(|f| f.starts_with("status")));
+                    let after = self
+                        .apply(&api, key, body, &params(true, CONTROLLER), true)
+                        .await?;
+                    fields.extend(
+                        plan::diff(live, &after)
+                            .into_iter()
+                            .filter(|f| f.starts_with("status")),
+                    );
                 }
-                if fields.is_empty() { Change::Unchanged } else { Change::Update }
+                if fields.is_empty() {
+                    Change::Unchanged
+                } else {
+                    Change::Update
+                }
             }
         };
-        let uid_of = |v: &Value| v.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+        let uid_of = |v: &Value| {
+            v.pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
         if let Some(uid) = live.as_ref().and_then(uid_of) {
             self.uids.insert(key.clone(), uid);
         }
@@ -336,19 +418,27 @@ impl Restore<'_> {
                     Value::String(jiff::Timestamp::now().to_string());
                 guarded = Some(key.clone());
             }
-            let written = self.apply(&api, key, &main, &params(false, manager)).await?;
+            let written = self
+                .apply(&api, key, &main, &params(false, manager), false)
+                .await?;
             if let Some(uid) = uid_of(&written) {
                 self.uids.insert(key.clone(), uid);
             }
             if let Some(body) = &status {
-                self.apply_status(&api, key, body, &params(false, CONTROLLER)).await?;
+                self.apply(&api, key, body, &params(false, CONTROLLER), true)
+                    .await?;
             }
         }
         let what = match (&status, change) {
             (Some(s), Change::Create) => format!(
                 "{key} (status: {}, step {})",
-                s.pointer("/status/phase").and_then(Value::as_str).unwrap_or("-"),
-                s.pointer("/status/currentStep").and_then(Value::as_u64).unwrap_or(0) + 1
+                s.pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-"),
+                s.pointer("/status/currentStep")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    + 1
             ),
             _ => key.to_string(),
         };
@@ -356,19 +446,23 @@ impl Restore<'_> {
         Ok(guarded)
     }
 
-    async fn apply(&self, api: &Api<DynamicObject>, key: &Key, body: &Value, params: &PatchParams) -> Result<Value> {
-        let written = api
-            .patch(&key.name, params, &Patch::Apply(body))
-            .await
-            .map_err(|e| self.refused(e, key, "apply"))?;
-        serde_json::to_value(written).context("cannot read the API server's answer")
-    }
-
-    async fn apply_status(&self, api: &Api<DynamicObject>, key: &Key, body: &Value, params: &PatchParams) -> Result<Value> {
-        let written = api
-            .patch_status(&key.name, params, &Patch::Apply(body))
-            .await
-            .map_err(|e| self.refused(e, key, "apply status of"))?;
+    /// A server-side apply of `body` to the object (`status`: to its
+    /// status subresource); the object as the API server answered.
+    async fn apply(
+        &self,
+        api: &Api<DynamicObject>,
+        key: &Key,
+        body: &Value,
+        params: &PatchParams,
+        status: bool,
+    ) -> Result<Value> {
+        let patch = Patch::Apply(body);
+        let written = if status {
+            api.patch_status(&key.name, params, &patch).await
+        } else {
+            api.patch(&key.name, params, &patch).await
+        }
+        .map_err(|e| self.refused(e, key, if status { "apply status of" } else { "apply" }))?;
         serde_json::to_value(written).context("cannot read the API server's answer")
     }
 
@@ -417,7 +511,11 @@ impl Restore<'_> {
                     String::new()
                 } else {
                     let list: Vec<&str> = shown.iter().map(|s| s.as_str()).collect();
-                    let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+                    let tail = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
                     format!(": {}{tail}", list.join(", "))
                 };
                 println!("{:<13} {what}{detail}", change.word(self.args.dry_run));

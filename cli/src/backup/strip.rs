@@ -74,7 +74,10 @@ fn strip_metadata(meta: &mut Map<String, Value>) {
             meta.remove("annotations");
         }
     }
-    if let Some(owners) = meta.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+    if let Some(owners) = meta
+        .get_mut("ownerReferences")
+        .and_then(Value::as_array_mut)
+    {
         for owner in owners.iter_mut().filter_map(Value::as_object_mut) {
             owner.remove("uid");
         }
@@ -154,7 +157,12 @@ mod tests {
                 kept: json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}),
             },
         ];
-        for Case { kind, mut live, kept } in cases {
+        for Case {
+            kind,
+            mut live,
+            kept,
+        } in cases
+        {
             strip(kind, &mut live);
             assert_eq!(live, kept, "{kind}");
         }

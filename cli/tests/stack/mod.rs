@@ -245,6 +245,38 @@ async fn kubelet_loop(
     }
 }
 
+/// A controller that leads from the start (no lease: one replica).
+pub fn controller(env: &TestEnv, name: &str) -> Handle {
+    let (lead, leading) = watch::channel(true);
+    // The sender must outlive the controller: a closed channel stops it.
+    std::mem::forget(lead);
+    let settings = Settings {
+        namespace: Some(env.namespace.clone()),
+        identity: name.into(),
+        ..Settings::default()
+    };
+    Handle::spawn(env.client.clone(), settings, leading)
+}
+
+/// Each ControllerRevision's number and the image of its template,
+/// sorted by number.
+pub fn numbered(
+    revisions: &[k8s_openapi::api::apps::v1::ControllerRevision],
+) -> Vec<(i64, Option<String>)> {
+    let mut numbered: Vec<(i64, Option<String>)> = revisions
+        .iter()
+        .map(|r| {
+            let t = weir_controller::kube::builders::template_of(r).expect("template");
+            (
+                r.revision,
+                t.spec.and_then(|s| s.containers[0].image.clone()),
+            )
+        })
+        .collect();
+    numbered.sort();
+    numbered
+}
+
 /// Gives the target `chat-frontend` a new template: its container runs
 /// `image`.
 pub async fn set_image(deployments: &Api<Deployment>, image: &str) {
