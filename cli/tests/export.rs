@@ -556,3 +556,57 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_leaves_a_canary_being_restored_alone_until_the_restore_is_done() {
+    let env = TestEnv::new("restore-guard").await;
+    install_canary_crd(&env.client).await.expect("crd");
+    let ns = env.namespace.clone();
+    let client = env.client.clone();
+    let _kubelet = Kubelet::start(client.clone(), &ns, HashMap::new());
+    let deployments = api::<Deployment>(&client, &ns);
+    deployments
+        .create(&PostParams::default(), &stack::target("sim:v1", 2))
+        .await
+        .expect("target");
+    let canaries = api::<Canary>(&client, &ns);
+    let steps = json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
+    // As `weir restore` creates it: with the guard, before its status.
+    let mut guarded = stack::canary_spec(steps.clone());
+    guarded.metadata.name = Some("restoring".into());
+    guarded.annotations_mut().insert(
+        weir_crds::annotations::RESTORING.into(),
+        "2025-06-01T12:00:00Z".into(),
+    );
+    canaries
+        .create(&PostParams::default(), &guarded)
+        .await
+        .expect("guarded canary");
+    let _controller = controller(&env, "guard-test");
+    // A Canary created after it, on the same target, is taken up: by
+    // then the controller has looked at the guarded one too (its
+    // finalizer is there) and left it without status.
+    let mut later = stack::canary_spec(steps);
+    later.metadata.name = Some("later".into());
+    canaries
+        .create(&PostParams::default(), &later)
+        .await
+        .expect("later canary");
+    wait_phase(&client, &ns, "later", Phase::Idle).await;
+    let held = eventually("the guarded Canary's finalizer", || async {
+        let c = canaries.get("restoring").await.ok()?;
+        (!c.finalizers().is_empty()).then_some(c)
+    })
+    .await;
+    assert_eq!(
+        held.status, None,
+        "the controller acted on a Canary being restored"
+    );
+    // The guard removed: the controller takes it up at once.
+    let done = json!({"metadata": {"annotations": {weir_crds::annotations::RESTORING: null}}});
+    canaries
+        .patch("restoring", &PatchParams::default(), &Patch::Merge(&done))
+        .await
+        .expect("guard removed");
+    wait_phase(&client, &ns, "restoring", Phase::Idle).await;
+}
