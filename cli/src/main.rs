@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod analyze;
+mod backup;
 mod cluster;
 mod controller;
 mod crds_cmd;
@@ -80,6 +81,11 @@ enum Command {
     Undo(cluster::undo::UndoArgs),
     /// List the promoted versions `undo` can go back to.
     History(cluster::undo::HistoryArgs),
+    /// Write Canaries with their Deployments, Services, history and
+    /// configuration to a bundle file (spec and status).
+    Export(backup::export::ExportArgs),
+    /// Put a bundle from `export` back (server-side apply; --dry-run shows what would change).
+    Restore(backup::restore::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,7 +104,9 @@ fn main() -> ExitCode {
         | Command::Pause(_)
         | Command::Resume(_)
         | Command::Undo(_)
-        | Command::History(_) => "warn",
+        | Command::History(_)
+        | Command::Export(_)
+        | Command::Restore(_) => "warn",
         _ => "info",
     };
     logging::init(cli.log_format, default_level);
@@ -121,6 +129,8 @@ fn main() -> ExitCode {
         Command::Resume(args) => cluster::commands::resume(&args),
         Command::Undo(args) => cluster::undo::undo(&args),
         Command::History(args) => cluster::undo::list(&args),
+        Command::Export(args) => backup::export::run(&args),
+        Command::Restore(args) => backup::restore::run(&args),
     };
     match result {
         Ok(code) => code.into(),

@@ -12,19 +12,10 @@ use weir_envtest::{TestEnv, install_canary_crd};
 mod common;
 mod stack;
 
-use stack::{Kubelet, canary, events, eventually, image_of, pod, target, wait_phase};
-
-async fn set_image(deployments: &Api<Deployment>, image: &str) {
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
-    deployments
-        .patch(
-            "chat-frontend",
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-        .expect("new template");
-}
+use stack::{
+    Kubelet, canary, controller, events, eventually, image_of, pod, set_image, target, wait_phase,
+    weir,
+};
 
 /// A namespace with the target on v1 and a Canary `chat` with `strategy`,
 /// `weir sim` pods for each version (`sim:<version>`) and the stand-in
@@ -155,20 +146,8 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
         (l.items.len() == 2).then_some(l)
     })
     .await;
-    let mut numbered: Vec<(i64, Option<String>)> = list
-        .items
-        .iter()
-        .map(|r| {
-            let t = weir_controller::kube::builders::template_of(r).expect("template");
-            (
-                r.revision,
-                t.spec.and_then(|s| s.containers[0].image.clone()),
-            )
-        })
-        .collect();
-    numbered.sort();
     assert_eq!(
-        numbered,
+        stack::numbered(&list.items),
         vec![(1, Some("sim:v1".into())), (2, Some("sim:v2".into()))]
     );
     let reasons: Vec<String> = events(&env.client, ns, "chat")
@@ -190,19 +169,6 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
         "each step once: {reasons:?}"
     );
     drop(controller);
-}
-
-/// A controller that leads from the start (no lease: one replica).
-fn controller(env: &TestEnv, name: &str) -> Handle {
-    let (lead, leading) = watch::channel(true);
-    // The sender must outlive the controller: a closed channel stops it.
-    std::mem::forget(lead);
-    let settings = Settings {
-        namespace: Some(env.namespace.clone()),
-        identity: name.into(),
-        ..Settings::default()
-    };
-    Handle::spawn(env.client.clone(), settings, leading)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,26 +387,6 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
         "after the handover only {survivor_name} acts: {new:?}"
     );
     drop(survivor);
-}
-
-/// Runs `weir ARGS` against the test API server (blocking, off the
-/// runtime); returns (exit code, stdout, stderr).
-async fn weir(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::command(&refs)
-            .env("KUBECONFIG", weir_envtest::server().kubeconfig())
-            .output()
-            .expect("weir runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .expect("joins")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,12 @@ pub mod annotations {
     pub const ABORT: &str = "weir.dev/abort";
     /// Restart an aborted run from its first step.
     pub const RETRY: &str = "weir.dev/retry";
+    /// Set by `weir restore` while it puts a Canary back (its status, the
+    /// objects it owns): the controller leaves the Canary alone until the
+    /// annotation is gone, so that it never acts on half a restore (a
+    /// Canary without its status would be adopted anew). Value: when the
+    /// restore began.
+    pub const RESTORING: &str = "weir.dev/restoring";
 }
 
 /// A progressive rollout of an inference frontend: the stable and canary

@@ -245,6 +245,72 @@ async fn kubelet_loop(
     }
 }
 
+/// A controller that leads from the start (no lease: one replica).
+pub fn controller(env: &TestEnv, name: &str) -> Handle {
+    let (lead, leading) = watch::channel(true);
+    // The sender must outlive the controller: a closed channel stops it.
+    std::mem::forget(lead);
+    let settings = Settings {
+        namespace: Some(env.namespace.clone()),
+        identity: name.into(),
+        ..Settings::default()
+    };
+    Handle::spawn(env.client.clone(), settings, leading)
+}
+
+/// Each ControllerRevision's number and the image of its template,
+/// sorted by number.
+pub fn numbered(
+    revisions: &[k8s_openapi::api::apps::v1::ControllerRevision],
+) -> Vec<(i64, Option<String>)> {
+    let mut numbered: Vec<(i64, Option<String>)> = revisions
+        .iter()
+        .map(|r| {
+            let t = weir_controller::kube::builders::template_of(r).expect("template");
+            (
+                r.revision,
+                t.spec.and_then(|s| s.containers[0].image.clone()),
+            )
+        })
+        .collect();
+    numbered.sort();
+    numbered
+}
+
+/// Gives the target `chat-frontend` a new template: its container runs
+/// `image`.
+pub async fn set_image(deployments: &Api<Deployment>, image: &str) {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
+    deployments
+        .patch(
+            "chat-frontend",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .expect("new template");
+}
+
+/// Runs `weir ARGS` against the test API server (blocking, off the
+/// runtime); returns (exit code, stdout, stderr).
+pub async fn weir(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::command(&refs)
+            .env("KUBECONFIG", weir_envtest::server().kubeconfig())
+            .output()
+            .expect("weir runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("joins")
+}
+
 /// Polls `check` until it returns `Some` or `PATIENCE` passes; panics with
 /// `what` and the last value of `describe`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -659,15 +725,7 @@ impl Stack {
     }
 
     pub async fn release(&self, image: &str) {
-        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
-        self.deployments()
-            .patch(
-                "chat-frontend",
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-            .expect("new template");
+        set_image(&self.deployments(), image).await;
     }
 
     /// Waits until every proxy serves the canary at `weight` with the

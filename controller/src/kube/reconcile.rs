@@ -253,6 +253,16 @@ struct World {
 /// A Canary that exists (not being deleted), as just read.
 async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let (namespace, name) = key_of(canary);
+    // `weir restore` is putting it back: its status or the objects it owns
+    // may not be there yet, and acting now would adopt the target anew.
+    // Removing the annotation is a change, which reconciles it at once.
+    if canary
+        .annotations()
+        .contains_key(weir_crds::annotations::RESTORING)
+    {
+        tracing::info!(%namespace, %name, "being restored (weir restore); left alone until done");
+        return Ok(Action::await_change());
+    }
     let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
     let world = match read_world(ctx, canary.clone()).await? {
         Ok(world) => world,
