@@ -17,6 +17,7 @@ mod demo;
 mod exit;
 mod load;
 mod logging;
+mod preflight;
 mod proxy;
 mod report;
 mod run;
@@ -80,6 +81,8 @@ enum Command {
     Undo(cluster::undo::UndoArgs),
     /// List the promoted versions `undo` can go back to.
     History(cluster::undo::HistoryArgs),
+    /// Check that the cluster is ready for weir; prints each failing check with its fix.
+    Preflight(preflight::Args),
 }
 
 fn main() -> ExitCode {
@@ -98,7 +101,8 @@ fn main() -> ExitCode {
         | Command::Pause(_)
         | Command::Resume(_)
         | Command::Undo(_)
-        | Command::History(_) => "warn",
+        | Command::History(_)
+        | Command::Preflight(_) => "warn",
         _ => "info",
     };
     logging::init(cli.log_format, default_level);
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => cluster::commands::resume(&args),
         Command::Undo(args) => cluster::undo::undo(&args),
         Command::History(args) => cluster::undo::list(&args),
+        Command::Preflight(args) => preflight::run(&args),
     };
     match result {
         Ok(code) => code.into(),
