@@ -13,7 +13,7 @@ use prepared::{ALL_PASS, Prepared};
 use stack::eventually;
 use weir_crds::Canary;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drifted_then_missing_crd_fails_the_crd_check_with_the_command_that_installs_it() {
     let p = Prepared::new("preflight-crd").await;
     let all = p.run();

@@ -174,6 +174,8 @@ pub fn first_difference(installed: &Value, ours: &Value, path: String) -> Option
             .zip(b)
             .enumerate()
             .find_map(|(i, (x, y))| first_difference(x, y, format!("{path}[{i}]"))),
+        // The API server writes 0.0 back as 0.
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => None,
         (a, b) if a == b => None,
         (a, b) => Some(format!(
             "{path} is {} installed, {} in this weir",
@@ -296,6 +298,8 @@ mod tests {
             first_difference(&a, &b, "s".into()).as_deref(),
             Some("s.x.y[1] is 2 installed, 3 in this weir")
         );
+        let float = serde_json::json!({"x": {"y": [1.0, 2], "z": "a"}});
+        assert_eq!(first_difference(&a, &float, "s".into()), None);
         let c = serde_json::json!({"x": {"y": [1, 2], "z": "a", "w": true}});
         assert_eq!(
             first_difference(&a, &c, "s".into()).as_deref(),

@@ -186,9 +186,22 @@ pub fn nodes(read: &Read<Vec<GpuNode>>, wants_gpus: Option<bool>) -> Check {
     Check::pass(names::GPU_NODES, detail)
 }
 
+/// Which part of a rollout a [`Phase`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The stable copy starts beside the target (a Canary not yet run).
+    Adoption,
+    /// A `setWeight` step, or the blue-green preview.
+    Step,
+    /// The canary at full size while stable is replaced.
+    Promotion,
+}
+
 /// One phase of a rollout: the replicas both cohorts hold in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase {
+    /// Which part of the rollout.
+    pub stage: Stage,
     /// What happens then, e.g. `setWeight 50%`.
     pub name: String,
     /// Stable's replicas.
@@ -216,6 +229,7 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
     let mut out = Vec::new();
     if !adopted {
         out.push(Phase {
+            stage: Stage::Adoption,
             name: "adoption (the stable copy starts beside the target)".into(),
             stable: full_stable,
             canary: total,
@@ -237,6 +251,7 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
                     (stable, canary) = (r.stable, r.canary);
                     grows = *share < Share::ALL;
                     out.push(Phase {
+                        stage: Stage::Step,
                         name: format!("setWeight {share}"),
                         stable,
                         canary,
@@ -250,6 +265,7 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
             // The cutover moves all traffic to the preview as it is.
             grows = false;
             out.push(Phase {
+                stage: Stage::Step,
                 name: format!("blue-green preview ({canary} replicas)"),
                 stable,
                 canary,
@@ -273,6 +289,7 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
         PromotionStrategy::Recreate => "Recreate".to_string(),
     };
     out.push(Phase {
+        stage: Stage::Promotion,
         name: format!("promotion ({how})"),
         stable,
         canary,
@@ -342,6 +359,26 @@ pub fn capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
         );
     }
     let short = extra - room;
+    let mut fixes = vec![format!(
+        "add {} nvidia.com/gpu of node capacity",
+        short * per_pod
+    )];
+    if peak.stage == Stage::Adoption {
+        fixes.push(
+            "or free GPUs until the controller has adopted the target (its stable copy runs \
+             beside the target until ready; a gpuBudget does not cover that)"
+                .to_string(),
+        );
+    } else {
+        fixes.push(format!(
+            "or set spec.gpuBudget: {} so both cohorts share the GPUs they can get (stable gives \
+             replicas up as the canary grows)",
+            plan.held + room
+        ));
+    }
+    if peak.surge > 0 {
+        fixes.push("or use promotion: {strategy: Recreate} to need no surge".to_string());
+    }
     Check::fail(
         names::GPU_CAPACITY,
         format!(
@@ -352,13 +389,7 @@ pub fn capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
                 free.join(", ")
             }
         ),
-        format!(
-            "add {} nvidia.com/gpu of node capacity, or set spec.gpuBudget: {} so both cohorts \
-             share the GPUs they can get (stable gives replicas up as the canary grows), or \
-             use promotion: {{strategy: Recreate}} to need no surge",
-            short * per_pod,
-            plan.held + room
-        ),
+        fixes.join(", "),
     )
 }
 
@@ -477,6 +508,7 @@ mod tests {
     fn capacity_counts_whole_pods_per_node() {
         let plan = Plan {
             phases: vec![Phase {
+                stage: Stage::Promotion,
                 name: "promotion (Recreate)".into(),
                 stable: 4,
                 canary: 4,

@@ -25,10 +25,10 @@ pub struct Answer {
 /// server said) in `namespace`.
 pub fn check(answers: &[Answer], identity: Option<&str>, namespace: &str) -> Check {
     let who = identity.unwrap_or("the current identity");
-    let denied: Vec<String> = answers
+    let denied: Vec<Permission> = answers
         .iter()
         .filter(|a| a.allowed == Ok(false))
-        .map(|a| a.permission.to_string())
+        .map(|a| a.permission)
         .collect();
     let unanswered: Vec<&Answer> = answers.iter().filter(|a| a.allowed.is_err()).collect();
     if !denied.is_empty() {
@@ -37,7 +37,7 @@ pub fn check(answers: &[Answer], identity: Option<&str>, namespace: &str) -> Che
             format!(
                 "{who} may not {} in namespace {namespace} ({} of the controller's {} permissions \
                  missing)",
-                denied.join(", "),
+                by_resource(&denied),
                 denied.len(),
                 answers.len()
             ),
@@ -67,6 +67,27 @@ pub fn check(answers: &[Answer], identity: Option<&str>, namespace: &str) -> Che
             answers.len()
         ),
     )
+}
+
+/// `update,patch canaries.weir.dev; create events`: the verbs of each
+/// resource together, in the rules' order.
+fn by_resource(denied: &[Permission]) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for p in denied {
+        let resource = Permission { verb: "", ..*p }
+            .to_string()
+            .trim_start()
+            .to_string();
+        match groups.iter_mut().find(|(r, _)| *r == resource) {
+            Some((_, verbs)) => verbs.push(p.verb),
+            None => groups.push((resource, vec![p.verb])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(resource, verbs)| format!("{} {resource}", verbs.join(",")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// How to grant the controller's ClusterRole to `identity`.
