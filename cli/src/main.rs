@@ -18,6 +18,7 @@ mod demo;
 mod exit;
 mod load;
 mod logging;
+mod preflight;
 mod proxy;
 mod report;
 mod run;
@@ -81,6 +82,8 @@ enum Command {
     Undo(cluster::undo::UndoArgs),
     /// List the promoted versions `undo` can go back to.
     History(cluster::undo::HistoryArgs),
+    /// Check that the cluster is ready for weir; prints each failing check with its fix.
+    Preflight(preflight::Args),
     /// Write Canaries with their Deployments, Services, history and
     /// configuration to a bundle file (spec and status).
     Export(backup::export::ExportArgs),
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         | Command::Resume(_)
         | Command::Undo(_)
         | Command::History(_)
+        | Command::Preflight(_)
         | Command::Export(_)
         | Command::Restore(_) => "warn",
         _ => "info",
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => cluster::commands::resume(&args),
         Command::Undo(args) => cluster::undo::undo(&args),
         Command::History(args) => cluster::undo::list(&args),
+        Command::Preflight(args) => preflight::run(&args),
         Command::Export(args) => backup::export::run(&args),
         Command::Restore(args) => backup::restore::run(&args),
     };

@@ -24,7 +24,7 @@ use weir_crds::Canary;
 
 pub mod commands;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod get;
 pub mod status;
 pub mod undo;
@@ -98,7 +98,16 @@ pub fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
 /// # Errors
 /// No usable configuration, with where weir looked.
 pub async fn connect(target: &Target) -> Result<Cluster> {
-    let config = match &target.context {
+    Cluster::new(config(target).await?, target)
+}
+
+/// The client configuration [`connect`] uses, for a command that adjusts
+/// it (timeouts) before connecting with [`Cluster::new`].
+///
+/// # Errors
+/// See [`connect`].
+pub async fn config(target: &Target) -> Result<Config> {
+    match &target.context {
         Some(context) => {
             let options = KubeConfigOptions {
                 context: Some(context.clone()),
@@ -118,7 +127,7 @@ pub async fn connect(target: &Target) -> Result<Cluster> {
             }
             Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
-                .map_err(|e| anyhow!("cannot use kubeconfig context {context}: {e}"))?
+                .map_err(|e| anyhow!("cannot use kubeconfig context {context}: {e}"))
         }
         None => Config::infer().await.map_err(|e| {
             anyhow!(
@@ -126,19 +135,8 @@ pub async fn connect(target: &Target) -> Result<Cluster> {
                  ~/.kube/config (pass --context to pick one), or run it in a pod",
                 program()
             )
-        })?,
-    };
-    let namespace = target
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).context("cannot build the Kubernetes client")?;
-    Ok(Cluster {
-        client,
-        namespace,
-        server,
-    })
+        }),
+    }
 }
 
 /// One API call, for error messages: `get canaries.weir.dev chat`.
@@ -158,6 +156,30 @@ pub struct ApiCall<'a> {
 pub const CANARIES: &str = "canaries.weir.dev";
 
 impl Cluster {
+    /// A client for `config`, in `target`'s namespace (else the
+    /// configuration's).
+    ///
+    /// # Errors
+    /// The client cannot be built (e.g. an unreadable certificate).
+    pub fn new(config: Config, target: &Target) -> Result<Cluster> {
+        let namespace = target
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).context("cannot build the Kubernetes client")?;
+        Ok(Cluster {
+            client,
+            namespace,
+            server,
+        })
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// A call in this cluster's namespace.
     pub fn call<'a>(
         &'a self,

@@ -171,7 +171,7 @@ fn retryable(code: u16) -> bool {
 /// An error and its causes, `: `-separated: kube's own message for a
 /// refused connection is only "client error (Connect)", the reason is in
 /// the causes.
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {

@@ -216,12 +216,33 @@ async fn endpoints(
     slices: &Api<EndpointSlice>,
     proxies: &ProxyService,
 ) -> Result<Vec<SocketAddr>, kube::Error> {
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={}", proxies.name));
-    let list = slices.list(&lp).await?;
-    let mut out = Vec::new();
-    for slice in list.items {
-        // A slice's port named `admin` (the proxy Service may expose it),
-        // else the configured admin port.
+    let list = slices.list(&proxy_slices(&proxies.name)).await?;
+    Ok(admin_endpoints(&list.items, proxies.admin_port).ready)
+}
+
+/// The list parameters that select the EndpointSlices of Service `service`.
+pub fn proxy_slices(service: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{}={service}",
+        weir_crds::names::SERVICE_NAME_LABEL
+    ))
+}
+
+/// The proxy Service's endpoints on their admin port, split by readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminEndpoints {
+    /// Ready endpoints (or of unknown readiness, which Kubernetes treats as
+    /// ready), sorted, without duplicates.
+    pub ready: Vec<SocketAddr>,
+    /// Endpoints marked not ready.
+    pub not_ready: Vec<SocketAddr>,
+}
+
+/// The endpoints of `slices` on each slice's port named `admin` (the
+/// proxy Service may expose it), else on `default_port`.
+pub fn admin_endpoints(slices: &[EndpointSlice], default_port: u16) -> AdminEndpoints {
+    let mut out = AdminEndpoints::default();
+    for slice in slices {
         let port = slice
             .ports
             .iter()
@@ -229,19 +250,24 @@ async fn endpoints(
             .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(proxies.admin_port);
-        for ep in slice.endpoints {
-            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+            .unwrap_or(default_port);
+        for ep in &slice.endpoints {
+            let Some(ip) = ep.addresses.first().and_then(|a| a.parse().ok()) else {
                 continue;
-            }
-            if let Some(ip) = ep.addresses.first().and_then(|a| a.parse().ok()) {
-                out.push(SocketAddr::new(ip, port));
+            };
+            let addr = SocketAddr::new(ip, port);
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                out.not_ready.push(addr);
+            } else {
+                out.ready.push(addr);
             }
         }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    for list in [&mut out.ready, &mut out.not_ready] {
+        list.sort();
+        list.dedup();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -346,5 +372,40 @@ mod tests {
         acc.round(vec![]);
         assert_eq!(acc.applied("ns.chat"), None);
         assert_eq!(acc.open("ns.chat"), None);
+    }
+
+    #[test]
+    fn admin_endpoints_use_the_port_named_admin_and_split_by_readiness() {
+        let slice = |ports: serde_json::Value, endpoints: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s"}, "addressType": "IPv4",
+                "ports": ports, "endpoints": endpoints
+            }))
+            .expect("slice")
+        };
+        let named = slice(
+            serde_json::json!([{"name": "http", "port": 8080}, {"name": "admin", "port": 9191}]),
+            serde_json::json!([
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.1"]},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+                {"addresses": ["not-an-ip"]}
+            ]),
+        );
+        let unnamed = slice(
+            serde_json::json!([{"name": "http", "port": 8080}]),
+            serde_json::json!([{"addresses": ["10.0.0.2"]}]),
+        );
+        let got = admin_endpoints(&[named, unnamed], 9090);
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            got.ready,
+            [
+                addr("10.0.0.1:9191"),
+                addr("10.0.0.2:9090"),
+                addr("10.0.0.2:9191")
+            ]
+        );
+        assert_eq!(got.not_ready, [addr("10.0.0.3:9191")]);
     }
 }

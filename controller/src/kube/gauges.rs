@@ -33,8 +33,8 @@ use crate::evidence::{Cohorts, GaugeReader};
 
 /// How long one scrape or query may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
-/// dcgm-exporter's port.
-const DCGM_PORT: u16 = 9400;
+/// dcgm-exporter's port, when `scrape.port` is not given.
+pub const DCGM_PORT: u16 = 9400;
 
 /// The gauges of one Canary's cohorts.
 #[derive(Debug, Clone)]
@@ -51,10 +51,13 @@ pub struct KubeGauges {
 
 /// A pod that serves: its name, IP and node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Serving {
-    name: String,
-    ip: String,
-    node: Option<String>,
+pub struct Serving {
+    /// The pod's name.
+    pub name: String,
+    /// Its IP.
+    pub ip: String,
+    /// The node it runs on.
+    pub node: Option<String>,
 }
 
 impl KubeGauges {
@@ -126,7 +129,7 @@ async fn list(api: &Api<Pod>, selector: &str) -> Option<Vec<Serving>> {
 }
 
 /// A pod's name, IP and node when it is running and ready.
-fn serving(pod: &Pod) -> Option<Serving> {
+pub fn serving(pod: &Pod) -> Option<Serving> {
     let status = pod.status.as_ref()?;
     let ready = status
         .conditions
@@ -246,7 +249,7 @@ impl GaugeReader for KubeGauges {
 }
 
 /// `ip:port`, with brackets for IPv6.
-fn host_port(ip: &str, port: u16) -> String {
+pub fn host_port(ip: &str, port: u16) -> String {
     if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {

@@ -9,6 +9,7 @@
 //! - [`gauges`]: GPU metrics of each cohort (pod scrape or Prometheus);
 //! - [`events`]: one Kubernetes Event per transition;
 //! - [`metrics`]: the controller's own metrics and health endpoints;
+//! - [`rbac`]: the rules of the controller's ClusterRole, in one place;
 //! - [`leader`]: leader election on a Lease (only the leader reconciles);
 //! - [`backoff`]: retries with exponential backoff and jitter, and the
 //!   start-up connection to the API server;
@@ -22,5 +23,6 @@ pub mod fleet;
 pub mod gauges;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod reconcile;
 pub mod run;
