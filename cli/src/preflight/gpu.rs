@@ -9,7 +9,8 @@
 //! - each `setWeight` step: replicas per cohort from
 //!   `weir_controller::engine::replicas::for_share` (`matchWeight`, fixed
 //!   canary replicas, or a GPU budget); blue-green: `previewReplicas`
-//!   (default: a full copy) beside stable;
+//!   (default: a full copy) beside stable, grown to a full copy for the
+//!   cutover;
 //! - promotion: the proven canary grows to full size (when a GPU budget
 //!   leaves room) while stable is replaced: `RollingUpdate` adds its surge
 //!   (`weir_controller::kube::builders::promotion_strategy`, capped by the
@@ -262,8 +263,8 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
         }
         Strategy::BlueGreen(bg) => {
             canary = bg.preview_replicas.unwrap_or(total);
-            // The cutover moves all traffic to the preview as it is.
-            grows = false;
+            // The preview grows to a full copy before the cutover.
+            grows = true;
             out.push(Phase {
                 stage: Stage::Step,
                 name: format!("blue-green preview ({canary} replicas)"),
@@ -465,14 +466,15 @@ mod tests {
                 "setWeight 50%",
                 4,
             ),
-            // Blue-green: a preview of 2 beside 4, promoted with a surge of 1.
+            // Blue-green: a preview of 2 beside 4, grown to 4 for the
+            // cutover, promoted with a surge of 1.
             (
                 serde_json::json!({"strategy": {"canary": null, "blueGreen": {"previewReplicas": 2}}}),
                 &rolling,
                 4,
                 true,
                 "promotion (RollingUpdate, surge 1)",
-                7,
+                9,
             ),
             // Blue-green without previewReplicas: a full copy.
             (

@@ -74,6 +74,14 @@ impl Cx<'_> {
                 Flow::Again
             }
             CUTOVER => {
+                // A preview smaller than stable would take all the traffic
+                // at its own size: grow it to stable's size first, and cut
+                // over once that many are ready.
+                let total = self.obs.target_replicas.max(1);
+                self.scale(Cohort::Canary, total);
+                if !self.r.is_local() && self.obs.ready.canary < total {
+                    return Flow::Wait;
+                }
                 self.set_traffic(Share::ALL, false);
                 self.s.cutover = Some(Cutover {
                     at: Time(self.now),

@@ -731,6 +731,43 @@ fn blue_green_preview_cutover_and_promotion() {
 }
 
 #[test]
+fn blue_green_grows_a_small_preview_to_full_size_before_the_cutover() {
+    let yaml = BLUE_GREEN.replace(
+        "scaleDownDelay: 5m",
+        "scaleDownDelay: 5m\n    previewReplicas: 1",
+    );
+    let mut w = World::new(&yaml);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 1;
+    let p = w.tick();
+    assert!(p.actions.contains(&Action::Scale {
+        cohort: Cohort::Canary,
+        replicas: 1
+    }));
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+    let p = w.wait(20);
+    assert!(
+        p.actions.contains(&Action::Scale {
+            cohort: Cohort::Canary,
+            replicas: 10
+        }),
+        "the preview grows to stable's size: {:?}",
+        p.actions
+    );
+    assert_eq!(
+        w.canary_share(),
+        0.0,
+        "one preview replica must not take all the traffic: {}",
+        p.status.message
+    );
+    w.observed.ready.canary = 10;
+    let p = w.wait(1);
+    assert_eq!(w.canary_share(), 100.0, "cut over: {}", p.status.message);
+    assert!(events(&p.actions).contains(&reasons::CUTOVER));
+}
+
+#[test]
 fn blue_green_post_promotion_regression_rolls_back() {
     let mut w = World::new(BLUE_GREEN);
     w.tick();
