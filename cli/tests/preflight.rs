@@ -282,7 +282,7 @@ async fn rbac_too_small(p: &Prepared) {
          update canaries.weir.dev/finalizers; list,watch,create,update,patch deployments.apps; ",
         "; get,list,watch,create,update,patch,delete controllerrevisions.apps; ",
         "; get,watch pods; create,patch events; create,patch events.events.k8s.io; ",
-        "(40 of the controller's 47 permissions missing)",
+        "(37 of the controller's 44 permissions missing)",
     ] {
         assert!(detail.contains(missing), "{missing}: {detail}");
     }

@@ -22,7 +22,7 @@ use weir_analysis::source::prometheus_api::QueryResult;
 use weir_controller::kube::backoff::with_causes;
 use weir_controller::kube::fleet::{admin_endpoints, proxy_slices};
 use weir_controller::kube::gauges::{DCGM_PORT, Serving, expand_query, host_port, serving};
-use weir_controller::kube::rbac::{CONTROLLER_RULES, permissions};
+use weir_controller::kube::rbac::{CONTROLLER_RULES, LEASE_RULES, permissions};
 use weir_crds::{Canary, Cohort, MetricSource, names};
 
 use super::check::{Read, Unread};
@@ -74,11 +74,20 @@ pub async fn identity(cluster: &Cluster) -> Option<String> {
     review.status?.user_info?.username
 }
 
-/// One SelfSubjectAccessReview per permission of the controller's rules,
-/// in the cluster's namespace.
-pub async fn access(cluster: &Cluster) -> Vec<Answer> {
+/// One SelfSubjectAccessReview per permission of the controller's rules:
+/// its ClusterRole's in the cluster's namespace, its Lease's in
+/// `lease_namespace` (where the controller runs).
+pub async fn access(cluster: &Cluster, lease_namespace: &str) -> Vec<Answer> {
     let api: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
-    let reviews = permissions(CONTROLLER_RULES).into_iter().map(|(p, _)| {
+    let asked = permissions(CONTROLLER_RULES)
+        .into_iter()
+        .map(|(p, _)| (p, cluster.namespace.clone()))
+        .chain(
+            permissions(LEASE_RULES)
+                .into_iter()
+                .map(|(p, _)| (p, lease_namespace.to_string())),
+        );
+    let reviews = asked.map(|(p, namespace)| {
         let api = api.clone();
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
@@ -87,7 +96,7 @@ pub async fn access(cluster: &Cluster) -> Vec<Answer> {
                     resource: Some(p.resource.to_string()),
                     subresource: p.subresource.map(String::from),
                     verb: Some(p.verb.to_string()),
-                    namespace: Some(cluster.namespace.clone()),
+                    namespace: Some(namespace),
                     ..ResourceAttributes::default()
                 }),
                 ..SelfSubjectAccessReviewSpec::default()

@@ -198,7 +198,8 @@ async fn checks(args: &Args, proxy_ns: &str, proxy_name: &str) -> Vec<Check> {
     out.push(crd::check(&installed, &ours));
 
     let identity = gather::identity(&cluster).await;
-    let answers = gather::access(&cluster).await;
+    // The controller runs (and holds its Lease) beside the proxies.
+    let answers = gather::access(&cluster, proxy_ns).await;
     out.push(rbac::check(
         &answers,
         identity.as_deref(),

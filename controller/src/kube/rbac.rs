@@ -1,5 +1,5 @@
-//! What the controller may do in the cluster: the rules of its ClusterRole,
-//! once, in code.
+//! What the controller may do in the cluster: the rules of its ClusterRole
+//! and of its Role for the leader Lease, once, in code.
 //!
 //! `charts/weir/templates/rbac.yaml` grants exactly these (a test in
 //! `cli/tests/preflight.rs` renders the chart and fails when the two
@@ -120,13 +120,17 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         verbs: &["create", "patch"],
         why: "records Events on Canaries",
     },
-    Rule {
-        group: "coordination.k8s.io",
-        resources: &["leases"],
-        verbs: WRITE,
-        why: "elects a leader among controller replicas",
-    },
 ];
+
+/// What the controller needs in its own namespace, beside the ClusterRole:
+/// its leader Lease (the chart's Role `<release>-controller-local`, which
+/// limits `get`/`update` to the one Lease by name).
+pub const LEASE_RULES: &[Rule] = &[Rule {
+    group: "coordination.k8s.io",
+    resources: &["leases"],
+    verbs: &["create", "get", "update"],
+    why: "elects a leader among controller replicas",
+}];
 
 /// Every verb on every resource of `rules`, each with the rule it came
 /// from, in the rules' order.
