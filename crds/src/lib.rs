@@ -470,7 +470,8 @@ pub struct MetricSpec {
     pub name: String,
     /// The kind of signal.
     pub kind: MetricKind,
-    /// Where the values come from (default: the proxy).
+    /// Where the values come from: `proxy` (the default; latency and
+    /// error rates), or `{prometheus: {...}}` / `{scrape: {...}}` (gauges).
     #[serde(default)]
     pub source: MetricSource,
     /// Latency from the proxy: which one (default `ttft`).

@@ -499,10 +499,18 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
                     "the proxy measures requests, not gauges: use source: {scrape: {metric: DCGM_FI_DEV_GPU_UTIL}} or a prometheus query",
                 );
             }
-            (MetricKind::ErrorRate | MetricKind::Latency, crds::MetricSource::Scrape(_)) => {
+            // Latency and error rates are the proxy's: it sees every request
+            // of both cohorts with the cohort it went to. The engine reads
+            // scrape and prometheus sources as one gauge value per cohort
+            // and interval, so accepting them here would silently judge the
+            // proxy's data under a source the user did not ask for.
+            (
+                MetricKind::ErrorRate | MetricKind::Latency,
+                crds::MetricSource::Scrape(_) | crds::MetricSource::Prometheus(_),
+            ) => {
                 return bad(
                     at("source"),
-                    "scrape reads gauges only; latency and error rates come from the proxy (source: proxy) or prometheus",
+                    "scrape and prometheus sources are read as gauges (kind: gauge); latency and error rates come from the weir proxy, which sees every request of both cohorts: use source: proxy (the default)",
                 );
             }
             _ => {}

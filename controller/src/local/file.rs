@@ -205,4 +205,31 @@ spec:
         let e = parse(&GOOD.replace("setWeight: 50", "setWeight: 0")).expect_err("no traffic");
         assert!(e.to_string().contains("steps[1].analysis"), "{e}");
     }
+
+    #[test]
+    fn latency_and_errors_come_from_the_proxy_only() {
+        // A latency or error metric read from elsewhere would be judged on
+        // the proxy's data anyway: refused, naming the source and the fix.
+        for source in [
+            "{prometheus: {address: \"http://127.0.0.1:9090\", query: \"x\"}}",
+            "{scrape: {metric: vllm:time_to_first_token_seconds}}",
+        ] {
+            for metric in [
+                "{name: ttft, kind: latency, maxIncrease: 10%}",
+                "{name: errors, kind: errorRate, maxIncrease: 1pp}",
+            ] {
+                let with_source = metric.replacen('{', &format!("{{source: {source}, "), 1);
+                let text = GOOD.replace(
+                    "{name: ttft, kind: latency, maxIncrease: 10%}",
+                    &with_source,
+                );
+                let e = parse(&text).expect_err(&with_source).to_string();
+                assert!(e.starts_with("spec.analysis.metrics[0].source: "), "{e}");
+                assert!(e.contains("use source: proxy"), "{e}");
+            }
+        }
+        let gauge = "{name: gpu, kind: gauge, maxIncrease: 15%, source: {prometheus: {address: \"http://127.0.0.1:9090\", query: \"avg(DCGM_FI_DEV_GPU_UTIL)\"}}}";
+        let text = GOOD.replace("{name: ttft, kind: latency, maxIncrease: 10%}", gauge);
+        parse(&text).expect("a gauge may come from prometheus");
+    }
 }
