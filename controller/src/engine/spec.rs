@@ -792,6 +792,33 @@ mod tests {
         }
     }
 
+    /// The example at the top of docs/analysis.md is what users copy: it
+    /// must be a valid `spec.analysis` as written.
+    #[test]
+    fn the_analysis_reference_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/analysis.md");
+        let doc = std::fs::read_to_string(path).expect("docs/analysis.md");
+        let block = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a yaml block in docs/analysis.md");
+        assert!(block.starts_with("analysis:"), "{block}");
+        let indented: String = block.lines().map(|l| format!("  {l}\n")).collect();
+        let text = format!(
+            "spec:\n  targetRef: {{name: chat}}\n  service: {{port: 8000}}\n  strategy:\n    canary:\n      steps: [{{setWeight: 50}}, {{analysis: {{}}}}]\n{indented}"
+        );
+        let value: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+        let spec: crds::CanarySpec =
+            serde_json::from_value(value["spec"].clone()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let rollout = Rollout::new("chat", &spec).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let a = &rollout.analysis;
+        assert_eq!(a.metrics.len(), 4);
+        assert_eq!(a.interval, Duration::from_secs(30));
+        assert_eq!(a.policy.max_load_imbalance, 0.2);
+        assert!(a.metrics.iter().any(|m| m.per_request));
+    }
+
     #[test]
     fn shares_have_two_decimals() {
         assert_eq!(Share::from_percent(0.01).map(Share::basis_points), Some(1));
