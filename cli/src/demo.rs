@@ -145,9 +145,15 @@ async fn demo(args: &Args) -> Result<Code> {
         itl: Duration::from_millis(10),
         tokens: 24,
         seed: Some(7),
+        // Near zero at idle, like DCGM_FI_DEV_GPU_UTIL on a real GPU, and
+        // about 55% at the demo's load: the gauge is compared per request,
+        // which is fair only for a gauge proportional to load (an idle floor
+        // favours the cohort with less traffic in each interval), and the
+        // headroom keeps both cohorts off the 100% ceiling on a loaded
+        // machine, where gpu-hungry's +60% would otherwise be clipped.
         gpu: GpuModel {
-            base_util: 35.0,
-            util_per_request: 1.5,
+            base_util: 5.0,
+            util_per_request: 1.8,
         },
         ..SimConfig::default()
     };
