@@ -538,6 +538,68 @@ async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
     );
 }
 
+/// Steps edited under a running canary: the fingerprint of the steps taken
+/// survives the API server (a field missing from the CRD schema would be
+/// pruned and no edit ever seen), and an edit before the current step
+/// restarts the run under the new plan instead of skipping ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_steps_taken_mid_run_restarts_it_from_the_first_step() {
+    let scene = Scene::new(
+        "kube-steps-edit",
+        &["v1", "v2"],
+        2,
+        serde_json::json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}]}}),
+    )
+    .await;
+    let Scene {
+        env,
+        kubelet: _kubelet,
+        deployments,
+        canaries,
+        ..
+    } = &scene;
+    let ns = env.namespace.as_str();
+    let _controller = controller(env, "steps-edit-test");
+    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
+    set_image(deployments, "sim:v2").await;
+    let paused = wait_phase(&env.client, ns, "chat", Phase::Paused).await;
+    assert_eq!((paused.current_step, paused.canary_weight), (1, 20.0));
+    assert!(
+        paused.steps_hash.is_some(),
+        "status.stepsHash kept by the API server"
+    );
+
+    // The first step changes while the run waits at the second: without
+    // the restart the run would go on to 50% with 30% never set.
+    canaries
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"strategy": {"canary": {
+                "steps": [{"setWeight": 30}, {"pause": {}}, {"setWeight": 50}]
+            }}}})),
+        )
+        .await
+        .expect("edit the steps");
+    let restarted = eventually("the run restarted under the new steps", || async {
+        let s = canary(&env.client, ns, "chat").await.status?;
+        (s.phase == Phase::Paused && s.canary_weight == 30.0).then_some(s)
+    })
+    .await;
+    assert_eq!(restarted.current_step, 1, "at the pause again");
+    assert_ne!(restarted.steps_hash, paused.steps_hash);
+    let evs = events(&env.client, ns, "chat").await;
+    assert_eq!(
+        evs.iter().filter(|(r, _)| r == "StepsChanged").count(),
+        1,
+        "{evs:?}"
+    );
+    assert!(
+        !evs.iter().any(|(r, _)| r == "Promoting"),
+        "nothing skipped ahead: {evs:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weir_controller_leads_serves_health_and_metrics_and_hands_the_lease_back_on_sigterm() {
     use k8s_openapi::api::coordination::v1::Lease;

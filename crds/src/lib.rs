@@ -629,6 +629,13 @@ pub struct CanaryStatus {
     /// Index of the current step.
     #[serde(default)]
     pub current_step: u32,
+    /// Fingerprint of the steps up to and including the current one, as
+    /// the run took them. An edit that changes them during the run (a step
+    /// removed, inserted or changed before or at the current one) restarts
+    /// the run from its first step, so no step is skipped or judged twice
+    /// under a plan nobody wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_hash: Option<String>,
     /// When the current step began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,

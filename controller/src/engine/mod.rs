@@ -160,6 +160,13 @@ pub fn plan(rollout: &Rollout, status: &CanaryStatus, observed: &Observed, now: 
     if observed.generation.is_some() {
         cx.s.observed_generation = observed.generation;
     }
+    // Once, against the status as the last call left it: within this call
+    // the current step moves on and the fingerprint with it.
+    if matches!(cx.s.phase, Phase::Progressing | Phase::Paused)
+        && cx.s.canary_revision.as_deref() == Some(observed.desired_revision.as_str())
+    {
+        cx.steps_edited();
+    }
     let mut flow = Flow::Again;
     for _ in 0..MAX_TRANSITIONS {
         flow = cx.step();
@@ -235,6 +242,34 @@ pub fn step_label(rollout: &Rollout, status: &CanaryStatus) -> String {
             blue_green::STAGES.get(i).copied().unwrap_or("done")
         ),
     }
+}
+
+/// The fingerprint of the steps a run has taken, up to and including
+/// `current` (FNV-1a over an explicit text, so it is the same in every
+/// build and controller version). Blue-green's stages are fixed: only a
+/// change of strategy counts.
+pub fn steps_fingerprint(strategy: &Strategy, current: u32) -> String {
+    let text = match strategy {
+        Strategy::Canary { steps, .. } => {
+            let taken = steps.iter().take(current as usize + 1);
+            let parts: Vec<String> = taken
+                .map(|s| match s {
+                    spec::Step::SetWeight(w) => format!("w{}", w.basis_points()),
+                    spec::Step::Pause(Some(d)) => format!("p{}", d.as_millis()),
+                    spec::Step::Pause(None) => "p".into(),
+                    spec::Step::Analysis(b) => {
+                        format!("a{}-{}", b.min.as_millis(), b.max.as_millis())
+                    }
+                })
+                .collect();
+            format!("canary:{}", parts.join(","))
+        }
+        Strategy::BlueGreen(_) => "blueGreen".into(),
+    };
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 fn pending(command: Option<&String>, acknowledged: Option<&String>) -> bool {
@@ -454,6 +489,40 @@ impl Cx<'_> {
         match &self.r.strategy {
             Strategy::Canary { .. } => self.canary_step(),
             Strategy::BlueGreen(bg) => self.blue_green_step(bg),
+        }
+    }
+
+    /// A run whose steps up to the current one were edited starts again
+    /// from the first step, with traffic where it is until a step sets it.
+    /// Editing later steps (or appending some) changes nothing now.
+    fn steps_edited(&mut self) {
+        let Some(taken) = self.s.steps_hash.as_deref() else {
+            return;
+        };
+        if taken == steps_fingerprint(&self.r.strategy, self.s.current_step) {
+            return;
+        }
+        let at = self.s.current_step + 1;
+        let share = self.traffic_share(Cohort::Canary);
+        self.event(
+            false,
+            reasons::STEPS_CHANGED,
+            format!(
+                "the steps up to step {at} changed during the run: starting again from step 1 (canary traffic stays at {share} until a step sets it)"
+            ),
+        );
+        self.s.current_step = 0;
+        self.s.steps_hash = None;
+        self.s.window = None;
+        self.s.last_analysis = None;
+        self.s.cutover = None;
+        self.s.step_started_at = Some(Time(self.now));
+        self.s.progress_at = Some(Time(self.now));
+        // A person's pause outlives the edit; a step's pause was the old
+        // plan's.
+        if self.s.paused_reason != Some(PausedReason::Manual) {
+            self.s.phase = Phase::Progressing;
+            self.s.paused_reason = None;
         }
     }
 
@@ -989,6 +1058,8 @@ impl Cx<'_> {
     }
 
     fn finish(mut self) -> Plan {
+        self.s.steps_hash = matches!(self.s.phase, Phase::Progressing | Phase::Paused)
+            .then(|| steps_fingerprint(&self.r.strategy, self.s.current_step));
         self.s.message = self.describe();
         self.conditions();
         let requeue_after = match self.s.phase {

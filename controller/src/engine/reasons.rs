@@ -29,6 +29,8 @@ pub const PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
 pub const SUPERSEDED: &str = "Superseded";
 /// An aborted run was restarted.
 pub const RETRIED: &str = "Retried";
+/// The steps up to the current one were edited: the run starts again.
+pub const STEPS_CHANGED: &str = "StepsChanged";
 /// Blue-green: all traffic moved to the new side.
 pub const CUTOVER: &str = "CutOver";
 /// Blue-green: post-promotion analysis rolled the cutover back.

@@ -1070,3 +1070,62 @@ fn a_settled_stable_follows_the_users_replica_count() {
     );
     assert!(w.tick().actions.is_empty(), "settled at 6");
 }
+
+#[test]
+fn editing_the_steps_taken_restarts_the_run_and_later_edits_do_not() {
+    let steps = "      - setWeight: 20\n      - pause: {duration: 1m}\n      - setWeight: 50\n      - analysis: {maxDuration: 5m}\n      - pause: {}\n";
+    assert!(KUBE.contains(steps));
+    let edited = |new: &str| rollout(&KUBE.replace(steps, new));
+
+    // In the analysis (step 4 of 5), the two steps before it are deleted:
+    // the old index now points past the end. Taken as is, that would
+    // promote a canary no analysis passed.
+    let mut w = kube_in(Phase::Progressing);
+    w.wait(60);
+    assert_eq!(w.status.current_step, 3, "in the analysis");
+    w.rollout =
+        edited("      - setWeight: 50\n      - analysis: {maxDuration: 5m}\n      - pause: {}\n");
+    let p = w.tick();
+    assert!(events(&p.actions).contains(&reasons::STEPS_CHANGED));
+    assert_eq!(p.status.phase, Phase::Progressing, "{}", p.status.message);
+    assert_eq!(
+        p.status.current_step, 1,
+        "step 1 set 50% again; now analysing"
+    );
+    assert_eq!(w.canary_share(), 50.0);
+    assert!(p.status.window.is_some(), "a new evidence window");
+    assert!(!p.actions.contains(&Action::Finish(Outcome::Promoted)));
+
+    // Changing the current step restarts too; a person's pause survives it.
+    let mut w = kube_in(Phase::Paused);
+    w.rollout = edited(
+        "      - setWeight: 20\n      - pause: {duration: 5m}\n      - setWeight: 50\n      - analysis: {maxDuration: 5m}\n      - pause: {}\n",
+    );
+    w.rollout.paused = true;
+    let p = w.tick();
+    assert!(events(&p.actions).contains(&reasons::STEPS_CHANGED));
+    assert_eq!(p.status.phase, Phase::Paused);
+    assert_eq!(p.status.paused_reason, Some(PausedReason::Manual));
+    assert_eq!(p.status.current_step, 0);
+
+    // Later steps edited and a step appended: the run goes on where it was.
+    let mut w = kube_in(Phase::Progressing);
+    assert_eq!(w.status.current_step, 1, "in the 1m pause");
+    w.rollout = edited(
+        "      - setWeight: 20\n      - pause: {duration: 1m}\n      - setWeight: 60\n      - analysis: {maxDuration: 10m}\n      - pause: {}\n      - setWeight: 80\n",
+    );
+    let p = w.tick();
+    assert!(!events(&p.actions).contains(&reasons::STEPS_CHANGED));
+    assert_eq!(p.status.current_step, 1);
+    let p = w.wait(60);
+    assert_eq!(p.status.current_step, 3, "the pause ran its minute");
+    assert_eq!(w.canary_share(), 60.0, "the edited later step applies");
+
+    // A status written before fingerprints existed is adopted, not restarted.
+    let mut w = kube_in(Phase::Progressing);
+    w.status.steps_hash = None;
+    let p = w.tick();
+    assert!(!events(&p.actions).contains(&reasons::STEPS_CHANGED));
+    assert_eq!(p.status.current_step, 1);
+    assert!(p.status.steps_hash.is_some());
+}
