@@ -66,6 +66,17 @@ impl Scene {
             _pods: pods,
         }
     }
+
+    /// Starts a controller, waits for adoption, releases v2 and waits for
+    /// the run to pause (the strategy must hold an indefinite pause).
+    async fn paused_on_v2(&self, identity: &str) -> (Handle, weir_crds::CanaryStatus) {
+        let ns = self.env.namespace.as_str();
+        let handle = controller(&self.env, identity);
+        wait_phase(&self.env.client, ns, "chat", Phase::Idle).await;
+        set_image(&self.deployments, "sim:v2").await;
+        let paused = wait_phase(&self.env.client, ns, "chat", Phase::Paused).await;
+        (handle, paused)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,18 +496,14 @@ async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
         serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
     )
     .await;
+    let (_controller, _) = scene.paused_on_v2("revert-test").await;
     let Scene {
         env,
-        kubelet: _kubelet,
         deployments,
         canaries,
         ..
     } = &scene;
     let ns = env.namespace.as_str();
-    let _controller = controller(env, "revert-test");
-    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
-    set_image(deployments, "sim:v2").await;
-    wait_phase(&env.client, ns, "chat", Phase::Paused).await;
 
     canaries
         .delete("chat", &kube::api::DeleteParams::default())
@@ -551,18 +558,9 @@ async fn editing_the_steps_taken_mid_run_restarts_it_from_the_first_step() {
         serde_json::json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}]}}),
     )
     .await;
-    let Scene {
-        env,
-        kubelet: _kubelet,
-        deployments,
-        canaries,
-        ..
-    } = &scene;
+    let (_controller, paused) = scene.paused_on_v2("steps-edit-test").await;
+    let Scene { env, canaries, .. } = &scene;
     let ns = env.namespace.as_str();
-    let _controller = controller(env, "steps-edit-test");
-    wait_phase(&env.client, ns, "chat", Phase::Idle).await;
-    set_image(deployments, "sim:v2").await;
-    let paused = wait_phase(&env.client, ns, "chat", Phase::Paused).await;
     assert_eq!((paused.current_step, paused.canary_weight), (1, 20.0));
     assert!(
         paused.steps_hash.is_some(),
