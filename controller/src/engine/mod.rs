@@ -248,7 +248,7 @@ pub fn step_label(rollout: &Rollout, status: &CanaryStatus) -> String {
 /// `current` (FNV-1a over an explicit text, so it is the same in every
 /// build and controller version). Blue-green's stages are fixed: only a
 /// change of strategy counts.
-pub fn steps_fingerprint(strategy: &Strategy, current: u32) -> String {
+fn steps_fingerprint(strategy: &Strategy, current: u32) -> String {
     let text = match strategy {
         Strategy::Canary { steps, .. } => {
             let taken = steps.iter().take(current as usize + 1);
@@ -511,18 +511,14 @@ impl Cx<'_> {
                 "the steps up to step {at} changed during the run: starting again from step 1 (canary traffic stays at {share} until a step sets it)"
             ),
         );
-        self.s.current_step = 0;
-        self.s.steps_hash = None;
-        self.s.window = None;
-        self.s.last_analysis = None;
-        self.s.cutover = None;
-        self.s.step_started_at = Some(Time(self.now));
-        self.s.progress_at = Some(Time(self.now));
         // A person's pause outlives the edit; a step's pause was the old
         // plan's.
-        if self.s.paused_reason != Some(PausedReason::Manual) {
-            self.s.phase = Phase::Progressing;
-            self.s.paused_reason = None;
+        let manual = self.s.paused_reason == Some(PausedReason::Manual);
+        let revision = self.obs.desired_revision.clone();
+        self.start_run(revision);
+        if manual {
+            self.s.phase = Phase::Paused;
+            self.s.paused_reason = Some(PausedReason::Manual);
         }
     }
 
