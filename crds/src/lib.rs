@@ -894,6 +894,17 @@ pub enum VerdictStatus {
     Abort,
 }
 
+impl VerdictStatus {
+    /// The name as written in status (`Promote`, `Continue`, `Abort`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VerdictStatus::Promote => "Promote",
+            VerdictStatus::Continue => "Continue",
+            VerdictStatus::Abort => "Abort",
+        }
+    }
+}
+
 /// One judged effect, as reported in status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

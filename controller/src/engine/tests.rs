@@ -5,10 +5,97 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use weir_analysis::{Counts, Distribution, Observations};
-use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase};
+use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase, Traffic};
 
 use super::spec::{Rollout, SpecError};
-use super::{Action, Evidence, Observed, Outcome, Plan, plan, reasons};
+use super::{Action, Evidence, Observed, Outcome, plan, reasons};
+
+/// What one plan makes happen: the engine's actions, then the changes its
+/// status asks the Kubernetes shell to converge to (replicas per cohort,
+/// the stable copy's template while promoting). Those two are state in
+/// `status`, not actions, because the shell converges to them on every
+/// reconcile; the tables derive them here so they still say exactly when
+/// each one happens.
+#[derive(Debug, Clone, PartialEq)]
+enum Effect {
+    SetTraffic(Traffic),
+    Event {
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    },
+    Finish(Outcome),
+    /// `status.replicas` of a cohort changed to `replicas`.
+    Scale {
+        cohort: Cohort,
+        replicas: u32,
+    },
+    /// The phase is Promoting: stable's copy takes `revision`'s template.
+    PromoteStable {
+        revision: String,
+    },
+}
+
+/// A plan as the tables read it.
+#[derive(Debug, Clone)]
+struct Planned {
+    actions: Vec<Effect>,
+    status: CanaryStatus,
+    requeue_after: Option<Duration>,
+}
+
+/// Runs `plan` and derives its effects against `before`.
+fn planned(
+    rollout: &Rollout,
+    before: &CanaryStatus,
+    observed: &Observed,
+    now: Timestamp,
+) -> Planned {
+    let p = plan(rollout, before, observed, now);
+    let mut actions: Vec<Effect> = p
+        .actions
+        .into_iter()
+        .map(|a| match a {
+            Action::SetTraffic(t) => Effect::SetTraffic(t),
+            Action::Event {
+                warning,
+                reason,
+                message,
+            } => Effect::Event {
+                warning,
+                reason,
+                message,
+            },
+            Action::Finish(o) => Effect::Finish(o),
+        })
+        .collect();
+    // Adoption (no replicas recorded yet) is not a scale: the target keeps
+    // its pods until the stable copy is ready.
+    if let (Some(b), Some(a)) = (before.replicas, p.status.replicas) {
+        if a.canary != b.canary {
+            actions.push(Effect::Scale {
+                cohort: Cohort::Canary,
+                replicas: a.canary,
+            });
+        }
+        if a.stable != b.stable {
+            actions.push(Effect::Scale {
+                cohort: Cohort::Stable,
+                replicas: a.stable,
+            });
+        }
+    }
+    if p.status.phase == Phase::Promoting && !rollout.is_local() {
+        actions.push(Effect::PromoteStable {
+            revision: p.status.canary_revision.clone().unwrap_or_default(),
+        });
+    }
+    Planned {
+        actions,
+        status: p.status,
+        requeue_after: p.requeue_after,
+    }
+}
 
 const LOCAL: &str = r#"
 backends:
@@ -128,7 +215,7 @@ struct World {
     status: CanaryStatus,
     observed: Observed,
     now: Timestamp,
-    log: Vec<Action>,
+    log: Vec<Effect>,
 }
 
 impl World {
@@ -157,11 +244,11 @@ impl World {
         }
     }
 
-    fn tick(&mut self) -> Plan {
-        let p = plan(&self.rollout, &self.status, &self.observed, self.now);
+    fn tick(&mut self) -> Planned {
+        let p = planned(&self.rollout, &self.status, &self.observed, self.now);
         // Determinism: the same inputs give the same plan (compared as
         // text: reference tests may carry a NaN statistic).
-        let again = plan(&self.rollout, &self.status, &self.observed, self.now);
+        let again = planned(&self.rollout, &self.status, &self.observed, self.now);
         assert_eq!(format!("{p:?}"), format!("{again:?}"));
         self.status = p.status.clone();
         if let Some(t) = &self.status.traffic {
@@ -171,7 +258,7 @@ impl World {
         p
     }
 
-    fn wait(&mut self, secs: u64) -> Plan {
+    fn wait(&mut self, secs: u64) -> Planned {
         self.now = super::after(self.now, Duration::from_secs(secs));
         self.tick()
     }
@@ -189,11 +276,11 @@ impl World {
     }
 }
 
-fn traffic_shares(actions: &[Action]) -> Vec<f64> {
+fn traffic_shares(actions: &[Effect]) -> Vec<f64> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::SetTraffic(t) => t
+            Effect::SetTraffic(t) => t
                 .backends
                 .iter()
                 .find(|b| b.cohort == Cohort::Canary)
@@ -203,11 +290,11 @@ fn traffic_shares(actions: &[Action]) -> Vec<f64> {
         .collect()
 }
 
-fn events(actions: &[Action]) -> Vec<&'static str> {
+fn events(actions: &[Effect]) -> Vec<&'static str> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Event { reason, .. } => Some(*reason),
+            Effect::Event { reason, .. } => Some(*reason),
             _ => None,
         })
         .collect()
@@ -215,7 +302,7 @@ fn events(actions: &[Action]) -> Vec<&'static str> {
 
 /// On every abort path the first traffic action sends everything to stable
 /// and nothing scales the canary down in the same plan.
-fn assert_safe_abort(p: &Plan) {
+fn assert_safe_abort(p: &Planned) {
     assert_eq!(p.status.phase, Phase::Aborted);
     let first = traffic_shares(&p.actions);
     assert_eq!(
@@ -227,14 +314,14 @@ fn assert_safe_abort(p: &Plan) {
     assert!(
         !p.actions.iter().any(|a| matches!(
             a,
-            Action::Scale {
+            Effect::Scale {
                 cohort: Cohort::Canary,
                 replicas: 0
             }
         )),
         "the canary must not scale down before the proxies applied the table"
     );
-    assert!(p.actions.contains(&Action::Finish(Outcome::Aborted)));
+    assert!(p.actions.contains(&Effect::Finish(Outcome::Aborted)));
 }
 
 #[test]
@@ -250,7 +337,7 @@ fn kubernetes_first_sight_adopts_the_target_as_stable() {
         "the target's scale-down waits on the proxies, which no watch reports"
     );
     assert!(
-        p.actions.iter().all(|a| !matches!(a, Action::Scale { .. })),
+        p.actions.iter().all(|a| !matches!(a, Effect::Scale { .. })),
         "the target's pods serve until the stable copy is ready: {:?}",
         p.actions
     );
@@ -265,7 +352,7 @@ fn kubernetes_first_sight_adopts_the_target_as_stable() {
     let p = w.tick();
     assert_eq!(
         p.actions,
-        vec![Action::Scale {
+        vec![Effect::Scale {
             cohort: Cohort::Canary,
             replicas: 0
         }]
@@ -286,7 +373,7 @@ fn set_weight_scales_the_canary_before_moving_traffic() {
     assert_eq!(p.status.canary_revision.as_deref(), Some("v2"));
     // matchWeight: 20% of the traffic beside 10 stable replicas takes 3
     // (engine::replicas).
-    assert!(p.actions.contains(&Action::Scale {
+    assert!(p.actions.contains(&Effect::Scale {
         cohort: Cohort::Canary,
         replicas: 3
     }));
@@ -426,7 +513,7 @@ fn analysis_verdicts_table() {
                 100.0,
                 "local promotion sends everything to the canary"
             );
-            assert!(p.actions.contains(&Action::Finish(Outcome::Promoted)));
+            assert!(p.actions.contains(&Effect::Finish(Outcome::Promoted)));
             assert_eq!(
                 p.status.history.last().map(|h| h.event),
                 Some(HistoryEvent::Promoted)
@@ -530,7 +617,7 @@ fn manual_abort_from_every_running_phase() {
         });
         let p = w.tick();
         assert!(
-            p.actions.iter().all(|a| !matches!(a, Action::Scale { .. })),
+            p.actions.iter().all(|a| !matches!(a, Effect::Scale { .. })),
             "waits for open streams: {phase}"
         );
         w.observed.open_streams = Some(weir_crds::CohortReplicas {
@@ -539,7 +626,7 @@ fn manual_abort_from_every_running_phase() {
         });
         let p = w.tick();
         assert!(
-            p.actions.contains(&Action::Scale {
+            p.actions.contains(&Effect::Scale {
                 cohort: Cohort::Canary,
                 replicas: 0
             }),
@@ -554,7 +641,7 @@ fn manual_abort_from_every_running_phase() {
 fn abort_waits_for_every_proxy_before_scaling_down() {
     let mut w = kube_in(Phase::Progressing);
     w.observed.commands.abort = Some("a1".into());
-    let p = plan(&w.rollout, &w.status, &w.observed, w.now);
+    let p = planned(&w.rollout, &w.status, &w.observed, w.now);
     w.status = p.status;
     // The proxies still serve the previous generation.
     let generation = w
@@ -564,11 +651,11 @@ fn abort_waits_for_every_proxy_before_scaling_down() {
         .map(|t| t.generation)
         .unwrap_or_default();
     w.observed.applied_generation = Some(generation - 1);
-    let p = plan(&w.rollout, &w.status, &w.observed, w.now);
-    assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { .. })));
+    let p = planned(&w.rollout, &w.status, &w.observed, w.now);
+    assert!(!p.actions.iter().any(|a| matches!(a, Effect::Scale { .. })));
     w.observed.applied_generation = Some(generation);
-    let p = plan(&w.rollout, &w.status, &w.observed, w.now);
-    assert!(p.actions.contains(&Action::Scale {
+    let p = planned(&w.rollout, &w.status, &w.observed, w.now);
+    assert!(p.actions.contains(&Effect::Scale {
         cohort: Cohort::Canary,
         replicas: 0
     }));
@@ -668,7 +755,7 @@ fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
         100.0,
         "canary at full size carries everything"
     );
-    assert!(w.log.contains(&Action::PromoteStable {
+    assert!(w.log.contains(&Effect::PromoteStable {
         revision: "v2".into()
     }));
     let p = w.wait(5);
@@ -678,9 +765,9 @@ fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
     assert_eq!(p.status.phase, Phase::Succeeded);
     assert_eq!(p.status.stable_revision.as_deref(), Some("v2"));
     assert_eq!(w.canary_share(), 0.0, "back on the updated stable");
-    assert!(p.actions.contains(&Action::Finish(Outcome::Promoted)));
+    assert!(p.actions.contains(&Effect::Finish(Outcome::Promoted)));
     let p = w.tick();
-    assert!(p.actions.contains(&Action::Scale {
+    assert!(p.actions.contains(&Effect::Scale {
         cohort: Cohort::Canary,
         replicas: 0
     }));
@@ -741,14 +828,14 @@ fn blue_green_grows_a_small_preview_to_full_size_before_the_cutover() {
     w.observed.desired_revision = "v2".into();
     w.observed.ready.canary = 1;
     let p = w.tick();
-    assert!(p.actions.contains(&Action::Scale {
+    assert!(p.actions.contains(&Effect::Scale {
         cohort: Cohort::Canary,
         replicas: 1
     }));
     w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
     let p = w.wait(20);
     assert!(
-        p.actions.contains(&Action::Scale {
+        p.actions.contains(&Effect::Scale {
             cohort: Cohort::Canary,
             replicas: 10
         }),
@@ -1016,7 +1103,7 @@ analysis:
     let p = w.tick();
     assert_eq!(p.status.phase, Phase::Promoting);
     assert!(
-        p.actions.contains(&Action::PromoteStable {
+        p.actions.contains(&Effect::PromoteStable {
             revision: "v2".into()
         }),
         "stable is replaced in place"
@@ -1063,7 +1150,7 @@ fn a_settled_stable_follows_the_users_replica_count() {
     let p = w.tick();
     assert_eq!(
         p.actions,
-        vec![Action::Scale {
+        vec![Effect::Scale {
             cohort: Cohort::Stable,
             replicas: 6
         }]
@@ -1094,7 +1181,7 @@ fn editing_the_steps_taken_restarts_the_run_and_later_edits_do_not() {
     );
     assert_eq!(w.canary_share(), 50.0);
     assert!(p.status.window.is_some(), "a new evidence window");
-    assert!(!p.actions.contains(&Action::Finish(Outcome::Promoted)));
+    assert!(!p.actions.contains(&Effect::Finish(Outcome::Promoted)));
 
     // Changing the current step restarts too; a person's pause survives it.
     let mut w = kube_in(Phase::Paused);

@@ -79,17 +79,22 @@ pub fn stable_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, Stri
 /// The target's selector labels (`matchLabels`), the canary cohort's.
 ///
 /// # Errors
-/// A sentence when the target selects with expressions only, which weir
-/// cannot rewrite for the stable copy.
-pub fn target_selector(target: &Deployment) -> Result<BTreeMap<String, String>, String> {
+/// [`NoMatchLabels`] when the target selects with expressions only, which
+/// weir cannot rewrite for the stable copy.
+pub fn target_selector(target: &Deployment) -> Result<BTreeMap<String, String>, NoMatchLabels> {
     let selector = target.spec.as_ref().map(|s| &s.selector);
     match selector.and_then(|s| s.match_labels.clone()) {
         Some(labels) if !labels.is_empty() => Ok(labels),
-        _ => Err(
-            "the target Deployment's selector has no matchLabels; weir needs them to tell the cohorts apart".into(),
-        ),
+        _ => Err(NoMatchLabels),
     }
 }
+
+/// A target Deployment whose selector has no `matchLabels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the target Deployment's selector has no matchLabels; weir needs them to tell the cohorts apart"
+)]
+pub struct NoMatchLabels;
 
 /// The pod-template revision: a short stable hash of the template, the
 /// way Kubernetes names ReplicaSets (`pod-template-hash`), so the same
@@ -110,7 +115,7 @@ pub fn template_revision(template: &PodTemplateSpec) -> String {
 /// cohort only, rolled out with `strategy`.
 ///
 /// # Errors
-/// See [`target_selector`].
+/// [`NoMatchLabels`], see [`target_selector`].
 pub fn stable_deployment(
     owner: &Owner,
     target: &Deployment,
@@ -118,7 +123,7 @@ pub fn stable_deployment(
     revision: &str,
     replicas: u32,
     strategy: DeploymentStrategy,
-) -> Result<Deployment, String> {
+) -> Result<Deployment, NoMatchLabels> {
     let selector = target_selector(target)?;
     let target_name = target.metadata.name.clone().unwrap_or_default();
     let mut template = template.clone();
@@ -288,55 +293,11 @@ pub fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{owner, template};
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
-
-    fn owner() -> Owner {
-        Owner {
-            name: "chat".into(),
-            namespace: "llm".into(),
-            uid: "uid-1".into(),
-        }
-    }
-
-    fn template(image: &str) -> PodTemplateSpec {
-        PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(BTreeMap::from([
-                    ("app".into(), "chat".into()),
-                    ("tier".into(), "llm".into()),
-                ])),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "vllm".into(),
-                    image: Some(image.into()),
-                    ..Container::default()
-                }],
-                ..PodSpec::default()
-            }),
-        }
-    }
 
     fn target(image: &str) -> Deployment {
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some("chat-frontend".into()),
-                namespace: Some("llm".into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(DeploymentSpec {
-                replicas: Some(4),
-                selector: LabelSelector {
-                    match_labels: Some(BTreeMap::from([("app".into(), "chat".into())])),
-                    match_expressions: None,
-                },
-                template: template(image),
-                ..DeploymentSpec::default()
-            }),
-            status: None,
-        }
+        super::super::fixtures::target(image, Some(4))
     }
 
     fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -464,6 +425,7 @@ mod tests {
             DeploymentStrategy::default(),
         )
         .expect_err("refused");
-        assert!(e.contains("matchLabels"), "{e}");
+        assert_eq!(e, NoMatchLabels);
+        assert!(e.to_string().contains("matchLabels"), "{e}");
     }
 }

@@ -5,6 +5,8 @@
 //!   commands;
 //! - [`reconcile`]: one reconcile of one Canary (read, plan, write status,
 //!   converge the owned objects, record Events);
+//! - [`desired`]: the owned objects and replica counts a Canary's status
+//!   asks for, a pure function; `apply` writes them;
 //! - [`fleet`]: the proxy replicas' observations, accumulated;
 //! - [`gauges`]: GPU metrics of each cohort (pod scrape or Prometheus);
 //! - [`events`]: one Kubernetes Event per transition;
@@ -15,10 +17,14 @@
 //!   start-up connection to the API server;
 //! - [`run`]: the process: watches, the reconcile loop, the fleet poller.
 
+mod apply;
 pub mod backoff;
 pub mod builders;
 pub mod commands;
+pub mod desired;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod fleet;
 pub mod gauges;
 pub mod leader;

@@ -1,5 +1,7 @@
 //! One reconcile of one Canary: read the cluster, call the engine, write
-//! status, then bring the owned objects to what status says.
+//! status, record the Events, then bring the owned objects to what status
+//! says ([`super::desired`] decides what they should be, `super::apply`
+//! writes them).
 //!
 //! # Why the order is status first
 //!
@@ -12,7 +14,8 @@
 //! the new status on restart and converges the rest; it never repeats a
 //! transition, because the transition is already recorded. Only Events are
 //! written after status and may be lost to such a kill (at most once,
-//! never twice).
+//! never twice); they go out right after the status write, before any
+//! other call that could fail.
 //!
 //! The engine gates traffic on readiness (a weight moves only once the
 //! canary's replicas are ready; a cohort scales down only once every proxy
@@ -31,23 +34,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Client, ResourceExt};
 use weir_crds::names::{self, FINALIZER};
-use weir_crds::{Canary, CanaryStatus, Cohort, CohortReplicas, Phase};
+use weir_crds::{Canary, CanaryStatus, CohortReplicas, Phase};
 
-use super::builders::{self, Owner};
+use super::apply;
+use super::builders;
 use super::commands;
+use super::desired::{self, Cluster, DesiredError};
 use super::events;
 use super::fleet::Fleet;
 use super::gauges::KubeGauges;
 use super::metrics::Metrics;
-use crate::engine::spec::{Mode, Strategy};
+use crate::engine::conditions::{self, ConditionType, Wanted};
+use crate::engine::spec::Mode;
 use crate::engine::{self, Observed, Outcome, Plan, Rollout, reasons};
 use crate::evidence::{Cohorts, Collector};
 
@@ -57,8 +62,6 @@ pub const MANAGER: &str = "weir-controller";
 /// How often a Canary is looked at when nothing asks sooner (a settled
 /// Canary still converges its owned objects and notices a lost watch).
 const RESYNC: Duration = Duration::from_secs(300);
-/// Promoted templates kept per Canary for `weir undo`.
-const REVISION_HISTORY: usize = 10;
 /// Retry delay when the target Deployment is missing or the spec invalid
 /// (a watch event on either also triggers a reconcile at once).
 const RETRY_INVALID: Duration = Duration::from_secs(60);
@@ -75,14 +78,44 @@ pub enum Error {
         source: kube::Error,
     },
     /// The Canary or its target cannot be used as written.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] DesiredError),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
-    Finalizer(String),
+    Finalizer(#[from] FinalizerError),
 }
 
-fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+/// Why the finalizer could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizerError {
+    /// The patch adding it failed.
+    #[error("cannot add {FINALIZER}: {0}")]
+    Add(#[source] kube::Error),
+    /// The patch removing it failed.
+    #[error("cannot remove {FINALIZER}: {0}")]
+    Remove(#[source] kube::Error),
+    /// The Canary has no name (never from the API server).
+    #[error("the Canary has no name")]
+    UnnamedObject,
+    /// The finalizer name is not valid (a bug in weir).
+    #[error("{FINALIZER} is not a valid finalizer name")]
+    InvalidFinalizer,
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(e) => FinalizerError::Add(e).into(),
+            F::RemoveFinalizer(e) => FinalizerError::Remove(e).into(),
+            F::UnnamedObject => FinalizerError::UnnamedObject.into(),
+            F::InvalidFinalizer => FinalizerError::InvalidFinalizer.into(),
+        }
+    }
+}
+
+pub(super) fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
     move |source| Error::Api { what, source }
 }
@@ -107,10 +140,10 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     /// Canaries (uid, generation) whose Services were applied by this
     /// process: they are applied once per spec change, not per reconcile.
-    services_applied: Mutex<HashSet<(String, i64)>>,
+    pub(super) services_applied: Mutex<HashSet<(String, i64)>>,
     /// Per Canary uid, the stable revision this process last kept as the
     /// newest ControllerRevision (a revision promoted again is renumbered).
-    revisions_recorded: Mutex<HashMap<String, String>>,
+    pub(super) revisions_recorded: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -200,11 +233,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .map_err(Error::from);
     ctx.metrics
         .reconciled(&key.0, &key.1, started.elapsed(), result.is_err());
     if result.is_ok() {
@@ -247,7 +276,6 @@ struct World {
     target: Deployment,
     stable: Option<Deployment>,
     selector: BTreeMap<String, String>,
-    target_name: String,
 }
 
 /// A Canary that exists (not being deleted), as just read.
@@ -282,8 +310,18 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if new_status != status {
         write_status(&canaries, &name, &new_status).await?;
     }
-    converge(ctx, &world, &new_status, &observed).await?;
+    // The transitions are recorded: their Events go out now, before the
+    // objects converge, so a failing API call below cannot lose them.
     publish(ctx, &world.canary, &plan).await;
+    let cluster = Cluster {
+        canary: &world.canary,
+        rollout: &world.rollout,
+        target: &world.target,
+        stable: world.stable.as_ref(),
+        selector: &world.selector,
+    };
+    let wanted = desired::desired(&cluster, &new_status, observed.target_replicas)?;
+    apply::converge(ctx, &wanted, generation(&world.canary)).await?;
     ctx.metrics.canary(
         &namespace,
         &name,
@@ -294,6 +332,11 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         Some(d) => Action::requeue(d),
         None => Action::requeue(RESYNC),
     })
+}
+
+/// The Canary's spec generation (0 before the API server set one).
+fn generation(canary: &Canary) -> i64 {
+    canary.metadata.generation.unwrap_or(0)
 }
 
 /// Reads the target and the stable copy; `Err` (inner) for a Canary that
@@ -351,7 +394,6 @@ async fn read_world(
         target,
         stable,
         selector,
-        target_name,
     }))
 }
 
@@ -363,26 +405,20 @@ async fn refuse(ctx: &Context, canary: &Canary, reason: &str, problem: &str) -> 
     let before = status.clone();
     status.observed_generation = canary.metadata.generation;
     status.message = format!("cannot run: {problem}");
-    let now = Time(Timestamp::now());
-    match status.conditions.iter_mut().find(|c| c.type_ == "Ready") {
-        Some(c) if c.status == "False" && c.message == problem => {}
-        Some(c) => {
-            if c.status != "False" {
-                c.last_transition_time = now;
-            }
-            c.status = "False".into();
-            c.reason = reason.into();
-            c.message = problem.into();
-            c.observed_generation = canary.metadata.generation;
-        }
-        None => status.conditions.push(Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: reason.into(),
-            message: problem.into(),
-            last_transition_time: now,
-            observed_generation: canary.metadata.generation,
-        }),
+    let unchanged = conditions::get(&status.conditions, ConditionType::Ready)
+        .is_some_and(|c| c.status == "False" && c.message == problem);
+    if !unchanged {
+        conditions::set(
+            &mut status.conditions,
+            Wanted {
+                kind: ConditionType::Ready,
+                ok: false,
+                reason,
+                message: problem,
+                generation: canary.metadata.generation,
+            },
+            Timestamp::now(),
+        );
     }
     if status == before {
         return Ok(());
@@ -548,232 +584,6 @@ async fn write_status(
     Ok(())
 }
 
-/// Brings the owned objects to what `status` says.
-async fn converge(
-    ctx: &Context,
-    w: &World,
-    status: &CanaryStatus,
-    observed: &Observed,
-) -> Result<(), Error> {
-    let (namespace, name) = key_of(&w.canary);
-    let owner = Owner {
-        name: name.clone(),
-        namespace: namespace.clone(),
-        uid: w.canary.uid().unwrap_or_default(),
-    };
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let ssa = PatchParams::apply(MANAGER).force();
-    let port = w.canary.spec.service.map_or(8000, |s| s.port);
-    let blue_green = matches!(w.rollout.strategy, Strategy::BlueGreen(_));
-
-    // Services, once per spec change (and at this process's first sight).
-    let generation = w.canary.metadata.generation.unwrap_or(0);
-    let services_key = (owner.uid.clone(), generation);
-    let applied = ctx
-        .services_applied
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .contains(&services_key);
-    if !applied {
-        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-        let mut wanted = vec![
-            (
-                names::service(&name, Cohort::Stable),
-                builders::service(
-                    &owner,
-                    Cohort::Stable,
-                    false,
-                    builders::stable_labels(&w.selector),
-                    port,
-                ),
-            ),
-            (
-                names::service(&name, Cohort::Canary),
-                builders::service(&owner, Cohort::Canary, false, w.selector.clone(), port),
-            ),
-        ];
-        if blue_green {
-            wanted.push((
-                names::preview_service(&name),
-                builders::service(&owner, Cohort::Canary, true, w.selector.clone(), port),
-            ));
-        }
-        for (svc_name, svc) in wanted {
-            services
-                .patch(&svc_name, &ssa, &Patch::Apply(&svc))
-                .await
-                .map_err(api_error(format!("apply service {svc_name}")))?;
-        }
-        ctx.services_applied
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(services_key);
-    }
-
-    // The stable copy: created at first sight with the target's template;
-    // given the canary's template while promoting.
-    let wanted = status.replicas.unwrap_or(CohortReplicas {
-        stable: observed.target_replicas,
-        canary: 0,
-    });
-    let stable_name = names::stable_deployment(&w.target_name);
-    let target_template = w
-        .target
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let stable_revision = w
-        .stable
-        .as_ref()
-        .and_then(|d| d.annotations().get(names::REVISION_ANNOTATION).cloned());
-    let promoting_to = (status.phase == Phase::Promoting)
-        .then(|| status.canary_revision.clone())
-        .flatten();
-    let template_for_stable = match (&w.stable, &promoting_to) {
-        (None, _) => Some((
-            target_template.clone(),
-            status
-                .stable_revision
-                .clone()
-                .unwrap_or_else(|| builders::template_revision(&target_template)),
-        )),
-        (Some(_), Some(rev)) if stable_revision.as_ref() != Some(rev) => {
-            Some((target_template.clone(), rev.clone()))
-        }
-        _ => None,
-    };
-    if let Some((template, revision)) = template_for_stable {
-        let strategy = builders::promotion_strategy(
-            &w.canary.spec.promotion,
-            wanted.stable,
-            w.rollout
-                .gpu_budget
-                .map(|b| b.saturating_sub(wanted.stable + wanted.canary)),
-        );
-        let copy = builders::stable_deployment(
-            &owner,
-            &w.target,
-            &template,
-            &revision,
-            wanted.stable,
-            strategy,
-        )
-        .map_err(Error::Invalid)?;
-        deployments
-            .patch(&stable_name, &ssa, &Patch::Apply(&copy))
-            .await
-            .map_err(api_error(format!("apply {stable_name}")))?;
-    } else if let Some(stable) = &w.stable
-        && spec_replicas(stable) != wanted.stable
-    {
-        scale(&deployments, &stable_name, wanted.stable).await?;
-    }
-    if spec_replicas(&w.target) != wanted.canary
-        || w.target.spec.as_ref().and_then(|s| s.replicas).is_none()
-    {
-        scale(&deployments, &w.target_name, wanted.canary).await?;
-    }
-
-    // The version stable serves, kept for `weir undo` (once per revision
-    // and process; recording is idempotent across restarts).
-    if let Some(revision) = &status.stable_revision
-        && !matches!(status.phase, Phase::Promoting | Phase::Initializing)
-    {
-        let recorded = ctx
-            .revisions_recorded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&owner.uid)
-            == Some(revision);
-        if !recorded {
-            let template = if builders::template_revision(&target_template) == *revision {
-                Some(target_template.clone())
-            } else {
-                w.stable
-                    .as_ref()
-                    .and_then(|d| d.spec.as_ref())
-                    .map(|s| builders::unlabel_stable(&s.template, &w.selector))
-            };
-            if let Some(template) = template {
-                record_revision(ctx, &owner, &template, revision).await?;
-                ctx.revisions_recorded
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(owner.uid.clone(), revision.clone());
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn scale(deployments: &Api<Deployment>, name: &str, replicas: u32) -> Result<(), Error> {
-    let body = serde_json::json!({"spec": {"replicas": replicas}});
-    deployments
-        .patch_scale(name, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-        .map_err(api_error(format!("scale {name} to {replicas}")))?;
-    Ok(())
-}
-
-/// Keeps the template as a `ControllerRevision` (for `weir undo`), numbered
-/// after the newest one; an existing record of the same template is
-/// renumbered as the newest, as Deployments do with ReplicaSets.
-async fn record_revision(
-    ctx: &Context,
-    owner: &Owner,
-    template: &PodTemplateSpec,
-    revision: &str,
-) -> Result<(), Error> {
-    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let existing = revisions
-        .list(&ListParams::default().labels(&format!("{}={}", names::CANARY_LABEL, owner.name)))
-        .await
-        .map_err(api_error("list controller revisions"))?;
-    let newest = existing.items.iter().map(|r| r.revision).max().unwrap_or(0);
-    let mine = existing.items.iter().find(|r| {
-        r.annotations()
-            .get(names::REVISION_ANNOTATION)
-            .map(String::as_str)
-            == Some(revision)
-    });
-    match mine {
-        Some(r) if r.revision == newest => Ok(()),
-        Some(r) => {
-            let name = r.name_any();
-            let body = serde_json::json!({"revision": newest + 1});
-            revisions
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-                .map_err(api_error(format!("renumber controller revision {name}")))?;
-            Ok(())
-        }
-        None => {
-            let cr = builders::controller_revision(owner, template, revision, newest + 1);
-            match revisions.create(&PostParams::default(), &cr).await {
-                Ok(_) => {}
-                // Another reconcile recorded it a moment ago.
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(api_error("record controller revision")(e)),
-            }
-            // Keep the newest REVISION_HISTORY (the list above lacks the
-            // one just made, which is the newest).
-            let mut older: Vec<&ControllerRevision> = existing.items.iter().collect();
-            older.sort_by_key(|r| std::cmp::Reverse(r.revision));
-            for old in older.into_iter().skip(REVISION_HISTORY - 1) {
-                let name = old.name_any();
-                match revisions.delete(&name, &Default::default()).await {
-                    Ok(_) | Err(kube::Error::Api(_)) => {}
-                    Err(e) => {
-                        return Err(api_error(format!("prune controller revision {name}"))(e));
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Records the plan's Events and counts its outcome.
 async fn publish(ctx: &Context, canary: &Canary, plan: &Plan) {
     let (namespace, name) = key_of(canary);
@@ -781,11 +591,7 @@ async fn publish(ctx: &Context, canary: &Canary, plan: &Plan) {
         ctx.metrics.verdict(
             &namespace,
             &name,
-            match d.verdict {
-                weir_analysis::Verdict::Promote => "Promote",
-                weir_analysis::Verdict::Continue => "Continue",
-                weir_analysis::Verdict::Abort => "Abort",
-            },
+            engine::verdict_status(d.verdict).as_str(),
         );
     }
     for action in &plan.actions {
@@ -818,9 +624,9 @@ async fn publish(ctx: &Context, canary: &Canary, plan: &Plan) {
                     .map_or("Unknown", |a| a.reason.as_str());
                 ctx.metrics.aborted(&namespace, &name, reason);
             }
-            engine::Action::SetTraffic(_)
-            | engine::Action::Scale { .. }
-            | engine::Action::PromoteStable { .. } => {}
+            // Published already: the proxies read `status.traffic`, which
+            // the status write above carried.
+            engine::Action::SetTraffic(_) => {}
         }
     }
 }
@@ -848,7 +654,12 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
                 .await
                 .map_err(api_error("get the target"))?,
         ) {
-            let selector = builders::target_selector(&target_dep).map_err(Error::Invalid)?;
+            let selector = builders::target_selector(&target_dep).map_err(|source| {
+                DesiredError::Selector {
+                    target: target.name.clone(),
+                    source,
+                }
+            })?;
             let template = stable
                 .spec
                 .as_ref()

@@ -284,7 +284,6 @@ pub async fn run<D: Dataplane>(
                     record.events.push(event);
                 }
                 Action::Finish(outcome) => finished = Some(*outcome),
-                Action::Scale { .. } | Action::PromoteStable { .. } => {}
             }
         }
         if let Some(d) = plan.decision.clone() {
@@ -538,7 +537,7 @@ impl Sampler {
             step: engine::step_label(rollout, status),
             canary_weight: status.canary_weight,
             cohorts,
-            verdict: analysis.map(|a| format!("{:?}", a.verdict).to_lowercase()),
+            verdict: analysis.map(|a| a.verdict.as_str().to_lowercase()),
             rule: analysis.map(|a| a.rule.clone()),
         }
     }

@@ -1,0 +1,154 @@
+//! What one call leaves behind: events, history, the status message, the
+//! conditions and when to call again.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use weir_crds::{HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus};
+
+use super::conditions::{self, ConditionType, Wanted};
+use super::{Action, Cx, Plan, elapsed, step_label, steps_fingerprint};
+
+impl Cx<'_> {
+    pub(super) fn wake_at(&mut self, t: Timestamp) {
+        if t > self.now {
+            self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+        }
+    }
+
+    pub(super) fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.actions.push(Action::Event {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    pub(super) fn history(&mut self, event: HistoryEvent, reason: String) {
+        self.s.history.push(HistoryEntry {
+            event,
+            revision: self.s.canary_revision.clone(),
+            reason,
+            at: Time(self.now),
+        });
+        // Status must stay small: keep the latest entries.
+        const KEEP: usize = 20;
+        if self.s.history.len() > KEEP {
+            let extra = self.s.history.len() - KEEP;
+            self.s.history.drain(..extra);
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Plan {
+        self.s.steps_hash = matches!(self.s.phase, Phase::Progressing | Phase::Paused)
+            .then(|| steps_fingerprint(&self.r.strategy, self.s.current_step));
+        self.s.message = self.describe();
+        self.conditions();
+        let requeue_after = match self.s.phase {
+            Phase::Progressing | Phase::Promoting => Some(
+                self.wake
+                    .map_or(self.r.analysis.interval, |w| elapsed(self.now, w))
+                    .min(self.r.analysis.interval)
+                    .max(Duration::from_millis(50)),
+            ),
+            // A pause ends only by a command or a spec change; while a
+            // window is open its evidence is still watched.
+            Phase::Paused => self.s.window.as_ref().map(|_| self.r.analysis.interval),
+            // A scale-down waits on the proxies and the drain, which no
+            // watch reports: look again soon (adoption, after a promotion
+            // or an abort).
+            Phase::Idle | Phase::Succeeded | Phase::Aborted
+                if !self.r.is_local() && self.s.replicas.is_some_and(|r| r.canary > 0) =>
+            {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
+        };
+        Plan {
+            actions: self.actions,
+            status: self.s,
+            requeue_after,
+            decision: self.decision,
+        }
+    }
+
+    /// The one-line status message.
+    pub(super) fn describe(&self) -> String {
+        let verdict = self.s.last_analysis.as_ref().map(|a| a.rule.as_str());
+        match self.s.phase {
+            Phase::Initializing => "initializing".into(),
+            Phase::Idle => format!(
+                "stable {} serves all traffic",
+                self.s.stable_revision.as_deref().unwrap_or("?")
+            ),
+            Phase::Progressing | Phase::Paused => {
+                let what = step_label(self.r, &self.s);
+                let paused = match self.s.paused_reason {
+                    Some(PausedReason::Manual) => " (paused: weir resume to continue)",
+                    Some(PausedReason::Step) => " (paused: weir promote to continue)",
+                    Some(PausedReason::Inconclusive) => {
+                        " (paused, inconclusive: weir promote or weir abort)"
+                    }
+                    Some(PausedReason::AwaitingPromotion) => {
+                        " (preview passed: weir promote to cut over)"
+                    }
+                    None => "",
+                };
+                match verdict {
+                    Some(v) => format!("{what}{paused}: {v}"),
+                    None => format!("{what}{paused}"),
+                }
+            }
+            Phase::Promoting => format!(
+                "promoting {}",
+                self.s.canary_revision.as_deref().unwrap_or("?")
+            ),
+            Phase::Succeeded => format!(
+                "revision {} promoted",
+                self.s.canary_revision.as_deref().unwrap_or("?")
+            ),
+            Phase::Aborted => self
+                .s
+                .abort
+                .as_ref()
+                .map_or_else(|| "aborted".into(), |a| format!("aborted: {}", a.message)),
+        }
+    }
+
+    /// Ready, Progressing and AnalysisPassing, with `observedGeneration`.
+    pub(super) fn conditions(&mut self) {
+        let phase = self.s.phase;
+        let generation = self.s.observed_generation;
+        let message = self.s.message.clone();
+        let last = self.s.last_analysis.clone();
+        let mut wanted = vec![
+            Wanted {
+                kind: ConditionType::Ready,
+                ok: !matches!(phase, Phase::Initializing),
+                reason: phase.as_str(),
+                message: "the stable cohort serves traffic",
+                generation,
+            },
+            Wanted {
+                kind: ConditionType::Progressing,
+                ok: matches!(phase, Phase::Progressing | Phase::Promoting),
+                reason: phase.as_str(),
+                message: &message,
+                generation,
+            },
+        ];
+        if let Some(a) = &last {
+            wanted.push(Wanted {
+                kind: ConditionType::AnalysisPassing,
+                ok: a.verdict != VerdictStatus::Abort,
+                reason: a.verdict.as_str(),
+                message: &a.rule,
+                generation,
+            });
+        }
+        for w in wanted {
+            conditions::set(&mut self.s.conditions, w, self.now);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! What the cluster should look like for one Canary: a pure function from
+//! the Canary, the objects just read and the status the engine wrote, to
+//! the objects and replica counts the applier writes.
+//!
+//! The engine keeps its intent as state (DESIGN.md, engine docs):
+//! `status.replicas` per cohort, `status.canaryRevision` while `Promoting`
+//! for the version stable should run, `status.stableRevision` for the
+//! version to keep for `weir undo`. [`desired`] turns that state and what
+//! the API server returned into a [`Desired`]; `super::apply` writes it.
+//! Every decision (whether the stable copy is created, given a new
+//! template or only scaled; with which rollout strategy; whether the
+//! target scales; which template is kept as a revision) is made here and
+//! table-tested below without an API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use kube::ResourceExt;
+use weir_crds::names;
+use weir_crds::{Canary, CanaryStatus, Cohort, CohortReplicas, Phase};
+
+use super::builders::{self, NoMatchLabels, Owner};
+use crate::engine::Rollout;
+use crate::engine::spec::Strategy;
+
+/// The objects one reconcile read, besides the Canary's status.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    /// The Canary as read.
+    pub canary: &'a Canary,
+    /// Its validated spec.
+    pub rollout: &'a Rollout,
+    /// The user's Deployment (the canary cohort).
+    pub target: &'a Deployment,
+    /// `<target>-stable`, when it exists.
+    pub stable: Option<&'a Deployment>,
+    /// The target's `matchLabels`.
+    pub selector: &'a BTreeMap<String, String>,
+}
+
+/// What the stable copy needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StableChange {
+    /// Create it, or give it a new template: the whole object, applied
+    /// with server-side apply.
+    Apply(Box<Deployment>),
+    /// Only its replica count differs.
+    Scale(u32),
+}
+
+/// A template to keep as a `ControllerRevision` for `weir undo`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// The revision (pod-template hash) it is recorded under.
+    pub revision: String,
+    /// The template exactly as the target had it.
+    pub template: PodTemplateSpec,
+}
+
+/// The owned objects and replica counts one Canary should have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Who owns what is written.
+    pub owner: Owner,
+    /// The cohort Services (and blue-green's preview), by name. Applying
+    /// them is idempotent; the applier does it once per spec generation.
+    pub services: Vec<(String, Service)>,
+    /// `<target>-stable`'s name.
+    pub stable_name: String,
+    /// What the stable copy needs (None: it is as it should be).
+    pub stable: Option<StableChange>,
+    /// The target's name.
+    pub target_name: String,
+    /// The replicas the target should be scaled to (None: it has them).
+    pub target_replicas: Option<u32>,
+    /// The template stable serves, to keep for `weir undo` (None while a
+    /// promotion is under way or before adoption). Recording is
+    /// idempotent; the applier does it once per revision.
+    pub keep: Option<Kept>,
+}
+
+/// Why the objects cannot be built as the Canary and its target are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DesiredError {
+    /// The target's selector cannot be rewritten for the stable copy.
+    #[error("Deployment {target}: {source}")]
+    Selector {
+        /// The target's name.
+        target: String,
+        /// What is wrong with it, with the fix.
+        source: NoMatchLabels,
+    },
+}
+
+/// The desired state of `cluster` for `status` (the status just written).
+/// `total` is the user's replica count (the engine's
+/// `Observed::target_replicas`): what stable has when nothing was recorded.
+///
+/// # Errors
+/// [`DesiredError::Selector`] when the stable copy cannot select its pods.
+pub fn desired(
+    cluster: &Cluster<'_>,
+    status: &CanaryStatus,
+    total: u32,
+) -> Result<Desired, DesiredError> {
+    let canary = cluster.canary;
+    let name = canary.name_any();
+    let owner = Owner {
+        name: name.clone(),
+        namespace: canary.namespace().unwrap_or_default(),
+        uid: canary.uid().unwrap_or_default(),
+    };
+    let target_name = cluster.target.name_any();
+    let stable_name = names::stable_deployment(&target_name);
+    let wanted = status.replicas.unwrap_or(CohortReplicas {
+        stable: total,
+        canary: 0,
+    });
+    let target_template = template(cluster.target);
+
+    let stable = match stable_template(cluster, status, &target_template) {
+        Some((template, revision)) => {
+            let room = cluster
+                .rollout
+                .gpu_budget
+                .map(|b| b.saturating_sub(wanted.stable + wanted.canary));
+            let strategy =
+                builders::promotion_strategy(&canary.spec.promotion, wanted.stable, room);
+            let copy = builders::stable_deployment(
+                &owner,
+                cluster.target,
+                &template,
+                &revision,
+                wanted.stable,
+                strategy,
+            )
+            .map_err(|source| DesiredError::Selector {
+                target: target_name.clone(),
+                source,
+            })?;
+            Some(StableChange::Apply(Box::new(copy)))
+        }
+        None => cluster
+            .stable
+            .filter(|s| spec_replicas(s) != Some(wanted.stable))
+            .map(|_| StableChange::Scale(wanted.stable)),
+    };
+    // A target without `replicas` runs 1 by default: say the number.
+    let target_replicas =
+        (spec_replicas(cluster.target) != Some(wanted.canary)).then_some(wanted.canary);
+
+    Ok(Desired {
+        services: services(cluster, &owner),
+        stable_name,
+        stable,
+        target_replicas,
+        keep: kept(cluster, status, &target_template),
+        owner,
+        target_name,
+    })
+}
+
+fn template(d: &Deployment) -> PodTemplateSpec {
+    d.spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default()
+}
+
+fn spec_replicas(d: &Deployment) -> Option<u32> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .map(|r| u32::try_from(r).unwrap_or(0))
+}
+
+/// The template and revision the stable copy must be (re)built with: the
+/// target's at first sight (adoption: the target runs the stable version),
+/// the canary's while promoting and stable does not carry it yet.
+fn stable_template(
+    cluster: &Cluster<'_>,
+    status: &CanaryStatus,
+    target_template: &PodTemplateSpec,
+) -> Option<(PodTemplateSpec, String)> {
+    let Some(stable) = cluster.stable else {
+        let revision = status
+            .stable_revision
+            .clone()
+            .unwrap_or_else(|| builders::template_revision(target_template));
+        return Some((target_template.clone(), revision));
+    };
+    let promoting_to = (status.phase == Phase::Promoting)
+        .then_some(status.canary_revision.as_ref())
+        .flatten()?;
+    let carries = stable.annotations().get(names::REVISION_ANNOTATION);
+    (carries != Some(promoting_to)).then(|| (target_template.clone(), promoting_to.clone()))
+}
+
+/// The cohort Services, and blue-green's preview.
+fn services(cluster: &Cluster<'_>, owner: &Owner) -> Vec<(String, Service)> {
+    let port = cluster.canary.spec.service.map_or(8000, |s| s.port);
+    let selector = cluster.selector;
+    let mut wanted = vec![
+        (
+            names::service(&owner.name, Cohort::Stable),
+            builders::service(
+                owner,
+                Cohort::Stable,
+                false,
+                builders::stable_labels(selector),
+                port,
+            ),
+        ),
+        (
+            names::service(&owner.name, Cohort::Canary),
+            builders::service(owner, Cohort::Canary, false, selector.clone(), port),
+        ),
+    ];
+    if matches!(cluster.rollout.strategy, Strategy::BlueGreen(_)) {
+        wanted.push((
+            names::preview_service(&owner.name),
+            builders::service(owner, Cohort::Canary, true, selector.clone(), port),
+        ));
+    }
+    wanted
+}
+
+/// The version stable serves, once settled or running: from the target
+/// when the target carries it, else from the stable copy.
+fn kept(
+    cluster: &Cluster<'_>,
+    status: &CanaryStatus,
+    target_template: &PodTemplateSpec,
+) -> Option<Kept> {
+    let revision = status.stable_revision.clone()?;
+    if matches!(status.phase, Phase::Promoting | Phase::Initializing) {
+        return None;
+    }
+    let template = if builders::template_revision(target_template) == revision {
+        target_template.clone()
+    } else {
+        let stable = cluster.stable?.spec.as_ref()?;
+        builders::unlabel_stable(&stable.template, cluster.selector)
+    };
+    Some(Kept { revision, template })
+}
+
+#[cfg(test)]
+#[path = "desired_tests.rs"]
+mod tests;

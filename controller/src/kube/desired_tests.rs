@@ -1,0 +1,572 @@
+//! Table tests of [`desired`]: scaling, adoption, promotion (RollingUpdate,
+//! Recreate, GPU budget), abort and blue-green cutover, with no API
+//! server. The last tests drive the engine's `plan` and feed its status
+//! here, so the engine's tables and what the shell writes describe the
+//! same behaviour.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use weir_crds::{Canary, CanarySpec, CanaryStatus, CohortReplicas, Phase, names};
+
+use super::{Cluster, Desired, DesiredError, StableChange, desired};
+use crate::engine::{self, Observed, Rollout};
+use crate::kube::builders;
+use crate::kube::fixtures::{owner, selector, target, template};
+
+const CANARY: &str = r#"
+targetRef: {name: chat-frontend}
+service: {port: 8000}
+strategy:
+  canary:
+    steps:
+      - setWeight: 20
+      - pause: {}
+analysis:
+  metrics:
+    - {name: ttft, kind: latency, maxIncrease: 10%}
+"#;
+
+const BLUE_GREEN: &str = r#"
+targetRef: {name: chat-frontend}
+service: {port: 8000}
+strategy:
+  blueGreen:
+    scaleDownDelay: 0s
+analysis:
+  metrics:
+    - {name: ttft, kind: latency, maxIncrease: 10%}
+"#;
+
+/// A Canary of `yaml`, with `extra` lines appended to the spec.
+fn canary(yaml: &str, extra: &str) -> (Canary, Rollout) {
+    let spec: CanarySpec =
+        serde_saphyr::from_str(&format!("{yaml}{extra}")).expect("test spec parses");
+    let rollout = Rollout::new("chat", &spec).expect("test spec is valid");
+    let mut c = Canary::new("chat", spec);
+    c.metadata.namespace = Some("llm".into());
+    c.metadata.uid = Some("uid-1".into());
+    c.metadata.generation = Some(1);
+    (c, rollout)
+}
+
+fn revision(image: &str) -> String {
+    builders::template_revision(&template(image))
+}
+
+/// The stable copy as weir built it: `image` at `replicas`.
+fn stable(image: &str, replicas: u32) -> Deployment {
+    builders::stable_deployment(
+        &owner(),
+        &target(image, Some(10)),
+        &template(image),
+        &revision(image),
+        replicas,
+        builders::promotion_strategy(&weir_crds::Promotion::default(), replicas, None),
+    )
+    .expect("the target selects with labels")
+}
+
+fn status(phase: Phase, stable: u32, canary: u32) -> CanaryStatus {
+    CanaryStatus {
+        phase,
+        stable_revision: Some(revision("v1")),
+        canary_revision: Some(revision("v2")),
+        replicas: Some(CohortReplicas { stable, canary }),
+        ..CanaryStatus::default()
+    }
+}
+
+/// Runs [`desired`] on a world of `spec`, the target and the stable copy.
+fn run(
+    spec: (&Canary, &Rollout),
+    target: &Deployment,
+    stable: Option<&Deployment>,
+    status: &CanaryStatus,
+) -> Desired {
+    let selector = selector();
+    let cluster = Cluster {
+        canary: spec.0,
+        rollout: spec.1,
+        target,
+        stable,
+        selector: &selector,
+    };
+    desired(&cluster, status, 10).expect("buildable")
+}
+
+/// The applied stable copy: (image, revision annotation, replicas,
+/// strategy type, maxSurge, maxUnavailable).
+fn applied(
+    d: &Desired,
+) -> (
+    String,
+    String,
+    i32,
+    String,
+    Option<IntOrString>,
+    Option<IntOrString>,
+) {
+    let Some(StableChange::Apply(copy)) = &d.stable else {
+        panic!("expected the stable copy to be applied: {:?}", d.stable);
+    };
+    let spec = copy.spec.as_ref().expect("spec");
+    let image = spec.template.spec.as_ref().expect("pod spec").containers[0]
+        .image
+        .clone()
+        .expect("image");
+    let strategy = spec.strategy.clone().expect("strategy");
+    let rolling = strategy.rolling_update.unwrap_or_default();
+    (
+        image,
+        copy.annotations()[names::REVISION_ANNOTATION].clone(),
+        spec.replicas.expect("replicas"),
+        strategy.type_.expect("type"),
+        rolling.max_surge,
+        rolling.max_unavailable,
+    )
+}
+
+#[test]
+fn a_settled_canary_whose_objects_match_changes_nothing() {
+    let (c, r) = canary(CANARY, "");
+    let mut s = status(Phase::Idle, 10, 0);
+    s.canary_revision = None;
+    let d = run(
+        (&c, &r),
+        &target("v1", Some(0)),
+        Some(&stable("v1", 10)),
+        &s,
+    );
+    assert_eq!(d.stable, None);
+    assert_eq!(d.target_replicas, None);
+    let kept = d.keep.expect("stable's version is kept for undo");
+    assert_eq!(kept.revision, revision("v1"));
+    assert_eq!(kept.template, template("v1"), "as the target had it");
+}
+
+#[test]
+fn replicas_follow_status_for_each_cohort() {
+    let (c, r) = canary(CANARY, "");
+    /// Status asks (stable, canary); the cluster has (stable, target);
+    /// the stable copy and the target must change like so.
+    type Row = (
+        (u32, u32),
+        (u32, Option<i32>),
+        Option<StableChange>,
+        Option<u32>,
+    );
+    let table: [Row; 5] = [
+        ((8, 3), (10, Some(0)), Some(StableChange::Scale(8)), Some(3)),
+        ((10, 3), (10, Some(0)), None, Some(3)),
+        ((10, 0), (10, Some(3)), None, Some(0)),
+        ((10, 3), (10, Some(3)), None, None),
+        // A target without `replicas` runs one pod: the number is said.
+        ((10, 1), (10, None), None, Some(1)),
+    ];
+    for ((want_s, want_c), (has_s, has_c), stable_change, target_change) in table {
+        let s = status(Phase::Progressing, want_s, want_c);
+        let d = run(
+            (&c, &r),
+            &target("v2", has_c),
+            Some(&stable("v1", has_s)),
+            &s,
+        );
+        let case = format!("status {want_s}/{want_c}, has {has_s}/{has_c:?}");
+        assert_eq!(d.stable, stable_change, "{case}");
+        assert_eq!(d.target_replicas, target_change, "{case}");
+        assert_eq!(d.stable_name, "chat-frontend-stable");
+        assert_eq!(d.target_name, "chat-frontend");
+    }
+}
+
+#[test]
+fn first_sight_copies_the_target_as_stable_and_leaves_its_pods() {
+    let (c, r) = canary(CANARY, "");
+    let s = CanaryStatus {
+        phase: Phase::Idle,
+        stable_revision: Some(revision("v1")),
+        replicas: Some(CohortReplicas {
+            stable: 10,
+            canary: 10,
+        }),
+        ..CanaryStatus::default()
+    };
+    let d = run((&c, &r), &target("v1", Some(10)), None, &s);
+    let (image, rev, replicas, kind, ..) = applied(&d);
+    assert_eq!(
+        (image.as_str(), rev, replicas, kind.as_str()),
+        ("v1", revision("v1"), 10, "RollingUpdate")
+    );
+    assert_eq!(
+        d.target_replicas, None,
+        "the target serves until the stable copy is ready"
+    );
+}
+
+#[test]
+fn promotion_gives_stable_the_canarys_template_with_the_promotion_strategy() {
+    // (spec.promotion lines, gpuBudget, status replicas) →
+    // (strategy, maxSurge, maxUnavailable)
+    let int = |i| Some(IntOrString::Int(i));
+    let table = [
+        // RollingUpdate defaults: 25% of 10 rounded up, none unavailable.
+        ("", (10, 10), "RollingUpdate", int(3), int(0)),
+        (
+            "promotion: {strategy: RollingUpdate, maxSurge: 50%, maxUnavailable: 20%}\n",
+            (10, 10),
+            "RollingUpdate",
+            int(5),
+            int(2),
+        ),
+        (
+            "promotion: {strategy: Recreate}\n",
+            (10, 10),
+            "Recreate",
+            None,
+            None,
+        ),
+        // A GPU budget of 12 with 6 + 6 running leaves no room to surge:
+        // stable is replaced one pod at a time instead.
+        ("gpuBudget: 12\n", (6, 6), "RollingUpdate", int(0), int(1)),
+        // Room for one: the surge is cut to it.
+        ("gpuBudget: 13\n", (6, 6), "RollingUpdate", int(1), int(0)),
+    ];
+    for (extra, (rs, rc), kind, surge, unavailable) in table {
+        let (c, r) = canary(CANARY, extra);
+        let s = status(Phase::Promoting, rs, rc);
+        let d = run(
+            (&c, &r),
+            &target("v2", Some(i32::try_from(rc).expect("small"))),
+            Some(&stable("v1", rs)),
+            &s,
+        );
+        let got = applied(&d);
+        assert_eq!(
+            got,
+            (
+                "v2".to_string(),
+                revision("v2"),
+                i32::try_from(rs).expect("small"),
+                kind.to_string(),
+                surge,
+                unavailable
+            ),
+            "{extra:?}"
+        );
+        assert_eq!(d.keep, None, "nothing is kept while stable changes");
+    }
+}
+
+#[test]
+fn a_stable_copy_that_carries_the_promoted_revision_is_only_scaled() {
+    let (c, r) = canary(CANARY, "");
+    let s = status(Phase::Promoting, 10, 10);
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(10)),
+        Some(&stable("v2", 10)),
+        &s,
+    );
+    assert_eq!(d.stable, None, "no second rollout of the same template");
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(10)),
+        Some(&stable("v2", 7)),
+        &s,
+    );
+    assert_eq!(d.stable, Some(StableChange::Scale(10)));
+}
+
+#[test]
+fn abort_scales_the_target_down_once_status_says_so_and_keeps_stable() {
+    let (c, r) = canary(CANARY, "");
+    // Aborted, the canary still draining: status keeps its replicas.
+    let s = status(Phase::Aborted, 10, 3);
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(3)),
+        Some(&stable("v1", 10)),
+        &s,
+    );
+    assert_eq!((d.stable.clone(), d.target_replicas), (None, None));
+    // Drained: the engine set the canary to zero.
+    let s = status(Phase::Aborted, 10, 0);
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(3)),
+        Some(&stable("v1", 10)),
+        &s,
+    );
+    assert_eq!(d.target_replicas, Some(0));
+    assert_eq!(d.stable, None, "stable keeps its version and size");
+    let kept = d.keep.expect("kept");
+    assert_eq!(kept.revision, revision("v1"));
+    assert_eq!(
+        kept.template,
+        template("v1"),
+        "the target runs v2: the template comes from the stable copy, unlabelled"
+    );
+}
+
+#[test]
+fn blue_green_has_a_preview_service_and_cuts_over_on_traffic_alone() {
+    let (c, r) = canary(BLUE_GREEN, "");
+    let (plain, plain_rollout) = canary(CANARY, "");
+    let s = status(Phase::Progressing, 10, 10);
+    let names_of = |d: &Desired| {
+        d.services
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>()
+    };
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(10)),
+        Some(&stable("v1", 10)),
+        &s,
+    );
+    assert_eq!(names_of(&d), ["chat-stable", "chat-canary", "chat-preview"]);
+    // The cutover moves traffic only: no object changes while both sides
+    // run at full size.
+    assert_eq!((d.stable.clone(), d.target_replicas), (None, None));
+    let d = run(
+        (&plain, &plain_rollout),
+        &target("v2", Some(10)),
+        Some(&stable("v1", 10)),
+        &s,
+    );
+    assert_eq!(names_of(&d), ["chat-stable", "chat-canary"]);
+    // The services select one cohort each.
+    let selectors: Vec<BTreeMap<String, String>> = d
+        .services
+        .iter()
+        .map(|(_, svc)| {
+            svc.spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        selectors,
+        [builders::stable_labels(&selector()), selector()]
+    );
+}
+
+#[test]
+fn a_target_selecting_with_expressions_only_is_refused_with_its_name() {
+    let (c, r) = canary(CANARY, "");
+    let mut t = target("v1", Some(10));
+    if let Some(spec) = t.spec.as_mut() {
+        spec.selector.match_labels = None;
+    }
+    let selector = selector();
+    let cluster = Cluster {
+        canary: &c,
+        rollout: &r,
+        target: &t,
+        stable: None,
+        selector: &selector,
+    };
+    let err = desired(&cluster, &status(Phase::Idle, 10, 10), 10).expect_err("refused");
+    let DesiredError::Selector { target, .. } = &err;
+    assert_eq!(target, "chat-frontend");
+    assert!(err.to_string().contains("has no matchLabels"), "{err}");
+}
+
+/// The engine and the shell together, as production runs them: each
+/// plan's status goes through [`desired`], and a kubelet stand-in makes
+/// every Deployment what was asked at once.
+struct Loop {
+    canary: Canary,
+    rollout: Rollout,
+    status: CanaryStatus,
+    observed: Observed,
+    target: Deployment,
+    stable: Option<Deployment>,
+    now: Timestamp,
+}
+
+impl Loop {
+    fn new(extra: &str) -> Loop {
+        let (canary, rollout) = canary(CANARY, extra);
+        let mut observed = Observed {
+            desired_revision: revision("v1"),
+            target_replicas: 10,
+            applied_generation: Some(0),
+            ..Observed::default()
+        };
+        observed.ready.canary = 10;
+        Loop {
+            canary,
+            rollout,
+            status: CanaryStatus::default(),
+            observed,
+            target: target("v1", Some(10)),
+            stable: None,
+            now: Timestamp::from_second(1_800_000_000).expect("valid time"),
+        }
+    }
+
+    /// One reconcile: plan, converge, then the cluster settles.
+    fn reconcile(&mut self) -> Desired {
+        let p = engine::plan(&self.rollout, &self.status, &self.observed, self.now);
+        self.status = p.status;
+        if let Some(t) = &self.status.traffic {
+            self.observed.applied_generation = Some(t.generation);
+        }
+        let selector = selector();
+        let cluster = Cluster {
+            canary: &self.canary,
+            rollout: &self.rollout,
+            target: &self.target,
+            stable: self.stable.as_ref(),
+            selector: &selector,
+        };
+        let d = desired(&cluster, &self.status, self.observed.target_replicas).expect("buildable");
+        match &d.stable {
+            Some(StableChange::Apply(copy)) => self.stable = Some((**copy).clone()),
+            Some(StableChange::Scale(n)) => set_replicas(self.stable.as_mut(), *n),
+            None => {}
+        }
+        if let Some(n) = d.target_replicas {
+            set_replicas(Some(&mut self.target), n);
+        }
+        let has = |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.as_ref()?.replicas)
+                .map_or(0, |r| u32::try_from(r).unwrap_or(0))
+        };
+        self.observed.ready = CohortReplicas {
+            stable: has(self.stable.as_ref()),
+            canary: has(Some(&self.target)),
+        };
+        self.observed.stable_rolled_out = self
+            .stable
+            .as_ref()
+            .and_then(|s| s.annotations().get(names::REVISION_ANNOTATION).cloned());
+        self.now = Timestamp::from_second(self.now.as_second() + 1).expect("valid time");
+        d
+    }
+
+    fn replicas(&self) -> (u32, u32) {
+        let r = self.status.replicas.expect("recorded");
+        (r.stable, r.canary)
+    }
+}
+
+fn set_replicas(d: Option<&mut Deployment>, n: u32) {
+    if let Some(spec) = d.and_then(|d| d.spec.as_mut()) {
+        spec.replicas = Some(i32::try_from(n).expect("small"));
+    }
+}
+
+#[test]
+fn engine_and_shell_adopt_run_and_promote_the_same_way() {
+    let mut l = Loop::new("");
+    // Adoption: the stable copy appears at 10 with the target's template;
+    // the target keeps its pods until stable is ready, then scales to 0.
+    let d = l.reconcile();
+    assert!(matches!(d.stable, Some(StableChange::Apply(_))));
+    assert_eq!(d.target_replicas, None);
+    let d = l.reconcile();
+    assert_eq!(d.target_replicas, Some(0), "{}", l.status.message);
+    assert_eq!(l.replicas(), (10, 0));
+    // A new version: the canary grows to its share first (matchWeight:
+    // 20% beside 10 stable takes 3), with the user's template.
+    l.target = target("v2", Some(0));
+    l.observed.desired_revision = revision("v2");
+    let d = l.reconcile();
+    assert_eq!(l.status.phase, Phase::Progressing);
+    assert_eq!(d.target_replicas, Some(3));
+    // At the pause, a full promotion: stable takes v2's template.
+    l.reconcile();
+    l.observed.commands.promote = Some(("p1".into(), true));
+    let d = l.reconcile();
+    assert_eq!(l.status.phase, Phase::Promoting, "{}", l.status.message);
+    assert_eq!(d.target_replicas, Some(10), "the canary carries everything");
+    let (image, rev, ..) = applied(&d);
+    assert_eq!((image.as_str(), rev), ("v2", revision("v2")));
+    // Stable rolled out v2: promoted, and the canary goes back to zero.
+    for _ in 0..5 {
+        l.reconcile();
+    }
+    assert_eq!(l.status.phase, Phase::Succeeded, "{}", l.status.message);
+    assert_eq!(l.replicas(), (10, 0));
+    assert_eq!(
+        l.stable
+            .as_ref()
+            .map(|s| s.annotations()[names::REVISION_ANNOTATION].clone()),
+        Some(revision("v2"))
+    );
+}
+
+#[test]
+fn engine_and_shell_abort_puts_traffic_on_stable_before_the_canary_goes() {
+    let mut l = Loop::new("");
+    l.reconcile();
+    l.reconcile();
+    l.target = target("v2", Some(0));
+    l.observed.desired_revision = revision("v2");
+    l.reconcile();
+    l.reconcile();
+    assert_eq!(l.replicas(), (10, 3));
+    l.observed.commands.abort = Some("a1".into());
+    // The proxies still serve the old table and streams are open: the
+    // abort writes traffic to stable and nothing scales yet.
+    l.observed.open_streams = Some(CohortReplicas {
+        stable: 4,
+        canary: 2,
+    });
+    let d = l.reconcile();
+    assert_eq!(l.status.phase, Phase::Aborted);
+    let traffic = l.status.traffic.as_ref().expect("a table");
+    let canary_weight = traffic
+        .backends
+        .iter()
+        .find(|b| b.cohort == weir_crds::Cohort::Canary)
+        .map(|b| b.weight);
+    assert_eq!(canary_weight, Some(0.0), "traffic to stable first");
+    assert_eq!(d.target_replicas, None, "the proxies have not applied it");
+    // Applied now (the stand-in proxies take each table at once), but the
+    // canary still has open streams.
+    let d = l.reconcile();
+    assert_eq!(d.target_replicas, None, "streams still open on the canary");
+    l.observed.open_streams = Some(CohortReplicas {
+        stable: 4,
+        canary: 0,
+    });
+    let d = l.reconcile();
+    assert_eq!(d.target_replicas, Some(0), "drained: the canary goes");
+    assert_eq!(d.stable, None);
+}
+
+#[test]
+fn engine_and_shell_hand_gpus_back_within_the_budget() {
+    let mut l = Loop::new("gpuBudget: 12\n");
+    l.reconcile();
+    l.reconcile();
+    assert_eq!(l.replicas(), (10, 0));
+    l.target = target("v2", Some(0));
+    l.observed.desired_revision = revision("v2");
+    l.reconcile();
+    l.reconcile();
+    l.observed.commands.promote = Some(("p1".into(), true));
+    for _ in 0..40 {
+        l.reconcile();
+        let (s, c) = l.replicas();
+        assert!(s + c <= 12, "over the GPU budget: {s} + {c}");
+        if l.status.phase == Phase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(l.status.phase, Phase::Succeeded, "{}", l.status.message);
+    // The canary scales down once the proxies serve the all-stable table.
+    for _ in 0..3 {
+        l.reconcile();
+    }
+    assert_eq!(l.replicas(), (10, 0));
+}
