@@ -11,7 +11,7 @@
 //! there are GPU nodes (`gpu-nodes`) with room for the rollout's peak
 //! (`gpu-capacity`).
 //!
-//! [`gather`] does all the reading and probing; every verdict is a pure
+//! `gather` does all the reading and probing; every verdict is a pure
 //! function of what it read (the sibling modules, table-tested without a
 //! cluster). A check whose inputs depend on a failed one is SKIPped, so a
 //! broken cluster shows one FAIL per cause. Exit 0 when nothing failed
