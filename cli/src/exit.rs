@@ -1,4 +1,5 @@
-//! Exit codes, as DESIGN.md fixes them for every subcommand.
+//! Exit codes, as DESIGN.md fixes them for every subcommand, and the line
+//! `weir` prints for an error.
 
 use std::process::ExitCode;
 
@@ -31,4 +32,22 @@ impl From<Code> for ExitCode {
     fn from(c: Code) -> Self {
         ExitCode::from(c as u8)
     }
+}
+
+/// The error and its causes, joined by `: `, skipping a cause whose text
+/// the message before it already contains (many library errors, ours
+/// included, print their source inline and also expose it as the source):
+/// the line `weir` prints after `error: ` when a command fails.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    let mut previous = out.clone();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        previous = text;
+    }
+    out
 }

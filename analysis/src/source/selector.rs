@@ -191,6 +191,12 @@ impl Selector {
         self.push_literal(name, MatchOp::Equal, value)
     }
 
+    /// `{name="value", ...}` for every label of `labels`: picks the series
+    /// with these values (and any other labels).
+    pub fn exact(labels: &BTreeMap<String, String>) -> Self {
+        labels.iter().fold(Self::any(), |s, (k, v)| s.eq(k, v))
+    }
+
     /// Adds `name!="value"`.
     #[must_use]
     pub fn ne(self, name: &str, value: &str) -> Self {

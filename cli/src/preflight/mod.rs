@@ -11,7 +11,7 @@
 //! there are GPU nodes (`gpu-nodes`) with room for the rollout's peak
 //! (`gpu-capacity`).
 //!
-//! [`gather`] does all the reading and probing; every verdict is a pure
+//! `gather` does all the reading and probing; every verdict is a pure
 //! function of what it read (the sibling modules, table-tested without a
 //! cluster). A check whose inputs depend on a failed one is SKIPped, so a
 //! broken cluster shows one FAIL per cause. Exit 0 when nothing failed
@@ -148,7 +148,11 @@ fn skip_rest(out: &mut Vec<Check>, why: &str, canary: bool) {
     }
 }
 
-async fn checks(args: &Args, proxy_ns: &str, proxy_name: &str) -> Vec<Check> {
+/// Runs every check against the cluster `args` names and returns them in
+/// order (what [`run`] prints); the proxies are the Service
+/// `proxy_ns/proxy_name`. Never fails: a check that cannot run is a FAIL
+/// or SKIP in the list.
+pub async fn checks(args: &Args, proxy_ns: &str, proxy_name: &str) -> Vec<Check> {
     let mut out = Vec::new();
     let unreachable = "the API server cannot be reached (see api)";
     let cluster = match connect(args).await {

@@ -1,0 +1,327 @@
+//! The `Canary` resource and its spec: what to roll out (`targetRef` or
+//! local `backends`), which requests it owns, the strategy that moves
+//! traffic, and how stable is promoted. The analysis part of the spec is
+//! in [`crate::analysis`], the status in [`crate::status`].
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{AnalysisSpec, CanaryStatus, string_or_object};
+
+/// A progressive rollout of an inference frontend: the stable and canary
+/// cohorts, the steps that move traffic between them, and the analysis that
+/// decides whether the canary may continue.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "Canary",
+    namespaced,
+    status = "CanaryStatus",
+    shortname = "wcan",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"number","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStep"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableRevision"}"#,
+    printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.canaryRevision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.targetRef) != has(self.backends)",
+        "message": "give exactly one of targetRef (Kubernetes mode) and backends (local mode)",
+    },
+    {
+        "rule": "!has(self.targetRef) || has(self.service)",
+        "message": "Kubernetes mode needs the frontend's port: add service: {port: 8000}",
+    },
+]))]
+pub struct CanarySpec {
+    /// Kubernetes mode: the Deployment whose template is the desired version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<TargetRef>,
+    /// Local mode: the two running frontends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Backends>,
+    /// Kubernetes mode: the port the frontend serves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServicePort>,
+    /// Which requests the proxy routes through this Canary.
+    #[serde(default)]
+    pub route: RouteSpec,
+    /// Keep sessions on one cohort (monotone: raising the canary weight only
+    /// moves sessions onto the canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    /// How traffic moves: canary steps or a blue-green cutover.
+    pub strategy: Strategy,
+    /// How the cohorts are compared.
+    pub analysis: AnalysisSpec,
+    /// How stable becomes the canary's version once it has won.
+    #[serde(default)]
+    pub promotion: Promotion,
+    /// A run that makes no progress for this long is aborted.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: u32,
+    /// Kubernetes mode: when the Canary is deleted, restore the stable
+    /// version on the target before letting go.
+    #[serde(default = "default_true")]
+    pub revert_on_deletion: bool,
+    /// Kubernetes mode: total replicas (GPUs' worth of pods) the two cohorts
+    /// may hold together; stable scales down as the canary scales up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_budget: Option<u32>,
+    /// Hold the run where it is (`weir pause` / `weir resume`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+fn default_progress_deadline() -> u32 {
+    900
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The workload that carries the desired version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetRef {
+    /// `apps/v1`.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// `Deployment`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// The Deployment's name.
+    pub name: String,
+}
+
+fn default_api_version() -> String {
+    "apps/v1".into()
+}
+
+fn default_kind() -> String {
+    "Deployment".into()
+}
+
+/// Local mode: the stable and canary frontends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backends {
+    /// The version serving now.
+    pub stable: Backend,
+    /// The version on trial.
+    pub canary: Backend,
+}
+
+/// One local-mode frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    /// Base URL the proxy sends requests to, e.g. `http://127.0.0.1:8001`.
+    pub url: String,
+    /// Prometheus text endpoint of the frontend or its DCGM exporter, for
+    /// `scrape` metrics, e.g. `http://127.0.0.1:8001/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    /// Servers (GPUs' worth of capacity) behind the URL; per-replica load is
+    /// the cohort's request rate divided by this.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1))]
+    pub replicas: u32,
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+/// Kubernetes mode: the Services' port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// The port the frontend serves on.
+    #[schemars(range(min = 1))]
+    pub port: u16,
+}
+
+/// Which requests belong to this Canary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Host names matched (empty: any host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Path prefix matched.
+    #[serde(default = "default_path_prefix")]
+    #[schemars(pattern(r"^/"))]
+    pub path_prefix: String,
+}
+
+impl Default for RouteSpec {
+    fn default() -> Self {
+        RouteSpec {
+            hosts: Vec::new(),
+            path_prefix: default_path_prefix(),
+        }
+    }
+}
+
+fn default_path_prefix() -> String {
+    "/".into()
+}
+
+/// Where the session key is read. Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.header) != has(self.cookie)",
+    "message": "give exactly one of header or cookie, e.g. sticky: {header: x-session-id}",
+}]))]
+pub struct StickySpec {
+    /// A request header, e.g. `x-session-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// The strategy. Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.canary) != has(self.blueGreen)",
+    "message": "give exactly one of canary and blueGreen",
+}]))]
+pub struct Strategy {
+    /// Weighted steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
+    /// A preview, then one atomic cutover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStrategy>,
+}
+
+/// Weighted steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryStrategy {
+    /// How many canary replicas run at each weight.
+    #[serde(default)]
+    pub replicas: ReplicaPolicy,
+    /// The steps, in order.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<Step>,
+}
+
+/// Canary replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = string_or_object)]
+pub enum ReplicaPolicy {
+    /// Canary replicas follow the weight, so per-replica load is the same in
+    /// both cohorts and the comparison is fair.
+    #[default]
+    MatchWeight,
+    /// A fixed number of canary replicas.
+    Fixed(u32),
+}
+
+/// One step of a canary strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Step {
+    /// Send this percentage of traffic to the canary (0–100, resolution
+    /// 0.01).
+    SetWeight(#[schemars(range(min = 0, max = 100))] f64),
+    /// Wait: for `duration`, or until promoted by hand.
+    Pause(PauseStep),
+    /// Compare the cohorts until a verdict, within min/max durations.
+    Analysis(AnalysisStep),
+}
+
+/// A pause.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PauseStep {
+    /// How long, e.g. `5m`; absent: until `weir promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// An analysis step.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisStep {
+    /// No promote verdict is taken before this, e.g. `2m` (an abort is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<String>,
+    /// Without a verdict by then, `onInconclusive` applies, e.g. `15m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+}
+
+/// Blue-green: the canary runs as a preview, then takes all traffic at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlueGreenStrategy {
+    /// Replicas of the preview before cutover (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub preview_replicas: Option<u32>,
+    /// Cut over once pre-promotion analysis passes; otherwise wait for
+    /// `weir promote`.
+    #[serde(default = "default_true")]
+    pub auto_promote: bool,
+    /// How long the old side stays warm after cutover, e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay: Option<String>,
+    /// Analysis of the preview (override-header traffic only) before cutover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<AnalysisStep>,
+    /// Analysis after cutover; an abort verdict rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<AnalysisStep>,
+}
+
+/// How stable takes on the canary's version after a win.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Promotion {
+    /// `RollingUpdate` or `Recreate`.
+    #[serde(default)]
+    pub strategy: PromotionStrategy,
+    /// RollingUpdate: extra pods during the update (default: computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrString>,
+    /// RollingUpdate: pods that may be down (default: computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+impl Default for Promotion {
+    fn default() -> Self {
+        Promotion {
+            strategy: PromotionStrategy::RollingUpdate,
+            max_surge: None,
+            max_unavailable: None,
+        }
+    }
+}
+
+/// The promotion strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum PromotionStrategy {
+    /// Replace stable's pods a few at a time; traffic stays on the canary
+    /// until stable is ready.
+    #[default]
+    RollingUpdate,
+    /// Replace all of stable's pods at once (no surge GPUs needed).
+    Recreate,
+}
