@@ -327,3 +327,40 @@ pub enum HistoryEvent {
     /// Blue-green: post-promotion analysis rolled the cutover back.
     RolledBack,
 }
+
+impl HistoryEvent {
+    /// The name as written in status (`Promoted`, `Aborted`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HistoryEvent::Promoted => "Promoted",
+            HistoryEvent::Aborted => "Aborted",
+            HistoryEvent::Superseded => "Superseded",
+            HistoryEvent::RolledBack => "RolledBack",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` is what status says: the serialized name, for every variant.
+    #[test]
+    fn names_are_the_serialized_names() {
+        for v in [
+            VerdictStatus::Promote,
+            VerdictStatus::Continue,
+            VerdictStatus::Abort,
+        ] {
+            assert_eq!(serde_json::to_value(v).ok(), Some(v.as_str().into()));
+        }
+        for e in [
+            HistoryEvent::Promoted,
+            HistoryEvent::Aborted,
+            HistoryEvent::Superseded,
+            HistoryEvent::RolledBack,
+        ] {
+            assert_eq!(serde_json::to_value(e).ok(), Some(e.as_str().into()));
+        }
+    }
+}

@@ -306,6 +306,20 @@ pub enum Finding {
     None,
 }
 
+impl Finding {
+    /// The name as serialized (`within`, `exceeds`, …), for status and
+    /// reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Finding::Within => "within",
+            Finding::Exceeds => "exceeds",
+            Finding::Undecided => "undecided",
+            Finding::Insufficient => "insufficient",
+            Finding::None => "none",
+        }
+    }
+}
+
 /// One line of the analysis: an effect that decides, or a reference test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricResult {
@@ -556,4 +570,17 @@ pub fn decide(
         load,
         metrics: results,
     })
+}
+
+#[cfg(test)]
+mod finding_names {
+    use super::Finding;
+
+    #[test]
+    fn as_str_is_the_serialized_name() {
+        use Finding::*;
+        for f in [Within, Exceeds, Undecided, Insufficient, None] {
+            assert_eq!(serde_json::to_value(f).ok(), Some(f.as_str().into()));
+        }
+    }
 }

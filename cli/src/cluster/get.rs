@@ -97,8 +97,8 @@ pub fn verdict(analysis: &AnalysisStatus) -> String {
         VerdictStatus::Promote => None,
     };
     match effect {
-        Some(m) => format!("{:?}: {} {}", analysis.verdict, m.name, m.finding),
-        None => format!("{:?}", analysis.verdict),
+        Some(m) => format!("{}: {} {}", analysis.verdict.as_str(), m.name, m.finding),
+        None => analysis.verdict.as_str().to_string(),
     }
 }
 

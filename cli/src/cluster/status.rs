@@ -488,7 +488,7 @@ pub fn render(view: &View, now: Timestamp) -> String {
         let mut rows = vec![cells(["EVENT", "REVISION", "AGE", "REASON"])];
         for h in &view.history {
             rows.push(vec![
-                format!("{:?}", h.event),
+                h.event.as_str().to_string(),
                 h.revision.clone().unwrap_or_else(|| "-".into()),
                 age(h.at.0, now),
                 h.reason.clone(),

@@ -170,7 +170,7 @@ impl Cx<'_> {
                 .filter(|m| m.role != Role::Reference)
                 .map(|m| EffectStatus {
                     name: m.name.clone(),
-                    finding: format!("{:?}", m.finding).to_lowercase(),
+                    finding: m.finding.as_str().into(),
                     summary: m.describe(),
                     estimate: m.estimate,
                     low: m.ci_low,
