@@ -508,7 +508,7 @@ impl Cx<'_> {
             false,
             reasons::STEPS_CHANGED,
             format!(
-                "the steps up to step {at} changed during the run: starting again from step 1 (canary traffic stays at {share} until a step sets it)"
+                "the steps up to step {at} changed during the run: starting again from step 1 (canary traffic stays at {share}% until a step sets it)"
             ),
         );
         // A person's pause outlives the edit; a step's pause was the old
@@ -724,7 +724,7 @@ impl Cx<'_> {
         t.backends
             .iter()
             .find(|b| b.cohort == cohort)
-            .and_then(|b| Share::from_percent(b.weight))
+            .and_then(|b| Share::from_percent(b.weight).ok())
             .unwrap_or(Share::NONE)
     }
 
