@@ -573,7 +573,16 @@ fn strategy(s: &crds::Strategy) -> Result<Strategy, SpecError> {
                 steps.push(match step {
                     crds::Step::SetWeight(w) => match Share::from_percent(*w) {
                         Ok(s) => Step::SetWeight(s),
-                        Err(e) => return bad(format!("{field}.setWeight"), e.to_string()),
+                        // The step's own wording (the fix a rollout author
+                        // needs); the check is the one of `Weight`.
+                        Err(_) => {
+                            return bad(
+                                format!("{field}.setWeight"),
+                                format!(
+                                    "{w} is not a weight: use a percentage between 0 and 100 with at most two decimals"
+                                ),
+                            );
+                        }
                     },
                     crds::Step::Pause(p) => Step::Pause(match &p.duration {
                         Some(d) => Some(duration_at(&format!("{field}.pause.duration"), d)?),
