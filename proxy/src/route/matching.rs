@@ -5,8 +5,8 @@
 //! (ASCII case-insensitive, port and trailing dot removed), and its
 //! `pathPrefix` is a prefix of the request path *on a segment boundary*
 //! (`/v1` matches `/v1` and `/v1/chat`, not `/v1beta`), as Gateway API's
-//! `PathPrefix` does. Which of several matching routes wins is
-//! [`super::route`]'s rule.
+//! `PathPrefix` does. Which of several matching routes wins is the rule of
+//! `route::route`.
 
 /// A host as sent in `Host` or `:authority`, without port and trailing dot.
 /// `None` for an empty host.
@@ -58,7 +58,7 @@ pub(super) fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// Read access to request headers, so [`route`] works on `http::HeaderMap`
+/// Read access to request headers, so `route::route` works on `http::HeaderMap`
 /// (pingora's) and on plain slices in tests alike.
 pub trait Headers {
     /// The first value of header `name` (lower-case), if it is valid text.
@@ -106,7 +106,7 @@ fn find_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// What [`route`] needs of a request.
+/// What `route::route` needs of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a, H: ?Sized> {
     /// `Host` header or `:authority`, as received (port allowed).

@@ -7,14 +7,16 @@
 //! therefore check selection exactly (sticky keys, override, fallbacks) and
 //! statistically (weighted draws) without a socket.
 //!
-//! One submodule per concern, none of which imports another's parent:
+//! One private submodule per concern; they import each other one way
+//! (`table` uses `backend`, `matching` and `choice`; `choice` uses
+//! `backend`) and never this module:
 //!
-//! - [`backend`]: where a cohort's requests go ([`Upstream`], [`Backend`]);
-//! - [`matching`]: hosts, path prefixes and headers as plain strings
+//! - `backend`: where a cohort's requests go ([`Upstream`], [`Backend`]);
+//! - `matching`: hosts, path prefixes and headers as plain strings
 //!   ([`Headers`], [`RequestInfo`], [`normalize_host`]);
-//! - [`choice`]: the selection line that turns a point into a backend, and
-//!   where sticky keys land ([`sticky_point`]);
-//! - [`table`]: validated [`Route`]s and the [`RouteTable`].
+//! - `choice`: the selection line that turns a point of `[0, 2^64)` into a
+//!   backend, and where sticky keys land ([`sticky_point`]);
+//! - `table`: validated [`Route`]s and the [`RouteTable`].
 //!
 //! This module puts them together: the longest matching prefix wins; on
 //! equal prefixes a route that names hosts beats a catch-all, then the
@@ -25,10 +27,10 @@ use std::sync::Arc;
 
 use weir_core::Cohort;
 
-pub mod backend;
-pub mod choice;
-pub mod matching;
-pub mod table;
+mod backend;
+mod choice;
+mod matching;
+mod table;
 
 pub use backend::{Backend, Upstream};
 pub use choice::{Selected, sticky_point};

@@ -269,7 +269,8 @@ impl Route {
         prefix_matches(&self.path_prefix, path).then_some(self.path_prefix.len())
     }
 
-    /// The backend at point `u` of `[0, 2^64)` (see [`super::choice`]).
+    /// The backend at point `u` of `[0, 2^64)` (the selection line of the
+    /// `choice` module).
     pub(super) fn pick(&self, u: u64) -> usize {
         self.split.pick(u)
     }
