@@ -11,15 +11,28 @@
 //! - [`sequential`]: confidence sequences that stay valid however often the
 //!   analysis looks.
 //! - [`decision`]: margins, effects and the verdict with the rule that fired.
-//! - [`source`]: where observations come from (raw samples, `/metrics`
-//!   scrapes, the Prometheus HTTP API), behind one trait; [`names`] holds the
-//!   metric names of the inference servers it reads.
+//! - [`observations`]: the proxies' `/v1/observations` document, with the
+//!   delta and merge arithmetic on it (no I/O).
+//! - [`source`] (feature `sources`, on by default): where observations come
+//!   from (raw samples, `/metrics` scrapes, the Prometheus HTTP API), behind
+//!   one trait; [`names`] holds the metric names of the inference servers it
+//!   reads.
+//!
+//! # Features
+//!
+//! - `sources` (default): the metric sources, with their HTTP client,
+//!   Prometheus text parser and label regexes. Without it the crate is the
+//!   statistics and the observations document, and depends on serde,
+//!   serde_json, thiserror and `weir-core` only: what the proxy needs to
+//!   write the document.
 
 pub mod compare;
 pub mod decision;
 pub mod dist;
 pub mod names;
+pub mod observations;
 pub mod sequential;
+#[cfg(feature = "sources")]
 pub mod source;
 pub mod stats;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use weir_analysis::source::proxy::Snapshot;
+use weir_analysis::observations::Snapshot;
 use weir_controller::local::file::{self, CanaryFile};
 use weir_controller::local::record::{CohortSample, RunRecord};
 use weir_controller::local::runner::{self, Dataplane, Progress};
@@ -211,11 +211,11 @@ impl Dataplane for InProcess<'_> {
         Err("the proxy did not take the new table within 2 s".into())
     }
 
+    /// The proxy's observations, handed over as they are: both sides use
+    /// the same document type, so nothing is serialized in between.
     fn snapshot(&self) -> Result<Snapshot, String> {
         let table = self.running.table.load();
-        let json = serde_json::to_string(&self.running.observations.snapshot(&table))
-            .map_err(|e| e.to_string())?;
-        Snapshot::parse(&json).map_err(|e| e.to_string())
+        Ok(self.running.observations.snapshot(&table))
     }
 }
 

@@ -35,8 +35,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use weir_analysis::names::{dcgm, vllm};
+use weir_analysis::observations::{CohortSnapshot, Snapshot};
 use weir_analysis::source::prometheus_api::QueryResult;
-use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
 use weir_analysis::source::{Query, Reading, Selector};
 use weir_controller::engine::spec::Rollout;
 use weir_controller::evidence::{Cohorts, GaugeReader};
@@ -257,7 +257,7 @@ impl Scene {
         let mut parts = snapshot
             .cohorts
             .into_iter()
-            .filter(|c| c.route == ROUTE && c.cohort == cohort);
+            .filter(|c| c.route == ROUTE && c.cohort.as_str() == cohort);
         let mut total = parts
             .next()
             .unwrap_or_else(|| panic!("no {cohort} observations"));

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use weir_analysis::compare::gauge::GaugeInterval;
 use weir_analysis::decision::Load;
-use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
+use weir_analysis::observations::{CohortSnapshot, Snapshot};
 use weir_analysis::{Counts, Distribution, MetricKind, Observations};
 use weir_crds::{CanaryStatus, Cohort, MetricSource, Signal, WindowPurpose};
 
@@ -74,7 +74,7 @@ pub fn totals(snapshot: &Snapshot, route: Option<&str>, cohort: Cohort) -> Optio
     let mut parts = snapshot
         .cohorts
         .iter()
-        .filter(|c| c.cohort == cohort.as_str() && route.is_none_or(|r| c.route == r));
+        .filter(|c| c.cohort == cohort.into() && route.is_none_or(|r| c.route == r));
     let mut merged = parts.next()?.clone();
     for c in parts {
         merged.add(c);
@@ -84,7 +84,7 @@ pub fn totals(snapshot: &Snapshot, route: Option<&str>, cohort: Cohort) -> Optio
 
 /// Finished requests in a cohort's totals.
 pub fn requests(c: Option<&CohortSnapshot>) -> u64 {
-    c.map_or(0, |c| c.requests.values().sum())
+    c.map_or(0, |c| c.requests.total())
 }
 
 /// Per-window evidence of one Canary.

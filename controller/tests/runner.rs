@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use weir_analysis::Distribution;
-use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
+use weir_analysis::observations::{CohortSnapshot, Snapshot};
 use weir_controller::local::file;
 use weir_controller::local::runner::{self, Dataplane, Progress, Settings};
+use weir_core::{Outcome, RequestCounts};
 use weir_crds::{Cohort, Traffic};
 
 /// Observations that grow with every look, split by the applied weights.
@@ -65,16 +66,16 @@ impl State {
             .entry(cohort)
             .or_insert_with(|| CohortSnapshot {
                 route: "chat".into(),
-                cohort: cohort.into(),
+                cohort: weir_core::Cohort::parse(cohort).expect("a cohort name"),
                 revision: None,
-                requests: BTreeMap::new(),
+                requests: RequestCounts::default(),
                 ttft_seconds: Distribution::new(),
                 inter_token_seconds: Distribution::new(),
                 duration_seconds: Distribution::new(),
                 output_tokens: 0,
                 inflight: 0,
             });
-        *entry.requests.entry("ok".into()).or_insert(0) += n;
+        entry.requests[Outcome::Ok] += n;
         for _ in 0..n {
             // Lognormal TTFT around 200 ms (LCG + Box-Muller, seeded).
             let mut u = || {

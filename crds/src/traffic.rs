@@ -49,7 +49,9 @@ pub struct TrafficBackend {
     pub revision: Option<String>,
 }
 
-/// A cohort.
+/// A cohort of a Canary: the two of [`weir_core::Cohort`] a Canary has (the
+/// schema allows exactly these), converted with `From` where the proxy and
+/// the analysis take the open `weir_core::Cohort`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
@@ -65,11 +67,20 @@ impl Cohort {
     /// Both cohorts.
     pub const BOTH: [Cohort; 2] = [Cohort::Stable, Cohort::Canary];
 
-    /// `stable` or `canary`.
+    /// `stable` or `canary` ([`weir_core::STABLE`], [`weir_core::CANARY`]).
     pub fn as_str(self) -> &'static str {
         match self {
-            Cohort::Stable => "stable",
-            Cohort::Canary => "canary",
+            Cohort::Stable => weir_core::STABLE,
+            Cohort::Canary => weir_core::CANARY,
+        }
+    }
+}
+
+impl From<Cohort> for weir_core::Cohort {
+    fn from(c: Cohort) -> Self {
+        match c {
+            Cohort::Stable => weir_core::Cohort::Stable,
+            Cohort::Canary => weir_core::Cohort::Canary,
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: where route tables come from (a YAML file, memory, the
 //!   Canaries of a Kubernetes cluster), validated once, published over a
-//!   `watch` channel.
+//!   `watch` channel; [`error`]: what is wrong with one, and the fix.
 //! - [`mod@route`]: the route table and the per-request decision
 //!   [`route::route`]`(&table, &request, draw)`.
 //! - [`balance`]: which ready pod of a cohort's Service takes the request
@@ -14,7 +14,7 @@
 //! - [`meter`]: what one request did (TTFT, inter-token gaps, tokens,
 //!   outcome), from its status and body chunks.
 //! - [`observe`]: cumulative per-(route, cohort, revision) aggregates for
-//!   `/v1/observations` and `/metrics`.
+//!   `/v1/observations` and `/metrics`, latencies kept as [`histogram`]s.
 //! - [`metrics`]: the exported metric names and label values, in one place.
 //!
 //! A request's life in the server, in these terms:
@@ -39,19 +39,22 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod error;
+pub mod histogram;
 pub mod meter;
 pub mod metrics;
 pub mod observe;
 pub mod route;
 pub mod server;
 
-pub use config::{
-    ConfigError, ConfigSource, FileSource, KubeSource, MemorySource, ProxyConfig, Timeouts,
-};
-pub use meter::{End, Meter, Outcome, RequestRecord};
-pub use observe::{CohortHandle, InflightGuard, Observations, ObservationsSnapshot};
+#[cfg(feature = "kube")]
+pub use config::KubeSource;
+pub use config::{ConfigSource, FileSource, MemorySource, ProxyConfig, Timeouts};
+pub use error::{ConfigError, Problem};
+pub use meter::{End, Meter, RequestRecord};
+pub use observe::{CohortHandle, InflightGuard, Observations};
 pub use route::{
-    COHORT_HEADER, Cohort, CohortKey, Decision, Headers, RequestInfo, RouteError, RouteTable,
-    Weight, route,
+    COHORT_HEADER, CohortKey, Decision, Headers, RequestInfo, RouteError, RouteTable, route,
 };
 pub use server::{Drained, Running, ServeError, Settings, start};
+pub use weir_core::{Cohort, Outcome, Weight};

@@ -1,8 +1,9 @@
 //! Every name the proxy exports, in one place (DESIGN.md, "Metric names").
 //!
 //! A misspelt metric name does not fail anywhere: dashboards and the
-//! analysis just read "no data". So names, label names, label values and
-//! histogram buckets live here once; `observe` renders from these constants
+//! analysis just read "no data". So names, label names and histogram
+//! buckets live here once, and label values come from the enums they label
+//! (`weir_core::Outcome`, `weir_core::Cohort`); `observe` renders from these
 //! and a test parses its output back with the analysis crate's reader, which
 //! spells the same names in `weir_analysis::names::weir_proxy`.
 
@@ -26,29 +27,8 @@ pub const ROUTE_WEIGHT: &str = "weir_proxy_route_weight";
 pub const ROUTE: &str = "route";
 /// Label: cohort name (`stable`, `canary`, ...).
 pub const COHORT: &str = "cohort";
-/// Label: request outcome, one of [`outcome`].
+/// Label: request outcome; its values are [`weir_core::Outcome::as_str`].
 pub const OUTCOME: &str = "outcome";
-
-/// Values of the [`OUTCOME`] label (see `meter::Outcome`).
-pub mod outcome {
-    /// The request succeeded (a complete stream, or a 1xx-3xx response).
-    pub const OK: &str = "ok";
-    /// The upstream answered 4xx other than 429.
-    pub const CLIENT_ERROR: &str = "client_error";
-    /// The upstream answered 5xx, or closed before answering.
-    pub const SERVER_ERROR: &str = "server_error";
-    /// The upstream answered 429.
-    pub const RATE_LIMITED: &str = "rate_limited";
-    /// No connection to the upstream.
-    pub const CONNECT_ERROR: &str = "connect_error";
-    /// The upstream went silent for longer than the read timeout.
-    pub const TIMEOUT: &str = "timeout";
-    /// A 2xx stream that carried an error event, ended without
-    /// `[DONE]`/`finish_reason`, or was cut by the upstream.
-    pub const STREAM_ERROR: &str = "stream_error";
-    /// The client went away before the response was complete.
-    pub const CLIENT_ABORT: &str = "client_abort";
-}
 
 /// Bucket upper bounds (seconds) for [`TTFT_SECONDS`]: vLLM's TTFT buckets,
 /// so weir's and vLLM's histograms line up on one dashboard.

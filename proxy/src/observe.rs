@@ -10,205 +10,35 @@
 //! so requests of different cohorts never wait on each other and requests
 //! of one cohort hold its lock for a few hundred nanoseconds.
 //!
-//! Latencies are kept twice: as a [`Distribution`] (log-linear, ~1%
-//! resolution, mergeable across replicas and intervals by the analysis), and
-//! as fixed Prometheus buckets ([`crate::metrics`]), counted exactly, so
-//! `/metrics` never misplaces a value that sits near a bucket bound.
+//! Latencies are kept twice ([`Histogram`]): as a [`Distribution`]
+//! (log-linear, ~1% resolution, mergeable across replicas and intervals by
+//! the analysis), and as fixed Prometheus buckets ([`crate::metrics`]),
+//! counted exactly.
 //!
-//! # The `/v1/observations` schema (version 1)
+//! # `/v1/observations`
 //!
-//! ```json
-//! {
-//!   "schemaVersion": 1,
-//!   "instance": "weir-proxy-7d9f-1",
-//!   "cohorts": [
-//!     {
-//!       "route": "chat", "cohort": "canary", "revision": "7c1a02",
-//!       "requests": {"ok": 812, "client_error": 3, "server_error": 1,
-//!                    "rate_limited": 0, "connect_error": 0, "timeout": 0,
-//!                    "stream_error": 2, "client_abort": 5},
-//!       "ttftSeconds": {"layout": "log-linear/64/-30", "zero": 0, "sum": 81.2, "bins": [[1890, 3], ...]},
-//!       "interTokenSeconds": {...},
-//!       "durationSeconds": {...},
-//!       "outputTokens": 120344,
-//!       "inflight": 4
-//!     }
-//!   ],
-//!   "routes": {"llm.chat": 12}
-//! }
-//! ```
+//! [`Observations::snapshot`] is the analysis's own document type,
+//! [`weir_analysis::observations::Snapshot`] (its module documents the
+//! schema): the proxy fills it in and serializes it, the controller parses
+//! the same type, and local mode hands it over in memory. The committed
+//! example `tests/fixtures/observations-v1.json` is checked against what
+//! this module writes (`WEIR_UPDATE_FIXTURES=1` rewrites it after a
+//! deliberate change) and read by the analysis's tests.
 //!
-//! - Everything but `inflight` is cumulative since `instance` started: the
-//!   collector takes deltas between scrapes ([`Distribution::delta_since`])
-//!   and treats a new `instance` (or a decreasing count) as a restart.
-//! - `revision` is `null` when the backend has none; one cohort may appear
-//!   with several revisions after a rollout step.
-//! - The `requests` keys are the `outcome` label values, all always present.
-//! - Distributions are `weir_analysis::Distribution`'s own JSON, in seconds:
-//!   TTFT (requests that got a body), one inter-token sample per gap between
-//!   SSE content events, and the duration of every request.
-//! - `routes` (added within version 1) maps every route in service *now* to
-//!   the traffic generation it was built from (Kubernetes: the Canary's
-//!   `status.traffic.generation`; 0 for file and in-process sources). The
-//!   controller reads it as "which generation does every replica serve"
-//!   before it scales a cohort down. Unlike the rest it is not cumulative,
-//!   and it lists routes that have no requests yet.
-//! - A reader must refuse a `schemaVersion` it does not know; fields may be
-//!   added within a version, never removed or changed.
+//! [`Distribution`]: weir_analysis::Distribution
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
-use weir_analysis::Distribution;
+use weir_analysis::observations::{CohortSnapshot, SCHEMA_VERSION, Snapshot};
+use weir_core::{Cohort, Outcome, RequestCounts};
 
-use crate::meter::{Outcome, RequestRecord};
+use crate::histogram::Histogram;
+use crate::meter::RequestRecord;
 use crate::metrics;
-use crate::route::{Cohort, CohortKey, RouteTable};
-
-/// The version of the [`ObservationsSnapshot`] JSON.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// A latency histogram kept two ways: a fine [`Distribution`] for the
-/// analysis and exact counts over fixed Prometheus bucket bounds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
-    fine: Distribution,
-    bounds: &'static [f64],
-    /// `counts[i]`: observations in `(bounds[i-1], bounds[i]]`; the last
-    /// entry counts those above every bound.
-    counts: Vec<u64>,
-}
-
-impl Histogram {
-    /// An empty histogram over `bounds` (strictly increasing).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            fine: Distribution::new(),
-            bounds,
-            counts: vec![0; bounds.len() + 1],
-        }
-    }
-
-    /// Records one value in seconds; negative or non-finite values are
-    /// dropped (they cannot come from `Instant` arithmetic).
-    pub fn record(&mut self, seconds: f64) {
-        if self.fine.record(seconds).is_ok() {
-            let i = self.bounds.partition_point(|b| *b < seconds);
-            self.counts[i] += 1;
-        }
-    }
-
-    /// Adds `other`'s observations. Histograms over other bounds merge only
-    /// their fine distributions.
-    pub fn merge(&mut self, other: &Histogram) {
-        self.fine.merge(&other.fine);
-        if self.bounds == other.bounds {
-            for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-                *a += b;
-            }
-        }
-    }
-
-    /// The fine distribution.
-    pub fn distribution(&self) -> &Distribution {
-        &self.fine
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.fine.count()
-    }
-
-    /// Sum of the observations.
-    pub fn sum(&self) -> f64 {
-        self.fine.sum()
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.fine.is_empty()
-    }
-
-    /// `(le, cumulative count)` pairs, `+Inf` last.
-    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        let mut running = 0;
-        self.bounds
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(&self.counts)
-            .map(move |(le, c)| {
-                running += c;
-                (le, running)
-            })
-    }
-}
-
-/// Request counts per outcome; serialized with the `outcome` label values
-/// as keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub struct RequestCounts {
-    /// `ok`.
-    pub ok: u64,
-    /// `client_error`.
-    pub client_error: u64,
-    /// `server_error`.
-    pub server_error: u64,
-    /// `rate_limited`.
-    pub rate_limited: u64,
-    /// `connect_error`.
-    pub connect_error: u64,
-    /// `timeout`.
-    pub timeout: u64,
-    /// `stream_error`.
-    pub stream_error: u64,
-    /// `client_abort`.
-    pub client_abort: u64,
-}
-
-impl RequestCounts {
-    /// The count for `outcome`.
-    pub fn get(&self, outcome: Outcome) -> u64 {
-        match outcome {
-            Outcome::Ok => self.ok,
-            Outcome::ClientError => self.client_error,
-            Outcome::ServerError => self.server_error,
-            Outcome::RateLimited => self.rate_limited,
-            Outcome::ConnectError => self.connect_error,
-            Outcome::Timeout => self.timeout,
-            Outcome::StreamError => self.stream_error,
-            Outcome::ClientAbort => self.client_abort,
-        }
-    }
-
-    fn slot(&mut self, outcome: Outcome) -> &mut u64 {
-        match outcome {
-            Outcome::Ok => &mut self.ok,
-            Outcome::ClientError => &mut self.client_error,
-            Outcome::ServerError => &mut self.server_error,
-            Outcome::RateLimited => &mut self.rate_limited,
-            Outcome::ConnectError => &mut self.connect_error,
-            Outcome::Timeout => &mut self.timeout,
-            Outcome::StreamError => &mut self.stream_error,
-            Outcome::ClientAbort => &mut self.client_abort,
-        }
-    }
-
-    /// All requests.
-    pub fn total(&self) -> u64 {
-        Outcome::ALL.iter().map(|&o| self.get(o)).sum()
-    }
-
-    fn add(&mut self, other: &RequestCounts) {
-        for o in Outcome::ALL {
-            *self.slot(o) += other.get(o);
-        }
-    }
-}
+use crate::route::{CohortKey, RouteTable};
 
 /// The aggregates of one key.
 #[derive(Debug, Clone)]
@@ -251,7 +81,7 @@ struct Cell {
 impl Cell {
     fn record(&self, r: &RequestRecord) {
         let mut a = self.aggregates.lock().unwrap_or_else(|p| p.into_inner());
-        *a.requests.slot(r.outcome) += 1;
+        a.requests.record(r.outcome);
         if let Some(ttft) = r.ttft {
             a.ttft.record(ttft.as_secs_f64());
         }
@@ -368,26 +198,26 @@ impl Observations {
 
     /// Everything observed so far, for `GET /v1/observations`, with the
     /// generation of every route of `table` (the table in service).
-    pub fn snapshot(&self, table: &RouteTable) -> ObservationsSnapshot {
+    pub fn snapshot(&self, table: &RouteTable) -> Snapshot {
         let cohorts = self
             .cells()
             .into_iter()
             .map(|(key, cell)| {
                 let a = cell.read();
-                CohortObservations {
+                CohortSnapshot {
                     route: key.route.to_string(),
                     cohort: key.cohort.clone(),
                     revision: key.revision.as_deref().map(str::to_string),
                     requests: a.requests,
-                    ttft_seconds: a.ttft.fine,
-                    inter_token_seconds: a.inter_token.fine,
-                    duration_seconds: a.duration.fine,
+                    ttft_seconds: a.ttft.into_distribution(),
+                    inter_token_seconds: a.inter_token.into_distribution(),
+                    duration_seconds: a.duration.into_distribution(),
                     output_tokens: a.output_tokens,
                     inflight: cell.inflight.load(Ordering::Relaxed),
                 }
             })
             .collect();
-        ObservationsSnapshot {
+        Snapshot {
             schema_version: SCHEMA_VERSION,
             instance: self.instance.clone(),
             cohorts,
@@ -555,46 +385,6 @@ fn escape(value: &str) -> String {
     out
 }
 
-/// The JSON of `GET /v1/observations` (see the module documentation).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObservationsSnapshot {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// Names this process's life; a new value means counters restarted.
-    pub instance: String,
-    /// One entry per (route, cohort, revision) seen, sorted.
-    pub cohorts: Vec<CohortObservations>,
-    /// The traffic generation of every route in service, by route name
-    /// (absent in answers of proxies older than this field: empty).
-    #[serde(default)]
-    pub routes: BTreeMap<String, u64>,
-}
-
-/// Cumulative observations of one (route, cohort, revision).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CohortObservations {
-    /// Route name.
-    pub route: String,
-    /// Cohort.
-    pub cohort: Cohort,
-    /// Backend revision, if known.
-    pub revision: Option<String>,
-    /// Finished requests per outcome.
-    pub requests: RequestCounts,
-    /// Time to first body chunk, seconds.
-    pub ttft_seconds: Distribution,
-    /// Gaps between SSE content events, seconds.
-    pub inter_token_seconds: Distribution,
-    /// Request durations, seconds.
-    pub duration_seconds: Distribution,
-    /// Output tokens.
-    pub output_tokens: u64,
-    /// Requests in flight when the snapshot was taken.
-    pub inflight: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -639,27 +429,6 @@ mod tests {
     }
 
     #[test]
-    fn histograms_count_exactly_at_bucket_bounds() {
-        let mut h = Histogram::new(&[0.1, 0.2]);
-        for v in [0.05, 0.1, 0.1000001, 0.2, 5.0] {
-            h.record(v);
-        }
-        h.record(f64::NAN);
-        assert_eq!(
-            h.cumulative().collect::<Vec<_>>(),
-            vec![(0.1, 2), (0.2, 4), (f64::INFINITY, 5)]
-        );
-        let mut other = Histogram::new(&[0.1, 0.2]);
-        other.record(0.15);
-        h.merge(&other);
-        assert_eq!(
-            h.cumulative().collect::<Vec<_>>(),
-            vec![(0.1, 2), (0.2, 5), (f64::INFINITY, 6)]
-        );
-        assert_eq!(h.count(), 6);
-    }
-
-    #[test]
     fn snapshot_round_trips_with_the_recorded_counts() {
         let obs = Observations::new("test-1");
         let canary = key("chat", Cohort::Canary, Some("c1"));
@@ -679,7 +448,7 @@ mod tests {
         let json = serde_json::to_string(&obs.snapshot(&table())).expect("serializes");
         let value: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(value["schemaVersion"], 1);
-        let back: ObservationsSnapshot = serde_json::from_str(&json).expect("deserializes");
+        let back: Snapshot = serde_json::from_str(&json).expect("deserializes");
         assert_eq!(back.instance, "test-1");
         assert_eq!(back.routes, BTreeMap::from([("chat".to_string(), 0)]));
         assert_eq!(back.cohorts.len(), 2);
@@ -692,8 +461,8 @@ mod tests {
             (c.route.as_str(), c.revision.as_deref()),
             ("chat", Some("c1"))
         );
-        assert_eq!(c.requests.ok, 3);
-        assert_eq!(c.requests.stream_error, 1);
+        assert_eq!(c.requests[Outcome::Ok], 3);
+        assert_eq!(c.requests[Outcome::StreamError], 1);
         assert_eq!(c.requests.total(), 4);
         assert_eq!(c.ttft_seconds.count(), 4);
         assert_eq!(
@@ -717,7 +486,11 @@ mod tests {
             .find(|c| c.cohort == Cohort::Stable)
             .expect("stable present");
         assert_eq!(
-            (s.requests.connect_error, s.ttft_seconds.count(), s.inflight),
+            (
+                s.requests[Outcome::ConnectError],
+                s.ttft_seconds.count(),
+                s.inflight
+            ),
             (1, 0, 0)
         );
         // The `requests` keys are exactly the outcome label values.
@@ -832,17 +605,23 @@ mod tests {
             json, committed,
             "run with WEIR_UPDATE_FIXTURES=1 after a deliberate schema change"
         );
-        let back: ObservationsSnapshot = serde_json::from_str(&committed).expect("parses");
+        let back: Snapshot = serde_json::from_str(&committed).expect("parses");
         let canary = back
             .cohorts
             .iter()
             .find(|c| c.cohort == Cohort::Canary)
             .expect("canary present");
-        assert_eq!((canary.requests.ok, canary.requests.client_abort), (1, 1));
+        assert_eq!(
+            (
+                canary.requests[Outcome::Ok],
+                canary.requests[Outcome::ClientAbort]
+            ),
+            (1, 1)
+        );
         assert_eq!(canary.inter_token_seconds.count(), 2 + 1);
         assert_eq!(back.routes.get("chat"), Some(&12));
         // The analysis side reads the same document, generations included.
-        let read = weir_analysis::source::proxy::Snapshot::parse(&committed).expect("reads");
+        let read = Snapshot::parse(&committed).expect("reads");
         assert_eq!(read.routes.get("chat"), Some(&12));
     }
 
@@ -856,7 +635,7 @@ mod tests {
             vec![Backend::new(
                 Cohort::parse("preview").expect("valid"),
                 crate::route::Upstream::parse("http://a:1").expect("valid"),
-                crate::route::Weight::MAX,
+                weir_core::Weight::ALL,
             )],
         )
         .expect("valid");
@@ -891,7 +670,7 @@ mod tests {
         }
         let snap = obs.snapshot(&RouteTable::new(vec![], false, 0).expect("valid"));
         assert_eq!(snap.cohorts.len(), 1);
-        assert_eq!(snap.cohorts[0].requests.ok, 1000);
+        assert_eq!(snap.cohorts[0].requests[Outcome::Ok], 1000);
         assert_eq!(snap.cohorts[0].inter_token_seconds.count(), 1000);
         assert_eq!(snap.cohorts[0].inflight, 0);
     }

@@ -16,6 +16,7 @@ use common::{
     REQUEST_TIMEOUT, Table, chat, client, instant_sim, read_body, served_by, start_memory_proxy,
     stream_complete, stream_sim, timeouts, wait_for,
 };
+use weir_proxy::Outcome;
 
 /// Whether a new TCP connection to `addr` is refused.
 async fn refused(addr: SocketAddr) -> bool {
@@ -121,7 +122,11 @@ async fn shutdown_drains_fifty_open_streams() {
     }
     assert_eq!(complete, STREAMS);
     let snapshot = observations.snapshot(&table.load());
-    let ok: u64 = snapshot.cohorts.iter().map(|c| c.requests.ok).sum();
+    let ok: u64 = snapshot
+        .cohorts
+        .iter()
+        .map(|c| c.requests[Outcome::Ok])
+        .sum();
     let all: u64 = snapshot.cohorts.iter().map(|c| c.requests.total()).sum();
     assert_eq!((ok, all), (STREAMS, STREAMS), "{snapshot:?}");
     assert!(refused(listen).await, "still refusing after the drain");

@@ -19,6 +19,7 @@ use common::{
     REQUEST_TIMEOUT, Table, Z_999, binomial_band, chat, client, counts, observations, read_body,
     served_by, sim, start_memory_proxy, stream_complete, stream_sim, wait_for,
 };
+use weir_proxy::Outcome;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
@@ -114,7 +115,7 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     .await;
     let before = counts(&snapshot, "canary");
     assert_eq!(before.total(), STREAMS, "{before:?}");
-    assert_eq!(before.stream_error, STREAMS, "{before:?}");
+    assert_eq!(before[Outcome::StreamError], STREAMS, "{before:?}");
 
     // From now on stable serves everything at 80/20; a request drawn for the
     // canary is refused at connect and retried once on stable.
@@ -149,8 +150,8 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     })
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));
-    assert_eq!((s.ok, s.total()), (AFTER, AFTER), "{s:?}");
-    let refused = c.connect_error;
+    assert_eq!((s[Outcome::Ok], s.total()), (AFTER, AFTER), "{s:?}");
+    let refused = c[Outcome::ConnectError];
     assert_eq!(
         c.total(),
         STREAMS + refused,

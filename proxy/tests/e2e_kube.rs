@@ -24,7 +24,7 @@ use common::kube::{
 use common::{assert_in_band, chat, client, count_split, observations, wait_for};
 use weir_crds::Cohort;
 use weir_envtest::TestEnv;
-use weir_proxy::ConfigSource;
+use weir_proxy::{ConfigSource, Outcome};
 
 /// Requests per measured split.
 const N: usize = 400;
@@ -167,7 +167,7 @@ async fn a_cohort_without_ready_endpoints_fails_over_and_counts_against_itself()
             .cohorts
             .iter()
             .filter(|c| c.route == s.route && c.cohort.as_str() == cohort)
-            .map(|c| (c.requests.ok, c.requests.connect_error))
+            .map(|c| (c.requests[Outcome::Ok], c.requests[Outcome::ConnectError]))
             .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
     };
     let ((canary_ok, canary_refused), (stable_ok, _)) = (on("canary"), on("stable"));

@@ -17,7 +17,7 @@ use common::{
     REQUEST_TIMEOUT, Table, chat, client, counts, observations, put_weights, read_body,
     routes_state, served_by, start_proxy, stream_complete, stream_sim, wait_for,
 };
-use weir_proxy::{ConfigSource, FileSource};
+use weir_proxy::{ConfigSource, FileSource, Outcome};
 
 /// Replaces `path` so a concurrent reader sees the old or the new text,
 /// never a half-written file (as editors and ConfigMap updates do).
@@ -175,7 +175,11 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
     })
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));
-    assert_eq!((s.ok, c.ok), (sent - on_canary, on_canary), "{snapshot:?}");
+    assert_eq!(
+        (s[Outcome::Ok], c[Outcome::Ok]),
+        (sent - on_canary, on_canary),
+        "{snapshot:?}"
+    );
     assert_eq!(
         s.total() + c.total(),
         sent,

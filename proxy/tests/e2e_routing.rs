@@ -17,6 +17,7 @@ use common::{
     REQUEST_TIMEOUT, ROUTE, Table, Z_999, binomial_band, chat, client, count_split, counts,
     instant_sim, observations, put_weights, routes_state, served_by, start_memory_proxy, wait_for,
 };
+use weir_proxy::Outcome;
 use weir_proxy::route::sticky_point;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +71,11 @@ async fn split_matches_weights_and_observations_match_the_client() {
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));
     assert_eq!((s.total(), c.total()), (on_stable, on_canary));
-    assert_eq!((s.ok, c.ok), (on_stable, on_canary), "every request was ok");
+    assert_eq!(
+        (s[Outcome::Ok], c[Outcome::Ok]),
+        (on_stable, on_canary),
+        "every request was ok"
+    );
     assert_eq!(snapshot.cohorts.len(), 2, "{snapshot:?}");
     assert!(snapshot.cohorts.iter().all(|c| c.route == ROUTE));
 }
@@ -294,7 +299,8 @@ async fn unknown_route_is_a_json_404_and_the_proxy_keeps_serving() {
         let admin = admin.clone();
         async move {
             let s = observations(&admin, admin_addr).await;
-            (counts(&s, "stable").ok + counts(&s, "canary").ok >= ROUNDS).then_some(s)
+            (counts(&s, "stable")[Outcome::Ok] + counts(&s, "canary")[Outcome::Ok] >= ROUNDS)
+                .then_some(s)
         }
     })
     .await;

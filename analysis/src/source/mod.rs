@@ -7,9 +7,11 @@
 //!
 //! - [`samples`]: raw numbers in memory (tests, the simulator, local mode);
 //! - [`prometheus_text`]: a `/metrics` scrape (text exposition format 0.0.4);
-//! - [`prometheus_api`]: the Prometheus HTTP API (PromQL);
-//! - [`proxy`]: weir proxy snapshots (`/v1/observations`): deltas between
-//!   polls and merges across replicas.
+//! - [`prometheus_api`]: the Prometheus HTTP API (PromQL).
+//!
+//! Weir proxy snapshots (`/v1/observations`) are not a source of this kind:
+//! the controller polls them itself and hands them over as
+//! [`crate::observations::Snapshot`]s.
 //!
 //! # The contract
 //!
@@ -62,7 +64,6 @@ pub(crate) mod fixtures {
 }
 pub mod prometheus_api;
 pub mod prometheus_text;
-pub mod proxy;
 pub mod samples;
 pub mod selector;
 

@@ -325,7 +325,7 @@ fn steps(strategy: &Strategy, status: &CanaryStatus) -> Vec<StepView> {
 /// One canary step for people.
 fn describe(step: &Step) -> String {
     match step {
-        Step::SetWeight(w) => format!("setWeight {w}"),
+        Step::SetWeight(w) => format!("setWeight {w}%"),
         Step::Pause(Some(d)) => format!("pause {}", format_duration(*d)),
         Step::Pause(None) => format!("pause (until `{} promote`)", program()),
         Step::Analysis(b) if b.min.is_zero() => {

@@ -253,7 +253,7 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
                     grows = *share < Share::ALL;
                     out.push(Phase {
                         stage: Stage::Step,
-                        name: format!("setWeight {share}"),
+                        name: format!("setWeight {share}%"),
                         stable,
                         canary,
                         surge: 0,

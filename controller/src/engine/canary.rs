@@ -33,7 +33,11 @@ impl Cx<'_> {
                 if changed || self.s.window.is_none() {
                     self.open_window(WindowPurpose::Step);
                 }
-                self.event(false, reasons::WEIGHT_SET, format!("canary weight {share}"));
+                self.event(
+                    false,
+                    reasons::WEIGHT_SET,
+                    format!("canary weight {share}%"),
+                );
                 self.advance();
                 Flow::Again
             }

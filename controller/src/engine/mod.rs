@@ -507,7 +507,7 @@ impl Cx<'_> {
             false,
             reasons::STEPS_CHANGED,
             format!(
-                "the steps up to step {at} changed during the run: starting again from step 1 (canary traffic stays at {share} until a step sets it)"
+                "the steps up to step {at} changed during the run: starting again from step 1 (canary traffic stays at {share}% until a step sets it)"
             ),
         );
         // A person's pause outlives the edit; a step's pause was the old

@@ -157,7 +157,7 @@ mod tests {
                     if (1..=total).contains(&other) {
                         assert!(
                             mine <= imbalance(w, got.stable, other) + 1e-12,
-                            "total {total}, {s}: {} canaries ({mine:.3}) vs {other}",
+                            "total {total}, {s}%: {} canaries ({mine:.3}) vs {other}",
                             got.canary
                         );
                     }

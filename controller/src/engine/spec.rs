@@ -8,7 +8,6 @@
 //! the per-replica load of the two cohorts can be compared. Each error names
 //! the field path as written in YAML and says how to fix it.
 
-use std::fmt;
 use std::time::Duration;
 
 use weir_analysis::{Margin, MetricKind, MetricSpec, Policy};
@@ -31,61 +30,10 @@ fn bad<T>(field: impl Into<String>, problem: impl Into<String>) -> Result<T, Spe
     })
 }
 
-/// A share of traffic in basis points (1/100 of a percent), `0..=10000`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Share(u32);
-
-impl Share {
-    /// No traffic.
-    pub const NONE: Share = Share(0);
-    /// All traffic.
-    pub const ALL: Share = Share(10_000);
-
-    /// From a percentage with at most two decimals.
-    pub fn from_percent(p: f64) -> Option<Share> {
-        if !p.is_finite() || !(0.0..=100.0).contains(&p) {
-            return None;
-        }
-        let bp = p * 100.0;
-        ((bp - bp.round()).abs() < 1e-6).then(|| Share(bp.round() as u32))
-    }
-
-    /// The share nearest to a fraction of 1 (clamped to `0..=1`).
-    pub fn from_fraction(f: f64) -> Share {
-        let f = if f.is_finite() {
-            f.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        Share((f * 10_000.0).round() as u32)
-    }
-
-    /// The share in percent.
-    pub fn percent(self) -> f64 {
-        f64::from(self.0) / 100.0
-    }
-
-    /// The share as a fraction of 1.
-    pub fn fraction(self) -> f64 {
-        f64::from(self.0) / 10_000.0
-    }
-
-    /// What is left for the other cohort.
-    pub fn complement(self) -> Share {
-        Share(10_000 - self.0)
-    }
-
-    /// Basis points.
-    pub fn basis_points(self) -> u32 {
-        self.0
-    }
-}
-
-impl fmt::Display for Share {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", self.percent())
-    }
-}
+/// A share of traffic in basis points (1/100 of a percent), `0..=10000`:
+/// the one weight type of weir ([`weir_core::Weight`]), which the proxy and
+/// the Canary's `status.traffic` use too, under the engine's name.
+pub use weir_core::Weight as Share;
 
 /// Where the cohorts run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -624,11 +572,15 @@ fn strategy(s: &crds::Strategy) -> Result<Strategy, SpecError> {
                 let field = format!("spec.strategy.canary.steps[{i}]");
                 steps.push(match step {
                     crds::Step::SetWeight(w) => match Share::from_percent(*w) {
-                        Some(s) => Step::SetWeight(s),
-                        None => {
+                        Ok(s) => Step::SetWeight(s),
+                        // The step's own wording (the fix a rollout author
+                        // needs); the check is the one of `Weight`.
+                        Err(_) => {
                             return bad(
                                 format!("{field}.setWeight"),
-                                format!("{w} is not a weight: use a percentage between 0 and 100 with at most two decimals"),
+                                format!(
+                                    "{w} is not a weight: use a percentage between 0 and 100 with at most two decimals"
+                                ),
                             );
                         }
                     },
@@ -753,7 +705,7 @@ fn check_steps(r: &Rollout) -> Result<(), SpecError> {
                         return bad(
                             format!("{field}.analysis"),
                             format!(
-                                "runs at {weight} where each canary server takes {:.0}% of the load of a stable one, beyond maxLoadImbalance {:.0}%; \
+                                "runs at {weight}% where each canary server takes {:.0}% of the load of a stable one, beyond maxLoadImbalance {:.0}%; \
                                  a lightly loaded canary looks faster than it is, so it would never be judged. \
                                  Analyse at setWeight {fair:.0} (the fair split for {} stable and {} canary servers), or set backends.*.replicas",
                                 100.0 * c / b,
@@ -821,14 +773,14 @@ mod tests {
 
     #[test]
     fn shares_have_two_decimals() {
-        assert_eq!(Share::from_percent(0.01).map(Share::basis_points), Some(1));
+        assert_eq!(Share::from_percent(0.01).map(Share::basis_points), Ok(1));
         assert_eq!(
             Share::from_percent(33.33).map(Share::basis_points),
-            Some(3333)
+            Ok(3333)
         );
-        assert_eq!(Share::from_percent(33.333), None);
-        assert_eq!(Share::from_percent(-1.0), None);
-        assert_eq!(Share::from_percent(100.5), None);
-        assert_eq!(Share::from_percent(f64::NAN), None);
+        assert!(Share::from_percent(33.333).is_err());
+        assert!(Share::from_percent(-1.0).is_err());
+        assert!(Share::from_percent(100.5).is_err());
+        assert!(Share::from_percent(f64::NAN).is_err());
     }
 }

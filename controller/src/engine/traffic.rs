@@ -59,7 +59,7 @@ impl Cx<'_> {
         t.backends
             .iter()
             .find(|b| b.cohort == cohort)
-            .and_then(|b| Share::from_percent(b.weight))
+            .and_then(|b| Share::from_percent(b.weight).ok())
             .unwrap_or(Share::NONE)
     }
 

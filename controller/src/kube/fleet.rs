@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
-use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
+use weir_analysis::observations::{CohortSnapshot, Key, Snapshot};
 use weir_crds::CohortReplicas;
 
 /// The fleet's accumulated observations.
@@ -35,7 +35,7 @@ pub struct Accumulator {
     /// The last snapshot seen of each replica, by its address.
     replicas: HashMap<String, Snapshot>,
     /// Every replica's deltas, added up; `inflight` is the latest sum.
-    total: BTreeMap<(String, String, Option<String>), CohortSnapshot>,
+    total: BTreeMap<Key, CohortSnapshot>,
     /// Per route: the generation each replica that answered the latest
     /// round serves (absent: the replica has no such route yet).
     generations: BTreeMap<String, Vec<u64>>,
@@ -50,14 +50,14 @@ impl Accumulator {
     pub fn round(&mut self, answers: Vec<(String, Snapshot)>) {
         self.generations.clear();
         self.answered = answers.len();
-        let mut inflight: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+        let mut inflight: BTreeMap<Key, u64> = BTreeMap::new();
         for (addr, snapshot) in answers {
             let delta = match self.replicas.get(&addr) {
                 Some(previous) => snapshot.since(previous),
                 None => snapshot.clone(),
             };
             for c in &delta.cohorts {
-                let key = (c.route.clone(), c.cohort.clone(), c.revision.clone());
+                let key = c.key();
                 match self.total.get_mut(&key) {
                     Some(acc) => {
                         let open = acc.inflight;
@@ -86,7 +86,7 @@ impl Accumulator {
     /// The fleet's cumulative observations.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            schema_version: weir_analysis::source::proxy::SCHEMA_VERSION,
+            schema_version: weir_analysis::observations::SCHEMA_VERSION,
             instance: "fleet".into(),
             cohorts: self.total.values().cloned().collect(),
             routes: BTreeMap::new(),
@@ -272,8 +272,10 @@ pub fn admin_endpoints(slices: &[EndpointSlice], default_port: u16) -> AdminEndp
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use weir_analysis::Distribution;
+    use weir_core::{Cohort, Outcome};
+
+    use super::*;
 
     fn snap(
         instance: &str,
@@ -287,9 +289,9 @@ mod tests {
                 .iter()
                 .map(|(route, cohort, ok, inflight)| CohortSnapshot {
                     route: (*route).into(),
-                    cohort: (*cohort).into(),
+                    cohort: Cohort::parse(cohort).expect("a cohort name"),
                     revision: None,
-                    requests: BTreeMap::from([("ok".to_string(), *ok)]),
+                    requests: [(Outcome::Ok, *ok)].into_iter().collect(),
                     ttft_seconds: Distribution::new(),
                     inter_token_seconds: Distribution::new(),
                     duration_seconds: Distribution::new(),
@@ -308,8 +310,8 @@ mod tests {
         acc.snapshot()
             .cohorts
             .iter()
-            .filter(|c| c.cohort == cohort)
-            .map(|c| c.requests["ok"])
+            .filter(|c| c.cohort.as_str() == cohort)
+            .map(|c| c.requests[Outcome::Ok])
             .sum()
     }
 

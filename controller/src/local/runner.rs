@@ -17,7 +17,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use weir_analysis::source::proxy::{CohortSnapshot, Snapshot};
+use weir_analysis::observations::{CohortSnapshot, Snapshot};
 use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
 use weir_crds::{CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic};
 

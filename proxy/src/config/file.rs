@@ -45,9 +45,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use tokio::sync::watch;
+use weir_core::{Cohort, Weight};
 
 use super::{ConfigError, ConfigSource, Problem, ProxyConfig, Timeouts, parse_addr};
-use crate::route::{Backend, Cohort, Route, RouteMatch, RouteTable, Sticky, Upstream, Weight};
+use crate::route::{Backend, Route, RouteMatch, RouteTable, Sticky, Upstream};
 
 /// The admin listener when the file names none.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
@@ -197,7 +198,7 @@ fn duration(
         Some(DurationText::Number(n)) => Err(ConfigError::invalid(
             field,
             Problem::DurationWithoutUnit {
-                value: crate::route::format_number(*n),
+                value: n.to_string(),
             },
         )),
         Some(DurationText::Text(s)) => humantime::parse_duration(s.trim()).map_err(|e| {
@@ -919,8 +920,8 @@ routes:
             .set_weights(
                 "chat",
                 &[
-                    (Cohort::Canary, Weight::ZERO),
-                    (Cohort::Stable, Weight::ZERO),
+                    (Cohort::Canary, Weight::NONE),
+                    (Cohort::Stable, Weight::NONE),
                 ],
             )
             .expect_err("all zero");

@@ -54,12 +54,13 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
+use weir_core::{Cohort, Weight};
 use weir_crds::{Canary, Traffic, TrafficBackend, names};
 
 use super::traffic::{self, Target};
 use super::{ConfigError, ConfigSource, Problem};
 use crate::balance::{Endpoints, Loads};
-use crate::route::{Cohort, Route, RouteTable, Upstream, Weight};
+use crate::route::{Route, RouteTable, Upstream};
 
 /// Which Canaries the source serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,9 +7,10 @@
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+use weir_core::{Cohort, Weight};
 
 use super::{ConfigError, ConfigSource};
-use crate::route::{Cohort, RouteTable, Weight};
+use crate::route::RouteTable;
 
 /// A [`ConfigSource`] whose tables come from [`MemorySource::replace`].
 #[derive(Debug)]

@@ -11,20 +11,12 @@
 //! Field paths in errors are relative to the traffic (`backends[1].weight`,
 //! `route.hosts[0]`); the caller places them (`status.traffic`).
 
+use weir_core::Weight;
 use weir_crds::{Traffic, TrafficBackend};
 
 use super::{ConfigError, Problem};
 use crate::balance::Endpoints;
-use crate::route::{Backend, Cohort, Route, RouteMatch, RouteTable, Sticky, Upstream, Weight};
-
-impl From<weir_crds::Cohort> for Cohort {
-    fn from(c: weir_crds::Cohort) -> Self {
-        match c {
-            weir_crds::Cohort::Stable => Cohort::Stable,
-            weir_crds::Cohort::Canary => Cohort::Canary,
-        }
-    }
-}
+use crate::route::{Backend, Route, RouteMatch, RouteTable, Sticky, Upstream};
 
 /// Where one traffic backend's requests go.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +122,7 @@ pub fn url_table(name: &str, traffic: &Traffic) -> Result<RouteTable, ConfigErro
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use weir_core::Cohort;
     use weir_crds::{RouteSpec, StickySpec};
 
     use super::*;
@@ -199,5 +192,18 @@ pub(crate) mod tests {
         t.backends[0].weight = 0.0;
         let err = url_table("r", &t).expect_err("all zero");
         assert!(matches!(err.problem(), Some((_, Problem::AllWeightsZero))));
+    }
+
+    /// A Canary's two cohorts are the core's, by name and on the wire.
+    #[test]
+    fn canary_cohorts_convert_to_the_same_names() {
+        for c in weir_crds::Cohort::BOTH {
+            let core = Cohort::from(c);
+            assert_eq!(core.as_str(), c.as_str());
+            assert_eq!(
+                serde_json::to_string(&core).expect("serializes"),
+                serde_json::to_string(&c).expect("serializes")
+            );
+        }
     }
 }

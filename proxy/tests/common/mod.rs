@@ -8,6 +8,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[cfg(feature = "kube")]
 pub mod kube;
 
 use std::collections::HashMap;
@@ -16,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_proxy::observe::{CohortObservations, ObservationsSnapshot};
+use weir_analysis::observations::{CohortSnapshot, Snapshot};
+use weir_core::RequestCounts;
 use weir_proxy::{
     ConfigSource, Drained, MemorySource, Observations, RouteTable, Running, Settings, Timeouts,
 };
@@ -368,7 +370,7 @@ pub async fn routes_state(client: &reqwest::Client, admin: SocketAddr) -> (u64, 
 }
 
 /// `GET /v1/observations`.
-pub async fn observations(client: &reqwest::Client, admin: SocketAddr) -> ObservationsSnapshot {
+pub async fn observations(client: &reqwest::Client, admin: SocketAddr) -> Snapshot {
     let response = client
         .get(format!("http://{admin}/v1/observations"))
         .send()
@@ -380,10 +382,7 @@ pub async fn observations(client: &reqwest::Client, admin: SocketAddr) -> Observ
 
 /// The observations of `cohort` on the chat route (all revisions merged
 /// into one count per outcome; the fixtures have one revision each).
-pub fn cohort<'a>(
-    snapshot: &'a ObservationsSnapshot,
-    cohort: &str,
-) -> Option<&'a CohortObservations> {
+pub fn cohort<'a>(snapshot: &'a Snapshot, cohort: &str) -> Option<&'a CohortSnapshot> {
     snapshot
         .cohorts
         .iter()
@@ -391,7 +390,7 @@ pub fn cohort<'a>(
 }
 
 /// Finished requests of `name` per outcome (all zero when never seen).
-pub fn counts(snapshot: &ObservationsSnapshot, name: &str) -> weir_proxy::observe::RequestCounts {
+pub fn counts(snapshot: &Snapshot, name: &str) -> RequestCounts {
     cohort(snapshot, name)
         .map(|c| c.requests)
         .unwrap_or_default()

@@ -1,73 +1,110 @@
-//! Proxy snapshots: the analysis side of `GET /v1/observations`.
+//! The observations document, `GET /v1/observations`: what every weir proxy
+//! replica serves and the controller reads, defined once.
 //!
-//! Every weir proxy replica serves cumulative, mergeable observations per
-//! (route, cohort, revision): latency [`Distribution`]s and outcome counts.
-//! A controller polls every replica each analysis interval, takes the
-//! delta against the previous poll of the same replica, and merges the
-//! replicas; this module does those three steps as pure functions, so the
-//! arithmetic is tested without sockets.
+//! The proxy builds a [`Snapshot`] from its counters and serializes it; the
+//! controller (and local mode, in-process, without JSON) reads the same
+//! type, takes the delta against the previous poll of the same replica
+//! ([`Snapshot::since`]) and merges the replicas ([`merge_replicas`]); this
+//! module does those steps as pure functions, so the arithmetic is tested
+//! without sockets. It does no I/O and needs none of the crate's metric
+//! sources, so the proxy depends on it with `default-features = false`.
 //!
-//! The wire format is versioned (`schemaVersion`); the proxy's committed
-//! example `proxy/tests/fixtures/observations-v1.json` is parsed by this
-//! module's tests, so a change on either side that breaks the other fails
-//! a test. (The proxy serializes its own types; moving both sides onto these
-//! types is a follow-up.)
+//! Why here and not in `weir-core`: the document is made of the analysis's
+//! [`Distribution`]s, and its delta and merge are the analysis's arithmetic.
+//! The names inside it ([`Cohort`], [`Outcome`] through [`RequestCounts`])
+//! come from `weir-core`, which the proxy's meter shares.
+//!
+//! # Schema (version 1)
+//!
+//! ```json
+//! {
+//!   "schemaVersion": 1,
+//!   "instance": "weir-proxy-7d9f-1",
+//!   "cohorts": [
+//!     {
+//!       "route": "chat", "cohort": "canary", "revision": "7c1a02",
+//!       "requests": {"ok": 812, "client_error": 3, "server_error": 1,
+//!                    "rate_limited": 0, "connect_error": 0, "timeout": 0,
+//!                    "stream_error": 2, "client_abort": 5},
+//!       "ttftSeconds": {"layout": "log-linear/64/-30", "zero": 0, "sum": 81.2, "bins": [[1890, 3], ...]},
+//!       "interTokenSeconds": {...},
+//!       "durationSeconds": {...},
+//!       "outputTokens": 120344,
+//!       "inflight": 4
+//!     }
+//!   ],
+//!   "routes": {"llm.chat": 12}
+//! }
+//! ```
+//!
+//! - Everything but `inflight` is cumulative since `instance` started: the
+//!   collector takes deltas between scrapes ([`Distribution::delta_since`])
+//!   and treats a new `instance` (or a decreasing count) as a restart.
+//! - `revision` is `null` when the backend has none; one cohort may appear
+//!   with several revisions after a rollout step.
+//! - The `requests` keys are the names of every [`Outcome`], all always
+//!   present.
+//! - Distributions are [`Distribution`]'s own JSON, in seconds: TTFT
+//!   (requests that got a body), one inter-token sample per gap between SSE
+//!   content events, and the duration of every request.
+//! - `routes` (added within version 1) maps every route in service *now* to
+//!   the traffic generation it was built from (Kubernetes: the Canary's
+//!   `status.traffic.generation`; 0 for file and in-process sources). The
+//!   controller reads it as "which generation does every replica serve"
+//!   before it scales a cohort down. Unlike the rest it is not cumulative,
+//!   and it lists routes that have no requests yet.
+//! - A reader must refuse a `schemaVersion` it does not know
+//!   ([`Snapshot::parse`]); fields may be added within a version, never
+//!   removed or changed.
+//!
+//! The proxy's test `snapshot_matches_the_committed_fixture` writes an
+//! example to `proxy/tests/fixtures/observations-v1.json`, and this
+//! module's tests read it, so the committed example is what the code writes.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+#[cfg(doc)]
+use weir_core::Outcome;
+use weir_core::{Cohort, RequestCounts};
 
-use super::SourceError;
 use crate::dist::Distribution;
 use crate::sequential::Counts;
 
-/// The schema version this reader understands.
+/// The version of the document this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Outcomes that count against the cohort that served them. A client's own
-/// mistake (`client_error`) or departure (`client_abort`) says nothing about
-/// the version, so those are left out of error rates altogether.
-pub const ERROR_OUTCOMES: [&str; 5] = [
-    "server_error",
-    "rate_limited",
-    "connect_error",
-    "timeout",
-    "stream_error",
-];
-/// Outcomes that are neither errors nor successes of the cohort.
-pub const NEUTRAL_OUTCOMES: [&str; 2] = ["client_error", "client_abort"];
 
 /// One replica's observations, as served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
-    /// The wire format's version.
+    /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
     /// Names the replica's process life: a new value means its counters
     /// restarted from zero.
     pub instance: String,
-    /// One entry per (route, cohort, revision).
+    /// One entry per (route, cohort, revision) seen, sorted.
     pub cohorts: Vec<CohortSnapshot>,
     /// The traffic generation each route in service was built from
     /// (Kubernetes: the Canary's `status.traffic.generation`); added within
-    /// version 1, so absent in older proxies' answers.
+    /// version 1, so absent (empty) in older proxies' answers.
     #[serde(default)]
     pub routes: BTreeMap<String, u64>,
 }
 
-/// Observations of one (route, cohort, revision).
+/// Cumulative observations of one (route, cohort, revision).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CohortSnapshot {
     /// Route name.
     pub route: String,
-    /// Cohort name (`stable`, `canary`, ...).
-    pub cohort: String,
+    /// The cohort.
+    pub cohort: Cohort,
     /// Backend revision, when known.
     pub revision: Option<String>,
-    /// Finished requests per outcome label.
-    pub requests: BTreeMap<String, u64>,
-    /// Time to first token, seconds.
+    /// Finished requests per outcome.
+    pub requests: RequestCounts,
+    /// Time to first body chunk, seconds.
     pub ttft_seconds: Distribution,
     /// Gaps between streamed tokens, seconds.
     pub inter_token_seconds: Distribution,
@@ -80,10 +117,33 @@ pub struct CohortSnapshot {
     pub inflight: u64,
 }
 
-type Key = (String, String, Option<String>);
+/// What entries are kept and merged per: (route, cohort, revision).
+pub type Key = (String, Cohort, Option<String>);
+
+/// Why a document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, or not the document's shape.
+    #[error("cannot parse proxy observations at line {line}: {reason}")]
+    Json {
+        /// 1-based line number.
+        line: usize,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A schema version this build does not know.
+    #[error(
+        "unsupported: proxy observations schema version {found} (this build reads {SCHEMA_VERSION}): upgrade weir so the controller and the proxies match"
+    )]
+    Version {
+        /// The version the document declares.
+        found: u32,
+    },
+}
 
 impl CohortSnapshot {
-    fn key(&self) -> Key {
+    /// The entry's key.
+    pub fn key(&self) -> Key {
         (
             self.route.clone(),
             self.cohort.clone(),
@@ -91,28 +151,20 @@ impl CohortSnapshot {
         )
     }
 
-    /// Error counts for the error-rate comparison: errors are
-    /// [`ERROR_OUTCOMES`]; the total leaves out [`NEUTRAL_OUTCOMES`].
+    /// Error counts for the error-rate comparison: errors are the outcomes
+    /// that count against the cohort ([`Outcome::is_error`]); the total
+    /// leaves out the neutral ones ([`Outcome::is_neutral`]).
     pub fn error_counts(&self) -> Counts {
-        let count = |names: &[&str]| {
-            names
-                .iter()
-                .map(|n| self.requests.get(*n).copied().unwrap_or(0))
-                .sum::<u64>()
-        };
-        let all: u64 = self.requests.values().sum();
         Counts {
-            errors: count(&ERROR_OUTCOMES),
-            total: all - count(&NEUTRAL_OUTCOMES),
+            errors: self.requests.errors(),
+            total: self.requests.judged(),
         }
     }
 
     /// Adds `other`'s observations (another replica, interval or revision
     /// of the same cohort).
     pub fn add(&mut self, other: &CohortSnapshot) {
-        for (outcome, n) in &other.requests {
-            *self.requests.entry(outcome.clone()).or_insert(0) += n;
-        }
+        self.requests.add(&other.requests);
         self.ttft_seconds.merge(&other.ttft_seconds);
         self.inter_token_seconds.merge(&other.inter_token_seconds);
         self.duration_seconds.merge(&other.duration_seconds);
@@ -123,13 +175,8 @@ impl CohortSnapshot {
     /// What happened since `earlier`, or `None` when a counter went down
     /// (the caller then takes `self` whole: the replica restarted).
     fn since(&self, earlier: &CohortSnapshot) -> Option<CohortSnapshot> {
-        let mut requests = BTreeMap::new();
-        for (outcome, n) in &self.requests {
-            let before = earlier.requests.get(outcome).copied().unwrap_or(0);
-            requests.insert(outcome.clone(), n.checked_sub(before)?);
-        }
         Some(CohortSnapshot {
-            requests,
+            requests: self.requests.since(&earlier.requests)?,
             ttft_seconds: self.ttft_seconds.delta_since(&earlier.ttft_seconds).ok()?,
             inter_token_seconds: self
                 .inter_token_seconds
@@ -150,21 +197,16 @@ impl Snapshot {
     /// Parses a `/v1/observations` body.
     ///
     /// # Errors
-    /// [`SourceError::Parse`] for malformed JSON; [`SourceError::Unsupported`]
-    /// for a schema version this build does not know.
-    pub fn parse(json: &str) -> Result<Snapshot, SourceError> {
-        let snapshot: Snapshot = serde_json::from_str(json).map_err(|e| SourceError::Parse {
-            what: "proxy observations".into(),
-            line: Some(e.line()),
+    /// [`ParseError::Json`] for malformed JSON; [`ParseError::Version`] for
+    /// a schema version this build does not know.
+    pub fn parse(json: &str) -> Result<Snapshot, ParseError> {
+        let snapshot: Snapshot = serde_json::from_str(json).map_err(|e| ParseError::Json {
+            line: e.line(),
             reason: e.to_string(),
         })?;
         if snapshot.schema_version != SCHEMA_VERSION {
-            return Err(SourceError::Unsupported {
-                what: format!(
-                    "proxy observations schema version {} (this build reads {SCHEMA_VERSION}): upgrade weir so \
-                     the controller and the proxies match",
-                    snapshot.schema_version
-                ),
+            return Err(ParseError::Version {
+                found: snapshot.schema_version,
             });
         }
         Ok(snapshot)
@@ -214,6 +256,8 @@ pub fn merge_replicas<'a>(
 
 #[cfg(test)]
 mod tests {
+    use weir_core::Outcome;
+
     use super::*;
 
     fn example() -> Snapshot {
@@ -227,8 +271,8 @@ mod tests {
 
     fn with_requests(
         mut s: Snapshot,
-        cohort: &str,
-        outcome: &str,
+        cohort: Cohort,
+        outcome: Outcome,
         n: u64,
         ttft: &[f64],
     ) -> Snapshot {
@@ -237,7 +281,7 @@ mod tests {
             .iter_mut()
             .find(|c| c.cohort == cohort)
             .expect("cohort in example");
-        *c.requests.entry(outcome.into()).or_insert(0) += n;
+        c.requests[outcome] += n;
         for v in ttft {
             c.ttft_seconds.record(*v).expect("finite");
         }
@@ -251,7 +295,7 @@ mod tests {
         let canary = s
             .cohorts
             .iter()
-            .find(|c| c.cohort == "canary")
+            .find(|c| c.cohort == Cohort::Canary)
             .expect("canary");
         // 1 ok, 1 client_abort: the abort is neither an error nor a success.
         assert_eq!(
@@ -265,8 +309,19 @@ mod tests {
         // second one later. TTFT counts every request that got that far.
         assert_eq!(
             canary.ttft_seconds.count(),
-            canary.requests["ok"] + canary.requests["client_abort"]
+            canary.requests[Outcome::Ok] + canary.requests[Outcome::ClientAbort]
         );
+    }
+
+    #[test]
+    fn the_example_is_written_back_byte_for_byte() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../proxy/tests/fixtures/observations-v1.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the proxy's committed example");
+        let written = serde_json::to_string_pretty(&example()).expect("serializes") + "\n";
+        assert_eq!(written, text);
     }
 
     #[test]
@@ -274,8 +329,8 @@ mod tests {
         let earlier = example();
         let later = with_requests(
             earlier.clone(),
-            "canary",
-            "stream_error",
+            Cohort::Canary,
+            Outcome::StreamError,
             3,
             &[0.2, 0.3, 0.4],
         );
@@ -283,7 +338,7 @@ mod tests {
         let canary = delta
             .cohorts
             .iter()
-            .find(|c| c.cohort == "canary")
+            .find(|c| c.cohort == Cohort::Canary)
             .expect("canary");
         assert_eq!(
             canary.error_counts(),
@@ -296,7 +351,7 @@ mod tests {
         let stable = delta
             .cohorts
             .iter()
-            .find(|c| c.cohort == "stable")
+            .find(|c| c.cohort == Cohort::Stable)
             .expect("stable");
         assert_eq!(
             stable.error_counts(),
@@ -316,12 +371,12 @@ mod tests {
 
     #[test]
     fn replicas_merge_by_key() {
-        let a = with_requests(example(), "stable", "ok", 10, &[0.1; 10]);
-        let b = with_requests(example(), "stable", "server_error", 2, &[]);
+        let a = with_requests(example(), Cohort::Stable, Outcome::Ok, 10, &[0.1; 10]);
+        let b = with_requests(example(), Cohort::Stable, Outcome::ServerError, 2, &[]);
         let merged = merge_replicas([&a, &b]);
         let stable = merged
             .iter()
-            .find(|c| c.cohort == "stable")
+            .find(|c| c.cohort == Cohort::Stable)
             .expect("stable");
         assert_eq!(
             stable.error_counts(),
@@ -333,14 +388,14 @@ mod tests {
         let from_a = a
             .cohorts
             .iter()
-            .find(|c| c.cohort == "stable")
+            .find(|c| c.cohort == Cohort::Stable)
             .expect("stable")
             .ttft_seconds
             .count();
         let from_b = b
             .cohorts
             .iter()
-            .find(|c| c.cohort == "stable")
+            .find(|c| c.cohort == Cohort::Stable)
             .expect("stable")
             .ttft_seconds
             .count();
