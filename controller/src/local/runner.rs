@@ -22,7 +22,7 @@ use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
 use weir_crds::{CanaryStatus, Cohort, CohortReplicas, MetricSource, Phase, Signal, Traffic};
 
 use super::record::{CohortSample, RecordedEvent, RecordedOutcome, RunRecord, Sample};
-use crate::engine::spec::{Mode, Rollout, Step, Strategy, format_duration};
+use crate::engine::spec::{Mode, Rollout, Share, Step, Strategy, format_duration};
 use crate::engine::{self, Action, Commands, Observed, Outcome, reasons};
 use crate::evidence::{Cohorts, Collector, GaugeReader, requests, totals};
 
@@ -376,7 +376,7 @@ pub fn stable_only(rollout: &Rollout) -> Traffic {
                 service: None,
                 port: None,
                 url: stable,
-                weight: 100.0,
+                weight: Share::ALL.percent(),
                 revision: None,
             },
             weir_crds::TrafficBackend {
@@ -384,7 +384,7 @@ pub fn stable_only(rollout: &Rollout) -> Traffic {
                 service: None,
                 port: None,
                 url: canary,
-                weight: 0.0,
+                weight: Share::NONE.percent(),
                 revision: None,
             },
         ],

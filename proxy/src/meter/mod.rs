@@ -42,7 +42,7 @@
 
 use std::time::{Duration, Instant};
 
-pub use weir_core::Outcome;
+use weir_core::Outcome;
 
 use crate::histogram::Histogram;
 use crate::metrics;
