@@ -196,9 +196,32 @@ struct InProcess<'a> {
     running: &'a Running,
 }
 
+/// Why the in-process proxy did not take a table.
+#[derive(Debug, thiserror::Error)]
+enum InProcessError {
+    /// The engine's table does not make a route (a bug: the spec was
+    /// validated before the run).
+    #[error("traffic for {name}: {source}")]
+    Table {
+        /// The route.
+        name: String,
+        /// What the proxy refused.
+        source: weir_proxy::ConfigError,
+    },
+    /// The proxy's table task did not swap the table in.
+    #[error("the proxy did not take the new table within 2 s")]
+    NotTaken,
+}
+
 impl Dataplane for InProcess<'_> {
-    async fn apply(&self, traffic: &Traffic) -> Result<(), String> {
-        let table = table(&self.name, traffic).map_err(|e| e.to_string())?;
+    type Error = InProcessError;
+
+    async fn apply(&self, traffic: &Traffic) -> Result<(), InProcessError> {
+        let table =
+            traffic::url_table(&self.name, traffic).map_err(|source| InProcessError::Table {
+                name: self.name.clone(),
+                source,
+            })?;
         let published = self.source.replace(table);
         // The proxy swaps tables from a task: wait until it serves this
         // one, so "traffic back on stable" is true when we say it is.
@@ -208,12 +231,12 @@ impl Dataplane for InProcess<'_> {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Err("the proxy did not take the new table within 2 s".into())
+        Err(InProcessError::NotTaken)
     }
 
     /// The proxy's observations, handed over as they are: both sides use
     /// the same document type, so nothing is serialized in between.
-    fn snapshot(&self) -> Result<Snapshot, String> {
+    fn snapshot(&self) -> Result<Snapshot, InProcessError> {
         let table = self.running.table.load();
         Ok(self.running.observations.snapshot(&table))
     }

@@ -311,7 +311,7 @@ fn bad_flags_are_usage_errors_or_name_the_flag() {
 /// on the very same files: U exactly, p to 1e-9 relative.
 #[test]
 fn mann_whitney_entry_matches_scipy_on_the_same_files() {
-    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = weir_test_kit::python::interpreter();
     let dir = scratch("scipy");
     // Large with ties (values rounded to 1 ms), and small without ties.
     let rounded = |v: Vec<String>| -> Vec<String> {

@@ -38,7 +38,8 @@ use weir_envtest::{TestEnv, install_canary_crd, repo_root, server};
 mod common;
 mod stack;
 
-use stack::{Kubelet, eventually, image_of, pod, target, wait_phase};
+use stack::{Kubelet, PATIENCE, image_of, pod, target, wait_phase};
+use weir_test_kit::poll::until;
 
 fn chart() -> PathBuf {
     repo_root().join("charts/weir")
@@ -889,7 +890,7 @@ fn as_process(d: &Deployment, pod_name: &str, overrides: &[(&str, String)]) -> C
 /// GETs `http://addr{path}` until it answers `code`.
 async fn answers(addr: &str, path: &str, code: u16) {
     let url = format!("http://{addr}{path}");
-    eventually(&format!("{url} answers {code}"), || async {
+    until(&format!("{url} answers {code}"), PATIENCE, || async {
         let r = reqwest::get(&url).await.ok()?;
         (r.status().as_u16() == code).then_some(())
     })
@@ -1049,7 +1050,7 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
 
     // Adoption: the stable copy ready, every proxy on the table, the
     // target scaled to zero.
-    eventually("adoption", || async {
+    until("adoption", PATIENCE, || async {
         let c = stack::canary(&admin, &app, "chat").await;
         let s = c.status?;
         let t = targets.get("chat-frontend").await.ok()?;
@@ -1065,19 +1066,26 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
         .await
         .expect("the stable copy");
     assert_eq!(image_of(&stable).as_deref(), Some("sim:v1"));
+    // The proxy process follows the Canary through its own watch, which
+    // may lag the read above.
     let route = names::route(&app, "chat");
-    let routes: Value = reqwest::get(format!("http://{proxy_admin}/v1/routes"))
-        .await
-        .expect("GET /v1/routes")
-        .json()
-        .await
-        .expect("JSON");
-    assert!(
-        routes["table"]["routes"]
+    until(&format!("the proxy to serve {route}"), PATIENCE, || async {
+        let routes: Value = reqwest::get(format!("http://{proxy_admin}/v1/routes"))
+            .await
+            .expect("GET /v1/routes")
+            .json()
+            .await
+            .expect("JSON");
+        if routes["table"]["routes"]
             .as_array()
-            .is_some_and(|r| r.iter().any(|r| r["name"] == route.as_str())),
-        "the proxy serves {route}: {routes}"
-    );
+            .is_some_and(|r| r.iter().any(|r| r["name"] == route.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(routes)
+        }
+    })
+    .await;
 
     // A new version: weight, pause, promotion.
     targets
@@ -1096,7 +1104,7 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
         .await
         .expect("the stable copy");
     assert_eq!(image_of(&stable).as_deref(), Some("sim:v2"));
-    let revisions = eventually("two ControllerRevisions", || async {
+    let revisions = until("two ControllerRevisions", PATIENCE, || async {
         let l = Api::<ControllerRevision>::namespaced(admin.clone(), &app)
             .list(&ListParams::default())
             .await
@@ -1105,7 +1113,7 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
     })
     .await;
     assert_eq!(revisions, 2);
-    let reasons: Vec<String> = stack::events(&admin, &app, "chat")
+    let reasons: Vec<String> = stack::event_recorded(&admin, &app, "chat", "Promoted")
         .await
         .into_iter()
         .map(|e| e.0)

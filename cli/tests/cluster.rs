@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -23,6 +23,7 @@ use weir_controller::kube::commands::from_annotations;
 use weir_controller::kube::events;
 use weir_crds::Canary;
 use weir_envtest::{TestEnv, install_canary_crd, server};
+use weir_test_kit::poll::until;
 
 /// Longest wait for a child or a watched change.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -196,22 +197,6 @@ fn canary() -> Canary {
 /// A run on its analysis step at 20%, with a verdict of Continue.
 fn progressing() -> serde_json::Value {
     serde_json::from_str(include_str!("fixtures/progressing.json")).expect("status")
-}
-
-/// Waits until `check` finds something, looking again every few
-/// milliseconds.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(common::POLL).await;
-    }
 }
 
 #[tokio::test]
@@ -395,7 +380,7 @@ async fn wait_returns_once_the_controller_acknowledges_and_times_out_otherwise()
     cmd.env("KUBECONFIG", server().kubeconfig());
     let mut waiting = common::spawn_command("abort --wait", cmd);
     let fixture = &f;
-    let id = eventually("the abort annotation", move || async move {
+    let id = until("the abort annotation", DEADLINE, move || async move {
         fixture.commands().await.abort
     })
     .await;
@@ -669,7 +654,7 @@ async fn errors_say_what_is_wrong_and_exit_1() {
         .expect("kubectl runs");
     assert!(applied.status.success(), "{applied:?}");
     let (config, namespace) = (alice.clone(), ns.clone());
-    eventually("alice's role to take effect", move || {
+    until("alice's role to take effect", DEADLINE, move || {
         let run = run_with(&config, &["get", "-n", &namespace]);
         async move { (run.code == Some(0)).then_some(()) }
     })

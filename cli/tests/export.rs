@@ -20,7 +20,8 @@ use weir_envtest::{TestEnv, install_canary_crd};
 mod common;
 mod stack;
 
-use stack::{Kubelet, controller, eventually, image_of, set_image, wait_phase, weir};
+use stack::{Kubelet, PATIENCE, controller, image_of, set_image, wait_phase, weir};
+use weir_test_kit::poll::until;
 
 fn api<K>(client: &Client, ns: &str) -> Api<K>
 where
@@ -137,7 +138,7 @@ async fn delete_all(client: &Client, ns: &str) {
                     .expect("delete");
             }
         }
-        eventually("the objects gone", || async {
+        until("the objects gone", PATIENCE, || async {
             let left = api.list(&ListParams::default()).await.ok()?.items;
             left.iter()
                 .all(|o| o.name_any() == "kube-root-ca.crt")
@@ -164,7 +165,7 @@ fn token_secret() -> Secret {
 /// Waits until the stand-in kubelet has reported both Deployments rolled
 /// out (it writes their status until then).
 async fn settled(client: &Client, ns: &str) {
-    eventually("the Deployments' status settled", || async {
+    until("the Deployments' status settled", PATIENCE, || async {
         let all = api::<Deployment>(client, ns)
             .list(&ListParams::default())
             .await
@@ -252,7 +253,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&client, &ns, "chat", Phase::Succeeded).await;
     let revisions = api::<ControllerRevision>(&client, &ns);
-    eventually("v1 and v2 recorded", || async {
+    until("v1 and v2 recorded", PATIENCE, || async {
         (revisions
             .list(&ListParams::default())
             .await
@@ -267,7 +268,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     let paused = wait_phase(&client, &ns, "chat", Phase::Paused).await;
     assert_eq!((paused.current_step, paused.canary_weight), (1, 25.0));
     // Once paused, the controller has nothing left to converge.
-    eventually("the canary scaled for 25%", || async {
+    until("the canary scaled for 25%", PATIENCE, || async {
         let t = deployments.get("chat-frontend").await.ok()?;
         (t.spec?.replicas
             == paused
@@ -499,10 +500,12 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     // 9. A new controller continues the run from step 2: promote ends the
     //    pause, 50% follows, then the last pause, then promotion.
     let trail = stack::Trail::start(&client, &ns, "chat");
+    // The watch's first look is the restored pause, before anything moves.
+    trail.until(Phase::Paused).await;
     let _second = controller(&env, "after-restore");
     let (code, out, err) = weir(&["promote", "chat", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}{err}");
-    let next = eventually("the last pause (step 4)", || async {
+    let next = until("the last pause (step 4)", PATIENCE, || async {
         let s = canaries.get("chat").await.ok()?.status?;
         (s.phase == Phase::Paused && s.current_step == 3).then_some(s)
     })
@@ -516,7 +519,12 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         .await
         .expect("stable copy");
     assert_eq!(image_of(&stable).as_deref(), Some("sim:v3"));
-    let steps: Vec<(Phase, u32)> = trail.seen().iter().map(|(p, s, _)| (*p, *s)).collect();
+    let steps: Vec<(Phase, u32)> = trail
+        .until(Phase::Succeeded)
+        .await
+        .iter()
+        .map(|(p, s, _)| (*p, *s))
+        .collect();
     let run: Vec<u32> = steps
         .iter()
         .filter(|(p, _)| matches!(p, Phase::Progressing | Phase::Paused))
@@ -527,12 +535,15 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         run.windows(2).all(|w| w[0] <= w[1]),
         "a step repeated: {steps:?}"
     );
-    let reasons: Vec<String> = stack::events_by(&client, &ns, "chat")
-        .await
-        .into_iter()
-        .filter(|(who, _)| who == "after-restore")
-        .map(|(_, r)| r)
-        .collect();
+    // The controller records a transition's Events after writing its
+    // status: Succeeded can be read before Promoted is listed.
+    let reasons: Vec<String> =
+        stack::event_recorded_by(&client, &ns, "chat", "after-restore", "Promoted")
+            .await
+            .into_iter()
+            .filter(|(who, _)| who == "after-restore")
+            .map(|(_, r)| r)
+            .collect();
     assert!(
         !reasons.iter().any(|r| r == "RolloutStarted"),
         "the run restarted: {reasons:?}"
@@ -593,7 +604,7 @@ async fn the_controller_leaves_a_canary_being_restored_alone_until_the_restore_i
         .await
         .expect("later canary");
     wait_phase(&client, &ns, "later", Phase::Idle).await;
-    let held = eventually("the guarded Canary's finalizer", || async {
+    let held = until("the guarded Canary's finalizer", PATIENCE, || async {
         let c = canaries.get("restoring").await.ok()?;
         (!c.finalizers().is_empty()).then_some(c)
     })

@@ -12,7 +12,8 @@ use weir_crds::{Cohort, Phase};
 mod common;
 mod stack;
 
-use stack::{FAST, SLOW, Stack, events, eventually, image_of, wait_phase};
+use stack::{FAST, PATIENCE, SLOW, Stack, event_recorded, image_of, wait_phase};
+use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {
@@ -36,7 +37,7 @@ async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {
         .find(|h| h.event == weir_crds::HistoryEvent::Promoted);
     assert!(analysis.is_some(), "{done:#?}");
     // The verdict was taken on real streams: both cohorts measured.
-    let evs = events(&stack.env.client, &ns, "chat").await;
+    let evs = event_recorded(&stack.env.client, &ns, "chat", "AnalysisPassed").await;
     let passed = evs
         .iter()
         .find(|(r, _)| r == "AnalysisPassed")
@@ -54,7 +55,7 @@ async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {
         "stable template updated"
     );
     let revisions: Api<ControllerRevision> = Api::namespaced(stack.env.client.clone(), &ns);
-    let recorded = eventually("the promoted revision recorded", || async {
+    let recorded = until("the promoted revision recorded", PATIENCE, || async {
         let l = revisions.list(&ListParams::default()).await.ok()?;
         l.items.iter().find(|r| r.revision == 2).cloned()
     })
@@ -67,7 +68,7 @@ async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {
             .as_deref(),
         Some("sim:v2")
     );
-    eventually("the canary scaled to zero", || async {
+    until("the canary scaled to zero", PATIENCE, || async {
         let t = stack.deployments().get("chat-frontend").await.ok()?;
         (t.spec?.replicas == Some(0)).then_some(())
     })
@@ -116,12 +117,12 @@ async fn a_slow_canary_is_aborted_during_analysis_and_every_proxy_goes_back_to_s
     assert!(aborted.message.contains("ttft"), "{}", aborted.message);
     // Traffic back on stable in every proxy, then the canary scaled down.
     stack.every_proxy_serves(0.0).await;
-    eventually("the canary scaled to zero", || async {
+    until("the canary scaled to zero", PATIENCE, || async {
         let t = stack.deployments().get("chat-frontend").await.ok()?;
         (t.spec?.replicas == Some(0)).then_some(())
     })
     .await;
-    let evs = events(&stack.env.client, &ns, "chat").await;
+    let evs = event_recorded(&stack.env.client, &ns, "chat", "AnalysisFailed").await;
     let failed = evs
         .iter()
         .find(|(r, _)| r == "AnalysisFailed")
@@ -170,7 +171,7 @@ async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_ba
     stack.release("sim:v2").await;
 
     // The preview: live traffic stays on stable, the header reaches it.
-    eventually("the preview", || async {
+    until("the preview", PATIENCE, || async {
         let s = stack::canary(&stack.env.client, &ns, "chat").await.status?;
         let t = s.traffic?;
         (t.override_header && s.canary_revision.is_some() && s.canary_weight == 0.0).then_some(())
@@ -189,7 +190,8 @@ async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_ba
     // Pre-promotion analysis passes on the preview's traffic, then one
     // cutover moves everything.
     stack.every_proxy_serves(100.0).await;
-    let evs = events(&stack.env.client, &ns, "chat").await;
+    // The proxies follow the status; its Event is recorded after it.
+    let evs = event_recorded(&stack.env.client, &ns, "chat", "CutOver").await;
     assert!(
         evs.iter().any(|(r, _)| r == "CutOver"),
         "cut over after the preview passed: {evs:?}"
@@ -224,7 +226,7 @@ async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_ba
         Some("sim:v1"),
         "the old side kept serving"
     );
-    let evs = events(&stack.env.client, &ns, "chat").await;
+    let evs = event_recorded(&stack.env.client, &ns, "chat", "RolledBack").await;
     assert!(evs.iter().any(|(r, _)| r == "RolledBack"), "{evs:?}");
 }
 
@@ -245,7 +247,7 @@ async fn a_controller_killed_during_analysis_resumes_the_same_window() {
     stack.release("sim:v2").await;
     // Killed once the analysis has taken a verdict (not yet a promotion:
     // minDuration is 8 s).
-    let window = eventually("a verdict in the analysis step", || async {
+    let window = until("a verdict in the analysis step", PATIENCE, || async {
         let s = stack::canary(&stack.env.client, &ns, "chat").await.status?;
         (s.current_step == 1 && s.last_analysis.is_some()).then_some(s.window?.id)
     })
@@ -272,7 +274,7 @@ async fn a_controller_killed_during_analysis_resumes_the_same_window() {
         .map(|(_, s, _)| *s)
         .collect();
     assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
-    let evs = events(&stack.env.client, &ns, "chat").await;
+    let evs = event_recorded(&stack.env.client, &ns, "chat", "Promoted").await;
     for reason in ["WeightSet", "AnalysisPassed", "Promoted"] {
         assert!(
             evs.iter().filter(|(r, _)| r == reason).count() <= 1,

@@ -9,25 +9,12 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use weir_crds::{Canary, Phase};
+use weir_test_kit::poll::until;
 
 mod common;
 mod stack;
 
 use stack::{FAST, Stack, wait_phase};
-
-async fn apiserver(start: bool) {
-    tokio::task::spawn_blocking(move || {
-        let server = weir_envtest::server();
-        if start {
-            server.start_apiserver()
-        } else {
-            server.stop_apiserver()
-        }
-    })
-    .await
-    .expect("the envtest call ends")
-    .unwrap_or_else(|e| panic!("start/stop of the API server: {e}"));
-}
 
 /// Sends `n` chat completions through `url` and counts the cohorts that
 /// answered (the proxy's `x-weir-cohort` header); panics on any failure.
@@ -73,7 +60,7 @@ async fn proxies_keep_serving_through_an_api_server_outage_and_the_controller_re
     stack.every_proxy_serves(50.0).await;
     let generation = paused.traffic.expect("traffic").generation;
 
-    apiserver(false).await;
+    weir_envtest::stop_apiserver().await;
     // Both proxies go on splitting 50/50 with the table they had.
     for p in &stack.proxies {
         let (stable, canary) = requests(&p.url(), 60).await;
@@ -83,19 +70,18 @@ async fn proxies_keep_serving_through_an_api_server_outage_and_the_controller_re
         );
     }
     // And say why they cannot watch.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let routes = stack.proxies[0].routes().await.expect("admin API answers");
-        let error = routes["lastError"].as_str().unwrap_or_default().to_string();
-        if !error.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no outage reported: {routes}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        "the outage reported in lastError",
+        Duration::from_secs(60),
+        || async {
+            let routes = stack.proxies[0].routes().await.expect("admin API answers");
+            match routes["lastError"].as_str() {
+                Some(error) if !error.is_empty() => Ok(()),
+                _ => Err(routes),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         stack.proxies[0]
             .canary_weight(&ns, "chat")
@@ -105,7 +91,7 @@ async fn proxies_keep_serving_through_an_api_server_outage_and_the_controller_re
         "the last table stays"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    apiserver(true).await;
+    weir_envtest::start_apiserver().await;
 
     // The controller picks the run up: a promotion asked after the outage
     // completes, and every proxy follows.

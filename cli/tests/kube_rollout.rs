@@ -13,9 +13,10 @@ mod common;
 mod stack;
 
 use stack::{
-    Kubelet, canary, controller, events, eventually, image_of, pod, set_image, target, wait_phase,
+    Kubelet, PATIENCE, canary, controller, events, image_of, pod, set_image, target, wait_phase,
     weir,
 };
+use weir_test_kit::poll::until;
 
 /// A namespace with the target on v1 and a Canary `chat` with `strategy`,
 /// `weir sim` pods for each version (`sim:<version>`) and the stand-in
@@ -107,7 +108,7 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
 
     // Adoption: stable copy ready, then the target (the canary cohort)
     // scaled to zero.
-    eventually("adoption", || async {
+    until("adoption", PATIENCE, || async {
         let c = canary(&env.client, ns, "chat").await;
         let s = c.status?;
         let target = deployments.get("chat-frontend").await.ok()?;
@@ -146,13 +147,13 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
     );
     assert_eq!(traffic.backends[0].service.as_deref(), Some("chat-stable"));
     assert_eq!(traffic.backends[0].port, Some(8000));
-    eventually("the canary scaled to zero", || async {
+    until("the canary scaled to zero", PATIENCE, || async {
         let t = deployments.get("chat-frontend").await.ok()?;
         (t.spec?.replicas == Some(0)).then_some(())
     })
     .await;
     let revisions: Api<ControllerRevision> = Api::namespaced(env.client.clone(), ns);
-    let list = eventually("two ControllerRevisions", || async {
+    let list = until("two ControllerRevisions", PATIENCE, || async {
         let l = revisions.list(&ListParams::default()).await.ok()?;
         (l.items.len() == 2).then_some(l)
     })
@@ -161,7 +162,8 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
         stack::numbered(&list.items),
         vec![(1, Some("sim:v1".into())), (2, Some("sim:v2".into()))]
     );
-    let reasons: Vec<String> = events(&env.client, ns, "chat")
+    // Events follow the status they record: Succeeded is read first.
+    let reasons: Vec<String> = stack::event_recorded(&env.client, ns, "chat", "Promoted")
         .await
         .into_iter()
         .map(|e| e.0)
@@ -206,7 +208,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     set_image(deployments, "sim:v2").await;
 
     // 1. Killed during a timed pause: the pause keeps its start time.
-    let paused_at = eventually("the timed pause", || async {
+    let paused_at = until("the timed pause", PATIENCE, || async {
         let s = canary(&env.client, ns, "chat").await.status?;
         (s.phase == Phase::Progressing && s.current_step == 1).then_some(s.step_started_at)
     })
@@ -250,7 +252,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
         .await
         .expect("promote");
     wait_phase(&env.client, ns, "chat", Phase::Promoting).await;
-    eventually("the stable copy on v2", || async {
+    until("the stable copy on v2", PATIENCE, || async {
         let d = deployments.get("chat-frontend-stable").await.ok()?;
         (image_of(&d).as_deref() == Some("sim:v2")).then_some(())
     })
@@ -269,10 +271,11 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     kubelet.hold("chat-frontend-stable", false);
     wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
 
-    // The whole run as a watch saw it: steps in order, none repeated or
-    // skipped, weights 0 → 25 → 50 → 100 (the proven canary carries
-    // everything while stable is replaced) → 0 (stable on v2).
-    let seen = trail.seen();
+    // The whole run as a watch saw it (once the watch too has seen the
+    // end): steps in order, none repeated or skipped, weights 0 → 25 → 50
+    // → 100 (the proven canary carries everything while stable is
+    // replaced) → 0 (stable on v2).
+    let seen = trail.until(Phase::Succeeded).await;
     let run: Vec<_> = seen
         .iter()
         .skip_while(|(p, _, _)| *p != Phase::Progressing)
@@ -293,8 +296,9 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     weights.dedup();
     assert_eq!(weights, vec![0.0, 25.0, 50.0, 100.0, 0.0], "{seen:?}");
     // Events are written after status, so a kill may lose one, but none
-    // is ever written twice.
-    let all = events(&env.client, ns, "chat").await;
+    // is ever written twice. The last (fourth, never killed) records
+    // Promoted after the status read above.
+    let all = stack::event_recorded(&env.client, ns, "chat", "Promoted").await;
     let mut notes: Vec<&(String, String)> = all.iter().collect();
     notes.sort();
     let before = notes.len();
@@ -349,7 +353,7 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
         let leads = |t: &str| t.lines().any(|l| l == "weir_controller_leader 1");
         (leads(&la), leads(&lb))
     };
-    let first = eventually("one leader", || async {
+    let first = until("one leader", PATIENCE, || async {
         match leader_of() {
             (true, false) => Some("replica-a"),
             (false, true) => Some("replica-b"),
@@ -361,7 +365,9 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
     set_image(deployments, "sim:v2").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
     assert_ne!(leader_of(), (true, true), "never two leaders");
-    let before = stack::events_by(&env.client, ns, "chat").await;
+    // The pause's Event is the leader's last until promoted: once it is
+    // listed, nothing more of the leader's can come in after `before`.
+    let before = stack::event_recorded_by(&env.client, ns, "chat", first, "Paused").await;
     assert!(!before.is_empty());
     assert!(
         before.iter().all(|(who, _)| who == first),
@@ -376,7 +382,7 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
         b.kill();
         (a, "replica-a")
     };
-    eventually("the survivor leads", || async {
+    until("the survivor leads", PATIENCE, || async {
         survivor
             .metrics
             .render()
@@ -391,7 +397,7 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
         .await
         .expect("promote");
     wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
-    let after = stack::events_by(&env.client, ns, "chat").await;
+    let after = stack::event_recorded_by(&env.client, ns, "chat", survivor_name, "Promoted").await;
     let new: Vec<_> = after[before.len()..].to_vec();
     assert!(
         !new.is_empty() && new.iter().all(|(who, _)| who == survivor_name),
@@ -446,7 +452,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
         aborted.abort.map(|a| a.reason).as_deref(),
         Some("AbortedByRequest")
     );
-    eventually("the aborted canary scaled down", || async {
+    until("the aborted canary scaled down", PATIENCE, || async {
         let t = deployments.get("chat-frontend").await.ok()?;
         (t.spec?.replicas == Some(0)).then_some(())
     })
@@ -509,7 +515,7 @@ async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
         .delete("chat", &kube::api::DeleteParams::default())
         .await
         .expect("delete");
-    eventually("the Canary gone (finalizer removed)", || async {
+    until("the Canary gone (finalizer removed)", PATIENCE, || async {
         canaries.get_opt("chat").await.ok()?.is_none().then_some(())
     })
     .await;
@@ -579,14 +585,18 @@ async fn editing_the_steps_taken_mid_run_restarts_it_from_the_first_step() {
         )
         .await
         .expect("edit the steps");
-    let restarted = eventually("the run restarted under the new steps", || async {
-        let s = canary(&env.client, ns, "chat").await.status?;
-        (s.phase == Phase::Paused && s.canary_weight == 30.0).then_some(s)
-    })
+    let restarted = until(
+        "the run restarted under the new steps",
+        PATIENCE,
+        || async {
+            let s = canary(&env.client, ns, "chat").await.status?;
+            (s.phase == Phase::Paused && s.canary_weight == 30.0).then_some(s)
+        },
+    )
     .await;
     assert_eq!(restarted.current_step, 1, "at the pause again");
     assert_ne!(restarted.steps_hash, paused.steps_hash);
-    let evs = events(&env.client, ns, "chat").await;
+    let evs = stack::event_recorded(&env.client, ns, "chat", "StepsChanged").await;
     assert_eq!(
         evs.iter().filter(|(r, _)| r == "StepsChanged").count(),
         1,
@@ -632,7 +642,7 @@ async fn weir_controller_leads_serves_health_and_metrics_and_hands_the_lease_bac
             Some((r.status().as_u16(), r.text().await.ok()?))
         }
     };
-    let metrics = eventually("the replica leads", || async {
+    let metrics = until("the replica leads", PATIENCE, || async {
         let (code, text) = get("/metrics").await?;
         (code == 200 && text.lines().any(|l| l == "weir_controller_leader 1")).then_some(text)
     })

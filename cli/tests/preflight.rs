@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use prepared::{ALL_PASS, DCGM_METRIC, GPU_QUERY, Prepared, closed_port, preflight};
-use stack::eventually;
+use stack::PATIENCE;
 use weir_controller::kube::rbac::{CONTROLLER_RULES, permissions};
 use weir_envtest::{TestEnv, repo_root, server};
+use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix() {
@@ -265,7 +266,7 @@ async fn rbac_too_small(p: &Prepared) {
             }
         }
     });
-    let r = eventually("the reader role to take effect", || {
+    let r = until("the reader role to take effect", PATIENCE, || {
         let r = p.run_as(&config);
         async move { (r.status("crd") == "PASS").then_some(r) }
     })

@@ -10,8 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use prepared::{ALL_PASS, Prepared};
-use stack::eventually;
+use stack::PATIENCE;
 use weir_crds::Canary;
+use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drifted_then_missing_crd_fails_the_crd_check_with_the_command_that_installs_it() {
@@ -51,7 +52,7 @@ async fn a_drifted_then_missing_crd_fails_the_crd_check_with_the_command_that_in
     crds.delete(&name, &DeleteParams::default())
         .await
         .expect("CRD deleted");
-    eventually("the CRD to be gone", || {
+    until("the CRD to be gone", PATIENCE, || {
         let crds = crds.clone();
         let name = name.clone();
         async move { crds.get_opt(&name).await.ok()?.is_none().then_some(()) }

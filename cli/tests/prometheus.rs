@@ -53,7 +53,8 @@ use common::controller_process;
 use common::proxy_process::{Proxy, proxy};
 use common::{Proc, Sim, sim};
 use promserver::{Job, Prometheus, promtool};
-use stack::eventually;
+use stack::PATIENCE;
+use weir_test_kit::poll::until;
 
 /// The target Deployment the pod names derive from.
 const TARGET: &str = "chat-frontend";
@@ -236,9 +237,13 @@ impl Scene {
             let served = sim_ttft_count(sim).await;
             assert!(served > 50.0, "{}: only {served} requests", spec.cohort);
             let expr = format!(r#"{}_count{{cohort="{}"}}"#, vllm::TTFT, spec.cohort);
-            eventually("Prometheus to scrape the sims' final counts", || async {
-                (self.prometheus.scalar(&expr, None).await == Some(served)).then_some(())
-            })
+            until(
+                "Prometheus to scrape the sims' final counts",
+                PATIENCE,
+                || async {
+                    (self.prometheus.scalar(&expr, None).await == Some(served)).then_some(())
+                },
+            )
             .await;
         }
     }
@@ -597,7 +602,7 @@ async fn every_dashboard_and_alert_expression_runs_and_per_cohort_panels_show_bo
         .lines()
         .filter(|l| l.trim_start().starts_with("- alert:"))
         .count();
-    let rules = eventually("every rule to be evaluated", || async {
+    let rules = until("every rule to be evaluated", PATIENCE, || async {
         let data = prometheus.get("/api/v1/rules", &[]).await;
         let rules: Vec<Value> = data["groups"]
             .as_array()?
@@ -623,7 +628,7 @@ async fn every_dashboard_and_alert_expression_runs_and_per_cohort_panels_show_bo
 
     // The proxy-error alert picks out the failing cohort; with no
     // controller scraped, nothing leads.
-    let alerts = eventually("WeirProxyErrors for the canary", || async {
+    let alerts = until("WeirProxyErrors for the canary", PATIENCE, || async {
         let data = prometheus.get("/api/v1/alerts", &[]).await;
         let alerts = data["alerts"].as_array()?.clone();
         alerts
@@ -751,22 +756,30 @@ async fn the_controllers_prometheus_gauge_finds_each_cohort_by_its_pods_and_lead
             .find(|r| r["name"] == name)
             .and_then(|r| r["state"].as_str().map(str::to_string))
     };
-    eventually("the controller to lead, as Prometheus sees it", || async {
-        let leading = prometheus.scalar("sum(weir_controller_leader)", None).await == Some(1.0);
-        let rules = prometheus.get("/api/v1/rules", &[]).await;
-        (leading
-            && state(&rules, "WeirControllerNoLeader").as_deref() == Some("inactive")
-            && state(&rules, "WeirControllerTargetDown").as_deref() == Some("inactive"))
-        .then_some(())
-    })
+    until(
+        "the controller to lead, as Prometheus sees it",
+        PATIENCE,
+        || async {
+            let leading = prometheus.scalar("sum(weir_controller_leader)", None).await == Some(1.0);
+            let rules = prometheus.get("/api/v1/rules", &[]).await;
+            (leading
+                && state(&rules, "WeirControllerNoLeader").as_deref() == Some("inactive")
+                && state(&rules, "WeirControllerTargetDown").as_deref() == Some("inactive"))
+            .then_some(())
+        },
+    )
     .await;
     drop(controller);
-    eventually("the leader alerts once the controller is gone", || async {
-        let rules = prometheus.get("/api/v1/rules", &[]).await;
-        (state(&rules, "WeirControllerNoLeader").as_deref() == Some("pending")
-            && state(&rules, "WeirControllerTargetDown").as_deref() == Some("pending"))
-        .then_some(())
-    })
+    until(
+        "the leader alerts once the controller is gone",
+        PATIENCE,
+        || async {
+            let rules = prometheus.get("/api/v1/rules", &[]).await;
+            (state(&rules, "WeirControllerNoLeader").as_deref() == Some("pending")
+                && state(&rules, "WeirControllerTargetDown").as_deref() == Some("pending"))
+            .then_some(())
+        },
+    )
     .await;
 }
 

@@ -30,7 +30,9 @@ use weir_sim::text::completion_text;
 
 mod common;
 use common::proxy_process::{Proxy, proxy, proxy_with};
-use common::{POLL, between, sim, spawn};
+use common::{between, sim, spawn};
+use weir_test_kit::poll::until_blocking;
+use weir_test_kit::python;
 
 /// Longest wait for one socket read or write before calling it a hang.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -270,75 +272,18 @@ fn cohorts(listen: SocketAddr, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Polls `check` until it returns something, for at most `timeout`.
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Python
 
-/// `$WEIR_PYTHON` (tests/run's venv) or `python3`, with `openai` importable;
-/// a missing package fails: a skipped compatibility test protects nothing.
-fn python() -> String {
-    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let probe = Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python:?} ({e}); tests/run sets WEIR_PYTHON to its venv")
-        });
-    assert!(
-        probe.status.success(),
-        "`import openai` failed with {python:?}: {}\n\
-         tests/run installs the openai package into its venv and sets WEIR_PYTHON; \
-         run the suite through tests/run, or point WEIR_PYTHON at a Python with openai",
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
-    python
-}
-
-/// Runs `cli/tests/proxy_openai.py ARGS` (killed after `timeout`) and
-/// parses the JSON it prints.
-fn openai_script(dir: &Path, args: &[&str], timeout: Duration) -> Value {
+/// Runs `cli/tests/proxy_openai.py ARGS` with the real `openai` client
+/// (killed after `timeout`) and returns the JSON it prints.
+fn openai_script(args: &[&str], timeout: Duration) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy_openai.py");
-    let out_path = dir.join("python.out");
-    let err_path = dir.join("python.err");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("python starts");
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{script:?} {args:?} still running after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.success(), "{script:?} {args:?} failed:\n{stderr}");
-    let stdout = std::fs::read_to_string(&out_path).expect("python output");
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"))
+    let script = script.to_str().expect("a UTF-8 path");
+    let all: Vec<&str> = std::iter::once(script)
+        .chain(args.iter().copied())
+        .collect();
+    python::run_json(&python::openai(), &all, timeout)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -397,7 +342,7 @@ fn sigterm_with_fifty_open_streams_drains_them_refuses_new_connections_and_exits
             })
         })
         .collect();
-    wait_until(
+    until_blocking(
         "50 streams open in the proxy",
         Duration::from_secs(20),
         || (inflight(&proxy) >= 50.0).then_some(()),
@@ -415,14 +360,12 @@ fn sigterm_with_fifty_open_streams_drains_them_refuses_new_connections_and_exits
         .parse()
         .expect("a count");
     // New connections are refused while the old streams still run.
-    wait_until(
-        "the listener to refuse connections",
-        IO_TIMEOUT,
-        || match TcpStream::connect_timeout(&listen, IO_TIMEOUT) {
+    until_blocking("the listener to refuse connections", IO_TIMEOUT, || {
+        match TcpStream::connect_timeout(&listen, IO_TIMEOUT) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Some(()),
             _ => None,
-        },
-    );
+        }
+    });
     let open_when_refused = inflight(&proxy);
     assert!(
         open_when_refused > 0.0 && proxy.proc.alive(),
@@ -526,7 +469,7 @@ fn the_grace_period_flag_cuts_a_stream_still_open_when_it_runs_out() {
     let mut proxy = proxy_with(&cfg, &["--grace-period", "300ms"]);
     let listen = proxy.listen;
     let client = std::thread::spawn(move || exchange(listen, &chat("chat")));
-    wait_until("a stream open in the proxy", IO_TIMEOUT, || {
+    until_blocking("a stream open in the proxy", IO_TIMEOUT, || {
         (inflight(&proxy) >= 1.0).then_some(())
     });
     proxy.proc.signal(Signal::SIGTERM);
@@ -592,7 +535,7 @@ fn the_python_openai_client_streams_every_token_through_the_proxy() {
     );
     let proxy = proxy(&cfg);
     let url = format!("http://{}/v1", proxy.listen);
-    let seen = openai_script(&dir, &["stream", &url], Duration::from_secs(60));
+    let seen = openai_script(&["stream", &url], Duration::from_secs(60));
     eprintln!("openai client saw: {seen}");
     // One chunk per token, the finish chunk and the usage chunk.
     assert_eq!(seen["chunks"], tokens + 2);
@@ -633,11 +576,7 @@ fn the_proxy_adds_at_most_2ms_to_the_median_time_to_first_token() {
     let through = format!("http://{}/v1", proxy.listen);
     // 40 requests each, alternating which path goes first, on connections
     // warmed up beforehand, against the same sim: drift cancels out.
-    let seen = openai_script(
-        &dir,
-        &["ttft", &direct, &through, "40"],
-        Duration::from_secs(120),
-    );
+    let seen = openai_script(&["ttft", &direct, &through, "40"], Duration::from_secs(120));
     let (direct, through) = (seconds(&seen["direct"]), seconds(&seen["proxy"]));
     assert_eq!((direct.len(), through.len()), (40, 40));
     let (m_direct, m_proxy) = (median(&direct), median(&through));
@@ -966,7 +905,7 @@ fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
     assert!(before.iter().any(|c| c == "canary") && before.iter().any(|c| c == "stable"));
 
     replace(&cfg, &with(100.0, -5.0));
-    let error = wait_until("lastError in /v1/routes", Duration::from_secs(10), || {
+    let error = until_blocking("lastError in /v1/routes", Duration::from_secs(10), || {
         routes(&proxy)["lastError"].as_str().map(String::from)
     });
     assert!(
@@ -979,7 +918,7 @@ fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
     // A good file is applied again, so the reload path is live and the
     // check above is not vacuous.
     replace(&cfg, &with(0.0, 100.0));
-    wait_until("the new weights", Duration::from_secs(10), || {
+    until_blocking("the new weights", Duration::from_secs(10), || {
         let r = routes(&proxy);
         (r["lastError"].is_null() && weights(&r) == [0.0, 100.0]).then_some(())
     });

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use weir_controller::kube::leader::{LeaderElector, Timings};
 use weir_envtest::TestEnv;
+use weir_test_kit::poll::until;
 
 const LEASE_DURATION: Duration = Duration::from_secs(2);
 const RETRY_PERIOD: Duration = Duration::from_millis(200);
@@ -78,20 +79,17 @@ impl Candidate {
 
 /// Waits until one of `candidates` leads; returns its index.
 async fn leader_of(candidates: &[Candidate], within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    loop {
+    until("a leader", within, || async {
         let leading: Vec<usize> = (0..candidates.len())
             .filter(|i| candidates[*i].leads())
             .collect();
         match leading.as_slice() {
-            [one] => return *one,
-            [] if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            [] => panic!("nobody leads after {within:?}"),
+            [one] => Some(*one),
+            [] => None,
             many => panic!("{} lead at once", many.len()),
         }
-    }
+    })
+    .await
 }
 
 /// The Lease's holder and `leaseTransitions`.

@@ -20,13 +20,6 @@ const TIMINGS: Timings = Timings {
 };
 const LEASE: &str = "weir-controller";
 
-async fn blocking(what: &'static str, f: fn() -> Result<(), weir_envtest::Error>) {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("joined")
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-}
-
 #[tokio::test]
 async fn an_outage_stops_the_leader_by_its_renew_deadline_and_connect_waits_it_out() {
     let env = TestEnv::new("leader-outage").await;
@@ -52,7 +45,7 @@ async fn an_outage_stops_the_leader_by_its_renew_deadline_and_connect_waits_it_o
         let _ = watch_leading.wait_for(|l| !*l).await;
         Instant::now()
     });
-    let outage = tokio::task::spawn_blocking(|| server().stop_apiserver());
+    let outage = tokio::spawn(weir_envtest::stop_apiserver());
     let mut last_change: Option<(Option<LeaseSpec>, Instant)> = None;
     let give_up = Instant::now() + Duration::from_secs(15);
     while !lost.is_finished() {
@@ -87,10 +80,7 @@ async fn an_outage_stops_the_leader_by_its_renew_deadline_and_connect_waits_it_o
         held >= TIMINGS.renew_deadline - 2 * TIMINGS.retry_period,
         "gave up {held:?} after its last renewal, before its renew deadline"
     );
-    outage
-        .await
-        .expect("joined")
-        .expect("stopping kube-apiserver");
+    outage.await.expect("kube-apiserver stopped");
 
     // connect keeps trying while the server is down (its restart takes
     // seconds; a connect that gave up at the first refusal fails here).
@@ -99,7 +89,7 @@ async fn an_outage_stops_the_leader_by_its_renew_deadline_and_connect_waits_it_o
     let connecting =
         tokio::spawn(async move { connect(&client, &url_text, Duration::from_secs(60)).await });
 
-    blocking("starting kube-apiserver", || server().start_apiserver()).await;
+    weir_envtest::start_apiserver().await;
     let info = timeout(Duration::from_secs(30), connecting)
         .await
         .expect("connect returned once the server was back")

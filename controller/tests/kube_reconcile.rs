@@ -33,21 +33,6 @@ fn target(image: &str) -> Deployment {
     .expect("deployment")
 }
 
-fn canary() -> Canary {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {}}]}},
-            "analysis": {"metrics": [{"name": "ttft", "kind": "latency", "maxIncrease": "10%"}]}
-        }
-    }))
-    .expect("canary")
-}
-
 #[tokio::test]
 async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
     let env = TestEnv::new("reconcile-first-sight").await;
@@ -61,7 +46,10 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         .await
         .expect("target");
     canaries
-        .create(&PostParams::default(), &canary())
+        .create(
+            &PostParams::default(),
+            &weir_envtest::canary("chat").build(),
+        )
         .await
         .expect("canary");
 

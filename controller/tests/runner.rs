@@ -95,7 +95,10 @@ impl State {
 }
 
 impl Dataplane for Model {
-    async fn apply(&self, traffic: &Traffic) -> Result<(), String> {
+    /// The model never fails.
+    type Error = std::convert::Infallible;
+
+    async fn apply(&self, traffic: &Traffic) -> Result<(), Self::Error> {
         self.state
             .lock()
             .expect("lock")
@@ -104,7 +107,7 @@ impl Dataplane for Model {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Snapshot, String> {
+    fn snapshot(&self) -> Result<Snapshot, Self::Error> {
         let mut state = self.state.lock().expect("lock");
         let (canary, preview) = state.applied.last().map_or((0.0, false), |t| {
             let w = t

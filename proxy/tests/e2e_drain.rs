@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use common::{
     REQUEST_TIMEOUT, Table, chat, client, instant_sim, read_body, served_by, start_memory_proxy,
-    stream_complete, stream_sim, timeouts, wait_for,
+    stream_complete, stream_sim, timeouts,
 };
 use weir_proxy::Outcome;
+use weir_test_kit::poll::until;
 
 /// Whether a new TCP connection to `addr` is refused.
 async fn refused(addr: SocketAddr) -> bool {
@@ -74,7 +75,7 @@ async fn shutdown_drains_fifty_open_streams() {
                 .map_err(|(_, e)| e.to_string())
         });
     }
-    wait_for("fifty open streams", REQUEST_TIMEOUT, || {
+    until("fifty open streams", REQUEST_TIMEOUT, || {
         let open = Arc::clone(&open);
         async move { (open.load(Ordering::Acquire) == STREAMS).then_some(()) }
     })
@@ -87,13 +88,13 @@ async fn shutdown_drains_fifty_open_streams() {
     let grace = timeouts().grace;
     let drain = tokio::spawn(proxy.shutdown());
 
-    wait_for("/readyz to turn 503", REQUEST_TIMEOUT, || {
+    until("/readyz to turn 503", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move { (readyz(&admin, admin_addr).await == 503).then_some(()) }
     })
     .await;
     // The listener closes once the accept loop sees the signal.
-    wait_for("new connections refused", REQUEST_TIMEOUT, || async move {
+    until("new connections refused", REQUEST_TIMEOUT, || async move {
         refused(listen).await.then_some(())
     })
     .await;
@@ -153,7 +154,7 @@ async fn idle_shutdown_returns_without_waiting_for_the_grace_period() {
         response.bytes().await.expect("a body");
     }
     let listen = proxy.listen;
-    wait_for("the requests to finish", REQUEST_TIMEOUT, || {
+    until("the requests to finish", REQUEST_TIMEOUT, || {
         let active = proxy.active();
         async move { (active == 0).then_some(()) }
     })

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use common::{
     REQUEST_TIMEOUT, Table, Z_999, binomial_band, chat, client, counts, observations, read_body,
-    served_by, sim, start_memory_proxy, stream_complete, stream_sim, wait_for,
+    served_by, sim, start_memory_proxy, stream_complete, stream_sim,
 };
 use weir_proxy::Outcome;
+use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
@@ -66,7 +67,7 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
             (String::from_utf8_lossy(&first).into_owned(), rest)
         });
     }
-    wait_for("ten open canary streams", REQUEST_TIMEOUT, || {
+    until("ten open canary streams", REQUEST_TIMEOUT, || {
         let streaming = Arc::clone(&streaming);
         async move { (streaming.load(Ordering::Acquire) == STREAMS).then_some(()) }
     })
@@ -105,7 +106,7 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     println!("kill: {cut} canary streams cut, {errored} with a client-side transport error");
 
     // The proxy counts all ten against the canary, none as ok.
-    let snapshot = wait_for("the cut streams counted", REQUEST_TIMEOUT, || {
+    let snapshot = until("the cut streams counted", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
             let s = observations(&admin, admin_addr).await;
@@ -141,7 +142,7 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     }
     assert_eq!(stable.requests(), AFTER);
 
-    let snapshot = wait_for("the new requests counted", REQUEST_TIMEOUT, || {
+    let snapshot = until("the new requests counted", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
             let s = observations(&admin, admin_addr).await;

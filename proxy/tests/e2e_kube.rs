@@ -21,10 +21,11 @@ use common::kube::{
     PATIENCE, by_cohort, by_sim, create_canary, endpoints_of, host_sim, put_endpoint, route_name,
     routes, scene, start_kube_proxy, traffic, wait_for_route, write_traffic,
 };
-use common::{assert_in_band, chat, client, count_split, observations, wait_for};
+use common::{assert_in_band, chat, client, count_split, observations};
 use weir_crds::Cohort;
 use weir_envtest::TestEnv;
 use weir_proxy::{ConfigSource, Outcome};
+use weir_test_kit::poll::until;
 
 /// Requests per measured split.
 const N: usize = 400;
@@ -123,7 +124,7 @@ async fn requests_spread_over_ready_endpoints_and_skip_unready_ones() {
         let mut want = want.map(addr).to_vec();
         want.sort();
         async move {
-            wait_for(&format!("endpoints {want:?}"), PATIENCE, || async {
+            until(&format!("endpoints {want:?}"), PATIENCE, || async {
                 let served = wait_for_route(admin, &route, 1).await;
                 (endpoints_of(&served, "stable") == want).then_some(())
             })

@@ -11,27 +11,11 @@
 mod common;
 
 use common::kube::{PATIENCE, by_cohort, routes, scene, traffic, wait_for_route, write_traffic};
-use common::{assert_in_band, count_split, wait_for};
+use common::{assert_in_band, count_split};
 use weir_envtest::TestEnv;
+use weir_test_kit::poll::until;
 
 const N: usize = 400;
-
-/// Stops or starts kube-apiserver, off the runtime (the call blocks until
-/// the server is down or ready).
-async fn apiserver(start: bool) {
-    let what = if start { "starting" } else { "stopping" };
-    tokio::task::spawn_blocking(move || {
-        let server = weir_envtest::server();
-        if start {
-            server.start_apiserver()
-        } else {
-            server.stop_apiserver()
-        }
-    })
-    .await
-    .expect("the envtest call ends")
-    .unwrap_or_else(|e| panic!("{what} the API server: {e}"));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_table_serves_through_an_outage_and_changes_apply_after_it() {
@@ -39,8 +23,8 @@ async fn the_last_table_serves_through_an_outage_and_changes_apply_after_it() {
     let s = scene(&env, 20.0, true).await;
     assert_eq!(routes(s.admin).await["lastError"], serde_json::Value::Null);
 
-    apiserver(false).await;
-    let error = wait_for("the outage in /v1/routes lastError", PATIENCE, || async {
+    weir_envtest::stop_apiserver().await;
+    let error = until("the outage in /v1/routes lastError", PATIENCE, || async {
         Some(routes(s.admin).await["lastError"].as_str()?.to_string())
     })
     .await;
@@ -63,10 +47,10 @@ async fn the_last_table_serves_through_an_outage_and_changes_apply_after_it() {
     );
     assert_eq!(wait_for_route(s.admin, &s.route, 1).await["generation"], 1);
 
-    apiserver(true).await;
+    weir_envtest::start_apiserver().await;
     write_traffic(&s.canaries, &traffic(2, 80.0)).await;
     wait_for_route(s.admin, &s.route, 2).await;
-    wait_for("lastError to clear", PATIENCE, || async {
+    until("lastError to clear", PATIENCE, || async {
         routes(s.admin).await["lastError"].is_null().then_some(())
     })
     .await;

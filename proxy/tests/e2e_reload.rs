@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use common::{
     REQUEST_TIMEOUT, Table, chat, client, counts, observations, put_weights, read_body,
-    routes_state, served_by, start_proxy, stream_complete, stream_sim, wait_for,
+    routes_state, served_by, start_proxy, stream_complete, stream_sim,
 };
 use weir_proxy::{ConfigSource, FileSource, Outcome};
+use weir_test_kit::poll::until;
 
 /// Replaces `path` so a concurrent reader sees the old or the new text,
 /// never a half-written file (as editors and ConfigMap updates do).
@@ -98,7 +99,7 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
     }
 
     // Changes start once traffic flows.
-    wait_for("the first streams", REQUEST_TIMEOUT, || {
+    until("the first streams", REQUEST_TIMEOUT, || {
         let completed = Arc::clone(&completed);
         async move { (completed.load(Ordering::Acquire) >= 20).then_some(()) }
     })
@@ -117,7 +118,7 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
         generation += 1;
         // Each change is exactly one new generation, in force before the next.
         let want = (generation, weight);
-        wait_for(&format!("change {i} in service"), REQUEST_TIMEOUT, || {
+        until(&format!("change {i} in service"), REQUEST_TIMEOUT, || {
             let admin = admin.clone();
             async move { (routes_state(&admin, admin_addr).await == want).then_some(()) }
         })
@@ -166,7 +167,7 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
     assert_eq!(chat.backends()[i].weight.percent(), last);
 
     // The proxy counted every stream, all ok.
-    let snapshot = wait_for("every stream in /v1/observations", REQUEST_TIMEOUT, || {
+    let snapshot = until("every stream in /v1/observations", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
             let s = observations(&admin, admin_addr).await;

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use common::{
     REQUEST_TIMEOUT, ROUTE, Table, Z_999, binomial_band, chat, client, count_split, counts,
-    instant_sim, observations, put_weights, routes_state, served_by, start_memory_proxy, wait_for,
+    instant_sim, observations, put_weights, routes_state, served_by, start_memory_proxy,
 };
 use weir_proxy::Outcome;
 use weir_proxy::route::sticky_point;
+use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_matches_weights_and_observations_match_the_client() {
@@ -59,7 +60,7 @@ async fn split_matches_weights_and_observations_match_the_client() {
     // its response: wait until every request is counted and none is in
     // flight, then compare.
     let admin = client();
-    let snapshot = wait_for("all requests in /v1/observations", REQUEST_TIMEOUT, || {
+    let snapshot = until("all requests in /v1/observations", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
             let s = observations(&admin, admin_addr).await;
@@ -225,7 +226,7 @@ async fn override_header_forces_a_cohort_only_when_enabled() {
     // The same table with the override switched off.
     table.override_header = false;
     let new = source.replace(table.table()).generation();
-    wait_for(
+    until(
         "the table without override in service",
         REQUEST_TIMEOUT,
         || {
@@ -295,7 +296,7 @@ async fn unknown_route_is_a_json_404_and_the_proxy_keeps_serving() {
     // The 404s reached no upstream and no cohort's counts.
     assert_eq!(stable.requests() + canary.requests(), ROUNDS);
     let admin = client.clone();
-    let snapshot = wait_for("the routed requests counted", REQUEST_TIMEOUT, || {
+    let snapshot = until("the routed requests counted", REQUEST_TIMEOUT, || {
         let admin = admin.clone();
         async move {
             let s = observations(&admin, admin_addr).await;

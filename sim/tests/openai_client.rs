@@ -1,18 +1,19 @@
 //! The real Python `openai` client against the sim: it must parse every
 //! chunk we send, see every token, and raise on a mid-stream error.
 //!
-//! The interpreter is `$WEIR_PYTHON` (set by `tests/run` to its venv),
-//! else `python3`. A missing `openai` package fails the test: a silently
-//! skipped compatibility test protects nothing.
+//! The interpreter is the test kit's (`weir_test_kit::python`):
+//! `$WEIR_PYTHON` (set by `tests/run` to its venv), else `python3`. A
+//! missing `openai` package fails the test: a silently skipped
+//! compatibility test protects nothing.
 
 mod common;
 
-use std::process::Command;
+use std::time::Duration;
 
 use common::{fast, start};
-use serde_json::Value;
 use weir_sim::SimConfig;
 use weir_sim::text::completion_text;
+use weir_test_kit::python;
 
 const SCRIPT: &str = r#"
 import json, sys
@@ -60,26 +61,9 @@ print(json.dumps({
 }))
 "#;
 
-fn python() -> String {
-    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_openai_client_streams_every_token() {
-    let python = python();
-    let probe = Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python:?} ({e}); tests/run sets WEIR_PYTHON to its venv")
-        });
-    assert!(
-        probe.status.success(),
-        "`import openai` failed with {python:?}: {}\n\
-         tests/run installs the openai package into its venv and sets WEIR_PYTHON; \
-         run the suite through tests/run, or point WEIR_PYTHON at a Python with openai",
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
+    let python = python::openai();
 
     let tokens = 12;
     let sim = start(SimConfig { tokens, ..fast() }).await;
@@ -88,24 +72,20 @@ async fn the_python_openai_client_streams_every_token() {
         ..fast()
     })
     .await;
-    let args = [
-        "-c".to_string(),
-        SCRIPT.to_string(),
+    let (ok_url, failing_url) = (
         format!("{}/v1", sim.base_url()),
         format!("{}/v1", failing.base_url()),
-    ];
-    let output = tokio::task::spawn_blocking(move || Command::new(python).args(args).output())
-        .await
-        .expect("blocking task")
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "the script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("openai client saw: {stdout}");
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let seen = tokio::task::spawn_blocking(move || {
+        python::run_json(
+            &python,
+            &["-c", SCRIPT, &ok_url, &failing_url],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .expect("the script ran");
+    eprintln!("openai client saw: {seen}");
 
     // One chunk per token, the finish chunk and the usage chunk.
     assert_eq!(seen["chunks"], tokens + 2);

@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+use weir_test_kit::poll::try_until_blocking;
 
 pub mod controller_process;
 pub mod proxy_process;
@@ -154,16 +155,8 @@ impl Proc {
 
     /// Its exit status, once it exits within `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
+        let what = format!("{} to exit", self.name);
+        try_until_blocking(&what, timeout, || self.child.try_wait().expect("try_wait")).ok()
     }
 }
 

@@ -24,7 +24,8 @@ use weir_crds::Canary;
 use weir_envtest::{TestEnv, install_canary_crd, server};
 
 use crate::common;
-use crate::stack::{self, eventually, host_ip};
+use crate::stack::{self, PATIENCE, host_ip};
+use weir_test_kit::poll::until;
 
 /// The Debian package's binary.
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -97,7 +98,7 @@ impl Prometheus {
             dir,
         };
         let query = format!("{}/api/v1/query?query={metric}", prom.url);
-        eventually("Prometheus to scrape the sim", || {
+        until("Prometheus to scrape the sim", PATIENCE, || {
             let query = query.clone();
             async move {
                 let body: serde_json::Value = reqwest::get(&query).await.ok()?.json().await.ok()?;
@@ -423,7 +424,7 @@ impl Prepared {
     {
         let api: Api<K> = Api::namespaced(self.env.client.clone(), self.ns());
         let _ = api.delete(name, &DeleteParams::default()).await;
-        eventually(&format!("{name} to be deleted"), || {
+        until(&format!("{name} to be deleted"), PATIENCE, || {
             let api = api.clone();
             async move { api.get_opt(name).await.ok()?.is_none().then_some(()) }
         })
@@ -454,17 +455,16 @@ fn metrics(
 
 /// Canary chat: setWeight 50% then an analysis, the three metrics.
 fn canary(prometheus: &str, dcgm_port: u16, exporter: &str) -> Canary {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"analysis": {}}]}},
-            "analysis": {"metrics": metrics(prometheus, GPU_QUERY, dcgm_port, DCGM_METRIC, exporter)}
-        }
-    }))
-    .expect("canary")
+    weir_envtest::canary("chat")
+        .steps(serde_json::json!([{"setWeight": 50}, {"analysis": {}}]))
+        .metrics(metrics(
+            prometheus,
+            GPU_QUERY,
+            dcgm_port,
+            DCGM_METRIC,
+            exporter,
+        ))
+        .build()
 }
 
 /// The checks that pass on a prepared namespace.

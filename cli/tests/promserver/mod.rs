@@ -21,7 +21,8 @@ use weir_analysis::source::PrometheusApi;
 use weir_analysis::source::prometheus_api::{ApiAnswer, QueryResult};
 
 use crate::common::{Proc, spawn_command};
-use crate::stack::eventually;
+use crate::stack::PATIENCE;
+use weir_test_kit::poll::until;
 
 /// The `prometheus` binary: `$WEIR_PROMETHEUS`, else Debian's.
 fn binary(name: &str, var: &str) -> PathBuf {
@@ -133,7 +134,7 @@ impl Prometheus {
             dir,
         };
         let ready = format!("{}/-/ready", prometheus.url);
-        eventually("Prometheus to be ready", || async {
+        until("Prometheus to be ready", PATIENCE, || async {
             let r = prometheus.http.get(&ready).send().await.ok()?;
             r.status().is_success().then_some(())
         })
@@ -183,7 +184,7 @@ impl Prometheus {
 
     /// Waits until every scrape target is up (`expected` of them).
     pub async fn wait_targets_up(&self, expected: usize) {
-        eventually("every target to be up", || async {
+        until("every target to be up", PATIENCE, || async {
             let data = self.get("/api/v1/targets", &[("state", "active")]).await;
             let targets = data["activeTargets"].as_array()?;
             (targets.len() == expected && targets.iter().all(|t| t["health"] == "up")).then_some(())

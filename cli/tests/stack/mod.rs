@@ -19,10 +19,9 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -35,6 +34,7 @@ use weir_controller::kube::fleet::ProxyService;
 use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::{Canary, Phase};
 use weir_envtest::{TestEnv, install_canary_crd};
+use weir_test_kit::poll::{try_until, until};
 
 use crate::common::{self, Proc, STARTUP};
 
@@ -311,25 +311,8 @@ pub async fn weir(args: &[&str]) -> (i32, String, String) {
     .expect("joins")
 }
 
-/// Polls `check` until it returns `Some` or `PATIENCE` passes; panics with
-/// `what` and the last value of `describe`.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The Canary's Events, oldest first: (reason, note).
-pub async fn events(client: &Client, namespace: &str, canary: &str) -> Vec<(String, String)> {
+/// The Canary's Events, oldest first.
+async fn listed(client: &Client, namespace: &str, canary: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     let mut list: Vec<Event> = api
         .list(&ListParams::default())
@@ -340,9 +323,76 @@ pub async fn events(client: &Client, namespace: &str, canary: &str) -> Vec<(Stri
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(canary))
         .collect();
     list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    list.into_iter()
+    list
+}
+
+/// The Canary's Events, oldest first: (reason, note).
+pub async fn events(client: &Client, namespace: &str, canary: &str) -> Vec<(String, String)> {
+    listed(client, namespace, canary)
+        .await
+        .into_iter()
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
+}
+
+/// The Canary's Events, oldest first: (reporting instance, reason).
+pub async fn events_by(client: &Client, namespace: &str, canary: &str) -> Vec<(String, String)> {
+    listed(client, namespace, canary)
+        .await
+        .into_iter()
+        .map(|e| {
+            (
+                e.reporting_instance.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the Canary has an Event with `reason`; returns its Events
+/// as [`events`] lists them. The controller records a transition's Events
+/// after the status it writes, so a test that saw the status must still
+/// wait for the Event.
+pub async fn event_recorded(
+    client: &Client,
+    namespace: &str,
+    canary: &str,
+    reason: &str,
+) -> Vec<(String, String)> {
+    until(&format!("a {reason} Event"), PATIENCE, || async {
+        let all = events(client, namespace, canary).await;
+        if all.iter().any(|(r, _)| r == reason) {
+            Ok(all)
+        } else {
+            Err(all)
+        }
+    })
+    .await
+}
+
+/// Waits until controller replica `who` has recorded an Event with
+/// `reason` about the Canary; returns its Events as [`events_by`] lists
+/// them.
+pub async fn event_recorded_by(
+    client: &Client,
+    namespace: &str,
+    canary: &str,
+    who: &str,
+    reason: &str,
+) -> Vec<(String, String)> {
+    until(
+        &format!("a {reason} Event from {who}"),
+        PATIENCE,
+        || async {
+            let all = events_by(client, namespace, canary).await;
+            if all.iter().any(|(w, r)| w == who && r == reason) {
+                Ok(all)
+            } else {
+                Err(all)
+            }
+        },
+    )
+    .await
 }
 
 /// The Canary now.
@@ -361,20 +411,20 @@ pub async fn wait_phase(
     name: &str,
     phase: Phase,
 ) -> weir_crds::CanaryStatus {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let c = canary(client, namespace, name).await;
-        if let Some(s) = c.status.as_ref().filter(|s| s.phase == phase) {
-            return s.clone();
+    let reached = try_until(&format!("phase {phase}"), PATIENCE, || async {
+        let status = canary(client, namespace, name).await.status;
+        match status {
+            Some(s) if s.phase == phase => Ok(s),
+            other => Err(other),
         }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out waiting for phase {phase}: status {:#?}\nevents {:#?}",
-                c.status,
-                events(client, namespace, name).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await;
+    match reached {
+        Ok(status) => status,
+        Err(timed_out) => panic!(
+            "{timed_out}\nevents {:#?}",
+            events(client, namespace, name).await
+        ),
     }
 }
 
@@ -424,6 +474,20 @@ impl Trail {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Waits until the watch has seen the Canary in `phase` (a watch may
+    /// lag a read that already saw it); returns what it saw.
+    pub async fn until(&self, phase: Phase) -> Vec<(Phase, u32, f64)> {
+        until(&format!("the watch to see {phase}"), PATIENCE, || async {
+            let seen = self.seen();
+            if seen.last().is_some_and(|(p, _, _)| *p == phase) {
+                Ok(seen)
+            } else {
+                Err(seen)
+            }
+        })
+        .await
     }
 }
 
@@ -611,15 +675,12 @@ pub fn image_of(d: &Deployment) -> Option<String> {
         .clone()
 }
 
+/// Canary `chat` with `strategy`, judged fast: 1 s intervals and warmup,
+/// 100 samples, TTFT within 25% and errors within 5 points.
 pub fn canary_spec(strategy: serde_json::Value) -> Canary {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": strategy,
+    weir_envtest::canary("chat")
+        .strategy(strategy)
+        .spec(serde_json::json!({
             "analysis": {
                 "interval": "1s",
                 "warmup": "1s",
@@ -630,9 +691,8 @@ pub fn canary_spec(strategy: serde_json::Value) -> Canary {
                 ]
             },
             "progressDeadlineSeconds": 120
-        }
-    }))
-    .expect("canary")
+        }))
+        .build()
 }
 
 /// One namespace with the target on v1, a Canary, two proxies, their
@@ -731,8 +791,9 @@ impl Stack {
     /// Waits until every proxy serves the canary at `weight` with the
     /// generation in status.
     pub async fn every_proxy_serves(&self, weight: f64) {
-        eventually(
+        until(
             &format!("every proxy serving canary weight {weight}"),
+            PATIENCE,
             || async {
                 let c = canary(&self.env.client, self.ns(), "chat").await;
                 let generation = c.status?.traffic?.generation;
@@ -747,26 +808,4 @@ impl Stack {
         )
         .await;
     }
-}
-
-/// The Canary's Events, oldest first: (reporting instance, reason).
-pub async fn events_by(client: &Client, namespace: &str, canary: &str) -> Vec<(String, String)> {
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let mut list: Vec<Event> = api
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(canary))
-        .collect();
-    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    list.into_iter()
-        .map(|e| {
-            (
-                e.reporting_instance.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-            )
-        })
-        .collect()
 }

@@ -28,10 +28,12 @@ use crate::evidence::{Cohorts, Collector, GaugeReader, requests, totals};
 
 /// The in-process proxy, as the runner needs it.
 pub trait Dataplane {
+    /// Why the proxy did not take a table or give its observations.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Serves `traffic` from now on; returns once the proxy uses it.
-    fn apply(&self, traffic: &Traffic) -> impl Future<Output = Result<(), String>> + Send;
+    fn apply(&self, traffic: &Traffic) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// The proxy's cumulative observations.
-    fn snapshot(&self) -> Result<Snapshot, String>;
+    fn snapshot(&self) -> Result<Snapshot, Self::Error>;
 }
 
 /// Errors of a local run.
@@ -52,7 +54,7 @@ pub enum RunError {
     NotLocal,
     /// The proxy refused a table.
     #[error("the proxy refused the traffic table: {0}")]
-    Dataplane(String),
+    Dataplane(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Exit code of a run: 0 promoted, 3 aborted, 4 aborted because the
@@ -265,7 +267,10 @@ pub async fn run<D: Dataplane>(
         for action in &plan.actions {
             match action {
                 Action::SetTraffic(t) => {
-                    dataplane.apply(t).await.map_err(RunError::Dataplane)?;
+                    dataplane
+                        .apply(t)
+                        .await
+                        .map_err(|e| RunError::Dataplane(Box::new(e)))?;
                     observed.applied_generation = Some(t.generation);
                 }
                 Action::Event {
@@ -333,7 +338,7 @@ pub async fn run<D: Dataplane>(
             dataplane
                 .apply(&stable_only(rollout))
                 .await
-                .map_err(RunError::Dataplane)?;
+                .map_err(|e| RunError::Dataplane(Box::new(e)))?;
             record.outcome = Some(RecordedOutcome {
                 phase: Phase::Aborted.to_string(),
                 exit_code: 3,

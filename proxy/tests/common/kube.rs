@@ -18,7 +18,8 @@ use weir_proxy::config::kube::Scope;
 use weir_proxy::{ConfigSource, KubeSource};
 use weir_sim::SimHandle;
 
-use super::{Proxy, client, start_proxy, wait_for};
+use super::{Proxy, client, start_proxy};
+use weir_test_kit::poll::until;
 
 /// The Canary every test creates.
 pub const CANARY: &str = "chat";
@@ -52,18 +53,9 @@ pub fn route_name(env: &TestEnv) -> String {
 
 /// The Canary, in Kubernetes mode, without status.
 pub fn canary() -> Canary {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": CANARY},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": SERVICE_PORT},
-            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {}}]}},
-            "analysis": {"metrics": [{"name": "ttft", "kind": "latency", "maxIncrease": "10%"}]}
-        }
-    }))
-    .expect("a valid Canary")
+    weir_envtest::canary(CANARY)
+        .spec(serde_json::json!({"service": {"port": SERVICE_PORT}}))
+        .build()
 }
 
 /// What the controller would write at `canary_percent`, as generation
@@ -164,7 +156,7 @@ pub async fn start_kube_proxy(env: &TestEnv) -> KubeProxy {
     let proxy = start_proxy(Arc::clone(&source) as Arc<dyn ConfigSource>).await;
     let admin = proxy.admin;
     let client = client();
-    wait_for("the proxy to be ready", PATIENCE, || {
+    until("the proxy to be ready", PATIENCE, || {
         let client = client.clone();
         async move {
             let r = client
@@ -191,7 +183,7 @@ pub async fn routes(admin: SocketAddr) -> serde_json::Value {
 /// The route named `name` in `/v1/routes`, once its generation is
 /// `generation`.
 pub async fn wait_for_route(admin: SocketAddr, name: &str, generation: u64) -> serde_json::Value {
-    wait_for(
+    until(
         &format!("route {name} at generation {generation}"),
         PATIENCE,
         || async move {
@@ -260,7 +252,31 @@ pub async fn scene(env: &TestEnv, canary_percent: f64, canary_ready: bool) -> Sc
     put_endpoint(env, Cohort::Canary, &canary, canary_ready).await;
     write_traffic(&canaries, &traffic(1, canary_percent)).await;
     let route = route_name(env);
-    wait_for_route(kp.proxy.admin, &route, 1).await;
+    // The Canary and the EndpointSlices come through two watches, in no
+    // set order: the route's generation can be in service before its
+    // endpoints are.
+    let admin = kp.proxy.admin;
+    let want = |sim: &SimHandle, ready: bool| {
+        if ready {
+            vec![sim.addr().to_string()]
+        } else {
+            Vec::new()
+        }
+    };
+    let (stable_want, canary_want) = (want(&stable, true), want(&canary, canary_ready));
+    until("the scene's endpoints in service", PATIENCE, || async {
+        let served = wait_for_route(admin, &route, 1).await;
+        let (s, c) = (
+            endpoints_of(&served, "stable"),
+            endpoints_of(&served, "canary"),
+        );
+        if s == stable_want && c == canary_want {
+            Ok(())
+        } else {
+            Err(served)
+        }
+    })
+    .await;
     Scene {
         listen: kp.proxy.listen,
         admin: kp.proxy.admin,

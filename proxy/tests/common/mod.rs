@@ -1,6 +1,6 @@
 //! Shared fixtures of the end-to-end tests: simulated upstreams, a proxy
-//! started in-process, an HTTP client, admin API helpers, condition waits
-//! and binomial bands.
+//! started in-process, an HTTP client, admin API helpers and binomial
+//! bands. Condition waits are the test kit's (`weir_test_kit::poll`).
 //!
 //! Everything listens on 127.0.0.1 with port 0. Every wait is bounded and
 //! polls a condition; nothing sleeps to synchronize.
@@ -12,7 +12,6 @@
 pub mod kube;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -394,28 +393,6 @@ pub fn counts(snapshot: &Snapshot, name: &str) -> RequestCounts {
     cohort(snapshot, name)
         .map(|c| c.requests)
         .unwrap_or_default()
-}
-
-/// Polls `check` until it returns `Some`, at most until `within` has passed;
-/// panics naming `what` otherwise. `check` is called again only after the
-/// previous call finished, with a short pause so a poll loop does not spin.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out after {within:?} waiting for {what}"
-        );
-        // Polling interval, not synchronization: the condition is re-checked.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The two-sided band `mean ± z·sd` of a Binomial(n, p) count, by the

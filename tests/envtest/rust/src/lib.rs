@@ -24,6 +24,11 @@
 //! Nor is there an EndpointSlice controller: tests that need a Service's
 //! pods write its slices with [`endpoint_slice`], pointing at simulators on
 //! [`host_ip`] (the API server refuses loopback endpoint addresses).
+//!
+//! Outage tests stop and start kube-apiserver with [`stop_apiserver`] and
+//! [`start_apiserver`]. Every test's Canary starts from [`canary`], a
+//! builder chain. The helpers that need no API server (bounded polls, the
+//! Python `openai` client) are in `weir-test-kit` (`tests/kit`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -41,6 +46,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use weir_crds::names;
+
+mod fixtures;
+
+pub use fixtures::{CanaryBuilder, canary};
 
 /// What went wrong while starting or reaching the test API server.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +188,28 @@ impl Server {
                 source,
             })
     }
+}
+
+/// Stops the test binary's kube-apiserver ([`Server::stop_apiserver`]),
+/// off the async runtime (the call blocks until the server is down);
+/// panics when it cannot. Every test of the binary loses the server until
+/// [`start_apiserver`]: keep outage tests in a test binary of their own.
+pub async fn stop_apiserver() {
+    apiserver_blocking("stopping", Server::stop_apiserver).await;
+}
+
+/// Starts the test binary's kube-apiserver again
+/// ([`Server::start_apiserver`]) and returns once it is ready; panics
+/// when it cannot.
+pub async fn start_apiserver() {
+    apiserver_blocking("starting", Server::start_apiserver).await;
+}
+
+async fn apiserver_blocking(what: &'static str, call: fn(&Server) -> Result<(), Error>) {
+    tokio::task::spawn_blocking(move || call(server()))
+        .await
+        .unwrap_or_else(|e| panic!("{what} kube-apiserver: {e}"))
+        .unwrap_or_else(|e| panic!("{what} kube-apiserver: {e}"));
 }
 
 /// Runs an envtest script; its stderr (progress) goes straight to ours.

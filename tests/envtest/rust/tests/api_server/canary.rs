@@ -7,63 +7,41 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use weir_crds::{Canary, Phase};
-use weir_envtest::{TestEnv, install_canary_crd, repo_root};
+use weir_envtest::{CanaryBuilder, TestEnv, install_canary_crd, repo_root};
 
 use crate::{PATIENCE, rejection};
 
-/// A Kubernetes-mode Canary as a user would write it, with `spec` patched by
-/// `edit` (a JSON merge patch: `null` removes a field).
-fn canary_json(name: &str, edit: Value) -> Value {
-    let mut canary = json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Canary",
-        "metadata": {"name": name},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
+/// A Kubernetes-mode Canary as a user would write it (a route, sticky
+/// sessions, four steps, a latency and a GPU metric), with `spec` patched
+/// by `edit` (a JSON merge patch: `null` removes a field).
+fn canary_builder(name: &str, edit: Value) -> CanaryBuilder {
+    weir_envtest::canary(name)
+        .spec(json!({
             "route": {"hosts": ["chat.example.com"], "pathPrefix": "/v1"},
             "sticky": {"header": "x-session-id"},
-            "strategy": {"canary": {"steps": [
-                {"setWeight": 5},
-                {"analysis": {"minDuration": "2m", "maxDuration": "15m"}},
-                {"pause": {}},
-                {"setWeight": 50},
-            ]}},
-            "analysis": {"metrics": [
-                {"name": "ttft", "kind": "latency", "signal": "ttft",
-                 "quantiles": [0.5, 0.95], "maxIncrease": "10%"},
-                {"name": "gpu", "kind": "gauge",
-                 "source": {"scrape": {"port": 9400, "metric": "DCGM_FI_DEV_GPU_UTIL"}},
-                 "perRequest": true, "maxIncrease": "15%"},
-            ]},
-        },
-    });
-    merge(&mut canary["spec"], edit);
-    canary
+        }))
+        .steps(json!([
+            {"setWeight": 5},
+            {"analysis": {"minDuration": "2m", "maxDuration": "15m"}},
+            {"pause": {}},
+            {"setWeight": 50},
+        ]))
+        .metrics(json!([
+            {"name": "ttft", "kind": "latency", "signal": "ttft",
+             "quantiles": [0.5, 0.95], "maxIncrease": "10%"},
+            {"name": "gpu", "kind": "gauge",
+             "source": {"scrape": {"port": 9400, "metric": "DCGM_FI_DEV_GPU_UTIL"}},
+             "perRequest": true, "maxIncrease": "15%"},
+        ]))
+        .spec(edit)
 }
 
-fn merge(target: &mut Value, patch: Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            for (k, v) in fields {
-                if v.is_null() {
-                    if let Some(t) = target.as_object_mut() {
-                        t.remove(&k);
-                    }
-                } else {
-                    merge(&mut target[k.as_str()], v);
-                }
-            }
-        }
-        other => *target = other,
-    }
+fn canary_json(name: &str, edit: Value) -> Value {
+    canary_builder(name, edit).json()
 }
 
 fn canary(name: &str, edit: Value) -> Canary {
-    serde_json::from_value(canary_json(name, edit)).expect("the fixture is a valid Canary")
+    canary_builder(name, edit).build()
 }
 
 async fn canaries(env: &TestEnv) -> Api<Canary> {

@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 use weir_crds::{Canary, Phase};
 use weir_envtest::{TestEnv, install_canary_crd, repo_root, server};
 
+use weir_test_kit::poll::until;
+
 use crate::rejection;
 
 /// `helm template` of charts/weir into `namespace` with `extra` values, one
@@ -140,15 +142,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    let deadline = std::time::Instant::now() + super::PATIENCE;
-    loop {
-        match call().await {
-            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    until(what, super::PATIENCE, || {
+        let answer = call();
+        async move {
+            match answer.await {
+                Err(kube::Error::Api(e)) if e.code == 403 => Err(e),
+                other => Ok(other.unwrap_or_else(|e| panic!("{what}: {e}"))),
             }
-            other => break other.unwrap_or_else(|e| panic!("{what}: {e}")),
         }
-    }
+    })
+    .await
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
@@ -400,16 +403,10 @@ where
 /// Creates the Canary `chat` of `namespace` as admin (its target need not
 /// exist) and returns what was sent.
 async fn create_canary(admin: &Client, namespace: &str) -> Canary {
-    let canary: Canary = object(json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "Canary",
-        "metadata": {"name": "chat"},
-        "spec": {
-            "targetRef": {"name": "chat-frontend"},
-            "service": {"port": 8000},
-            "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
-            "analysis": {"metrics": []},
-        },
-    }));
+    let canary = weir_envtest::canary("chat")
+        .steps(json!([{"setWeight": 10}]))
+        .metrics(json!([]))
+        .build();
     Api::<Canary>::namespaced(admin.clone(), namespace)
         .create(&PostParams::default(), &canary)
         .await

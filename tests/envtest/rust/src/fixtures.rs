@@ -1,0 +1,120 @@
+//! The Canary every Kubernetes test starts from, as a builder chain (the
+//! shape of kube-rs controller-rs `fixtures.rs`): the defaults are a
+//! valid Kubernetes-mode Canary, and each test says only what it changes.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! let chat = weir_envtest::canary("chat")
+//!     .steps(json!([{"setWeight": 50}, {"pause": {}}]))
+//!     .spec(json!({"progressDeadlineSeconds": 120}))
+//!     .build();
+//! ```
+//!
+//! Built as JSON, so that a test of the API server's validation can send
+//! what the Rust types could not hold ([`CanaryBuilder::json`]); `null` in
+//! a [`CanaryBuilder::spec`] patch removes a field.
+
+use serde_json::{Value, json};
+use weir_crds::Canary;
+
+/// A Canary `name` with the defaults: target Deployment `chat-frontend`,
+/// Service port 8000, steps `setWeight 20` then an analysis, and one
+/// metric (time to first token, at most 10% slower).
+pub fn canary(name: &str) -> CanaryBuilder {
+    CanaryBuilder(json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": name},
+        "spec": {
+            "targetRef": {"name": "chat-frontend"},
+            "service": {"port": 8000},
+            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {}}]}},
+            "analysis": {"metrics": [{"name": "ttft", "kind": "latency", "maxIncrease": "10%"}]}
+        }
+    }))
+}
+
+/// A Canary being built: see [`canary`].
+#[derive(Debug, Clone)]
+pub struct CanaryBuilder(Value);
+
+impl CanaryBuilder {
+    /// The canary strategy's steps (`spec.strategy.canary.steps`).
+    pub fn steps(self, steps: Value) -> Self {
+        self.strategy(json!({"canary": {"steps": steps}}))
+    }
+
+    /// The whole strategy (`spec.strategy`), e.g. `{"blueGreen": {...}}`.
+    pub fn strategy(mut self, strategy: Value) -> Self {
+        self.0["spec"]["strategy"] = strategy;
+        self
+    }
+
+    /// The analysis's metrics (`spec.analysis.metrics`).
+    pub fn metrics(mut self, metrics: Value) -> Self {
+        self.0["spec"]["analysis"]["metrics"] = metrics;
+        self
+    }
+
+    /// Merges `patch` into `spec` (a JSON merge patch: objects merge,
+    /// anything else replaces, `null` removes).
+    pub fn spec(mut self, patch: Value) -> Self {
+        merge(&mut self.0["spec"], patch);
+        self
+    }
+
+    /// The Canary as JSON, as a user would send it.
+    pub fn json(self) -> Value {
+        self.0
+    }
+
+    /// The Canary; panics when the JSON is not one (a test's mistake).
+    pub fn build(self) -> Canary {
+        serde_json::from_value(self.0).unwrap_or_else(|e| panic!("not a valid Canary: {e}"))
+    }
+}
+
+/// RFC 7386 merge of `patch` into `target`.
+fn merge(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in fields {
+                if v.is_null() {
+                    if let Some(t) = target.as_object_mut() {
+                        t.remove(&k);
+                    }
+                } else {
+                    merge(&mut target[k.as_str()], v);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_a_valid_canary_and_each_call_changes_one_part() {
+        let plain = canary("chat").build();
+        assert_eq!(plain.metadata.name.as_deref(), Some("chat"));
+        let built = canary("chat")
+            .steps(json!([{"setWeight": 50}, {"pause": {}}]))
+            .metrics(json!([]))
+            .spec(json!({"progressDeadlineSeconds": 120, "service": null}))
+            .json();
+        assert_eq!(
+            built["spec"]["strategy"],
+            json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}})
+        );
+        assert_eq!(built["spec"]["analysis"], json!({"metrics": []}));
+        assert_eq!(built["spec"]["progressDeadlineSeconds"], 120);
+        assert!(built["spec"].get("service").is_none(), "null removes");
+        assert_eq!(built["spec"]["targetRef"], json!({"name": "chat-frontend"}));
+    }
+}
