@@ -8,12 +8,12 @@ use weir_controller::local::record::RunRecord;
 
 use super::html::{esc, note};
 use super::model::RunView;
+use super::palette::{BAD, CANARY, Frame, LEFT, STABLE, W};
 use super::scale::{
     Scale, ceil_125, decimals, floor_125, fmt_seconds, nice_ceil, nice_step, ticks_by,
 };
 use super::svg::{
-    BAD, CANARY, Frame, Key, LEFT, P, STABLE, W, axes, draw_series, event_lines, legend, path_data,
-    svg_open, text, text_width,
+    Key, P, axes, draw_series, event_lines, legend, path_data, svg_open, text, text_width,
 };
 
 pub(super) fn weights_chart(out: &mut String, run: &RunView<'_>) {

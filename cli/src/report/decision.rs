@@ -10,8 +10,9 @@ use weir_controller::local::record::RunRecord;
 
 use super::html::{esc, note};
 use super::model::finite;
+use super::palette::{BAD, GOOD, MUTED, UNDECIDED, W};
 use super::scale::{Scale, group_digits};
-use super::svg::{BAD, GOOD, MUTED, P, UNDECIDED, W, svg_open, text};
+use super::svg::{P, svg_open, text};
 
 /// An effect's value as the analysis states it (see `MetricResult::describe`).
 fn fmt_effect(m: &MetricResult, v: Option<f64>) -> String {

@@ -31,6 +31,7 @@ mod chart;
 mod decision;
 mod html;
 mod model;
+mod palette;
 mod scale;
 mod svg;
 

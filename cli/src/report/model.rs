@@ -4,8 +4,8 @@
 
 use weir_controller::local::record::{RecordedEvent, RunRecord, Sample};
 
+use super::palette::{BAD, GOOD, UNDECIDED};
 use super::scale::TimeAxis;
-use super::svg::{BAD, GOOD, UNDECIDED};
 
 pub(super) fn finite(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite())

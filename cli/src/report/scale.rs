@@ -1,7 +1,7 @@
 //! Scales and ticks: data values to pixels (linear or log), nice tick
 //! steps, the shared time axis, and the number formats on the axes.
 
-use super::svg::Frame;
+use super::palette::Frame;
 
 /// Maps data values to pixels, linearly or on a log scale.
 #[derive(Debug, Clone, Copy)]

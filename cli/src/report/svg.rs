@@ -6,23 +6,8 @@ use std::fmt::{self, Write as _};
 
 use super::html::esc;
 use super::model::RunView;
+use super::palette::{BAD, Frame, MUTED, W};
 use super::scale::Scale;
-
-/// Stable in blue, canary in orange: a pair that stays distinct for the
-/// common colour-vision deficiencies.
-pub(super) const STABLE: &str = "#2166ac";
-pub(super) const CANARY: &str = "#e66101";
-pub(super) const BAD: &str = "#c62828";
-pub(super) const GOOD: &str = "#2e7d32";
-pub(super) const UNDECIDED: &str = "#9a6700";
-pub(super) const MUTED: &str = "#8c959f";
-
-/// Width of every chart's coordinate system, in CSS pixels at 1:1.
-pub(super) const W: f64 = 900.0;
-/// Left margin of every chart: room for tick labels like `600 ms` beside
-/// the rotated axis title, and the same on every chart so that the time
-/// axes line up down the page.
-pub(super) const LEFT: f64 = 84.0;
 
 /// An SVG coordinate: one decimal, and never `NaN` or `inf` even if a
 /// non-finite value slipped through the scales.
@@ -35,30 +20,6 @@ impl fmt::Display for P {
         } else {
             f.write_str("0")
         }
-    }
-}
-
-/// A chart's size and the margins around its plot area.
-pub(super) struct Frame {
-    pub(super) h: f64,
-    pub(super) l: f64,
-    pub(super) r: f64,
-    pub(super) t: f64,
-    pub(super) b: f64,
-}
-
-impl Frame {
-    pub(super) fn left(&self) -> f64 {
-        self.l
-    }
-    pub(super) fn right(&self) -> f64 {
-        W - self.r
-    }
-    pub(super) fn top(&self) -> f64 {
-        self.t
-    }
-    pub(super) fn bottom(&self) -> f64 {
-        self.h - self.b
     }
 }
 

@@ -5,19 +5,47 @@
 //! copy, the target, the revision record), and skips the two writes that
 //! are idempotent but costly to repeat every reconcile (Services once per
 //! spec generation, the revision record once per revision) by remembering
-//! them in the [`Context`].
+//! them in [`Written`].
 
-use std::sync::PoisonError;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use weir_crds::names;
 
+use super::MANAGER;
 use super::builders::{self, Owner};
 use super::desired::{Desired, StableChange};
-use super::reconcile::{Context, Error, MANAGER, api_error};
+
+/// A call the API server refused or failed, and what it was for.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct ApiError {
+    /// What was being done.
+    pub what: String,
+    /// The client's error.
+    pub source: kube::Error,
+}
+
+/// Wraps a client error with what was being done.
+pub(super) fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {
+    let what = what.into();
+    move |source| ApiError { what, source }
+}
+
+/// What this process wrote already and need not write again.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    /// Canaries (uid, generation) whose Services were applied: they are
+    /// applied once per spec change, not per reconcile.
+    services: Mutex<HashSet<(String, i64)>>,
+    /// Per Canary uid, the stable revision last kept as the newest
+    /// ControllerRevision (a revision promoted again is renumbered).
+    revisions: Mutex<HashMap<String, String>>,
+}
 
 /// Promoted templates kept per Canary for `weir undo`.
 const REVISION_HISTORY: usize = 10;
@@ -25,33 +53,35 @@ const REVISION_HISTORY: usize = 10;
 /// Brings the owned objects to `desired`. `generation` is the Canary's
 /// spec generation (Services are applied once per generation).
 pub(super) async fn converge(
-    ctx: &Context,
+    client: &Client,
+    written: &Written,
     desired: &Desired,
     generation: i64,
-) -> Result<(), Error> {
+) -> Result<(), ApiError> {
     let owner = &desired.owner;
     let ssa = PatchParams::apply(MANAGER).force();
     let services_key = (owner.uid.clone(), generation);
-    let applied = ctx
-        .services_applied
+    let applied = written
+        .services
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .contains(&services_key);
     if !applied {
-        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+        let services: Api<Service> = Api::namespaced(client.clone(), &owner.namespace);
         for (name, svc) in &desired.services {
             services
                 .patch(name, &ssa, &Patch::Apply(svc))
                 .await
                 .map_err(api_error(format!("apply service {name}")))?;
         }
-        ctx.services_applied
+        written
+            .services
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(services_key);
     }
 
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &owner.namespace);
     match &desired.stable {
         Some(StableChange::Apply(copy)) => {
             let name = &desired.stable_name;
@@ -68,15 +98,16 @@ pub(super) async fn converge(
     }
 
     if let Some(kept) = &desired.keep {
-        let recorded = ctx
-            .revisions_recorded
+        let recorded = written
+            .revisions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&owner.uid)
             == Some(&kept.revision);
         if !recorded {
-            record_revision(ctx, owner, &kept.template, &kept.revision).await?;
-            ctx.revisions_recorded
+            record_revision(client, owner, &kept.template, &kept.revision).await?;
+            written
+                .revisions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(owner.uid.clone(), kept.revision.clone());
@@ -85,7 +116,7 @@ pub(super) async fn converge(
     Ok(())
 }
 
-async fn scale(deployments: &Api<Deployment>, name: &str, replicas: u32) -> Result<(), Error> {
+async fn scale(deployments: &Api<Deployment>, name: &str, replicas: u32) -> Result<(), ApiError> {
     let body = serde_json::json!({"spec": {"replicas": replicas}});
     deployments
         .patch_scale(name, &PatchParams::default(), &Patch::Merge(&body))
@@ -98,12 +129,12 @@ async fn scale(deployments: &Api<Deployment>, name: &str, replicas: u32) -> Resu
 /// after the newest one; an existing record of the same template is
 /// renumbered as the newest, as Deployments do with ReplicaSets.
 async fn record_revision(
-    ctx: &Context,
+    client: &Client,
     owner: &Owner,
     template: &PodTemplateSpec,
     revision: &str,
-) -> Result<(), Error> {
-    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+) -> Result<(), ApiError> {
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), &owner.namespace);
     let existing = revisions
         .list(&ListParams::default().labels(&format!("{}={}", names::CANARY_LABEL, owner.name)))
         .await

@@ -49,8 +49,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::MANAGER;
 use super::backoff::with_causes;
-use super::reconcile::MANAGER;
 
 /// Errors of [`LeaderElector::new`]. Failures of the API server are not
 /// errors of the election: [`LeaderElector::run`] logs them and retries.

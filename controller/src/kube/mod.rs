@@ -32,3 +32,6 @@ pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
 pub mod run;
+
+/// The field manager of every write the controller makes.
+pub const MANAGER: &str = "weir-controller";

@@ -29,7 +29,7 @@
 //! the same transition twice. The target and the stable copy are read
 //! fresh too.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use kube::{Client, ResourceExt};
 use weir_crds::names::{self, FINALIZER};
 use weir_crds::{Canary, CanaryStatus, CohortReplicas, Phase};
 
-use super::apply;
+use super::apply::{self, ApiError, Written};
 use super::builders;
 use super::commands;
 use super::desired::{self, Cluster, DesiredError};
@@ -56,8 +56,7 @@ use crate::engine::spec::Mode;
 use crate::engine::{self, Observed, Outcome, Plan, Rollout, reasons};
 use crate::evidence::{Cohorts, Collector};
 
-/// The field manager of every write.
-pub const MANAGER: &str = "weir-controller";
+pub use super::MANAGER;
 
 /// How often a Canary is looked at when nothing asks sooner (a settled
 /// Canary still converges its owned objects and notices a lost watch).
@@ -70,13 +69,8 @@ const RETRY_INVALID: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API server refused or failed a call.
-    #[error("{what}: {source}")]
-    Api {
-        /// What was being done.
-        what: String,
-        /// The client's error.
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The Canary or its target cannot be used as written.
     #[error(transparent)]
     Invalid(#[from] DesiredError),
@@ -115,9 +109,9 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
     }
 }
 
-pub(super) fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Api { what, source }
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let failed = apply::api_error(what);
+    move |source| Error::Api(failed(source))
 }
 
 /// One Canary's collector, locked across a reconcile's awaits.
@@ -138,12 +132,8 @@ pub struct Context {
     collectors: Mutex<HashMap<(String, String), SharedCollector>>,
     /// Consecutive failures per Canary, for the retry backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
-    /// Canaries (uid, generation) whose Services were applied by this
-    /// process: they are applied once per spec change, not per reconcile.
-    pub(super) services_applied: Mutex<HashSet<(String, i64)>>,
-    /// Per Canary uid, the stable revision this process last kept as the
-    /// newest ControllerRevision (a revision promoted again is renumbered).
-    pub(super) revisions_recorded: Mutex<HashMap<String, String>>,
+    /// What this process wrote already and need not write again.
+    written: Written,
 }
 
 impl Context {
@@ -161,8 +151,7 @@ impl Context {
             identity,
             collectors: Mutex::default(),
             failures: Mutex::default(),
-            services_applied: Mutex::default(),
-            revisions_recorded: Mutex::default(),
+            written: Written::default(),
         }
     }
 
@@ -321,7 +310,13 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         selector: &world.selector,
     };
     let wanted = desired::desired(&cluster, &new_status, observed.target_replicas)?;
-    apply::converge(ctx, &wanted, generation(&world.canary)).await?;
+    apply::converge(
+        &ctx.client,
+        &ctx.written,
+        &wanted,
+        generation(&world.canary),
+    )
+    .await?;
     ctx.metrics.canary(
         &namespace,
         &name,
