@@ -537,6 +537,25 @@ impl Proxy {
             .as_f64()?;
         Some((weight, route["generation"].as_u64()?))
     }
+
+    /// Whether every cohort with a share of route `ns/name` has a ready
+    /// endpoint in this proxy's table (a cohort without one has its share
+    /// served by the other).
+    pub async fn endpoints_ready(&self, namespace: &str, name: &str) -> Option<bool> {
+        let routes = self.routes().await?;
+        let route_name = weir_crds::names::route(namespace, name);
+        let route = routes["table"]["routes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == route_name.as_str())?
+            .clone();
+        Some(route["backends"].as_array()?.iter().all(|b| {
+            b["weight"].as_f64() == Some(0.0)
+                || b["endpoints"]
+                    .as_array()
+                    .is_none_or(|endpoints| !endpoints.is_empty())
+        }))
+    }
 }
 
 /// Starts a proxy serving the Canaries of `namespace`, its admin API on
@@ -789,7 +808,7 @@ impl Stack {
     }
 
     /// Waits until every proxy serves the canary at `weight` with the
-    /// generation in status.
+    /// generation in status, each cohort with a share over ready endpoints.
     pub async fn every_proxy_serves(&self, weight: f64) {
         until(
             &format!("every proxy serving canary weight {weight}"),
@@ -800,6 +819,9 @@ impl Stack {
                 for p in &self.proxies {
                     let (w, g) = p.canary_weight(self.ns(), "chat").await?;
                     if w != weight || g != generation {
+                        return None;
+                    }
+                    if !p.endpoints_ready(self.ns(), "chat").await? {
                         return None;
                     }
                 }

@@ -429,7 +429,13 @@ async fn refuse(ctx: &Context, canary: &Canary, reason: &str, problem: &str) -> 
 }
 
 /// Ready replicas of a Deployment whose controller has seen its latest
-/// spec: pods of the current template that are ready.
+/// spec: pods of the current template that are ready, counted low.
+///
+/// A Deployment's status counts ready pods over all its ReplicaSets and
+/// updated pods whether ready or not, so mid-rollout `min(updated, ready)`
+/// would count a ready old pod for a new one that is still starting. Every
+/// pod that is not updated is old and may be among the ready ones, so at
+/// least `ready - (replicas - updated)` of the ready pods are new.
 fn ready_replicas(d: Option<&Deployment>) -> u32 {
     let Some(d) = d else { return 0 };
     let Some(st) = d.status.as_ref() else {
@@ -439,8 +445,9 @@ fn ready_replicas(d: Option<&Deployment>) -> u32 {
         return 0;
     }
     let updated = st.updated_replicas.unwrap_or(0);
-    let ready = st.ready_replicas.unwrap_or(0);
-    u32::try_from(updated.min(ready)).unwrap_or(0)
+    let old = (st.replicas.unwrap_or(0) - updated).max(0);
+    let ready_new = (st.ready_replicas.unwrap_or(0) - old).max(0);
+    u32::try_from(updated.min(ready_new)).unwrap_or(0)
 }
 
 fn spec_replicas(d: &Deployment) -> u32 {
@@ -695,4 +702,51 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     }
     ctx.forget(&key);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+
+    use super::ready_replicas;
+
+    fn deployment(replicas: i32, updated: i32, ready: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(2);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            ..DeploymentStatus::default()
+        });
+        d
+    }
+
+    #[test]
+    fn only_pods_of_the_current_template_count_as_ready() {
+        // (pods, updated, ready) -> new pods surely ready.
+        for ((replicas, updated, ready), want) in [
+            ((1, 1, 1), 1),
+            ((4, 4, 3), 3),
+            // Rolling, surge 1: four old ready pods, one new starting.
+            ((5, 1, 4), 0),
+            // The new one ready, one old pod terminating.
+            ((5, 1, 5), 1),
+            ((6, 3, 4), 1),
+            // Status without `replicas`: the updated and ready bound.
+            ((0, 2, 1), 1),
+        ] {
+            let d = deployment(replicas, updated, ready);
+            assert_eq!(
+                ready_replicas(Some(&d)),
+                want,
+                "{replicas} pods, {updated} updated, {ready} ready"
+            );
+        }
+        let mut stale = deployment(1, 1, 1);
+        stale.metadata.generation = Some(3);
+        assert_eq!(ready_replicas(Some(&stale)), 0, "spec not yet observed");
+        assert_eq!(ready_replicas(None), 0);
+    }
 }
