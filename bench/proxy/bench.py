@@ -5,14 +5,19 @@ Everything runs on loopback on this machine, one target at a time, in one
 run, so the numbers are comparable with each other and with nothing else.
 Targets: `direct` (the client talks to a sim), `weir` (weir proxy, one worker
 thread), `nginx` (one worker process) and `haproxy` (one thread), the last
-three splitting 80/20 over two `weir sim` upstreams.
+three splitting 80/20 over two `weir sim` upstreams; optionally `weir2` (weir
+with two worker threads) and `before` (another weir binary, `--before`, with
+one thread: the data plane before a change, measured in the same run).
 
 Measures:
   A. saturation throughput (wrk, closed loop, GET /v1/models);
   B. added latency at a fixed rate below saturation (oha, p50 and p99);
   C. TTFT and inter-token overhead on streamed chat completions (weir load,
      open loop, against sims with a 200 ms TTFT);
-  D. proxy memory per open stream with N concurrent streams.
+  D. proxy memory per open stream with N concurrent streams;
+  E. proxy CPU per streamed SSE event: user + system CPU seconds of the
+     proxy's processes (from /proc) while many streams of many events run,
+     divided by the events delivered.
 """
 
 import argparse
@@ -97,6 +102,25 @@ def rss_kib(pid):
     return total
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process and its children (nginx's worker), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        pids += [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
 def established_to(port):
     """Established TCP connections whose local port is `port` (open client streams)."""
     n = 0
@@ -131,7 +155,7 @@ class Bench:
         return ports
 
     # -- proxies ---------------------------------------------------------
-    def start_weir(self, ups):
+    def start_weir(self, ups, threads=1, binary=None):
         port, admin = free_port(), free_port()
         cfg = self.tmp / "weir.yaml"
         cfg.write_text(
@@ -139,7 +163,7 @@ class Bench:
             "routes:\n  - name: bench\n    match: {pathPrefix: /}\n    backends:\n"
             f"      - {{cohort: stable, url: http://127.0.0.1:{ups[0]}, weight: 80}}\n"
             f"      - {{cohort: canary, url: http://127.0.0.1:{ups[1]}, weight: 20}}\n")
-        p = self.procs.start([self.weir, "proxy", "--config", str(cfg), "--threads", "1"])
+        p = self.procs.start([binary or self.weir, "proxy", "--config", str(cfg), "--threads", str(threads)])
         wait_port(port)
         return p, port
 
@@ -207,8 +231,11 @@ backend sims
         """Yields (name, process or None, port) for each target in turn."""
         if "direct" in self.args.targets:
             yield "direct", None, ups[0]
-        for name, start in (("weir", self.start_weir), ("nginx", self.start_nginx),
-                            ("haproxy", self.start_haproxy)):
+        starts = (("weir", self.start_weir),
+                  ("weir2", lambda ups: self.start_weir(ups, threads=2)),
+                  ("before", lambda ups: self.start_weir(ups, binary=self.args.before)),
+                  ("nginx", self.start_nginx), ("haproxy", self.start_haproxy))
+        for name, start in starts:
             if name not in self.args.targets:
                 continue
             p, port = start(ups)
@@ -263,6 +290,21 @@ backend sims
                       file=sys.stderr)
             self.procs.stop_all()
 
+            tokens = 300
+            ups = self.sims("--ttft", "0ms", "--itl", "2ms", "--tokens", str(tokens))
+            for name, p, port in (self.targets(ups) if "cpu" in phases else ()):
+                if p is None:
+                    continue
+                before = cpu_seconds(p.pid)
+                s = self.load(port, self.args.cpu_rate, self.args.seconds, limit=5000)
+                used = cpu_seconds(p.pid) - before
+                events = s["tokens"] + 2 * s["outcomes"].get("ok", 0)
+                results.setdefault(name, {})["cpu"] = {"seconds": used, "events": events,
+                                                       "us_per_event": used / max(events, 1) * 1e6}
+                print(f"{name:8} {events} SSE events, {used:.2f} CPU s: "
+                      f"{used / max(events, 1) * 1e6:.2f} µs/event", file=sys.stderr)
+            self.procs.stop_all()
+
             ups = self.sims("--ttft", "100ms", "--itl", "250ms", "--tokens", "80")
             for name, p, port in (self.targets(ups) if "memory" in phases else ()):
                 if p is None:
@@ -297,8 +339,9 @@ def markdown(r, args):
              "Loopback, one target at a time in one run; two `weir sim` upstreams split 80/20; one worker "
              "(thread or process) per proxy. Overheads are the target minus `direct` in the same run.", "",
              f"| | saturation (req/s, wrk -c64) | vs nginx | vs HAProxy | added p50 at {args.rate}/s | "
-             "added p99 | stream TTFT p50 / p99 overhead | ITL p50 overhead | KiB per open stream |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "added p99 | stream TTFT p50 / p99 overhead | ITL p50 overhead | proxy CPU µs per SSE event "
+             "| KiB per open stream |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def stream_overhead(x, key, pct):
         try:
@@ -306,17 +349,23 @@ def markdown(r, args):
         except (KeyError, TypeError):
             return float("nan")
 
-    for name in ("direct", "weir", "nginx", "haproxy"):
-        x = r[name]
+    for name in ("direct", "weir", "weir2", "before", "nginx", "haproxy"):
+        x = r.get(name)
+        if x is None:
+            continue
         if name == "direct":
-            lines.append(f"| direct | {x['rps']:.0f} | | | | | | | |")
+            lines.append(f"| direct | {x['rps']:.0f} | | | | | | | | |")
             continue
         mem = x.get("memory", {})
+        cpu = x.get("cpu", {}).get("us_per_event", float("nan"))
+        label = {"weir2": "weir, 2 workers", "before": "weir before"}.get(name, name)
         lines.append(
-            f"| {name} | {x['rps']:.0f} | {x['rps'] / r['nginx']['rps']:.2f}× | {x['rps'] / r['haproxy']['rps']:.2f}× "
+            f"| {label} | {x['rps']:.0f} | {x['rps'] / r['nginx']['rps']:.2f}× | {x['rps'] / r['haproxy']['rps']:.2f}× "
             f"| {x['p50_ms'] - d['p50_ms']:+.3f} ms | {x['p99_ms'] - d['p99_ms']:+.3f} ms "
             f"| {stream_overhead(x, 'ttft_seconds', 'p50'):+.2f} / {stream_overhead(x, 'ttft_seconds', 'p99'):+.2f} ms "
             f"| {stream_overhead(x, 'itl_seconds', 'p50'):+.2f} ms "
+            f"| {cpu:.2f} ({cpu / r['nginx'].get('cpu', {}).get('us_per_event', float('nan')):.2f}× nginx, "
+            f"{cpu / r['haproxy'].get('cpu', {}).get('us_per_event', float('nan')):.2f}× HAProxy) "
             f"| {mem.get('per_stream_kib', float('nan')):.1f} ({mem.get('open', 0)} open) |")
     return "\n".join(lines) + "\n"
 
@@ -327,16 +376,21 @@ def main():
     ap.add_argument("--oha", required=True)
     ap.add_argument("--quick", action="store_true", help="short runs, 1,000 streams")
     ap.add_argument("--targets", default="direct,weir,nginx,haproxy",
-                    help="comma-separated subset (the RESULTS.md table needs all four)")
-    ap.add_argument("--phases", default="throughput,streams,memory", help="comma-separated subset")
+                    help="comma-separated; the RESULTS.md table needs these four, weir2 and before are optional")
+    ap.add_argument("--phases", default="throughput,streams,cpu,memory", help="comma-separated subset")
+    ap.add_argument("--before", help="another weir binary, measured as target `before`")
     args = ap.parse_args()
     args.targets = args.targets.split(",")
     args.phases = args.phases.split(",")
-    partial = set(args.targets) != {"direct", "weir", "nginx", "haproxy"} or len(args.phases) != 3
+    partial = not {"direct", "weir", "nginx", "haproxy"} <= set(args.targets) or \
+        set(args.phases) != {"throughput", "streams", "cpu", "memory"}
     args.seconds = 3 if args.quick else 10
     args.rate = 1000
     args.stream_rate = 20 if args.quick else 50
     args.streams = 1000 if args.quick else 5000
+    # New streams a second in the CPU phase: each lasts ~0.6 s (300 events
+    # 2 ms apart), so about 0.6 × this many are open at once.
+    args.cpu_rate = 500 if args.quick else 2000
     results = bench = Bench(args).run()
     if partial:
         print(json.dumps(results, indent=2))

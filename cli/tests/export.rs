@@ -549,22 +549,21 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         "the run restarted: {reasons:?}"
     );
     assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
-    let history = stack::numbered(
-        &revisions
-            .list(&ListParams::default())
-            .await
-            .expect("revisions")
-            .items,
-    );
-    assert_eq!(
-        history,
-        [
-            (1, Some("sim:v1".into())),
-            (2, Some("sim:v2".into())),
-            (3, Some("sim:v3".into()))
-        ],
-        "the restored history goes on"
-    );
+    // The promoted template's ControllerRevision is applied after the
+    // status write that says Succeeded (status first, then the objects it
+    // implies), so wait for the third one to be listed.
+    let want = [
+        (1, Some("sim:v1".to_string())),
+        (2, Some("sim:v2".to_string())),
+        (3, Some("sim:v3".to_string())),
+    ];
+    let history = until("the third revision recorded", PATIENCE, || async {
+        let listed = revisions.list(&ListParams::default()).await.ok()?.items;
+        let history = stack::numbered(&listed);
+        (history.len() >= want.len()).then_some(history)
+    })
+    .await;
+    assert_eq!(history, want, "the restored history goes on");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

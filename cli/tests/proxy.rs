@@ -29,7 +29,7 @@ use weir_proxy::route::COHORT_HEADER;
 use weir_sim::text::completion_text;
 
 mod common;
-use common::proxy_process::{Proxy, proxy, proxy_with};
+use common::proxy_process::{Proxy, proxy, proxy_in_env, proxy_with};
 use common::{between, sim, spawn};
 use weir_test_kit::poll::until_blocking;
 use weir_test_kit::python;
@@ -929,4 +929,48 @@ fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
          a good file then applied",
         before.iter().filter(|c| *c == "canary").count()
     );
+}
+
+#[test]
+fn at_trace_level_no_credential_header_value_or_body_reaches_the_log() {
+    let _shared = shared();
+    let dir = scratch("logs");
+    let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
+    let cfg = write_chat_config(
+        &dir,
+        false,
+        &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
+    );
+    let mut proxy = proxy_in_env(&cfg, &[], &[("WEIR_LOG", "trace")]);
+    let body = r#"{"model":"weir-sim","messages":[{"role":"user","content":"BODY-MARK-7"}],"max_tokens":2}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: chat\r\n\
+         authorization: Bearer sk-SECRET-7\r\ncookie: session=COOKIE-MARK-7\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = exchange(proxy.listen, request.as_bytes()).expect("an answer");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // Malformed (two lengths): refused, its raw bytes never echoed.
+    let _ = answer(
+        proxy.listen,
+        b"POST /v1/x HTTP/1.1\r\nhost: chat\r\nx-key: HEADER-MARK-7\r\n\
+content-length: 5\r\ncontent-length: 6\r\n\r\nRAW-MARK-7",
+    );
+    proxy.proc.signal(Signal::SIGTERM);
+    proxy
+        .proc
+        .wait_exit(Duration::from_secs(30))
+        .expect("the proxy exits on SIGTERM");
+    let log = proxy.proc.stderr.text();
+    assert!(log.contains("proxy drained"), "the log was written: {log}");
+    for mark in [
+        "sk-SECRET-7",
+        "COOKIE-MARK-7",
+        "BODY-MARK-7",
+        "HEADER-MARK-7",
+        "RAW-MARK-7",
+    ] {
+        assert!(!log.contains(mark), "{mark} reached the log:\n{log}");
+    }
 }

@@ -17,24 +17,31 @@
 //!   `/v1/observations` and `/metrics`, latencies kept as [`histogram`]s.
 //! - [`metrics`]: the exported metric names and label values, in one place.
 //!
-//! A request's life in the server, in these terms:
+//! A request's life in the server ([`server`]'s hot path, one task from
+//! head to record), in these terms:
 //!
-//! 1. `request_filter`: `route(&table.load(), &RequestInfo::new(host, path,
-//!    headers), rand)`; on [`RouteError::NoRoute`] answer 404 with its text.
-//!    Keep the [`Decision`], the [`CohortHandle`] from
+//! 1. Read the head (a deadline on the whole head); an HTTP/1.1 request
+//!    without one `Host` is answered 400 ([`server::headers::check`]).
+//!    `route(&table.load(), &RequestInfo::new(host, path, headers), rand)`;
+//!    on [`RouteError::NoRoute`] answer 404 with its text. Keep the
+//!    [`Decision`], the [`CohortHandle`] from
 //!    `observations.cohort(&decision.key())`, its [`InflightGuard`] and a
-//!    [`Meter::new`]`(start)` in the request context.
-//! 2. `upstream_peer`: the backend's URL, or, when it has endpoints,
-//!    [`balance::Endpoints::pick`]`(rand)` and that endpoint's
-//!    [`balance::EndpointGuard`], kept until `logging`.
-//!    A connect failure before any byte went upstream (an empty endpoint
-//!    set counts as one): record
+//!    [`Meter::new`]`(start)`.
+//! 2. Connect to the backend's URL, or, when it has endpoints, to
+//!    [`balance::Endpoints::pick`]`(rand)`, holding that endpoint's
+//!    [`balance::EndpointGuard`] to the end. A connect failure before any
+//!    byte went upstream (an empty endpoint set counts as one): record
 //!    `Meter::new(start).finish(End::ConnectError, now)` on that handle, then
-//!    retry once on `decision.fallback_backend()` with the fallback's handle.
-//! 3. Response header: `meter.on_response(status, content_type, now)`; add
-//!    [`COHORT_HEADER`] naming the cohort. Body filter:
-//!    `meter.on_body_chunk(chunk, now)`.
-//! 4. `logging`: `handle.record(&meter.finish(end, now))`, drop the guards.
+//!    try once more on `decision.fallback_backend()` with the fallback's
+//!    handle.
+//! 3. Send the request ([`server::headers::upstream_request`]); the response
+//!    head: `meter.on_response(status, content_type, now)`, forwarded with
+//!    [`COHORT_HEADER`] naming the cohort
+//!    ([`server::headers::downstream_response`]). Each body chunk:
+//!    `meter.on_body_chunk(chunk, now)`, then written to the client.
+//! 4. `handle.record(&meter.finish(end, now))`, drop the guards; a pooled
+//!    upstream connection goes back to the pool when the response ended
+//!    cleanly.
 
 pub mod admin;
 pub mod balance;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{Proc, STARTUP, between, spawn};
+use super::{Proc, STARTUP, between, command, spawn_command};
 
 /// A running `weir proxy`.
 #[derive(Debug)]
@@ -24,6 +24,11 @@ pub fn proxy(config: &Path) -> Proxy {
 
 /// [`proxy`] with more flags.
 pub fn proxy_with(config: &Path, extra: &[&str]) -> Proxy {
+    proxy_in_env(config, extra, &[])
+}
+
+/// [`proxy_with`] with environment variables set.
+pub fn proxy_in_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proxy {
     let path = config.to_str().expect("utf-8 path");
     let mut args = vec![
         "proxy",
@@ -35,7 +40,9 @@ pub fn proxy_with(config: &Path, extra: &[&str]) -> Proxy {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    let proc = spawn("proxy", &args);
+    let mut cmd = command(&args);
+    cmd.envs(env.iter().copied());
+    let proc = spawn_command("proxy", cmd);
     // weir proxy: serving file F on ADDR; admin on ADDR (/metrics, ...)
     let line = proc
         .stderr

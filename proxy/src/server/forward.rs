@@ -1,0 +1,494 @@
+//! The hot path: one request, start to end, on one task.
+//!
+//! Inference traffic has one shape: a small JSON request, then a response
+//! that streams for seconds to minutes. [`Forwarder`] is a pingora
+//! [`HttpServerApp`] built for that shape instead of pingora-proxy's general
+//! one (two task channels, `try_join` and a copy of every body chunk per
+//! request): it reads the request, routes it (the pure
+//! [`crate::route::route`]), connects (failing over once to the other
+//! cohort), writes the request, forwards the response head, then loops
+//! read → meter → write on the same task. Between an HTTP/1 upstream and an
+//! HTTP/1 client a body chunk is never copied: the meter and the client's
+//! socket both read it from the upstream session's buffer.
+//!
+//! Each request is counted in [`Active`] from routing to its record, which
+//! is what a drain waits for.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::connectors::http::v1::Connector;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::v1::client::HttpSession as Upstream;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, RetryType};
+
+use super::headers;
+use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Draws};
+use crate::balance::EndpointGuard;
+use crate::config::Timeouts;
+use crate::meter::{End, Meter};
+use crate::observe::{CohortHandle, InflightGuard, Observations};
+use crate::route::{Backend, COHORT_HEADER, Decision, RequestInfo, RouteTable, route};
+
+/// How long a client may take to send a whole request head, from the
+/// moment the connection is ready for one (a kept-alive connection waits
+/// this long for its next request too). A deadline on the whole head, not
+/// on each read: a client trickling a byte a second is cut here too.
+pub(super) const REQUEST_HEAD_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The proxy's request handler, one per listener, shared by its tasks.
+pub(super) struct Forwarder {
+    pub(super) table: Arc<ArcSwap<RouteTable>>,
+    pub(super) observations: Arc<Observations>,
+    pub(super) timeouts: Timeouts,
+    pub(super) active: Arc<Active>,
+    pub(super) draws: Draws,
+    pub(super) connector: Connector,
+    pub(super) options: HttpServerOptions,
+}
+
+/// One request's state: its decision, the cohort it is counted against and
+/// what holds it in the in-flight gauges.
+struct Exchange {
+    started: Instant,
+    decision: Decision,
+    /// The chosen backend could not be reached and the request moved to
+    /// the fallback.
+    failed_over: bool,
+    handle: CohortHandle,
+    meter: Meter,
+    _inflight: InflightGuard,
+    /// The endpoint the request was sent to, counted in flight there.
+    endpoint: Option<EndpointGuard>,
+}
+
+impl Exchange {
+    fn serving(&self) -> &Backend {
+        match self.decision.fallback_backend() {
+            Some(fallback) if self.failed_over => fallback,
+            _ => self.decision.backend(),
+        }
+    }
+
+    /// Moves the request to its fallback cohort after a connect failure
+    /// (nothing reached the upstream), once: the failure is recorded
+    /// against the cohort that failed. Returns whether the request moved.
+    fn fail_over(&mut self, observations: &Observations) -> bool {
+        let Some(key) = self.decision.fallback_key().filter(|_| !self.failed_over) else {
+            return false;
+        };
+        self.handle
+            .record(&Meter::new(self.started).finish(End::ConnectError, Instant::now()));
+        let handle = observations.cohort(&key);
+        self._inflight = handle.inflight_guard();
+        self.handle = handle;
+        self.endpoint = None;
+        self.failed_over = true;
+        true
+    }
+}
+
+/// How a request's exchange ended, and whether the client's connection may
+/// carry another request.
+struct Ended {
+    end: End,
+    reusable: bool,
+}
+
+impl Ended {
+    fn broken(end: End) -> Self {
+        Ended {
+            end,
+            reusable: false,
+        }
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Forwarder {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if let ServerSession::H1(h1) = &mut session {
+            // A second request in the same packet is kept for the next
+            // round instead of dropped with the connection.
+            h1.set_pipelining_enabled(true);
+        }
+        let mut closing = shutdown.clone();
+        let read = tokio::select! {
+            biased;
+            read = tokio::time::timeout(REQUEST_HEAD_DEADLINE, session.read_request()) => read,
+            () = draining(&mut closing) => return None,
+        };
+        match read {
+            Ok(Ok(true)) => {}
+            // The client closed a kept-alive connection, or took longer
+            // than the deadline to send a request head.
+            Ok(Ok(false)) | Err(_) => return None,
+            Ok(Err(e)) => {
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        if !self.serve(&mut session).await {
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&session);
+        let reusable = session.finish().await.ok().flatten()?;
+        Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+}
+
+/// Resolves once the service starts shutting down.
+async fn draining(watch: &mut ShutdownWatch) {
+    while !*watch.borrow_and_update() {
+        if watch.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Forwarder {
+    /// Serves one request; returns whether the client's connection can take
+    /// the next one.
+    async fn serve(&self, session: &mut ServerSession) -> bool {
+        let started = Instant::now();
+        if let Err(refused) = headers::check(session.req_header()) {
+            return respond(session, 400, &refused.to_string(), None).await;
+        }
+        let decided = {
+            let req = session.req_header();
+            let host = req
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or(req.uri.host());
+            let info = RequestInfo::new(host, req.uri.path(), &req.headers);
+            route(&self.table.load(), &info, self.draws.next())
+        };
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(e) => return respond(session, 404, &e.to_string(), None).await,
+        };
+        let _active = ActiveGuard::enter(&self.active);
+        let handle = self.observations.cohort(&decision.key());
+        let mut exchange = Exchange {
+            started,
+            decision,
+            failed_over: false,
+            _inflight: handle.inflight_guard(),
+            handle,
+            meter: Meter::new(started),
+            endpoint: None,
+        };
+        let ended = self.exchange(session, &mut exchange).await;
+        let Exchange { handle, meter, .. } = exchange;
+        handle.record(&meter.finish(ended.end, Instant::now()));
+        ended.reusable
+    }
+
+    /// Connects, sends the request and streams the response back.
+    async fn exchange(&self, session: &mut ServerSession, x: &mut Exchange) -> Ended {
+        session.enable_retry_buffering();
+        let mut replay = false;
+        let (mut upstream, peer) = loop {
+            let (mut upstream, reused, peer) = match self.connect(x).await {
+                Ok(connected) => connected,
+                Err(why) => {
+                    let cohort = x.serving().cohort.as_str();
+                    let reusable = respond(session, 502, &why, Some(cohort)).await;
+                    return Ended {
+                        end: End::ConnectError,
+                        reusable,
+                    };
+                }
+            };
+            let authority = x.serving().upstream.authority().to_string();
+            match send(session, &mut upstream, &authority, replay).await {
+                Ok(()) => break (upstream, peer),
+                // A pooled connection the upstream had closed: nothing was
+                // received, so the request goes again on a new connection
+                // (once, and only with its whole body kept for the replay).
+                Err(Failed::Upstream(e))
+                    if reused && !replay && retryable(&e) && !session.retry_buffer_truncated() =>
+                {
+                    replay = true;
+                }
+                Err(failed) => return failed_early(session, x, failed).await,
+            }
+        };
+        let head = match upstream.read_resp_header_parts().await {
+            Ok(head) => head,
+            Err(e) => return failed_early(session, x, Failed::Upstream(e)).await,
+        };
+        let now = Instant::now();
+        let content_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        x.meter.on_response(head.status.as_u16(), content_type, now);
+        let client = session.req_header();
+        let response = headers::downstream_response(
+            &head,
+            x.serving().cohort.as_str(),
+            &client.method,
+            client.version,
+        );
+        if session
+            .write_response_header(Box::new(response))
+            .await
+            .is_err()
+        {
+            return Ended::broken(End::ClientAbort);
+        }
+        let ended = stream_body(session, &mut upstream, &mut x.meter).await;
+        if ended.end == End::Complete {
+            self.connector
+                .release_http_session(upstream, &peer, Some(self.timeouts.idle))
+                .await;
+        }
+        ended
+    }
+
+    /// An upstream session for the serving backend: one of its ready
+    /// endpoints (or its URL's address), moving once to the fallback cohort
+    /// when none is ready or the connection fails. The error text says what
+    /// could not be reached.
+    async fn connect(&self, x: &mut Exchange) -> Result<(Upstream, bool, HttpPeer), String> {
+        loop {
+            let backend = x.serving();
+            let why = match target(backend, &self.draws).await {
+                Some((addr, guard)) => {
+                    let peer = self.peer(addr);
+                    match self.connector.get_http_session(&peer).await {
+                        Ok((mut upstream, reused)) => {
+                            upstream.read_timeout = Some(self.timeouts.read);
+                            x.endpoint = guard;
+                            return Ok((upstream, reused, peer));
+                        }
+                        Err(e) => format!(
+                            "cannot connect to {}: {}",
+                            backend.upstream.url(),
+                            e.etype().as_str()
+                        ),
+                    }
+                }
+                // A name that does not resolve, or a Service without a
+                // ready pod, is a connect failure like any other.
+                None if backend.endpoints.is_some() => {
+                    format!("no ready endpoint behind {}", backend.upstream.url())
+                }
+                None => format!("cannot resolve upstream {}", backend.upstream.authority()),
+            };
+            if !x.fail_over(&self.observations) {
+                return Err(why);
+            }
+        }
+    }
+
+    fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.idle_timeout = Some(self.timeouts.idle);
+        peer
+    }
+}
+
+/// Ends a request that failed before its response head reached the client:
+/// a JSON error when the client is still there.
+async fn failed_early(session: &mut ServerSession, x: &Exchange, failed: Failed) -> Ended {
+    let (end, status, message) = match failed {
+        Failed::Client => return Ended::broken(End::ClientAbort),
+        Failed::Refused(refused) => (End::UpstreamReset, 400, refused.to_string()),
+        Failed::Upstream(e) if is_timeout(&e) => (
+            End::Timeout,
+            504,
+            "the upstream did not answer in time".to_string(),
+        ),
+        Failed::Upstream(_) => (
+            End::UpstreamReset,
+            502,
+            "the upstream closed the connection".to_string(),
+        ),
+    };
+    let _ = respond(session, status, &message, Some(x.serving().cohort.as_str())).await;
+    Ended::broken(end)
+}
+
+/// Why sending a request failed.
+enum Failed {
+    /// The client's side (reading its body) failed.
+    Client,
+    /// The request cannot be forwarded as it is.
+    Refused(headers::Refused),
+    /// The upstream's side failed.
+    Upstream(Box<Error>),
+}
+
+/// Writes the request head and body upstream. With `replay`, the body comes
+/// from the session's retry buffer (the first attempt read it already).
+async fn send(
+    session: &mut ServerSession,
+    upstream: &mut Upstream,
+    authority: &str,
+    replay: bool,
+) -> Result<(), Failed> {
+    let has_body = !session.is_body_empty();
+    let request = headers::upstream_request(session.req_header(), authority, has_body)
+        .map_err(Failed::Refused)?;
+    upstream
+        .write_request_header(Box::new(request))
+        .await
+        .map_err(Failed::Upstream)?;
+    if has_body {
+        if replay && let Some(body) = session.get_retry_buffer() {
+            upstream.write_body(&body).await.map_err(Failed::Upstream)?;
+        }
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    upstream
+                        .write_body(&chunk)
+                        .await
+                        .map_err(Failed::Upstream)?;
+                }
+                Ok(None) => break,
+                Err(_) => return Err(Failed::Client),
+            }
+        }
+    }
+    upstream.finish_body().await.map_err(Failed::Upstream)?;
+    Ok(())
+}
+
+/// Streams the response body from `upstream` to the client, metering every
+/// chunk, until either side ends. A client that goes away is noticed while
+/// waiting on the upstream, so a generation nobody reads is cut at once.
+async fn stream_body(
+    session: &mut ServerSession,
+    upstream: &mut Upstream,
+    meter: &mut Meter,
+) -> Ended {
+    loop {
+        let read = match &mut *session {
+            ServerSession::H1(client) => tokio::select! {
+                biased;
+                read = upstream.read_body_ref() => read,
+                gone = client.read_body_or_idle(true) => {
+                    let _ = gone;
+                    return Ended::broken(End::ClientAbort);
+                }
+            },
+            _ => upstream.read_body_ref().await,
+        };
+        let chunk = match read {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) if is_timeout(&e) => return Ended::broken(End::Timeout),
+            Err(_) => return Ended::broken(End::UpstreamReset),
+        };
+        meter.on_body_chunk(chunk, Instant::now());
+        let written = match &mut *session {
+            ServerSession::H1(client) => client.write_body(chunk).await.map(|_| ()),
+            other => {
+                other
+                    .write_response_body(Bytes::copy_from_slice(chunk), false)
+                    .await
+            }
+        };
+        if written.is_err() {
+            return Ended::broken(End::ClientAbort);
+        }
+    }
+    let finished = match session {
+        ServerSession::H1(client) => client.finish_body().await.map(|_| ()),
+        other => other.write_response_body(Bytes::new(), true).await,
+    };
+    Ended {
+        end: End::Complete,
+        reusable: finished.is_ok(),
+    }
+}
+
+/// Where the serving backend's request goes: one of its endpoints (counted
+/// in flight there from now on), or its URL's address. `None` for no ready
+/// endpoint or a name that does not resolve.
+async fn target(backend: &Backend, draws: &Draws) -> Option<(SocketAddr, Option<EndpointGuard>)> {
+    match &backend.endpoints {
+        Some(endpoints) => endpoints
+            .pick(draws.next())
+            .map(|e| (e.addr(), Some(e.acquire()))),
+        None => super::resolve(backend.upstream.authority())
+            .await
+            .map(|addr| (addr, None)),
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+/// Whether an error on a pooled connection means the upstream had closed it
+/// before our request (pingora marks those "retry if reused").
+fn retryable(e: &Error) -> bool {
+    match e.retry {
+        RetryType::ReusedOnly => true,
+        RetryType::Decided(retry) => retry,
+    }
+}
+
+/// Answers with a short JSON error, naming the cohort that failed when one
+/// was chosen; returns whether the connection can take another request
+/// (pingora drains an unread request body before reusing it).
+async fn respond(
+    session: &mut ServerSession,
+    status: u16,
+    message: &str,
+    cohort: Option<&str>,
+) -> bool {
+    let body = Bytes::from(
+        serde_json::json!({ "error": { "message": message, "type": "weir_proxy_error" } })
+            .to_string(),
+    );
+    let Ok(mut header) = ResponseHeader::build(status, Some(3)) else {
+        return false;
+    };
+    let built = header
+        .insert_header("content-type", "application/json")
+        .is_ok()
+        && header
+            .insert_header("content-length", body.len().to_string())
+            .is_ok()
+        && cohort.is_none_or(|c| header.insert_header(COHORT_HEADER, c).is_ok());
+    built
+        && session
+            .write_response_header(Box::new(header))
+            .await
+            .is_ok()
+        && session.write_response_body(body, true).await.is_ok()
+}

@@ -1,0 +1,283 @@
+//! What goes upstream and what goes back: the HTTP/1 header rules of a
+//! forwarding hop, pure so every rule has a table test.
+//!
+//! A proxy is one hop: the fields that describe a connection (RFC 9110
+//! §7.6.1: `Connection` and every field it names, `Keep-Alive`, `TE`,
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`, and the non-standard
+//! `Proxy-Connection`) are the two connections' own business and are not
+//! forwarded. Framing is then set for the next hop: a request body without
+//! a length goes chunked, and a response without a length goes chunked to
+//! an HTTP/1.1 client (so its connection can be kept) and close-delimited to
+//! an HTTP/1.0 one. pingora's session writers derive their body framing
+//! from exactly these fields.
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, StatusCode, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::route::COHORT_HEADER;
+
+/// Why a request is refused before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request
+    /// without exactly one `Host`.
+    #[error("an HTTP/1.1 request needs exactly one Host header")]
+    Host,
+    /// A header value that cannot be sent upstream as it is.
+    #[error("a header value cannot be forwarded: {0}")]
+    Header(&'static str),
+}
+
+/// Connection-specific fields that never cross the proxy.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The hop-by-hop fields of `headers` and those its `Connection` names.
+/// (pingora's header types keep the map read-only, so callers remove them.)
+fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    names.extend(HOP_BY_HOP.iter().map(|n| HeaderName::from_static(n)));
+    names
+}
+
+/// Checks a request before it is routed: an HTTP/1.1 request must carry
+/// exactly one `Host` (HTTP/2 carries `:authority` instead).
+///
+/// # Errors
+/// [`Refused::Host`] for an HTTP/1.1 request without one `Host`.
+pub fn check(request: &RequestHeader) -> Result<(), Refused> {
+    if request.version == Version::HTTP_11
+        && request.headers.get_all(header::HOST).iter().count() != 1
+    {
+        return Err(Refused::Host);
+    }
+    Ok(())
+}
+
+/// The request header sent to an upstream at `authority` (`host:port`):
+/// HTTP/1.1, hop-by-hop fields removed, the client's `Host` kept (an
+/// HTTP/1.0 request without one, or an HTTP/2 request, gets its authority
+/// or the upstream's), and a body without `Content-Length` sent chunked.
+///
+/// # Errors
+/// [`Refused::Header`] when the `Host` to send is not a valid header value.
+pub fn upstream_request(
+    downstream: &RequestHeader,
+    authority: &str,
+    has_body: bool,
+) -> Result<RequestHeader, Refused> {
+    let mut request = downstream.clone();
+    for name in hop_by_hop(&request.headers) {
+        request.remove_header(&name);
+    }
+    request.set_version(Version::HTTP_11);
+    if downstream.uri.authority().is_some() {
+        // An HTTP/2 request (or an absolute-form HTTP/1 target) names its
+        // authority in the URI; HTTP/1 upstreams get origin-form and Host.
+        let origin = downstream
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|_| Refused::Header("path"))?;
+        request.set_uri(origin);
+    }
+    if !request.headers.contains_key(header::HOST) {
+        let host = downstream
+            .uri
+            .authority()
+            .map_or(authority, |a| a.as_str())
+            .to_string();
+        request
+            .insert_header(header::HOST, host)
+            .map_err(|_| Refused::Header("host"))?;
+    }
+    if has_body && !request.headers.contains_key(header::CONTENT_LENGTH) {
+        request
+            .insert_header(header::TRANSFER_ENCODING, "chunked")
+            .map_err(|_| Refused::Header("transfer-encoding"))?;
+    }
+    Ok(request)
+}
+
+/// Whether a response to `method` with `status` has a body (RFC 9112
+/// §6.3: never for HEAD, 1xx, 204 and 304).
+fn has_body(method: &Method, status: StatusCode) -> bool {
+    method != Method::HEAD
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+}
+
+/// The response header sent back to a client of `version` that asked
+/// `method`: hop-by-hop fields removed, [`COHORT_HEADER`] naming `cohort`,
+/// and a body of unknown length chunked for an HTTP/1.1 client.
+pub fn downstream_response(
+    upstream: &ResponseHeader,
+    cohort: &str,
+    method: &Method,
+    version: Version,
+) -> ResponseHeader {
+    let mut response = upstream.clone();
+    let chunked = is_chunked(&response.headers);
+    for name in hop_by_hop(&response.headers) {
+        response.remove_header(&name);
+    }
+    let unknown_length = chunked || !response.headers.contains_key(header::CONTENT_LENGTH);
+    if version == Version::HTTP_11 && unknown_length && has_body(method, response.status) {
+        response.remove_header(&header::CONTENT_LENGTH);
+        // Infallible: static name and value.
+        let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+    // Infallible: static name, and cohort names are validated tokens.
+    let _ = response.insert_header(COHORT_HEADER, cohort);
+    response
+}
+
+fn is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).expect("request");
+        r.set_version(version);
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<String> {
+        let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_http11_request_needs_exactly_one_host() {
+        assert_eq!(check(&request(Version::HTTP_11, &[("host", "a")])), Ok(()));
+        assert_eq!(
+            check(&request(Version::HTTP_11, &[])),
+            Err(Refused::Host),
+            "none"
+        );
+        assert_eq!(
+            check(&request(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
+            Err(Refused::Host),
+            "two"
+        );
+        assert_eq!(check(&request(Version::HTTP_10, &[])), Ok(()), "1.0");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_stay_behind() {
+        let down = request(
+            Version::HTTP_11,
+            &[
+                ("host", "chat.example"),
+                ("connection", "keep-alive, x-secret-hop"),
+                ("x-secret-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("upgrade", "h2c"),
+                ("proxy-connection", "keep-alive"),
+                ("authorization", "Bearer k"),
+                ("content-length", "2"),
+            ],
+        );
+        let up = upstream_request(&down, "10.0.0.1:8000", true).expect("request");
+        assert_eq!(
+            names(&up.headers),
+            ["authorization", "content-length", "host"],
+            "{up:?}"
+        );
+        assert_eq!(up.version, Version::HTTP_11);
+        assert_eq!(up.headers["host"], "chat.example", "the client's Host kept");
+    }
+
+    #[test]
+    fn a_body_without_a_length_goes_chunked_and_http10_gets_a_host() {
+        let down = request(Version::HTTP_10, &[("transfer-encoding", "chunked")]);
+        let up = upstream_request(&down, "10.0.0.1:8000", true).expect("request");
+        assert_eq!(up.version, Version::HTTP_11);
+        assert_eq!(up.headers["host"], "10.0.0.1:8000");
+        assert_eq!(up.headers["transfer-encoding"], "chunked");
+        let get = request(Version::HTTP_11, &[("host", "h")]);
+        let up = upstream_request(&get, "u:1", false).expect("request");
+        assert!(!up.headers.contains_key("transfer-encoding"), "no body");
+    }
+
+    #[test]
+    fn an_http2_request_goes_upstream_in_origin_form_with_its_authority_as_host() {
+        let mut down =
+            RequestHeader::build("POST", b"/v1/chat/completions?x=1", None).expect("request");
+        down.set_uri(
+            "http://chat.example/v1/chat/completions?x=1"
+                .parse()
+                .expect("uri"),
+        );
+        down.set_version(Version::HTTP_2);
+        let up = upstream_request(&down, "10.0.0.1:8000", true).expect("request");
+        assert_eq!(up.uri.to_string(), "/v1/chat/completions?x=1");
+        assert_eq!(up.headers["host"], "chat.example");
+        assert_eq!(up.version, Version::HTTP_11);
+        assert_eq!(check(&down), Ok(()), ":authority stands for Host");
+    }
+
+    #[test]
+    fn responses_name_the_cohort_and_keep_http11_connections_reusable() {
+        let mut up = ResponseHeader::build(200, None).expect("response");
+        up.append_header("content-type", "text/event-stream")
+            .expect("header");
+        up.append_header("connection", "close").expect("header");
+        let post = Method::POST;
+        // Close-delimited upstream body: chunked to 1.1, as-is to 1.0.
+        let r = downstream_response(&up, "canary", &post, Version::HTTP_11);
+        assert_eq!(r.headers["transfer-encoding"], "chunked");
+        assert_eq!(r.headers[COHORT_HEADER], "canary");
+        assert!(!r.headers.contains_key("connection"));
+        let r = downstream_response(&up, "stable", &post, Version::HTTP_10);
+        assert!(!r.headers.contains_key("transfer-encoding"));
+        // A length is kept; chunked stays chunked.
+        up.append_header("content-length", "12").expect("header");
+        let r = downstream_response(&up, "stable", &post, Version::HTTP_11);
+        assert_eq!(r.headers["content-length"], "12");
+        assert!(!r.headers.contains_key("transfer-encoding"));
+        let mut chunked = ResponseHeader::build(200, None).expect("response");
+        chunked
+            .append_header("transfer-encoding", "chunked")
+            .expect("header");
+        let r = downstream_response(&chunked, "stable", &post, Version::HTTP_11);
+        assert_eq!(r.headers["transfer-encoding"], "chunked");
+        // No body: nothing to frame.
+        let empty = ResponseHeader::build(204, None).expect("response");
+        let r = downstream_response(&empty, "stable", &post, Version::HTTP_11);
+        assert!(!r.headers.contains_key("transfer-encoding"));
+        let r = downstream_response(&up, "stable", &Method::HEAD, Version::HTTP_11);
+        assert_eq!(r.headers["content-length"], "12");
+    }
+}

@@ -1,0 +1,313 @@
+//! The server: listeners, the request handler and the drain.
+//!
+//! `forward` is the hot path, a pingora `HttpServerApp` that takes each
+//! request from its head to its record on one task; [`headers`] holds the
+//! HTTP/1 rules of the hop, pure. This module binds the listeners, runs the
+//! service and the admin API, and drains on shutdown.
+//!
+//! The service runs inside the caller's tokio runtime rather than under
+//! pingora's `Server`, for two reasons: `weir run` embeds the proxy in its
+//! own process, and shutdown must end as soon as the last open stream
+//! finishes, where pingora's `Server` sleeps for the whole grace period.
+
+mod forward;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
+use pingora::connectors::http::v1::Connector;
+use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
+use pingora::server::{Fds, ListenFds};
+use pingora::services::Service as _;
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::{ConfigSource, Timeouts, follow};
+use crate::observe::Observations;
+use crate::route::RouteTable;
+
+/// How long to wait for a TCP connection to an upstream before giving up on
+/// it (and trying the other cohort).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pending connections the proxy listener queues; bursts of thousands of
+/// new streams must not be refused by a short kernel queue.
+const BACKLOG: i32 = 4096;
+/// Read buffer of each client connection. pingora's default is 64 KiB per
+/// connection, sized for TLS records and bulk transfer; a client of an
+/// inference API sends one small JSON request and then waits on a stream
+/// for seconds to minutes, so 4 KiB keeps thousands of open streams cheap.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
+/// Requests between `request_filter` and the end of `logging`, across all
+/// routes: what a drain waits for.
+#[derive(Debug, Default)]
+struct Active(AtomicUsize);
+
+/// Holds one request in [`Active`] until dropped.
+#[derive(Debug)]
+struct ActiveGuard(Arc<Active>);
+
+impl ActiveGuard {
+    fn enter(active: &Arc<Active>) -> Self {
+        active.0.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(Arc::clone(active))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where the uniform draw behind a weighted choice comes from.
+#[derive(Debug)]
+enum Draws {
+    /// The thread-local RNG (production).
+    Random,
+    /// A fixed sequence: the n-th request gets `splitmix64(seed + n)`. The
+    /// set of draws for N requests is then fixed whatever their order, so a
+    /// test's cohort counts are reproducible.
+    Seeded { seed: u64, next: AtomicU64 },
+}
+
+impl Draws {
+    fn next(&self) -> u64 {
+        match self {
+            Draws::Random => rand::random(),
+            Draws::Seeded { seed, next } => {
+                splitmix64(seed.wrapping_add(next.fetch_add(1, Ordering::Relaxed)))
+            }
+        }
+    }
+}
+
+/// SplitMix64's output function: a bijection of u64 that scatters
+/// consecutive inputs uniformly.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An upstream's address: IP literals parse here; names are resolved
+/// without blocking the runtime (pingora's `HttpPeer::new` would call the
+/// blocking resolver on this thread). Caching resolutions is a follow-up.
+async fn resolve(authority: &str) -> Option<SocketAddr> {
+    match authority.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => tokio::net::lookup_host(authority).await.ok()?.next(),
+    }
+}
+
+/// The listener's protocol options: HTTP/1.x only for now. pingora's h2c
+/// detection (0.9.1) reads the first 24 bytes of every new connection
+/// before any deadline applies, so a complete HTTP/1.0 request shorter
+/// than the HTTP/2 preface would wait for bytes that never come and a
+/// client trickling bytes would hold the connection without limit. HTTP/2
+/// comes with TLS, negotiated by ALPN, where no such peek is needed.
+fn server_options() -> HttpServerOptions {
+    HttpServerOptions::default()
+}
+
+/// Where and how to run the proxy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The proxy listener (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The admin listener (port 0 picks a free port).
+    pub admin: SocketAddr,
+    /// Timeouts, including the drain's grace period.
+    pub timeouts: Timeouts,
+    /// Seed for weighted draws (tests); `None` draws from the thread RNG.
+    pub draw_seed: Option<u64>,
+}
+
+/// Errors starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy. Dropping it without [`Running::shutdown`] leaves the
+/// tasks running until the runtime stops.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Where the admin API listens.
+    pub admin: SocketAddr,
+    /// The table in service (for in-process callers such as `weir run`).
+    pub table: Arc<ArcSwap<RouteTable>>,
+    /// The proxy's observations.
+    pub observations: Arc<Observations>,
+    stop_accepting: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    active: Arc<Active>,
+    service: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests still open when the grace period ran out (0: all finished).
+    pub abandoned: usize,
+    /// How long the drain took.
+    pub took: Duration,
+}
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    // pingora adopts the descriptor as a tokio listener, which must be
+    // non-blocking: a blocking accept() would park a runtime worker (and
+    // the tasks queued on it) until the next connection arrives.
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Starts the proxy and its admin API on the current tokio runtime, serving
+/// the tables `source` publishes.
+///
+/// # Errors
+/// [`ServeError::Bind`] when a listener cannot be bound; nothing is left
+/// running then.
+pub async fn start(
+    settings: Settings,
+    source: Arc<dyn ConfigSource>,
+    observations: Arc<Observations>,
+) -> Result<Running, ServeError> {
+    let updates = source.subscribe();
+    let table = Arc::new(ArcSwap::new(Arc::clone(&updates.borrow())));
+    tokio::spawn(follow(updates, Arc::clone(&table)));
+
+    // Bind here, not inside pingora, so port 0 works and a bind error is
+    // reported to the caller instead of panicking in a task.
+    let listener = bind_listener(settings.listen).map_err(|source| ServeError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let listen = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: settings.admin,
+            source,
+        })?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: settings.admin,
+            source,
+        })?;
+
+    let active = Arc::new(Active::default());
+    let forwarder = forward::Forwarder {
+        table: Arc::clone(&table),
+        observations: Arc::clone(&observations),
+        timeouts: settings.timeouts,
+        active: Arc::clone(&active),
+        draws: settings
+            .draw_seed
+            .map_or(Draws::Random, |seed| Draws::Seeded {
+                seed,
+                next: AtomicU64::new(0),
+            }),
+        connector: Connector::new(None),
+        options: server_options(),
+    };
+    let mut service = Service::new("weir proxy".to_string(), forwarder);
+    let bind = listen.to_string();
+    service.add_listener(
+        ListenerConfig::tcp(bind.clone()).l4_buffer(L4BufferSettings::new(
+            CLIENT_READ_BUFFER,
+            DEFAULT_L4_WRITE_BUFFER_SIZE,
+        )),
+    );
+    let mut fds = Fds::new();
+    fds.add(bind, listener.into_raw_fd());
+    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
+    let (stop_accepting, accepting) = watch::channel(false);
+    let service = tokio::spawn(async move { service.start_service(Some(fds), accepting, 1).await });
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let (stop_admin, admin_running) = watch::channel(false);
+    let state = AdminState {
+        table: Arc::clone(&table),
+        source,
+        observations: Arc::clone(&observations),
+        ready: Arc::clone(&ready),
+    };
+    tokio::spawn(admin::serve(admin_listener, state, admin_running));
+    tracing::info!(%listen, %admin, "proxy listening");
+    Ok(Running {
+        listen,
+        admin,
+        table,
+        observations,
+        stop_accepting,
+        stop_admin,
+        ready,
+        active,
+        service,
+        grace: settings.timeouts.grace,
+    })
+}
+
+impl Running {
+    /// Requests in flight right now.
+    pub fn active(&self) -> usize {
+        self.active.0.load(Ordering::Acquire)
+    }
+
+    /// Drains: stops accepting connections (and `/readyz` turns 503), lets
+    /// open requests finish for up to the grace period, returns as soon as
+    /// none is open, then stops the admin API.
+    pub async fn shutdown(self) -> Drained {
+        let started = Instant::now();
+        self.ready.store(false, Ordering::Release);
+        let _ = self.stop_accepting.send(true);
+        let _ = self.service.await;
+        let open = || self.active.0.load(Ordering::Acquire);
+        let deadline = started + self.grace;
+        while open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let abandoned = open();
+        let _ = self.stop_admin.send(true);
+        let took = started.elapsed();
+        tracing::info!(
+            abandoned,
+            took_ms = took.as_millis() as u64,
+            "proxy drained"
+        );
+        Drained { abandoned, took }
+    }
+}

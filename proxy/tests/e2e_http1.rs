@@ -1,0 +1,220 @@
+//! The HTTP/1 hop, checked at the upstream: what reaches it and what comes
+//! back. The upstream here is a recorder that keeps every request head it
+//! receives, so a test can say "nothing reached it" and "it got exactly
+//! this", which a client alone cannot see.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use common::{REQUEST_TIMEOUT, start_memory_proxy};
+
+/// An upstream that records each request head (lowercased) and answers
+/// every request `200` with the body `ok`, keeping the connection.
+struct Recorder {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(serve(conn, Arc::clone(&sink)));
+            }
+        });
+        Recorder { addr, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Reads request heads (bodies by `content-length` only) off one
+/// connection and answers each.
+async fn serve(mut conn: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = find(&buf, b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + 4 + length);
+        heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(head);
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+        if conn.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A proxy whose one route sends everything to `stable` (`canary` at 0).
+async fn proxy_to(stable: SocketAddr, canary: SocketAddr) -> common::Proxy {
+    let yaml = format!(
+        "listen: 127.0.0.1:1\n\
+         admin: 127.0.0.1:2\n\
+         routes:\n\
+         \x20 - name: chat\n\
+         \x20   backends:\n\
+         \x20     - {{cohort: stable, url: http://{stable}, weight: 100}}\n\
+         \x20     - {{cohort: canary, url: http://{canary}, weight: 0}}\n"
+    );
+    let table = weir_proxy::config::file::parse(&yaml)
+        .expect("valid config")
+        .table;
+    start_memory_proxy(table).await.0
+}
+
+/// Writes `request` in one packet and reads until `answers` responses
+/// have ended or the proxy closes; returns what was read.
+async fn exchange(proxy: SocketAddr, request: &[u8], answers: usize) -> String {
+    let mut conn = TcpStream::connect(proxy).await.expect("connect");
+    conn.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+            let text = String::from_utf8_lossy(&got);
+            if text.matches("HTTP/1.1 ").count() >= answers && ended(&text, answers) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read)
+        .await
+        .expect("the proxy answers or closes");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Whether `answers` responses are complete in `text` (each either the
+/// recorder's `ok` body or a proxy error with its JSON body).
+fn ended(text: &str, answers: usize) -> bool {
+    text.matches("\r\n\r\nok").count() + text.matches("weir_proxy_error\"}}").count() >= answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelined_requests_in_one_packet_both_get_answers() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let request =
+        b"GET /v1/models HTTP/1.1\r\nhost: a\r\n\r\nGET /v1/models HTTP/1.1\r\nhost: a\r\n\r\n";
+    let got = exchange(proxy.listen, request, 2).await;
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+    assert_eq!(up.heads().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http11_request_without_one_host_is_refused_and_reaches_no_upstream() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    for request in [
+        &b"GET /v1/models HTTP/1.1\r\n\r\n"[..],
+        &b"GET /v1/models HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n"[..],
+    ] {
+        let got = exchange(proxy.listen, request, 1).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    }
+    assert!(up.heads().is_empty(), "{:?}", up.heads());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_goes_upstream_as_http11_with_a_host() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let got = exchange(proxy.listen, b"GET /v1/models HTTP/1.0\r\n\r\n", 1).await;
+    assert!(got.contains(" 200 "), "{got}");
+    let heads = up.heads();
+    assert_eq!(heads.len(), 1);
+    assert!(
+        heads[0].starts_with("get /v1/models http/1.1\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        heads[0].contains(&format!("\r\nhost: {}", up.addr)),
+        "{heads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_headers_stay_at_the_proxy() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let request = b"GET /v1/models HTTP/1.1\r\nhost: a\r\nconnection: keep-alive, x-hop\r\n\
+x-hop: secret\r\nkeep-alive: timeout=5\r\nupgrade: h2c\r\nx-end-to-end: kept\r\n\r\n";
+    let got = exchange(proxy.listen, request, 1).await;
+    assert!(got.contains(" 200 "), "{got}");
+    let heads = up.heads();
+    let head = &heads[0];
+    for hop in [
+        "x-hop:",
+        "keep-alive:",
+        "upgrade:",
+        "connection: keep-alive, x-hop",
+    ] {
+        assert!(!head.contains(hop), "{hop} forwarded: {head}");
+    }
+    assert!(head.contains("x-end-to-end: kept"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_after_routing_names_the_cohort_that_failed() {
+    // Two ports nothing listens on: bound, then closed.
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let proxy = proxy_to(closed(), closed()).await;
+    let got = exchange(
+        proxy.listen,
+        b"GET /v1/models HTTP/1.1\r\nhost: a\r\n\r\n",
+        1,
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
+    // Stable failed; a canary at weight 0 is no fallback (after an abort it
+    // must take nothing), so the answer names stable.
+    assert!(
+        got.to_ascii_lowercase().contains("x-weir-cohort: stable"),
+        "{got}"
+    );
+}
