@@ -260,8 +260,9 @@ fn analysis_fields(
         "alerts",
         Severity::Dropped,
         "spec.analysis",
-        "weir records a Kubernetes Event for every step and verdict; alert on them or on the \
-         weir_* metrics (the chart's PrometheusRule)",
+        "the alert providers are not read; weir sends rollout events to the webhooks of the \
+         controller's notifications Secret (JSON or Slack): name them in spec.notify \
+         (docs/notifications.md)",
     );
     if let Some(s) = a.obj("sessionAffinity")? {
         if let Some(cookie) = s.str("cookieName")? {

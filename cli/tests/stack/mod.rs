@@ -92,6 +92,16 @@ impl Drop for Kubelet {
     }
 }
 
+/// The kubelet's images for one `weir sim` pod per version: `sim:<version>`
+/// runs on that pod's port.
+pub fn sim_images(versions: &[&str], pods: &[Pod]) -> HashMap<String, Vec<u16>> {
+    versions
+        .iter()
+        .zip(pods)
+        .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
+        .collect()
+}
+
 impl Kubelet {
     /// Starts it for `namespace`.
     pub fn start(client: Client, namespace: &str, images: HashMap<String, Vec<u16>>) -> Kubelet {
@@ -787,6 +797,7 @@ impl Stack {
             }),
             poll_every: Duration::from_millis(500),
             concurrency: 4,
+            notifier: None,
         };
         self.controller = Some(Handle::spawn(self.env.client.clone(), settings, leading));
     }
