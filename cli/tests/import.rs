@@ -498,6 +498,14 @@ fn invalid_input_is_refused_naming_the_field() {
             "no Argo Rollouts Rollout (argoproj.io) or Flagger Canary (flagger.app) found (found: Service)",
         ),
         ("invalid/missing.yaml", "reading "),
+        (
+            "invalid/tiny-step.yaml",
+            "spec.analysis.stepWeight: 0.01 makes 5000 steps up to maxWeight 50",
+        ),
+        (
+            "invalid/huge-count.yaml",
+            "would be refused (spec.strategy.canary.steps[1].analysis.maxDuration: ",
+        ),
     ] {
         let out = import(&[fixture(file).to_str().expect("path")]);
         assert_eq!(out.code, Some(1), "{file}: {}", out.stderr);

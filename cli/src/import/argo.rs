@@ -46,6 +46,11 @@ fn duration(obj: &Obj<'_>, key: &str) -> Result<Option<Duration>, ImportError> {
         })
 }
 
+/// The longer of two run lengths; `None` (runs until stopped) is longest.
+fn longer(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    Some(a?.max(b?))
+}
+
 /// What the analyses referenced so far contributed: each template's
 /// metrics are added once, however many steps use it.
 #[derive(Debug, Default)]
@@ -108,10 +113,7 @@ impl Analyses {
                     run
                 }
             };
-            longest = match (longest, run) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
+            longest = longer(longest, run);
         }
         notes.unread(at, obj);
         Ok(longest)
@@ -167,10 +169,7 @@ impl Analyses {
         let mut longest = Some(Duration::ZERO);
         for m in spec.objs("metrics")? {
             let run = self.metric(&m, notes)?;
-            longest = match (longest, run) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
+            longest = longer(longest, run);
         }
         notes.unread(at, &spec);
         Ok(longest)
@@ -277,7 +276,7 @@ impl Analyses {
         }
         notes.unread(at, m);
         Ok(match (interval, count) {
-            (Some(i), Some(c)) => Some(delay + i * c),
+            (Some(i), Some(c)) => Some(delay.saturating_add(i.saturating_mul(c))),
             (None, Some(_)) | (None, None) => Some(delay),
             (Some(_), None) => None,
         })

@@ -25,6 +25,9 @@ use super::{Draft, ImportError, Input, WARMUP};
 
 const GROUP: &str = "flagger.app";
 
+/// More weights than any rollout needs: a typo such as `stepWeight: 0.01`.
+const MAX_STEPS: usize = 1000;
+
 /// Whether `doc` is a Flagger Canary.
 pub fn is_canary(doc: &Document) -> bool {
     doc.is(GROUP, "Canary")
@@ -515,6 +518,15 @@ fn steps(
             // Flagger goes up by stepWeight and ends at maxWeight even when
             // it is not a multiple of the step.
             let n = (max / step).floor() as usize;
+            if n > MAX_STEPS {
+                return Err(ImportError::Field {
+                    field: a.at("stepWeight"),
+                    problem: format!(
+                        "{step} makes {n} steps up to maxWeight {max}; give a larger stepWeight \
+                         or stepWeights"
+                    ),
+                });
+            }
             let mut weights: Vec<f64> = (1..=n).map(|i| i as f64 * step).collect();
             if weights.last().is_none_or(|w| *w < max) {
                 weights.push(max);
@@ -591,9 +603,11 @@ fn preview(
     notes: &mut Notes,
 ) -> Result<(), ImportError> {
     let at = "spec.strategy.blueGreen";
-    let min = interval * iterations;
+    let min = interval.saturating_mul(iterations);
     let warmup = parse_duration(WARMUP).unwrap_or_default();
-    let max = (min * 2).max(min + warmup + interval);
+    let max = min
+        .saturating_mul(2)
+        .max(min.saturating_add(warmup).saturating_add(interval));
     if let Some(m) = a.get("match") {
         notes.changed(
             at,
