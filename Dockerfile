@@ -11,7 +11,8 @@
 
 # Bookworm on both sides: the binary links the glibc of the runtime image.
 FROM docker.io/library/rust:1.95-bookworm AS build
-# aws-lc-sys (rustls's crypto provider) builds C with cmake.
+# aws-lc-sys (rustls's crypto provider) compiles C; cmake covers the
+# versions and targets whose build needs it.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake \
     && rm -rf /var/lib/apt/lists/*

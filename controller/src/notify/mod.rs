@@ -246,6 +246,8 @@ fn notification(
             .last_analysis
             .iter()
             .flat_map(|a| &a.metrics)
+            // Reference tests (Mann-Whitney) decide nothing.
+            .filter(|e| e.finding != "none")
             .map(|e| Effect {
                 name: e.name.clone(),
                 finding: e.finding.clone(),
