@@ -39,16 +39,20 @@ impl Imported {
     /// The comments of one kind (`changed` or `not carried over`), each
     /// with its wrapped lines joined.
     fn notes(&self, label: &str) -> Vec<String> {
-        let prefix = format!("# {label}: ");
+        // A long source field may be wrapped onto the next line, leaving
+        // the label alone on the first.
+        let prefix = format!("# {label}:");
         let mut out: Vec<String> = Vec::new();
         let mut open = false;
         for line in self.yaml.lines().map(str::trim_start) {
             if let Some(text) = line.strip_prefix(&prefix) {
-                out.push(text.to_string());
+                out.push(text.trim().to_string());
                 open = true;
             } else if let (true, Some(more)) = (open, line.strip_prefix("#   ")) {
                 if let Some(last) = out.last_mut() {
-                    last.push(' ');
+                    if !last.is_empty() {
+                        last.push(' ');
+                    }
                     last.push_str(more.trim());
                 }
             } else {
@@ -379,7 +383,12 @@ fn argo_traffic_router_is_replaced_by_weir_proxies() {
         "spec.strategy.canary.dynamicStableScale",
     );
     assert!(scale.contains("spec.gpuBudget"), "{scale}");
-    assert_eq!(out.notes("not carried over").len(), 2);
+    let subscription = out.note(
+        "not carried over",
+        "metadata.annotations.notifications.argoproj.io/subscribe.on-rollout-aborted.slack",
+    );
+    assert!(subscription.contains("spec.notify"), "{subscription}");
+    assert_eq!(out.notes("not carried over").len(), 3);
 }
 
 #[test]

@@ -338,6 +338,7 @@ pub fn convert(doc: &Document, input: &Input<'_>, notes: &mut Notes) -> Result<D
     })?;
     let mut draft = Draft::new(doc);
     target(&spec, &mut draft, input, notes)?;
+    subscriptions(doc, notes);
 
     if let Some(d) = spec.count("progressDeadlineSeconds")? {
         draft.spec.progress_deadline_seconds = d.max(1);
@@ -415,6 +416,27 @@ pub fn convert(doc: &Document, input: &Input<'_>, notes: &mut Notes) -> Result<D
         draft.spec.analysis.interval = format_duration(i);
     }
     Ok(draft)
+}
+
+/// Argo Rollouts notification subscriptions live in annotations
+/// (`notifications.argoproj.io/subscribe.<trigger>.<service>: <recipient>`);
+/// their services and recipients are in argo-rollouts-notification-cm,
+/// which weir does not read.
+fn subscriptions(doc: &Document, notes: &mut Notes) {
+    let Some(annotations) = doc.value["metadata"]["annotations"].as_object() else {
+        return;
+    };
+    for key in annotations
+        .keys()
+        .filter(|k| k.starts_with("notifications.argoproj.io/"))
+    {
+        notes.dropped(
+            "spec.notify",
+            &format!("metadata.annotations.{key}"),
+            "list the webhook in the controller's notifications Secret and name it in \
+             spec.notify (docs/notifications.md)",
+        );
+    }
 }
 
 /// `workloadRef` or the Rollout's own template → `targetRef` and the port.
