@@ -5,8 +5,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    analyze, backup, cluster, controller, crds_cmd, demo, load, logging, preflight, proxy, report,
-    run, sim,
+    analyze, backup, cluster, controller, crds_cmd, demo, import, load, logging, preflight, proxy,
+    report, run, sim,
 };
 
 /// Progressive delivery for LLM inference.
@@ -67,6 +67,8 @@ pub enum Command {
     Export(backup::export::ExportArgs),
     /// Put a bundle from `export` back (server-side apply; --dry-run shows what would change).
     Restore(backup::restore::RestoreArgs),
+    /// Convert an Argo Rollouts Rollout or a Flagger Canary into a weir Canary (YAML on stdout).
+    Import(import::Args),
 }
 
 impl Command {
@@ -88,7 +90,8 @@ impl Command {
             | Command::History(_)
             | Command::Preflight(_)
             | Command::Export(_)
-            | Command::Restore(_) => "warn",
+            | Command::Restore(_)
+            | Command::Import(_) => "warn",
             _ => "info",
         }
     }

@@ -17,6 +17,7 @@ use weir_controller::kube::fleet::ProxyService;
 use weir_controller::kube::leader::{LeaderElector, Timings};
 use weir_controller::kube::metrics::{self, Metrics};
 use weir_controller::kube::run::{self, Settings};
+use weir_controller::notify::deliver::{Notifier, Policy, Source};
 
 use crate::exit::Code;
 
@@ -69,6 +70,11 @@ pub struct Args {
     /// Canaries reconciled at once.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// The Secret listing the notification webhooks (key `webhooks.yaml`),
+    /// `NAMESPACE/NAME`; re-read as it changes. Without it no
+    /// notifications are sent.
+    #[arg(long, value_name = "NS/NAME")]
+    notifications_secret: Option<String>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -76,17 +82,22 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn proxy_service(value: &str, port: u16) -> Result<ProxyService> {
-    let Some((namespace, name)) = value.split_once('/') else {
-        bail!("--proxy-service {value:?}: write NAMESPACE/NAME, e.g. weir-system/weir-proxy");
-    };
-    if namespace.is_empty() || name.is_empty() {
-        bail!("--proxy-service {value:?}: write NAMESPACE/NAME, e.g. weir-system/weir-proxy");
-    }
+    let (namespace, name) = namespaced("--proxy-service", value, "weir-system/weir-proxy")?;
     Ok(ProxyService {
         namespace: namespace.into(),
         name: name.into(),
         admin_port: port,
     })
+}
+
+/// `NAMESPACE/NAME` of a flag, or an error naming the flag.
+fn namespaced<'a>(flag: &str, value: &'a str, example: &str) -> Result<(&'a str, &'a str)> {
+    match value.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+            Ok((namespace, name))
+        }
+        _ => bail!("{flag} {value:?}: write NAMESPACE/NAME, e.g. {example}"),
+    }
 }
 
 fn identity(args: &Args) -> String {
@@ -107,6 +118,17 @@ pub fn run(args: &Args) -> Result<Code> {
         .proxy_service
         .as_deref()
         .map(|v| proxy_service(v, args.proxy_admin_port))
+        .transpose()?;
+    let notifications = args
+        .notifications_secret
+        .as_deref()
+        .map(|v| {
+            namespaced(
+                "--notifications-secret",
+                v,
+                "weir-system/weir-notifications",
+            )
+        })
         .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("weir-controller")
@@ -134,12 +156,26 @@ pub fn run(args: &Args) -> Result<Code> {
             .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
         metrics.api_ok();
         tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
+        // The webhooks' URLs and headers stay in the Secret: only its
+        // name is printed.
+        let notifier = notifications.map(|(namespace, name)| {
+            eprintln!("weir controller {identity}: notifications from Secret {namespace}/{name}");
+            Notifier::start(
+                Source::Secret {
+                    client: client.clone(),
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                Policy::default(),
+            )
+        });
         let settings = Settings {
             namespace: args.namespace.clone(),
             identity: identity.clone(),
             proxies,
             poll_every: args.poll_interval,
             concurrency: args.concurrency,
+            notifier,
         };
         let (lead_tx, leading) = watch::channel(args.no_leader_election);
         let (stop_tx, stop_rx) = watch::channel(false);

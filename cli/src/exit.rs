@@ -12,7 +12,8 @@ pub enum Code {
     Success = 0,
     /// Something went wrong; the message says what.
     Error = 1,
-    /// The canary was (or would be) aborted.
+    /// The canary was (or would be) aborted; for `weir import`, a field
+    /// could not be carried over (the output says which).
     Aborted = 3,
     /// No decision yet (or the run ended inconclusive).
     Inconclusive = 4,

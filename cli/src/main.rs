@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use weir::args::{Cli, Command};
 use weir::{
-    analyze, backup, cluster, controller, crds_cmd, demo, exit, load, logging, preflight, proxy,
-    report, run, sim,
+    analyze, backup, cluster, controller, crds_cmd, demo, exit, import, load, logging, preflight,
+    proxy, report, run, sim,
 };
 
 // pingora makes about 80 heap allocations per proxied request, and under
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Command::Preflight(args) => preflight::run(&args),
         Command::Export(args) => backup::export::run(&args),
         Command::Restore(args) => backup::restore::run(&args),
+        Command::Import(args) => import::run(&args),
     };
     match result {
         Ok(code) => code.into(),

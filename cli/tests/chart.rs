@@ -40,20 +40,26 @@ mod stack;
 
 use stack::{Kubelet, PATIENCE, image_of, pod, target, wait_phase};
 use weir_test_kit::poll::until;
+use weir_test_kit::webhook::{self, Answer};
 
 fn chart() -> PathBuf {
     repo_root().join("charts/weir")
 }
 
 /// Every optional part on: autoscaling, NetworkPolicies, the dashboard,
-/// the alert rules, and `monitor` (serviceMonitor or podMonitor; the chart
-/// refuses both at once).
+/// the alert rules, notifications (the chart's Secret with one webhook),
+/// and `monitor` (serviceMonitor or podMonitor; the chart refuses both at
+/// once).
 fn every_part(monitor: &str) -> Vec<String> {
     [
         "proxy.autoscaling.enabled=true",
         "networkPolicy.enabled=true",
         "grafanaDashboard.enabled=true",
         "prometheusRule.enabled=true",
+        "notifications.enabled=true",
+        "notifications.webhooks[0].name=team",
+        "notifications.webhooks[0].url=https://hooks.example.com/T/B/x",
+        "notifications.webhooks[0].format=slack",
         &format!("metrics.{monitor}.enabled=true"),
     ]
     .iter()
@@ -935,7 +941,24 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
     let apps = TestEnv::new("chart-apps").await;
     install_canary_crd(&system.client).await.expect("the CRD");
     let (sys, app) = (system.namespace.clone(), apps.namespace.clone());
-    let release = Release::install(&sys, &namespace_scope(&app));
+    // Notifications on, with one webhook (a local receiver) in the chart's
+    // Secret: the controller reads it with its own token.
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a receiver port");
+    let hook_addr = hook_listener.local_addr().expect("its address");
+    let hooks = webhook::serve(hook_listener, Answer::Ok);
+    let mut values = namespace_scope(&app);
+    for v in [
+        "notifications.enabled=true".to_string(),
+        "notifications.webhooks[0].name=deploys".into(),
+        format!("notifications.webhooks[0].url=http://{hook_addr}/weir"),
+        "notifications.webhooks[0].allCanaries=true".into(),
+        "notifications.webhooks[0].headers.X-Token=s3cret".into(),
+    ] {
+        values.extend(["--set".to_string(), v]);
+    }
+    let release = Release::install(&sys, &values);
     let admin = system.client.clone();
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &sys);
     let controller = deployments
@@ -1119,6 +1142,31 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
         .map(|e| e.0)
         .collect();
     assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
+
+    // The run's notifications reached the webhook of the chart's Secret,
+    // with its header; neither its URL nor the header's value is logged.
+    let got = until("the promoted notification", PATIENCE, || async {
+        let got = hooks.all();
+        let events: Vec<String> = got
+            .iter()
+            .map(|r| r.header("x-weir-event").to_string())
+            .collect();
+        if events.iter().any(|e| e == "promoted") {
+            Ok(got)
+        } else {
+            Err(events)
+        }
+    })
+    .await;
+    let events: Vec<&str> = got.iter().map(|r| r.header("x-weir-event")).collect();
+    assert_eq!(events[0], "started", "{events:?}");
+    assert!(events.contains(&"stepReached"), "{events:?}");
+    assert!(got.iter().all(|r| r.header("x-token") == "s3cret"));
+    let logs = controller_proc.stderr.text();
+    assert!(
+        !logs.contains(&hook_addr.to_string()) && !logs.contains("s3cret"),
+        "the controller logged a webhook secret:\n{logs}"
+    );
 
     // Leadership on the chart's Lease, in the release's namespace.
     let lease = Api::<Lease>::namespaced(admin.clone(), &sys)

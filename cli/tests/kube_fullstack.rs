@@ -43,6 +43,17 @@ async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {
         .find(|(r, _)| r == "AnalysisPassed")
         .unwrap_or_else(|| panic!("no AnalysisPassed event: {evs:?}"));
     assert!(passed.1.contains("ttft"), "{passed:?}");
+    // The notification carries the deciding effects, every one within.
+    let bodies = stack.notified("promoted").await;
+    let passed = bodies
+        .iter()
+        .find(|b| b["event"] == "analysisPassed")
+        .unwrap_or_else(|| panic!("no analysisPassed notification: {bodies:#?}"));
+    let effects = passed["effects"].as_array().expect("effects");
+    assert!(
+        !effects.is_empty() && effects.iter().all(|e| e["finding"] == "within"),
+        "{passed:#}"
+    );
 
     let stable = stack
         .deployments()
@@ -131,6 +142,23 @@ async fn a_slow_canary_is_aborted_during_analysis_and_every_proxy_goes_back_to_s
         failed.1.contains("ttft") && failed.1.contains("margin"),
         "{failed:?}"
     );
+    // Notified: the failure with the effect that decided it, then the abort.
+    let bodies = stack.notified("aborted").await;
+    let failed = bodies
+        .iter()
+        .find(|b| b["event"] == "analysisFailed")
+        .unwrap_or_else(|| panic!("no analysisFailed notification: {bodies:#?}"));
+    let effects = failed["effects"].as_array().expect("effects");
+    assert!(
+        effects.iter().any(|e| e["finding"] == "exceeds"
+            && e["name"].as_str().is_some_and(|n| n.starts_with("ttft"))),
+        "{failed:#}"
+    );
+    let aborted = bodies
+        .iter()
+        .find(|b| b["event"] == "aborted")
+        .expect("aborted");
+    assert_eq!(aborted["abortReason"], "AnalysisFailed");
     let stable = stack
         .deployments()
         .get("chat-frontend-stable")

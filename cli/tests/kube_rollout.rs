@@ -40,15 +40,7 @@ impl Scene {
         install_canary_crd(&env.client).await.expect("crd");
         let ns = env.namespace.clone();
         let pods: Vec<stack::Pod> = versions.iter().map(|v| pod(v, &[])).collect();
-        let kubelet = Kubelet::start(
-            env.client.clone(),
-            &ns,
-            versions
-                .iter()
-                .zip(&pods)
-                .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
-                .collect(),
-        );
+        let kubelet = Kubelet::start(env.client.clone(), &ns, stack::sim_images(versions, &pods));
         let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &ns);
         let canaries: Api<Canary> = Api::namespaced(env.client.clone(), &ns);
         deployments

@@ -78,6 +78,12 @@ pub struct CanarySpec {
     /// Hold the run where it is (`weir pause` / `weir resume`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Kubernetes mode: webhooks that get this Canary's rollout events, by
+    /// name, from the controller's notifications Secret
+    /// (docs/notifications.md). Webhooks marked `allCanaries` there get
+    /// them without being named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 fn default_progress_deadline() -> u32 {

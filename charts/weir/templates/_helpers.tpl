@@ -20,6 +20,10 @@ from it (the longest suffix is "-proxy-admin") stays a 63-character label.
 {{- define "weir.controller.fullname" -}}
 {{- printf "%s-controller" (include "weir.fullname" .) }}
 {{- end }}
+{{/* The Secret listing the notification webhooks. */}}
+{{- define "weir.notifications.secretName" -}}
+{{- .Values.notifications.existingSecret | default (printf "%s-notifications" (include "weir.fullname" .)) }}
+{{- end }}
 {{- define "weir.proxy.fullname" -}}
 {{- printf "%s-proxy" (include "weir.fullname" .) }}
 {{- end }}

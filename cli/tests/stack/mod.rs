@@ -32,9 +32,12 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use weir_controller::kube::fleet::ProxyService;
 use weir_controller::kube::run::{Handle, Settings};
+use weir_controller::notify::config::{Format, Webhook};
+use weir_controller::notify::deliver::{Notifier, Policy, Source};
 use weir_crds::{Canary, Phase};
 use weir_envtest::{TestEnv, install_canary_crd};
 use weir_test_kit::poll::{try_until, until};
+use weir_test_kit::webhook;
 
 use crate::common::{self, Proc, STARTUP};
 
@@ -90,6 +93,16 @@ impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The kubelet's images for one `weir sim` pod per version: `sim:<version>`
+/// runs on that pod's port.
+pub fn sim_images(versions: &[&str], pods: &[Pod]) -> HashMap<String, Vec<u16>> {
+    versions
+        .iter()
+        .zip(pods)
+        .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
+        .collect()
 }
 
 impl Kubelet {
@@ -715,12 +728,16 @@ pub fn canary_spec(strategy: serde_json::Value) -> Canary {
 }
 
 /// One namespace with the target on v1, a Canary, two proxies, their
-/// Service, and a controller.
+/// Service, a controller, and a webhook receiver that gets every rollout
+/// notification of the Canary.
 pub struct Stack {
     pub env: TestEnv,
     pub kubelet: Kubelet,
     pub proxies: Vec<Proxy>,
     pub controller: Option<Handle>,
+    /// What the webhook received.
+    pub hooks: webhook::Log,
+    notifier: Notifier,
     _pods: Vec<Pod>,
     /// Held for the whole test, and dropped last: verdicts compare
     /// latencies, so two stacks must not share the cores at once.
@@ -757,11 +774,29 @@ impl Stack {
             proxy(&env.client, &ns, 1).await,
         ];
         proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
+        let receiver = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a webhook port");
+        let hook = Webhook {
+            name: "test".into(),
+            url: format!(
+                "http://{}/hook",
+                receiver.local_addr().expect("its address")
+            ),
+            format: Format::Json,
+            headers: BTreeMap::new(),
+            all_canaries: true,
+            events: Vec::new(),
+        };
+        let hooks = webhook::serve(receiver, webhook::Answer::Ok);
+        let notifier = Notifier::start(Source::Static(vec![hook]), Policy::default());
         let mut stack = Stack {
             env,
             kubelet,
             proxies,
             controller: None,
+            hooks,
+            notifier,
             _pods: vec![v1_pod, v2_pod],
             _turn: turn,
         };
@@ -772,6 +807,24 @@ impl Stack {
 
     pub fn ns(&self) -> &str {
         &self.env.namespace
+    }
+
+    /// The notification bodies received so far, once one of `event` is
+    /// among them.
+    pub async fn notified(&self, event: &str) -> Vec<serde_json::Value> {
+        until(&format!("a {event} notification"), PATIENCE, || async {
+            let bodies: Vec<serde_json::Value> =
+                self.hooks.all().into_iter().map(|r| r.body).collect();
+            if bodies.iter().any(|b| b["event"] == event) {
+                Ok(bodies)
+            } else {
+                Err(bodies
+                    .iter()
+                    .map(|b| b["event"].to_string())
+                    .collect::<Vec<_>>())
+            }
+        })
+        .await
     }
 
     pub fn start_controller(&mut self, identity: &str) {
@@ -787,6 +840,7 @@ impl Stack {
             }),
             poll_every: Duration::from_millis(500),
             concurrency: 4,
+            notifier: Some(self.notifier.clone()),
         };
         self.controller = Some(Handle::spawn(self.env.client.clone(), settings, leading));
     }

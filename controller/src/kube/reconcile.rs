@@ -55,6 +55,7 @@ use crate::engine::conditions::{self, ConditionType, Wanted};
 use crate::engine::spec::Mode;
 use crate::engine::{self, Observed, Outcome, Plan, Rollout, reasons};
 use crate::evidence::{Cohorts, Collector};
+use crate::notify::{self, deliver::Notifier};
 
 pub use super::MANAGER;
 
@@ -134,6 +135,8 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     /// What this process wrote already and need not write again.
     written: Written,
+    /// Where rollout notifications go (None: nowhere).
+    notifier: Option<Notifier>,
 }
 
 impl Context {
@@ -152,7 +155,15 @@ impl Context {
             collectors: Mutex::default(),
             failures: Mutex::default(),
             written: Written::default(),
+            notifier: None,
         }
+    }
+
+    /// Sends each plan's notifications through `notifier` (never waiting
+    /// for a webhook).
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     fn collector(&self, key: &(String, String)) -> SharedCollector {
@@ -586,9 +597,16 @@ async fn write_status(
     Ok(())
 }
 
-/// Records the plan's Events and counts its outcome.
+/// Records the plan's Events, queues its notifications and counts its
+/// outcome.
 async fn publish(ctx: &Context, canary: &Canary, plan: &Plan) {
     let (namespace, name) = key_of(canary);
+    if let Some(notifier) = &ctx.notifier {
+        let now = Timestamp::now().to_string();
+        for n in notify::from_plan(canary, plan, &now) {
+            notifier.send(n, &canary.spec.notify);
+        }
+    }
     if let Some(d) = &plan.decision {
         ctx.metrics.verdict(
             &namespace,

@@ -32,6 +32,7 @@ use super::fleet::{Fleet, ProxyService};
 use super::leader::LeaderElector;
 use super::metrics::Metrics;
 use super::reconcile::{self, Context};
+use crate::notify::deliver::Notifier;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct Settings {
     pub poll_every: Duration,
     /// Canaries reconciled at once.
     pub concurrency: u16,
+    /// Where rollout notifications go (None: nowhere).
+    pub notifier: Option<Notifier>,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             proxies: None,
             poll_every: Duration::from_secs(2),
             concurrency: 8,
+            notifier: None,
         }
     }
 }
@@ -95,12 +99,16 @@ pub async fn run(
             }
         }
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Arc::clone(&metrics),
         fleet,
         settings.identity.clone(),
-    ));
+    );
+    if let Some(notifier) = settings.notifier.clone() {
+        ctx = ctx.with_notifier(notifier);
+    }
+    let ctx = Arc::new(ctx);
     let lead = async {
         loop {
             // Wait to lead.

@@ -6,6 +6,8 @@
 //!   condition they assert, never on time.
 //! - [`python`]: the Python interpreter with the real `openai` client
 //!   (tests/run's venv), and a script run whose JSON answer comes back.
+//! - [`webhook`]: a webhook receiver that records what it gets and answers
+//!   200, 500-then-200, 400 or never (the notification tests).
 //!
 //! Why a crate of its own, beside `weir-envtest`: the proxy's loopback
 //! tests and the simulator's tests poll and drive the `openai` client
@@ -16,3 +18,4 @@
 
 pub mod poll;
 pub mod python;
+pub mod webhook;
