@@ -326,21 +326,7 @@ fn monitoring_crds() -> String {
 
 /// Runs kubectl with `stdin`; returns stdout, panics with stderr on failure.
 fn kubectl(args: &[&str], stdin: &str) -> String {
-    let mut child = server()
-        .command("kubectl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kubectl");
-    child
-        .stdin
-        .take()
-        .expect("kubectl's stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write to kubectl");
-    let out = child.wait_with_output().expect("wait for kubectl");
+    let out = server().run_with_stdin("kubectl", args, stdin);
     assert!(
         out.status.success(),
         "kubectl {args:?} failed: {}",

@@ -5,7 +5,6 @@
 //! and every output accepted by a real API server's schema for the Canary
 //! CRD (`kubectl apply --dry-run=server`).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -560,21 +559,11 @@ async fn every_import_is_accepted_by_the_api_server() {
             }
             None => env.namespace.clone(),
         };
-        let mut child = server()
-            .command("kubectl")
-            .args(["apply", "--dry-run=server", "-n", &namespace, "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(out.yaml.as_bytes())
-            .expect("write to kubectl");
-        let applied = child.wait_with_output().expect("kubectl");
+        let applied = server().run_with_stdin(
+            "kubectl",
+            &["apply", "--dry-run=server", "-n", &namespace, "-f", "-"],
+            &out.yaml,
+        );
         let stdout = String::from_utf8_lossy(&applied.stdout);
         assert!(
             applied.status.success(),

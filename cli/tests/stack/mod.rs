@@ -533,16 +533,21 @@ impl Proxy {
             .ok()
     }
 
+    /// Route `ns/name` of this proxy's table, as `/v1/routes` shows it.
+    async fn route(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let routes = self.routes().await?;
+        let route_name = weir_crds::names::route(namespace, name);
+        routes["table"]["routes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == route_name.as_str())
+            .cloned()
+    }
+
     /// The canary's weight and the route's generation in this proxy's
     /// table for Canary `ns/name`.
     pub async fn canary_weight(&self, namespace: &str, name: &str) -> Option<(f64, u64)> {
-        let routes = self.routes().await?;
-        let route_name = weir_crds::names::route(namespace, name);
-        let route = routes["table"]["routes"]
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == route_name.as_str())?
-            .clone();
+        let route = self.route(namespace, name).await?;
         let weight = route["backends"]
             .as_array()?
             .iter()
@@ -555,13 +560,7 @@ impl Proxy {
     /// endpoint in this proxy's table (a cohort without one has its share
     /// served by the other).
     pub async fn endpoints_ready(&self, namespace: &str, name: &str) -> Option<bool> {
-        let routes = self.routes().await?;
-        let route_name = weir_crds::names::route(namespace, name);
-        let route = routes["table"]["routes"]
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == route_name.as_str())?
-            .clone();
+        let route = self.route(namespace, name).await?;
         Some(route["backends"].as_array()?.iter().all(|b| {
             b["weight"].as_f64() == Some(0.0)
                 || b["endpoints"]

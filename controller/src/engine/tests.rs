@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use weir_analysis::{Counts, Distribution, Observations};
-use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase, Traffic};
+use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase};
 
 use super::spec::{Rollout, SpecError};
 use super::{Action, Evidence, Observed, Outcome, plan, reasons};
@@ -18,22 +18,12 @@ use super::{Action, Evidence, Observed, Outcome, plan, reasons};
 /// each one happens.
 #[derive(Debug, Clone, PartialEq)]
 enum Effect {
-    SetTraffic(Traffic),
-    Event {
-        warning: bool,
-        reason: &'static str,
-        message: String,
-    },
-    Finish(Outcome),
+    /// An action of the plan, as it is.
+    Act(Action),
     /// `status.replicas` of a cohort changed to `replicas`.
-    Scale {
-        cohort: Cohort,
-        replicas: u32,
-    },
+    Scale { cohort: Cohort, replicas: u32 },
     /// The phase is Promoting: stable's copy takes `revision`'s template.
-    PromoteStable {
-        revision: String,
-    },
+    PromoteStable { revision: String },
 }
 
 /// A plan as the tables read it.
@@ -52,23 +42,7 @@ fn planned(
     now: Timestamp,
 ) -> Planned {
     let p = plan(rollout, before, observed, now);
-    let mut actions: Vec<Effect> = p
-        .actions
-        .into_iter()
-        .map(|a| match a {
-            Action::SetTraffic(t) => Effect::SetTraffic(t),
-            Action::Event {
-                warning,
-                reason,
-                message,
-            } => Effect::Event {
-                warning,
-                reason,
-                message,
-            },
-            Action::Finish(o) => Effect::Finish(o),
-        })
-        .collect();
+    let mut actions: Vec<Effect> = p.actions.into_iter().map(Effect::Act).collect();
     // Adoption (no replicas recorded yet) is not a scale: the target keeps
     // its pods until the stable copy is ready.
     if let (Some(b), Some(a)) = (before.replicas, p.status.replicas) {
@@ -280,7 +254,7 @@ fn traffic_shares(actions: &[Effect]) -> Vec<f64> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Effect::SetTraffic(t) => t
+            Effect::Act(Action::SetTraffic(t)) => t
                 .backends
                 .iter()
                 .find(|b| b.cohort == Cohort::Canary)
@@ -294,7 +268,7 @@ fn events(actions: &[Effect]) -> Vec<&'static str> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Effect::Event { reason, .. } => Some(*reason),
+            Effect::Act(Action::Event { reason, .. }) => Some(*reason),
             _ => None,
         })
         .collect()
@@ -321,7 +295,10 @@ fn assert_safe_abort(p: &Planned) {
         )),
         "the canary must not scale down before the proxies applied the table"
     );
-    assert!(p.actions.contains(&Effect::Finish(Outcome::Aborted)));
+    assert!(
+        p.actions
+            .contains(&Effect::Act(Action::Finish(Outcome::Aborted)))
+    );
 }
 
 #[test]
@@ -513,7 +490,10 @@ fn analysis_verdicts_table() {
                 100.0,
                 "local promotion sends everything to the canary"
             );
-            assert!(p.actions.contains(&Effect::Finish(Outcome::Promoted)));
+            assert!(
+                p.actions
+                    .contains(&Effect::Act(Action::Finish(Outcome::Promoted)))
+            );
             assert_eq!(
                 p.status.history.last().map(|h| h.event),
                 Some(HistoryEvent::Promoted)
@@ -765,7 +745,10 @@ fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
     assert_eq!(p.status.phase, Phase::Succeeded);
     assert_eq!(p.status.stable_revision.as_deref(), Some("v2"));
     assert_eq!(w.canary_share(), 0.0, "back on the updated stable");
-    assert!(p.actions.contains(&Effect::Finish(Outcome::Promoted)));
+    assert!(
+        p.actions
+            .contains(&Effect::Act(Action::Finish(Outcome::Promoted)))
+    );
     let p = w.tick();
     assert!(p.actions.contains(&Effect::Scale {
         cohort: Cohort::Canary,
@@ -1181,7 +1164,10 @@ fn editing_the_steps_taken_restarts_the_run_and_later_edits_do_not() {
     );
     assert_eq!(w.canary_share(), 50.0);
     assert!(p.status.window.is_some(), "a new evidence window");
-    assert!(!p.actions.contains(&Effect::Finish(Outcome::Promoted)));
+    assert!(
+        !p.actions
+            .contains(&Effect::Act(Action::Finish(Outcome::Promoted)))
+    );
 
     // Changing the current step restarts too; a person's pause survives it.
     let mut w = kube_in(Phase::Paused);

@@ -44,7 +44,7 @@ use crate::route::{Backend, COHORT_HEADER, Decision, RequestInfo, RouteTable, ro
 /// moment the connection is ready for one (a kept-alive connection waits
 /// this long for its next request too). A deadline on the whole head, not
 /// on each read: a client trickling a byte a second is cut here too.
-pub(super) const REQUEST_HEAD_DEADLINE: Duration = Duration::from_secs(60);
+const REQUEST_HEAD_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The proxy's request handler, one per listener, shared by its tasks.
 pub(super) struct Forwarder {
@@ -225,8 +225,8 @@ impl Forwarder {
                     };
                 }
             };
-            let authority = x.serving().upstream.authority().to_string();
-            match send(session, &mut upstream, &authority, replay).await {
+            let authority = x.serving().upstream.authority();
+            match send(session, &mut upstream, authority, replay).await {
                 Ok(()) => break (upstream, peer),
                 // A pooled connection the upstream had closed: nothing was
                 // received, so the request goes again on a new connection
@@ -251,16 +251,12 @@ impl Forwarder {
         x.meter.on_response(head.status.as_u16(), content_type, now);
         let client = session.req_header();
         let response = headers::downstream_response(
-            &head,
+            head,
             x.serving().cohort.as_str(),
             &client.method,
             client.version,
         );
-        if session
-            .write_response_header(Box::new(response))
-            .await
-            .is_err()
-        {
+        if session.write_response_header(response).await.is_err() {
             return Ended::broken(End::ClientAbort);
         }
         let ended = stream_body(session, &mut upstream, &mut x.meter).await;

@@ -30,28 +30,28 @@ pub enum Refused {
 }
 
 /// Connection-specific fields that never cross the proxy.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// The hop-by-hop fields of `headers` and those its `Connection` names.
-/// (pingora's header types keep the map read-only, so callers remove them.)
-fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = headers
+/// The fields `headers`' `Connection` names (usually none, and then no
+/// allocation). pingora's header types keep the map read-only, so callers
+/// remove these and [`HOP_BY_HOP`] themselves.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    names.extend(HOP_BY_HOP.iter().map(|n| HeaderName::from_static(n)));
-    names
+        .filter(|name| !HOP_BY_HOP.contains(name))
+        .collect()
 }
 
 /// Checks a request before it is routed: an HTTP/1.1 request must carry
@@ -81,8 +81,8 @@ pub fn upstream_request(
     has_body: bool,
 ) -> Result<RequestHeader, Refused> {
     let mut request = downstream.clone();
-    for name in hop_by_hop(&request.headers) {
-        request.remove_header(&name);
+    for name in connection_named(&request.headers).iter().chain(&HOP_BY_HOP) {
+        request.remove_header(name);
     }
     request.set_version(Version::HTTP_11);
     if downstream.uri.authority().is_some() {
@@ -123,19 +123,22 @@ fn has_body(method: &Method, status: StatusCode) -> bool {
         && status != StatusCode::NOT_MODIFIED
 }
 
-/// The response header sent back to a client of `version` that asked
-/// `method`: hop-by-hop fields removed, [`COHORT_HEADER`] naming `cohort`,
-/// and a body of unknown length chunked for an HTTP/1.1 client.
+/// `upstream`'s response header made the one sent back to a client of
+/// `version` that asked `method`: hop-by-hop fields removed,
+/// [`COHORT_HEADER`] naming `cohort`, and a body of unknown length chunked
+/// for an HTTP/1.1 client.
 pub fn downstream_response(
-    upstream: &ResponseHeader,
+    mut response: Box<ResponseHeader>,
     cohort: &str,
     method: &Method,
     version: Version,
-) -> ResponseHeader {
-    let mut response = upstream.clone();
+) -> Box<ResponseHeader> {
     let chunked = is_chunked(&response.headers);
-    for name in hop_by_hop(&response.headers) {
-        response.remove_header(&name);
+    for name in connection_named(&response.headers)
+        .iter()
+        .chain(&HOP_BY_HOP)
+    {
+        response.remove_header(name);
     }
     let unknown_length = chunked || !response.headers.contains_key(header::CONTENT_LENGTH);
     if version == Version::HTTP_11 && unknown_length && has_body(method, response.status) {
@@ -256,28 +259,33 @@ mod tests {
         up.append_header("connection", "close").expect("header");
         let post = Method::POST;
         // Close-delimited upstream body: chunked to 1.1, as-is to 1.0.
-        let r = downstream_response(&up, "canary", &post, Version::HTTP_11);
+        let r = downstream_response(Box::new(up.clone()), "canary", &post, Version::HTTP_11);
         assert_eq!(r.headers["transfer-encoding"], "chunked");
         assert_eq!(r.headers[COHORT_HEADER], "canary");
         assert!(!r.headers.contains_key("connection"));
-        let r = downstream_response(&up, "stable", &post, Version::HTTP_10);
+        let r = downstream_response(Box::new(up.clone()), "stable", &post, Version::HTTP_10);
         assert!(!r.headers.contains_key("transfer-encoding"));
         // A length is kept; chunked stays chunked.
         up.append_header("content-length", "12").expect("header");
-        let r = downstream_response(&up, "stable", &post, Version::HTTP_11);
+        let r = downstream_response(Box::new(up.clone()), "stable", &post, Version::HTTP_11);
         assert_eq!(r.headers["content-length"], "12");
         assert!(!r.headers.contains_key("transfer-encoding"));
         let mut chunked = ResponseHeader::build(200, None).expect("response");
         chunked
             .append_header("transfer-encoding", "chunked")
             .expect("header");
-        let r = downstream_response(&chunked, "stable", &post, Version::HTTP_11);
+        let r = downstream_response(Box::new(chunked.clone()), "stable", &post, Version::HTTP_11);
         assert_eq!(r.headers["transfer-encoding"], "chunked");
         // No body: nothing to frame.
         let empty = ResponseHeader::build(204, None).expect("response");
-        let r = downstream_response(&empty, "stable", &post, Version::HTTP_11);
+        let r = downstream_response(Box::new(empty.clone()), "stable", &post, Version::HTTP_11);
         assert!(!r.headers.contains_key("transfer-encoding"));
-        let r = downstream_response(&up, "stable", &Method::HEAD, Version::HTTP_11);
+        let r = downstream_response(
+            Box::new(up.clone()),
+            "stable",
+            &Method::HEAD,
+            Version::HTTP_11,
+        );
         assert_eq!(r.headers["content-length"], "12");
     }
 }

@@ -174,6 +174,33 @@ impl Server {
         cmd
     }
 
+    /// Runs a built tool with `args` and `stdin` written to it (`kubectl
+    /// apply -f -`); returns its output, whatever its exit status.
+    ///
+    /// # Panics
+    /// When the tool cannot be started or read.
+    pub fn run_with_stdin(&self, tool: &str, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {tool}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin.as_bytes())
+            .unwrap_or_else(|e| panic!("write to {tool}: {e}"));
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("wait for {tool}: {e}"))
+    }
+
     /// The admin client configuration.
     pub async fn config(&self) -> Result<Config, Error> {
         let kubeconfig =
