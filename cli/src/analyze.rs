@@ -7,6 +7,7 @@
 //! its data arrive.
 
 use std::fmt::Write as _;
+use std::io::{BufRead, Read as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,7 @@ use weir_analysis::{
     Counts, Decision, Distribution, Margin, MetricKind, MetricResult, MetricSpec, Observations,
     Policy, Verdict, decide,
 };
+use weir_core::Excerpt;
 
 use crate::exit::Code;
 
@@ -275,34 +277,78 @@ fn gauge_points(values: &[f64]) -> Vec<GaugeInterval> {
         .collect()
 }
 
+/// Longest line `weir analyze` reads: a number takes a few dozen
+/// characters, so anything longer is not one (a binary file, a file with
+/// one huge line) and is refused at once instead of being held whole.
+const MAX_LINE: usize = 4096;
+/// Most numbers read from one file. Every value is held in memory (the
+/// rank test needs them all); past this a file is better sampled than
+/// analyzed whole, and the limit says so instead of failing on allocation.
+const MAX_VALUES: usize = 10_000_000;
+
 /// Reads one number per line. Blank lines are skipped; anything else that
 /// is not a valid number for `kind` is an error naming the file and line.
+/// The file is read line by line (a pipe or `<(...)` works; a 2 GB file
+/// is not loaded before the first bad line is found).
 fn read_numbers(path: &Path, kind: Kind) -> Result<Vec<f64>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_numbers(std::io::BufReader::new(file), path, kind)
+}
+
+fn parse_numbers(mut reader: impl BufRead, path: &Path, kind: Kind) -> Result<Vec<f64>> {
     let mut values = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let t = line.trim();
+    let mut line = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let where_ = || format!("{}:{line_no}", path.display());
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            bail!(
+                "{}: the line is longer than {MAX_LINE} bytes ({}), so it is not a number; write one number per line",
+                where_(),
+                Excerpt::quoted(&String::from_utf8_lossy(&line)).max(40)
+            );
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            bail!("{}: not UTF-8 text; write one number per line", where_());
+        };
+        let t = text.trim();
         if t.is_empty() {
             continue;
         }
-        let where_ = || format!("{}:{line_no}", path.display());
+        let quoted = || Excerpt::quoted(t).max(40);
         let v: f64 = t
             .parse()
-            .map_err(|_| anyhow::anyhow!("{}: {t:?} is not a number", where_()))?;
+            .map_err(|_| anyhow::anyhow!("{}: {} is not a number", where_(), quoted()))?;
         if !v.is_finite() {
-            bail!("{}: {t:?} is not a finite number", where_());
+            bail!("{}: {} is not a finite number", where_(), quoted());
         }
         match kind {
             Kind::Latency if v < 0.0 => bail!("{}: latency {v} is negative", where_()),
             Kind::Errors if v != 0.0 && v != 1.0 => {
                 bail!(
-                    "{}: {t:?} is not an outcome: write 1 for an error and 0 for a success",
-                    where_()
+                    "{}: {} is not an outcome: write 1 for an error and 0 for a success",
+                    where_(),
+                    quoted()
                 )
             }
             _ => {}
+        }
+        if values.len() == MAX_VALUES {
+            bail!(
+                "{}: more than {MAX_VALUES} numbers; weir analyze holds every value in memory, so sample the file first (e.g. shuf -n 1000000 {})",
+                path.display(),
+                path.display()
+            );
         }
         values.push(v);
     }

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
     let matches = Cli::command().bin_name(cluster::program()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init(cli.log_format, cli.command.default_log_level());
+    // One TLS crypto provider for the process: the Kubernetes client and
+    // reqwest are built for aws-lc-rs, pingora's TLS listener brings ring,
+    // and with both compiled in rustls picks neither by itself.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Sim(args) => sim::run(&args),

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use weir_proxy::admin::exposure_warning;
 use weir_proxy::config::file::POLL_INTERVAL;
 use weir_proxy::config::kube::Scope;
+use weir_proxy::tls::{Certificate, TlsFiles};
 use weir_proxy::{ConfigSource, FileSource, KubeSource, Observations, Settings, Timeouts};
 
 use crate::exit::Code;
@@ -60,6 +62,19 @@ pub struct Args {
     /// terminationGracePeriodSeconds must exceed it.
     #[arg(long, value_name = "DURATION", value_parser = crate::sim::duration)]
     grace_period: Option<Duration>,
+    /// Most client connections served at once; past it new connections
+    /// are closed as soon as they are accepted (default: half the
+    /// open-file limit, which the proxy raises to its hard maximum).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Terminate TLS on the listener with this PEM certificate chain (leaf
+    /// first; `tls.crt` of a Kubernetes TLS Secret). Reloaded when it
+    /// changes; a bad renewal keeps the last good certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (`tls.key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs `weir proxy` until SIGTERM or Ctrl-C, then drains.
@@ -80,18 +95,26 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let (source, settings) = match &args.config {
+        let (source, mut settings) = match &args.config {
             Some(path) => from_file(args, path)?,
             None => from_cluster(args).await?,
         };
+        settings.tls = tls(args)?;
+        let budget = open_file_budget();
+        let max_connections = args.max_connections.map_or(budget, |n| n as usize);
+        settings.max_connections = Some(max_connections);
         let instance = format!("{}-{}", std::process::id(), unix_millis());
         let observations = Arc::new(Observations::new(instance));
         let described = source.describe();
         let running = weir_proxy::start(settings, source, observations).await?;
+        let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
         eprintln!(
-            "weir proxy: serving {described} on {}; admin on {} (/metrics, /v1/observations, /v1/routes)",
+            "weir proxy: serving {described} on {}; admin on {} (/metrics, /v1/observations, /v1/routes); {scheme}; up to {max_connections} client connections",
             running.listen, running.admin
         );
+        if let Some(warning) = exposure_warning(running.admin, args.config.is_some()) {
+            eprintln!("weir proxy: warning: {warning}");
+        }
         shutdown_signal().await?;
         eprintln!("weir proxy: draining {} open request(s)…", running.active());
         let drained = running.shutdown().await;
@@ -121,6 +144,8 @@ fn from_file(args: &Args, path: &Path) -> Result<(Arc<dyn ConfigSource>, Setting
             ..config.timeouts
         },
         draw_seed: None,
+        max_connections: None,
+        tls: None,
     };
     Ok((source, settings))
 }
@@ -150,8 +175,53 @@ async fn from_cluster(args: &Args) -> Result<(Arc<dyn ConfigSource>, Settings)> 
             ..Timeouts::default()
         },
         draw_seed: None,
+        max_connections: None,
+        tls: None,
     };
     Ok((source, settings))
+}
+
+/// The listener's certificate from `--tls-cert`/`--tls-key`, watched for
+/// renewals, or `None` without them.
+fn tls(args: &Args) -> Result<Option<Arc<Certificate>>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let certificate = Certificate::open(TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    })?;
+    let certificate = Arc::new(certificate);
+    tokio::spawn(Arc::clone(&certificate).watch(POLL_INTERVAL));
+    Ok(Some(certificate))
+}
+
+/// Descriptors kept for what is not a client stream: listeners, the admin
+/// API, idle pooled upstream connections, the config file, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the open-file limit to its hard maximum, as nginx's
+/// `worker_rlimit_nofile` and HAProxy do (a busy proxy needs thousands of
+/// descriptors; the soft default is often 1024), and returns the default
+/// connection cap for it.
+fn open_file_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return connection_cap(1024);
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    connection_cap(limit)
+}
+
+/// Client connections allowed with `nofile` descriptors: each stream holds
+/// two (the client's and its upstream's), after [`RESERVED_FDS`].
+fn connection_cap(nofile: u64) -> usize {
+    let cap = nofile.saturating_sub(RESERVED_FDS) / 2;
+    usize::try_from(cap).unwrap_or(usize::MAX).max(16)
 }
 
 fn num_threads() -> usize {
@@ -174,4 +244,17 @@ async fn shutdown_signal() -> Result<()> {
         _ = int.recv() => {},
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_two_descriptors_per_stream_and_a_reserve() {
+        assert_eq!(connection_cap(1024), 384);
+        assert_eq!(connection_cap(1_048_576), 524_160);
+        assert_eq!(connection_cap(100), 16, "never below a usable floor");
+        assert_eq!(connection_cap(u64::MAX), ((u64::MAX - 256) / 2) as usize);
+    }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir_sim::{GpuModel, SimConfig};
+use weir_sim::{Framing, GpuModel, SimConfig};
 
 use crate::exit::Code;
 
@@ -76,6 +76,21 @@ pub struct Args {
     /// Idle keep-alive connections are closed after this (vLLM: 5s).
     #[arg(long, default_value = "5s", value_parser = duration)]
     keep_alive: Duration,
+    /// Whose stream framing to copy: `openai` (role in the first token's
+    /// chunk, a usage chunk when asked) or `llama-cpp` (llama.cpp's server:
+    /// a role-only first chunk, every fourth token as "", never a usage
+    /// chunk).
+    #[arg(long, value_enum, default_value_t = FramingArg::Openai)]
+    framing: FramingArg,
+}
+
+/// `--framing`: [`Framing`] as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FramingArg {
+    /// The OpenAI API's.
+    Openai,
+    /// llama.cpp's server's.
+    LlamaCpp,
 }
 
 impl Args {
@@ -98,6 +113,10 @@ impl Args {
             seed: self.seed,
             shutdown_grace: self.shutdown_grace,
             keep_alive: self.keep_alive,
+            framing: match self.framing {
+                FramingArg::Openai => Framing::OpenAi,
+                FramingArg::LlamaCpp => Framing::LlamaCpp,
+            },
         }
     }
 }

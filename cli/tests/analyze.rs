@@ -374,3 +374,62 @@ fn mann_whitney_entry_matches_scipy_on_the_same_files() {
         );
     }
 }
+
+#[test]
+fn a_huge_line_is_refused_with_a_short_message_that_names_the_line() {
+    let dir = scratch("huge");
+    let good = write(&dir, "good.txt", &latencies(300, 0.1, 1.0));
+    // One 1 MB line of digits: the old reader echoed it whole.
+    let huge = write(&dir, "huge.txt", &["0.1".to_string(), "7".repeat(1 << 20)]);
+    let out = weir(&["analyze", "--baseline", &good, "--canary", &huge]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("huge.txt:2: the line is longer than 4096 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.len() < 1024,
+        "the message quotes an excerpt, not the line: {} bytes",
+        stderr.len()
+    );
+}
+
+#[test]
+fn a_bad_line_in_a_pipe_is_reported_without_waiting_for_the_end_of_the_input() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let dir = scratch("pipe");
+    let good = write(&dir, "good.txt", &latencies(300, 0.1, 1.0));
+    // The canary is read from weir's stdin, a pipe this test keeps open:
+    // a reader that loads the whole input before parsing it would wait
+    // for an end that never comes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["analyze", "--baseline", &good, "--canary", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"0.1\nfast\n").expect("write");
+    stdin.flush().expect("flush");
+    let exited = weir_test_kit::poll::try_until_blocking(
+        "weir analyze to exit",
+        std::time::Duration::from_secs(120),
+        || child.try_wait().expect("wait"),
+    )
+    .is_ok();
+    drop(stdin);
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(exited, "weir analyze waited for the end of its input");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/stdin:2: \"fast\" is not a number"),
+        "{stderr}"
+    );
+}

@@ -4,9 +4,11 @@
 //!
 //! What only whole processes can show: SIGTERM drains open streams and then
 //! exits 0 (at once when idle), two processes given one table send every
-//! session to the same cohort, the proxy adds at most 2 ms to the median
-//! time to first token, hostile bytes neither kill nor hang it, and a bad
-//! config is refused at startup and ignored on reload.
+//! session to the same cohort, hostile bytes neither kill nor hang it, and
+//! a bad config is refused at startup and ignored on reload. What the proxy
+//! adds to latency is a benchmark's to measure (bench/proxy, side by side
+//! with nginx and HAProxy), not a test's: a test asserting on wall-clock
+//! time fails whenever the machine is busy.
 //!
 //! Every process listens on port 0 and the test reads the address it got
 //! from the process's startup line, so tests never race for ports. A child
@@ -18,7 +20,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use weir_sim::text::completion_text;
 
 mod common;
 use common::proxy_process::{Proxy, proxy, proxy_in_env, proxy_with};
-use common::{between, sim, spawn};
+use common::{Sim, between, scratch, sim, spawn};
 use weir_test_kit::poll::until_blocking;
 use weir_test_kit::python;
 
@@ -41,28 +42,8 @@ const MAX_RESPONSE: u64 = 16 << 20;
 /// Sims that answer at once: for tests about routing, not timing.
 const FAST: &[&str] = &["--ttft", "1ms", "--ttft-sigma", "0", "--itl", "1ms"];
 
-// Tests run in parallel, except the TTFT comparison, which must not share
-// two cores with 50 streams: it holds the write side, every other test the
-// read side.
-static EXCLUSIVE: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    EXCLUSIVE.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 // ---------------------------------------------------------------------------
 // Config files
-
-/// A scratch directory unique to one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-proxy-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// A config file with these routes. `listen` and `admin` are placeholders:
 /// [`proxy`] overrides both with port 0.
@@ -286,31 +267,11 @@ fn openai_script(args: &[&str], timeout: Duration) -> Value {
     python::run_json(&python::openai(), &all, timeout)
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    }
-}
-
-fn seconds(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("a list of seconds")
-        .iter()
-        .map(|x| x.as_f64().expect("seconds"))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------
 // Tests
 
 #[test]
 fn sigterm_with_fifty_open_streams_drains_them_refuses_new_connections_and_exits_0() {
-    let _shared = shared();
     let dir = scratch("drain");
     // ~2 s streams: 50 ms to the first token, then 49 gaps of 40 ms.
     let tokens = 50;
@@ -413,7 +374,6 @@ fn sigterm_with_fifty_open_streams_drains_them_refuses_new_connections_and_exits
 
 #[test]
 fn sigterm_when_idle_exits_0_without_waiting_out_the_grace_period() {
-    let _shared = shared();
     let dir = scratch("idle");
     let backend = sim("stable", FAST);
     // The default gracePeriod, 30 s: exiting within 10 s shows it was not waited out.
@@ -449,7 +409,6 @@ fn sigterm_when_idle_exits_0_without_waiting_out_the_grace_period() {
 
 #[test]
 fn the_grace_period_flag_cuts_a_stream_still_open_when_it_runs_out() {
-    let _shared = shared();
     let dir = scratch("grace-flag");
     // A 20 s stream: 100 tokens 200 ms apart.
     let slow = [
@@ -493,7 +452,6 @@ fn the_grace_period_flag_cuts_a_stream_still_open_when_it_runs_out() {
 
 #[test]
 fn two_proxy_processes_with_one_table_send_each_session_to_the_same_cohort() {
-    let _shared = shared();
     let dir = scratch("sticky");
     let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
     let cfg = write_chat_config(
@@ -523,20 +481,73 @@ fn two_proxy_processes_with_one_table_send_each_session_to_the_same_cohort() {
 
 #[test]
 fn the_python_openai_client_streams_every_token_through_the_proxy() {
-    let _shared = shared();
     let dir = scratch("openai");
-    let tokens: u32 = 12;
-    let flags = [FAST, &["--tokens", "12"]].concat();
+    let (_sims, cfg) = openai_backends(&dir);
+    let proxy = proxy(&cfg);
+    assert_openai_streams(&format!("http://{}/v1", proxy.listen), None);
+}
+
+#[test]
+fn the_python_openai_client_and_curl_stream_through_tls_with_a_test_ca() {
+    let dir = scratch("openai-tls");
+    weir_test_kit::tls::make_ca(&dir);
+    weir_test_kit::tls::make_leaf(&dir, "tls", "weir-proxy");
+    let (_sims, cfg) = openai_backends(&dir);
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let proxy = proxy_with(
+        &cfg,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let ca = dir.join("ca.crt");
+    let base = format!("https://127.0.0.1:{}/v1", proxy.listen.port());
+    assert_openai_streams(&base, Some(&ca));
+    let curl = Command::new("curl")
+        .args(["-sS", "-i", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{base}/models"))
+        .output()
+        .expect("curl runs");
+    let reply = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("x-weir-cohort: "), "{reply}");
+}
+
+/// Two sims of 12 tokens and a 50/50 config over them in `dir`.
+fn openai_backends(dir: &Path) -> ((Sim, Sim), PathBuf) {
+    let tokens = OPENAI_TOKENS.to_string();
+    let flags = [FAST, &["--tokens", &tokens]].concat();
     let (stable, canary) = (sim("stable", &flags), sim("canary", &flags));
     let cfg = write_chat_config(
-        &dir,
+        dir,
         false,
         &[("stable", stable.addr, 50.0), ("canary", canary.addr, 50.0)],
     );
-    let proxy = proxy(&cfg);
-    let url = format!("http://{}/v1", proxy.listen);
-    let seen = openai_script(&["stream", &url], Duration::from_secs(60));
+    ((stable, canary), cfg)
+}
+
+/// Tokens per completion of [`openai_backends`].
+const OPENAI_TOKENS: u32 = 12;
+
+/// The real openai client streams one completion from `url` (trusting
+/// only `ca` for https) and gets every token, the finish and the usage.
+fn assert_openai_streams(url: &str, ca: Option<&Path>) {
+    let mut args = vec!["stream", url];
+    if let Some(ca) = ca {
+        args.push(ca.to_str().expect("utf-8"));
+    }
+    let seen = openai_script(&args, Duration::from_secs(60));
     eprintln!("openai client saw: {seen}");
+    let tokens = OPENAI_TOKENS;
     // One chunk per token, the finish chunk and the usage chunk.
     assert_eq!(seen["chunks"], tokens + 2);
     assert_eq!(
@@ -549,53 +560,6 @@ fn the_python_openai_client_streams_every_token_through_the_proxy() {
     assert!(
         seen["cohort"] == "stable" || seen["cohort"] == "canary",
         "{seen}"
-    );
-}
-
-#[test]
-fn the_proxy_adds_at_most_2ms_to_the_median_time_to_first_token() {
-    let _alone = exclusive();
-    let dir = scratch("ttft");
-    // A fixed 200 ms TTFT (sigma 0): the only spread left is the path's.
-    let backend = sim(
-        "stable",
-        &[
-            "--ttft",
-            "200ms",
-            "--ttft-sigma",
-            "0",
-            "--itl",
-            "1ms",
-            "--tokens",
-            "2",
-        ],
-    );
-    let cfg = write_chat_config(&dir, false, &[("stable", backend.addr, 100.0)]);
-    let proxy = proxy(&cfg);
-    let direct = format!("http://{}/v1", backend.addr);
-    let through = format!("http://{}/v1", proxy.listen);
-    // 40 requests each, alternating which path goes first, on connections
-    // warmed up beforehand, against the same sim: drift cancels out.
-    let seen = openai_script(&["ttft", &direct, &through, "40"], Duration::from_secs(120));
-    let (direct, through) = (seconds(&seen["direct"]), seconds(&seen["proxy"]));
-    assert_eq!((direct.len(), through.len()), (40, 40));
-    let (m_direct, m_proxy) = (median(&direct), median(&through));
-    eprintln!(
-        "TTFT median direct {:.3}ms, through the proxy {:.3}ms, difference {:+.3}ms",
-        m_direct * 1e3,
-        m_proxy * 1e3,
-        (m_proxy - m_direct) * 1e3
-    );
-    // What was measured is the sim's 200 ms, not something else.
-    assert!(
-        m_direct >= 0.2,
-        "direct median {m_direct}s < the sim's 200 ms"
-    );
-    assert!(
-        (m_proxy - m_direct).abs() <= 0.002,
-        "median TTFT through the proxy {:.3}ms vs direct {:.3}ms: more than 2 ms apart",
-        m_proxy * 1e3,
-        m_direct * 1e3
     );
 }
 
@@ -643,7 +607,6 @@ fn noise(len: usize, mut state: u64) -> Vec<u8> {
 
 #[test]
 fn hostile_requests_get_4xx_or_a_closed_connection_and_the_proxy_lives_on() {
-    let _shared = shared();
     let dir = scratch("hostile");
     let backend = sim("stable", FAST);
     let cfg = dir.join("proxy.yaml");
@@ -732,9 +695,96 @@ fn hostile_requests_get_4xx_or_a_closed_connection_and_the_proxy_lives_on() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `weir proxy --config PATH` listening on a free loopback port, its
+/// admin API on `admin`.
+fn spawn_proxy(name: &str, path: &Path, admin: &str) -> common::Proc {
+    spawn(
+        name,
+        &[
+            "proxy",
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            admin,
+        ],
+    )
+}
+
+/// `weir proxy --config PATH` on loopback ports; returns its exit status
+/// and stderr, or `None` if it was still running after 30 s.
+fn proxy_start_fails(name: &str, path: &Path) -> Option<(Option<i32>, String)> {
+    let mut proc = spawn_proxy(name, path, "127.0.0.1:0");
+    let status = proc.wait_exit(Duration::from_secs(30))?;
+    Some((status.code(), proc.stderr.when_closed(IO_TIMEOUT)))
+}
+
+#[test]
+fn hostile_config_paths_and_values_are_refused_with_a_short_message() {
+    let dir = scratch("hostile");
+    let fifo = dir.join("fifo.yaml");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let huge = dir.join("huge-host.yaml");
+    let host = "h".repeat(8 << 20);
+    std::fs::write(
+        &huge,
+        config(&format!(
+            "  - name: chat\n    match: {{hosts: [{host}]}}\n    backends:\n      - {{cohort: stable, url: http://127.0.0.1:9, weight: 100}}\n"
+        )),
+    )
+    .expect("write");
+    let cases = [
+        (fifo.as_path(), "it is a FIFO; give the path of a YAML file"),
+        (
+            Path::new("/dev/zero"),
+            "it is a device; give the path of a YAML file",
+        ),
+        (huge.as_path(), "is not a host name"),
+    ];
+    for (path, want) in cases {
+        let (code, stderr) = proxy_start_fails("hostile", path)
+            .unwrap_or_else(|| panic!("{}: the proxy hung or started", path.display()));
+        assert_eq!(code, Some(1), "{}: {stderr}", path.display());
+        assert!(stderr.contains(want), "{}: {stderr}", path.display());
+        assert!(
+            stderr.len() < 2048,
+            "{}: {} bytes of stderr",
+            path.display(),
+            stderr.len()
+        );
+    }
+}
+
+#[test]
+fn an_admin_api_beyond_loopback_is_warned_about_at_startup() {
+    let dir = scratch("exposed-admin");
+    let path = write_chat_config(
+        &dir,
+        false,
+        &[("stable", "127.0.0.1:9".parse().expect("addr"), 100.0)],
+    );
+    let proc = spawn_proxy("proxy", &path, "0.0.0.0:0");
+    let warning = proc
+        .stderr
+        .wait_for(common::STARTUP, |t| {
+            between(t, "weir proxy: warning: ", "\n").map(String::from)
+        })
+        .unwrap_or_else(|| panic!("no warning:\n{}", proc.stderr.text()));
+    assert!(
+        warning.starts_with("the admin API listens on 0.0.0.0:"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("can move traffic between cohorts"),
+        "{warning}"
+    );
+}
+
 #[test]
 fn invalid_configs_are_refused_at_startup_with_the_field_and_the_fix() {
-    let _shared = shared();
     let dir = scratch("invalid");
     let backend = |cohort: &str, field: &str| {
         format!("      - {{cohort: {cohort}, url: http://127.0.0.1:9, {field}}}\n")
@@ -798,23 +848,9 @@ fn invalid_configs_are_refused_at_startup_with_the_field_and_the_fix() {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        let mut proc = spawn(
-            name,
-            &[
-                "proxy",
-                "--config",
-                path.to_str().expect("utf-8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ],
-        );
-        let status = proc
-            .wait_exit(Duration::from_secs(10))
+        let (code, stderr) = proxy_start_fails(name, &path)
             .unwrap_or_else(|| panic!("{name}: the proxy started on an invalid config"));
-        let stderr = proc.stderr.when_closed(IO_TIMEOUT);
-        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(code, Some(1), "{name}: {stderr}");
         for want in wanted {
             assert!(
                 stderr.contains(want),
@@ -834,7 +870,6 @@ fn invalid_configs_are_refused_at_startup_with_the_field_and_the_fix() {
 
 #[test]
 fn kube_mode_without_a_cluster_config_says_where_it_looked() {
-    let _shared = shared();
     let dir = scratch("no-cluster");
     let weir = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -885,7 +920,6 @@ fn kube_mode_without_a_cluster_config_says_where_it_looked() {
 
 #[test]
 fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
-    let _shared = shared();
     let dir = scratch("reload");
     let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
     let cfg = dir.join("proxy.yaml");
@@ -933,7 +967,6 @@ fn an_invalid_reload_keeps_the_last_good_table_and_reports_last_error() {
 
 #[test]
 fn at_trace_level_no_credential_header_value_or_body_reaches_the_log() {
-    let _shared = shared();
     let dir = scratch("logs");
     let (stable, canary) = (sim("stable", FAST), sim("canary", FAST));
     let cfg = write_chat_config(
@@ -962,7 +995,8 @@ content-length: 5\r\ncontent-length: 6\r\n\r\nRAW-MARK-7",
         .proc
         .wait_exit(Duration::from_secs(30))
         .expect("the proxy exits on SIGTERM");
-    let log = proxy.proc.stderr.text();
+    // The whole log: the reader of the pipe may still be behind the exit.
+    let log = proxy.proc.stderr.when_closed(IO_TIMEOUT);
     assert!(log.contains("proxy drained"), "the log was written: {log}");
     for mark in [
         "sk-SECRET-7",

@@ -21,7 +21,8 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 mod common;
-use common::{POLL, Proc, STARTUP, sim, spawn};
+use common::run_process::weir_run;
+use common::{POLL, Proc, scratch, sim, spawn};
 
 /// Longest a run may take here (its own maxDuration is shorter).
 const RUN_LIMIT: Duration = Duration::from_secs(150);
@@ -32,12 +33,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-run-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 /// A Canary file for two local backends.
@@ -66,40 +61,6 @@ spec:
     let path = dir.join("canary.yaml");
     std::fs::write(&path, text).expect("write canary file");
     path
-}
-
-/// `weir run --output json` on free ports; returns it and its proxy address.
-fn weir_run(file: &Path) -> (Proc, SocketAddr, SocketAddr) {
-    let file = file.to_str().expect("utf-8 path");
-    let proc = spawn(
-        "weir run",
-        &[
-            "run",
-            "-f",
-            file,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--output",
-            "json",
-        ],
-    );
-    let started = proc
-        .stdout
-        .wait_for(STARTUP, |t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["type"] == "started")
-        })
-        .unwrap_or_else(|| panic!("weir run did not start:\n{}", proc.stderr.text()));
-    let addr = |key: &str| -> SocketAddr {
-        started[key]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("an address")
-    };
-    (proc, addr("listen"), addr("admin"))
 }
 
 /// Streaming load through `proxy` for up to `seconds`.

@@ -39,6 +39,8 @@ async fn connect_to_a_closed_port_gives_up_at_the_deadline_with_an_actionable_er
         .port();
     let url = format!("https://127.0.0.1:{port}");
     let config = Config::new(url.parse().expect("a URL"));
+    // One crypto provider for the process (see the workspace's rustls).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = Client::try_from(config).expect("a client");
     let deadline = Duration::from_secs(2);
 

@@ -34,7 +34,8 @@ pub enum Cohort {
 /// A cohort name that is not a DNS label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{value:?} is not a valid cohort name; use 1-63 lower-case letters, digits and '-', e.g. stable, canary"
+    "{} is not a valid cohort name; use 1-63 lower-case letters, digits and '-', e.g. stable, canary",
+    crate::Excerpt::quoted(value)
 )]
 pub struct CohortError {
     /// The name as written.

@@ -12,6 +12,8 @@
 //!   and wire names and the set of outcomes that count as the cohort's
 //!   errors; the proxy counts them, `/metrics` labels them, the analysis
 //!   judges them.
+//! - [`Excerpt`]: how a message quotes a value that came from input, bounded
+//!   so that one bad value cannot fill a terminal or a log.
 //!
 //! Why a crate of its own: the CRD types, the engine, the proxy and the
 //! analysis all need these, and none of them should depend on another just
@@ -26,9 +28,11 @@
 //! analysis's metric sources (`default-features = false`).
 
 mod cohort;
+mod excerpt;
 mod outcome;
 mod weight;
 
 pub use cohort::{CANARY, Cohort, CohortError, STABLE};
+pub use excerpt::Excerpt;
 pub use outcome::{Outcome, RequestCounts};
 pub use weight::{Weight, WeightError};

@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -22,9 +23,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::{ConfigError, ConfigSource, parse_weights_body};
 use crate::observe::Observations;
@@ -139,10 +140,16 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
                     // Serve the new weights at once, not when the follower
                     // task next runs, so a PUT's 200 means "in force".
                     state.table.store(Arc::clone(&table));
+                    // `lastError` says when the weights are in force but
+                    // could not be saved, or a restart is pending.
                     match table.get(&name) {
-                        Some(route) => {
-                            json(StatusCode::OK, &serde_json::json!({ "route": &**route }))
-                        }
+                        Some(route) => json(
+                            StatusCode::OK,
+                            &serde_json::json!({
+                                "route": &**route,
+                                "lastError": state.source.last_error().map(|e| e.to_string()),
+                            }),
+                        ),
                         None => error(StatusCode::NOT_FOUND, format!("route {name} vanished")),
                     }
                 }
@@ -165,29 +172,104 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
     }
 }
 
+/// Most admin connections open at once. Its clients are a few scrapers and
+/// a controller; past this, new connections are closed at once, so a flood
+/// cannot take the proxy's file descriptors through the admin port.
+pub const ADMIN_MAX_CONNECTIONS: usize = 128;
+
 /// Serves the admin API on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+///
+/// `header_timeout` bounds the wait for a request's head, and so for the
+/// next request on an idle keep-alive connection: a scrape every 15 s or
+/// 30 s keeps its connection, a client that sends nothing (or trickles
+/// bytes) loses it. HTTP/1.1 only: its clients (Prometheus, the
+/// controller, curl) speak it, and one protocol means one idle rule; an
+/// HTTP/2 connection would have none in hyper.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let state = Arc::new(state);
+    let slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = ADMIN_MAX_CONNECTIONS, "admin connection refused: too many open");
+            drop(stream);
+            continue;
+        };
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
         });
     }
+}
+
+/// What to tell an operator whose admin API listens beyond loopback, or
+/// `None` when it is on loopback. `accepts_weights`: whether `PUT
+/// /v1/routes/{name}/weights` changes traffic (a file config) or is
+/// refused (Kubernetes, where the controller owns weights).
+pub fn exposure_warning(admin: SocketAddr, accepts_weights: bool) -> Option<String> {
+    if admin.ip().is_loopback() {
+        return None;
+    }
+    let what = if accepts_weights {
+        "anyone who can reach it can move traffic between cohorts (PUT /v1/routes/NAME/weights) and read /metrics"
+    } else {
+        "anyone who can reach it can read /metrics and /v1/observations"
+    };
+    Some(format!(
+        "the admin API listens on {admin}, beyond loopback: {what}; bind it to 127.0.0.1 (admin: in the file, or --admin) unless a firewall or network policy limits who reaches it"
+    ))
 }
 
 /// Binds the admin listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_api_beyond_loopback_is_named_with_what_it_exposes() {
+        for loopback in ["127.0.0.1:9090", "[::1]:9090", "127.0.0.2:9090"] {
+            let addr = loopback.parse().expect("address");
+            assert_eq!(exposure_warning(addr, true), None, "{loopback}");
+        }
+        let all = "0.0.0.0:9090".parse().expect("address");
+        let writable = exposure_warning(all, true).expect("a warning");
+        assert!(
+            writable.starts_with("the admin API listens on 0.0.0.0:9090, beyond loopback: anyone who can reach it can move traffic"),
+            "{writable}"
+        );
+        assert!(writable.contains("bind it to 127.0.0.1"), "{writable}");
+        let read_only =
+            exposure_warning("10.0.0.7:9090".parse().expect("address"), false).expect("a warning");
+        assert!(
+            read_only.contains("can read /metrics and /v1/observations"),
+            "{read_only}"
+        );
+        assert!(!read_only.contains("move traffic"), "{read_only}");
+    }
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use weir_core::{CohortError, WeightError};
+use weir_core::{CohortError, Excerpt, WeightError};
 
 /// What is wrong with one value, and how to fix it. The `Display` of every
 /// variant ends with the fix.
@@ -40,7 +40,8 @@ pub enum Problem {
     },
     /// Two routes share a name.
     #[error(
-        "route name {name:?} is used twice (first at routes[{first}]); give each route its own name"
+        "route name {} is used twice (first at routes[{first}]); give each route its own name",
+        Excerpt::quoted(name)
     )]
     DuplicateRoute {
         /// The repeated name.
@@ -66,7 +67,10 @@ pub enum Problem {
         scheme: String,
     },
     /// An upstream URL that cannot be used.
-    #[error("{value:?} is not a usable upstream URL: {reason}; use http://host:port")]
+    #[error(
+        "{} is not a usable upstream URL: {reason}; use http://host:port",
+        Excerpt::quoted(value)
+    )]
     InvalidUrl {
         /// The value as written.
         value: String,
@@ -74,7 +78,10 @@ pub enum Problem {
         reason: &'static str,
     },
     /// A listen address that is not `ip:port`.
-    #[error("{value:?} is not an IP address and port; use e.g. 127.0.0.1:8080 or [::]:8080")]
+    #[error(
+        "{} is not an IP address and port; use e.g. 127.0.0.1:8080 or [::]:8080",
+        Excerpt::quoted(value)
+    )]
     InvalidAddress {
         /// The value as written.
         value: String,
@@ -88,7 +95,11 @@ pub enum Problem {
         value: String,
     },
     /// A duration that does not parse.
-    #[error("{value:?} is not a duration ({reason}); use e.g. 60s, 5m or 1m30s")]
+    #[error(
+        "{} is not a duration ({}); use e.g. 60s, 5m or 1m30s",
+        Excerpt::quoted(value),
+        Excerpt::plain(reason)
+    )]
     InvalidDuration {
         /// The value as written.
         value: String,
@@ -96,7 +107,11 @@ pub enum Problem {
         reason: String,
     },
     /// A duration without a unit.
-    #[error("{value} has no unit; write it as {value}s (or 5m, 1h...)")]
+    #[error(
+        "{} has no unit; write it as {}s (or 5m, 1h...)",
+        Excerpt::plain(value),
+        Excerpt::plain(value)
+    )]
     DurationWithoutUnit {
         /// The number as written.
         value: String,
@@ -106,7 +121,8 @@ pub enum Problem {
     ZeroDuration,
     /// A route name that breaks the naming rule.
     #[error(
-        "{value:?} is not a valid route name; use letters, digits, '-', '_' and '.', e.g. chat"
+        "{} is not a valid route name; use letters, digits, '-', '_' and '.', e.g. chat",
+        Excerpt::quoted(value)
     )]
     InvalidRouteName {
         /// The value as written.
@@ -114,7 +130,8 @@ pub enum Problem {
     },
     /// A malformed host.
     #[error(
-        "{value:?} is not a host name; write just the host, e.g. chat.example.com (no scheme, port or path)"
+        "{} is not a host name; write just the host, e.g. chat.example.com (no scheme, port or path)",
+        Excerpt::quoted(value)
     )]
     InvalidHost {
         /// The value as written.
@@ -122,20 +139,27 @@ pub enum Problem {
     },
     /// A malformed path prefix.
     #[error(
-        "{value:?} is not a path prefix; it must start with / and have no query or spaces, e.g. /v1"
+        "{} is not a path prefix; it must start with / and have no query or spaces, e.g. /v1",
+        Excerpt::quoted(value)
     )]
     InvalidPathPrefix {
         /// The value as written.
         value: String,
     },
     /// A malformed header name.
-    #[error("{value:?} is not an HTTP header name; use e.g. x-session-id")]
+    #[error(
+        "{} is not an HTTP header name; use e.g. x-session-id",
+        Excerpt::quoted(value)
+    )]
     InvalidHeaderName {
         /// The value as written.
         value: String,
     },
     /// A malformed cookie name.
-    #[error("{value:?} is not a cookie name; use letters, digits and -_. (e.g. session)")]
+    #[error(
+        "{} is not a cookie name; use letters, digits and -_. (e.g. session)",
+        Excerpt::quoted(value)
+    )]
     InvalidCookieName {
         /// The value as written.
         value: String,
@@ -168,7 +192,10 @@ pub enum Problem {
         found: usize,
     },
     /// An endpoint address that is not an IP address.
-    #[error("{value:?} is not an IP address; the proxy reads IPv4 and IPv6 EndpointSlices only")]
+    #[error(
+        "{} is not an IP address; the proxy reads IPv4 and IPv6 EndpointSlices only",
+        Excerpt::quoted(value)
+    )]
     NotAnIp {
         /// The address as listed.
         value: String,
@@ -179,7 +206,10 @@ fn scheme_message(scheme: &str) -> String {
     if scheme == "https" {
         "https upstreams are not supported yet; use http:// (TLS to upstreams is planned)".into()
     } else {
-        format!("scheme {scheme:?} is not supported; use http://host:port")
+        format!(
+            "scheme {} is not supported; use http://host:port",
+            Excerpt::quoted(scheme)
+        )
     }
 }
 
@@ -189,7 +219,7 @@ pub enum ConfigError {
     /// The input is not valid YAML or does not have the expected shape
     /// (unknown field, wrong type, missing field). The message carries the
     /// line and column.
-    #[error("{message}")]
+    #[error("{}", Excerpt::plain(message).max(1024))]
     Syntax {
         /// The parser's message.
         message: String,
@@ -233,7 +263,7 @@ pub enum ConfigError {
         reason: &'static str,
     },
     /// A weight update named a route that does not exist.
-    #[error("no route named {route:?}; the routes are {}", known.join(", "))]
+    #[error("no route named {}; the routes are {}", Excerpt::quoted(route), known.join(", "))]
     UnknownRoute {
         /// The name asked for.
         route: String,
@@ -288,6 +318,28 @@ pub enum ConfigError {
         since: jiff::Timestamp,
         /// The last failure.
         reason: String,
+    },
+    /// A valid config file changes settings that only a restart applies.
+    #[error(
+        "{} changed, which takes effect only after a restart of the proxy; the routes are applied (restart it, or revert the change)",
+        settings.join(", ")
+    )]
+    RestartNeeded {
+        /// The settings' names as written in the file (`listen`, `admin`,
+        /// `readTimeout`, ...).
+        settings: Vec<&'static str>,
+    },
+    /// A weight update is in force but could not be saved to the config
+    /// file (it is invalid, unreadable or read-only).
+    #[error(
+        "the new weights are in force but not saved to {}: {source}; the file's own weights apply again when it next changes, so write these weights into it",
+        path.display()
+    )]
+    NotSaved {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be written.
+        source: Box<ConfigError>,
     },
     /// Several problems at once.
     #[error("{}", several(errors))]

@@ -53,6 +53,8 @@ pub mod metrics;
 pub mod observe;
 pub mod route;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[cfg(feature = "kube")]
 pub use config::KubeSource;

@@ -15,7 +15,7 @@ pub const TTFT_SECONDS: &str = "weir_proxy_ttft_seconds";
 pub const INTER_TOKEN_SECONDS: &str = "weir_proxy_inter_token_seconds";
 /// Histogram: request duration, first byte in to last byte out, seconds.
 pub const REQUEST_DURATION_SECONDS: &str = "weir_proxy_request_duration_seconds";
-/// Counter: output tokens (usage when reported, else SSE content events).
+/// Counter: output tokens (usage when reported, else SSE token events; see `meter`).
 pub const OUTPUT_TOKENS_TOTAL: &str = "weir_proxy_output_tokens_total";
 /// Gauge: requests in flight.
 pub const INFLIGHT_REQUESTS: &str = "weir_proxy_inflight_requests";

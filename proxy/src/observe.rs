@@ -318,7 +318,7 @@ impl Observations {
             &mut out,
             metrics::OUTPUT_TOKENS_TOTAL,
             "counter",
-            "Output tokens: usage.completion_tokens when reported, else SSE content events.",
+            "Output tokens: usage.completion_tokens when reported, else SSE token events (one per streamed token chunk, empty partial-character ones included).",
         );
         for ((route, cohort), (a, _)) in &by_cohort {
             let _ = writeln!(

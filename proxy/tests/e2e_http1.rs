@@ -218,3 +218,96 @@ async fn an_error_after_routing_names_the_cohort_that_failed() {
         "{got}"
     );
 }
+
+/// An upstream for one streamed completion: it answers with the response
+/// head and the first SSE event at once, and sends the rest only when
+/// `gate` opens.
+async fn gated_stream(gate: tokio::sync::oneshot::Receiver<()>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("the proxy connects");
+        let mut buf = Vec::new();
+        while find(&buf, b"\r\n\r\n").is_none() {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let event = |data: &str| {
+            let line = format!("data: {data}\n\n");
+            format!("{:x}\r\n{line}\r\n", line.len())
+        };
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let first = event(r#"{"choices":[{"index":0,"delta":{"content":"first"}}]}"#);
+        if conn
+            .write_all(format!("{head}{first}").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = gate.await;
+        let rest = format!(
+            "{}{}0\r\n\r\n",
+            event(
+                r#"{"choices":[{"index":0,"delta":{"content":"second"},"finish_reason":"stop"}]}"#
+            ),
+            event("[DONE]")
+        );
+        let _ = conn.write_all(rest.as_bytes()).await;
+    });
+    addr
+}
+
+/// Reads from `conn` into `got` until `text` has arrived.
+async fn read_until(conn: &mut TcpStream, got: &mut Vec<u8>, text: &str) {
+    while !String::from_utf8_lossy(got).contains(text) {
+        let mut chunk = [0u8; 4096];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => panic!("closed before {text:?}: {}", String::from_utf8_lossy(got)),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_token_reaches_the_client_while_the_upstream_holds_the_next() {
+    let (open, gate) = tokio::sync::oneshot::channel();
+    let upstream = gated_stream(gate).await;
+    let proxy = proxy_to(upstream, upstream).await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: chat\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.expect("write");
+    // The upstream holds everything after the first token until the gate
+    // opens, and the gate opens only once the client has that token: a
+    // proxy that held events back (for a buffer to fill, a batch, the end
+    // of the response) never delivers it and the test fails here.
+    let mut got = Vec::new();
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_until(&mut conn, &mut got, "\"first\""),
+    )
+    .await
+    .expect("the first token arrives while the upstream holds the rest");
+    let so_far = String::from_utf8_lossy(&got).into_owned();
+    assert!(so_far.starts_with("HTTP/1.1 200"), "{so_far}");
+    assert!(!so_far.contains("second"), "{so_far}");
+    open.send(()).expect("the upstream waits at the gate");
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_until(&mut conn, &mut got, "0\r\n\r\n"),
+    )
+    .await
+    .expect("the rest follows");
+    let all = String::from_utf8_lossy(&got);
+    assert!(
+        all.contains("\"second\"") && all.contains("data: [DONE]"),
+        "{all}"
+    );
+}

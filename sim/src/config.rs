@@ -46,6 +46,26 @@ pub struct SimConfig {
     /// uvicorn does after 5 s, so clients that pool connections meet the
     /// same races they would in production.
     pub keep_alive: Duration,
+    /// Whose stream framing the answers copy.
+    pub framing: Framing,
+}
+
+/// Whose stream framing the simulator copies. Clients of the OpenAI API
+/// read both; they differ exactly where a meter can go wrong (compared
+/// field by field with recorded llama.cpp responses in
+/// tests/fixtures/llama).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// The OpenAI API's: the first chat chunk carries the role and the
+    /// first token, every token chunk has text, and a usage chunk follows
+    /// the finish when `stream_options.include_usage` asks for it.
+    #[default]
+    OpenAi,
+    /// llama.cpp's server (`llama-cpp-python` 0.3.36): a chat stream starts
+    /// with a chunk carrying only the role, every fourth token streams as
+    /// `""` (a token that ends inside a UTF-8 character) and no usage chunk
+    /// comes, even when asked. Non-streamed bodies still carry `usage`.
+    LlamaCpp,
 }
 
 /// The simulated GPU's utilization: a baseline plus a fixed amount per
@@ -92,6 +112,7 @@ impl Default for SimConfig {
             seed: None,
             shutdown_grace: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
+            framing: Framing::OpenAi,
         }
     }
 }

@@ -37,7 +37,7 @@ pub mod openai;
 mod server;
 pub mod text;
 
-pub use config::{ConfigError, GpuModel, SimConfig};
+pub use config::{ConfigError, Framing, GpuModel, SimConfig};
 pub use server::{ServeSummary, SimError, SimHandle, bind, serve, spawn};
 
 /// Response header naming the simulator that answered (its `--name`).

@@ -216,6 +216,9 @@ pub const STREAM_ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"simulate
 /// The SSE event a complete stream ends with.
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
+/// What follows a chat chunk's content string.
+const CONTENT_TAIL: &[u8] = b"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
 /// Why generation stopped, as OpenAI spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
@@ -301,17 +304,36 @@ impl Renderer {
     /// The chunk carrying token `index` (from 0). `token` must need no JSON
     /// escaping. The first chat chunk also carries `"role":"assistant"`.
     pub fn token_chunk(&self, index: u32, token: &str) -> Bytes {
-        const TAIL: &[u8] = b"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
         match self.endpoint {
             Endpoint::Chat if index == 0 => self.event(&[
                 b"{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"",
                 token.as_bytes(),
-                TAIL,
+                CONTENT_TAIL,
             ]),
+            _ => self.piece_chunk(token),
+        }
+    }
+
+    /// A chat chunk with only `"role":"assistant"` in its delta, as
+    /// llama.cpp's server starts a stream; `None` for text completions,
+    /// which have no role.
+    pub fn role_chunk(&self) -> Option<Bytes> {
+        match self.endpoint {
+            Endpoint::Chat => Some(self.event(&[
+                b"{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+            ])),
+            Endpoint::Completions => None,
+        }
+    }
+
+    /// A chunk carrying `token` (possibly `""`) and never the role.
+    /// `token` must need no JSON escaping.
+    pub fn piece_chunk(&self, token: &str) -> Bytes {
+        match self.endpoint {
             Endpoint::Chat => self.event(&[
                 b"{\"index\":0,\"delta\":{\"content\":\"",
                 token.as_bytes(),
-                TAIL,
+                CONTENT_TAIL,
             ]),
             Endpoint::Completions => self.event(&[
                 b"{\"index\":0,\"text\":\"",

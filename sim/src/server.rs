@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::{ConfigError, SimConfig};
+use crate::config::{ConfigError, Framing, SimConfig};
 use crate::metrics::{FinishedReason, Labels, Metrics};
 use crate::model::{self, Fault, RequestPlan};
 use crate::openai::{self, Endpoint, Finish, Renderer, Usage};
@@ -449,7 +449,11 @@ async fn completion(
             finish,
             include_usage: request.include_usage,
             prompt_tokens: request.prompt_tokens,
-            phase: Phase::Tokens,
+            framing: shared.config.framing,
+            phase: match shared.config.framing {
+                Framing::OpenAi => Phase::Tokens,
+                Framing::LlamaCpp => Phase::Role,
+            },
             renderer,
             running,
         };
@@ -540,6 +544,9 @@ impl Drop for Running {
 /// Where a stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// The role-only chunk is next, at the first token's time
+    /// ([`Framing::LlamaCpp`] chat streams).
+    Role,
     /// Emitting tokens (or the error event that replaces one).
     Tokens,
     /// The chunk with `finish_reason` is next.
@@ -566,6 +573,7 @@ struct SseStream {
     finish: Finish,
     include_usage: bool,
     prompt_tokens: u32,
+    framing: Framing,
     phase: Phase,
     renderer: Renderer,
     running: Running,
@@ -574,6 +582,16 @@ struct SseStream {
 impl SseStream {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let event = match self.phase {
+            Phase::Role => {
+                if Instant::now() < self.first_at {
+                    ready!(self.sleep.as_mut().poll(cx));
+                }
+                self.phase = Phase::Tokens;
+                match self.renderer.role_chunk() {
+                    Some(chunk) => chunk,
+                    None => return self.poll_event(cx),
+                }
+            }
             Phase::Tokens => {
                 let due = self.first_at + self.itl * self.next;
                 if Instant::now() < due {
@@ -595,7 +613,12 @@ impl SseStream {
                 }
                 self.last_token_at = Some(now);
                 self.running.tokens(1);
-                let chunk = self.renderer.token_chunk(self.next, text::token(self.next));
+                let chunk = match self.framing {
+                    Framing::OpenAi => self.renderer.token_chunk(self.next, text::token(self.next)),
+                    // Every fourth token ends inside a character.
+                    Framing::LlamaCpp if self.next % 4 == 1 => self.renderer.piece_chunk(""),
+                    Framing::LlamaCpp => self.renderer.piece_chunk(text::token(self.next)),
+                };
                 self.next += 1;
                 if self.next >= self.tokens {
                     self.phase = Phase::Finish;
@@ -603,7 +626,7 @@ impl SseStream {
                 chunk
             }
             Phase::Finish => {
-                self.phase = if self.include_usage {
+                self.phase = if self.include_usage && self.framing == Framing::OpenAi {
                     Phase::Usage
                 } else {
                     Phase::Done

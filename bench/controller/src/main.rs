@@ -155,6 +155,8 @@ async fn main() {
         .unwrap_or(500);
     let weir = arg("--weir").unwrap_or_else(|| "target/release/weir".into());
     let metrics_port = 19_091;
+    // One crypto provider for the process (see the workspace's rustls).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = Client::try_default().await.expect("KUBECONFIG");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace =

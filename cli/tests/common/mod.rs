@@ -14,6 +14,7 @@ use weir_test_kit::poll::try_until_blocking;
 
 pub mod controller_process;
 pub mod proxy_process;
+pub mod run_process;
 use nix::unistd::Pid;
 
 /// Longest wait for a process to print its startup line.
@@ -215,4 +216,16 @@ pub fn sim(name: &str, extra: &[&str]) -> Sim {
         .unwrap_or_else(|| panic!("sim {name} did not start:\n{}", proc.stderr.text()));
     let addr = addr.parse().expect("the sim prints ip:port");
     Sim { _proc: proc, addr }
+}
+
+/// A scratch directory for one test, unique to this test binary's process:
+/// `weir-<binary>-<pid>-<name>` under the system's temporary directory.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-{}-{}-{name}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
 }

@@ -588,6 +588,8 @@ pub async fn proxy(client: &Client, namespace: &str, n: usize) -> Proxy {
         admin: SocketAddr::new(host_ip(), 0),
         timeouts: weir_proxy::Timeouts::default(),
         draw_seed: None,
+        max_connections: None,
+        tls: None,
     };
     let observations = Arc::new(weir_proxy::Observations::new(format!(
         "test-proxy-{n}-{}",

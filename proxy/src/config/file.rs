@@ -8,6 +8,7 @@
 //! readTimeout: 60s           # optional, default 300s
 //! idleTimeout: 4s            # optional, default 4s
 //! gracePeriod: 30s           # optional, default 30s
+//! headerTimeout: 60s         # optional, default 60s: a client's whole request head
 //! routes:
 //!   - name: chat
 //!     match: {hosts: [chat.example.com], pathPrefix: /}   # optional, default any host, /
@@ -77,6 +78,9 @@ pub struct FileConfig {
     /// SIGTERM drain period.
     #[serde(default)]
     pub grace_period: Option<DurationText>,
+    /// Deadline for a client's whole request head.
+    #[serde(default)]
+    pub header_timeout: Option<DurationText>,
     /// The routes.
     pub routes: Vec<FileRoute>,
 }
@@ -285,6 +289,14 @@ impl TryFrom<&FileConfig> for ProxyConfig {
         if read.is_zero() {
             return Err(ConfigError::invalid("readTimeout", Problem::ZeroDuration));
         }
+        let header = duration(
+            "headerTimeout",
+            f.header_timeout.as_ref(),
+            Timeouts::DEFAULT_HEADER,
+        )?;
+        if header.is_zero() {
+            return Err(ConfigError::invalid("headerTimeout", Problem::ZeroDuration));
+        }
         let timeouts = Timeouts {
             read,
             idle: duration(
@@ -297,6 +309,7 @@ impl TryFrom<&FileConfig> for ProxyConfig {
                 f.grace_period.as_ref(),
                 Timeouts::DEFAULT_GRACE,
             )?,
+            header,
         };
         if f.routes.is_empty() {
             return Err(ConfigError::invalid("routes", Problem::NoRoutes));
@@ -379,6 +392,10 @@ pub enum Reload {
         /// (`listen`, `admin`, `readTimeout`, ...).
         restart_needed: Vec<&'static str>,
     },
+    /// Only settings that take effect after a restart changed (`listen`,
+    /// `admin`, the timeouts); nothing was published, and
+    /// [`ConfigSource::last_error`] says so until a restart or a revert.
+    RestartNeeded(Vec<&'static str>),
     /// The file changed but cannot be used; the last good table stays.
     Refused(Arc<ConfigError>),
 }
@@ -460,24 +477,31 @@ impl FileSource {
             Err(e) => return refuse(&mut state, in_file(&self.path, e), Some(print)),
         };
         state.fingerprint = Some(print);
-        state.last_error = None;
         let restart_needed = restart_needed(&state.startup, &config);
+        // A valid file clears the last refusal; settings it changes that
+        // only a restart applies stay reported until then, so an operator
+        // who edited only `listen` sees why nothing happened.
+        state.last_error = restart_notice(&self.path, &restart_needed);
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                path = %self.path.display(),
+                settings = ?restart_needed,
+                "these settings changed in the config file and take effect after a restart"
+            );
+        }
         if config.table.clone().with_generation(state.generation) == **self.tx.borrow() {
-            // Only comments or formatting changed.
-            return Reload::Unchanged;
+            // Only comments, formatting or restart-only settings changed.
+            return if restart_needed.is_empty() {
+                Reload::Unchanged
+            } else {
+                Reload::RestartNeeded(restart_needed)
+            };
         }
         state.generation += 1;
         let generation = state.generation;
         self.tx
             .send_replace(Arc::new(config.table.with_generation(generation)));
         tracing::info!(path = %self.path.display(), generation, "config file reloaded");
-        if !restart_needed.is_empty() {
-            tracing::warn!(
-                path = %self.path.display(),
-                settings = ?restart_needed,
-                "these settings changed in the config file and take effect after a restart; routes were updated"
-            );
-        }
         Reload::Applied {
             generation,
             restart_needed,
@@ -497,10 +521,61 @@ impl FileSource {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    read_config_text(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Largest config file read: a proxy config or a Canary is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a configuration file as text: a regular file (or a link to one)
+/// of at most [`MAX_CONFIG_BYTES`]. A FIFO would block the reader until a
+/// writer comes (and the proxy polls its file every second), a device such
+/// as `/dev/zero` never ends, and a huge file is not a config: each is
+/// refused with an I/O error that says what the path is, before reading.
+///
+/// # Errors
+/// The I/O error, or [`std::io::ErrorKind::InvalidInput`] for a path that
+/// is not a regular file or is too large.
+pub fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read as _};
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = std::fs::metadata(path)?.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(what) = what {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}; give the path of a YAML file"),
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "it is larger than {} MiB, far more than any config; is this the right file?",
+                MAX_CONFIG_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 fn in_file(path: &Path, e: ConfigError) -> ConfigError {
@@ -527,6 +602,19 @@ fn refuse(state: &mut State, error: ConfigError, print: Option<u64>) -> Reload {
     Reload::Refused(error)
 }
 
+/// What `last_error` says after a valid version of the file: the settings
+/// it changes that only a restart applies, if any.
+fn restart_notice(path: &Path, settings: &[&'static str]) -> Option<Arc<ConfigError>> {
+    (!settings.is_empty()).then(|| {
+        Arc::new(in_file(
+            path,
+            ConfigError::RestartNeeded {
+                settings: settings.to_vec(),
+            },
+        ))
+    })
+}
+
 fn restart_needed(startup: &ProxyConfig, now: &ProxyConfig) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let checks = [
@@ -535,6 +623,10 @@ fn restart_needed(startup: &ProxyConfig, now: &ProxyConfig) -> Vec<&'static str>
         ("readTimeout", startup.timeouts.read != now.timeouts.read),
         ("idleTimeout", startup.timeouts.idle != now.timeouts.idle),
         ("gracePeriod", startup.timeouts.grace != now.timeouts.grace),
+        (
+            "headerTimeout",
+            startup.timeouts.header != now.timeouts.header,
+        ),
     ];
     for (name, differs) in checks {
         if differs {
@@ -574,6 +666,69 @@ fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why a weight update was not written to the file.
+enum Unsaved {
+    /// The update itself is wrong (unknown route, cohorts that do not
+    /// match): refused whatever the file holds.
+    Request(ConfigError),
+    /// The file cannot take it; the update may still go into force.
+    File(ConfigError),
+}
+
+impl FileSource {
+    /// Writes the weights into the file and publishes the result.
+    fn save_weights(
+        &self,
+        state: &mut State,
+        route: &str,
+        weights: &[(Cohort, Weight)],
+    ) -> Result<Arc<RouteTable>, Unsaved> {
+        let file = |e| Unsaved::File(in_file(&self.path, e));
+        let text = read(&self.path).map_err(Unsaved::File)?;
+        let wire = FileConfig::parse(&text).map_err(file)?;
+        let config = ProxyConfig::try_from(&wire).map_err(file)?;
+        let updated =
+            super::set_weights(&config.table, route, weights).map_err(Unsaved::Request)?;
+        let index = updated
+            .routes()
+            .iter()
+            .position(|r| r.name() == route)
+            .ok_or_else(|| {
+                Unsaved::Request(ConfigError::UnknownRoute {
+                    route: route.to_string(),
+                    known: Vec::new(),
+                })
+            })?;
+        let new_weights: Vec<Weight> = updated.routes()[index]
+            .backends()
+            .iter()
+            .map(|b| b.weight)
+            .collect();
+        let edited = rewrite_weights(&text, &wire, index, &new_weights).map_err(file)?;
+        let saved = match parse(&edited) {
+            Ok(check) if check.table == updated => check,
+            _ => {
+                return Err(file(ConfigError::WriteBack {
+                    reason: "the edited file would not read back as the new weights (are weights written through YAML anchors?)",
+                }));
+            }
+        };
+        write_atomically(&self.path, &edited).map_err(|source| {
+            Unsaved::File(ConfigError::Write {
+                path: self.path.clone(),
+                source,
+            })
+        })?;
+        state.fingerprint = Some(fingerprint(&edited));
+        state.last_error = restart_notice(&self.path, &restart_needed(&state.startup, &saved));
+        state.generation += 1;
+        let table = Arc::new(updated.with_generation(state.generation));
+        self.tx.send_replace(Arc::clone(&table));
+        tracing::info!(path = %self.path.display(), route, generation = state.generation, "weights updated and written to the config file");
+        Ok(table)
+    }
+}
+
 impl ConfigSource for FileSource {
     fn subscribe(&self) -> watch::Receiver<Arc<RouteTable>> {
         self.tx.subscribe()
@@ -586,52 +741,35 @@ impl ConfigSource for FileSource {
     /// Applies the weights to the file as it is now on disk (so an edit not
     /// yet picked up by [`FileSource::poll`] is kept), writes it back and
     /// publishes the result.
+    ///
+    /// When the file cannot take them (it is invalid, unreadable or on a
+    /// read-only mount) the weights still go into force, on the table in
+    /// service: this is how an operator moves traffic to stable in an
+    /// emergency, and a typo in the file must not stop that. The refusal
+    /// to save is reported ([`ConfigError::NotSaved`] in `last_error`),
+    /// and the file's own weights apply again at its next valid change.
     fn set_weights(
         &self,
         route: &str,
         weights: &[(Cohort, Weight)],
     ) -> Result<Arc<RouteTable>, ConfigError> {
         let mut state = self.state();
-        let text = read(&self.path)?;
-        let wire = FileConfig::parse(&text).map_err(|e| in_file(&self.path, e))?;
-        let config = ProxyConfig::try_from(&wire).map_err(|e| in_file(&self.path, e))?;
-        let updated = super::set_weights(&config.table, route, weights)?;
-        let index = updated
-            .routes()
-            .iter()
-            .position(|r| r.name() == route)
-            .ok_or_else(|| ConfigError::UnknownRoute {
-                route: route.to_string(),
-                known: Vec::new(),
-            })?;
-        let new_weights: Vec<Weight> = updated.routes()[index]
-            .backends()
-            .iter()
-            .map(|b| b.weight)
-            .collect();
-        let edited = rewrite_weights(&text, &wire, index, &new_weights)
-            .map_err(|e| in_file(&self.path, e))?;
-        match parse(&edited) {
-            Ok(check) if check.table == updated => {}
-            _ => {
-                return Err(in_file(
-                    &self.path,
-                    ConfigError::WriteBack {
-                        reason: "the edited file would not read back as the new weights (are weights written through YAML anchors?)",
-                    },
-                ));
-            }
-        }
-        write_atomically(&self.path, &edited).map_err(|source| ConfigError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
-        state.fingerprint = Some(fingerprint(&edited));
-        state.last_error = None;
+        let unsaved = match self.save_weights(&mut state, route, weights) {
+            Ok(table) => return Ok(table),
+            Err(Unsaved::Request(e)) => return Err(e),
+            Err(Unsaved::File(e)) => e,
+        };
+        let in_service = Arc::clone(&self.tx.borrow());
+        let updated = super::set_weights(&in_service, route, weights)?;
         state.generation += 1;
         let table = Arc::new(updated.with_generation(state.generation));
         self.tx.send_replace(Arc::clone(&table));
-        tracing::info!(path = %self.path.display(), route, generation = state.generation, "weights updated and written to the config file");
+        let error = ConfigError::NotSaved {
+            path: self.path.clone(),
+            source: Box::new(unsaved),
+        };
+        tracing::warn!(route, generation = state.generation, error = %error, "weights updated in memory only");
+        state.last_error = Some(Arc::new(error));
         Ok(table)
     }
 
@@ -874,7 +1012,11 @@ routes:
             panic!("expected the fix to apply");
         };
         assert_eq!((generation, restart_needed), (3, vec!["listen"]));
-        assert!(source.last_error().is_none());
+        assert!(
+            matches!(source.last_error().as_deref(), Some(ConfigError::InFile { source, .. }) if matches!(**source, ConfigError::RestartNeeded { .. })),
+            "the refusal is cleared, the pending restart is reported: {:?}",
+            source.last_error()
+        );
         assert_eq!(
             rx.borrow_and_update()
                 .get("chat")
@@ -984,5 +1126,154 @@ routes:
             3000
         );
         watcher.abort();
+    }
+
+    #[test]
+    fn an_edit_of_only_restart_settings_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proxy.yaml");
+        write(&path, EXAMPLE);
+        let (source, _) = FileSource::open(&path).expect("valid");
+        let rx = source.subscribe();
+        write(
+            &path,
+            &example_with("listen: 127.0.0.1:8080", "listen: 127.0.0.1:8081").replacen(
+                "gracePeriod: 30s",
+                "gracePeriod: 10s",
+                1,
+            ),
+        );
+        let Reload::RestartNeeded(settings) = source.poll() else {
+            panic!("an edit of listen alone is reported");
+        };
+        assert_eq!(settings, vec!["listen", "gracePeriod"]);
+        assert!(!rx.has_changed().expect("open"), "no table is published");
+        let error = source.last_error().expect("reported in lastError");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: listen, gracePeriod changed, which takes effect only after a restart of the proxy; the routes are applied (restart it, or revert the change)",
+                path.display()
+            )
+        );
+        // Reverting clears it.
+        write(&path, EXAMPLE);
+        assert!(matches!(source.poll(), Reload::Unchanged));
+        assert!(source.last_error().is_none());
+    }
+
+    #[test]
+    fn weights_go_into_force_when_the_file_is_invalid_and_the_file_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proxy.yaml");
+        write(&path, EXAMPLE);
+        let (source, _) = FileSource::open(&path).expect("valid");
+        let mut rx = source.subscribe();
+        let broken = example_with("weight: 80", "weight: eighty");
+        write(&path, &broken);
+        assert!(matches!(source.poll(), Reload::Refused(_)));
+
+        // The emergency: all traffic to stable, while the file is broken.
+        let table = source
+            .set_weights(
+                "chat",
+                &[
+                    (Cohort::Stable, Weight::ALL),
+                    (Cohort::Canary, Weight::NONE),
+                ],
+            )
+            .expect("in force despite the broken file");
+        let chat = table.get("chat").expect("exists");
+        assert_eq!(chat.backends()[1].weight, Weight::NONE);
+        assert_eq!(table.generation(), 2);
+        assert_eq!(rx.borrow_and_update().generation(), 2, "published");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            broken,
+            "the broken file is not touched"
+        );
+        let error = source.last_error().expect("the unsaved change is reported");
+        assert!(matches!(*error, ConfigError::NotSaved { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("the new weights are in force but not saved to "),
+            "{error}"
+        );
+
+        // A request that is wrong in itself is still refused.
+        assert!(matches!(
+            source.set_weights("nope", &[(Cohort::Stable, Weight::ALL)]),
+            Err(ConfigError::UnknownRoute { .. })
+        ));
+        // Polling the same broken file changes nothing; fixing it makes the
+        // file's weights the truth again.
+        assert!(matches!(source.poll(), Reload::Unchanged));
+        assert_eq!(rx.borrow().generation(), 2);
+        write(&path, &example_with("weight: 20", "weight: 5"));
+        assert!(matches!(source.poll(), Reload::Applied { .. }));
+        assert_eq!(
+            rx.borrow().get("chat").expect("exists").backends()[1]
+                .weight
+                .basis_points(),
+            500
+        );
+    }
+
+    #[test]
+    fn a_huge_value_is_quoted_as_an_excerpt() {
+        let host = "h".repeat(4 << 20);
+        let text = example_with("chat.example.com", &host);
+        let err = parse(&text).expect_err("not a host name");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("routes[0].match.hosts[0]: \"hhh"),
+            "{}",
+            &message[..200.min(message.len())]
+        );
+        assert!(message.contains(&format!("({} bytes) is not a host name", host.len())));
+        assert!(message.len() < 512, "{} bytes", message.len());
+    }
+
+    #[test]
+    fn only_regular_files_of_a_config_size_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let big = dir.path().join("big.yaml");
+        let file = std::fs::File::create(&big).expect("create");
+        file.set_len(MAX_CONFIG_BYTES + 1).expect("sparse file");
+        let cases = [
+            (fifo.as_path(), "it is a FIFO; give the path of a YAML file"),
+            (
+                Path::new("/dev/zero"),
+                "it is a device; give the path of a YAML file",
+            ),
+            (
+                dir.path(),
+                "it is a directory; give the path of a YAML file",
+            ),
+            (
+                big.as_path(),
+                "it is larger than 16 MiB, far more than any config; is this the right file?",
+            ),
+        ];
+        for (path, expected) in cases {
+            // A FIFO with no writer would block an open(); this returns.
+            let err = read_config_text(path).expect_err("refused");
+            assert_eq!(err.to_string(), expected, "{}", path.display());
+            let err = FileSource::open(path).expect_err("refused");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("cannot read {}: it is", path.display())),
+                "{err}"
+            );
+        }
+        write(&big, EXAMPLE);
+        assert_eq!(read_config_text(&big).expect("a config"), EXAMPLE);
     }
 }

@@ -882,6 +882,9 @@ mod tests {
     /// test drives the bookkeeping the watch loop drives.
     fn offline_source() -> KubeSource {
         let uri = "http://127.0.0.1:9".parse().expect("a URI");
+        // One crypto provider for the process (see the workspace's rustls).
+        #[cfg(feature = "tls")]
+        pingora::tls::install_default_crypto_provider();
         let client = Client::try_from(kube::Config::new(uri)).expect("a client");
         KubeSource::new(
             client,

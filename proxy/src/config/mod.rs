@@ -75,6 +75,12 @@ pub struct Timeouts {
     pub idle: Duration,
     /// On SIGTERM, how long open streams may run before the proxy exits.
     pub grace: Duration,
+    /// How long a client may take to send a whole request head, from the
+    /// moment its connection is ready for one: a kept-alive connection
+    /// waits this long for its next request too. A deadline on the whole
+    /// head, not on each read, so a client trickling a byte a second is cut
+    /// as well. The admin listener uses it too.
+    pub header: Duration,
 }
 
 impl Timeouts {
@@ -84,6 +90,8 @@ impl Timeouts {
     pub const DEFAULT_IDLE: Duration = Duration::from_secs(4);
     /// Default grace period.
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+    /// Default request-head deadline (nginx's `client_header_timeout`).
+    pub const DEFAULT_HEADER: Duration = Duration::from_secs(60);
 }
 
 impl Default for Timeouts {
@@ -92,6 +100,7 @@ impl Default for Timeouts {
             read: Self::DEFAULT_READ,
             idle: Self::DEFAULT_IDLE,
             grace: Self::DEFAULT_GRACE,
+            header: Self::DEFAULT_HEADER,
         }
     }
 }

@@ -17,6 +17,15 @@ pub(super) struct ChunkFacts {
     /// `delta.reasoning_content`, `delta.reasoning`, `delta.tool_calls` or
     /// `choices[].text`.
     pub(super) content: bool,
+    /// Generated tokens it carries, as far as the chunk can tell: one per
+    /// choice with content (above), or with a `delta.content` / `text`
+    /// that is the empty string while the choice neither finishes nor
+    /// announces the role. Servers that stream every token send an empty
+    /// string for a token that ends inside a UTF-8 character (llama.cpp's
+    /// server with byte-level vocabularies, half of all tokens); vLLM's
+    /// first chunk (`role` and `""`) and last (`""` with `finish_reason`)
+    /// carry no token.
+    pub(super) tokens: u64,
     /// Some choice has a non-null `finish_reason`.
     pub(super) finished: bool,
     /// It has an `error` field.
@@ -31,6 +40,7 @@ pub(super) fn read(data: &[u8]) -> Option<ChunkFacts> {
     let chunk = serde_json::from_slice::<ChunkView>(data).ok()?;
     Some(ChunkFacts {
         content: chunk.choices.content,
+        tokens: chunk.choices.tokens,
         finished: chunk.choices.finished,
         error: chunk.error.is_some(),
         completion_tokens: chunk.usage.and_then(|u| u.completion_tokens),
@@ -59,6 +69,7 @@ struct UsageView {
 #[derive(Default)]
 struct Choices {
     content: bool,
+    tokens: u64,
     finished: bool,
 }
 
@@ -74,6 +85,8 @@ struct ChoiceView {
 
 #[derive(Deserialize)]
 struct DeltaView {
+    #[serde(default)]
+    role: Option<IgnoredAny>,
     #[serde(default)]
     content: Option<NonEmpty>,
     #[serde(default)]
@@ -102,13 +115,22 @@ impl<'de> Deserialize<'de> for Choices {
                 let mut out = Choices::default();
                 while let Some(choice) = seq.next_element::<ChoiceView>()? {
                     let has = |v: &Option<NonEmpty>| v.as_ref().is_some_and(|n| n.0);
-                    out.content |= has(&choice.text)
+                    let content = has(&choice.text)
                         || choice.delta.as_ref().is_some_and(|d| {
                             has(&d.content)
                                 || has(&d.reasoning_content)
                                 || has(&d.reasoning)
                                 || has(&d.tool_calls)
                         });
+                    // An empty piece of text, outside the first and last
+                    // chunks, is a token that decoded to nothing yet.
+                    let empty_piece = choice.finish_reason.is_none()
+                        && match &choice.delta {
+                            Some(d) => d.role.is_none() && d.content.is_some(),
+                            None => choice.text.is_some(),
+                        };
+                    out.content |= content;
+                    out.tokens += u64::from(content || empty_piece);
                     out.finished |= choice.finish_reason.is_some();
                 }
                 Ok(out)

@@ -22,7 +22,16 @@
 //!   `delta.tool_calls` or `choices[].text`. A `data:` payload that is not
 //!   JSON at all (a generic SSE stream) counts as content too.
 //! - **Output tokens**: `usage.completion_tokens` when the upstream reports
-//!   it (the last value seen), else the number of content events.
+//!   it (the last value seen): the server's own count is the only exact
+//!   one. Else the number of *token events*: content events, plus chunks
+//!   whose `delta.content` or `text` is the empty string outside the first
+//!   (`role`) and last (`finish_reason`) chunk. llama.cpp's server sends no
+//!   usage in streams, even with `stream_options.include_usage`, and sends
+//!   one chunk per token with `""` for a token that ends inside a UTF-8
+//!   character: counting only non-empty content missed 40% of its tokens.
+//!   A server that batches several tokens per event (SGLang's
+//!   `--stream-interval`) is still undercounted without usage;
+//!   [`RequestRecord::tokens_from_usage`] says which count a record has.
 //! - **Outcome**: see [`Outcome`] and [`classify`].
 //!
 //! # Shape
@@ -76,12 +85,15 @@ pub struct RequestRecord {
     pub inter_token: Histogram,
     /// Time from start to `finish`.
     pub duration: Duration,
-    /// Output tokens: usage when reported, else content events.
+    /// Output tokens: usage when reported, else token events.
     pub output_tokens: u64,
     /// Whether `output_tokens` came from the upstream's `usage`.
     pub tokens_from_usage: bool,
-    /// SSE content events seen.
+    /// SSE content events seen (non-empty text).
     pub content_events: u64,
+    /// SSE token events seen: content events and empty-text token chunks
+    /// (see the module documentation).
+    pub token_events: u64,
 }
 
 /// The per-request meter. See the module documentation.
@@ -102,6 +114,7 @@ struct StreamStats {
     last_content: Option<Instant>,
     inter_token: Histogram,
     content_events: u64,
+    token_events: u64,
     usage_tokens: Option<u64>,
     end: StreamEnd,
 }
@@ -121,6 +134,7 @@ impl Meter {
                 last_content: None,
                 inter_token: Histogram::new(metrics::INTER_TOKEN_BUCKETS),
                 content_events: 0,
+                token_events: 0,
                 usage_tokens: None,
                 end: StreamEnd::default(),
             },
@@ -179,9 +193,10 @@ impl Meter {
                 .map(|t| t.saturating_duration_since(self.start)),
             inter_token: self.stats.inter_token,
             duration: now.saturating_duration_since(self.start),
-            output_tokens: usage.unwrap_or(self.stats.content_events),
+            output_tokens: usage.unwrap_or(self.stats.token_events),
             tokens_from_usage: usage.is_some(),
             content_events: self.stats.content_events,
+            token_events: self.stats.token_events,
         }
     }
 }
@@ -221,10 +236,15 @@ impl StreamStats {
                 if let Some(tokens) = chunk.completion_tokens {
                     self.usage_tokens = Some(tokens);
                 }
+                self.token_events += chunk.tokens;
                 chunk.content
             }
             // JSON we cannot read says nothing; plain text is a token.
-            None => !matches!(data.first(), Some(b'{' | b'[')),
+            None => {
+                let text = !matches!(data.first(), Some(b'{' | b'['));
+                self.token_events += u64::from(text);
+                text
+            }
         };
         if content {
             if let Some(previous) = self.last_content {
@@ -368,6 +388,131 @@ mod tests {
         assert_eq!(run(&finished, End::Complete).outcome, Outcome::Ok);
         // [DONE] seen, then the client went away: the client had it all.
         assert_eq!(run(&vllm_stream(), End::ClientAbort).outcome, Outcome::Ok);
+    }
+
+    #[test]
+    fn without_usage_empty_token_chunks_count_as_tokens_but_not_as_content() {
+        // llama.cpp's server: role chunk without content, one chunk per
+        // token ("" for a partial UTF-8 character), an empty delta with the
+        // finish, no usage even when asked.
+        let chunk = |delta: &str, finish: &str| {
+            format!(
+                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\r\n\r\n"
+            )
+        };
+        let events = vec![
+            chunk(r#"{"role":"assistant"}"#, "null"),
+            chunk(r#"{"content":"a"}"#, "null"),
+            chunk(r#"{"content":""}"#, "null"),
+            chunk(r#"{"content":"\u00e9"}"#, "null"),
+            chunk(r#"{"content":""}"#, "null"),
+            chunk(r#"{}"#, r#""length""#),
+            "data: [DONE]\r\n\r\n".into(),
+        ];
+        let r = run(&events, End::Complete);
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert_eq!((r.content_events, r.token_events), (2, 4));
+        assert_eq!((r.output_tokens, r.tokens_from_usage), (4, false));
+        // The same for legacy completions: `text` "" per partial token.
+        let text = |t: &str, finish: &str| {
+            format!("data: {{\"choices\":[{{\"text\":\"{t}\",\"finish_reason\":{finish}}}]}}\n\n")
+        };
+        let events = vec![
+            text("a", "null"),
+            text("", "null"),
+            text("b", "null"),
+            text("", r#""stop""#),
+        ];
+        let r = run(&events, End::Complete);
+        assert_eq!(
+            (r.content_events, r.token_events, r.output_tokens),
+            (2, 3, 3)
+        );
+        // vLLM's first and last chunks carry no token; usage wins anyway.
+        let r = run(&vllm_stream(), End::Complete);
+        assert_eq!((r.token_events, r.output_tokens), (3, 4));
+    }
+
+    /// A recorded llama.cpp response (tests/fixtures/llama), fed read by
+    /// read as the socket delivered it.
+    fn replay(fixture: &str) -> RequestRecord {
+        let doc: serde_json::Value = serde_json::from_str(fixture).expect("fixture JSON");
+        let t0 = Instant::now();
+        let mut m = Meter::new(t0);
+        let status = u16::try_from(doc["status"].as_u64().expect("status")).expect("u16");
+        m.on_response(status, doc["content_type"].as_str(), t0 + ms(1));
+        let mut t = t0 + ms(10);
+        for read in doc["reads"].as_array().expect("reads") {
+            m.on_body_chunk(read.as_str().expect("text").as_bytes(), t);
+            t += ms(1);
+        }
+        m.finish(End::Complete, t)
+    }
+
+    #[test]
+    fn recorded_llama_cpp_streams_are_metered_as_the_server_counts() {
+        let fixture = |name| match name {
+            "chat-stream-length" => {
+                include_str!("../../../tests/fixtures/llama/chat-stream-length.json")
+            }
+            "chat-stream-usage-length" => {
+                include_str!("../../../tests/fixtures/llama/chat-stream-usage-length.json")
+            }
+            "chat-stream-stop" => {
+                include_str!("../../../tests/fixtures/llama/chat-stream-stop.json")
+            }
+            "completions-stream-length" => {
+                include_str!("../../../tests/fixtures/llama/completions-stream-length.json")
+            }
+            "chat-length" => include_str!("../../../tests/fixtures/llama/chat-length.json"),
+            "chat-stop" => include_str!("../../../tests/fixtures/llama/chat-stop.json"),
+            "completions-length" => {
+                include_str!("../../../tests/fixtures/llama/completions-length.json")
+            }
+            "chat-stream-overflow" => {
+                include_str!("../../../tests/fixtures/llama/chat-stream-overflow.json")
+            }
+            "chat-overflow" => include_str!("../../../tests/fixtures/llama/chat-overflow.json"),
+            other => panic!("no fixture {other}"),
+        };
+        // Streamed: the token chunks, as many as the same greedy request's
+        // non-streamed usage says (16, 3 and 17: llama.cpp's completions
+        // go one past max_tokens 16).
+        for (stream, body) in [
+            ("chat-stream-length", "chat-length"),
+            ("chat-stream-usage-length", "chat-length"),
+            ("chat-stream-stop", "chat-stop"),
+            ("completions-stream-length", "completions-length"),
+        ] {
+            let streamed = replay(fixture(stream));
+            let whole = replay(fixture(body));
+            assert_eq!(streamed.outcome, Outcome::Ok, "{stream}");
+            assert!(
+                !streamed.tokens_from_usage,
+                "{stream}: llama.cpp streams no usage"
+            );
+            assert!(whole.tokens_from_usage, "{body}");
+            assert_eq!(
+                streamed.output_tokens, whole.output_tokens,
+                "{stream} vs {body}"
+            );
+            assert!(
+                streamed.content_events < streamed.token_events,
+                "{stream}: partial characters"
+            );
+        }
+        assert_eq!(replay(fixture("chat-stream-length")).output_tokens, 16);
+        // Beyond the context window: 200 and an empty stream is a
+        // stream_error; the non-streamed 400 a client_error.
+        let overflow = replay(fixture("chat-stream-overflow"));
+        assert_eq!(
+            (overflow.outcome, overflow.ttft),
+            (Outcome::StreamError, None)
+        );
+        assert_eq!(
+            replay(fixture("chat-overflow")).outcome,
+            Outcome::ClientError
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -33,21 +33,16 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, RetryType};
 
 use super::headers;
-use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Draws};
+use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Connections, Draws};
 use crate::balance::EndpointGuard;
 use crate::config::Timeouts;
 use crate::meter::{End, Meter};
 use crate::observe::{CohortHandle, InflightGuard, Observations};
 use crate::route::{Backend, COHORT_HEADER, Decision, RequestInfo, RouteTable, route};
 
-/// How long a client may take to send a whole request head, from the
-/// moment the connection is ready for one (a kept-alive connection waits
-/// this long for its next request too). A deadline on the whole head, not
-/// on each read: a client trickling a byte a second is cut here too.
-const REQUEST_HEAD_DEADLINE: Duration = Duration::from_secs(60);
-
 /// The proxy's request handler, one per listener, shared by its tasks.
 pub(super) struct Forwarder {
+    pub(super) connections: Arc<Connections>,
     pub(super) table: Arc<ArcSwap<RouteTable>>,
     pub(super) observations: Arc<Observations>,
     pub(super) timeouts: Timeouts,
@@ -121,6 +116,13 @@ impl HttpServerApp for Forwarder {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // Held while this connection waits for or serves a request (a
+        // kept-alive connection takes it again for the next one). At the
+        // cap the connection is closed unread: holding a descriptor and
+        // buffers for a client the proxy cannot serve is how a flood
+        // starves the ones it can; the client retries, or goes to another
+        // replica.
+        let _connection = self.connections.enter()?;
         if let ServerSession::H1(h1) = &mut session {
             // A second request in the same packet is kept for the next
             // round instead of dropped with the connection.
@@ -129,7 +131,7 @@ impl HttpServerApp for Forwarder {
         let mut closing = shutdown.clone();
         let read = tokio::select! {
             biased;
-            read = tokio::time::timeout(REQUEST_HEAD_DEADLINE, session.read_request()) => read,
+            read = tokio::time::timeout(self.timeouts.header, session.read_request()) => read,
             () = draining(&mut closing) => return None,
         };
         match read {

@@ -68,6 +68,35 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Client connections being served, and the most allowed at once.
+#[derive(Debug)]
+struct Connections {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// Holds one client connection in [`Connections`] until dropped.
+#[derive(Debug)]
+struct ConnectionGuard(Arc<Connections>);
+
+impl Connections {
+    /// A slot for one more connection, or `None` at the cap.
+    fn enter(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionGuard(Arc::clone(self)))
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where the uniform draw behind a weighted choice comes from.
 #[derive(Debug)]
 enum Draws {
@@ -119,6 +148,23 @@ fn server_options() -> HttpServerOptions {
     HttpServerOptions::default()
 }
 
+/// The TLS listener's settings: every handshake takes the certificate
+/// `certificate` holds at that moment, so a renewal needs no restart.
+/// HTTP/1.1 only (ALPN), like the plain listener.
+#[cfg(feature = "tls")]
+fn tls_settings(
+    certificate: &Arc<crate::tls::Certificate>,
+) -> pingora::listeners::tls::TlsSettings {
+    use pingora::listeners::ALPN;
+    // No file paths: the resolver serves the certificate. (`intermediate`
+    // only stores its arguments; it reads nothing and cannot fail.)
+    let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+        .expect("storing two empty paths cannot fail");
+    settings.set_cert_resolver(Arc::new(crate::tls::Resolver(Arc::clone(certificate))));
+    settings.set_alpn(ALPN::H1);
+    settings
+}
+
 /// Where and how to run the proxy.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -130,6 +176,17 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Seed for weighted draws (tests); `None` draws from the thread RNG.
     pub draw_seed: Option<u64>,
+    /// Most client connections served at once; `None`: no cap. Past it a
+    /// new connection is closed as soon as it is accepted, so a flood of
+    /// idle connections cannot take every file descriptor (and with them
+    /// the upstream connections and the admin API) or the memory of the
+    /// streams being served.
+    pub max_connections: Option<usize>,
+    /// Terminate TLS on the proxy listener with this certificate (HTTP/1.1
+    /// over TLS); `None`: plain HTTP. The caller keeps it fresh
+    /// ([`crate::tls::Certificate::watch`]).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::Certificate>>,
 }
 
 /// Errors starting the proxy.
@@ -161,6 +218,7 @@ pub struct Running {
     stop_admin: watch::Sender<bool>,
     ready: Arc<AtomicBool>,
     active: Arc<Active>,
+    connections: Arc<Connections>,
     service: JoinHandle<()>,
     grace: Duration,
 }
@@ -229,7 +287,12 @@ pub async fn start(
         })?;
 
     let active = Arc::new(Active::default());
+    let connections = Arc::new(Connections {
+        open: AtomicUsize::new(0),
+        max: settings.max_connections.unwrap_or(usize::MAX),
+    });
     let forwarder = forward::Forwarder {
+        connections: Arc::clone(&connections),
         table: Arc::clone(&table),
         observations: Arc::clone(&observations),
         timeouts: settings.timeouts,
@@ -245,12 +308,16 @@ pub async fn start(
     };
     let mut service = Service::new("weir proxy".to_string(), forwarder);
     let bind = listen.to_string();
-    service.add_listener(
-        ListenerConfig::tcp(bind.clone()).l4_buffer(L4BufferSettings::new(
-            CLIENT_READ_BUFFER,
-            DEFAULT_L4_WRITE_BUFFER_SIZE,
-        )),
-    );
+    let endpoint = ListenerConfig::tcp(bind.clone()).l4_buffer(L4BufferSettings::new(
+        CLIENT_READ_BUFFER,
+        DEFAULT_L4_WRITE_BUFFER_SIZE,
+    ));
+    #[cfg(feature = "tls")]
+    let endpoint = match &settings.tls {
+        Some(certificate) => endpoint.tls(tls_settings(certificate)),
+        None => endpoint,
+    };
+    service.add_listener(endpoint);
     let mut fds = Fds::new();
     fds.add(bind, listener.into_raw_fd());
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
@@ -265,7 +332,12 @@ pub async fn start(
         observations: Arc::clone(&observations),
         ready: Arc::clone(&ready),
     };
-    tokio::spawn(admin::serve(admin_listener, state, admin_running));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        state,
+        settings.timeouts.header,
+        admin_running,
+    ));
     tracing::info!(%listen, %admin, "proxy listening");
     Ok(Running {
         listen,
@@ -276,6 +348,7 @@ pub async fn start(
         stop_admin,
         ready,
         active,
+        connections,
         service,
         grace: settings.timeouts.grace,
     })
@@ -285,6 +358,12 @@ impl Running {
     /// Requests in flight right now.
     pub fn active(&self) -> usize {
         self.active.0.load(Ordering::Acquire)
+    }
+
+    /// Client connections being served right now (waiting for a request
+    /// or carrying one).
+    pub fn connections(&self) -> usize {
+        self.connections.open.load(Ordering::Acquire)
     }
 
     /// Drains: stops accepting connections (and `/readyz` turns 503), lets

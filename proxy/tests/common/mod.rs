@@ -143,6 +143,7 @@ pub fn timeouts() -> Timeouts {
         read: Duration::from_secs(20),
         idle: Duration::from_secs(2),
         grace: Duration::from_secs(30),
+        ..Timeouts::default()
     }
 }
 
@@ -192,14 +193,25 @@ impl Drop for Proxy {
 /// Starts a proxy and its admin API on free loopback ports, on a runtime
 /// of its own.
 pub async fn start_proxy(source: Arc<dyn ConfigSource>) -> Proxy {
-    let settings = Settings {
+    start_proxy_with(source, |_| {}).await
+}
+
+/// [`start_proxy`] with settings changed by `configure`.
+pub async fn start_proxy_with(
+    source: Arc<dyn ConfigSource>,
+    configure: impl FnOnce(&mut Settings),
+) -> Proxy {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
         admin: "127.0.0.1:0".parse().expect("address"),
         timeouts: timeouts(),
         // Fixed draws: the multiset of weighted choices for N requests is
         // the same on every run, so cohort counts are reproducible.
         draw_seed: Some(20_261_125),
+        max_connections: None,
+        tls: None,
     };
+    configure(&mut settings);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("proxy")

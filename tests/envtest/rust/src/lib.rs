@@ -262,6 +262,15 @@ pub struct TestEnv {
     config: Config,
 }
 
+/// A client for `config`. The workspace builds rustls with two crypto
+/// providers (aws-lc-rs for kube and reqwest, ring for pingora's TLS), and
+/// then rustls picks neither by itself: the kube client needs a process
+/// default, installed here as the `weir` binary installs it.
+fn client(config: Config) -> Result<Client, kube::Error> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Client::try_from(config)
+}
+
 impl TestEnv {
     /// Starts the server if needed and creates a namespace named after
     /// `test` (lowercased, cut to fit) plus a per-binary counter.
@@ -274,7 +283,7 @@ impl TestEnv {
     async fn try_new(test: &str) -> Result<TestEnv, Error> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let config = server().config().await?;
-        let client = Client::try_from(config.clone())?;
+        let client = client(config.clone())?;
         let stem: String = test
             .chars()
             .map(|c| {
@@ -322,7 +331,7 @@ impl TestEnv {
         let mut config = self.config.clone();
         config.auth_info.impersonate = Some(user.to_owned());
         config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
-        Client::try_from(config).unwrap_or_else(|e| panic!("impersonating {user}: {e}"))
+        client(config).unwrap_or_else(|e| panic!("impersonating {user}: {e}"))
     }
 
     /// A client that acts as ServiceAccount `name` of this test's namespace,
@@ -357,7 +366,7 @@ impl Drop for TestEnv {
                 .build()
                 .map_err(|e| e.to_string())?;
             rt.block_on(async {
-                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                let client = client(config).map_err(|e| e.to_string())?;
                 Api::<Namespace>::all(client)
                     .delete(&namespace, &DeleteParams::default())
                     .await

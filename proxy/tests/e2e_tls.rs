@@ -1,0 +1,165 @@
+//! TLS termination end to end: a CA and certificates made by the `openssl`
+//! command for each test, a client that trusts only that CA, and the
+//! certificate renewed and broken on disk while the proxy runs.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{
+    REQUEST_TIMEOUT, Table, chat, instant_sim, read_body, start_proxy_with, stream_complete,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use weir_proxy::MemorySource;
+use weir_proxy::tls::{Certificate, Renewal, TlsFiles};
+use weir_test_kit::tls::{make_ca, make_leaf};
+
+fn der(path: &Path) -> Vec<u8> {
+    CertificateDer::from_pem_file(path)
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
+/// A client that trusts only the test CA and reports the peer certificate.
+fn tls_client(dir: &Path) -> reqwest::Client {
+    let ca = std::fs::read(dir.join("ca.crt")).expect("the CA");
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_info(true)
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("a PEM CA")])
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("a client")
+}
+
+/// The certificate the proxy presents to a new connection.
+async fn served(dir: &Path, listen: std::net::SocketAddr) -> Vec<u8> {
+    let response = tls_client(dir)
+        .get(format!("https://127.0.0.1:{}/v1/models", listen.port()))
+        .send()
+        .await
+        .expect("a TLS connection the client trusts");
+    assert_eq!(response.status(), 200);
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("the peer certificate")
+        .to_vec()
+}
+
+fn copy(dir: &Path, from: &str, to: &str) {
+    std::fs::copy(dir.join(from), dir.join(to)).expect("copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_tls_and_a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    make_ca(dir);
+    make_leaf(dir, "first", "first");
+    make_leaf(dir, "second", "second");
+    copy(dir, "first.crt", "tls.crt");
+    copy(dir, "first.key", "tls.key");
+    let files = TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
+    let certificate = Arc::new(Certificate::open(files.clone()).expect("a good pair"));
+
+    let stable = instant_sim("stable").await;
+    let canary = instant_sim("canary").await;
+    let source = Arc::new(MemorySource::new(
+        Table::new(&stable, &canary, 20.0).table(),
+        true,
+    ));
+    let tls = Arc::clone(&certificate);
+    let proxy = start_proxy_with(source, move |s| s.tls = Some(tls)).await;
+
+    // A streamed completion over TLS, verified against the test CA.
+    let response = tls_client(dir)
+        .post(format!(
+            "https://127.0.0.1:{}/v1/chat/completions",
+            proxy.listen.port()
+        ))
+        .header("content-type", "application/json")
+        .body(common::chat_body(true))
+        .send()
+        .await
+        .expect("the proxy answers over TLS");
+    assert_eq!(response.status(), 200);
+    let body = read_body(response).await.expect("the whole stream");
+    assert!(stream_complete(&body), "{body}");
+    assert_eq!(served(dir, proxy.listen).await, der(&dir.join("first.crt")));
+
+    // Plain HTTP on the TLS port is not served.
+    let plain = chat(&common::client(), proxy.listen, false).send().await;
+    assert!(
+        !plain.is_ok_and(|r| r.status().is_success()),
+        "plain HTTP was served on the TLS listener"
+    );
+
+    // Renewal: the key first, then the certificate (a watcher may look in
+    // between): the mismatched pair is refused, the whole one served.
+    copy(dir, "second.key", "tls.key");
+    let Renewal::Refused(why) = certificate.poll() else {
+        panic!("a key without its certificate is not served");
+    };
+    assert!(why.contains("cannot be used together"), "{why}");
+    assert_eq!(served(dir, proxy.listen).await, der(&dir.join("first.crt")));
+    copy(dir, "second.crt", "tls.crt");
+    assert_eq!(certificate.poll(), Renewal::Served);
+    assert!(certificate.last_error().is_none());
+    assert_eq!(
+        served(dir, proxy.listen).await,
+        der(&dir.join("second.crt"))
+    );
+    assert_eq!(certificate.poll(), Renewal::Unchanged);
+
+    // A broken renewal keeps the last good certificate in service.
+    std::fs::write(&files.cert, "not a certificate\n").expect("write");
+    let Renewal::Refused(why) = certificate.poll() else {
+        panic!("garbage is not served");
+    };
+    assert!(why.contains("no certificate in it"), "{why}");
+    assert_eq!(
+        served(dir, proxy.listen).await,
+        der(&dir.join("second.crt"))
+    );
+}
+
+#[test]
+fn a_bad_pair_is_refused_at_startup_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    make_ca(dir);
+    make_leaf(dir, "a", "a");
+    make_leaf(dir, "b", "b");
+    let pair = |cert: &str, key: &str| TlsFiles {
+        cert: dir.join(cert),
+        key: dir.join(key),
+    };
+    let err = Certificate::open(pair("a.crt", "b.key")).expect_err("mismatch");
+    assert!(
+        err.to_string().contains("cannot be used together")
+            && err
+                .to_string()
+                .contains("give the key of the certificate's first (leaf) entry"),
+        "{err}"
+    );
+    let err = Certificate::open(pair("a.key", "a.key")).expect_err("a key as certificate");
+    assert!(
+        err.to_string().contains("a.key: no certificate in it"),
+        "{err}"
+    );
+    let err = Certificate::open(pair("a.crt", "a.crt")).expect_err("a certificate as key");
+    assert!(
+        err.to_string()
+            .contains("give a PEM file with the private key"),
+        "{err}"
+    );
+    let err = Certificate::open(pair("a.crt", "missing.key")).expect_err("missing");
+    assert!(err.to_string().starts_with("cannot read "), "{err}");
+}
