@@ -6,46 +6,76 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::{REQUEST_TIMEOUT, start_memory_proxy};
+use common::{REQUEST_TIMEOUT, chat, chat_body, client, start_memory_proxy};
 
-/// An upstream that records each request head (lowercased) and answers
-/// every request `200` with the body `ok`, keeping the connection.
+/// An upstream that records each request head (lowercased) and body and
+/// answers every request `200` with the body `ok`, keeping the connection.
 struct Recorder {
     addr: SocketAddr,
-    heads: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
+}
+
+/// What a [`Recorder`] saw.
+#[derive(Default)]
+struct Log {
+    heads: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<Vec<u8>>>,
+    /// Requests that arrived on a connection which had already had its
+    /// one answer, and were dropped with the connection unanswered.
+    dropped: AtomicU64,
 }
 
 impl Recorder {
     async fn start() -> Recorder {
+        Recorder::answering(usize::MAX).await
+    }
+
+    /// A recorder that answers `per_connection` requests on a connection,
+    /// with `keep-alive`, and closes it without a word when the next one
+    /// arrives: what a server does that closes an idle keep-alive
+    /// connection just as the proxy reuses it (llama.cpp's server does it
+    /// after some errors).
+    async fn answering(per_connection: usize) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = Arc::clone(&heads);
+        let log = Arc::new(Log::default());
+        let sink = Arc::clone(&log);
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, Arc::clone(&sink)));
+                tokio::spawn(serve(conn, Arc::clone(&sink), per_connection));
             }
         });
-        Recorder { addr, heads }
+        Recorder { addr, log }
     }
 
     fn heads(&self) -> Vec<String> {
-        self.heads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.log.heads).clone()
+    }
+
+    fn bodies(&self) -> Vec<Vec<u8>> {
+        lock(&self.log.bodies).clone()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.log.dropped.load(Ordering::SeqCst)
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Reads request heads (bodies by `content-length` only) off one
-/// connection and answers each.
-async fn serve(mut conn: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+/// connection and answers the first `answers` of them.
+async fn serve(mut conn: TcpStream, log: Arc<Log>, answers: usize) {
     let mut buf = Vec::new();
+    let mut answered = 0;
     loop {
         let Some(end) = find(&buf, b"\r\n\r\n") else {
             let mut chunk = [0u8; 4096];
@@ -68,11 +98,14 @@ async fn serve(mut conn: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        if answered == answers {
+            log.dropped.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        answered += 1;
+        lock(&log.bodies).push(buf[end + 4..end + 4 + length].to_vec());
         buf.drain(..end + 4 + length);
-        heads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(head);
+        lock(&log.heads).push(head);
         let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
         if conn.write_all(answer).await.is_err() {
             return;
@@ -216,6 +249,47 @@ async fn an_error_after_routing_names_the_cohort_that_failed() {
     assert!(
         got.to_ascii_lowercase().contains("x-weir-cohort: stable"),
         "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_pooled_connection_the_upstream_dropped_goes_again_on_a_new_one() {
+    // Which requests find a pooled connection depends on whether the proxy
+    // had released the last one when the next arrived, so the test sends
+    // requests until enough of them did (usually the second already) and
+    // asserts on every one.
+    const DROPS: u64 = 5;
+    const MOST: usize = 500;
+    let up = Recorder::answering(1).await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let client = client();
+    let mut sent = 0;
+    while up.dropped() < DROPS {
+        assert!(
+            sent < MOST,
+            "only {} of {sent} requests found a pooled connection",
+            up.dropped()
+        );
+        let response = chat(&client, proxy.listen, false)
+            .send()
+            .await
+            .expect("the proxy answers");
+        let status = response.status();
+        let body = response.text().await.expect("body");
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "ok"),
+            "request {sent}"
+        );
+        sent += 1;
+    }
+    // Every request reached the upstream once with its whole body: the
+    // replay sent the body the first attempt had read from the client.
+    let bodies = up.bodies();
+    assert_eq!(bodies.len(), sent);
+    assert!(
+        bodies.iter().all(|b| b == chat_body(false).as_bytes()),
+        "a body arrived changed"
     );
 }
 

@@ -215,7 +215,7 @@ impl Forwarder {
     async fn exchange(&self, session: &mut ServerSession, x: &mut Exchange) -> Ended {
         session.enable_retry_buffering();
         let mut replay = false;
-        let (mut upstream, peer) = loop {
+        let (mut upstream, peer, head) = loop {
             let (mut upstream, reused, peer) = match self.connect(x).await {
                 Ok(connected) => connected,
                 Err(why) => {
@@ -228,11 +228,24 @@ impl Forwarder {
                 }
             };
             let authority = x.serving().upstream.authority();
-            match send(session, &mut upstream, authority, replay).await {
-                Ok(()) => break (upstream, peer),
-                // A pooled connection the upstream had closed: nothing was
-                // received, so the request goes again on a new connection
-                // (once, and only with its whole body kept for the replay).
+            let answered = match send(session, &mut upstream, authority, replay).await {
+                Ok(()) => upstream
+                    .read_resp_header_parts()
+                    .await
+                    .map_err(Failed::Upstream),
+                Err(failed) => Err(failed),
+            };
+            match answered {
+                Ok(head) => break (upstream, peer, head),
+                // A pooled connection the upstream had closed: writing into
+                // it may still succeed (the kernel takes the bytes), so the
+                // close shows as an EOF or reset while waiting for the
+                // response head (pingora marks both "retry if reused"). No
+                // response came, so the request goes again on a new
+                // connection (once, and only with its whole body kept for
+                // the replay), as nginx does for a cached keep-alive
+                // connection. A timeout is not retried: the upstream may
+                // still be working on the request.
                 Err(Failed::Upstream(e))
                     if reused && !replay && retryable(&e) && !session.retry_buffer_truncated() =>
                 {
@@ -240,10 +253,6 @@ impl Forwarder {
                 }
                 Err(failed) => return failed_early(session, x, failed).await,
             }
-        };
-        let head = match upstream.read_resp_header_parts().await {
-            Ok(head) => head,
-            Err(e) => return failed_early(session, x, Failed::Upstream(e)).await,
         };
         let now = Instant::now();
         let content_type = head
