@@ -18,7 +18,8 @@
 //! - [`metrics`]: the exported metric names and label values, in one place.
 //!
 //! A request's life in the server ([`server`]'s hot path, one task from
-//! head to record), in these terms:
+//! head to record; an HTTP/2 stream is a request of its own), in these
+//! terms:
 //!
 //! 1. Read the head (a deadline on the whole head); an HTTP/1.1 request
 //!    without one `Host` is answered 400 ([`server::headers::check`]).
@@ -34,8 +35,9 @@
 //!    `Meter::new(start).finish(End::ConnectError, now)` on that handle, then
 //!    try once more on `decision.fallback_backend()` with the fallback's
 //!    handle.
-//! 3. Send the request ([`server::headers::upstream_request`]); the response
-//!    head: `meter.on_response(status, content_type, now)`, forwarded with
+//! 3. Send the request ([`server::headers::upstream_request`]); a pooled
+//!    connection the upstream closed under it (EOF or reset before the
+//!    response head) sends it once more on a new one. The response head: `meter.on_response(status, content_type, now)`, forwarded with
 //!    [`COHORT_HEADER`] naming the cohort
 //!    ([`server::headers::downstream_response`]). Each body chunk:
 //!    `meter.on_body_chunk(chunk, now)`, then written to the client.

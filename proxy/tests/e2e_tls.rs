@@ -163,3 +163,65 @@ fn a_bad_pair_is_refused_at_startup_naming_the_file_and_the_fix() {
     let err = Certificate::open(pair("a.crt", "missing.key")).expect_err("missing");
     assert!(err.to_string().starts_with("cannot read "), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_gives_http2_to_clients_that_offer_it_and_http11_to_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    make_ca(dir);
+    make_leaf(dir, "leaf", "leaf");
+    let files = TlsFiles {
+        cert: dir.join("leaf.crt"),
+        key: dir.join("leaf.key"),
+    };
+    let certificate = Arc::new(Certificate::open(files).expect("a good pair"));
+    let sim = common::stream_sim(
+        "stable",
+        std::time::Duration::ZERO,
+        std::time::Duration::from_millis(1),
+        12,
+    )
+    .await;
+    let source = Arc::new(MemorySource::new(Table::new(&sim, &sim, 0.0).table(), true));
+    let proxy = start_proxy_with(source, move |s| s.tls = Some(certificate)).await;
+    let url = format!(
+        "https://127.0.0.1:{}/v1/chat/completions",
+        proxy.listen.port()
+    );
+
+    let ca = std::fs::read(dir.join("ca.crt")).expect("the CA");
+    for (http1_only, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("a PEM CA")])
+            .timeout(REQUEST_TIMEOUT);
+        if http1_only {
+            builder = builder.http1_only();
+        }
+        let response = builder
+            .build()
+            .expect("a client")
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(common::chat_body(true))
+            .send()
+            .await
+            .expect("the proxy answers over TLS");
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), 200);
+        let body = read_body(response).await.expect("the whole stream");
+        assert!(stream_complete(&body), "{version:?}: {body}");
+    }
+
+    let flags = vec![
+        "--http2".into(),
+        "--cacert".into(),
+        dir.join("ca.crt").into(),
+    ];
+    let text = common::curl_chat(flags, url).await;
+    assert!(text.starts_with("HTTP/2 200"), "{text}");
+    assert!(stream_complete(&text), "{text}");
+}

@@ -1,10 +1,11 @@
 //! The hot path: one request, start to end, on one task.
 //!
 //! Inference traffic has one shape: a small JSON request, then a response
-//! that streams for seconds to minutes. [`Forwarder`] is a pingora
-//! [`HttpServerApp`] built for that shape instead of pingora-proxy's general
-//! one (two task channels, `try_join` and a copy of every body chunk per
-//! request): it reads the request, routes it (the pure
+//! that streams for seconds to minutes. [`Forwarder`] serves each request
+//! (an HTTP/1 request or an HTTP/2 stream, as `protocols` hands it over)
+//! built for that shape instead of pingora-proxy's general path (two task
+//! channels, `try_join` and a copy of every body chunk per request): it
+//! reads the request, routes it (the pure
 //! [`crate::route::route`]), connects (failing over once to the other
 //! cohort), writes the request, forwards the response head, then loops
 //! read → meter → write on the same task. The meter reads each chunk in the
@@ -19,11 +20,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
 use http::header;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -33,7 +33,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, RetryType};
 
 use super::headers;
-use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Connections, Draws};
+use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Draws};
 use crate::balance::EndpointGuard;
 use crate::config::Timeouts;
 use crate::meter::{End, Meter};
@@ -42,14 +42,12 @@ use crate::route::{Backend, COHORT_HEADER, Decision, RequestInfo, RouteTable, ro
 
 /// The proxy's request handler, one per listener, shared by its tasks.
 pub(super) struct Forwarder {
-    pub(super) connections: Arc<Connections>,
     pub(super) table: Arc<ArcSwap<RouteTable>>,
     pub(super) observations: Arc<Observations>,
     pub(super) timeouts: Timeouts,
     pub(super) active: Arc<Active>,
     pub(super) draws: Draws,
     pub(super) connector: Connector,
-    pub(super) options: HttpServerOptions,
 }
 
 /// One request's state: its decision, the cohort it is counted against and
@@ -109,20 +107,14 @@ impl Ended {
     }
 }
 
-#[async_trait]
-impl HttpServerApp for Forwarder {
-    async fn process_new_http(
-        self: &Arc<Self>,
+impl Forwarder {
+    /// Serves one request of a connection (HTTP/1) or one stream (HTTP/2);
+    /// returns the connection when it can take the next request.
+    pub(super) async fn process(
+        &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Held while this connection waits for or serves a request (a
-        // kept-alive connection takes it again for the next one). At the
-        // cap the connection is closed unread: holding a descriptor and
-        // buffers for a client the proxy cannot serve is how a flood
-        // starves the ones it can; the client retries, or goes to another
-        // replica.
-        let _connection = self.connections.enter()?;
         if let ServerSession::H1(h1) = &mut session {
             // A second request in the same packet is kept for the next
             // round instead of dropped with the connection.
@@ -157,14 +149,10 @@ impl HttpServerApp for Forwarder {
         let reusable = session.finish().await.ok().flatten()?;
         Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))
     }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.options)
-    }
 }
 
 /// Resolves once the service starts shutting down.
-async fn draining(watch: &mut ShutdownWatch) {
+pub(super) async fn draining(watch: &mut ShutdownWatch) {
     while !*watch.borrow_and_update() {
         if watch.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -411,16 +399,15 @@ async fn stream_body(
     let mut batch: Vec<u8> = Vec::new();
     let mut upstream_ended: Option<Result<(), End>> = None;
     while upstream_ended.is_none() {
-        let read = match &mut *session {
-            ServerSession::H1(client) => tokio::select! {
-                biased;
-                read = upstream.read_body_ref() => read,
-                gone = client.read_body_or_idle(true) => {
-                    let _ = gone;
-                    return Ended::broken(End::ClientAbort);
-                }
-            },
-            _ => upstream.read_body_ref().await,
+        // The client going away shows as its connection closing (HTTP/1)
+        // or its stream reset (HTTP/2) while the upstream is quiet.
+        let read = tokio::select! {
+            biased;
+            read = upstream.read_body_ref() => read,
+            gone = session.read_body_or_idle(true) => {
+                let _ = gone;
+                return Ended::broken(End::ClientAbort);
+            }
         };
         let now = Instant::now();
         match read {

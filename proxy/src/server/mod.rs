@@ -1,9 +1,11 @@
 //! The server: listeners, the request handler and the drain.
 //!
-//! `forward` is the hot path, a pingora `HttpServerApp` that takes each
-//! request from its head to its record on one task; [`headers`] holds the
-//! HTTP/1 rules of the hop, pure. This module binds the listeners, runs the
-//! service and the admin API, and drains on shutdown.
+//! `protocols` tells what each client connection speaks (HTTP/1.x, h2c, or
+//! what TLS's ALPN chose) and hands every request or HTTP/2 stream to
+//! `forward`, the hot path, which takes it from its head to its record on
+//! one task; [`headers`] holds the HTTP/1 rules of the hop, pure. This
+//! module binds the listeners, runs the service and the admin API, and
+//! drains on shutdown.
 //!
 //! The service runs inside the caller's tokio runtime rather than under
 //! pingora's `Server`, for two reasons: `weir run` embeds the proxy in its
@@ -12,6 +14,7 @@
 
 mod forward;
 pub mod headers;
+mod protocols;
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
@@ -20,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora::apps::HttpServerOptions;
 use pingora::connectors::http::v1::Connector;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::server::{Fds, ListenFds};
@@ -138,19 +140,9 @@ async fn resolve(authority: &str) -> Option<SocketAddr> {
     }
 }
 
-/// The listener's protocol options: HTTP/1.x only for now. pingora's h2c
-/// detection (0.9.1) reads the first 24 bytes of every new connection
-/// before any deadline applies, so a complete HTTP/1.0 request shorter
-/// than the HTTP/2 preface would wait for bytes that never come and a
-/// client trickling bytes would hold the connection without limit. HTTP/2
-/// comes with TLS, negotiated by ALPN, where no such peek is needed.
-fn server_options() -> HttpServerOptions {
-    HttpServerOptions::default()
-}
-
 /// The TLS listener's settings: every handshake takes the certificate
 /// `certificate` holds at that moment, so a renewal needs no restart.
-/// HTTP/1.1 only (ALPN), like the plain listener.
+/// ALPN offers HTTP/2 first, then HTTP/1.1.
 #[cfg(feature = "tls")]
 fn tls_settings(
     certificate: &Arc<crate::tls::Certificate>,
@@ -161,7 +153,7 @@ fn tls_settings(
     let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
         .expect("storing two empty paths cannot fail");
     settings.set_cert_resolver(Arc::new(crate::tls::Resolver(Arc::clone(certificate))));
-    settings.set_alpn(ALPN::H1);
+    settings.set_alpn(ALPN::H2H1);
     settings
 }
 
@@ -182,8 +174,9 @@ pub struct Settings {
     /// the upstream connections and the admin API) or the memory of the
     /// streams being served.
     pub max_connections: Option<usize>,
-    /// Terminate TLS on the proxy listener with this certificate (HTTP/1.1
-    /// over TLS); `None`: plain HTTP. The caller keeps it fresh
+    /// Terminate TLS on the proxy listener with this certificate (HTTP/2
+    /// or HTTP/1.1 over TLS, as ALPN agrees); `None`: plain HTTP/1.x and
+    /// h2c. The caller keeps it fresh
     /// ([`crate::tls::Certificate::watch`]).
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::Certificate>>,
@@ -292,7 +285,6 @@ pub async fn start(
         max: settings.max_connections.unwrap_or(usize::MAX),
     });
     let forwarder = forward::Forwarder {
-        connections: Arc::clone(&connections),
         table: Arc::clone(&table),
         observations: Arc::clone(&observations),
         timeouts: settings.timeouts,
@@ -304,9 +296,14 @@ pub async fn start(
                 next: AtomicU64::new(0),
             }),
         connector: Connector::new(None),
-        options: server_options(),
     };
-    let mut service = Service::new("weir proxy".to_string(), forwarder);
+    let protocols = protocols::Protocols::new(
+        forwarder,
+        Arc::clone(&connections),
+        settings.timeouts.header,
+        settings.timeouts.idle,
+    );
+    let mut service = Service::new("weir proxy".to_string(), protocols);
     let bind = listen.to_string();
     let endpoint = ListenerConfig::tcp(bind.clone()).l4_buffer(L4BufferSettings::new(
         CLIENT_READ_BUFFER,

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod recorder;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -427,4 +428,28 @@ pub fn assert_in_band(count: u64, n: usize, p: f64, what: &str) {
         (lo..=hi).contains(&count),
         "{what}: {count} of {n}, outside [{lo}, {hi}] for p = {p}"
     );
+}
+
+/// A streamed chat completion posted to `url` by `curl` with `flags`
+/// (run off the runtime's threads): the response head and body as curl
+/// printed them. Panics with curl's error when it fails.
+pub async fn curl_chat(flags: Vec<std::ffi::OsString>, url: String) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "-N", "-D", "-"])
+            .args(flags)
+            .args(["-H", "content-type: application/json", "--data-binary"])
+            .args([chat_body(true), &url])
+            .output()
+            .expect("curl runs")
+    })
+    .await
+    .expect("the curl task ends");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
