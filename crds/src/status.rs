@@ -202,6 +202,19 @@ pub struct WarmupProgress {
     pub needed: u64,
 }
 
+impl fmt::Display for WarmupProgress {
+    /// `warming up: 12/50 requests per canary replica`, as status and
+    /// progress lines show it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "warming up: {}/{} requests per canary replica",
+            self.requests.min(self.needed),
+            self.needed
+        )
+    }
+}
+
 /// Which analysis a window serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

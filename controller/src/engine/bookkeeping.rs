@@ -96,7 +96,7 @@ impl Cx<'_> {
                     None => "",
                 };
                 match (self.warmup_progress(), verdict) {
-                    (Some(w), _) => format!("{what}{paused}: {}", super::warmup::warming_up(w)),
+                    (Some(w), _) => format!("{what}{paused}: {w}"),
                     (None, Some(v)) => format!("{what}{paused}: {v}"),
                     (None, None) => format!("{what}{paused}"),
                 }

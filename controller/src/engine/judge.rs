@@ -12,7 +12,6 @@ use weir_crds::{
 };
 
 use super::spec::AnalysisBounds;
-use super::warmup::warming_up;
 use super::{Cx, Flow, Judged, after, elapsed, reasons, verdict_status};
 
 impl Cx<'_> {
@@ -80,7 +79,7 @@ impl Cx<'_> {
         }
         if elapsed(started, self.now) >= bounds.max {
             let rule = match (&self.s.last_analysis, self.warmup_progress()) {
-                (_, Some(w)) => warming_up(w),
+                (_, Some(w)) => w.to_string(),
                 (Some(a), None) => a.rule.clone(),
                 (None, None) => "no evidence arrived".to_string(),
             };

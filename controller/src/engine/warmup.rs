@@ -43,15 +43,6 @@ use super::{Cx, Evidence, after, elapsed, reasons};
 /// analysis interval: requests arrive between verdicts.
 const WARMUP_LOOKS_PER_INTERVAL: u32 = 5;
 
-/// "warming up: 12/50 requests per canary replica", for status and rules.
-pub(super) fn warming_up(w: WarmupProgress) -> String {
-    format!(
-        "warming up: {}/{} requests per canary replica",
-        w.requests.min(w.needed),
-        w.needed
-    )
-}
-
 impl Cx<'_> {
     /// The request warm-up of the current window, while it lasts.
     pub(super) fn warmup_progress(&self) -> Option<WarmupProgress> {
