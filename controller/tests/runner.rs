@@ -130,7 +130,10 @@ impl Dataplane for Model {
         } else {
             self.slower
         };
-        let served = state.cohorts.get("canary").map_or(0, |c| c.requests.total());
+        let served = state
+            .cohorts
+            .get("canary")
+            .map_or(0, |c| c.requests.total());
         let cold = to_canary.min(self.cold.saturating_sub(served));
         state.add("canary", cold, 3.0 * scale);
         state.add("canary", to_canary - cold, scale);
