@@ -129,7 +129,7 @@ impl Cx<'_> {
         ))
     }
 
-    /// "ttft.p95 −31% from the window's first half to its second (z 3.2)"
+    /// "ttft.p95 -31% from its first half to its second, z 3.2"
     /// when latency effect `m` fell significantly at one-sided `level`.
     fn fell(&self, m: &MetricResult, ev: &Evidence, level: f64) -> Option<String> {
         if m.kind != MetricKind::Latency {
