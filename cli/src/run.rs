@@ -326,7 +326,9 @@ impl Printer {
                     cohort_line(&s.cohorts.stable),
                     cohort_line(&s.cohorts.canary),
                 ));
-                if let Some(rule) = &s.rule {
+                if let Some(w) = &s.warmup {
+                    self.line(&format!("          {w}"));
+                } else if let Some(rule) = &s.rule {
                     self.line(&format!("          verdict: {rule}"));
                 }
             }

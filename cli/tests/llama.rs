@@ -32,7 +32,7 @@ use weir_test_kit::poll;
 mod common;
 mod llama_server;
 use common::proxy_process::proxy;
-use common::run_process::weir_run;
+use common::run_process::{weir_run, weir_run_with};
 use common::{Proc, scratch, spawn};
 use llama_server::{ALIAS, Llama, client, get, get_json, llama, models};
 
@@ -336,8 +336,27 @@ fn real_failures_are_classified_none_as_success_and_the_proxy_lives_on() {
 // ---------------------------------------------------------------------------
 // weir run between two real servers
 
-/// A Canary for two local backends judged on TTFT (p50) and errors.
+/// A Canary for two local backends judged on TTFT (p50) and errors, both
+/// servers warmed by hand: a 5 s warm-up.
 fn canary_file(dir: &Path, stable: &Llama, canary: &Llama) -> PathBuf {
+    canary_file_with(dir, stable, canary, "    warmup: 5s\n", VERSION_METRICS)
+}
+
+/// What the version runs judge: TTFT's median and errors within a point.
+const VERSION_METRICS: &str =
+    "      - {name: ttft, kind: latency, quantiles: [0.5], maxIncrease: 20%}
+      - {name: errors, kind: errorRate, maxIncrease: 1pp, hardLimit: 5%}
+";
+
+/// The same Canary with `warmup` (lines under `analysis:`, empty for the
+/// defaults) and `metrics` (the list's lines).
+fn canary_file_with(
+    dir: &Path,
+    stable: &Llama,
+    canary: &Llama,
+    warmup: &str,
+    metrics: &str,
+) -> PathBuf {
     let text = format!(
         r#"apiVersion: weir.dev/v1alpha1
 kind: Canary
@@ -353,12 +372,9 @@ spec:
         - analysis: {{minDuration: 10s, maxDuration: 150s}}
   analysis:
     interval: 2s
-    warmup: 5s
-    minSamples: 150
+{warmup}    minSamples: 150
     metrics:
-      - {{name: ttft, kind: latency, quantiles: [0.5], maxIncrease: 20%}}
-      - {{name: errors, kind: errorRate, maxIncrease: 1pp, hardLimit: 5%}}
-"#,
+{metrics}"#,
         stable.addr, canary.addr
     );
     let path = dir.join("canary.yaml");
@@ -500,4 +516,121 @@ fn weir_run_aborts_a_canary_whose_context_is_too_small_for_some_prompts() {
     assert!(errors["canary_value"].as_f64() > Some(0.05), "{errors}");
     let message = finished["message"].as_str().unwrap_or_default();
     assert!(message.contains("errors"), "{message}");
+}
+
+// ---------------------------------------------------------------------------
+// A cold canary is not a slow canary (issue 16, item 4)
+
+/// Cold-canary runs: enough that an abort would show, few enough for the
+/// suite's time (each waits out the default 60 s warm-up).
+const COLD_RUNS: usize = 5;
+
+/// What the cold-canary runs judge: TTFT's median and p95 (a cold start
+/// lives in the tail: the issue's abort was on p95), and errors with a
+/// margin wide enough to settle quickly (a cold start is not an error; the
+/// hard limit still catches a broken canary).
+const COLD_METRICS: &str =
+    "      - {name: ttft, kind: latency, quantiles: [0.5, 0.95], maxIncrease: 20%}
+      - {name: errors, kind: errorRate, maxIncrease: 5pp, hardLimit: 5%}
+";
+
+/// The decision's TTFT effects, one line each: `ttft.p50 +3.1%
+/// [-2.0%, +8.3%] within`.
+fn ttft_effects(finished: &Value) -> Vec<String> {
+    finished["decision"]["metrics"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["role"] != "reference")
+                .filter(|m| m["name"].as_str().is_some_and(|n| n.starts_with("ttft.")))
+                .map(|m| {
+                    let pct = |v: &Value| {
+                        v.as_f64()
+                            .map_or_else(|| "?".into(), |v| format!("{:+.1}%", v * 100.0))
+                    };
+                    format!(
+                        "{} {} [{}, {}] {}",
+                        m["name"].as_str().unwrap_or_default(),
+                        pct(&m["estimate"]),
+                        pct(&m["ci_low"]),
+                        pct(&m["ci_high"]),
+                        m["finding"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_freshly_started_canary_is_never_aborted_at_the_default_warmup() {
+    let _one = one_at_a_time();
+    let models = models();
+    // Stable's server is warm, like pods that have served for a while;
+    // each canary is started fresh and gets its first requests from the
+    // run, like a new pod. No warm-up is written: the defaults hold.
+    let stable = llama("stable", &models.small, 512);
+    warm(&[&stable]);
+    let mut outcomes = Vec::new();
+    for i in 1..=COLD_RUNS {
+        let dir = scratch(&format!("cold-{i}"));
+        let canary = llama("canary", &models.small, 512);
+        let record = dir.join("run.json");
+        let (mut run, listen, _admin) = weir_run_with(
+            &canary_file_with(&dir, &stable, &canary, "", COLD_METRICS),
+            &["--record", record.to_str().expect("utf-8 path")],
+        );
+        let _load = weir_load(listen, 20, 230);
+        let (exit, finished) = finish(&mut run);
+        let ttft = ttft_effects(&finished);
+        eprintln!("cold canary, run {i}: exit {exit}: {ttft:?}");
+        assert!(
+            exit == 0 || exit == 4,
+            "run {i}: a cold canary of the same model must be promoted or undecided, never aborted (exit {exit}): {finished}"
+        );
+        // The report shows the cold start: the intervals before the window
+        // opened, the canary's warm-up count, and where evidence began.
+        let rec: Value =
+            serde_json::from_str(&std::fs::read_to_string(&record).expect("the run's record"))
+                .expect("the record is JSON");
+        let samples = rec["samples"].as_array().expect("samples");
+        let warming = samples.iter().filter(|s| s["warmup"].is_object()).count();
+        assert!(warming > 0, "run {i}: no sample shows the warm-up: {rec}");
+        let opened = rec["events"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["reason"] == "WarmedUp"))
+            .unwrap_or_else(|| panic!("run {i}: no WarmedUp event: {rec}"));
+        let p95: Vec<String> = samples
+            .iter()
+            .filter_map(|s| s["cohorts"]["canary"]["ttftP95"].as_f64())
+            .take(12)
+            .map(|v| format!("{:.0}", v * 1000.0))
+            .collect();
+        eprintln!(
+            "  canary TTFT p95 per interval (ms), first 12: {p95:?}; {}",
+            opened["message"]
+        );
+        let html = dir.join("report.html");
+        let out = common::command(&[
+            "report",
+            "--from",
+            record.to_str().expect("utf-8 path"),
+            "-o",
+            html.to_str().expect("utf-8 path"),
+        ])
+        .output()
+        .expect("weir report runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page = std::fs::read_to_string(&html).expect("the report");
+        assert!(
+            page.contains("Canary warmed up at"),
+            "run {i}: the report says where evidence began"
+        );
+        outcomes.push((exit, ttft));
+    }
+    eprintln!("{COLD_RUNS} cold canaries: {outcomes:?}");
 }

@@ -149,6 +149,7 @@ fn record() -> RunRecord {
             cohorts: Cohorts { stable, canary },
             verdict: Some(if aborted { "abort" } else { "continue" }.into()),
             rule: None,
+            warmup: None,
         });
     }
 

@@ -1,11 +1,17 @@
 //! Evidence for the engine, gathered the same way by both shells.
 //!
-//! The engine judges an analysis window: observations count only from the
-//! window's `opensAt` (a warm-up after the last traffic change), and a
-//! window has an id so evidence of an older one is never mixed in. The
-//! proxy serves *cumulative* observations (since its process started), so
-//! a [`Collector`] keeps, per window, the snapshot at the moment the window
-//! opened as its baseline; evidence is the difference since then. Gauges
+//! The engine judges an analysis window: observations count only once the
+//! window opens (a warm-up after the last traffic change, in time and in
+//! requests per canary replica; the engine decides when), and a window has
+//! an id so evidence of an older one is never mixed in. The proxy serves
+//! *cumulative* observations (since its process started), so a
+//! [`Collector`] keeps, per window, the snapshot when it first saw the
+//! window (the traffic change: the warm-up's requests count from there)
+//! and the snapshot at the moment the window opened as its baseline;
+//! evidence is the difference since then. Each latency metric's canary
+//! distribution is also kept per slice of the window (a fraction of the
+//! analysis interval), so the engine can tell a canary whose latency is
+//! still falling from a slow one. Gauges
 //! (GPU utilization) have no history in the proxy: they are read once per
 //! analysis interval inside the window and kept as a series, each value
 //! with the cohort's per-replica request rate over the same interval, so a
@@ -28,6 +34,7 @@ use weir_analysis::compare::gauge::GaugeInterval;
 use weir_analysis::decision::Load;
 use weir_analysis::observations::{CohortSnapshot, Snapshot};
 use weir_analysis::{Counts, Distribution, MetricKind, Observations};
+use weir_crds::AnalysisWindow;
 use weir_crds::{CanaryStatus, Cohort, MetricSource, Signal, WindowPurpose};
 
 use crate::engine::Evidence;
@@ -82,6 +89,19 @@ pub fn totals(snapshot: &Snapshot, route: Option<&str>, cohort: Cohort) -> Optio
     Some(merged)
 }
 
+/// One latency signal of a cohort's totals (empty when it has none).
+fn latency(c: Option<&CohortSnapshot>, signal: Signal) -> Distribution {
+    c.map_or_else(Distribution::new, |c| match signal {
+        Signal::Ttft => c.ttft_seconds.clone(),
+        Signal::Itl => c.inter_token_seconds.clone(),
+        Signal::Duration => c.duration_seconds.clone(),
+    })
+}
+
+/// Slices of the window per analysis interval for the trend test: enough
+/// that the first verdict already has two halves to compare.
+const SLICES_PER_INTERVAL: u32 = 4;
+
 /// Finished requests in a cohort's totals.
 pub fn requests(c: Option<&CohortSnapshot>) -> u64 {
     c.map_or(0, |c| c.requests.total())
@@ -94,9 +114,16 @@ pub struct Collector {
     route: Option<String>,
     /// The window the baseline belongs to.
     window: Option<u64>,
+    /// The snapshot when the window was first seen: the traffic change.
+    since_change: Option<Snapshot>,
+    /// The snapshot when the window opened (None while it warms up).
     baseline: Option<Snapshot>,
     opened: Option<Instant>,
     gauges: Vec<(String, Cohorts<Vec<GaugeInterval>>)>,
+    /// Per latency metric, the canary's distribution per slice.
+    slices: Vec<(String, Vec<Distribution>)>,
+    /// The snapshot that ended the last slice.
+    last_slice: Option<(Instant, Snapshot)>,
     /// The previous gauge reading, for per-interval throughput.
     last_gauge: Option<(Instant, Snapshot)>,
     /// Stable's evidence of the latest window, kept as the reference of a
@@ -112,9 +139,12 @@ impl Collector {
         Collector {
             route,
             window: None,
+            since_change: None,
             baseline: None,
             opened: None,
             gauges: Vec::new(),
+            slices: Vec::new(),
+            last_slice: None,
             last_gauge: None,
             last_stable: None,
             reference: None,
@@ -125,9 +155,10 @@ impl Collector {
         totals(snapshot, self.route.as_deref(), cohort)
     }
 
-    /// Takes the window's baseline once it opens; reads gauges once per
-    /// analysis interval inside it. `replicas` are each cohort's serving
-    /// replicas now (per-replica throughput).
+    /// Marks the traffic change when a window is first seen, takes its
+    /// baseline once it opens; inside it, cuts latency slices and reads
+    /// gauges once per analysis interval. `replicas` are each cohort's
+    /// serving replicas now (per-replica throughput).
     pub async fn gather<G: GaugeReader>(
         &mut self,
         rollout: &Rollout,
@@ -141,21 +172,21 @@ impl Collector {
             self.window = None;
             return;
         };
-        if now < window.opens_at.0 {
+        if self.window != Some(window.id) {
+            self.first_sight(window, current);
+        }
+        if window.warmup.is_some() || now < window.opens_at.0 {
             return;
         }
-        if self.window != Some(window.id) {
-            self.window = Some(window.id);
-            self.reference = match window.purpose {
-                WindowPurpose::PostPromotion => self.last_stable.clone(),
-                WindowPurpose::Step | WindowPurpose::PrePromotion => None,
-            };
+        if self.baseline.is_none() {
+            // A failed snapshot leaves it for the next call.
             self.baseline = current.cloned();
             self.opened = Some(Instant::now());
-            self.gauges.clear();
             self.last_gauge = current.map(|s| (Instant::now(), s.clone()));
+            self.last_slice.clone_from(&self.last_gauge);
             return;
         }
+        self.slice(rollout, current);
         let due = self
             .last_gauge
             .as_ref()
@@ -215,7 +246,64 @@ impl Collector {
         self.last_gauge = Some((Instant::now(), current.clone()));
     }
 
-    /// Evidence for the engine: everything since the window's baseline.
+    /// A new window: forget the old one's evidence, keep the snapshot of
+    /// the traffic change.
+    fn first_sight(&mut self, window: &AnalysisWindow, current: Option<&Snapshot>) {
+        self.window = Some(window.id);
+        self.reference = match window.purpose {
+            WindowPurpose::PostPromotion => self.last_stable.clone(),
+            WindowPurpose::Step | WindowPurpose::PrePromotion => None,
+        };
+        self.since_change = current.cloned();
+        self.baseline = None;
+        self.opened = None;
+        self.gauges.clear();
+        self.slices.clear();
+        self.last_gauge = None;
+        self.last_slice = None;
+    }
+
+    /// Cuts a slice of each latency metric's canary distribution when one
+    /// is due.
+    fn slice(&mut self, rollout: &Rollout, current: Option<&Snapshot>) {
+        let every = rollout.analysis.interval / SLICES_PER_INTERVAL;
+        let due = self
+            .last_slice
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= every);
+        let Some(current) = current.filter(|_| due) else {
+            return;
+        };
+        let delta = self
+            .last_slice
+            .as_ref()
+            .map_or_else(|| current.clone(), |(_, p)| current.since(p));
+        let canary = self.totals(&delta, Cohort::Canary);
+        for m in &rollout.analysis.metrics {
+            if m.spec.kind != MetricKind::Latency {
+                continue;
+            }
+            let d = latency(canary.as_ref(), m.signal);
+            match self.slices.iter_mut().find(|(n, _)| *n == m.spec.name) {
+                Some((_, series)) => series.push(d),
+                None => self.slices.push((m.spec.name.clone(), vec![d])),
+            }
+        }
+        self.last_slice = Some((Instant::now(), current.clone()));
+    }
+
+    /// Requests per canary replica since the traffic change.
+    fn warmup_requests(&self, current: &Snapshot, replicas: Cohorts<f64>) -> u64 {
+        let Some(change) = &self.since_change else {
+            return 0;
+        };
+        let served = requests(self.totals(&current.since(change), Cohort::Canary).as_ref());
+        (served as f64 / replicas.canary.max(1.0)).floor() as u64
+    }
+
+    /// Evidence for the engine: everything since the window's baseline;
+    /// while the window warms up, only the canary's requests since the
+    /// traffic change.
     pub fn evidence(
         &mut self,
         rollout: &Rollout,
@@ -227,7 +315,18 @@ impl Collector {
         if self.window != Some(window.id) {
             return None;
         }
-        let delta = current?.since(self.baseline.as_ref()?);
+        let current = current?;
+        let warmup_requests = self.warmup_requests(current, replicas);
+        let Some(baseline) = &self.baseline else {
+            return Some(Evidence {
+                window: window.id,
+                warmup_requests,
+                metrics: Vec::new(),
+                load: None,
+                slices: Vec::new(),
+            });
+        };
+        let delta = current.since(baseline);
         let canary = self.totals(&delta, Cohort::Canary);
         let stable = match &self.reference {
             Some(frozen) => Some(frozen.clone()),
@@ -243,19 +342,10 @@ impl Collector {
             .iter()
             .map(|m| {
                 let obs = match m.spec.kind {
-                    MetricKind::Latency => {
-                        let pick = |c: Option<&CohortSnapshot>| {
-                            c.map_or_else(Distribution::new, |c| match m.signal {
-                                Signal::Ttft => c.ttft_seconds.clone(),
-                                Signal::Itl => c.inter_token_seconds.clone(),
-                                Signal::Duration => c.duration_seconds.clone(),
-                            })
-                        };
-                        Observations::Latency {
-                            baseline: pick(stable.as_ref()),
-                            canary: pick(canary.as_ref()),
-                        }
-                    }
+                    MetricKind::Latency => Observations::Latency {
+                        baseline: latency(stable.as_ref(), m.signal),
+                        canary: latency(canary.as_ref(), m.signal),
+                    },
                     MetricKind::ErrorRate => {
                         let counts = |c: Option<&CohortSnapshot>| {
                             c.map_or(
@@ -295,8 +385,10 @@ impl Collector {
         };
         Some(Evidence {
             window: window.id,
+            warmup_requests,
             metrics,
             load: Some(load),
+            slices: self.slices.clone(),
         })
     }
 }

@@ -23,6 +23,8 @@ struct Model {
     /// Slow only once it carries all live traffic (a regression under
     /// full load that a preview cannot show).
     only_at_full_load: bool,
+    /// The canary's first requests that are slow (3x): a cold start.
+    cold: u64,
 }
 
 struct State {
@@ -41,6 +43,7 @@ impl Model {
             }),
             slower,
             only_at_full_load: false,
+            cold: 0,
         }
     }
 
@@ -127,7 +130,13 @@ impl Dataplane for Model {
         } else {
             self.slower
         };
-        state.add("canary", to_canary, scale);
+        let served = state
+            .cohorts
+            .get("canary")
+            .map_or(0, |c| c.requests.total());
+        let cold = to_canary.min(self.cold.saturating_sub(served));
+        state.add("canary", cold, 3.0 * scale);
+        state.add("canary", to_canary - cold, scale);
         Ok(Snapshot {
             schema_version: 1,
             instance: "model".into(),
@@ -138,6 +147,11 @@ impl Dataplane for Model {
 }
 
 fn canary(strategy: &str) -> file::CanaryFile {
+    canary_with(strategy, "")
+}
+
+/// [`canary`] with more `analysis` lines.
+fn canary_with(strategy: &str, analysis: &str) -> file::CanaryFile {
     let text = format!(
         r#"apiVersion: weir.dev/v1alpha1
 kind: Canary
@@ -151,7 +165,7 @@ spec:
   analysis:
     interval: 100ms
     warmup: 0s
-    minSamples: 200
+{analysis}    minSamples: 200
     metrics:
       - {{name: ttft, kind: latency, quantiles: [0.5], maxIncrease: 10%}}
 "#
@@ -258,4 +272,22 @@ async fn blue_green_compares_the_new_side_with_stable_before_the_cutover() {
     assert_eq!(code, 3, "{reasons:?}");
     assert!(!reasons.contains(&"CutOver".to_string()), "{reasons:?}");
     assert!(slow.shares().iter().all(|w| *w == 0.0));
+}
+
+#[tokio::test]
+async fn a_cold_canary_is_judged_only_after_its_warmup_requests() {
+    // Its first 100 requests are 3x slower; the window waits for 100
+    // requests per canary replica (the time warm-up is 0s), so none of
+    // them is evidence: promoted, after a WarmedUp event.
+    let file = canary_with(CANARY_STEPS, "    warmupRequests: 100\n");
+    let mut cold = Model::new(1.0);
+    cold.cold = 100;
+    let (code, reasons) = run(&file, &cold).await;
+    assert_eq!(code, 0, "{reasons:?}");
+    let warmed = reasons.iter().position(|r| r == "WarmedUp");
+    let passed = reasons.iter().position(|r| r == "AnalysisPassed");
+    assert!(
+        warmed.is_some() && warmed < passed,
+        "the window opened after the warm-up, then passed: {reasons:?}"
+    );
 }

@@ -17,6 +17,14 @@ pub struct AnalysisSpec {
     /// long, e.g. `60s`.
     #[serde(default = "default_warmup")]
     pub warmup: String,
+    /// Requests each canary replica must have served since the change
+    /// before evidence counts, as well as `warmup` (whichever ends later):
+    /// a new replica is cold (allocators, caches, compiled graphs) for its
+    /// first requests however long they take to arrive. `0` leaves the
+    /// warm-up to time alone.
+    #[serde(default = "default_warmup_requests")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub warmup_requests: i64,
     /// Probability that no verdict of the run is wrong, above 0.5 and
     /// below 1.
     #[serde(default = "default_confidence")]
@@ -42,6 +50,15 @@ fn default_interval() -> String {
 
 fn default_warmup() -> String {
     "60s".into()
+}
+
+/// Tens of requests carry a new replica's cold costs (a llama.cpp server's
+/// first requests are slower by half; 20 were enough to warm it); 50 leaves
+/// a margin and stays a quarter of the default `minSamples`.
+pub const DEFAULT_WARMUP_REQUESTS: i64 = 50;
+
+fn default_warmup_requests() -> i64 {
+    DEFAULT_WARMUP_REQUESTS
 }
 
 fn default_confidence() -> f64 {

@@ -37,7 +37,7 @@ pub use spec::{
 pub use status::{
     AbortStatus, Acknowledged, AnalysisStatus, AnalysisWindow, CanaryStatus, CohortReplicas,
     Cutover, EffectStatus, HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus,
-    WindowPurpose,
+    WarmupProgress, WindowPurpose,
 };
 pub use traffic::{Cohort, Traffic, TrafficBackend};
 

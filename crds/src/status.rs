@@ -180,10 +180,39 @@ pub struct CohortReplicas {
 pub struct AnalysisWindow {
     /// Changes whenever the window restarts; evidence of another id is stale.
     pub id: u64,
-    /// Evidence before this is warm-up and is ignored.
+    /// Evidence before this is warm-up and is ignored. While `warmup` is
+    /// set, the earliest the window can open; once it opens, when it did.
     pub opens_at: Time,
     /// Which analysis this window serves.
     pub purpose: WindowPurpose,
+    /// Set while the window waits for the canary's replicas to serve
+    /// their warm-up requests (`spec.analysis.warmupRequests`); cleared
+    /// when the window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupProgress>,
+}
+
+/// How far a window's request warm-up has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupProgress {
+    /// Requests per canary replica served since the traffic change.
+    pub requests: u64,
+    /// Requests per canary replica the window waits for.
+    pub needed: u64,
+}
+
+impl fmt::Display for WarmupProgress {
+    /// `warming up: 12/50 requests per canary replica`, as status and
+    /// progress lines show it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "warming up: {}/{} requests per canary replica",
+            self.requests.min(self.needed),
+            self.needed
+        )
+    }
 }
 
 /// Which analysis a window serves.

@@ -5,7 +5,9 @@
 pub mod errors;
 pub mod gauge;
 pub mod latency;
+pub mod trend;
 
 pub use errors::{ErrorComparison, compare_errors};
 pub use gauge::{GaugeComparison, GaugeInterval, compare_gauges};
 pub use latency::{LatencyComparison, QuantileComparison, QuantileEstimate, compare_latency};
+pub use trend::{Trend, trend};

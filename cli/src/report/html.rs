@@ -127,6 +127,15 @@ pub(super) fn header(out: &mut String, run: &RunView<'_>, badge: &str, tone: &st
             group_digits(requests(true))
         ),
     );
+    // Where evidence began to count after the canary's request warm-up:
+    // what came before is the cold start the analysis left out.
+    if let Some(e) = record
+        .events
+        .iter()
+        .find(|e| e.reason == weir_controller::engine::reasons::WARMED_UP && e.t.is_finite())
+    {
+        fact("Canary warmed up at", format!("{} s", trim(e.t, 1)));
+    }
     if let Some(o) = &record.outcome {
         fact("Exit code", format!("{} ({})", o.exit_code, esc(&o.phase)));
     }

@@ -93,7 +93,8 @@ pub fn render(record: &RunRecord) -> String {
     section(
         &mut out,
         "Time to first token over time",
-        "Per analysis interval: p95 solid, p50 dashed.",
+        "Per analysis interval: p95 solid, p50 dashed. A cold canary's first requests \
+         show as a fall; the WarmedUp event marks where its evidence began to count.",
         |out| ttft_time_chart(out, &run),
     );
     section(
@@ -173,6 +174,7 @@ mod tests {
                     },
                     verdict: None,
                     rule: None,
+                    warmup: None,
                 }
             })
             .collect();

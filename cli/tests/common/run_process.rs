@@ -11,21 +11,25 @@ use super::{Proc, STARTUP, spawn};
 /// Starts `weir run -f FILE --output json` on free ports and waits for its
 /// `started` line; returns it, its proxy address and its admin address.
 pub fn weir_run(file: &Path) -> (Proc, SocketAddr, SocketAddr) {
+    weir_run_with(file, &[])
+}
+
+/// [`weir_run`] with `extra` arguments (e.g. `--record FILE`).
+pub fn weir_run_with(file: &Path, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
     let file = file.to_str().expect("utf-8 path");
-    let proc = spawn(
-        "weir run",
-        &[
-            "run",
-            "-f",
-            file,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--output",
-            "json",
-        ],
-    );
+    let mut args = vec![
+        "run",
+        "-f",
+        file,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let proc = spawn("weir run", &args);
     let started = proc
         .stdout
         .wait_for(STARTUP, |t| {

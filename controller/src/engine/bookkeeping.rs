@@ -95,9 +95,10 @@ impl Cx<'_> {
                     }
                     None => "",
                 };
-                match verdict {
-                    Some(v) => format!("{what}{paused}: {v}"),
-                    None => format!("{what}{paused}"),
+                match (self.warmup_progress(), verdict) {
+                    (Some(w), _) => format!("{what}{paused}: {w}"),
+                    (None, Some(v)) => format!("{what}{paused}: {v}"),
+                    (None, None) => format!("{what}{paused}"),
                 }
             }
             Phase::Promoting => format!(

@@ -6,7 +6,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_analysis::Verdict;
 use weir_analysis::decision::{Decision, Role};
-use weir_crds::{AnalysisStatus, AnalysisWindow, EffectStatus, PausedReason, Phase, WindowPurpose};
+use weir_crds::{
+    AnalysisStatus, AnalysisWindow, EffectStatus, PausedReason, Phase, WarmupProgress,
+    WindowPurpose,
+};
 
 use super::spec::AnalysisBounds;
 use super::{Cx, Flow, Judged, after, elapsed, reasons, verdict_status};
@@ -19,9 +22,12 @@ impl Cx<'_> {
             .map_or(WindowPurpose::Step, |w| w.purpose)
     }
 
-    /// Starts a new evidence window a warm-up from now.
+    /// Starts a new evidence window a warm-up from now: its time, and its
+    /// requests per canary replica when the spec asks for some (the window
+    /// then opens when both have passed, see `warming`).
     pub(super) fn open_window(&mut self, purpose: WindowPurpose) {
         let opens_at = after(self.now, self.r.analysis.warmup);
+        let needed = self.r.analysis.warmup_requests;
         // Ids never repeat, across runs and retries too: the shell keys its
         // baselines by id, and a reused id would count old evidence.
         let from_clock = u64::try_from(opens_at.as_millisecond()).unwrap_or(0);
@@ -35,6 +41,10 @@ impl Cx<'_> {
             id,
             opens_at: Time(opens_at),
             purpose,
+            warmup: (needed > 0).then_some(WarmupProgress {
+                requests: 0,
+                needed,
+            }),
         });
         self.s.last_analysis = None;
     }
@@ -49,11 +59,18 @@ impl Cx<'_> {
         if self.s.window.as_ref().is_none_or(|w| w.purpose != purpose) {
             self.open_window(purpose);
         }
+        // Before the clone: opening the window moves its `opensAt`.
+        let warming = self.warming();
         let Some(window) = self.s.window.clone() else {
             return Judged::Pending;
         };
         let started = self.s.step_started_at.as_ref().map_or(self.now, |t| t.0);
-        match self.look(&window, load_matters) {
+        let verdict = if warming {
+            None
+        } else {
+            self.look(&window, load_matters)
+        };
+        match verdict {
             Some((Verdict::Abort, rule)) => return Judged::Failed(rule),
             Some((Verdict::Promote, _)) if elapsed(started, self.now) >= bounds.min => {
                 return Judged::Passed;
@@ -61,11 +78,11 @@ impl Cx<'_> {
             _ => {}
         }
         if elapsed(started, self.now) >= bounds.max {
-            let rule = self
-                .s
-                .last_analysis
-                .as_ref()
-                .map_or_else(|| "no evidence arrived".to_string(), |a| a.rule.clone());
+            let rule = match (&self.s.last_analysis, self.warmup_progress()) {
+                (_, Some(w)) => w.to_string(),
+                (Some(a), None) => a.rule.clone(),
+                (None, None) => "no evidence arrived".to_string(),
+            };
             return Judged::Inconclusive(rule);
         }
         self.wake_at(after(started, bounds.max));
@@ -100,7 +117,7 @@ impl Cx<'_> {
             .obs
             .evidence
             .as_ref()
-            .filter(|e| e.window == window.id)?;
+            .filter(|e| e.window == window.id && !e.metrics.is_empty())?;
         let mut inputs = Vec::with_capacity(self.r.analysis.metrics.len());
         for m in &self.r.analysis.metrics {
             if let Some((_, o)) = ev.metrics.iter().find(|(n, _)| *n == m.spec.name) {
@@ -109,7 +126,11 @@ impl Cx<'_> {
         }
         let load = if load_matters { ev.load } else { None };
         match weir_analysis::decide(&self.r.analysis.policy, &inputs, load) {
-            Ok(decision) => {
+            Ok(mut decision) => {
+                if let Some(why) = self.still_falling(&decision, ev) {
+                    decision.verdict = Verdict::Continue;
+                    decision.rule = why;
+                }
                 self.record(&decision);
                 // An abort's reason reads without the verdict word: it is
                 // shown after "aborted:".
@@ -137,10 +158,10 @@ impl Cx<'_> {
     /// look, so watching costs no error guarantee; only promotion waits for
     /// an analysis step.
     pub(super) fn watch(&mut self) -> Option<Flow> {
-        let window = self.s.window.clone()?;
-        if self.r.analysis.metrics.is_empty() {
+        if self.r.analysis.metrics.is_empty() || self.s.window.is_none() || self.warming() {
             return None;
         }
+        let window = self.s.window.clone()?;
         let load_matters = window.purpose == WindowPurpose::Step;
         match self.look(&window, load_matters)? {
             (Verdict::Abort, why) => {

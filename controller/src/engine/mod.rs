@@ -26,9 +26,13 @@
 //! - abort, supersede and rollback move traffic to stable 100% *first*; the
 //!   canary is scaled down only once every proxy applied that table and the
 //!   canary's open streams have drained;
-//! - evidence counts only inside an analysis window, which opens a warm-up
-//!   after the last traffic change, and evidence of an older window is
+//! - evidence counts only inside an analysis window, which opens once the
+//!   warm-up after the last traffic change has passed (its time *and* its
+//!   requests per canary replica), and evidence of an older window is
 //!   ignored;
+//! - an abort on latency waits while the canary's latency is still falling
+//!   within the window (a cold replica warming up): it is held, never
+//!   turned into a promotion;
 //! - each command (promote, abort, retry) acts once per request id.
 
 use std::time::Duration;
@@ -36,7 +40,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_analysis::decision::{Decision, Load};
-use weir_analysis::{Observations, Verdict};
+use weir_analysis::{Distribution, Observations, Verdict};
 use weir_crds::{
     AbortStatus, CanaryStatus, Cohort, CohortReplicas, HistoryEvent, PausedReason, Phase, Traffic,
     VerdictStatus,
@@ -54,6 +58,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 mod traffic;
+mod warmup;
 
 pub use blue_green::STAGES as BLUE_GREEN_STAGES;
 pub use spec::{Rollout, Share, SpecError};
@@ -89,10 +94,17 @@ pub struct Observed {
 pub struct Evidence {
     /// The window id the shell gathered for; other ids are ignored.
     pub window: u64,
-    /// Observations per metric, by metric name.
+    /// Requests each canary replica served since the window's traffic
+    /// change: what a request warm-up counts.
+    pub warmup_requests: u64,
+    /// Observations per metric, by metric name, since the window opened
+    /// (empty while it warms up).
     pub metrics: Vec<(String, Observations)>,
     /// Per-replica load of each cohort in the window.
     pub load: Option<Load>,
+    /// Per latency metric, the canary's distribution in each slice of the
+    /// window, oldest first: what the trend test reads.
+    pub slices: Vec<(String, Vec<Distribution>)>,
 }
 
 /// Commands from `weir promote/abort/retry`, each with its request id.

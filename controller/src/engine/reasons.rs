@@ -5,6 +5,8 @@
 pub const RUN_STARTED: &str = "RolloutStarted";
 /// The canary's share of traffic changed.
 pub const WEIGHT_SET: &str = "WeightSet";
+/// The canary's replicas served their warm-up requests: the window opened.
+pub const WARMED_UP: &str = "WarmedUp";
 /// An analysis step passed.
 pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
 /// An analysis found a regression beyond its margin: aborted.

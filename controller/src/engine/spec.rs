@@ -136,6 +136,9 @@ pub struct Analysis {
     pub interval: Duration,
     /// Evidence ignored after a traffic change.
     pub warmup: Duration,
+    /// Requests per canary replica before the evidence counts, as well as
+    /// `warmup` (0: time alone).
+    pub warmup_requests: u64,
     /// Confidence, minimum samples, load balance.
     pub policy: Policy,
     /// What an undecided analysis leads to.
@@ -386,6 +389,30 @@ fn check_url(field: &str, url: &str) -> Result<(), SpecError> {
     }
 }
 
+/// Most requests per replica a warm-up may wait for: beyond this a step
+/// would spend its time warming up, not judging.
+const MAX_WARMUP_REQUESTS: i64 = 100_000;
+
+fn warmup_requests(n: i64) -> Result<u64, SpecError> {
+    match u64::try_from(n) {
+        Ok(n) if n <= MAX_WARMUP_REQUESTS.unsigned_abs() => Ok(n),
+        Ok(_) => bad(
+            "spec.analysis.warmupRequests",
+            format!(
+                "{n} requests per canary replica is more than a warm-up needs (at most {MAX_WARMUP_REQUESTS}); tens cover a cold replica, e.g. {}",
+                crds::analysis::DEFAULT_WARMUP_REQUESTS
+            ),
+        ),
+        Err(_) => bad(
+            "spec.analysis.warmupRequests",
+            format!(
+                "{n} is negative: give the requests each canary replica serves before evidence counts, e.g. {}, or 0 for a warm-up by time alone",
+                crds::analysis::DEFAULT_WARMUP_REQUESTS
+            ),
+        ),
+    }
+}
+
 fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
     let interval = duration_at("spec.analysis.interval", &a.interval)?;
     if interval < Duration::from_millis(100) {
@@ -395,6 +422,7 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         );
     }
     let warmup = duration_at("spec.analysis.warmup", &a.warmup)?;
+    let warmup_requests = warmup_requests(a.warmup_requests)?;
     if !(a.confidence > 0.5 && a.confidence < 1.0) {
         return bad(
             "spec.analysis.confidence",
@@ -507,6 +535,7 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
     Ok(Analysis {
         interval,
         warmup,
+        warmup_requests,
         policy,
         on_inconclusive: a.on_inconclusive,
         metrics,

@@ -160,6 +160,7 @@ fn evidence(window: u64, n: usize, slower: f64, canary_errors: f64) -> Evidence 
     let total = n as u64;
     Evidence {
         window,
+        warmup_requests: total,
         metrics: vec![
             (
                 "ttft".into(),
@@ -180,6 +181,7 @@ fn evidence(window: u64, n: usize, slower: f64, canary_errors: f64) -> Evidence 
             ),
         ],
         load: None,
+        slices: Vec::new(),
     }
 }
 
@@ -190,6 +192,8 @@ struct World {
     observed: Observed,
     now: Timestamp,
     log: Vec<Effect>,
+    /// When the last plan asked to be called again.
+    requeue: Option<Duration>,
 }
 
 impl World {
@@ -215,6 +219,7 @@ impl World {
             observed,
             now: t0(),
             log: Vec::new(),
+            requeue: None,
         }
     }
 
@@ -229,11 +234,32 @@ impl World {
             self.observed.applied_generation = Some(t.generation);
         }
         self.log.extend(p.actions.iter().cloned());
+        self.requeue = p.requeue_after;
         p
     }
 
+    /// Moves time on by `secs` and plans. While a window warms up on
+    /// requests, the world also calls when the plan asked to be called
+    /// (as every shell does), so the window opens when a shell's would.
     fn wait(&mut self, secs: u64) -> Planned {
-        self.now = super::after(self.now, Duration::from_secs(secs));
+        let until = super::after(self.now, Duration::from_secs(secs));
+        while self
+            .status
+            .window
+            .as_ref()
+            .is_some_and(|w| w.warmup.is_some())
+        {
+            let Some(next) = self
+                .requeue
+                .map(|r| super::after(self.now, r))
+                .filter(|t| *t < until)
+            else {
+                break;
+            };
+            self.now = next;
+            self.tick();
+        }
+        self.now = until;
         self.tick()
     }
 
@@ -1201,4 +1227,200 @@ fn editing_the_steps_taken_restarts_the_run_and_later_edits_do_not() {
     assert!(!events(&p.actions).contains(&reasons::STEPS_CHANGED));
     assert_eq!(p.status.current_step, 1);
     assert!(p.status.steps_hash.is_some());
+}
+
+/// Evidence of a window still warming up: only the canary's requests per
+/// replica since the traffic change.
+fn warming(window: u64, requests: u64) -> Evidence {
+    Evidence {
+        window,
+        warmup_requests: requests,
+        metrics: Vec::new(),
+        load: None,
+        slices: Vec::new(),
+    }
+}
+
+#[test]
+fn warmup_ends_when_both_time_and_requests_suffice() {
+    // LOCAL: warmup 20s, warmupRequests at its default (50). Rows in
+    // order within one run: (seconds after the weight change, canary
+    // requests per replica so far, window open after the look).
+    let table: [&[(u64, u64, bool)]; 2] = [
+        // Requests come late: time alone does not open the window.
+        &[
+            (10, 20, false),
+            (20, 49, false),
+            (27, 49, false),
+            (31, 50, true),
+        ],
+        // Requests come early: they wait for the time.
+        &[(5, 80, false), (19, 500, false), (20, 500, true)],
+    ];
+    for rows in table {
+        let mut w = World::new(LOCAL);
+        w.tick();
+        let id = w.window();
+        for &(secs, requests, open) in rows {
+            w.observed.evidence = Some(warming(id, requests));
+            w.now = super::after(t0(), Duration::from_secs(secs));
+            let p = w.tick();
+            let window = p.status.window.as_ref().expect("a window");
+            assert_eq!(window.id, id, "the same window throughout");
+            assert_eq!(
+                window.warmup.is_none(),
+                open,
+                "{secs}s, {requests}: {}",
+                p.status.message
+            );
+            assert!(
+                p.status.last_analysis.is_none(),
+                "nothing judged while warming up"
+            );
+            if open {
+                // Evidence counts from this look: the shell takes its
+                // baseline now.
+                assert_eq!(window.opens_at.0, w.now);
+                assert!(events(&p.actions).contains(&reasons::WARMED_UP));
+            } else {
+                let shown = format!(
+                    "warming up: {}/50 requests per canary replica",
+                    requests.min(50)
+                );
+                assert!(p.status.message.contains(&shown), "{}", p.status.message);
+                // The engine looks again before the next interval ends:
+                // requests arrive between verdicts.
+                assert!(
+                    p.requeue_after <= Some(Duration::from_secs(10)),
+                    "{:?}",
+                    p.requeue_after
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn warmup_by_requests_can_be_switched_off_and_bad_counts_name_the_field() {
+    let yaml = LOCAL.replace("  warmup: 20s", "  warmup: 20s\n  warmupRequests: 0");
+    let mut w = World::new(&yaml);
+    w.tick();
+    let window = w.status.window.clone().expect("a window");
+    assert_eq!(window.warmup, None, "time alone");
+    assert_eq!(
+        window.opens_at.0,
+        super::after(t0(), Duration::from_secs(20))
+    );
+    for (value, says) in [("-1", "negative"), ("1000000", "more than a warm-up needs")] {
+        let yaml = LOCAL.replace(
+            "  warmup: 20s",
+            &format!("  warmup: 20s\n  warmupRequests: {value}"),
+        );
+        let e = invalid(&yaml).to_string();
+        assert!(e.contains("spec.analysis.warmupRequests"), "{e}");
+        assert!(e.contains(says), "{e}");
+        assert!(e.contains("e.g. 50"), "says what to write: {e}");
+    }
+}
+
+/// Evidence whose canary served `slices` (one median factor each, 400
+/// requests apiece, oldest first) against a steady stable; `canary_errors`
+/// as in [`evidence`].
+fn sliced(window: u64, slices: &[f64], canary_errors: f64) -> Evidence {
+    let parts: Vec<Distribution> = slices
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| lognormal(400, f, 100 + i as u64))
+        .collect();
+    let mut canary = Distribution::new();
+    parts.iter().for_each(|p| canary.merge(p));
+    let n = 400 * slices.len();
+    let mut ev = evidence(window, n, 1.0, canary_errors);
+    ev.metrics[0].1 = Observations::Latency {
+        baseline: lognormal(n, 1.0, 1),
+        canary,
+    };
+    ev.slices = vec![("ttft".into(), parts)];
+    ev
+}
+
+/// Opens the LOCAL window (warm-up time and requests) and returns its id.
+fn opened(w: &mut World) -> u64 {
+    w.tick();
+    let id = w.window();
+    w.observed.evidence = Some(warming(id, 1000));
+    w.wait(20);
+    assert!(w.status.window.as_ref().is_some_and(|w| w.warmup.is_none()));
+    id
+}
+
+#[test]
+fn a_canary_still_getting_faster_is_held_a_steady_slow_one_is_not() {
+    let cold = [1.6, 1.6, 1.6, 1.0, 1.0, 1.0];
+    let steady = [1.3; 6];
+    // (canary slices, canary error rate, phase after the first verdict,
+    // what the status or the abort says)
+    let table = [
+        (&cold[..], 0.0, Phase::Progressing, "still falling"),
+        (&steady[..], 0.0, Phase::Aborted, "ttft"),
+        // An error abort is never held, whatever latency does.
+        (&cold[..], 0.3, Phase::Aborted, "errors"),
+    ];
+    for (slices, errors, phase, says) in table {
+        let mut w = World::new(LOCAL);
+        let id = opened(&mut w);
+        w.observed.evidence = Some(sliced(id, slices, errors));
+        let p = w.wait(10);
+        assert_eq!(p.status.phase, phase, "{slices:?}: {}", p.status.message);
+        match phase {
+            Phase::Aborted => {
+                assert_safe_abort(&p);
+                let abort = p.status.abort.as_ref().expect("abort recorded");
+                assert_eq!(abort.reason, reasons::ANALYSIS_FAILED);
+                assert!(abort.message.contains(says), "{}", abort.message);
+            }
+            _ => {
+                let a = p.status.last_analysis.as_ref().expect("a verdict");
+                // Held, never promoted: the verdict is continue.
+                assert_eq!(a.verdict, weir_crds::VerdictStatus::Continue);
+                assert!(a.rule.contains(says), "{}", a.rule);
+                assert!(a.rule.contains("ttft."), "names the effect: {}", a.rule);
+                assert_eq!(w.canary_share(), 50.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_held_abort_still_ends_at_max_duration() {
+    // A canary that keeps falling until maxDuration (5m) is undecided:
+    // onInconclusive (abort by default) ends the step, named as such.
+    let mut w = World::new(LOCAL);
+    let id = opened(&mut w);
+    w.observed.evidence = Some(sliced(id, &[1.6, 1.6, 1.6, 1.0, 1.0, 1.0], 0.0));
+    let p = w.wait(10);
+    assert_eq!(p.status.phase, Phase::Progressing, "{}", p.status.message);
+    let p = w.wait(269);
+    assert_eq!(p.status.phase, Phase::Progressing, "{}", p.status.message);
+    let p = w.wait(1);
+    assert_safe_abort(&p);
+    let abort = p.status.abort.as_ref().expect("abort recorded");
+    assert_eq!(abort.reason, reasons::INCONCLUSIVE);
+    assert!(abort.message.contains("still falling"), "{}", abort.message);
+}
+
+#[test]
+fn a_window_that_never_warms_up_ends_at_max_duration_saying_so() {
+    let mut w = World::new(LOCAL);
+    w.tick();
+    w.observed.evidence = Some(warming(w.window(), 7));
+    let p = w.wait(300);
+    assert_safe_abort(&p);
+    let abort = p.status.abort.as_ref().expect("abort recorded");
+    assert_eq!(abort.reason, reasons::INCONCLUSIVE);
+    assert!(
+        abort.message.contains("warming up: 7/50"),
+        "{}",
+        abort.message
+    );
 }

@@ -52,6 +52,10 @@ pub struct Sample {
     pub verdict: Option<String>,
     /// The rule behind it.
     pub rule: Option<String>,
+    /// While the analysis window waits for the canary's warm-up requests:
+    /// how far it has come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<weir_crds::WarmupProgress>,
 }
 
 /// One cohort's figures over the last interval.

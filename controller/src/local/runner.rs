@@ -7,7 +7,8 @@
 //! drive the runner against a recording fake or the real proxy alike.
 //!
 //! Evidence is gathered per analysis window: when a window opens (a warm-up
-//! after the last traffic change) the runner snapshots the proxy's
+//! after the last traffic change, in time and canary requests) the runner
+//! snapshots the proxy's
 //! cumulative observations as the window's baseline; evidence is the
 //! difference since then. Gauges are scraped once per analysis interval and
 //! kept per window, with each cohort's per-replica request rate over the
@@ -544,6 +545,7 @@ impl Sampler {
             cohorts,
             verdict: analysis.map(|a| a.verdict.as_str().to_lowercase()),
             rule: analysis.map(|a| a.rule.clone()),
+            warmup: status.window.as_ref().and_then(|w| w.warmup),
         }
     }
 }
