@@ -75,6 +75,11 @@ pub struct Args {
     /// The PEM private key of --tls-cert (`tls.key`).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Verify `https://` upstreams against the CA certificates in this PEM
+    /// file (`ca.crt` of a Kubernetes Secret) instead of the system's trust
+    /// store. Read at startup.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
 }
 
 /// Runs `weir proxy` until SIGTERM or Ctrl-C, then drains.
@@ -100,6 +105,7 @@ pub fn run(args: &Args) -> Result<Code> {
             None => from_cluster(args).await?,
         };
         settings.tls = tls(args)?;
+        settings.upstream_ca.clone_from(&args.upstream_ca);
         let budget = open_file_budget();
         let max_connections = args.max_connections.map_or(budget, |n| n as usize);
         settings.max_connections = Some(max_connections);
@@ -146,6 +152,7 @@ fn from_file(args: &Args, path: &Path) -> Result<(Arc<dyn ConfigSource>, Setting
         draw_seed: None,
         max_connections: None,
         tls: None,
+        upstream_ca: None,
     };
     Ok((source, settings))
 }
@@ -177,6 +184,7 @@ async fn from_cluster(args: &Args) -> Result<(Arc<dyn ConfigSource>, Settings)> 
         draw_seed: None,
         max_connections: None,
         tls: None,
+        upstream_ca: None,
     };
     Ok((source, settings))
 }

@@ -142,6 +142,7 @@ pub async fn drive(
         draw_seed: None,
         max_connections: None,
         tls: None,
+        upstream_ca: None,
     };
     let running = weir_proxy::start(
         settings,

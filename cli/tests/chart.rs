@@ -61,10 +61,70 @@ fn every_part(monitor: &str) -> Vec<String> {
         "notifications.webhooks[0].url=https://hooks.example.com/T/B/x",
         "notifications.webhooks[0].format=slack",
         &format!("metrics.{monitor}.enabled=true"),
+        "proxy.tls.secretName=chat-tls",
+        "proxy.upstreamCA.secretName=vllm-ca",
     ]
     .iter()
     .flat_map(|s| ["--set".to_string(), s.to_string()])
     .collect()
+}
+
+#[test]
+fn tls_secrets_become_read_only_mounts_and_the_proxys_flags() {
+    let proxy_of = |extra: &[String]| -> Deployment {
+        objects(&template("weir", "llm", extra))
+            .into_iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .map(|o| serde_json::from_value::<Deployment>(o).expect("a Deployment"))
+            .find(|d| args_of(d).first().is_some_and(|a| a == "proxy"))
+            .expect("the proxy Deployment")
+    };
+    let plain = proxy_of(&[]);
+    let args = args_of(&plain);
+    for name in ["--tls-cert", "--tls-key", "--upstream-ca"] {
+        assert_eq!(flag(&args, name), None, "{name} by default");
+    }
+    let secure = proxy_of(&every_part("serviceMonitor"));
+    let args = args_of(&secure);
+    assert_eq!(flag(&args, "--tls-cert"), Some("/etc/weir/tls/tls.crt"));
+    assert_eq!(flag(&args, "--tls-key"), Some("/etc/weir/tls/tls.key"));
+    assert_eq!(
+        flag(&args, "--upstream-ca"),
+        Some("/etc/weir/upstream-ca/ca.crt")
+    );
+    let pod = secure
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a pod template");
+    for (volume, secret, path) in [
+        ("tls", "chat-tls", "/etc/weir/tls"),
+        ("upstream-ca", "vllm-ca", "/etc/weir/upstream-ca"),
+    ] {
+        let source = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.secret.as_ref())
+            .unwrap_or_else(|| panic!("no Secret volume {volume}"));
+        assert_eq!(source.secret_name.as_deref(), Some(secret));
+        let mount = container(&secure)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume)
+            .unwrap_or_else(|| panic!("{volume} not mounted"));
+        assert_eq!(
+            (
+                mount.mount_path.as_str(),
+                mount.read_only,
+                mount.sub_path.as_deref()
+            ),
+            (path, Some(true), None),
+            "{volume}: a whole read-only directory, so renewals reach it"
+        );
+    }
 }
 
 /// `--set` arguments for namespace scope, serving `watched` only.

@@ -60,7 +60,7 @@ pub enum Problem {
     /// No routes at all.
     #[error("the proxy needs at least one route; add one under routes")]
     NoRoutes,
-    /// An upstream URL with another scheme than `http`.
+    /// An upstream URL with another scheme than `http` or `https`.
     #[error("{}", scheme_message(scheme))]
     UnsupportedScheme {
         /// The scheme found.
@@ -204,10 +204,11 @@ pub enum Problem {
 
 fn scheme_message(scheme: &str) -> String {
     if scheme == "https" {
-        "https upstreams are not supported yet; use http:// (TLS to upstreams is planned)".into()
+        "https upstreams need weir built with the `tls` feature (on by default); use http:// or rebuild"
+            .into()
     } else {
         format!(
-            "scheme {} is not supported; use http://host:port",
+            "scheme {} is not supported; use http://host:port or https://host:port",
             Excerpt::quoted(scheme)
         )
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::file::read_config_text;
@@ -131,6 +131,39 @@ fn parse(files: &TlsFiles, cert_text: &str, key_text: &str) -> Result<CertifiedK
         key: files.key.clone(),
         reason: e.to_string(),
     })
+}
+
+/// What a CA bundle for `https` upstreams must hold.
+const CA_BUNDLE: &str = "CA certificates only (BEGIN CERTIFICATE)";
+
+/// Checks a CA bundle for `https` upstreams as pingora's connector will
+/// load it: every PEM section a certificate that rustls takes as a trust
+/// anchor, at least one. pingora panics on a bundle it cannot load; weir
+/// refuses it at startup, naming the file. Returns how many it holds.
+///
+/// # Errors
+/// [`TlsError`] naming the file and what to give instead.
+pub fn check_ca_bundle(path: &Path) -> Result<usize, TlsError> {
+    let text = read(path)?;
+    let pem = |what: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        what,
+        expected: CA_BUNDLE,
+    };
+    let mut store = pingora::tls::RootCertStore::empty();
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(text.as_bytes()) {
+        let (kind, der) = section.map_err(|e| pem(e.to_string()))?;
+        if kind != SectionKind::Certificate {
+            return Err(pem(format!("it holds a {kind:?} section")));
+        }
+        store
+            .add(CertificateDer::from(der))
+            .map_err(|e| pem(format!("a certificate rustls cannot use: {e}")))?;
+    }
+    if store.is_empty() {
+        return Err(pem("no certificate in it".into()));
+    }
+    Ok(store.len())
 }
 
 /// The certificate the listener serves: the last good pair from

@@ -164,15 +164,14 @@ fn a_bad_pair_is_refused_at_startup_naming_the_file_and_the_fix() {
     assert!(err.to_string().starts_with("cannot read "), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alpn_gives_http2_to_clients_that_offer_it_and_http11_to_the_rest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dir = dir.path();
-    make_ca(dir);
-    make_leaf(dir, "leaf", "leaf");
+/// A proxy terminating TLS with a new leaf `name` of the test CA in `dir`,
+/// in front of a simulator that streams 12 tokens (kept alive by the
+/// handle).
+async fn tls_proxy(dir: &Path, name: &str) -> (common::Proxy, weir_sim::SimHandle) {
+    make_leaf(dir, name, name);
     let files = TlsFiles {
-        cert: dir.join("leaf.crt"),
-        key: dir.join("leaf.key"),
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
     };
     let certificate = Arc::new(Certificate::open(files).expect("a good pair"));
     let sim = common::stream_sim(
@@ -184,6 +183,15 @@ async fn alpn_gives_http2_to_clients_that_offer_it_and_http11_to_the_rest() {
     .await;
     let source = Arc::new(MemorySource::new(Table::new(&sim, &sim, 0.0).table(), true));
     let proxy = start_proxy_with(source, move |s| s.tls = Some(certificate)).await;
+    (proxy, sim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_gives_http2_to_clients_that_offer_it_and_http11_to_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    make_ca(dir);
+    let (proxy, _sim) = tls_proxy(dir, "leaf").await;
     let url = format!(
         "https://127.0.0.1:{}/v1/chat/completions",
         proxy.listen.port()
@@ -224,4 +232,71 @@ async fn alpn_gives_http2_to_clients_that_offer_it_and_http11_to_the_rest() {
     let text = common::curl_chat(flags, url).await;
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(stream_complete(&text), "{text}");
+}
+
+/// A table whose stable backend is `url` (the canary at weight 0 is the
+/// same URL: no fallback).
+fn table_to(url: &str) -> weir_proxy::RouteTable {
+    let yaml = format!(
+        "listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\nroutes:\n  - name: chat\n    backends:\n      - {{cohort: stable, url: {url}, weight: 100}}\n      - {{cohort: canary, url: {url}, weight: 0}}\n"
+    );
+    weir_proxy::config::file::parse(&yaml)
+        .expect("valid config")
+        .table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_verified_against_the_given_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    make_ca(dir);
+    // The upstream: a weir proxy terminating TLS in front of a simulator.
+    let (upstream, _sim) = tls_proxy(dir, "upstream").await;
+    let url = format!("https://127.0.0.1:{}", upstream.listen.port());
+
+    // Trusting the test CA: the stream comes through.
+    let source = Arc::new(MemorySource::new(table_to(&url), true));
+    let ca = dir.join("ca.crt");
+    let proxy = start_proxy_with(source, move |s| s.upstream_ca = Some(ca)).await;
+    let response = chat(&common::client(), proxy.listen, true)
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), 200);
+    let body = read_body(response).await.expect("the whole stream");
+    assert!(stream_complete(&body), "{body}");
+
+    // Trusting only the system's store, the upstream's certificate is
+    // refused: a connect error naming the upstream, nothing served.
+    let source = Arc::new(MemorySource::new(table_to(&url), true));
+    let untrusting = start_proxy_with(source, |_| {}).await;
+    let response = chat(&common::client(), untrusting.listen, false)
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.expect("body");
+    assert!(text.contains(&format!("cannot connect to {url}")), "{text}");
+}
+
+#[test]
+fn a_ca_bundle_that_cannot_be_used_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    make_ca(dir);
+    make_leaf(dir, "a", "a");
+    assert_eq!(
+        weir_proxy::tls::check_ca_bundle(&dir.join("ca.crt")).expect("a CA"),
+        1
+    );
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").expect("write");
+    for (file, says) in [
+        (dir.join("a.key"), "a.key: it holds a"),
+        (empty, "empty.pem: no certificate in it"),
+        (dir.join("missing.pem"), "cannot read "),
+    ] {
+        let err = weir_proxy::tls::check_ca_bundle(&file).expect_err("refused");
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }

@@ -590,6 +590,7 @@ pub async fn proxy(client: &Client, namespace: &str, n: usize) -> Proxy {
         draw_seed: None,
         max_connections: None,
         tls: None,
+        upstream_ca: None,
     };
     let observations = Arc::new(weir_proxy::Observations::new(format!(
         "test-proxy-{n}-{}",

@@ -864,8 +864,8 @@ routes:
                 "routes[0].backends[1].cohort: cohort stable appears twice (first at backends[0]); give each backend of a route its own cohort",
             ),
             (
-                example_with("http://127.0.0.1:9002", "https://127.0.0.1:9002"),
-                "routes[0].backends[1].url: https upstreams are not supported yet; use http:// (TLS to upstreams is planned)",
+                example_with("http://127.0.0.1:9002", "grpc://127.0.0.1:9002"),
+                "routes[0].backends[1].url: scheme \"grpc\" is not supported; use http://host:port or https://host:port",
             ),
             (
                 example_with("listen: 127.0.0.1:8080", "listen: localhost:8080"),

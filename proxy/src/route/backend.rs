@@ -10,33 +10,43 @@ use weir_core::{Cohort, Weight};
 use crate::balance::Endpoints;
 use crate::error::Problem;
 
-/// Where a backend's requests go: a plain-HTTP upstream `host:port`.
+/// Where a backend's requests go: an upstream `host:port`, spoken to in
+/// HTTP/1.1, plain or over TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// The URL as configured, normalized (`http://host:port`).
     url: String,
     /// `host:port`, ready for a connector (DNS names are resolved there).
     authority: String,
+    /// The host the upstream's certificate must name (and the SNI sent):
+    /// `Some` for an `https` upstream.
+    tls_name: Option<String>,
 }
 
 impl Upstream {
-    /// Parses an upstream URL: `http://host[:port][/]`, port 80 by default.
+    /// Parses an upstream URL: `http://host[:port][/]`, port 80 by default,
+    /// or `https://host[:port][/]`, port 443 by default.
     ///
     /// # Errors
-    /// [`Problem::UnsupportedScheme`] for `https` (not supported yet) and
-    /// anything but `http`; [`Problem::InvalidUrl`] for an unparsable URL, one
-    /// without a host, or one with credentials, a path, query or fragment.
+    /// [`Problem::UnsupportedScheme`] for any other scheme (and for `https`
+    /// in a build without the `tls` feature); [`Problem::InvalidUrl`] for an
+    /// unparsable URL, one without a host, or one with credentials, a path,
+    /// query or fragment.
     pub fn parse(value: &str) -> Result<Upstream, Problem> {
         let invalid = |reason: &'static str| Problem::InvalidUrl {
             value: value.to_string(),
             reason,
         };
         let url = url::Url::parse(value).map_err(|_| invalid("it does not parse as a URL"))?;
-        if url.scheme() != "http" {
-            return Err(Problem::UnsupportedScheme {
-                scheme: url.scheme().to_string(),
-            });
-        }
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" if cfg!(feature = "tls") => true,
+            other => {
+                return Err(Problem::UnsupportedScheme {
+                    scheme: other.to_string(),
+                });
+            }
+        };
         let host = url.host_str().ok_or_else(|| invalid("it has no host"))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(invalid("it carries credentials"));
@@ -49,14 +59,25 @@ impl Upstream {
         let port = url.port_or_known_default().unwrap_or(80);
         let authority = format!("{host}:{port}");
         Ok(Upstream {
-            url: format!("http://{authority}"),
+            url: format!("{}://{authority}", url.scheme()),
             authority,
+            // A certificate names an IPv6 address without brackets.
+            tls_name: tls.then(|| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            }),
         })
     }
 
-    /// The normalized URL, `http://host:port`.
+    /// The normalized URL, `http://host:port` or `https://host:port`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// For an `https` upstream, the name its certificate must carry.
+    pub fn tls_name(&self) -> Option<&str> {
+        self.tls_name.as_deref()
     }
 
     /// `host:port` (IPv6 hosts in brackets), for the upstream connector.
@@ -116,7 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upstreams_are_plain_http_host_and_port() {
+    fn upstreams_are_http_or_https_host_and_port() {
         let u = Upstream::parse("http://127.0.0.1:9001").expect("valid");
         assert_eq!(u.authority(), "127.0.0.1:9001");
         assert_eq!(
@@ -129,12 +150,27 @@ mod tests {
                 .authority(),
             "[::1]:8000"
         );
-        assert!(matches!(
-            Upstream::parse("https://a:1"),
-            Err(Problem::UnsupportedScheme { scheme }) if scheme == "https"
-        ));
-        let err = Upstream::parse("https://a:1").expect_err("https");
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        assert_eq!(
+            Upstream::parse("http://a:1").expect("valid").tls_name(),
+            None
+        );
+        let secure = Upstream::parse("https://vllm.llm.svc").expect("valid");
+        assert_eq!(
+            (secure.url(), secure.authority(), secure.tls_name()),
+            (
+                "https://vllm.llm.svc:443",
+                "vllm.llm.svc:443",
+                Some("vllm.llm.svc")
+            )
+        );
+        assert_eq!(
+            Upstream::parse("https://[::1]:8443")
+                .expect("valid")
+                .tls_name(),
+            Some("::1")
+        );
+        let err = Upstream::parse("ftp://a:1").expect_err("ftp");
+        assert!(err.to_string().contains("use http://host:port"), "{err}");
         for bad in [
             "http://a:1/v1",
             "http://u:p@a:1",

@@ -276,7 +276,7 @@ impl Forwarder {
             let backend = x.serving();
             let why = match target(backend, &self.draws).await {
                 Some((addr, guard)) => {
-                    let peer = self.peer(addr);
+                    let peer = self.peer(addr, &backend.upstream);
                     match self.connector.get_http_session(&peer).await {
                         Ok((mut upstream, reused)) => {
                             upstream.read_timeout = Some(self.timeouts.read);
@@ -303,8 +303,15 @@ impl Forwarder {
         }
     }
 
-    fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+    /// The connection target for `addr`, one of `upstream`'s addresses:
+    /// over TLS, verifying the name in `upstream`'s URL, for `https`.
+    fn peer(&self, addr: SocketAddr, upstream: &crate::route::Upstream) -> HttpPeer {
+        let tls_name = upstream.tls_name();
+        let mut peer = HttpPeer::new(
+            addr,
+            tls_name.is_some(),
+            tls_name.unwrap_or_default().to_string(),
+        );
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(self.timeouts.read);
         peer.options.idle_timeout = Some(self.timeouts.idle);

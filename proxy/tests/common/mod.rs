@@ -211,6 +211,7 @@ pub async fn start_proxy_with(
         draw_seed: Some(20_261_125),
         max_connections: None,
         tls: None,
+        upstream_ca: None,
     };
     configure(&mut settings);
     let runtime = tokio::runtime::Builder::new_multi_thread()
