@@ -506,20 +506,28 @@ fn the_python_openai_client_and_curl_stream_through_tls_with_a_test_ca() {
     let ca = dir.join("ca.crt");
     let base = format!("https://127.0.0.1:{}/v1", proxy.listen.port());
     assert_openai_streams(&base, Some(&ca));
-    let curl = Command::new("curl")
-        .args(["-sS", "-i", "--cacert"])
-        .arg(&ca)
-        .arg(format!("{base}/models"))
-        .output()
-        .expect("curl runs");
-    let reply = String::from_utf8_lossy(&curl.stdout);
-    assert!(
-        curl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&curl.stderr)
-    );
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(reply.contains("x-weir-cohort: "), "{reply}");
+    // curl offers h2 and then HTTP/1.1 by ALPN, and gets h2; told to speak
+    // HTTP/1.1 only, it gets that.
+    for (flags, status) in [
+        (&[][..], "HTTP/2 200"),
+        (&["--http1.1"][..], "HTTP/1.1 200"),
+    ] {
+        let curl = Command::new("curl")
+            .args(["-sS", "-i", "--cacert"])
+            .arg(&ca)
+            .args(flags)
+            .arg(format!("{base}/models"))
+            .output()
+            .expect("curl runs");
+        let reply = String::from_utf8_lossy(&curl.stdout);
+        assert!(
+            curl.status.success(),
+            "{}",
+            String::from_utf8_lossy(&curl.stderr)
+        );
+        assert!(reply.starts_with(status), "{flags:?}: {reply}");
+        assert!(reply.contains("x-weir-cohort: "), "{reply}");
+    }
 }
 
 /// Two sims of 12 tokens and a 50/50 config over them in `dir`.
