@@ -20,6 +20,9 @@ use weir::{
 // 22% of `weir proxy`'s instructions. jemalloc cuts the proxy's instructions
 // per request by 10% (callgrind) and holds memory per open stream at 61 KiB
 // (glibc: 64). mimalloc was faster still but doubled memory per stream.
+// The `system-alloc` feature leaves glibc's malloc in, for heap profilers
+// that hook it (heaptrack).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

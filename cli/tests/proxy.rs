@@ -484,7 +484,86 @@ fn the_python_openai_client_streams_every_token_through_the_proxy() {
     let dir = scratch("openai");
     let (_sims, cfg) = openai_backends(&dir);
     let proxy = proxy(&cfg);
-    assert_openai_streams(&format!("http://{}/v1", proxy.listen), None);
+    assert_openai_streams(&format!("http://{}/v1", proxy.listen), None, false);
+}
+
+#[test]
+fn the_python_openai_client_streams_over_h2c_with_prior_knowledge() {
+    let dir = scratch("openai-h2c");
+    let (_sims, cfg) = openai_backends(&dir);
+    let proxy = proxy(&cfg);
+    assert_openai_streams(&format!("http://{}/v1", proxy.listen), None, true);
+}
+
+/// h2load, from Debian's nghttp2-client (tests/run installs it;
+/// `WEIR_H2LOAD` names another binary).
+fn h2load() -> PathBuf {
+    let path = PathBuf::from(std::env::var("WEIR_H2LOAD").unwrap_or("/usr/bin/h2load".into()));
+    assert!(
+        path.is_file(),
+        "{} not found: install nghttp2-client (tests/run does) or set WEIR_H2LOAD",
+        path.display()
+    );
+    path
+}
+
+/// A load generator built for HTTP/2: 200 streamed completions over 2
+/// h2c connections, 10 streams at a time on each. Every stream is answered
+/// 200 with its whole stream, and the proxy records each as a request of
+/// its own.
+#[test]
+fn h2load_multiplexes_streamed_completions_over_h2c() {
+    let dir = scratch("h2load");
+    let (_sims, cfg) = openai_backends(&dir);
+    let proxy = proxy(&cfg);
+    let body = dir.join("body.json");
+    std::fs::write(
+        &body,
+        r#"{"model":"weir-sim","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .expect("write body");
+    let run = Command::new(h2load())
+        .args([
+            "-n",
+            "200",
+            "-c",
+            "2",
+            "-m",
+            "10",
+            "-H",
+            "content-type: application/json",
+            "-d",
+        ])
+        .arg(&body)
+        .arg(format!("http://{}/v1/chat/completions", proxy.listen))
+        .output()
+        .expect("h2load runs");
+    let report = String::from_utf8_lossy(&run.stdout);
+    eprintln!("{report}");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(report.contains("Application protocol: h2c"), "{report}");
+    assert!(
+        report.contains("requests: 200 total, 200 started, 200 done, 200 succeeded, 0 failed"),
+        "{report}"
+    );
+    assert!(report.contains("status codes: 200 2xx"), "{report}");
+    let observed: Value =
+        serde_json::from_slice(&admin(&proxy, "/v1/observations").body).expect("JSON");
+    let cohorts = observed["cohorts"].as_array().expect("cohorts");
+    let ok: u64 = cohorts
+        .iter()
+        .map(|c| c["requests"]["ok"].as_u64().unwrap_or(0))
+        .sum();
+    let tokens: u64 = cohorts
+        .iter()
+        .map(|c| c["outputTokens"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(ok, 200, "{observed}");
+    assert_eq!(tokens, 200 * u64::from(OPENAI_TOKENS), "{observed}");
 }
 
 #[test]
@@ -505,7 +584,10 @@ fn the_python_openai_client_and_curl_stream_through_tls_with_a_test_ca() {
     );
     let ca = dir.join("ca.crt");
     let base = format!("https://127.0.0.1:{}/v1", proxy.listen.port());
-    assert_openai_streams(&base, Some(&ca));
+    // The openai client offers only HTTP/1.1 by default; with h2 allowed it
+    // gets h2 by ALPN.
+    assert_openai_streams(&base, Some(&ca), false);
+    assert_openai_streams(&base, Some(&ca), true);
     // curl offers h2 and then HTTP/1.1 by ALPN, and gets h2; told to speak
     // HTTP/1.1 only, it gets that.
     for (flags, status) in [
@@ -547,14 +629,20 @@ fn openai_backends(dir: &Path) -> ((Sim, Sim), PathBuf) {
 const OPENAI_TOKENS: u32 = 12;
 
 /// The real openai client streams one completion from `url` (trusting
-/// only `ca` for https) and gets every token, the finish and the usage.
-fn assert_openai_streams(url: &str, ca: Option<&Path>) {
+/// only `ca` for https, speaking only HTTP/2 with `http2`) and gets every
+/// token, the finish and the usage, over the HTTP version it asked for.
+fn assert_openai_streams(url: &str, ca: Option<&Path>, http2: bool) {
     let mut args = vec!["stream", url];
     if let Some(ca) = ca {
         args.push(ca.to_str().expect("utf-8"));
     }
+    if http2 {
+        args.push("--http2");
+    }
     let seen = openai_script(&args, Duration::from_secs(60));
     eprintln!("openai client saw: {seen}");
+    let version = if http2 { "HTTP/2" } else { "HTTP/1.1" };
+    assert_eq!(seen["http_version"], version, "{seen}");
     let tokens = OPENAI_TOKENS;
     // One chunk per token, the finish chunk and the usage chunk.
     assert_eq!(seen["chunks"], tokens + 2);

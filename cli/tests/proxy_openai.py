@@ -1,7 +1,9 @@
 """The real Python `openai` client through `weir proxy`, for cli/tests/proxy.rs.
 
-    proxy_openai.py stream URL [CA]        one streamed chat completion: what arrived
-                                           (CA: a PEM file, the only CA trusted for https)
+    proxy_openai.py stream URL [CA] [--http2]
+        one streamed chat completion: what arrived, and over which HTTP version
+        (CA: a PEM file, the only CA trusted for https; --http2: HTTP/2 only,
+        by ALPN over https and with prior knowledge (h2c) over http)
 
 URLs are OpenAI base URLs (http://127.0.0.1:PORT/v1). Prints one JSON object.
 """
@@ -15,17 +17,24 @@ MODEL = "weir-sim"
 MESSAGES = [{"role": "user", "content": "Say something."}]
 
 
-def client(url, ca=None):
+def client(url, ca=None, http2=False):
     # The openai client's own httpx defaults, trusting only `ca` when given.
-    http_client = openai.DefaultHttpxClient(verify=ca) if ca else None
+    options = {}
+    if ca:
+        options["verify"] = ca
+    if http2:
+        # HTTP/2 needs the `h2` package (tests/requirements.txt). Without
+        # HTTP/1.1 the client speaks h2 from the first byte over plain http.
+        options.update(http1=False, http2=True)
+    http_client = openai.DefaultHttpxClient(**options) if options else None
     return openai.OpenAI(
         base_url=url, api_key="x", max_retries=0, timeout=30.0, http_client=http_client
     )
 
 
-def stream(url, ca=None):
+def stream(url, ca=None, http2=False):
     """Streams one completion; every chunk's content, the finish reason, usage."""
-    raw = client(url, ca).chat.completions.with_raw_response.create(
+    raw = client(url, ca, http2).chat.completions.with_raw_response.create(
         model=MODEL,
         messages=MESSAGES,
         stream=True,
@@ -42,6 +51,7 @@ def stream(url, ca=None):
             finish = choice.finish_reason or finish
     return {
         "version": openai.__version__,
+        "http_version": raw.http_response.http_version,
         "cohort": raw.headers.get("x-weir-cohort"),
         "chunks": chunks,
         "contents": contents,
@@ -52,8 +62,9 @@ def stream(url, ca=None):
 
 
 def main(argv):
-    if argv[1:2] == ["stream"] and len(argv) in (3, 4):
-        result = stream(*argv[2:])
+    args = [a for a in argv[2:] if a != "--http2"]
+    if argv[1:2] == ["stream"] and len(args) in (1, 2):
+        result = stream(*args, http2="--http2" in argv)
     else:
         raise SystemExit(__doc__)
     print(json.dumps(result))

@@ -69,6 +69,139 @@ async fn an_http11_request_without_one_host_is_refused_and_reaches_no_upstream()
     assert!(up.heads().is_empty(), "{:?}", up.heads());
 }
 
+/// Request smuggling: framing that two parsers could read differently, so
+/// that a request hidden in the body reaches the upstream as a request of
+/// its own. Each is refused with 400 before anything reaches an upstream;
+/// the body's framing is checked too, because the proxy reads a body of up
+/// to 64 KiB before it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smuggling_set_is_refused_with_400_and_reaches_no_upstream() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let hidden = "GET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
+    let post = |fields: &str, body: &str| {
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\n{fields}\r\n{body}{hidden}")
+    };
+    let chunked = "transfer-encoding: chunked\r\n";
+    let cases = [
+        (
+            "Content-Length with Transfer-Encoding",
+            post(&format!("content-length: 5\r\n{chunked}"), "0\r\n\r\n"),
+        ),
+        (
+            "two different Content-Lengths",
+            post("content-length: 4\r\ncontent-length: 40\r\n", "abcd"),
+        ),
+        (
+            "Content-Length as a list of two values",
+            post("content-length: 4, 40\r\n", "abcd"),
+        ),
+        (
+            "a folded (obs-fold) Transfer-Encoding",
+            post("transfer-encoding:\r\n chunked\r\n", "0\r\n\r\n"),
+        ),
+        (
+            "a chunk size that is no number",
+            post(chunked, "zz\r\nabcd\r\n0\r\n\r\n"),
+        ),
+        (
+            "a chunk size that overflows",
+            post(chunked, "fffffffffffffffffffff\r\nabcd\r\n0\r\n\r\n"),
+        ),
+        (
+            "a bad chunk after a good one",
+            post(chunked, "4\r\nabcd\r\n4x\r\nefgh\r\n0\r\n\r\n"),
+        ),
+        (
+            "a chunk longer than its size",
+            post(chunked, "2\r\nabcd\r\n0\r\n\r\n"),
+        ),
+        (
+            "Transfer-Encoding: chunked, identity",
+            post("transfer-encoding: chunked, identity\r\n", "0\r\n\r\n"),
+        ),
+        (
+            "Transfer-Encoding: identity, chunked",
+            post("transfer-encoding: identity, chunked\r\n", "0\r\n\r\n"),
+        ),
+        (
+            "two Transfer-Encoding fields",
+            post(&format!("{chunked}{chunked}"), "0\r\n\r\n"),
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            format!(
+                "POST /v1/chat/completions HTTP/1.0\r\nhost: a\r\n{chunked}\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+    ];
+    for (what, request) in &cases {
+        let got = exchange(proxy.listen, request.as_bytes(), 1).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{what}: {got:?}");
+    }
+    assert!(up.heads().is_empty(), "{:?}", up.heads());
+    // The same requests framed soundly go through, one request each (the
+    // recorder reads bodies by Content-Length only, so it is shown the
+    // chunked body's bytes as a head of their own: only heads that are
+    // requests are counted).
+    let sound = |fields: &str, body: &str| {
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\n{fields}\r\n{body}")
+    };
+    for request in [
+        sound("content-length: 4\r\n", "abcd"),
+        sound(chunked, "4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n"),
+    ] {
+        let got = exchange(proxy.listen, request.as_bytes(), 1).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    }
+    let heads = up.heads();
+    let requests = heads
+        .iter()
+        .filter(|h| h.starts_with("post /v1/chat"))
+        .count();
+    assert_eq!(requests, 2, "{heads:?}");
+    assert!(!heads.iter().any(|h| h.contains("smuggled")), "{heads:?}");
+    assert_eq!(up.bodies()[0], b"abcd");
+}
+
+/// A client that sends `Expect: 100-continue` waits for `100 Continue`
+/// before its body: the proxy answers it at once (it reads the body before
+/// it connects) and the upstream gets the body without the expectation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_by_the_proxy() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    conn.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\
+expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write head");
+    let mut got = Vec::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, read_until(&mut conn, &mut got, "\r\n\r\n"))
+        .await
+        .expect("100 Continue before the body is sent");
+    let interim = String::from_utf8_lossy(&got).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
+    assert!(
+        up.heads().is_empty(),
+        "nothing goes upstream before the body"
+    );
+    conn.write_all(b"{}").await.expect("write body");
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_until(&mut conn, &mut got, "\r\n\r\nok"),
+    )
+    .await
+    .expect("the answer");
+    assert!(String::from_utf8_lossy(&got).contains("HTTP/1.1 200"));
+    let heads = up.heads();
+    assert_eq!(heads.len(), 1);
+    assert!(!heads[0].contains("expect:"), "{heads:?}");
+    assert_eq!(up.bodies()[0], b"{}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http10_request_goes_upstream_as_http11_with_a_host() {
     let up = Recorder::start().await;

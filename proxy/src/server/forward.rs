@@ -5,7 +5,8 @@
 //! (an HTTP/1 request or an HTTP/2 stream, as `protocols` hands it over)
 //! built for that shape instead of pingora-proxy's general path (two task
 //! channels, `try_join` and a copy of every body chunk per request): it
-//! reads the request, routes it (the pure
+//! reads the request (its body whole, up to 64 KiB, before anything goes
+//! upstream), routes it (the pure
 //! [`crate::route::route`]), connects (failing over once to the other
 //! cohort), writes the request, forwards the response head, then loops
 //! read → meter → write on the same task. The meter reads each chunk in the
@@ -24,15 +25,19 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http::header;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
-use pingora::connectors::http::v1::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
+use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::server::ShutdownWatch;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer as _};
 use pingora::{Error, ErrorType, RetryType};
+use tokio::io::AsyncReadExt as _;
 
 use super::headers;
+use super::kept::{Kept, Taken};
 use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Draws};
 use crate::balance::EndpointGuard;
 use crate::config::Timeouts;
@@ -47,8 +52,15 @@ pub(super) struct Forwarder {
     pub(super) timeouts: Timeouts,
     pub(super) active: Arc<Active>,
     pub(super) draws: Draws,
-    pub(super) connector: Connector,
+    /// pingora's upstream pool (and TLS). weir takes streams from it and
+    /// gives them back itself, so that a client connection can keep the
+    /// upstream connections it used ([`KeptUpstreams`]).
+    pub(super) connector: TransportConnector,
 }
+
+/// The upstream connections one HTTP/1 client connection keeps between its
+/// requests (see `kept.rs`).
+pub(super) type KeptUpstreams = Kept<Stream>;
 
 /// One request's state: its decision, the cohort it is counted against and
 /// what holds it in the in-flight gauges.
@@ -109,11 +121,13 @@ impl Ended {
 
 impl Forwarder {
     /// Serves one request of a connection (HTTP/1) or one stream (HTTP/2);
-    /// returns the connection when it can take the next request.
+    /// returns the connection when it can take the next request. `kept`
+    /// holds an HTTP/1 connection's upstream connections between requests.
     pub(super) async fn process(
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        kept: Option<&mut KeptUpstreams>,
     ) -> Option<ReusedHttpStream> {
         if let ServerSession::H1(h1) = &mut session {
             // A second request in the same packet is kept for the next
@@ -142,7 +156,7 @@ impl Forwarder {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        if !self.serve(&mut session).await {
+        if !self.serve(&mut session, kept).await {
             return None;
         }
         let persistent = HttpPersistentSettings::for_session(&session);
@@ -163,11 +177,27 @@ pub(super) async fn draining(watch: &mut ShutdownWatch) {
 impl Forwarder {
     /// Serves one request; returns whether the client's connection can take
     /// the next one.
-    async fn serve(&self, session: &mut ServerSession) -> bool {
+    async fn serve(&self, session: &mut ServerSession, kept: Option<&mut KeptUpstreams>) -> bool {
         let started = Instant::now();
-        if let Err(refused) = headers::check(session.req_header()) {
+        let raw_head = match session {
+            ServerSession::H1(h1) => Some(h1.get_headers_raw_bytes()),
+            _ => None,
+        };
+        if let Err(refused) = headers::check(session.req_header(), raw_head.as_deref()) {
+            session.set_keepalive(None);
             return respond(session, 400, &refused.to_string(), None).await;
         }
+        let ahead = match read_ahead(session).await {
+            Ok(ahead) => ahead,
+            Err(BodyFailed::Malformed(what)) => {
+                // The framing is lost: nothing after this on the connection
+                // can be trusted to be a request.
+                session.set_keepalive(None);
+                let message = format!("the request body is malformed: {what}");
+                return respond(session, 400, &message, None).await;
+            }
+            Err(BodyFailed::Gone) => return false,
+        };
         let decided = {
             let req = session.req_header();
             let host = req
@@ -193,18 +223,23 @@ impl Forwarder {
             meter: Meter::new(started),
             endpoint: None,
         };
-        let ended = self.exchange(session, &mut exchange).await;
+        let ended = self.exchange(session, &mut exchange, &ahead, kept).await;
         let Exchange { handle, meter, .. } = exchange;
         handle.record(&meter.finish(ended.end, Instant::now()));
         ended.reusable
     }
 
     /// Connects, sends the request and streams the response back.
-    async fn exchange(&self, session: &mut ServerSession, x: &mut Exchange) -> Ended {
-        session.enable_retry_buffering();
+    async fn exchange(
+        &self,
+        session: &mut ServerSession,
+        x: &mut Exchange,
+        ahead: &Ahead,
+        mut kept: Option<&mut KeptUpstreams>,
+    ) -> Ended {
         let mut replay = false;
         let (mut upstream, peer, head) = loop {
-            let (mut upstream, reused, peer) = match self.connect(x).await {
+            let (mut upstream, reused, peer) = match self.connect(x, &mut kept).await {
                 Ok(connected) => connected,
                 Err(why) => {
                     let cohort = x.serving().cohort.as_str();
@@ -216,7 +251,7 @@ impl Forwarder {
                 }
             };
             let authority = x.serving().upstream.authority();
-            let answered = match send(session, &mut upstream, authority, replay).await {
+            let answered = match send(session, &mut upstream, authority, ahead, replay).await {
                 Ok(()) => upstream
                     .read_resp_header_parts()
                     .await
@@ -260,25 +295,75 @@ impl Forwarder {
         }
         let ended = stream_body(session, &mut upstream, &mut x.meter).await;
         if ended.end == End::Complete {
-            self.connector
-                .release_http_session(upstream, &peer, Some(self.timeouts.idle))
-                .await;
+            self.release(upstream, &peer, kept).await;
         }
         ended
+    }
+
+    /// Gives an upstream connection whose response ended cleanly back for
+    /// reuse: to the client connection's kept ones when it has them, else
+    /// (and for what they push out) to the shared pool.
+    async fn release(
+        &self,
+        mut upstream: Upstream,
+        peer: &HttpPeer,
+        kept: Option<&mut KeptUpstreams>,
+    ) {
+        upstream.respect_keepalive();
+        let Some(stream) = upstream.reuse().await else {
+            return;
+        };
+        let key = peer.reuse_hash();
+        let spilled = match kept {
+            Some(kept) => kept.put(key, stream, Instant::now()),
+            None => Some((key, stream)),
+        };
+        if let Some((key, stream)) = spilled {
+            self.connector
+                .release_stream(stream, key, Some(self.timeouts.idle));
+        }
+    }
+
+    /// Gives a client connection's kept upstream connections to the shared
+    /// pool when the client connection ends.
+    pub(super) fn release_kept(&self, kept: &mut KeptUpstreams) {
+        for (key, stream) in kept.drain() {
+            self.connector
+                .release_stream(stream, key, Some(self.timeouts.idle));
+        }
+    }
+
+    /// The connection `kept` holds for `peer`, when it is young enough and
+    /// still open; anything else it held for `peer` is closed.
+    fn take_kept(&self, kept: &mut Option<&mut KeptUpstreams>, peer: &HttpPeer) -> Option<Stream> {
+        let kept = kept.as_deref_mut()?;
+        match kept.take(peer.reuse_hash(), Instant::now(), self.timeouts.idle) {
+            Taken::Fresh(mut stream) => still_open(&mut stream).then_some(stream),
+            Taken::None | Taken::Expired(_) => None,
+        }
     }
 
     /// An upstream session for the serving backend: one of its ready
     /// endpoints (or its URL's address), moving once to the fallback cohort
     /// when none is ready or the connection fails. The error text says what
     /// could not be reached.
-    async fn connect(&self, x: &mut Exchange) -> Result<(Upstream, bool, HttpPeer), String> {
+    async fn connect(
+        &self,
+        x: &mut Exchange,
+        kept: &mut Option<&mut KeptUpstreams>,
+    ) -> Result<(Upstream, bool, HttpPeer), String> {
         loop {
             let backend = x.serving();
             let why = match target(backend, &self.draws).await {
                 Some((addr, guard)) => {
                     let peer = self.peer(addr, &backend.upstream);
-                    match self.connector.get_http_session(&peer).await {
-                        Ok((mut upstream, reused)) => {
+                    let stream = match self.take_kept(kept, &peer) {
+                        Some(stream) => Ok((stream, true)),
+                        None => self.connector.get_stream(&peer).await,
+                    };
+                    match stream {
+                        Ok((stream, reused)) => {
+                            let mut upstream = Upstream::new_with_options(stream, &peer);
                             upstream.read_timeout = Some(self.timeouts.read);
                             x.endpoint = guard;
                             return Ok((upstream, reused, peer));
@@ -350,12 +435,81 @@ enum Failed {
     Upstream(Box<Error>),
 }
 
-/// Writes the request head and body upstream. With `replay`, the body comes
-/// from the session's retry buffer (the first attempt read it already).
+/// Request bodies are read up to this many bytes before the request is
+/// routed and before anything goes upstream (pingora's retry buffer holds
+/// as much, for the replay on a new connection). An inference request, a
+/// JSON document of a few KiB, is then whole at the proxy first: a body
+/// with broken framing is refused with 400 and reaches no upstream, and
+/// routing may look into it. A longer body streams on after this part.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// The start of a request body, read before anything goes upstream.
+struct Ahead {
+    chunks: Vec<Bytes>,
+    /// The whole body is in `chunks`.
+    done: bool,
+}
+
+/// Why a request body could not be read.
+enum BodyFailed {
+    /// Its framing is broken (a bad chunk size or chunk end).
+    Malformed(&'static str),
+    /// The client went away or stalled past the read deadline.
+    Gone,
+}
+
+/// Reads the request body up to [`READ_AHEAD`], answering an HTTP/1.1
+/// `Expect: 100-continue` first (the client waits for it before sending).
+async fn read_ahead(session: &mut ServerSession) -> Result<Ahead, BodyFailed> {
+    session.enable_retry_buffering();
+    let mut ahead = Ahead {
+        chunks: Vec::new(),
+        done: session.is_body_empty(),
+    };
+    if ahead.done {
+        return Ok(ahead);
+    }
+    if is_expect_continue_req(session.req_header()) {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| BodyFailed::Gone)?;
+    }
+    let mut read = 0;
+    while read < READ_AHEAD {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                ahead.chunks.push(chunk);
+            }
+            Ok(None) => {
+                ahead.done = true;
+                break;
+            }
+            // pingora's body reader names its framing errors only by these
+            // strings (the constants are crate-private).
+            Err(e) => {
+                return Err(match e.etype().as_str() {
+                    "InvalidChunk" => BodyFailed::Malformed("a chunk size or chunk end is invalid"),
+                    "InvalidTrailerEnd" => {
+                        BodyFailed::Malformed("the chunked trailer does not end")
+                    }
+                    _ => BodyFailed::Gone,
+                });
+            }
+        }
+    }
+    Ok(ahead)
+}
+
+/// Writes the request head and body upstream: the part read ahead, then
+/// the rest as it arrives. With `replay`, the body read so far comes from
+/// the session's retry buffer (the first attempt sent it already).
 async fn send(
     session: &mut ServerSession,
     upstream: &mut Upstream,
     authority: &str,
+    ahead: &Ahead,
     replay: bool,
 ) -> Result<(), Failed> {
     let has_body = !session.is_body_empty();
@@ -368,17 +522,24 @@ async fn send(
     if has_body {
         if replay && let Some(body) = session.get_retry_buffer() {
             upstream.write_body(&body).await.map_err(Failed::Upstream)?;
+        } else {
+            for chunk in &ahead.chunks {
+                upstream.write_body(chunk).await.map_err(Failed::Upstream)?;
+            }
         }
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    upstream
-                        .write_body(&chunk)
-                        .await
-                        .map_err(Failed::Upstream)?;
+        // The rest of a body longer than what was read ahead.
+        if !ahead.done {
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        upstream
+                            .write_body(&chunk)
+                            .await
+                            .map_err(Failed::Upstream)?;
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Err(Failed::Client),
                 }
-                Ok(None) => break,
-                Err(_) => return Err(Failed::Client),
             }
         }
     }
@@ -467,6 +628,17 @@ async fn stream_body(
         end: End::Complete,
         reusable: finished.is_ok(),
     }
+}
+
+/// Whether an idle upstream connection is still usable: as pingora's pool
+/// checks one it takes back, a connection with something to read while
+/// idle was closed (or sent bytes nobody asked for). The read is polled
+/// once and makes no system call unless the socket is readable.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::task::unconstrained(stream.read(&mut byte))
+        .now_or_never()
+        .is_none()
 }
 
 /// How a failed upstream read ends the request.

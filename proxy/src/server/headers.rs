@@ -27,6 +27,10 @@ pub enum Refused {
     /// A header value that cannot be sent upstream as it is.
     #[error("a header value cannot be forwarded: {0}")]
     Header(&'static str),
+    /// HTTP/1 body framing two parsers could read differently: the root
+    /// of request smuggling (RFC 9112 §6.1, §6.3), so refused outright.
+    #[error("ambiguous body framing: {0}")]
+    Framing(&'static str),
 }
 
 /// Connection-specific fields that never cross the proxy.
@@ -55,17 +59,50 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// Checks a request before it is routed: an HTTP/1.1 request must carry
-/// exactly one `Host` (HTTP/2 carries `:authority` instead).
+/// exactly one `Host` (HTTP/2 carries `:authority` instead), and an HTTP/1
+/// body's framing must be unambiguous.
+///
+/// `raw_head` is the HTTP/1 request head as it arrived (`None` for
+/// HTTP/2): pingora drops `Content-Length` from the parsed head when
+/// `Transfer-Encoding` is present too, which RFC 9112 §6.3 allows; weir
+/// refuses such a request instead, as the RFC also allows, because the
+/// next parser along the way (a server behind the upstream, a cache) may
+/// pick the other length.
 ///
 /// # Errors
-/// [`Refused::Host`] for an HTTP/1.1 request without one `Host`.
-pub fn check(request: &RequestHeader) -> Result<(), Refused> {
+/// [`Refused::Host`] for an HTTP/1.1 request without one `Host`;
+/// [`Refused::Framing`] for `Transfer-Encoding` beside `Content-Length`,
+/// or any `Transfer-Encoding` other than one `chunked`.
+pub fn check(request: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refused> {
     if request.version == Version::HTTP_11
         && request.headers.get_all(header::HOST).iter().count() != 1
     {
         return Err(Refused::Host);
     }
+    let mut codings = request.headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next() {
+        if codings.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(Refused::Framing(
+                "Transfer-Encoding must be exactly `chunked` (no other coding, no list)",
+            ));
+        }
+        if raw_head.is_some_and(|raw| has_field(raw, b"content-length")) {
+            return Err(Refused::Framing(
+                "Transfer-Encoding and Content-Length in one request",
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Whether the raw HTTP/1 head `raw` has a field `name` (lowercase ASCII).
+/// The request line is skipped; a field line starts after a CR LF or LF.
+fn has_field(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    })
 }
 
 /// The request header sent to an upstream at `authority` (`host:port`):
@@ -84,6 +121,9 @@ pub fn upstream_request(
     for name in connection_named(&request.headers).iter().chain(&HOP_BY_HOP) {
         request.remove_header(name);
     }
+    // `Expect: 100-continue` was answered at this hop (the proxy reads the
+    // body before it connects), so the upstream gets the body at once.
+    request.remove_header(&header::EXPECT);
     request.set_version(Version::HTTP_11);
     if downstream.uri.authority().is_some() {
         // An HTTP/2 request (or an absolute-form HTTP/1 target) names its
@@ -182,20 +222,79 @@ mod tests {
 
     #[test]
     fn an_http11_request_needs_exactly_one_host() {
-        assert_eq!(check(&request(Version::HTTP_11, &[("host", "a")])), Ok(()));
         assert_eq!(
-            check(&request(Version::HTTP_11, &[])),
+            check(&request(Version::HTTP_11, &[("host", "a")]), None),
+            Ok(())
+        );
+        assert_eq!(
+            check(&request(Version::HTTP_11, &[]), None),
             Err(Refused::Host),
             "none"
         );
         assert_eq!(
-            check(&request(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
+            check(
+                &request(Version::HTTP_11, &[("host", "a"), ("host", "b")]),
+                None
+            ),
             Err(Refused::Host),
             "two"
         );
-        assert_eq!(check(&request(Version::HTTP_10, &[])), Ok(()), "1.0");
+        assert_eq!(check(&request(Version::HTTP_10, &[]), None), Ok(()), "1.0");
     }
 
+    #[test]
+    fn body_framing_must_be_one_length_or_plain_chunked() {
+        let te = |value: &str| {
+            request(
+                Version::HTTP_11,
+                &[("host", "a"), ("transfer-encoding", value)],
+            )
+        };
+        let raw_cl = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let raw_te = b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(check(&te("chunked"), Some(raw_te)), Ok(()), "plain chunked");
+        assert_eq!(
+            check(&te("Chunked"), None),
+            Ok(()),
+            "a coding is case-insensitive"
+        );
+        for (what, req, raw) in [
+            ("Content-Length beside it", te("chunked"), Some(&raw_cl[..])),
+            ("chunked, identity", te("chunked, identity"), None),
+            ("identity, chunked", te("identity, chunked"), None),
+            ("gzip", te("gzip"), None),
+            ("xchunked", te("xchunked"), None),
+            (
+                "two fields",
+                request(
+                    Version::HTTP_11,
+                    &[
+                        ("host", "a"),
+                        ("transfer-encoding", "chunked"),
+                        ("transfer-encoding", "chunked"),
+                    ],
+                ),
+                None,
+            ),
+        ] {
+            assert!(
+                matches!(check(&req, raw), Err(Refused::Framing(_))),
+                "{what}"
+            );
+        }
+        // The request line is not a field, whatever its target says.
+        assert!(!has_field(
+            b"GET /content-length: HTTP/1.1\r\n\r\n",
+            b"content-length"
+        ));
+        assert!(has_field(
+            b"GET / HTTP/1.1\nCONTENT-LENGTH: 1\n\n",
+            b"content-length"
+        ));
+    }
+
+    /// `expect` too: the proxy answers `100 Continue` itself and has the
+    /// body before it connects.
     #[test]
     fn hop_by_hop_fields_and_the_ones_connection_names_stay_behind() {
         let down = request(
@@ -208,6 +307,7 @@ mod tests {
                 ("te", "trailers"),
                 ("upgrade", "h2c"),
                 ("proxy-connection", "keep-alive"),
+                ("expect", "100-continue"),
                 ("authorization", "Bearer k"),
                 ("content-length", "2"),
             ],
@@ -248,7 +348,7 @@ mod tests {
         assert_eq!(up.uri.to_string(), "/v1/chat/completions?x=1");
         assert_eq!(up.headers["host"], "chat.example");
         assert_eq!(up.version, Version::HTTP_11);
-        assert_eq!(check(&down), Ok(()), ":authority stands for Host");
+        assert_eq!(check(&down, None), Ok(()), ":authority stands for Host");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod forward;
 pub mod headers;
+mod kept;
 mod protocols;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora::connectors::http::v1::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
@@ -166,16 +167,16 @@ const UPSTREAM_POOL: usize = 128;
 /// The upstream connector: pooled connections, TLS verified against
 /// `--upstream-ca` when given (checked first: pingora panics on a bundle it
 /// cannot load).
-fn connector(settings: &Settings) -> Result<Connector, ServeError> {
+fn connector(settings: &Settings) -> Result<TransportConnector, ServeError> {
     #[cfg(feature = "tls")]
     if let Some(ca) = &settings.upstream_ca {
         crate::tls::check_ca_bundle(ca).map_err(ServeError::UpstreamCa)?;
         let mut options = pingora::connectors::ConnectorOptions::new(UPSTREAM_POOL);
         options.ca_file = Some(ca.to_string_lossy().into_owned());
-        return Ok(Connector::new(Some(options)));
+        return Ok(TransportConnector::new(Some(options)));
     }
     let _ = settings;
-    Ok(Connector::new(None))
+    Ok(TransportConnector::new(None))
 }
 
 /// Where and how to run the proxy.

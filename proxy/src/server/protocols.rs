@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::listeners::ALPN;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v2::server::{H2Options, default_h2_options};
 use pingora::server::ShutdownWatch;
 
-use super::forward::{Forwarder, draining};
+use super::forward::{Forwarder, KeptUpstreams, draining};
 use super::{ConnectionGuard, Connections};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -36,8 +37,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// for until the whole preface is in.
 const LOOKS: [usize; 4] = [1, 2, 3, PREFACE.len()];
 
-/// One listener's connections: the cap, the protocol, then pingora's
-/// session loop for it.
+/// One listener's connections: the cap, the protocol, then the session
+/// loop for it (weir's own for HTTP/1, pingora's for HTTP/2).
 pub(super) struct Protocols {
     /// HTTP/1.x, and HTTP/2 where TLS's ALPN chose it.
     http: Arc<App>,
@@ -92,6 +93,9 @@ impl ServerApp for Protocols {
         // retries, or goes to another replica.
         let _connection: ConnectionGuard = self.connections.enter()?;
         let app = if stream.get_ssl_digest().is_some() {
+            if stream.selected_alpn_proto() != Some(ALPN::H2) {
+                return self.http1(stream, shutdown).await;
+            }
             &self.http
         } else {
             let mut closing = shutdown.clone();
@@ -102,12 +106,37 @@ impl ServerApp for Protocols {
             };
             match looked {
                 Ok(Ok(true)) => &self.h2c,
-                Ok(Ok(false)) => &self.http,
+                Ok(Ok(false)) => return self.http1(stream, shutdown).await,
                 // Closed, or silent past the deadline.
                 Ok(Err(_)) | Err(_) => return None,
             }
         };
         app.process_new(stream, shutdown).await
+    }
+}
+
+impl Protocols {
+    /// An HTTP/1 connection's requests, one after another: pingora's own
+    /// HTTP/1 loop, plus the upstream connections the client connection
+    /// keeps between its requests, given to the shared pool at its end.
+    async fn http1(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let forwarder = &self.http.forwarder;
+        let mut kept = KeptUpstreams::default();
+        let mut session = ServerSession::new_http1(stream);
+        // pingora's keep-alive setting for a new connection (its loop
+        // sets the same); reading each next request has the header
+        // deadline besides.
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let mut next = forwarder.process(session, shutdown, Some(&mut kept)).await;
+        while let Some((stream, persistent)) = next.map(ReusedHttpStream::consume) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(persistent) = persistent {
+                persistent.apply_to_session(&mut session);
+            }
+            next = forwarder.process(session, shutdown, Some(&mut kept)).await;
+        }
+        forwarder.release_kept(&mut kept);
+        None
     }
 }
 
@@ -137,7 +166,9 @@ impl HttpServerApp for App {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        self.forwarder.process(session, shutdown).await
+        // HTTP/2 streams share their connection, so no stream keeps
+        // upstream connections: each takes one from the shared pool.
+        self.forwarder.process(session, shutdown, None).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
