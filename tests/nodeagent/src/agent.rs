@@ -16,8 +16,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -98,7 +98,9 @@ impl Agent {
     }
 
     fn bridge_ip(&self) -> Ipv4Addr {
-        self.range.lock().map_or(Ipv4Addr::UNSPECIFIED, |r| r.bridge_ip())
+        self.range
+            .lock()
+            .map_or(Ipv4Addr::UNSPECIFIED, |r| r.bridge_ip())
     }
 
     /// Registers the Nodes, then runs their pods until `shutdown` turns
@@ -111,7 +113,9 @@ impl Agent {
         let pods = Api::<Pod>::all(self.client.clone());
         let streams = self.nodes.iter().map(|n| {
             let config = watcher::Config::default().fields(&format!("spec.nodeName={}", n.name));
-            watcher::watcher(pods.clone(), config).default_backoff().boxed()
+            watcher::watcher(pods.clone(), config)
+                .default_backoff()
+                .boxed()
         });
         let mut events = futures::stream::select_all(streams);
         let mut running: HashMap<String, (watch::Sender<Stop>, JoinHandle<()>)> = HashMap::new();
@@ -134,6 +138,7 @@ impl Agent {
         }
 
         heartbeat.abort();
+        running.retain(|_, (_, task)| !task.is_finished());
         log!("stopping: killing {} pods' processes", running.len());
         for (stop, _) in running.values() {
             let _ = stop.send(Stop::Kill);
@@ -154,7 +159,11 @@ impl Agent {
         for (i, spec) in self.nodes.iter().enumerate() {
             let object = node::node(spec);
             nodes
-                .patch(&spec.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
+                .patch(
+                    &spec.name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&object),
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("registering Node {}: {e}", spec.name))?;
             log!("registered Node {} ({})", spec.name, range.node_cidr(i));
@@ -261,7 +270,10 @@ impl Agent {
             }),
             ..DeleteParams::default()
         };
-        match Api::<Pod>::namespaced(self.client.clone(), ns).delete(name, &params).await {
+        match Api::<Pod>::namespaced(self.client.clone(), ns)
+            .delete(name, &params)
+            .await
+        {
             Ok(_) => log!("pod {ns}/{name}: deleted"),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => log!("pod {ns}/{name}: deleting: {e}"),
@@ -285,7 +297,12 @@ impl Agent {
     }
 
     /// Runs one pod until it is deleted or the agent stops.
-    async fn run_pod(self: Arc<Self>, pod: Pod, node_index: usize, mut stop: watch::Receiver<Stop>) {
+    async fn run_pod(
+        self: Arc<Self>,
+        pod: Pod,
+        node_index: usize,
+        mut stop: watch::Receiver<Stop>,
+    ) {
         let id = format!(
             "{}/{}",
             pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -293,7 +310,11 @@ impl Agent {
         );
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (netns, veth) = (self.names.netns(n), self.names.veth(n));
-        let allocated = self.range.lock().map_err(|_| "pod range lock poisoned".to_string()).and_then(|mut r| r.allocate(node_index).map_err(|e| e.to_string()));
+        let allocated = self
+            .range
+            .lock()
+            .map_err(|_| "pod range lock poisoned".to_string())
+            .and_then(|mut r| r.allocate(node_index).map_err(|e| e.to_string()));
         let started = Timestamp::now();
         let mut state = PodState {
             ip: Ipv4Addr::UNSPECIFIED,
@@ -310,7 +331,11 @@ impl Agent {
         let setup = match allocated {
             Ok(ip) => {
                 state.ip = ip;
-                match self.ip.add_pod(&netns, &veth, &self.names.bridge(), ip).await {
+                match self
+                    .ip
+                    .add_pod(&netns, &veth, &self.names.bridge(), ip)
+                    .await
+                {
                     Ok(()) => ContainerPlan::for_pod(&pod, ip).map_err(|e| e.to_string()),
                     Err(e) => Err(format!("pod network: {e}")),
                 }
@@ -327,12 +352,18 @@ impl Agent {
                 state.process = Process::Failed(why);
                 self.patch_status(&pod, &state).await;
                 let end = wait_stop(&mut stop).await;
-                self.cleanup(&pod, node_index, state.ip, &netns, &veth, end).await;
+                self.cleanup(&pod, node_index, state.ip, &netns, &veth, end)
+                    .await;
                 return;
             }
         };
         state.container = (plan.name.clone(), plan.image.clone());
-        log!("pod {id}: {} on {}, weir sim {}", state.ip, self.nodes[node_index].name, plan.sim_args.join(" "));
+        log!(
+            "pod {id}: {} on {}, weir sim {}",
+            state.ip,
+            self.nodes[node_index].name,
+            plan.sim_args.join(" ")
+        );
 
         let end = loop {
             let mut child = match self.spawn(&netns, &plan, &id) {
@@ -343,13 +374,21 @@ impl Agent {
                     break wait_stop(&mut stop).await;
                 }
             };
-            state.process = Process::Running { since: Timestamp::now() };
+            state.process = Process::Running {
+                since: Timestamp::now(),
+            };
             state.ready = plan.readiness.is_none();
             state.ready_changed = Timestamp::now();
             self.patch_status(&pod, &state).await;
 
-            let mut counter = plan.readiness.as_ref().map(|p| ProbeCounter::new(p.success_threshold, p.failure_threshold));
-            let first = plan.readiness.as_ref().map_or(Duration::from_secs(3600), |p| p.initial_delay);
+            let mut counter = plan
+                .readiness
+                .as_ref()
+                .map(|p| ProbeCounter::new(p.success_threshold, p.failure_threshold));
+            let first = plan
+                .readiness
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |p| p.initial_delay);
             // interval_at panics on a zero period; the API server defaults
             // periodSeconds to 10 and refuses 0, so this is only a guard.
             let period = plan
@@ -357,7 +396,8 @@ impl Agent {
                 .as_ref()
                 .map_or(Duration::from_secs(3600), |p| p.period)
                 .max(Duration::from_millis(100));
-            let mut probe_tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+            let mut probe_tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + first, period);
             probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
             let exited = loop {
@@ -382,7 +422,10 @@ impl Agent {
             };
             let now = Timestamp::now();
             log!("pod {id}: process exited with {exited}; restarting it");
-            state.process = Process::Exited { code: exited, at: now };
+            state.process = Process::Exited {
+                code: exited,
+                at: now,
+            };
             state.last_exit = Some((exited, now));
             state.ready = false;
             state.ready_changed = now;
@@ -393,17 +436,25 @@ impl Agent {
             }
             state.restarts += 1;
         };
-        self.cleanup(&pod, node_index, state.ip, &netns, &veth, end).await;
+        self.cleanup(&pod, node_index, state.ip, &netns, &veth, end)
+            .await;
     }
 
-    fn spawn(&self, netns: &str, plan: &ContainerPlan, id: &str) -> Result<tokio::process::Child, String> {
+    fn spawn(
+        &self,
+        netns: &str,
+        plan: &ContainerPlan,
+        id: &str,
+    ) -> Result<tokio::process::Child, String> {
         let log_path = self.log_dir.join(format!("{}.log", id.replace('/', "_")));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
-        let stderr = log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let stderr = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         // `ip netns exec` enters the namespace and execs the command, so the
         // child's pid is the sim's own: signals reach it directly.
         tokio::process::Command::new("ip")
@@ -421,7 +472,13 @@ impl Agent {
 
     /// The kubelet's order: preStop hook, SIGTERM, then SIGKILL once the
     /// grace period (which the hook's time counts against) is over.
-    async fn terminate(&self, child: &mut tokio::process::Child, plan: &ContainerPlan, end: Stop, id: &str) {
+    async fn terminate(
+        &self,
+        child: &mut tokio::process::Child,
+        plan: &ContainerPlan,
+        end: Stop,
+        id: &str,
+    ) {
         let grace = match end {
             Stop::Terminate(grace) => grace.unwrap_or(plan.grace),
             Stop::Run | Stop::Kill => Duration::ZERO,
@@ -435,7 +492,10 @@ impl Agent {
             }
         }
         if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         tokio::select! {
             _ = child.wait() => {}
@@ -446,7 +506,15 @@ impl Agent {
         }
     }
 
-    async fn cleanup(&self, pod: &Pod, node_index: usize, ip: Ipv4Addr, netns: &str, veth: &str, end: Stop) {
+    async fn cleanup(
+        &self,
+        pod: &Pod,
+        node_index: usize,
+        ip: Ipv4Addr,
+        netns: &str,
+        veth: &str,
+        end: Stop,
+    ) {
         self.ip.remove_pod(netns, veth).await;
         if ip != Ipv4Addr::UNSPECIFIED
             && let Ok(mut range) = self.range.lock()
@@ -485,7 +553,9 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// timeout is a success, as for the kubelet.
 async fn http_probe(ip: Ipv4Addr, probe: &ReadinessProbe) -> bool {
     let attempt = async {
-        let mut conn = tokio::net::TcpStream::connect((ip, probe.port)).await.ok()?;
+        let mut conn = tokio::net::TcpStream::connect((ip, probe.port))
+            .await
+            .ok()?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {ip}:{}\r\nUser-Agent: kube-probe/1.34\r\nConnection: close\r\n\r\n",
             probe.path, probe.port

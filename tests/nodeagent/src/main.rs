@@ -34,10 +34,13 @@ use crate::node::NodeSpec;
 /// Runs pods bound to its Nodes as `weir sim` processes in network
 /// namespaces.
 #[derive(Debug, Parser)]
-#[command(name = "weir-node-agent", after_help = "\
+#[command(
+    name = "weir-node-agent",
+    after_help = "\
 Pods: the first container's args go to `weir sim` as they are; env WEIR_SIM_<FLAG>=V \
 adds --<flag> V; --listen <podIP>:<first containerPort, else 8000> and --name <pod> \
-are added unless given. The image is reported, never pulled.")]
+are added unless given. The image is reported, never pulled."
+)]
 struct Args {
     /// A node to register: NAME[:RESOURCE=QUANTITY,...], e.g.
     /// gpu-0:cpu=8,memory=32Gi,nvidia.com/gpu=2 (repeat for more nodes;
@@ -82,7 +85,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let Some(weir_bin) = args.weir_bin.or_else(|| std::env::var_os("WEIR_BIN").map(PathBuf::from))
+    let Some(weir_bin) = args
+        .weir_bin
+        .or_else(|| std::env::var_os("WEIR_BIN").map(PathBuf::from))
     else {
         bail!("which weir binary runs the pods? pass --weir-bin or set WEIR_BIN");
     };
@@ -102,7 +107,10 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("sweeping what earlier agents left (needs root and iproute2)")?;
     if !removed.is_empty() {
-        eprintln!("weir-node-agent: removed leftovers of dead agents: {}", removed.join(" "));
+        eprintln!(
+            "weir-node-agent: removed leftovers of dead agents: {}",
+            removed.join(" ")
+        );
     }
 
     let names = Names::new(std::process::id());
@@ -134,7 +142,10 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
-    eprintln!("weir-node-agent: stopped; removed bridge {}", names.bridge());
+    eprintln!(
+        "weir-node-agent: stopped; removed bridge {}",
+        names.bridge()
+    );
     result
 }
 
@@ -144,7 +155,8 @@ async fn claim_range(ip: &Ip, names: &Names, nodes: usize) -> Result<PodRange> {
     let lock_path = std::env::temp_dir().join("weir-node-agent.lock");
     let lock = std::fs::File::create(&lock_path)
         .with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
     let routes = ip.run(&["-4", "route", "show"]).await?;
     let octet = net::free_range(&routes).ok_or(net::NetError::NoRange)?;
     let range = PodRange::new(octet, nodes);
@@ -177,8 +189,10 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
 /// Turns `stop` true on SIGTERM, SIGINT, or once `pid` is gone.
 async fn stop_on_signal_or_exit(stop: watch::Sender<bool>, pid: Option<u32>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         eprintln!("weir-node-agent: cannot handle signals; stopping");
         let _ = stop.send(true);
         return;

@@ -43,7 +43,9 @@ pub enum NetError {
     #[error("running `ip` (iproute2; the node agent needs it and root): {0}")]
     Spawn(std::io::Error),
     /// Every candidate /16 overlaps a route of this host.
-    #[error("no free pod range: every 10.X.0.0/16 for X in 244..=254 overlaps a route of this host")]
+    #[error(
+        "no free pod range: every 10.X.0.0/16 for X in 244..=254 overlaps a route of this host"
+    )]
     NoRange,
     /// A node has no free address left.
     #[error("node {0} has no free pod address (253 per node)")]
@@ -126,7 +128,10 @@ pub fn link_names(output: &str) -> Vec<&str> {
 
 /// Namespace names in `ip netns list` output (`name (id: 3)`).
 pub fn netns_names(output: &str) -> Vec<&str> {
-    output.lines().filter_map(|l| l.split_whitespace().next()).collect()
+    output
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
 }
 
 /// The first `10.X.0.0/16` that overlaps no destination in `ip -4 route
@@ -160,6 +165,10 @@ pub fn free_range(routes: &str) -> Option<u8> {
 pub struct PodRange {
     octet: u8,
     used: Vec<BTreeSet<u8>>,
+    /// Per node, the last address handed out: the next search starts after
+    /// it, so a freed address is not reused at once (as host-local IPAM
+    /// does), and a terminating pod's IP is not a new pod's a moment later.
+    last: Vec<u8>,
 }
 
 impl PodRange {
@@ -168,6 +177,7 @@ impl PodRange {
         PodRange {
             octet,
             used: vec![BTreeSet::new(); nodes],
+            last: vec![1; nodes],
         }
     }
 
@@ -181,14 +191,19 @@ impl PodRange {
         format!("10.{}.{}.0/24", self.octet, node + 1)
     }
 
-    /// The lowest free address of node `i` (`.2` to `.254`), taken.
+    /// The next free address of node `i` (`.2` to `.254`) after the last
+    /// one handed out, wrapping around; taken.
     pub fn allocate(&mut self, node: usize) -> Result<Ipv4Addr, NetError> {
         let third = u8::try_from(node + 1).map_err(|_| NetError::Exhausted(node))?;
-        let used = self.used.get_mut(node).ok_or(NetError::Exhausted(node))?;
-        let host = (2..=254u8)
+        let (Some(used), Some(last)) = (self.used.get_mut(node), self.last.get_mut(node)) else {
+            return Err(NetError::Exhausted(node));
+        };
+        let host = (*last + 1..=254)
+            .chain(2..=*last)
             .find(|h| !used.contains(h))
             .ok_or(NetError::Exhausted(node))?;
         used.insert(host);
+        *last = host;
         Ok(Ipv4Addr::new(10, self.octet, third, host))
     }
 
@@ -248,9 +263,18 @@ impl Ip {
         .await?;
         self.run(&["link", "set", veth, "master", bridge]).await?;
         self.run(&["link", "set", veth, "up"]).await?;
-        self.run(&["-n", netns, "addr", "add", &format!("{ip}/16"), "dev", "eth0"])
+        self.run(&[
+            "-n",
+            netns,
+            "addr",
+            "add",
+            &format!("{ip}/16"),
+            "dev",
+            "eth0",
+        ])
+        .await?;
+        self.run(&["-n", netns, "link", "set", "eth0", "up"])
             .await?;
-        self.run(&["-n", netns, "link", "set", "eth0", "up"]).await?;
         self.run(&["-n", netns, "link", "set", "lo", "up"]).await?;
         Ok(())
     }
@@ -267,7 +291,10 @@ impl Ip {
     /// its last process is gone).
     pub async fn kill_all_in(&self, netns: &str) {
         if let Ok(pids) = self.run(&["netns", "pids", netns]).await {
-            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -311,7 +338,11 @@ fn running_agent(stat: &str) -> bool {
         return false;
     };
     let comm = head.split_once('(').map(|(_, c)| c);
-    comm == Some(AGENT_COMM) && rest.split_whitespace().next().is_some_and(|state| state != "Z" && state != "X")
+    comm == Some(AGENT_COMM)
+        && rest
+            .split_whitespace()
+            .next()
+            .is_some_and(|state| state != "Z" && state != "X")
 }
 
 #[cfg(test)]
@@ -348,7 +379,10 @@ mod tests {
     #[test]
     fn only_a_live_agent_process_counts_as_alive() {
         assert!(running_agent("4242 (weir-node-agent) S 1 4242 0 0"));
-        assert!(!running_agent("4242 (weir-node-agent) Z 1 4242 0 0"), "a zombie");
+        assert!(
+            !running_agent("4242 (weir-node-agent) Z 1 4242 0 0"),
+            "a zombie"
+        );
         assert!(!running_agent("4242 (bash) S 1 4242 0 0"), "a reused pid");
         assert!(!running_agent(""));
     }
@@ -381,11 +415,21 @@ mod tests {
             )
         );
         range.release(0, a);
-        assert_eq!(range.allocate(0).expect("free"), a, "a released address is reused");
+        assert_eq!(
+            range.allocate(0).expect("free"),
+            Ipv4Addr::new(10, 244, 1, 4),
+            "a released address is not reused at once"
+        );
         for _ in 0..252 {
             range.allocate(1).expect("free");
         }
         assert!(matches!(range.allocate(1), Err(NetError::Exhausted(1))));
+        range.release(1, c);
+        assert_eq!(
+            range.allocate(1).expect("free"),
+            c,
+            "the search wraps around"
+        );
         assert!(range.allocate(5).is_err());
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec as K8sNodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec as K8sNodeSpec, NodeStatus,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -108,7 +110,12 @@ pub fn node(spec: &NodeSpec) -> Node {
 
 /// The Node's status at heartbeat `now`: Ready (and no pressure) since
 /// `since`, capacity = allocatable, its address on the pod bridge.
-pub fn node_status(spec: &NodeSpec, address: Ipv4Addr, since: Timestamp, now: Timestamp) -> NodeStatus {
+pub fn node_status(
+    spec: &NodeSpec,
+    address: Ipv4Addr,
+    since: Timestamp,
+    now: Timestamp,
+) -> NodeStatus {
     let quantities: BTreeMap<String, Quantity> = spec
         .capacity
         .iter()
@@ -126,10 +133,30 @@ pub fn node_status(spec: &NodeSpec, address: Ipv4Addr, since: Timestamp, now: Ti
         capacity: Some(quantities.clone()),
         allocatable: Some(quantities),
         conditions: Some(vec![
-            condition("Ready", "True", "KubeletReady", "weir-node-agent is posting ready status"),
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure"),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "weir-node-agent is posting ready status",
+            ),
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "no memory pressure",
+            ),
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "no disk pressure",
+            ),
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "no PID pressure",
+            ),
         ]),
         addresses: Some(vec![
             NodeAddress {
@@ -212,10 +239,16 @@ mod tests {
         let now = Timestamp::UNIX_EPOCH;
         let status = node_status(&spec, Ipv4Addr::new(10, 244, 0, 1), now, now);
         assert_eq!(status.capacity, status.allocatable);
-        let gpus = status.allocatable.as_ref().and_then(|a| a.get("nvidia.com/gpu"));
+        let gpus = status
+            .allocatable
+            .as_ref()
+            .and_then(|a| a.get("nvidia.com/gpu"));
         assert_eq!(gpus, Some(&Quantity("2".into())));
         let conditions = status.conditions.unwrap_or_default();
-        let ready = conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+        let ready = conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
         assert_eq!(ready.status, "True");
         assert!(
             conditions

@@ -138,8 +138,11 @@ impl ContainerPlan {
 
 /// Whether `args` set `flag` (`--flag value` or `--flag=value`).
 fn has_flag(args: &[String], flag: &str) -> bool {
-    args.iter()
-        .any(|a| a == flag || a.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')))
+    args.iter().any(|a| {
+        a == flag
+            || a.strip_prefix(flag)
+                .is_some_and(|rest| rest.starts_with('='))
+    })
 }
 
 /// A port as a number, or the number of a declared port of that name.
@@ -206,9 +209,11 @@ fn pre_stop(container: &Container) -> Option<Duration> {
         other => other.iter().map(String::as_str).collect(),
     };
     match words.as_slice() {
-        [sleep, n] if sleep.ends_with("sleep") => {
-            n.parse::<f64>().ok().filter(|s| *s >= 0.0).map(Duration::from_secs_f64)
-        }
+        [sleep, n] if sleep.ends_with("sleep") => n
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s >= 0.0)
+            .map(Duration::from_secs_f64),
         _ => None,
     }
 }
@@ -265,7 +270,14 @@ mod tests {
         let plan = ContainerPlan::for_pod(&pod(c), IP).expect("plan");
         assert_eq!(
             plan.sim_args,
-            strings(&["--ttft", "50ms", "--listen", "10.244.1.7:9000", "--name", "web-abc"])
+            strings(&[
+                "--ttft",
+                "50ms",
+                "--listen",
+                "10.244.1.7:9000",
+                "--name",
+                "web-abc"
+            ])
         );
         assert_eq!(plan.port, 9000);
         assert_eq!(plan.image, "weir/sim:v2");
@@ -296,7 +308,13 @@ mod tests {
         let plan = ContainerPlan::for_pod(&pod(c), IP).expect("plan");
         assert_eq!(
             plan.sim_args,
-            strings(&["--name=mine", "--listen", "0.0.0.0:8000", "--error-rate", "0.5"])
+            strings(&[
+                "--name=mine",
+                "--listen",
+                "0.0.0.0:8000",
+                "--error-rate",
+                "0.5"
+            ])
         );
         assert_eq!(plan.port, DEFAULT_PORT);
     }
@@ -367,7 +385,10 @@ mod tests {
         if let Some(spec) = empty.spec.as_mut() {
             spec.containers.clear();
         }
-        assert_eq!(ContainerPlan::for_pod(&empty, IP), Err(PlanError::NoContainer));
+        assert_eq!(
+            ContainerPlan::for_pod(&empty, IP),
+            Err(PlanError::NoContainer)
+        );
     }
 
     #[test]
@@ -394,8 +415,14 @@ mod tests {
                 Some(Duration::from_secs(5)),
             ),
             (exec(&["sleep", "3"]), Some(Duration::from_secs(3))),
-            (exec(&["/bin/sh", "-c", "sleep 2"]), Some(Duration::from_secs(2))),
-            (exec(&["/bin/sleep", "0.5"]), Some(Duration::from_millis(500))),
+            (
+                exec(&["/bin/sh", "-c", "sleep 2"]),
+                Some(Duration::from_secs(2)),
+            ),
+            (
+                exec(&["/bin/sleep", "0.5"]),
+                Some(Duration::from_millis(500)),
+            ),
             (exec(&["nginx", "-s", "quit"]), None),
         ];
         for (hook, want) in cases {

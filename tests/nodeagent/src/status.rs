@@ -140,7 +140,14 @@ pub fn pod_status(state: &PodState) -> PodStatus {
     };
     let running = matches!(state.process, Process::Running { .. });
     PodStatus {
-        phase: Some(if running || state.restarts > 0 { "Running" } else { "Pending" }.to_string()),
+        phase: Some(
+            if running || state.restarts > 0 {
+                "Running"
+            } else {
+                "Pending"
+            }
+            .to_string(),
+        ),
         pod_ip: Some(state.ip.to_string()),
         pod_ips: Some(vec![PodIP {
             ip: state.ip.to_string(),
@@ -210,7 +217,10 @@ mod tests {
         let mut p = ProbeCounter::new(2, 3);
         assert!(!p.observe(true), "one success of two");
         assert!(p.observe(true));
-        assert!(p.observe(false) && p.observe(false), "two failures of three");
+        assert!(
+            p.observe(false) && p.observe(false),
+            "two failures of three"
+        );
         assert!(!p.observe(false));
         assert!(!p.observe(true), "successes count again from zero");
         assert!(p.observe(true));
