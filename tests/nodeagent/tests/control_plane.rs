@@ -220,6 +220,47 @@ async fn models(ips: &BTreeSet<String>) -> BTreeMap<String, String> {
     out
 }
 
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pod network stays on this machine: each pod namespace (named after
+/// the agent's pid) routes only the pod /16, with no default route, and the
+/// host routes the pods' range only through the agent's bridge, with no
+/// gateway.
+fn assert_isolated(agent_pid: u32, pod_ips: &BTreeSet<String>) {
+    let prefix = format!("wn{agent_pid:x}-");
+    let namespaces: Vec<String> = ip(&["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        namespaces.len(),
+        pod_ips.len(),
+        "one network namespace per pod: {namespaces:?}"
+    );
+    for ns in &namespaces {
+        let routes = ip(&["-n", ns, "-4", "route", "show"]);
+        assert!(
+            routes.lines().all(|r| r.starts_with("10.")
+                && r.contains("/16 dev eth0")
+                && !r.contains(" via ")),
+            "pod namespace {ns} routes more than the pod range: {routes}"
+        );
+    }
+    for pod_ip in pod_ips {
+        let route = ip(&["-4", "route", "get", pod_ip]);
+        assert!(
+            route.contains(&format!("dev {prefix}br")) && !route.contains(" via "),
+            "the host reaches {pod_ip} other than directly on the bridge: {route}"
+        );
+    }
+}
+
 /// One moment of the rollout: the pods as the watch saw them after one
 /// event, and the ReplicaSets as a list right after it returned.
 #[derive(Debug, Clone, Copy)]
@@ -419,6 +460,7 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     .await;
     let served = models(&ips).await;
     assert!(served.values().all(|m| m == "sim-v1"), "{served:?}");
+    assert_isolated(_agent.0.id(), &ips);
 
     // A new template: the Deployment controller rolls it out through a new
     // ReplicaSet, one surge pod at a time.
@@ -496,29 +538,39 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
         "old pods went through termination (preStop, SIGTERM)"
     );
 
-    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .expect("list ReplicaSets");
-    let mut sizes: Vec<(i32, i32)> = replica_sets
-        .items
-        .iter()
-        .map(|rs| {
-            (
-                rs.spec
-                    .as_ref()
-                    .and_then(|s| s.replicas)
-                    .unwrap_or_default(),
-                rs.status.as_ref().map(|s| s.replicas).unwrap_or_default(),
-            )
-        })
-        .collect();
-    sizes.sort();
-    assert_eq!(
-        sizes,
-        [(0, 0), (4, 4)],
-        "the old ReplicaSet at 0, the new one at 4"
-    );
+    // The ReplicaSet controller writes status after the agent deleted the
+    // last old pod: wait for it rather than read it once.
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace);
+    until(
+        "the old ReplicaSet at 0 and the new one at 4, spec and status",
+        PATIENCE,
+        || async {
+            let list = replica_sets
+                .list(&ListParams::default())
+                .await
+                .expect("list ReplicaSets");
+            let mut sizes: Vec<(i32, i32)> = list
+                .items
+                .iter()
+                .map(|rs| {
+                    (
+                        rs.spec
+                            .as_ref()
+                            .and_then(|s| s.replicas)
+                            .unwrap_or_default(),
+                        rs.status.as_ref().map(|s| s.replicas).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            sizes.sort();
+            if sizes == [(0, 0), (4, 4)] {
+                Ok(())
+            } else {
+                Err(sizes)
+            }
+        },
+    )
+    .await;
 
     let pods = live_pods(&client, namespace).await;
     let new_ips: BTreeSet<String> = pods.iter().filter_map(pod_ip).collect();
