@@ -220,6 +220,24 @@ async fn models(ips: &BTreeSet<String>) -> BTreeMap<String, String> {
     out
 }
 
+/// The pid of the `weir sim` process the agent runs for pod `name` (its
+/// command line has `--name <pod>`).
+fn sim_pid(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_sim = args.iter().any(|a| *a == b"sim")
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
+            is_sim.then_some(pid)
+        })
+}
+
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(out.status.success(), "ip {args:?}: {out:?}");
@@ -590,6 +608,48 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     .await;
     let served = models(&new_ips).await;
     assert!(served.values().all(|m| m == "sim-v2"), "{served:?}");
+
+    // A pod whose process dies: the agent starts it again, the restart
+    // count rises, and the pod is ready again on the same IP.
+    let victim = pods.first().expect("a pod");
+    let name = victim.metadata.name.clone().unwrap_or_default();
+    let pid = sim_pid(&name).unwrap_or_else(|| panic!("no weir sim process for pod {name}"));
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let pods_api = Api::<Pod>::namespaced(client.clone(), namespace);
+    until(
+        "the killed pod restarted and ready again",
+        PATIENCE,
+        || async {
+            let pod = pods_api.get(&name).await.expect("get pod");
+            let status = pod.status.clone().unwrap_or_default();
+            let container = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .next();
+            let restarts = container.as_ref().map(|c| c.restart_count);
+            let exit = container
+                .as_ref()
+                .and_then(|c| c.last_state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code);
+            if restarts == Some(1)
+                && exit == Some(137)
+                && is_ready(&pod)
+                && pod_ip(&pod) == pod_ip(victim)
+            {
+                Ok(())
+            } else {
+                Err((restarts, exit, is_ready(&pod)))
+            }
+        },
+    )
+    .await;
+    assert_ne!(sim_pid(&name), Some(pid), "a new process");
 
     // Deleting the namespace: the namespace controller deletes what is in
     // it, the agent finishes the pods, the namespace goes away.
