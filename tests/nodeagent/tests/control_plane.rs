@@ -306,30 +306,52 @@ fn owner(pod: &Pod) -> Option<String> {
         .map(|o| o.uid.clone())
 }
 
+/// What the watch saw of a rollout.
+#[derive(Debug, Default)]
+struct Recording {
+    /// One per pod event.
+    samples: Vec<Sample>,
+    /// For each pod deleted, how long it was seen terminating (from the
+    /// first event with its deletionTimestamp to its deletion).
+    terminations: Vec<Duration>,
+}
+
 /// Records a [`Sample`] after every pod event of `namespace` until `stop`.
 async fn record(
     client: Client,
     namespace: String,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> Vec<Sample> {
+) -> Recording {
     let api = Api::<Pod>::namespaced(client.clone(), &namespace);
     let replica_sets = Api::<ReplicaSet>::namespaced(client, &namespace);
     let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
     let mut pods: HashMap<String, Pod> = HashMap::new();
     let mut samples = Vec::new();
+    let mut deleting: HashMap<String, std::time::Instant> = HashMap::new();
+    let mut terminations = Vec::new();
     // The initial list arrives one pod at a time: sample only once it is whole.
     let mut listed = false;
     loop {
         let event = tokio::select! {
-            _ = &mut stop => return samples,
+            _ = &mut stop => return Recording { samples, terminations },
             event = events.next() => event,
         };
         match event {
             Some(Ok(Event::Apply(p) | Event::InitApply(p))) => {
-                pods.insert(p.metadata.uid.clone().unwrap_or_default(), p);
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                if p.metadata.deletion_timestamp.is_some() {
+                    deleting
+                        .entry(uid.clone())
+                        .or_insert_with(std::time::Instant::now);
+                }
+                pods.insert(uid, p);
             }
             Some(Ok(Event::Delete(p))) => {
-                pods.remove(&p.metadata.uid.clone().unwrap_or_default());
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                if let Some(since) = deleting.remove(&uid) {
+                    terminations.push(since.elapsed());
+                }
+                pods.remove(&uid);
             }
             Some(Ok(Event::Init)) => {
                 listed = false;
@@ -338,7 +360,12 @@ async fn record(
             }
             Some(Ok(Event::InitDone)) => listed = true,
             Some(Err(e)) => panic!("watching pods during the rollout: {e}"),
-            None => return samples,
+            None => {
+                return Recording {
+                    samples,
+                    terminations,
+                };
+            }
         }
         if !listed {
             continue;
@@ -509,7 +536,10 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     })
     .await;
     let _ = stop_tx.send(());
-    let samples = recorder.await.expect("recorder");
+    let Recording {
+        samples,
+        terminations,
+    } = recorder.await.expect("recorder");
 
     assert!(!samples.is_empty(), "the watch saw the rollout");
     let max_live = samples.iter().map(|s| s.live).max().unwrap_or_default();
@@ -554,6 +584,21 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     assert!(
         max_terminating >= 1,
         "old pods went through termination (preStop, SIGTERM)"
+    );
+    eprintln!("rollout: old pods terminating for {terminations:?}");
+    // Each old pod went through its preStop sleep (1 s) before SIGTERM, and
+    // was gone well within its 5 s grace period (the sim exits at once on
+    // SIGTERM when no stream is open).
+    assert_eq!(
+        terminations.len(),
+        REPLICAS,
+        "every old pod was seen terminating: {terminations:?}"
+    );
+    assert!(
+        terminations
+            .iter()
+            .all(|t| *t >= Duration::from_millis(900) && *t < Duration::from_secs(5)),
+        "terminations honour the preStop sleep and the grace period: {terminations:?}"
     );
 
     // The ReplicaSet controller writes status after the agent deleted the
