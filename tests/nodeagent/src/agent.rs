@@ -381,45 +381,36 @@ impl Agent {
             state.ready_changed = Timestamp::now();
             self.patch_status(&pod, &state).await;
 
-            let mut counter = plan
+            // The probe runs in a task of its own, so that it goes on while
+            // the pod terminates (as the kubelet's does): after SIGTERM the
+            // sim stops answering and the pod turns unready, which is what
+            // the EndpointSlice's `serving` condition shows.
+            let (ready_tx, mut ready_rx) = watch::channel(state.ready);
+            let prober = plan
                 .readiness
-                .as_ref()
-                .map(|p| ProbeCounter::new(p.success_threshold, p.failure_threshold));
-            let first = plan
-                .readiness
-                .as_ref()
-                .map_or(Duration::from_secs(3600), |p| p.initial_delay);
-            // interval_at panics on a zero period; the API server defaults
-            // periodSeconds to 10 and refuses 0, so this is only a guard.
-            let period = plan
-                .readiness
-                .as_ref()
-                .map_or(Duration::from_secs(3600), |p| p.period)
-                .max(Duration::from_millis(100));
-            let mut probe_tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + first, period);
-            probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                .clone()
+                .map(|probe| tokio::spawn(probe_loop(state.ip, probe, ready_tx)));
 
             let exited = loop {
                 tokio::select! {
                     status = child.wait() => break status.ok().map_or(-1, exit_code),
-                    _ = probe_tick.tick(), if plan.readiness.is_some() => {
-                        let (Some(probe), Some(counter)) = (&plan.readiness, counter.as_mut()) else { continue };
-                        let ready = counter.observe(http_probe(state.ip, probe).await);
-                        if ready != state.ready {
-                            state.ready = ready;
-                            state.ready_changed = Timestamp::now();
-                            log!("pod {id}: ready={ready}");
-                            self.patch_status(&pod, &state).await;
-                        }
+                    Ok(()) = ready_rx.changed() => {
+                        let ready = *ready_rx.borrow_and_update();
+                        self.set_ready(&pod, &mut state, ready, &id).await;
                     }
                     end = wait_stop(&mut stop) => {
-                        self.terminate(&mut child, &plan, end, &id).await;
+                        self.terminate(&mut child, &plan, end, &pod, &mut state, &mut ready_rx).await;
+                        if let Some(prober) = prober {
+                            prober.abort();
+                        }
                         self.cleanup(&pod, node_index, state.ip, &netns, &veth, end).await;
                         return;
                     }
                 }
             };
+            if let Some(prober) = prober {
+                prober.abort();
+            }
             let now = Timestamp::now();
             log!("pod {id}: process exited with {exited}; restarting it");
             state.process = Process::Exited {
@@ -470,25 +461,52 @@ impl Agent {
             .map_err(|e| format!("starting {} sim in {netns}: {e}", self.weir_bin.display()))
     }
 
+    /// Records a readiness change and posts it.
+    async fn set_ready(&self, pod: &Pod, state: &mut PodState, ready: bool, id: &str) {
+        if ready == state.ready {
+            return;
+        }
+        state.ready = ready;
+        state.ready_changed = Timestamp::now();
+        log!("pod {id}: ready={ready}");
+        self.patch_status(pod, state).await;
+    }
+
     /// The kubelet's order: preStop hook, SIGTERM, then SIGKILL once the
-    /// grace period (which the hook's time counts against) is over.
+    /// grace period (which the hook's time counts against) is over. The
+    /// readiness probe's results are still posted meanwhile.
     async fn terminate(
         &self,
         child: &mut tokio::process::Child,
         plan: &ContainerPlan,
         end: Stop,
-        id: &str,
+        pod: &Pod,
+        state: &mut PodState,
+        ready_rx: &mut watch::Receiver<bool>,
     ) {
+        let id = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
         let grace = match end {
             Stop::Terminate(grace) => grace.unwrap_or(plan.grace),
             Stop::Run | Stop::Kill => Duration::ZERO,
         };
-        let deadline = tokio::time::Instant::now() + grace;
+        let start = tokio::time::Instant::now();
+        let deadline = start + grace;
         if let (Stop::Terminate(_), Some(pre_stop)) = (end, plan.pre_stop) {
             log!("pod {id}: preStop sleep {pre_stop:?}");
-            tokio::select! {
-                () = tokio::time::sleep(pre_stop.min(grace)) => {}
-                _ = child.wait() => return,
+            let hook_end = start + pre_stop.min(grace);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(hook_end) => break,
+                    _ = child.wait() => return,
+                    Ok(()) = ready_rx.changed() => {
+                        let ready = *ready_rx.borrow_and_update();
+                        self.set_ready(pod, state, ready, &id).await;
+                    }
+                }
             }
         }
         if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
@@ -497,11 +515,18 @@ impl Agent {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        tokio::select! {
-            _ = child.wait() => {}
-            () = tokio::time::sleep_until(deadline) => {
-                log!("pod {id}: still running after the {grace:?} grace period; SIGKILL");
-                let _ = child.kill().await;
+        loop {
+            tokio::select! {
+                _ = child.wait() => return,
+                () = tokio::time::sleep_until(deadline) => {
+                    log!("pod {id}: still running after the {grace:?} grace period; SIGKILL");
+                    let _ = child.kill().await;
+                    return;
+                }
+                Ok(()) = ready_rx.changed() => {
+                    let ready = *ready_rx.borrow_and_update();
+                    self.set_ready(pod, state, ready, &id).await;
+                }
             }
         }
     }
@@ -547,6 +572,23 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1)
+}
+
+/// Probes `ip` every period (after the initial delay) and publishes the
+/// readiness the thresholds give, until aborted.
+async fn probe_loop(ip: Ipv4Addr, probe: ReadinessProbe, ready: watch::Sender<bool>) {
+    let mut counter = ProbeCounter::new(probe.success_threshold, probe.failure_threshold);
+    // interval_at panics on a zero period; the API server defaults
+    // periodSeconds to 10 and refuses 0, so this is only a guard.
+    let period = probe.period.max(Duration::from_millis(100));
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + probe.initial_delay, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = counter.observe(http_probe(ip, &probe).await);
+        ready.send_if_modified(|r| std::mem::replace(r, now) != now);
+    }
 }
 
 /// One readiness probe: `GET path` on `ip:port`; 200–399 within the
