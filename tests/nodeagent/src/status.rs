@@ -139,6 +139,8 @@ pub fn pod_status(state: &PodState) -> PodStatus {
         },
     };
     let running = matches!(state.process, Process::Running { .. });
+    // No address was allocated (the pod could not be set up): report none.
+    let ip = (!state.ip.is_unspecified()).then(|| state.ip.to_string());
     PodStatus {
         phase: Some(
             if running || state.restarts > 0 {
@@ -148,10 +150,8 @@ pub fn pod_status(state: &PodState) -> PodStatus {
             }
             .to_string(),
         ),
-        pod_ip: Some(state.ip.to_string()),
-        pod_ips: Some(vec![PodIP {
-            ip: state.ip.to_string(),
-        }]),
+        pod_ip: ip.clone(),
+        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
         host_ip: Some(state.host_ip.to_string()),
         host_ips: Some(vec![HostIP {
             ip: state.host_ip.to_string(),
@@ -262,8 +262,14 @@ mod tests {
         let mut st = state();
         st.process = Process::Failed("no such file: /nope/weir".into());
         st.ready = false;
+        st.ip = Ipv4Addr::UNSPECIFIED;
         let s = pod_status(&st);
         assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(
+            (s.pod_ip, s.pod_ips),
+            (None, None),
+            "no address, none reported"
+        );
         let c = &s.container_statuses.unwrap_or_default()[0];
         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
         assert_eq!(
