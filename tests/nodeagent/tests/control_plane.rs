@@ -734,4 +734,6 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
         },
     )
     .await;
+    // The pods' logs are kept when the test fails (a panic skips this).
+    let _ = std::fs::remove_dir_all(&logs);
 }
