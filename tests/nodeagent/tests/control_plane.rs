@@ -5,6 +5,9 @@
 //!
 //! Needs root and iproute2 (network namespaces), and the `weir` binary:
 //! `$WEIR_BIN`, else `weir` next to the agent binary (`cargo build -p weir`).
+//! When it fails, each pod's output is in `$TMPDIR/weir-node-agent-test-<pid>/`
+//! (the control plane's own logs go with `up`'s state directory when the
+//! test binary exits).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
