@@ -16,6 +16,11 @@
 //! one from `eval "$(tests/envtest/up)"`); it is then neither started nor
 //! stopped here.
 //!
+//! [`control_plane`] starts a second server per test binary with
+//! kube-controller-manager and kube-scheduler beside it (`up
+//! --control-plane`), for tests that run pods through the node agent
+//! (`tests/nodeagent`). What follows is about [`server`].
+//!
 //! The server has no kubelet and no controller-manager: pods never run,
 //! Deployment status is whatever a test writes, and a deleted namespace
 //! stays `Terminating` (nothing empties it). Each test gets a new one, so
@@ -101,18 +106,45 @@ pub struct Server {
 /// test can run without it.
 pub fn server() -> &'static Server {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
-    match SERVER.get_or_init(|| Server::start().map_err(|e| e.to_string())) {
+    match SERVER.get_or_init(|| Server::start(Mode::ApiServer).map_err(|e| e.to_string())) {
         Ok(server) => server,
         Err(e) => panic!("no test API server: {e}"),
     }
 }
 
+/// A second API server of the test binary, with the control plane on
+/// (`tests/envtest/up --control-plane`: kube-controller-manager and
+/// kube-scheduler beside it), started on first call. [`server`] is not
+/// affected: its tests write Deployment status and EndpointSlices by hand,
+/// which real controllers would overwrite. Nothing runs pods until a test
+/// starts a node agent (`tests/nodeagent`) against [`Server::kubeconfig`].
+/// Never a reused server (`WEIR_ENVTEST_KUBECONFIG`), which may have no
+/// control plane. Panics with `up`'s error when it cannot start.
+pub fn control_plane() -> &'static Server {
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    match SERVER.get_or_init(|| Server::start(Mode::ControlPlane).map_err(|e| e.to_string())) {
+        Ok(server) => server,
+        Err(e) => panic!("no test control plane: {e}"),
+    }
+}
+
+/// What `up` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// etcd and kube-apiserver (or a reused server).
+    ApiServer,
+    /// Those, kube-controller-manager and kube-scheduler.
+    ControlPlane,
+}
+
 impl Server {
-    fn start() -> Result<Server, Error> {
+    fn start(mode: Mode) -> Result<Server, Error> {
         let envtest = repo_root().join("tests/envtest");
         // kubectl and helm: `build` only prints the cached directory once built.
         let bin_dir = PathBuf::from(run_script(Command::new(envtest.join("build")))?.trim());
-        if let Some(kubeconfig) = std::env::var_os("WEIR_ENVTEST_KUBECONFIG") {
+        if let Some(kubeconfig) =
+            std::env::var_os("WEIR_ENVTEST_KUBECONFIG").filter(|_| mode == Mode::ApiServer)
+        {
             return Ok(Server {
                 kubeconfig: kubeconfig.into(),
                 bin_dir,
@@ -121,6 +153,9 @@ impl Server {
         }
         let mut up = Command::new(envtest.join("up"));
         up.env("WEIR_ENVTEST_WATCH_PID", std::process::id().to_string());
+        if mode == Mode::ControlPlane {
+            up.arg("--control-plane");
+        }
         let exports = run_script(up)?;
         let kubeconfig = exports
             .lines()
@@ -199,6 +234,11 @@ impl Server {
         child
             .wait_with_output()
             .unwrap_or_else(|e| panic!("wait for {tool}: {e}"))
+    }
+
+    /// An admin client (system:masters).
+    pub async fn client(&self) -> Result<Client, Error> {
+        Ok(client(self.config().await?)?)
     }
 
     /// The admin client configuration.
