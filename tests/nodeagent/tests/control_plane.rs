@@ -319,12 +319,19 @@ struct Recording {
     terminations: Vec<Duration>,
 }
 
-/// Records a [`Sample`] after every pod event of `namespace` until `stop`.
+/// Records a [`Sample`] after every pod event of `namespace`. `ready` is
+/// sent once the watch has its initial list (the rollout must start after
+/// that, or its first deletions are missed); after `stop`, it goes on until
+/// its own view has caught up with the end state the test saw by listing
+/// ([`REPLICAS`] pods, none terminating): a watch may lag behind a list.
 async fn record(
     client: Client,
     namespace: String,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    ready: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Recording {
+    let mut ready = Some(ready);
+    let mut stop = Some(stop);
     let api = Api::<Pod>::namespaced(client.clone(), &namespace);
     let replica_sets = Api::<ReplicaSet>::namespaced(client, &namespace);
     let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
@@ -335,8 +342,18 @@ async fn record(
     // The initial list arrives one pod at a time: sample only once it is whole.
     let mut listed = false;
     loop {
+        let caught_up = pods.len() == REPLICAS && deleting.is_empty();
+        if stop.is_none() && caught_up {
+            return Recording {
+                samples,
+                terminations,
+            };
+        }
         let event = tokio::select! {
-            _ = &mut stop => return Recording { samples, terminations },
+            _ = async { stop.as_mut().expect("armed").await }, if stop.is_some() => {
+                stop = None;
+                continue;
+            }
             event = events.next() => event,
         };
         match event {
@@ -361,7 +378,12 @@ async fn record(
                 pods.clear();
                 continue;
             }
-            Some(Ok(Event::InitDone)) => listed = true,
+            Some(Ok(Event::InitDone)) => {
+                listed = true;
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            }
             Some(Err(e)) => panic!("watching pods during the rollout: {e}"),
             None => {
                 return Recording {
@@ -513,7 +535,17 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     // A new template: the Deployment controller rolls it out through a new
     // ReplicaSet, one surge pod at a time.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let recorder = tokio::spawn(record(client.clone(), namespace.to_string(), stop_rx));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let recorder = tokio::spawn(record(
+        client.clone(),
+        namespace.to_string(),
+        ready_tx,
+        stop_rx,
+    ));
+    tokio::time::timeout(PATIENCE, ready_rx)
+        .await
+        .expect("the pod watch lists within its patience")
+        .expect("the recorder is running");
     let patched = deployments
         .patch(
             "sim",
@@ -542,7 +574,10 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     let Recording {
         samples,
         terminations,
-    } = recorder.await.expect("recorder");
+    } = tokio::time::timeout(PATIENCE, recorder)
+        .await
+        .expect("the watch catches up with the end of the rollout")
+        .expect("recorder");
 
     assert!(!samples.is_empty(), "the watch saw the rollout");
     let max_live = samples.iter().map(|s| s.live).max().unwrap_or_default();
