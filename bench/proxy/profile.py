@@ -145,6 +145,10 @@ def heap(b, args):
     rss = bench.rss_kib(p.pid)
     load.kill()
     load.wait()
+    # Only the proxy gets SIGTERM: heaptrack's own process must live on to
+    # write what it recorded (stopping the whole group loses it).
+    subprocess.run(["pkill", "-TERM", "-f", f"^{re.escape(b.weir)} proxy --config {re.escape(str(cfg))}"])
+    p.wait(timeout=120)
     b.procs.stop_all()
     data = next(b.tmp.glob("heaptrack.weir*"))
     printed = subprocess.run(["heaptrack_print", "-f", str(data), "--print-peaks", "yes", "--print-allocators",
