@@ -6,12 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::recorder::{Recorder, find, proxy_to};
-use common::{REQUEST_TIMEOUT, chat, chat_body, client};
+use common::recorder::{Recorder, find, proxy_to, proxy_to_with};
+use common::{REQUEST_TIMEOUT, Table, chat, chat_body, client, counts, observations, stream_sim};
 
 /// Writes `request` in one packet and reads until `answers` responses
 /// have ended or the proxy closes; returns what was read.
@@ -396,4 +397,99 @@ async fn a_streamed_token_reaches_the_client_while_the_upstream_holds_the_next()
         all.contains("\"second\"") && all.contains("data: [DONE]"),
         "{all}"
     );
+}
+
+/// The read timeout bounds the silence between two reads of the upstream,
+/// not the stream: a stream that goes quiet for longer is cut and recorded
+/// as a timeout, against its cohort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_silent_past_the_read_timeout_is_cut_and_recorded_as_a_timeout() {
+    // The gate is never opened: the upstream holds its second token.
+    let (_gate, held) = tokio::sync::oneshot::channel();
+    let up = gated_stream(held).await;
+    let proxy = proxy_to_with(up, up, |s| s.timeouts.read = Duration::from_secs(1)).await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    let body = chat_body(true);
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, read_until(&mut conn, &mut got, "first"))
+        .await
+        .expect("the first token arrives");
+    let cut = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, cut)
+        .await
+        .expect("the proxy ends the stream once the upstream is silent past the read timeout");
+    assert!(!String::from_utf8_lossy(&got).contains("second"));
+    let client = client();
+    weir_test_kit::poll::until("the timeout recorded", REQUEST_TIMEOUT, || {
+        let client = client.clone();
+        let admin = proxy.admin;
+        async move {
+            let snapshot = observations(&client, admin).await;
+            let stable = counts(&snapshot, "stable");
+            (stable.get(weir_proxy::Outcome::Timeout) == 1).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A stream that sends a token every 300 ms for 2.4 s outlasts a 1 s read
+/// timeout many times over and is never cut: each read moves the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_the_read_timeout_but_never_silent_that_long_completes() {
+    let tokens = 8;
+    let (stable, canary) = (
+        stream_sim(
+            "stable",
+            Duration::from_millis(10),
+            Duration::from_millis(300),
+            tokens,
+        )
+        .await,
+        stream_sim(
+            "canary",
+            Duration::from_millis(10),
+            Duration::from_millis(300),
+            tokens,
+        )
+        .await,
+    );
+    let source = std::sync::Arc::new(weir_proxy::MemorySource::new(
+        Table::new(&stable, &canary, 0.0).table(),
+        true,
+    ));
+    let proxy =
+        common::start_proxy_with(source, |s| s.timeouts.read = Duration::from_secs(1)).await;
+    let client = client();
+    let response = chat(&client, proxy.listen, true)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("the whole stream");
+    assert!(common::stream_complete(&body), "{body}");
+    // The record is written once the response has ended, which may be a
+    // moment after the client has it all.
+    let admin = proxy.admin;
+    let stable = weir_test_kit::poll::until("the request recorded", REQUEST_TIMEOUT, || {
+        let client = client.clone();
+        async move {
+            let stable = counts(&observations(&client, admin).await, "stable");
+            (stable.iter().map(|(_, n)| n).sum::<u64>() == 1).then_some(stable)
+        }
+    })
+    .await;
+    assert_eq!(stable.get(weir_proxy::Outcome::Ok), 1, "{stable:?}");
 }

@@ -114,6 +114,15 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A proxy whose one route sends everything to `stable` (`canary` at 0).
 pub async fn proxy_to(stable: SocketAddr, canary: SocketAddr) -> super::Proxy {
+    proxy_to_with(stable, canary, |_| {}).await
+}
+
+/// [`proxy_to`] with settings changed by `configure`.
+pub async fn proxy_to_with(
+    stable: SocketAddr,
+    canary: SocketAddr,
+    configure: impl FnOnce(&mut weir_proxy::Settings),
+) -> super::Proxy {
     let yaml = format!(
         "listen: 127.0.0.1:1\n\
          admin: 127.0.0.1:2\n\
@@ -126,5 +135,6 @@ pub async fn proxy_to(stable: SocketAddr, canary: SocketAddr) -> super::Proxy {
     let table = weir_proxy::config::file::parse(&yaml)
         .expect("valid config")
         .table;
-    super::start_memory_proxy(table).await.0
+    let source = Arc::new(weir_proxy::MemorySource::new(table, true));
+    super::start_proxy_with(source, configure).await
 }
