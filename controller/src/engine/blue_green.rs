@@ -34,7 +34,7 @@ impl Cx<'_> {
                 let preview = bg.preview_replicas.unwrap_or(total);
                 self.scale(Cohort::Canary, preview);
                 if !self.r.is_local() && self.obs.ready.canary < preview {
-                    return Flow::Wait;
+                    return self.wait_for_ready(Cohort::Canary, preview);
                 }
                 // Live traffic stays on stable; the override header reaches
                 // the preview.
@@ -80,7 +80,7 @@ impl Cx<'_> {
                 let total = self.obs.target_replicas.max(1);
                 self.scale(Cohort::Canary, total);
                 if !self.r.is_local() && self.obs.ready.canary < total {
-                    return Flow::Wait;
+                    return self.wait_for_ready(Cohort::Canary, total);
                 }
                 self.set_traffic(Share::ALL, false);
                 self.s.cutover = Some(Cutover {

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_crds::{HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus};
 
 use super::conditions::{self, ConditionType, Wanted};
-use super::{Action, Cx, Plan, elapsed, step_label, steps_fingerprint};
+use super::{Action, Cx, Plan, elapsed, reasons, step_label, steps_fingerprint};
 
 impl Cx<'_> {
     pub(super) fn wake_at(&mut self, t: Timestamp) {
@@ -43,7 +43,19 @@ impl Cx<'_> {
     pub(super) fn finish(mut self) -> Plan {
         self.s.steps_hash = matches!(self.s.phase, Phase::Progressing | Phase::Paused)
             .then(|| steps_fingerprint(&self.r.strategy, self.s.current_step));
+        let before = std::mem::take(&mut self.s.message);
         self.s.message = self.describe();
+        if let Some(waiting) = self.waiting_for()
+            && !before.contains(&waiting)
+        {
+            // Once per change of what is missing, not per reconcile. A
+            // warning when the pods say why (unschedulable, a failing
+            // probe): someone has to act.
+            let warning = self
+                .waiting
+                .is_some_and(|w| self.obs.unready.of(w.cohort).is_some());
+            self.event(warning, reasons::WAITING_FOR_REPLICAS, waiting);
+        }
         self.conditions();
         let requeue_after = match self.s.phase {
             Phase::Progressing | Phase::Promoting => Some(
@@ -95,10 +107,11 @@ impl Cx<'_> {
                     }
                     None => "",
                 };
-                match (self.warmup_progress(), verdict) {
-                    (Some(w), _) => format!("{what}{paused}: {w}"),
-                    (None, Some(v)) => format!("{what}{paused}: {v}"),
-                    (None, None) => format!("{what}{paused}"),
+                match (self.waiting_for(), self.warmup_progress(), verdict) {
+                    (Some(w), _, _) => format!("{what}{paused}: {w}"),
+                    (None, Some(w), _) => format!("{what}{paused}: {w}"),
+                    (None, None, Some(v)) => format!("{what}{paused}: {v}"),
+                    (None, None, None) => format!("{what}{paused}"),
                 }
             }
             Phase::Promoting => format!(

@@ -26,7 +26,7 @@ impl Cx<'_> {
                 self.scale(super::Cohort::Canary, want.canary);
                 self.scale(super::Cohort::Stable, want.stable);
                 if !self.r.is_local() && self.obs.ready.canary < want.canary {
-                    return Flow::Wait;
+                    return self.wait_for_ready(super::Cohort::Canary, want.canary);
                 }
                 let changed = self.traffic_share(super::Cohort::Canary) != share;
                 self.set_traffic(share, false);

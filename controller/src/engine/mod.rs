@@ -77,6 +77,9 @@ pub struct Observed {
     pub target_replicas: u32,
     /// Ready replicas per cohort (local: 1 when the backend answers).
     pub ready: CohortReplicas,
+    /// Kubernetes: why a cohort's pods that are not ready are not, in the
+    /// pods' own words. Said in status and an Event while a step waits.
+    pub unready: Unready,
     /// Kubernetes: the revision stable's pods all run, once rolled out.
     pub stable_rolled_out: Option<String>,
     /// The oldest traffic generation every proxy has applied (None: unknown).
@@ -87,6 +90,34 @@ pub struct Observed {
     pub evidence: Option<Evidence>,
     /// Pending commands.
     pub commands: Commands,
+}
+
+/// Why some pods of each cohort are not ready, as the shell read them
+/// from the pods (`1 pod Unschedulable: 0/2 nodes are available: 2
+/// Insufficient nvidia.com/gpu.`); `None` when there is nothing to say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unready {
+    /// The stable cohort's pods.
+    pub stable: Option<String>,
+    /// The canary cohort's pods.
+    pub canary: Option<String>,
+}
+
+impl Unready {
+    /// What `cohort`'s pods say.
+    pub fn of(&self, cohort: Cohort) -> Option<&str> {
+        match cohort {
+            Cohort::Stable => self.stable.as_deref(),
+            Cohort::Canary => self.canary.as_deref(),
+        }
+    }
+}
+
+/// A step waiting for a cohort to have this many ready replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiting {
+    cohort: Cohort,
+    wanted: u32,
 }
 
 /// The analysis inputs gathered for one window.
@@ -172,6 +203,7 @@ pub fn plan(rollout: &Rollout, status: &CanaryStatus, observed: &Observed, now: 
         actions: Vec::new(),
         wake: None,
         decision: None,
+        waiting: None,
     };
     if observed.generation.is_some() {
         cx.s.observed_generation = observed.generation;
@@ -225,6 +257,8 @@ struct Cx<'a> {
     actions: Vec<Action>,
     wake: Option<Timestamp>,
     decision: Option<Decision>,
+    /// What the current step waits for, when it is replicas.
+    waiting: Option<Waiting>,
 }
 
 fn after(t: Timestamp, d: Duration) -> Timestamp {

@@ -7,6 +7,9 @@ pub const RUN_STARTED: &str = "RolloutStarted";
 pub const WEIGHT_SET: &str = "WeightSet";
 /// The canary's replicas served their warm-up requests: the window opened.
 pub const WARMED_UP: &str = "WarmedUp";
+/// A step waits for a cohort's replicas to become ready (what is missing
+/// and the pods' reason).
+pub const WAITING_FOR_REPLICAS: &str = "WaitingForReplicas";
 /// An analysis step passed.
 pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
 /// An analysis found a regression beyond its margin: aborted.

@@ -754,6 +754,63 @@ fn progress_deadline_aborts_a_canary_that_never_becomes_ready() {
 }
 
 #[test]
+fn a_step_waiting_on_replicas_says_what_is_missing_and_why_once_per_change() {
+    let waiting_events = |p: &Planned| -> Vec<(bool, String)> {
+        p.actions
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Act(Action::Event {
+                    warning,
+                    reason,
+                    message,
+                }) if *reason == reasons::WAITING_FOR_REPLICAS => Some((*warning, message.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut w = World::new(KUBE);
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    let p = w.tick();
+    assert_eq!(
+        p.status.message,
+        "step 1/5: setWeight 20: waiting for canary replicas: 0/3 ready"
+    );
+    assert_eq!(
+        waiting_events(&p),
+        [(false, "waiting for canary replicas: 0/3 ready".to_string())],
+        "said once, as a normal Event while the pods say nothing"
+    );
+    assert!(
+        waiting_events(&w.wait(10)).is_empty(),
+        "not again while nothing changed"
+    );
+    let why = "1 pod Unschedulable: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu.";
+    w.observed.unready.canary = Some(why.into());
+    w.observed.ready.canary = 1;
+    let p = w.wait(10);
+    let said = format!("waiting for canary replicas: 1/3 ready; {why}");
+    assert_eq!(p.status.message, format!("step 1/5: setWeight 20: {said}"));
+    assert_eq!(
+        waiting_events(&p),
+        [(true, said.clone())],
+        "a warning once the pods say why"
+    );
+    assert_eq!(
+        w.canary_share(),
+        0.0,
+        "no traffic before the replicas are ready"
+    );
+    // Waiting is not progress: the deadline aborts, saying what was missing.
+    let p = w.wait(600);
+    assert_safe_abort(&p);
+    let abort = p.status.abort.as_ref().expect("aborted");
+    assert_eq!(abort.reason, reasons::PROGRESS_DEADLINE);
+    assert!(abort.message.contains(&said), "{}", abort.message);
+    assert!(waiting_events(&p).is_empty(), "{:?}", p.actions);
+}
+
+#[test]
 fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
     let mut w = kube_in(Phase::Promoting);
     assert_eq!(

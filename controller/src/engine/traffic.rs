@@ -9,7 +9,7 @@
 use weir_crds::{Cohort, CohortReplicas, Traffic, TrafficBackend};
 
 use super::spec::Mode;
-use super::{Action, Cx, Share, replicas};
+use super::{Action, Cx, Flow, Share, replicas};
 
 impl Cx<'_> {
     /// Kubernetes, no run in progress: stable serves alone at the user's
@@ -149,6 +149,35 @@ impl Cx<'_> {
         }
         *slot = replicas;
         self.s.replicas = Some(current);
+    }
+
+    /// The step waits for `cohort` to have `wanted` ready replicas: the
+    /// status message says so, with what its pods say of the rest, and an
+    /// Event when that changes (see `finish`). Waiting is not progress: the
+    /// progress deadline runs on, and its abort message says what was
+    /// missing.
+    pub(super) fn wait_for_ready(&mut self, cohort: Cohort, wanted: u32) -> Flow {
+        self.waiting = Some(super::Waiting { cohort, wanted });
+        Flow::Wait
+    }
+
+    /// What the step waits for, as said in status and the Event.
+    pub(super) fn waiting_for(&self) -> Option<String> {
+        let w = self.waiting?;
+        let ready = match w.cohort {
+            Cohort::Stable => self.obs.ready.stable,
+            Cohort::Canary => self.obs.ready.canary,
+        };
+        let mut text = format!(
+            "waiting for {} replicas: {ready}/{} ready",
+            w.cohort.as_str(),
+            w.wanted
+        );
+        if let Some(why) = self.obs.unready.of(w.cohort) {
+            text.push_str("; ");
+            text.push_str(why);
+        }
+        Some(text)
     }
 
     /// Replicas per cohort for a canary share (see [`replicas`]).

@@ -10,6 +10,7 @@
 //! - [`fleet`]: the proxy replicas' observations, accumulated;
 //! - [`gauges`]: GPU metrics of each cohort (pod scrape or Prometheus);
 //! - [`events`]: one Kubernetes Event per transition;
+//! - [`pods`]: why a cohort's pods are not ready, in their own words;
 //! - [`metrics`]: the controller's own metrics and health endpoints;
 //! - [`rbac`]: the rules of the controller's ClusterRole, in one place;
 //! - [`leader`]: leader election on a Lease (only the leader reconciles);
@@ -29,6 +30,7 @@ pub mod fleet;
 pub mod gauges;
 pub mod leader;
 pub mod metrics;
+pub mod pods;
 pub mod rbac;
 pub mod reconcile;
 pub mod run;

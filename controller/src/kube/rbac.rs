@@ -106,7 +106,7 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         group: "",
         resources: &["pods"],
         verbs: READ,
-        why: "finds the pods to scrape GPU metrics of",
+        why: "finds the pods to scrape GPU metrics of, and why a cohort's pods are not ready",
     },
     Rule {
         group: "",

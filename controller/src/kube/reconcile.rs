@@ -51,6 +51,7 @@ use super::events;
 use super::fleet::Fleet;
 use super::gauges::KubeGauges;
 use super::metrics::Metrics;
+use super::pods;
 use crate::engine::conditions::{self, ConditionType, Wanted};
 use crate::engine::spec::Mode;
 use crate::engine::{self, Observed, Outcome, Plan, Rollout, reasons};
@@ -539,11 +540,24 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         }
         None => None,
     };
+    let pods = Api::namespaced(ctx.client.clone(), &namespace);
+    let given = status.replicas.unwrap_or_default();
+    let unready = engine::Unready {
+        stable: pods::unready(
+            &pods,
+            &builders::stable_labels(&w.selector),
+            ready.stable,
+            given.stable,
+        )
+        .await,
+        canary: pods::unready(&pods, &w.selector, ready.canary, given.canary).await,
+    };
     Observed {
         generation: w.canary.metadata.generation,
         desired_revision,
         target_replicas: total,
         ready,
+        unready,
         stable_rolled_out: w.stable.as_ref().and_then(rolled_out),
         applied_generation,
         open_streams,

@@ -10,81 +10,24 @@
 //! test binary exits).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use weir_test_kit::poll::until;
 
-/// Bound on each wait for the control plane.
-const PATIENCE: Duration = Duration::from_secs(90);
 const REPLICAS: usize = 4;
 const NODES: [&str; 2] = ["node-0", "node-1"];
 
-/// The agent process; SIGTERM on drop so it removes its namespaces and
-/// bridge (it also stops by itself once this test binary is gone).
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn weir_bin() -> PathBuf {
-    let bin = std::env::var_os("WEIR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_BIN_EXE_weir-node-agent")).with_file_name("weir")
-        });
-    assert!(
-        bin.is_file(),
-        "no weir binary at {}: build it first (cargo build -p weir) or set WEIR_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn start_agent(kubeconfig: &std::path::Path, log_dir: &std::path::Path) -> AgentProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir-node-agent"));
-    for node in NODES {
-        cmd.args([
-            "--node",
-            &format!("{node}:cpu=8,memory=32Gi,nvidia.com/gpu=2"),
-        ]);
-    }
-    let child = cmd
-        .arg("--weir-bin")
-        .arg(weir_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--log-dir")
-        .arg(log_dir)
-        .args(["--exit-with-pid", &std::process::id().to_string()])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start weir-node-agent");
-    AgentProcess(child)
-}
+mod common;
+use common::{PATIENCE, create_namespace, nodes_usable, start_agent};
 
 fn deployment(namespace: &str, model: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -450,47 +393,16 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     let server = weir_envtest::control_plane();
     let client = server.client().await.expect("admin client");
     let logs = std::env::temp_dir().join(format!("weir-node-agent-test-{}", std::process::id()));
-    let _agent = start_agent(server.kubeconfig(), &logs);
-
-    // The agent registers the Nodes; the node-lifecycle controller lifts the
-    // not-ready taint the API server put on them.
-    let nodes = Api::<Node>::all(client.clone());
-    until("both Nodes Ready and untainted", PATIENCE, || async {
-        let list = nodes
-            .list(&ListParams::default())
-            .await
-            .expect("list Nodes");
-        let usable: Vec<String> = list
-            .items
-            .iter()
-            .filter(|n| {
-                n.spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_none_or(Vec::is_empty)
-            })
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
-        if usable.len() == NODES.len() {
-            Ok(())
-        } else {
-            Err(list.items.len())
-        }
-    })
-    .await;
+    let nodes: Vec<String> = NODES
+        .iter()
+        .map(|n| format!("{n}:cpu=8,memory=32Gi,nvidia.com/gpu=2"))
+        .collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let _agent = start_agent(server.kubeconfig(), &logs, &nodes);
+    nodes_usable(&client, NODES.len()).await;
 
     let namespace = "rollout";
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(namespace.to_string()),
-            ..Default::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    create_namespace(&client, namespace).await;
     Api::<Service>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &service(namespace))
         .await

@@ -1,0 +1,245 @@
+//! GPU capacity on the real control plane: a canary pod the scheduler
+//! cannot place (`Insufficient nvidia.com/gpu`) is reported by weir in the
+//! Canary's status, its Progressing condition and an Event, and the
+//! progress deadline aborts the run with traffic on stable.
+//!
+//! The cluster: two Nodes of 4 GPUs each (the node agent), `chat` with 4
+//! replicas of 1 GPU. Adoption runs the target's pods beside the stable
+//! copy until the copy is ready, so it needs 8 GPUs; then another tenant's
+//! Deployment takes the 4 GPUs the target gave back, and the canary's
+//! first replica finds none free, as on a busy fleet.
+//!
+//! Needs root and iproute2 like `control_plane.rs`, and the `weir` binary.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use weir_controller::kube::run::{Handle, Settings};
+use weir_crds::{Canary, Phase};
+use weir_test_kit::poll::until;
+
+mod common;
+use common::{PATIENCE, create_namespace, nodes_usable, start_agent};
+
+const NAMESPACE: &str = "gpu";
+/// How long a step may wait on replicas before the run is aborted.
+const DEADLINE_SECS: u64 = 20;
+
+/// A Deployment of `replicas` sims, each asking for one GPU.
+fn gpu_deployment(name: &str, replicas: i32, image: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{
+                        "name": "vllm",
+                        "image": image,
+                        "args": ["--ttft", "5ms", "--itl", "1ms", "--tokens", "4"],
+                        "ports": [{"name": "http", "containerPort": 8000}],
+                        "resources": {"limits": {"nvidia.com/gpu": 1}},
+                        "readinessProbe": {
+                            "httpGet": {"path": "/health", "port": "http"},
+                            "periodSeconds": 1,
+                            "failureThreshold": 1
+                        }
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
+
+/// Waits until Deployment `name` has `ready` ready replicas and no others.
+async fn ready(client: &Client, name: &str, want: i32) {
+    let api = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    until(&format!("{name} at {want} ready"), PATIENCE, || async {
+        let d = api.get_opt(name).await.expect("get Deployment");
+        let s = d.and_then(|d| d.status).unwrap_or_default();
+        let seen = (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0));
+        if seen == (want, want) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+}
+
+/// GPUs the pods bound to a node ask for.
+async fn gpus_in_use(client: &Client) -> i64 {
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .expect("list pods");
+    pods.items
+        .iter()
+        .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()))
+        .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter()))
+        .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get("nvidia.com/gpu"))
+        .filter_map(|q| q.0.parse::<i64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline() {
+    let server = weir_envtest::control_plane();
+    let client = server.client().await.expect("admin client");
+    let logs = std::env::temp_dir().join(format!("weir-gpu-test-{}", std::process::id()));
+    let _agent = start_agent(
+        server.kubeconfig(),
+        &logs,
+        &[
+            "gpu-0:cpu=16,memory=64Gi,nvidia.com/gpu=4",
+            "gpu-1:cpu=16,memory=64Gi,nvidia.com/gpu=4",
+        ],
+    );
+    nodes_usable(&client, 2).await;
+    weir_envtest::install_canary_crd(&client)
+        .await
+        .expect("Canary CRD");
+    create_namespace(&client, NAMESPACE).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    deployments
+        .create(
+            &PostParams::default(),
+            &gpu_deployment("chat", 4, "weir/sim:v1"),
+        )
+        .await
+        .expect("create chat");
+    ready(&client, "chat", 4).await;
+
+    let canaries = Api::<Canary>::namespaced(client.clone(), NAMESPACE);
+    let canary = weir_envtest::canary("chat")
+        .steps(serde_json::json!([{"setWeight": 25}, {"pause": {}}]))
+        .spec(serde_json::json!({
+            "targetRef": {"name": "chat"},
+            "progressDeadlineSeconds": DEADLINE_SECS
+        }))
+        .build();
+    canaries
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("create Canary");
+    let (lead, leading) = watch::channel(true);
+    let _controller = Handle::spawn(
+        client.clone(),
+        Settings {
+            namespace: Some(NAMESPACE.into()),
+            identity: "gpu-test".into(),
+            ..Settings::default()
+        },
+        leading,
+    );
+
+    // Adopted: the stable copy serves, the target gave its GPUs back.
+    ready(&client, "chat-stable", 4).await;
+    ready(&client, "chat", 0).await;
+    // Another tenant takes the free GPUs.
+    deployments
+        .create(
+            &PostParams::default(),
+            &gpu_deployment("batch", 4, "weir/sim:v1"),
+        )
+        .await
+        .expect("create batch");
+    ready(&client, "batch", 4).await;
+    assert_eq!(gpus_in_use(&client).await, 8, "every GPU taken");
+
+    deployments
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "vllm", "image": "weir/sim:v2"}
+                ]}}}}),
+            ),
+        )
+        .await
+        .expect("a new version");
+
+    // The step waits on a canary replica the scheduler cannot place, and
+    // says so with the scheduler's own words.
+    let missing = "Insufficient nvidia.com/gpu";
+    let waiting = until("status to name the missing GPUs", PATIENCE, || async {
+        let c = canaries.get("chat").await.expect("get Canary");
+        let s = c.status.unwrap_or_default();
+        let progressing = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        if s.message.contains(missing) && progressing.contains(missing) {
+            Ok(s.message)
+        } else {
+            Err((s.phase, s.message, progressing))
+        }
+    })
+    .await;
+    assert!(
+        waiting.contains("waiting for canary replicas: 0/1 ready; 1 pod Unschedulable"),
+        "{waiting}"
+    );
+    let events = Api::<Event>::namespaced(client.clone(), NAMESPACE);
+    let warned = until("a WaitingForReplicas warning", PATIENCE, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list Events");
+        let found: Vec<Event> = list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("WaitingForReplicas"))
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(missing)))
+            .collect();
+        if found.is_empty() { Err(()) } else { Ok(found) }
+    })
+    .await;
+    assert_eq!(warned.len(), 1, "said once, not per reconcile: {warned:?}");
+
+    // Waiting is not progress: the deadline aborts, naming what was missing;
+    // traffic is all on stable and the canary gives its pending pod up.
+    let aborted = until("the progress deadline to abort", PATIENCE, || async {
+        let c = canaries.get("chat").await.expect("get Canary");
+        let s = c.status.unwrap_or_default();
+        if s.phase == Phase::Aborted {
+            Ok(s)
+        } else {
+            Err(s.phase)
+        }
+    })
+    .await;
+    let abort = aborted.abort.expect("abort recorded");
+    assert_eq!(abort.reason, "ProgressDeadlineExceeded");
+    assert!(abort.message.contains(missing), "{}", abort.message);
+    let traffic = aborted.traffic.expect("traffic published");
+    let canary_weight: f64 = traffic
+        .backends
+        .iter()
+        .filter(|b| b.cohort == weir_crds::Cohort::Canary)
+        .map(|b| b.weight)
+        .sum();
+    assert_eq!(canary_weight, 0.0, "all traffic on stable: {traffic:?}");
+    ready(&client, "chat", 0).await;
+    ready(&client, "chat-stable", 4).await;
+    assert_eq!(
+        gpus_in_use(&client).await,
+        8,
+        "stable and the tenant keep theirs"
+    );
+    drop(lead);
+    let _ = std::fs::remove_dir_all(&logs);
+}
