@@ -102,7 +102,7 @@ impl SseParser {
             input = input.strip_prefix(b"\n").unwrap_or(input);
         }
         while !input.is_empty() {
-            match input.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', input) {
                 None => {
                     self.take(input);
                     return;
@@ -137,7 +137,7 @@ impl SseParser {
                     self.name_len = 0;
                 }
                 LineState::Name => {
-                    let (name, rest) = match bytes.iter().position(|&b| b == b':') {
+                    let (name, rest) = match memchr::memchr(b':', bytes) {
                         Some(i) => (&bytes[..i], Some(&bytes[i + 1..])),
                         None => (bytes, None),
                     };
