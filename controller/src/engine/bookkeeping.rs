@@ -56,6 +56,12 @@ impl Cx<'_> {
                 .is_some_and(|w| self.obs.unready.of(w.cohort).is_some());
             self.event(warning, reasons::WAITING_FOR_REPLICAS, waiting);
         }
+        if let Some(unmeasured) = self.unmeasured()
+            && !before.contains(&unmeasured)
+            && self.s.message.contains(&unmeasured)
+        {
+            self.event(true, reasons::NOT_MEASURED, unmeasured);
+        }
         self.conditions();
         let requeue_after = match self.s.phase {
             Phase::Progressing | Phase::Promoting => Some(
@@ -107,11 +113,15 @@ impl Cx<'_> {
                     }
                     None => "",
                 };
-                match (self.waiting_for(), self.warmup_progress(), verdict) {
+                let said = match (self.waiting_for(), self.warmup_progress(), verdict) {
                     (Some(w), _, _) => format!("{what}{paused}: {w}"),
                     (None, Some(w), _) => format!("{what}{paused}: {w}"),
                     (None, None, Some(v)) => format!("{what}{paused}: {v}"),
                     (None, None, None) => format!("{what}{paused}"),
+                };
+                match self.unmeasured() {
+                    Some(u) => format!("{said}; {u}"),
+                    None => said,
                 }
             }
             Phase::Promoting => format!(
@@ -128,6 +138,13 @@ impl Cx<'_> {
                 .as_ref()
                 .map_or_else(|| "aborted".into(), |a| format!("aborted: {}", a.message)),
         }
+    }
+
+    /// What a run with metrics says when nothing measures its traffic.
+    pub(super) fn unmeasured(&self) -> Option<String> {
+        let why = self.obs.unmeasured.as_deref()?;
+        (!self.r.analysis.metrics.is_empty())
+            .then(|| format!("not measured: {why}; its analysis cannot pass"))
     }
 
     /// Ready, Progressing and AnalysisPassing, with `observedGeneration`.

@@ -80,6 +80,11 @@ pub struct Observed {
     /// Kubernetes: why a cohort's pods that are not ready are not, in the
     /// pods' own words. Said in status and an Event while a step waits.
     pub unready: Unready,
+    /// Why nothing measures this Canary's traffic (the controller was
+    /// started without proxies to read), or `None` when something does.
+    /// A run with metrics says so in status and an Event, before any
+    /// analysis could wait on evidence that never comes.
+    pub unmeasured: Option<String>,
     /// Kubernetes: the revision stable's pods all run, once rolled out.
     pub stable_rolled_out: Option<String>,
     /// The oldest traffic generation every proxy has applied (None: unknown).

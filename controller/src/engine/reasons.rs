@@ -10,6 +10,8 @@ pub const WARMED_UP: &str = "WarmedUp";
 /// A step waits for a cohort's replicas to become ready (what is missing
 /// and the pods' reason).
 pub const WAITING_FOR_REPLICAS: &str = "WaitingForReplicas";
+/// A run with metrics started while nothing measures its traffic.
+pub const NOT_MEASURED: &str = "NotMeasured";
 /// An analysis step passed.
 pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
 /// An analysis found a regression beyond its margin: aborted.

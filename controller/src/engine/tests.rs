@@ -811,6 +811,45 @@ fn a_step_waiting_on_replicas_says_what_is_missing_and_why_once_per_change() {
 }
 
 #[test]
+fn a_run_that_nothing_measures_says_so_from_its_first_step() {
+    let not_measured = |p: &Planned| -> Vec<(bool, String)> {
+        p.actions
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Act(Action::Event {
+                    warning,
+                    reason,
+                    message,
+                }) if *reason == reasons::NOT_MEASURED => Some((*warning, message.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut w = World::new(KUBE);
+    w.observed.unmeasured = Some("no proxies".into());
+    let p = w.tick();
+    assert!(
+        !p.status.message.contains("not measured") && not_measured(&p).is_empty(),
+        "outside a run there is nothing to measure: {}",
+        p.status.message
+    );
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    let p = w.tick();
+    let said = "not measured: no proxies; its analysis cannot pass";
+    assert!(
+        p.status.message.starts_with("step ") && p.status.message.ends_with(&format!("; {said}")),
+        "{}",
+        p.status.message
+    );
+    assert_eq!(not_measured(&p), [(true, said.to_string())]);
+    assert!(not_measured(&w.wait(10)).is_empty(), "said once");
+    // Once something measures it, the message stops saying so.
+    w.observed.unmeasured = None;
+    assert!(!w.wait(10).status.message.contains("not measured"));
+}
+
+#[test]
 fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
     let mut w = kube_in(Phase::Promoting);
     assert_eq!(

@@ -558,6 +558,11 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         target_replicas: total,
         ready,
         unready,
+        // Only the certain case: with a proxy Service, the first poll may
+        // not have answered yet, and a proxy may be restarting.
+        unmeasured: ctx.fleet.is_none().then(|| {
+            "the controller runs without --proxy-service, so no proxy reports to it".to_string()
+        }),
         stable_rolled_out: w.stable.as_ref().and_then(rolled_out),
         applied_generation,
         open_streams,

@@ -1,7 +1,8 @@
 //! GPU capacity on the real control plane: a canary pod the scheduler
 //! cannot place (`Insufficient nvidia.com/gpu`) is reported by weir in the
 //! Canary's status, its Progressing condition and an Event, and the
-//! progress deadline aborts the run with traffic on stable.
+//! progress deadline aborts the run with traffic on stable. The controller
+//! runs without proxies, which the run says too (`NotMeasured`).
 //!
 //! The cluster: two Nodes of 4 GPUs each (the node agent), `chat` with 4
 //! replicas of 1 GPU. Adoption runs the target's pods beside the stable
@@ -209,6 +210,25 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
     })
     .await;
     assert_eq!(warned.len(), 1, "said once, not per reconcile: {warned:?}");
+    // The controller runs without proxies: the run said, from its first
+    // step, that nothing measures it.
+    let unmeasured = until("a NotMeasured warning", PATIENCE, || async {
+        let found: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .expect("list Events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("NotMeasured"))
+            .collect();
+        if found.is_empty() { Err(()) } else { Ok(found) }
+    })
+    .await;
+    assert_eq!(unmeasured.len(), 1, "{unmeasured:?}");
+    assert!(
+        waiting.contains("not measured: the controller runs without --proxy-service"),
+        "{waiting}"
+    );
 
     // Waiting is not progress: the deadline aborts, naming what was missing;
     // traffic is all on stable and the canary gives its pending pod up.
