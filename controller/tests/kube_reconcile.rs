@@ -121,6 +121,22 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         Some(BTreeMap::from([("app".to_string(), "chat".to_string())]))
     );
     assert!(services.get("chat-stable").await.is_ok());
+    // A new revision waits for a stable cohort that serves (Ready is False
+    // until then). No kubelet runs on this API server, so the test writes
+    // the stable copy's status as the Deployment controller would once its
+    // pods are ready (tests/nodeagent runs the real ones).
+    let ready = serde_json::json!({"status": {
+        "observedGeneration": stable.metadata.generation,
+        "replicas": 4, "updatedReplicas": 4, "readyReplicas": 4, "availableReplicas": 4
+    }});
+    deployments
+        .patch_status(
+            "chat-frontend-stable",
+            &PatchParams::default(),
+            &Patch::Merge(&ready),
+        )
+        .await
+        .expect("stable copy's status");
 
     // A new template on the target starts a run: 20% of 4 replicas.
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": "vllm:v2"}]}}}});

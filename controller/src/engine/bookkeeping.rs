@@ -96,10 +96,16 @@ impl Cx<'_> {
         let verdict = self.s.last_analysis.as_ref().map(|a| a.rule.as_str());
         match self.s.phase {
             Phase::Initializing => "initializing".into(),
-            Phase::Idle => format!(
-                "stable {} serves all traffic",
-                self.s.stable_revision.as_deref().unwrap_or("?")
-            ),
+            Phase::Idle => {
+                let stable = self.s.stable_revision.as_deref().unwrap_or("?");
+                match self.waiting_for() {
+                    Some(w) => format!(
+                        "stable {stable}; new revision {} holds until stable is ready: {w}",
+                        self.obs.desired_revision
+                    ),
+                    None => format!("stable {stable} serves all traffic"),
+                }
+            }
             Phase::Progressing | Phase::Paused => {
                 let what = step_label(self.r, &self.s);
                 let paused = match self.s.paused_reason {
@@ -153,12 +159,33 @@ impl Cx<'_> {
         let generation = self.s.observed_generation;
         let message = self.s.message.clone();
         let last = self.s.last_analysis.clone();
+        // Kubernetes: stable was given replicas and none of them is ready.
+        let stable_wanted = self.s.replicas.map_or(0, |r| r.stable);
+        let stable_down = !self.r.is_local()
+            && !matches!(phase, Phase::Initializing)
+            && stable_wanted > 0
+            && self.obs.ready.stable == 0;
+        let stable_message = if stable_down {
+            let why = self
+                .obs
+                .unready
+                .stable
+                .as_deref()
+                .map_or_else(String::new, |w| format!("; {w}"));
+            format!("the stable cohort has no ready replica: 0/{stable_wanted} ready{why}")
+        } else {
+            "the stable cohort serves traffic".to_string()
+        };
         let mut wanted = vec![
             Wanted {
                 kind: ConditionType::Ready,
-                ok: !matches!(phase, Phase::Initializing),
-                reason: phase.as_str(),
-                message: "the stable cohort serves traffic",
+                ok: !matches!(phase, Phase::Initializing) && !stable_down,
+                reason: if stable_down {
+                    "StableNotReady"
+                } else {
+                    phase.as_str()
+                },
+                message: &stable_message,
                 generation,
             },
             Wanted {

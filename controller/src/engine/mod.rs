@@ -442,6 +442,18 @@ impl Cx<'_> {
         let new_run = Some(desired) != stable
             && !(matches!(self.s.phase, Phase::Aborted | Phase::Succeeded)
                 && Some(desired) == finished);
+        // A canary is compared with stable, and traffic falls back on it:
+        // a new revision waits for a stable cohort that serves.
+        if new_run
+            && !self.r.is_local()
+            && self.s.phase == Phase::Idle
+            && self.obs.ready.stable == 0
+            && let Some(given) = self.s.replicas.map(|r| r.stable).filter(|&n| n > 0)
+        {
+            self.scale_down_when_drained();
+            self.follow_target_replicas();
+            return self.wait_for_ready(Cohort::Stable, given);
+        }
         if new_run {
             self.event(
                 false,

@@ -850,6 +850,55 @@ fn a_run_that_nothing_measures_says_so_from_its_first_step() {
 }
 
 #[test]
+fn ready_is_false_while_stable_has_no_ready_replica_and_a_new_revision_holds() {
+    use super::conditions::{self, ConditionType};
+    let mut w = World::new(KUBE);
+    w.tick();
+    let why = "10 pods ImagePullBackOff: Back-off pulling image \"vllm:v1\"";
+    w.observed.ready.stable = 0;
+    w.observed.unready.stable = Some(why.into());
+    let p = w.tick();
+    let ready = conditions::get(&p.status.conditions, ConditionType::Ready).expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "StableNotReady")
+    );
+    assert_eq!(
+        ready.message,
+        format!("the stable cohort has no ready replica: 0/10 ready; {why}")
+    );
+
+    w.observed.desired_revision = "v2".into();
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Idle, "the run holds");
+    assert_eq!(
+        p.status.message,
+        format!(
+            "stable v1; new revision v2 holds until stable is ready: waiting for stable replicas: 0/10 ready; {why}"
+        )
+    );
+    let reasons_of = |p: &Planned| -> Vec<&'static str> {
+        p.actions
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Act(Action::Event { reason, .. }) => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(reasons_of(&p), [reasons::WAITING_FOR_REPLICAS]);
+    assert!(reasons_of(&w.wait(10)).is_empty(), "said once");
+
+    w.observed.ready.stable = 10;
+    w.observed.unready.stable = None;
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Progressing);
+    assert!(reasons_of(&p).contains(&reasons::RUN_STARTED));
+    let ready = conditions::get(&p.status.conditions, ConditionType::Ready).expect("Ready");
+    assert_eq!(ready.status, "True");
+}
+
+#[test]
 fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
     let mut w = kube_in(Phase::Promoting);
     assert_eq!(
