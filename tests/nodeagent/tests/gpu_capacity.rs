@@ -253,6 +253,19 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
         .map(|b| b.weight)
         .sum();
     assert_eq!(canary_weight, 0.0, "all traffic on stable: {traffic:?}");
+    // Through the whole wait (many reconciles), each thing said was said
+    // once: no two WaitingForReplicas Events with the same note.
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("WaitingForReplicas"))
+        .filter_map(|e| e.note)
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = notes.iter().collect();
+    assert_eq!(distinct.len(), notes.len(), "repeated: {notes:#?}");
     ready(&client, "chat", 0).await;
     ready(&client, "chat-stable", 4).await;
     assert_eq!(
