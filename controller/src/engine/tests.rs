@@ -753,21 +753,24 @@ fn progress_deadline_aborts_a_canary_that_never_becomes_ready() {
     );
 }
 
+/// The Events of one reason a plan recorded: (warning, message).
+fn events_of(p: &Planned, wanted: &str) -> Vec<(bool, String)> {
+    p.actions
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Act(Action::Event {
+                warning,
+                reason,
+                message,
+            }) if *reason == wanted => Some((*warning, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_step_waiting_on_replicas_says_what_is_missing_and_why_once_per_change() {
-    let waiting_events = |p: &Planned| -> Vec<(bool, String)> {
-        p.actions
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Act(Action::Event {
-                    warning,
-                    reason,
-                    message,
-                }) if *reason == reasons::WAITING_FOR_REPLICAS => Some((*warning, message.clone())),
-                _ => None,
-            })
-            .collect()
-    };
+    let waiting_events = |p: &Planned| events_of(p, reasons::WAITING_FOR_REPLICAS);
     let mut w = World::new(KUBE);
     w.tick();
     w.observed.desired_revision = "v2".into();
@@ -812,19 +815,7 @@ fn a_step_waiting_on_replicas_says_what_is_missing_and_why_once_per_change() {
 
 #[test]
 fn a_run_that_nothing_measures_says_so_from_its_first_step() {
-    let not_measured = |p: &Planned| -> Vec<(bool, String)> {
-        p.actions
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Act(Action::Event {
-                    warning,
-                    reason,
-                    message,
-                }) if *reason == reasons::NOT_MEASURED => Some((*warning, message.clone())),
-                _ => None,
-            })
-            .collect()
-    };
+    let not_measured = |p: &Planned| events_of(p, reasons::NOT_MEASURED);
     let mut w = World::new(KUBE);
     w.observed.unmeasured = Some("no proxies".into());
     let p = w.tick();
