@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_crds::{HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus};
 
 use super::conditions::{self, ConditionType, Wanted};
+use super::spec::Mode;
 use super::{Action, Cx, Plan, elapsed, reasons, step_label, steps_fingerprint};
 
 impl Cx<'_> {
@@ -172,7 +173,15 @@ impl Cx<'_> {
                 .stable
                 .as_deref()
                 .map_or_else(String::new, |w| format!("; {w}"));
-            format!("the stable cohort has no ready replica: 0/{stable_wanted} ready{why}")
+            let deployment = match &self.r.mode {
+                Mode::Kubernetes { target, .. } => {
+                    format!("{} ", weir_crds::names::stable_deployment(target))
+                }
+                Mode::Local { .. } => String::new(),
+            };
+            format!(
+                "the stable cohort has no ready replica: {deployment}0/{stable_wanted} ready{why}"
+            )
         } else {
             "the stable cohort serves traffic".to_string()
         };

@@ -856,7 +856,7 @@ fn ready_is_false_while_stable_has_no_ready_replica_and_a_new_revision_holds() {
     );
     assert_eq!(
         ready.message,
-        format!("the stable cohort has no ready replica: 0/10 ready; {why}")
+        format!("the stable cohort has no ready replica: chat-stable 0/10 ready; {why}")
     );
 
     w.observed.desired_revision = "v2".into();
