@@ -15,15 +15,13 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::watch;
-use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 
 mod common;
-use common::{PATIENCE, create_namespace, nodes_usable, start_agent};
+use common::{PATIENCE, create_namespace, nodes_usable, run_controller, set_image, start_agent};
 
 const NAMESPACE: &str = "gpu";
 /// How long a step may wait on replicas before the run is aborted.
@@ -128,20 +126,7 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
             "progressDeadlineSeconds": DEADLINE_SECS
         }))
         .build();
-    canaries
-        .create(&PostParams::default(), &canary)
-        .await
-        .expect("create Canary");
-    let (lead, leading) = watch::channel(true);
-    let _controller = Handle::spawn(
-        client.clone(),
-        Settings {
-            namespace: Some(NAMESPACE.into()),
-            identity: "gpu-test".into(),
-            ..Settings::default()
-        },
-        leading,
-    );
+    let (lead, _controller) = run_controller(&client, NAMESPACE, &canary).await;
 
     // Adopted: the stable copy serves, the target gave its GPUs back.
     ready(&client, "chat-stable", 4).await;
@@ -157,18 +142,7 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
     ready(&client, "batch", 4).await;
     assert_eq!(gpus_in_use(&client).await, 8, "every GPU taken");
 
-    deployments
-        .patch(
-            "chat",
-            &PatchParams::default(),
-            &Patch::Strategic(
-                serde_json::json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": "vllm", "image": "weir/sim:v2"}
-                ]}}}}),
-            ),
-        )
-        .await
-        .expect("a new version");
+    set_image(&client, NAMESPACE, "chat", "weir/sim:v2").await;
 
     // The step waits on a canary replica the scheduler cannot place, and
     // says so with the scheduler's own words.

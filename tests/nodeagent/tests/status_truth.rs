@@ -9,14 +9,12 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use tokio::sync::watch;
-use weir_controller::kube::run::{Handle, Settings};
+use kube::api::{ListParams, PostParams};
 use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 
 mod common;
-use common::{PATIENCE, create_namespace, nodes_usable, start_agent};
+use common::{PATIENCE, create_namespace, nodes_usable, run_controller, set_image, start_agent};
 
 const NAMESPACE: &str = "truth";
 
@@ -71,20 +69,7 @@ async fn ready_is_false_and_a_new_revision_holds_while_stable_serves_nothing() {
     let canary = weir_envtest::canary("chat")
         .spec(serde_json::json!({"targetRef": {"name": "chat"}}))
         .build();
-    canaries
-        .create(&PostParams::default(), &canary)
-        .await
-        .expect("create Canary");
-    let (lead, leading) = watch::channel(true);
-    let _controller = Handle::spawn(
-        client.clone(),
-        Settings {
-            namespace: Some(NAMESPACE.into()),
-            identity: "truth-test".into(),
-            ..Settings::default()
-        },
-        leading,
-    );
+    let (lead, _controller) = run_controller(&client, NAMESPACE, &canary).await;
 
     // Adopted, but the stable copy's pods run and never pass their probe.
     let ready = until(
@@ -117,18 +102,7 @@ async fn ready_is_false_and_a_new_revision_holds_while_stable_serves_nothing() {
     );
 
     // A new version holds, and says why.
-    deployments
-        .patch(
-            "chat",
-            &PatchParams::default(),
-            &Patch::Strategic(
-                serde_json::json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": "vllm", "image": "weir/sim:v2"}
-                ]}}}}),
-            ),
-        )
-        .await
-        .expect("a new version");
+    set_image(&client, NAMESPACE, "chat", "weir/sim:v2").await;
     let held = until("the new revision to hold", PATIENCE, || async {
         let c = canaries.get("chat").await.expect("get Canary");
         let s = c.status.unwrap_or_default();

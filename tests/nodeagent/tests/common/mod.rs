@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use tokio::sync::watch;
+use weir_controller::kube::run::{Handle, Settings};
+use weir_crds::Canary;
 use weir_test_kit::poll::until;
 
 /// Bound on each wait for the control plane.
@@ -112,4 +116,45 @@ pub async fn create_namespace(client: &Client, name: &str) {
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
+}
+
+/// weir's controller for `namespace`, leading from the start (no proxies:
+/// nothing measures its Canaries), and `canary` created for it. Keep the
+/// sender: dropping it stops the controller.
+pub async fn run_controller(
+    client: &Client,
+    namespace: &str,
+    canary: &Canary,
+) -> (watch::Sender<bool>, Handle) {
+    Api::<Canary>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), canary)
+        .await
+        .expect("create Canary");
+    let (lead, leading) = watch::channel(true);
+    let handle = Handle::spawn(
+        client.clone(),
+        Settings {
+            namespace: Some(namespace.into()),
+            identity: format!("{namespace}-test"),
+            ..Settings::default()
+        },
+        leading,
+    );
+    (lead, handle)
+}
+
+/// A new version of Deployment `name`: its container `vllm` runs `image`.
+pub async fn set_image(client: &Client, namespace: &str, name: &str, image: &str) {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(
+                serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "vllm", "image": image}
+                ]}}}}),
+            ),
+        )
+        .await
+        .expect("a new version");
 }
