@@ -29,7 +29,6 @@ use std::future::Future;
 use std::time::Instant;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use weir_analysis::compare::gauge::GaugeInterval;
 use weir_analysis::decision::Load;
 use weir_analysis::observations::{CohortSnapshot, Snapshot};
@@ -37,35 +36,9 @@ use weir_analysis::{Counts, Distribution, MetricKind, Observations};
 use weir_crds::AnalysisWindow;
 use weir_crds::{CanaryStatus, Cohort, MetricSource, Signal, WindowPurpose};
 
+pub use crate::engine::Cohorts;
 use crate::engine::Evidence;
 use crate::engine::spec::{Metric, Rollout};
-
-/// A value per cohort.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cohorts<T> {
-    /// The stable cohort.
-    pub stable: T,
-    /// The canary cohort.
-    pub canary: T,
-}
-
-impl<T> Cohorts<T> {
-    /// The value of `cohort`.
-    pub fn get(&self, cohort: Cohort) -> &T {
-        match cohort {
-            Cohort::Stable => &self.stable,
-            Cohort::Canary => &self.canary,
-        }
-    }
-
-    /// The value of `cohort`, to change it.
-    pub fn get_mut(&mut self, cohort: Cohort) -> &mut T {
-        match cohort {
-            Cohort::Stable => &mut self.stable,
-            Cohort::Canary => &mut self.canary,
-        }
-    }
-}
 
 /// Reads a gauge metric of one cohort now (GPU utilization averaged over
 /// the cohort's GPUs). `None` when it cannot be read this time: the

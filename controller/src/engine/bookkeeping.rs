@@ -54,7 +54,7 @@ impl Cx<'_> {
             // probe): someone has to act.
             let warning = self
                 .waiting
-                .is_some_and(|w| self.obs.unready.of(w.cohort).is_some());
+                .is_some_and(|w| self.obs.unready.get(w.cohort).as_deref().is_some());
             self.event(warning, reasons::WAITING_FOR_REPLICAS, waiting);
         }
         if let Some(unmeasured) = self.unmeasured()

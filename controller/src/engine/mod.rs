@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
 use weir_analysis::decision::{Decision, Load};
 use weir_analysis::{Distribution, Observations, Verdict};
 use weir_crds::{
@@ -78,8 +79,10 @@ pub struct Observed {
     /// Ready replicas per cohort (local: 1 when the backend answers).
     pub ready: CohortReplicas,
     /// Kubernetes: why a cohort's pods that are not ready are not, in the
-    /// pods' own words. Said in status and an Event while a step waits.
-    pub unready: Unready,
+    /// pods' own words (`1 pod Unschedulable: 0/2 nodes are available: 2
+    /// Insufficient nvidia.com/gpu.`); `None` when there is nothing to say.
+    /// Said in status and an Event while a step waits.
+    pub unready: Cohorts<Option<String>>,
     /// Why nothing measures this Canary's traffic (the controller was
     /// started without proxies to read), or `None` when something does.
     /// A run with metrics says so in status and an Event, before any
@@ -97,23 +100,29 @@ pub struct Observed {
     pub commands: Commands,
 }
 
-/// Why some pods of each cohort are not ready, as the shell read them
-/// from the pods (`1 pod Unschedulable: 0/2 nodes are available: 2
-/// Insufficient nvidia.com/gpu.`); `None` when there is nothing to say.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Unready {
-    /// The stable cohort's pods.
-    pub stable: Option<String>,
-    /// The canary cohort's pods.
-    pub canary: Option<String>,
+/// A value per cohort.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cohorts<T> {
+    /// The stable cohort.
+    pub stable: T,
+    /// The canary cohort.
+    pub canary: T,
 }
 
-impl Unready {
-    /// What `cohort`'s pods say.
-    pub fn of(&self, cohort: Cohort) -> Option<&str> {
+impl<T> Cohorts<T> {
+    /// The value of `cohort`.
+    pub fn get(&self, cohort: Cohort) -> &T {
         match cohort {
-            Cohort::Stable => self.stable.as_deref(),
-            Cohort::Canary => self.canary.as_deref(),
+            Cohort::Stable => &self.stable,
+            Cohort::Canary => &self.canary,
+        }
+    }
+
+    /// The value of `cohort`, to change it.
+    pub fn get_mut(&mut self, cohort: Cohort) -> &mut T {
+        match cohort {
+            Cohort::Stable => &mut self.stable,
+            Cohort::Canary => &mut self.canary,
         }
     }
 }
@@ -443,18 +452,16 @@ impl Cx<'_> {
             && !(matches!(self.s.phase, Phase::Aborted | Phase::Succeeded)
                 && Some(desired) == finished);
         // A canary is compared with stable, and traffic falls back on it:
-        // a new revision waits for a stable cohort that serves.
-        if new_run
-            && !self.r.is_local()
-            && self.s.phase == Phase::Idle
-            && self.obs.ready.stable == 0
-            && let Some(given) = self.s.replicas.map(|r| r.stable).filter(|&n| n > 0)
-        {
-            self.scale_down_when_drained();
-            self.follow_target_replicas();
-            return self.wait_for_ready(Cohort::Stable, given);
-        }
-        if new_run {
+        // a new revision waits for a stable cohort that serves (the stable
+        // replicas it waits for, when it does).
+        let hold = self.s.replicas.map(|r| r.stable).filter(|&given| {
+            given > 0
+                && new_run
+                && !self.r.is_local()
+                && self.s.phase == Phase::Idle
+                && self.obs.ready.stable == 0
+        });
+        if new_run && hold.is_none() {
             self.event(
                 false,
                 reasons::RUN_STARTED,
@@ -470,7 +477,10 @@ impl Cx<'_> {
         }
         self.scale_down_when_drained();
         self.follow_target_replicas();
-        Flow::Wait
+        match hold {
+            Some(given) => self.wait_for_ready(Cohort::Stable, given),
+            None => Flow::Wait,
+        }
     }
 
     /// Progressing or Paused.

@@ -173,7 +173,7 @@ impl Cx<'_> {
             w.cohort.as_str(),
             w.wanted
         );
-        if let Some(why) = self.obs.unready.of(w.cohort) {
+        if let Some(why) = self.obs.unready.get(w.cohort).as_deref() {
             text.push_str("; ");
             text.push_str(why);
         }

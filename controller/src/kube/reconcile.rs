@@ -542,7 +542,7 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
     };
     let pods = Api::namespaced(ctx.client.clone(), &namespace);
     let given = status.replicas.unwrap_or_default();
-    let unready = engine::Unready {
+    let unready = Cohorts {
         stable: pods::unready(
             &pods,
             &builders::stable_labels(&w.selector),
