@@ -12,8 +12,9 @@ use weir_crds::{Cohort, Phase};
 mod common;
 mod stack;
 
-use stack::{FAST, PATIENCE, SLOW, Stack, event_recorded, image_of, wait_phase};
+use stack::{PATIENCE, Stack, event_recorded, image_of, wait_phase};
 use weir_test_kit::poll::until;
+use weir_test_kit::sim::{FAST, SLOW};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_revision_goes_through_every_step_and_is_promoted() {

@@ -14,7 +14,8 @@ use weir_test_kit::poll::until;
 mod common;
 mod stack;
 
-use stack::{FAST, Stack, wait_phase};
+use stack::{Stack, wait_phase};
+use weir_test_kit::sim::FAST;
 
 /// Sends `n` chat completions through `url` and counts the cohorts that
 /// answered (the proxy's `x-weir-cohort` header); panics on any failure.

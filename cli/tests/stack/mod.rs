@@ -661,29 +661,7 @@ pub fn load(url: &str, rate: u32, secs: u32, extra: &[&str]) -> Proc {
     common::spawn("load", &args)
 }
 
-/// Sim flags of a version: fast, tight TTFT so a few hundred requests
-/// decide.
-pub const FAST: &[&str] = &[
-    "--ttft",
-    "60ms",
-    "--ttft-sigma",
-    "0.1",
-    "--itl",
-    "3ms",
-    "--tokens",
-    "8",
-];
-/// 2.5 times slower to first token.
-pub const SLOW: &[&str] = &[
-    "--ttft",
-    "150ms",
-    "--ttft-sigma",
-    "0.1",
-    "--itl",
-    "3ms",
-    "--tokens",
-    "8",
-];
+use weir_test_kit::sim::FAST;
 
 /// The target Deployment `chat-frontend` running `image`.
 pub fn target(image: &str, replicas: i32) -> Deployment {
@@ -709,23 +687,12 @@ pub fn image_of(d: &Deployment) -> Option<String> {
         .clone()
 }
 
-/// Canary `chat` with `strategy`, judged fast: 1 s intervals and warmup,
-/// 100 samples, TTFT within 25% and errors within 5 points.
+/// Canary `chat` with `strategy`, judged fast
+/// ([`weir_envtest::CanaryBuilder::judged_fast`]).
 pub fn canary_spec(strategy: serde_json::Value) -> Canary {
     weir_envtest::canary("chat")
         .strategy(strategy)
-        .spec(serde_json::json!({
-            "analysis": {
-                "interval": "1s",
-                "warmup": "1s",
-                "minSamples": 100,
-                "metrics": [
-                    {"name": "ttft", "kind": "latency", "quantiles": [0.5], "maxIncrease": "25%"},
-                    {"name": "errors", "kind": "errorRate", "maxIncrease": "5pp"}
-                ]
-            },
-            "progressDeadlineSeconds": 120
-        }))
+        .judged_fast()
         .build()
 }
 

@@ -6,6 +6,7 @@
 //!   condition they assert, never on time.
 //! - [`python`]: the Python interpreter with the real `openai` client
 //!   (tests/run's venv), and a script run whose JSON answer comes back.
+//! - [`sim`]: the `weir sim` flags of a healthy version and a slow one.
 //! - [`tls`]: a CA and certificates made with the `openssl` command.
 //! - [`webhook`]: a webhook receiver that records what it gets and answers
 //!   200, 500-then-200, 400 or never (the notification tests).
@@ -19,5 +20,6 @@
 
 pub mod poll;
 pub mod python;
+pub mod sim;
 pub mod tls;
 pub mod webhook;

@@ -27,7 +27,7 @@ const REPLICAS: usize = 4;
 const NODES: [&str; 2] = ["node-0", "node-1"];
 
 mod common;
-use common::{PATIENCE, create_namespace, nodes_usable, start_agent};
+use common::{PATIENCE, create_namespace, is_ready, nodes_usable, pod_ip, sim_pid, start_agent};
 
 fn deployment(namespace: &str, model: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -74,17 +74,6 @@ fn service(namespace: &str) -> Service {
         }
     }))
     .expect("a valid Service")
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn pod_ip(pod: &Pod) -> Option<String> {
-    pod.status.as_ref().and_then(|s| s.pod_ip.clone())
 }
 
 /// Ready addresses of the Service's EndpointSlices (written by the real
@@ -164,24 +153,6 @@ async fn models(ips: &BTreeSet<String>) -> BTreeMap<String, String> {
         out.insert(ip.clone(), model);
     }
     out
-}
-
-/// The pid of the `weir sim` process the agent runs for pod `name` (its
-/// command line has `--name <pod>`).
-fn sim_pid(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let is_sim = args.iter().any(|a| *a == b"sim")
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
-            is_sim.then_some(pid)
-        })
 }
 
 fn ip(args: &[&str]) -> String {

@@ -21,7 +21,9 @@ use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 
 mod common;
-use common::{PATIENCE, create_namespace, nodes_usable, run_controller, set_image, start_agent};
+use common::{
+    PATIENCE, create_namespace, events, nodes_usable, run_controller, set_image, start_agent,
+};
 
 const NAMESPACE: &str = "gpu";
 /// How long a step may wait on replicas before the run is aborted.
@@ -167,16 +169,10 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
         waiting.contains("waiting for canary replicas: 0/1 ready; 1 pod Unschedulable"),
         "{waiting}"
     );
-    let events = Api::<Event>::namespaced(client.clone(), NAMESPACE);
     let warned = until("a WaitingForReplicas warning", PATIENCE, || async {
-        let list = events
-            .list(&ListParams::default())
+        let found: Vec<Event> = events(&client, NAMESPACE, "WaitingForReplicas")
             .await
-            .expect("list Events");
-        let found: Vec<Event> = list
-            .items
             .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("WaitingForReplicas"))
             .filter(|e| e.type_.as_deref() == Some("Warning"))
             .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(missing)))
             .collect();
@@ -187,14 +183,7 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
     // The controller runs without proxies: the run said, from its first
     // step, that nothing measures it.
     let unmeasured = until("a NotMeasured warning", PATIENCE, || async {
-        let found: Vec<Event> = events
-            .list(&ListParams::default())
-            .await
-            .expect("list Events")
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("NotMeasured"))
-            .collect();
+        let found = events(&client, NAMESPACE, "NotMeasured").await;
         if found.is_empty() { Err(()) } else { Ok(found) }
     })
     .await;
@@ -229,13 +218,9 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
     assert_eq!(canary_weight, 0.0, "all traffic on stable: {traffic:?}");
     // Through the whole wait (many reconciles), each thing said was said
     // once: no two WaitingForReplicas Events with the same note.
-    let notes: Vec<String> = events
-        .list(&ListParams::default())
+    let notes: Vec<String> = events(&client, NAMESPACE, "WaitingForReplicas")
         .await
-        .expect("list Events")
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("WaitingForReplicas"))
         .filter_map(|e| e.note)
         .collect();
     let distinct: std::collections::BTreeSet<&String> = notes.iter().collect();

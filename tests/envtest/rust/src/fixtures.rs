@@ -56,6 +56,25 @@ impl CanaryBuilder {
         self
     }
 
+    /// Judged fast, for rollouts of `weir sim` versions
+    /// (`weir_test_kit::sim`): 1 s intervals and warmup, 100 samples, TTFT
+    /// p50 within 25% and errors within 5 points, a 120 s progress
+    /// deadline.
+    pub fn judged_fast(self) -> Self {
+        self.spec(json!({
+            "analysis": {
+                "interval": "1s",
+                "warmup": "1s",
+                "minSamples": 100,
+                "metrics": [
+                    {"name": "ttft", "kind": "latency", "quantiles": [0.5], "maxIncrease": "25%"},
+                    {"name": "errors", "kind": "errorRate", "maxIncrease": "5pp"}
+                ]
+            },
+            "progressDeadlineSeconds": 120
+        }))
+    }
+
     /// Merges `patch` into `spec` (a JSON merge patch: objects merge,
     /// anything else replaces, `null` removes).
     pub fn spec(mut self, patch: Value) -> Self {

@@ -79,6 +79,9 @@ pub enum Error {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The chart's RBAC could not be rendered or applied.
+    #[error("the chart's RBAC: {0}")]
+    Chart(String),
     /// The host has no address other than loopback.
     #[error(
         "no non-loopback IPv4 address on this host ({0}); EndpointSlices cannot point at 127.0.0.0/8"
@@ -241,6 +244,71 @@ impl Server {
         Ok(client(self.config().await?)?)
     }
 
+    /// A client that acts as ServiceAccount `namespace/name`, with the
+    /// groups the API server gives a ServiceAccount token (impersonation:
+    /// every request is authorized as that account, with its RBAC alone).
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Client, Error> {
+        Ok(as_service_account(self.config().await?, namespace, name)?)
+    }
+
+    /// Installs the chart's ServiceAccounts, Roles and RoleBindings in
+    /// `namespace` at namespace scope, serving that namespace (the least
+    /// privilege the chart grants; rendered by `helm template` from
+    /// `charts/weir`, applied with kubectl), and returns a client for each
+    /// account. Nothing else of the chart is created: its Deployments would
+    /// be scheduled onto the node agent, which runs only `weir sim`.
+    pub async fn chart_accounts(&self, namespace: &str) -> Result<ChartAccounts, Error> {
+        let chart = repo_root().join("charts/weir");
+        let scope = format!("rbac.watchNamespace={namespace}");
+        let out = self
+            .command("helm")
+            .args(["template", "weir"])
+            .arg(&chart)
+            .args(["--namespace", namespace, "--set", "rbac.scope=namespace"])
+            .args(["--set", &scope])
+            .args(["--show-only", "templates/serviceaccounts.yaml"])
+            .args(["--show-only", "templates/controller-rbac.yaml"])
+            .args(["--show-only", "templates/proxy-rbac.yaml"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Chart(format!("running helm: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Chart(format!(
+                "helm template: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+        let applied = self.run_with_stdin("kubectl", &["apply", "-f", "-"], &yaml);
+        if !applied.status.success() {
+            return Err(Error::Chart(format!(
+                "kubectl apply: {}",
+                String::from_utf8_lossy(&applied.stderr)
+            )));
+        }
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml)
+            .map_err(|e| Error::Chart(format!("helm's output is not YAML: {e}")))?;
+        let account = |component: &str| {
+            docs.iter()
+                .find(|d| {
+                    d["kind"] == "ServiceAccount"
+                        && d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+                })
+                .and_then(|d| d["metadata"]["name"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Chart(format!("no ServiceAccount for the {component}")))
+        };
+        let config = self.config().await?;
+        Ok(ChartAccounts {
+            controller: as_service_account(config.clone(), namespace, &account("controller")?)?,
+            proxy: as_service_account(config, namespace, &account("proxy")?)?,
+        })
+    }
+
     /// The admin client configuration.
     pub async fn config(&self) -> Result<Config, Error> {
         let kubeconfig =
@@ -290,6 +358,39 @@ fn run_script(mut cmd: Command) -> Result<String, Error> {
         return Err(Error::Up(format!("{cmd:?} exited with {}", out.status)));
     }
     String::from_utf8(out.stdout).map_err(|e| Error::Up(format!("output of {cmd:?}: {e}")))
+}
+
+/// Clients for the chart's two ServiceAccounts ([`Server::chart_accounts`]).
+pub struct ChartAccounts {
+    /// As the controller's account.
+    pub controller: Client,
+    /// As the proxies' account.
+    pub proxy: Client,
+}
+
+impl std::fmt::Debug for ChartAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartAccounts").finish_non_exhaustive()
+    }
+}
+
+/// `config` (an admin's) acting as `user` in `groups`: the admin asks the
+/// API server to authorize each request as that user.
+fn impersonating(mut config: Config, user: &str, groups: &[&str]) -> Result<Client, kube::Error> {
+    config.auth_info.impersonate = Some(user.to_owned());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    client(config)
+}
+
+/// `config` acting as ServiceAccount `namespace/name`, with the groups the
+/// API server gives a ServiceAccount token.
+fn as_service_account(config: Config, namespace: &str, name: &str) -> Result<Client, kube::Error> {
+    let ns_group = format!("system:serviceaccounts:{namespace}");
+    impersonating(
+        config,
+        &format!("system:serviceaccount:{namespace}:{name}"),
+        &["system:serviceaccounts", &ns_group, "system:authenticated"],
+    )
 }
 
 /// One test's view of the server: an admin client and a namespace nobody
@@ -368,20 +469,15 @@ impl TestEnv {
     /// A client that acts as `user` in `groups` (impersonation: the admin
     /// asks the API server to authorize each request as that user).
     pub fn impersonating(&self, user: &str, groups: &[&str]) -> Client {
-        let mut config = self.config.clone();
-        config.auth_info.impersonate = Some(user.to_owned());
-        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
-        client(config).unwrap_or_else(|e| panic!("impersonating {user}: {e}"))
+        impersonating(self.config.clone(), user, groups)
+            .unwrap_or_else(|e| panic!("impersonating {user}: {e}"))
     }
 
     /// A client that acts as ServiceAccount `name` of this test's namespace,
     /// with the groups the API server gives a ServiceAccount token.
     pub fn as_service_account(&self, name: &str) -> Client {
-        let ns_group = format!("system:serviceaccounts:{}", self.namespace);
-        self.impersonating(
-            &format!("system:serviceaccount:{}:{name}", self.namespace),
-            &["system:serviceaccounts", &ns_group, "system:authenticated"],
-        )
+        as_service_account(self.config.clone(), &self.namespace, name)
+            .unwrap_or_else(|e| panic!("as ServiceAccount {name}: {e}"))
     }
 }
 
