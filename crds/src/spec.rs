@@ -304,11 +304,55 @@ pub struct Promotion {
     #[serde(default)]
     pub strategy: PromotionStrategy,
     /// RollingUpdate: extra pods during the update (default: computed).
+    /// When set, it bounds the whole promotion: both cohorts together hold
+    /// at most the replicas plus this many pods, the canary's included
+    /// (unset, the proven canary grows to full size beside stable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<IntOrString>,
     /// RollingUpdate: pods that may be down (default: computed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrString>,
+}
+
+impl Promotion {
+    /// `maxSurge` as a pod count for `replicas` (a percentage rounded up),
+    /// when the user set it.
+    pub fn surge_set(&self, replicas: u32) -> Option<u32> {
+        self.max_surge
+            .as_ref()
+            .map(|v| count_of(Some(v), replicas, 0.0, true))
+    }
+
+    /// `maxSurge` as a pod count for `replicas`: as set, else 25% rounded
+    /// up (the Deployment controller's default).
+    pub fn surge(&self, replicas: u32) -> u32 {
+        count_of(self.max_surge.as_ref(), replicas, 0.25, true)
+    }
+
+    /// `maxUnavailable` as a pod count for `replicas`: as set (a percentage
+    /// rounded down), else 0.
+    pub fn unavailable(&self, replicas: u32) -> u32 {
+        count_of(self.max_unavailable.as_ref(), replicas, 0.0, false)
+    }
+}
+
+/// A Deployment-style count: an integer as it is, a percentage of
+/// `replicas` rounded `up` or down; `default_fraction` of `replicas` when
+/// unset or unreadable (the API server's schema admits only these forms).
+fn count_of(v: Option<&IntOrString>, replicas: u32, default_fraction: f64, up: bool) -> u32 {
+    let n = f64::from(replicas);
+    let x = match v {
+        Some(IntOrString::Int(i)) => return u32::try_from(*i).unwrap_or(0),
+        Some(IntOrString::String(s)) => s
+            .trim()
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<f64>().ok())
+            .map_or(n * default_fraction, |p| n * p / 100.0),
+        None => n * default_fraction,
+    };
+    // Counts of replicas: small non-negative whole numbers.
+    let x = if up { x.ceil() } else { x.floor() };
+    x.clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 impl Default for Promotion {

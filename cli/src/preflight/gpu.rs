@@ -12,9 +12,11 @@
 //!   (default: a full copy) beside stable, grown to a full copy for the
 //!   cutover;
 //! - promotion: the proven canary grows to full size (when a GPU budget
-//!   leaves room) while stable is replaced: `RollingUpdate` adds its surge
-//!   (`weir_controller::kube::builders::promotion_strategy`, capped by the
-//!   budget), `Recreate` none. With `gpuBudget` equal to the replicas
+//!   and a `maxSurge` the user set leave room:
+//!   `weir_controller::engine::Rollout::promotion_limit`) while stable is
+//!   replaced: `RollingUpdate` adds its surge
+//!   (`weir_controller::kube::builders::promotion_strategy`, capped by that
+//!   limit), `Recreate` none. With `gpuBudget` equal to the replicas
 //!   stable holds, nothing extra is ever needed.
 //!
 //! Free GPUs are what Kubernetes' scheduler would see: per schedulable,
@@ -31,7 +33,7 @@ use weir_controller::engine::replicas::for_share;
 use weir_controller::engine::spec::{Step, Strategy};
 use weir_controller::engine::{Rollout, Share};
 use weir_controller::kube::builders::promotion_strategy;
-use weir_crds::{Promotion, PromotionStrategy};
+use weir_crds::PromotionStrategy;
 
 use super::check::{Check, Read, names};
 
@@ -220,10 +222,10 @@ impl Phase {
     }
 }
 
-/// The phases of a rollout of `rollout` (promotion per `promotion`) at
-/// `total` replicas (the user's count); `adopted`: the controller already
-/// runs the stable copy.
-pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: bool) -> Vec<Phase> {
+/// The phases of a rollout of `rollout` at `total` replicas (the user's
+/// count); `adopted`: the controller already runs the stable copy.
+pub fn phases(rollout: &Rollout, total: u32, adopted: bool) -> Vec<Phase> {
+    let promotion = &rollout.promotion;
     let total = total.max(1);
     let budget = rollout.gpu_budget;
     let full_stable = budget.map_or(total, |b| total.min(b.max(1)));
@@ -274,11 +276,12 @@ pub fn phases(rollout: &Rollout, promotion: &Promotion, total: u32, adopted: boo
             });
         }
     }
-    if grows && budget.is_none_or(|b| b >= total + stable) {
+    let limit = rollout.promotion_limit(total);
+    if grows && limit.is_none_or(|l| l >= total + stable) {
         canary = total;
     }
-    let room = budget.map(|b| b.saturating_sub(stable + canary));
-    let surge = match promotion_strategy(promotion, stable, room).rolling_update {
+    let room = limit.map(|l| l.saturating_sub(stable + canary));
+    let surge = match promotion_strategy(promotion, stable, room, canary).rolling_update {
         Some(ru) => match ru.max_surge {
             Some(IntOrString::Int(n)) => u32::try_from(n).unwrap_or(0),
             _ => 0,
@@ -399,6 +402,7 @@ mod tests {
     use super::*;
     use crate::preflight::check::Status;
     use weir_crds::Canary;
+    use weir_crds::Promotion;
 
     fn rollout(spec: serde_json::Value) -> Rollout {
         let mut c: Canary =
@@ -433,6 +437,7 @@ mod tests {
     fn the_peak_follows_the_engines_replicas_for_each_strategy() {
         let rolling = promotion(serde_json::json!({}));
         let recreate = promotion(serde_json::json!({"strategy": "Recreate"}));
+        let surge_1 = promotion(serde_json::json!({"maxSurge": 1, "maxUnavailable": 0}));
         // (spec change, promotion, total, adopted, phase at peak, pods at peak)
         let steps =
             |w: f64| serde_json::json!({"strategy": {"canary": {"steps": [{"setWeight": w}]}}});
@@ -447,6 +452,10 @@ mod tests {
                 9,
             ),
             (steps(20.0), &recreate, 4, true, "promotion (Recreate)", 8),
+            // A maxSurge the user set bounds both cohorts: 4 + 1 pods at
+            // most, so the canary of 1 does not grow and covers stable's
+            // surge; the step already holds the peak.
+            (steps(25.0), &surge_1, 4, true, "setWeight 25%", 5),
             // Not yet adopted: the stable copy beside the target (here
             // more than a promotion's canary of 1 beside stable).
             (
@@ -488,12 +497,16 @@ mod tests {
         ];
         for (spec, promo, total, adopted, name, pods) in table {
             let r = rollout(spec.clone());
-            let got = peak_of(&phases(&r, promo, total, adopted));
+            let mut r = r;
+            r.promotion = promo.clone();
+            let got = peak_of(&phases(&r, total, adopted));
             assert_eq!(got, (name.to_string(), pods), "{spec}");
         }
         // matchWeight at 20% of 10 is 3 canaries (the engine's own table).
         let r = rollout(steps(20.0));
-        let p = phases(&r, &recreate, 10, true);
+        let mut r = r;
+        r.promotion = recreate.clone();
+        let p = phases(&r, 10, true);
         assert_eq!((p[0].stable, p[0].canary), (10, 3), "{p:?}");
     }
 

@@ -333,12 +333,7 @@ async fn canary_checks(
         .replicas
         .map_or(target_replicas, |r| r.stable + r.canary);
     Some(Ok(gpu::Plan {
-        phases: gpu::phases(
-            &rollout,
-            &canary.spec.promotion,
-            total,
-            status.replicas.is_some(),
-        ),
+        phases: gpu::phases(&rollout, total, status.replicas.is_some()),
         held,
         gpus_per_pod,
     }))

@@ -37,12 +37,14 @@ impl Cx<'_> {
         }
         // Keep the proven canary serving while stable is replaced: all of
         // it when the canary can grow to carry everything beside stable
-        // (within the GPU budget). Otherwise stable is replaced in place
-        // (no surge) while the split stays as the last step left it.
+        // (within the GPU budget and a maxSurge the user set). Otherwise
+        // stable is replaced in place, the canary's pods standing in for
+        // the surge that does not fit, while the split stays as the last
+        // step left it.
         let canary_fits = self
             .r
-            .gpu_budget
-            .is_none_or(|b| b >= total + current.stable);
+            .promotion_limit(total)
+            .is_none_or(|limit| limit >= total + current.stable);
         if canary_fits && self.traffic_share(Cohort::Canary) < Share::ALL {
             self.scale(Cohort::Canary, total);
             if self.obs.ready.canary >= total {
@@ -91,8 +93,8 @@ impl Cx<'_> {
             let canary = current.canary - 1;
             let stable = self
                 .r
-                .gpu_budget
-                .map_or(total, |b| total.min(b.saturating_sub(canary)))
+                .promotion_limit(total)
+                .map_or(total, |limit| total.min(limit.saturating_sub(canary)))
                 .max(current.stable);
             self.s.progress_at = Some(Time(self.now));
             self.scale(Cohort::Canary, canary);

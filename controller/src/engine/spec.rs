@@ -164,11 +164,29 @@ pub struct Rollout {
     pub progress_deadline: Duration,
     /// Total replicas both cohorts may hold.
     pub gpu_budget: Option<u32>,
+    /// How stable takes the promoted version.
+    pub promotion: crds::Promotion,
     /// Held by `weir pause`.
     pub paused: bool,
 }
 
 impl Rollout {
+    /// The most pods both cohorts may hold while a promotion of `total`
+    /// replicas runs: the GPU budget, and `total` plus the promotion's
+    /// `maxSurge` when the user set one (the canary's pods count against
+    /// it). `None`: no limit, and the proven canary grows to full size
+    /// beside stable.
+    pub fn promotion_limit(&self, total: u32) -> Option<u32> {
+        let surge = self
+            .promotion
+            .surge_set(total)
+            .map(|s| total.saturating_add(s));
+        match (self.gpu_budget, surge) {
+            (Some(b), Some(s)) => Some(b.min(s)),
+            (b, s) => b.or(s),
+        }
+    }
+
     /// The canary steps (empty for blue-green).
     pub fn steps(&self) -> &[Step] {
         match &self.strategy {
@@ -354,6 +372,7 @@ impl Rollout {
             sticky: spec.sticky.clone(),
             progress_deadline: Duration::from_secs(u64::from(spec.progress_deadline_seconds)),
             gpu_budget: spec.gpu_budget,
+            promotion: spec.promotion.clone(),
             paused: spec.paused,
         };
         check_steps(&rollout)?;

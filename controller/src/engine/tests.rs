@@ -1208,6 +1208,22 @@ fn pauses_and_smoke_weights_are_watched_but_never_promote() {
     }
 }
 
+/// A Kubernetes-mode Canary of `yaml` (a `setWeight`, then `pause: {}`)
+/// adopted at 10 replicas, v2 released, every cohort given what status
+/// asked for at once, and the run paused at its first step.
+fn paused_at_the_first_step(yaml: &str) -> World {
+    let mut w = World::new(yaml);
+    w.tick();
+    w.observed.ready.stable = 10;
+    w.tick(); // adoption: target to zero
+    w.observed.desired_revision = "v2".into();
+    w.tick();
+    w.observed.ready = w.status.replicas.expect("replicas");
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Paused, "{}", p.status.message);
+    w
+}
+
 #[test]
 fn gpu_budget_promotion_replaces_stable_in_place_and_hands_capacity_back() {
     const BUDGET: &str = r#"
@@ -1225,21 +1241,14 @@ analysis:
   metrics:
     - {name: ttft, kind: latency, maxIncrease: 10%}
 "#;
-    let mut w = World::new(BUDGET);
-    w.tick();
-    w.observed.ready.stable = 10;
-    w.tick(); // adoption: target to zero
-    w.observed.desired_revision = "v2".into();
     // A kubelet: every cohort gets what status asks for, at once.
     let settle = |w: &mut World| {
         let r = w.status.replicas.expect("replicas");
         assert!(r.stable + r.canary <= 12, "over the GPU budget: {r:?}");
         w.observed.ready = r;
     };
-    w.tick();
+    let mut w = paused_at_the_first_step(BUDGET);
     settle(&mut w);
-    let p = w.tick();
-    assert_eq!(p.status.phase, Phase::Paused, "{}", p.status.message);
     assert_eq!(
         w.status.replicas.map(|r| (r.stable, r.canary)),
         Some((6, 6))
@@ -1559,4 +1568,48 @@ fn a_window_that_never_warms_up_ends_at_max_duration_saying_so() {
         "{}",
         abort.message
     );
+}
+
+#[test]
+fn a_max_surge_the_user_set_keeps_the_canary_at_its_size_through_promotion() {
+    const SURGE: &str = r#"
+targetRef: {name: chat}
+service: {port: 8000}
+promotion: {maxSurge: 1, maxUnavailable: 0}
+strategy:
+  canary:
+    steps:
+      - setWeight: 20
+      - pause: {}
+analysis:
+  interval: 10s
+  warmup: 20s
+  metrics:
+    - {name: ttft, kind: latency, maxIncrease: 10%}
+"#;
+    let mut w = paused_at_the_first_step(SURGE);
+    let at_step = w.status.replicas.map(|r| (r.stable, r.canary));
+    assert_eq!(at_step, Some((10, 3)), "matchWeight at 20% of 10");
+    w.observed.commands.promote = Some(("p1".into(), true));
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Promoting);
+    assert!(
+        p.actions.contains(&Effect::PromoteStable {
+            revision: "v2".into()
+        }),
+        "stable is replaced in place"
+    );
+    // 10 + 1 pods at most: the canary does not grow to 10 beside stable
+    // (that would be 20), and the split stays as the step left it.
+    assert_eq!(w.status.replicas.map(|r| (r.stable, r.canary)), at_step);
+    assert_eq!(w.canary_share(), 20.0);
+    let p = w.wait(5);
+    assert_eq!(p.status.phase, Phase::Promoting);
+    assert_eq!(w.status.replicas.map(|r| (r.stable, r.canary)), at_step);
+    // Stable rolled out v2: traffic back on it, the canary scaled down.
+    w.observed.stable_rolled_out = Some("v2".into());
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Succeeded, "{}", p.status.message);
+    assert_eq!(w.canary_share(), 0.0);
+    assert_eq!(w.status.stable_revision.as_deref(), Some("v2"));
 }

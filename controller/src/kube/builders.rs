@@ -178,15 +178,19 @@ pub fn unlabel_stable(
 
 /// How stable's pods are replaced when it takes a promoted version
 /// (`spec.promotion`). RollingUpdate defaults: a surge of 25% rounded up
-/// and no pod unavailable; a surge is rounded up and an unavailability down
-/// (as Kubernetes does); a surge beyond `room` (the GPUs a budget leaves
-/// free) is cut to it; and the two are never both zero, or the rollout
-/// could not move: then one pod may be unavailable (traffic is on the
-/// proven canary meanwhile).
+/// and no pod unavailable ([`weir_crds::Promotion::surge`]). A surge beyond
+/// `room` (what the promotion's pod limit leaves free: the GPU budget, or
+/// the replicas plus a `maxSurge` the user set, less both cohorts' pods)
+/// is cut to it, and the canary's `covering` pods, ready on the same
+/// version, stand in for the pods cut: that many more of stable's may be
+/// unavailable, so capacity stays where the surge would have kept it. The
+/// two are never both zero, or the rollout could not move: then one pod
+/// may be unavailable.
 pub fn promotion_strategy(
     promotion: &weir_crds::Promotion,
     replicas: u32,
     room: Option<u32>,
+    covering: u32,
 ) -> DeploymentStrategy {
     use weir_crds::PromotionStrategy;
     if promotion.strategy == PromotionStrategy::Recreate {
@@ -195,28 +199,9 @@ pub fn promotion_strategy(
             rolling_update: None,
         };
     }
-    let resolve = |v: Option<&IntOrString>, default_pct: f64, up: bool| -> u32 {
-        let n = f64::from(replicas);
-        let x = match v {
-            Some(IntOrString::Int(i)) => return u32::try_from(*i).unwrap_or(0),
-            Some(IntOrString::String(s)) => s
-                .trim()
-                .strip_suffix('%')
-                .and_then(|p| p.trim().parse::<f64>().ok())
-                .map_or(n * default_pct, |p| n * p / 100.0),
-            None => n * default_pct,
-        };
-        if up {
-            x.ceil() as u32
-        } else {
-            x.floor() as u32
-        }
-    };
-    let mut surge = resolve(promotion.max_surge.as_ref(), 0.25, true);
-    let mut unavailable = resolve(promotion.max_unavailable.as_ref(), 0.0, false);
-    if let Some(room) = room {
-        surge = surge.min(room);
-    }
+    let wanted = promotion.surge(replicas);
+    let surge = room.map_or(wanted, |room| wanted.min(room));
+    let mut unavailable = promotion.unavailable(replicas) + (wanted - surge).min(covering);
     if surge == 0 && unavailable == 0 {
         unavailable = 1;
     }

@@ -123,10 +123,14 @@ pub fn desired(
         Some((template, revision)) => {
             let room = cluster
                 .rollout
-                .gpu_budget
-                .map(|b| b.saturating_sub(wanted.stable + wanted.canary));
-            let strategy =
-                builders::promotion_strategy(&canary.spec.promotion, wanted.stable, room);
+                .promotion_limit(total)
+                .map(|limit| limit.saturating_sub(wanted.stable + wanted.canary));
+            let strategy = builders::promotion_strategy(
+                &cluster.rollout.promotion,
+                wanted.stable,
+                room,
+                wanted.canary,
+            );
             let copy = builders::stable_deployment(
                 &owner,
                 cluster.target,

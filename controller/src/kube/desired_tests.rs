@@ -65,7 +65,7 @@ fn stable(image: &str, replicas: u32) -> Deployment {
         &template(image),
         &revision(image),
         replicas,
-        builders::promotion_strategy(&weir_crds::Promotion::default(), replicas, None),
+        builders::promotion_strategy(&weir_crds::Promotion::default(), replicas, None, 0),
     )
     .expect("the target selects with labels")
 }
@@ -215,9 +215,11 @@ fn promotion_gives_stable_the_canarys_template_with_the_promotion_strategy() {
     let table = [
         // RollingUpdate defaults: 25% of 10 rounded up, none unavailable.
         ("", (10, 10), "RollingUpdate", int(3), int(0)),
+        // Percentages: a surge rounded up, an unavailability down (no
+        // canary pod beside stable, so the 15 pods allowed leave room).
         (
             "promotion: {strategy: RollingUpdate, maxSurge: 50%, maxUnavailable: 20%}\n",
-            (10, 10),
+            (10, 0),
             "RollingUpdate",
             int(5),
             int(2),
@@ -229,11 +231,32 @@ fn promotion_gives_stable_the_canarys_template_with_the_promotion_strategy() {
             None,
             None,
         ),
-        // A GPU budget of 12 with 6 + 6 running leaves no room to surge:
-        // stable is replaced one pod at a time instead.
-        ("gpuBudget: 12\n", (6, 6), "RollingUpdate", int(0), int(1)),
-        // Room for one: the surge is cut to it.
-        ("gpuBudget: 13\n", (6, 6), "RollingUpdate", int(1), int(0)),
+        // A GPU budget of 12 with 6 + 6 running leaves no room for the
+        // surge of 2 (25% of 6): the canary's pods stand in for it, so
+        // stable is replaced two pods at a time instead.
+        ("gpuBudget: 12\n", (6, 6), "RollingUpdate", int(0), int(2)),
+        // Room for one: the surge is cut to it, the canary covers the other.
+        ("gpuBudget: 13\n", (6, 6), "RollingUpdate", int(1), int(1)),
+        // A maxSurge the user set bounds both cohorts: 10 + 1 pods at
+        // most, and stable and the canary already hold 11. The canary's 3
+        // pods cover the surge of 1: one of stable's at a time is replaced.
+        (
+            "promotion: {maxSurge: 1, maxUnavailable: 0}\n",
+            (10, 3),
+            "RollingUpdate",
+            int(0),
+            int(1),
+        ),
+        // 10 + 5 at most: room for 2 beside 13; the 3 cut are covered.
+        (
+            "promotion: {maxSurge: 5}\n",
+            (10, 3),
+            "RollingUpdate",
+            int(2),
+            int(3),
+        ),
+        // No canary pod to cover: one unavailable, or nothing could move.
+        ("gpuBudget: 10\n", (10, 0), "RollingUpdate", int(0), int(1)),
     ];
     for (extra, (rs, rc), kind, surge, unavailable) in table {
         let (c, r) = canary(CANARY, extra);

@@ -9,17 +9,15 @@
 //! (the control plane's own logs go with `up`'s state directory when the
 //! test binary exits).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::process::Command;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use weir_test_kit::poll::until;
 
@@ -27,7 +25,10 @@ const REPLICAS: usize = 4;
 const NODES: [&str; 2] = ["node-0", "node-1"];
 
 mod common;
-use common::{PATIENCE, create_namespace, is_ready, nodes_usable, pod_ip, sim_pid, start_agent};
+use common::{
+    PATIENCE, Recorder, Recording, create_namespace, is_ready, nodes_usable, pod_ip, sim_pid,
+    start_agent,
+};
 
 fn deployment(namespace: &str, model: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -196,169 +197,6 @@ fn assert_isolated(agent_pid: u32, pod_ips: &BTreeSet<String>) {
     }
 }
 
-/// One moment of the rollout: the pods as the watch saw them after one
-/// event, and the ReplicaSets as a list right after it returned.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    /// Pods that exist and are not being deleted.
-    live: usize,
-    /// Those of them that are Ready.
-    ready: usize,
-    /// Pods being deleted (preStop, grace) that still exist.
-    terminating: usize,
-    /// The sum of the ReplicaSets' `spec.replicas`: what maxSurge bounds.
-    desired: i32,
-    /// Live pods their ReplicaSet still wants: per ReplicaSet, at most its
-    /// `spec.replicas` of its live pods.
-    wanted: usize,
-}
-
-/// The ReplicaSet that owns `pod`.
-fn owner(pod: &Pod) -> Option<String> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.kind == "ReplicaSet")
-        .map(|o| o.uid.clone())
-}
-
-/// What the watch saw of a rollout.
-#[derive(Debug, Default)]
-struct Recording {
-    /// One per pod event.
-    samples: Vec<Sample>,
-    /// For each pod deleted, how long it was seen terminating (from the
-    /// first event with its deletionTimestamp to its deletion).
-    terminations: Vec<Duration>,
-}
-
-/// Records a [`Sample`] after every pod event of `namespace`. `ready` is
-/// sent once the watch has its initial list (the rollout must start after
-/// that, or its first deletions are missed); after `stop`, it goes on until
-/// its own view has caught up with the end state the test saw by listing
-/// ([`REPLICAS`] pods, none terminating): a watch may lag behind a list.
-async fn record(
-    client: Client,
-    namespace: String,
-    ready: tokio::sync::oneshot::Sender<()>,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> Recording {
-    let mut ready = Some(ready);
-    let mut stop = Some(stop);
-    let api = Api::<Pod>::namespaced(client.clone(), &namespace);
-    let replica_sets = Api::<ReplicaSet>::namespaced(client, &namespace);
-    let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
-    let mut pods: HashMap<String, Pod> = HashMap::new();
-    let mut samples = Vec::new();
-    let mut deleting: HashMap<String, std::time::Instant> = HashMap::new();
-    let mut terminations = Vec::new();
-    // The initial list arrives one pod at a time: sample only once it is whole.
-    let mut listed = false;
-    loop {
-        let caught_up = pods.len() == REPLICAS && deleting.is_empty();
-        if stop.is_none() && caught_up {
-            return Recording {
-                samples,
-                terminations,
-            };
-        }
-        let event = tokio::select! {
-            _ = async { stop.as_mut().expect("armed").await }, if stop.is_some() => {
-                stop = None;
-                continue;
-            }
-            event = events.next() => event,
-        };
-        match event {
-            Some(Ok(Event::Apply(p) | Event::InitApply(p))) => {
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                if p.metadata.deletion_timestamp.is_some() {
-                    deleting
-                        .entry(uid.clone())
-                        .or_insert_with(std::time::Instant::now);
-                }
-                pods.insert(uid, p);
-            }
-            Some(Ok(Event::Delete(p))) => {
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                if let Some(since) = deleting.remove(&uid) {
-                    terminations.push(since.elapsed());
-                }
-                pods.remove(&uid);
-            }
-            Some(Ok(Event::Init)) => {
-                listed = false;
-                pods.clear();
-                continue;
-            }
-            Some(Ok(Event::InitDone)) => {
-                listed = true;
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
-            }
-            Some(Err(e)) => panic!("watching pods during the rollout: {e}"),
-            None => {
-                return Recording {
-                    samples,
-                    terminations,
-                };
-            }
-        }
-        if !listed {
-            continue;
-        }
-        // A list is one consistent snapshot, taken after the pod event: an
-        // old ReplicaSet's scale-down that caused the event is in it. Specs
-        // taken later only make `wanted` smaller during a rollout (old sets
-        // shrink; a new set never has more pods than its spec), so it never
-        // overstates.
-        let sets = replica_sets
-            .list(&ListParams::default())
-            .await
-            .expect("list ReplicaSets");
-        let spec: HashMap<String, i32> = sets
-            .items
-            .iter()
-            .map(|rs| {
-                (
-                    rs.metadata.uid.clone().unwrap_or_default(),
-                    rs.spec
-                        .as_ref()
-                        .and_then(|s| s.replicas)
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
-        let live: Vec<&Pod> = pods
-            .values()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let mut per_set: HashMap<String, usize> = HashMap::new();
-        for pod in &live {
-            *per_set.entry(owner(pod).unwrap_or_default()).or_default() += 1;
-        }
-        let wanted = per_set
-            .iter()
-            .map(|(rs, n)| {
-                (*n).min(
-                    spec.get(rs)
-                        .and_then(|s| usize::try_from(*s).ok())
-                        .unwrap_or(0),
-                )
-            })
-            .sum();
-        samples.push(Sample {
-            live: live.len(),
-            ready: live.iter().filter(|p| is_ready(p)).count(),
-            terminating: pods.len() - live.len(),
-            desired: spec.values().sum(),
-            wanted,
-        });
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_rolls_out_on_the_real_control_plane() {
     let server = weir_envtest::control_plane();
@@ -417,18 +255,7 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
 
     // A new template: the Deployment controller rolls it out through a new
     // ReplicaSet, one surge pod at a time.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let recorder = tokio::spawn(record(
-        client.clone(),
-        namespace.to_string(),
-        ready_tx,
-        stop_rx,
-    ));
-    tokio::time::timeout(PATIENCE, ready_rx)
-        .await
-        .expect("the pod watch lists within its patience")
-        .expect("the recorder is running");
+    let recorder = Recorder::start(&client, namespace, REPLICAS).await;
     let patched = deployments
         .patch(
             "sim",
@@ -453,14 +280,10 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
         }
     })
     .await;
-    let _ = stop_tx.send(());
     let Recording {
         samples,
         terminations,
-    } = tokio::time::timeout(PATIENCE, recorder)
-        .await
-        .expect("the watch catches up with the end of the rollout")
-        .expect("recorder");
+    } = recorder.finish().await;
 
     assert!(!samples.is_empty(), "the watch saw the rollout");
     let max_live = samples.iter().map(|s| s.live).max().unwrap_or_default();

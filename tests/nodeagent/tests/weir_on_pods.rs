@@ -235,6 +235,23 @@ impl Weir {
         };
         weir.phase(Phase::Idle).await;
         ready(&weir.admin, ns, "chat-frontend-stable", replicas).await;
+        // Adopted: the target at zero, its own pods gone.
+        ready(&weir.admin, ns, "chat-frontend", 0).await;
+        let pods = Api::<Pod>::namespaced(weir.admin.clone(), ns);
+        until("only the stable copy's pods", PATIENCE, || async {
+            let n = pods
+                .list(&ListParams::default())
+                .await
+                .expect("list Pods")
+                .items
+                .len();
+            if n == usize::try_from(replicas).unwrap_or_default() {
+                Ok(())
+            } else {
+                Err(n)
+            }
+        })
+        .await;
         weir
     }
 
@@ -866,4 +883,96 @@ async fn a_canary_pod_that_crashes_is_counted_against_the_canary_and_the_run_end
         "the run with a crashed canary pod ended {:?}: {}",
         ended.phase, ended.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_within_max_surge_never_holds_more_pods_or_less_capacity() {
+    const REPLICAS: usize = 4;
+    let weir = Weir::start(
+        "surge",
+        target(4, "weir/sim:v1", FAST, 5),
+        weir_envtest::canary("chat")
+            .strategy(json!({"canary": {"steps": [
+                {"setWeight": 25},
+                {"pause": {"duration": "3s"}}
+            ]}}))
+            .judged_fast()
+            .spec(json!({"promotion": {"maxSurge": 1, "maxUnavailable": 0}}))
+            .build(),
+    )
+    .await;
+    // Every pod and ReplicaSet transition from here on, adoption done.
+    let recorder = common::Recorder::start(&weir.admin, &weir.ns, REPLICAS).await;
+    let _load = Load::start(&weir.url(), 30, 150);
+    weir.release("weir/sim:v2", FAST).await;
+    weir.phase(Phase::Succeeded).await;
+    let stable_copy = weir
+        .deployments()
+        .get("chat-frontend-stable")
+        .await
+        .expect("the stable copy");
+    assert_eq!(
+        common::image_of(&stable_copy).as_deref(),
+        Some("weir/sim:v2")
+    );
+    let rolling = stable_copy
+        .spec
+        .and_then(|s| s.strategy)
+        .and_then(|s| s.rolling_update)
+        .expect("a RollingUpdate");
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(
+        (rolling.max_surge, rolling.max_unavailable),
+        (Some(IntOrString::Int(0)), Some(IntOrString::Int(1))),
+        "no room left for a surge: the canary's pod stands in for it"
+    );
+    // The end: 4 stable pods on v2, the canary's gone.
+    until("4 v2 pods and nothing else", PATIENCE, || async {
+        let all = Api::<Pod>::namespaced(weir.admin.clone(), &weir.ns)
+            .list(&ListParams::default())
+            .await
+            .expect("list Pods")
+            .items;
+        let v2 = pods_of(&weir.admin, &weir.ns, "weir/sim:v2").await;
+        if all.len() == REPLICAS && v2.len() == REPLICAS && v2.iter().all(is_ready) {
+            Ok(())
+        } else {
+            Err(all.len())
+        }
+    })
+    .await;
+    let common::Recording { samples, .. } = recorder.finish().await;
+
+    let max = |f: fn(&common::Sample) -> usize| samples.iter().map(f).max().unwrap_or_default();
+    let (max_live, max_wanted, max_terminating) =
+        (max(|s| s.live), max(|s| s.wanted), max(|s| s.terminating));
+    let max_desired = samples.iter().map(|s| s.desired).max().unwrap_or_default();
+    let min_ready = samples.iter().map(|s| s.ready).min().unwrap_or_default();
+    eprintln!(
+        "promotion: {} pod transitions; the ReplicaSets of both cohorts wanted at most \
+         {max_desired} pods and {max_wanted} wanted pods existed; {max_live} pods not being \
+         deleted at most (+{max_terminating} terminating); at least {min_ready} ready",
+        samples.len()
+    );
+    // maxSurge 1 over 4 replicas, the canary's pod included: the
+    // ReplicaSets of both Deployments never asked for more than 5. (Live
+    // pods may reach 6 for a moment: one ReplicaSet's delete and another's
+    // create race; see control_plane.rs.)
+    assert_eq!(max_desired, 5, "at most 4 + 1 pods wanted: {samples:?}");
+    assert_eq!(max_wanted, REPLICAS + 1, "{samples:?}");
+    // maxUnavailable 0: stable and canary together never had fewer than
+    // 4 ready pods.
+    assert!(min_ready >= REPLICAS, "capacity fell: {samples:?}");
+    assert!(
+        max_terminating >= 1,
+        "stable's old pods were replaced: {samples:?}"
+    );
+    // And no request failed through it all.
+    let (stable_seen, stable_errors) = weir.counted("stable");
+    let (canary_seen, canary_errors) = weir.counted("canary");
+    assert!(
+        stable_seen > 0 && canary_seen > 0,
+        "{stable_seen} {canary_seen}"
+    );
+    assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
 }
