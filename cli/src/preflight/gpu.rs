@@ -16,8 +16,9 @@
 //!   `weir_controller::engine::Rollout::promotion_limit`) while stable is
 //!   replaced: `RollingUpdate` adds its surge
 //!   (`weir_controller::kube::builders::promotion_strategy`, capped by that
-//!   limit), `Recreate` none. With `gpuBudget` equal to the replicas
-//!   stable holds, nothing extra is ever needed.
+//!   limit), `Recreate` none. Under `gpuBudget` nothing rolls: capacity
+//!   moves between the cohorts one replica at a time (adoption and
+//!   promotion alike), never beyond the budget.
 //!
 //! Free GPUs are what Kubernetes' scheduler would see: per schedulable,
 //! Ready node, allocatable minus the GPU requests of the pods bound to it
@@ -231,10 +232,22 @@ pub fn phases(rollout: &Rollout, total: u32, adopted: bool) -> Vec<Phase> {
     let full_stable = budget.map_or(total, |b| total.min(b.max(1)));
     let mut out = Vec::new();
     if !adopted {
+        // Under a budget too small for both, the target's replicas move to
+        // the copy one at a time: never more than the budget.
+        let (name, stable) = match budget {
+            Some(b) if b < total.saturating_mul(2) => (
+                "adoption (the target's replicas move to the stable copy within the budget)",
+                b.saturating_sub(total),
+            ),
+            _ => (
+                "adoption (the stable copy starts beside the target)",
+                full_stable,
+            ),
+        };
         out.push(Phase {
             stage: Stage::Adoption,
-            name: "adoption (the stable copy starts beside the target)".into(),
-            stable: full_stable,
+            name: name.into(),
+            stable,
             canary: total,
             surge: 0,
         });
@@ -277,6 +290,20 @@ pub fn phases(rollout: &Rollout, total: u32, adopted: bool) -> Vec<Phase> {
         }
     }
     let limit = rollout.promotion_limit(total);
+    if let Some(b) = budget {
+        // Capacity moves to the canary one replica at a time, stable takes
+        // the new template at zero and gets it back: at the peak the
+        // canary carries everything the budget allows, and nothing rolls.
+        canary = total.min(b);
+        out.push(Phase {
+            stage: Stage::Promotion,
+            name: "promotion (within the GPU budget)".into(),
+            stable: b.saturating_sub(canary).min(stable),
+            canary,
+            surge: 0,
+        });
+        return out;
+    }
     if grows && limit.is_none_or(|l| l >= total + stable) {
         canary = total;
     }
@@ -367,19 +394,11 @@ pub fn capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
         "add {} nvidia.com/gpu of node capacity",
         short * per_pod
     )];
-    if peak.stage == Stage::Adoption {
-        fixes.push(
-            "or free GPUs until the controller has adopted the target (its stable copy runs \
-             beside the target until ready; a gpuBudget does not cover that)"
-                .to_string(),
-        );
-    } else {
-        fixes.push(format!(
-            "or set spec.gpuBudget: {} so both cohorts share the GPUs they can get (stable gives \
-             replicas up as the canary grows)",
-            plan.held + room
-        ));
-    }
+    fixes.push(format!(
+        "or set spec.gpuBudget: {} so both cohorts share the GPUs they can get (adoption and \
+         promotion move replicas one at a time; stable gives replicas up as the canary grows)",
+        plan.held + room
+    ));
     if peak.surge > 0 {
         fixes.push("or use promotion: {strategy: Recreate} to need no surge".to_string());
     }
@@ -465,6 +484,15 @@ mod tests {
                 false,
                 "adoption (the stable copy starts beside the target)",
                 8,
+            ),
+            // Adoption within a budget: the target's replicas move over.
+            (
+                serde_json::json!({"gpuBudget": 4, "strategy": {"canary": {"steps": [{"setWeight": 25}]}}}),
+                &rolling,
+                4,
+                false,
+                "adoption (the target's replicas move to the stable copy within the budget)",
+                4,
             ),
             // A budget equal to the replicas: nothing extra, ever.
             (

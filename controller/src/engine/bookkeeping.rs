@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use weir_crds::{HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus};
+use weir_crds::{Cohort, HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus};
 
 use super::conditions::{self, ConditionType, Wanted};
 use super::spec::Mode;
-use super::{Action, Cx, Plan, elapsed, reasons, step_label, steps_fingerprint};
+use super::{Action, Cx, Plan, Share, elapsed, reasons, step_label, steps_fingerprint};
 
 impl Cx<'_> {
     pub(super) fn wake_at(&mut self, t: Timestamp) {
@@ -104,7 +104,19 @@ impl Cx<'_> {
                         "stable {stable}; new revision {} holds until stable is ready: {w}",
                         self.obs.desired_revision
                     ),
-                    None => format!("stable {stable} serves all traffic"),
+                    None => match (self.r.gpu_budget, self.s.replicas) {
+                        (Some(budget), Some(r))
+                            if r.canary > 0 && self.traffic_share(Cohort::Canary) > Share::NONE =>
+                        {
+                            format!(
+                                "adopting within gpuBudget {budget}: the target's replicas move \
+                                 to the stable copy one at a time ({}/{} ready there, {} left \
+                                 on the target)",
+                                self.obs.ready.stable, self.obs.target_replicas, r.canary
+                            )
+                        }
+                        _ => format!("stable {stable} serves all traffic"),
+                    },
                 }
             }
             Phase::Progressing | Phase::Paused => {
@@ -131,10 +143,17 @@ impl Cx<'_> {
                     None => said,
                 }
             }
-            Phase::Promoting => format!(
-                "promoting {}",
-                self.s.canary_revision.as_deref().unwrap_or("?")
-            ),
+            Phase::Promoting => {
+                let revision = self.s.canary_revision.as_deref().unwrap_or("?");
+                match (self.r.gpu_budget, self.s.replicas) {
+                    (Some(budget), Some(r)) => format!(
+                        "promoting {revision} within gpuBudget {budget}: stable {}/{} ready, \
+                         canary {}/{}",
+                        self.obs.ready.stable, r.stable, self.obs.ready.canary, r.canary
+                    ),
+                    _ => format!("promoting {revision}"),
+                }
+            }
             Phase::Succeeded => format!(
                 "revision {} promoted",
                 self.s.canary_revision.as_deref().unwrap_or("?")

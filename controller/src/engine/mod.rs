@@ -62,6 +62,7 @@ mod traffic;
 mod warmup;
 
 pub use blue_green::STAGES as BLUE_GREEN_STAGES;
+pub use promotion::stable_takes_template;
 pub use spec::{Rollout, Share, SpecError};
 
 use spec::Strategy;
@@ -90,6 +91,10 @@ pub struct Observed {
     pub unmeasured: Option<String>,
     /// Kubernetes: the revision stable's pods all run, once rolled out.
     pub stable_rolled_out: Option<String>,
+    /// Kubernetes: the revision stable's template carries, rolled out or
+    /// not (a GPU-budget promotion gives it the new one at zero replicas,
+    /// then scales it up: it is on the new version from then on).
+    pub stable_carries: Option<String>,
     /// The oldest traffic generation every proxy has applied (None: unknown).
     pub applied_generation: Option<u64>,
     /// Open requests per cohort across proxies (None: unknown).
@@ -359,18 +364,33 @@ impl Cx<'_> {
                 if self.s.stable_revision.is_none() {
                     self.s.stable_revision = Some(self.obs.desired_revision.clone());
                 }
+                self.s.phase = Phase::Idle;
                 if !self.r.is_local() && self.s.replicas.is_none() {
                     // Adoption: the target's pods still serve the stable
                     // version. They stay until the stable copy is ready and
                     // the proxies route to it; then the target (the canary
                     // cohort) scales to zero like after any run.
                     let total = self.obs.target_replicas;
+                    if self
+                        .r
+                        .gpu_budget
+                        .is_some_and(|b| b < total.saturating_mul(2))
+                    {
+                        // No room for a copy beside the target: the target
+                        // keeps serving, and its replicas move to the copy
+                        // one at a time (`settled`).
+                        self.s.replicas = Some(CohortReplicas {
+                            stable: 0,
+                            canary: total,
+                        });
+                        self.route_all_to(Cohort::Canary);
+                        return Flow::Again;
+                    }
                     self.s.replicas = Some(CohortReplicas {
                         stable: total,
                         canary: total,
                     });
                 }
-                self.s.phase = Phase::Idle;
                 self.route_all_to(Cohort::Stable);
                 Flow::Again
             }
@@ -454,12 +474,18 @@ impl Cx<'_> {
         // A canary is compared with stable, and traffic falls back on it:
         // a new revision waits for a stable cohort that serves (the stable
         // replicas it waits for, when it does).
+        // Adoption under a GPU budget moves the target's replicas to the
+        // stable copy one at a time, traffic following them; a new
+        // revision waits for it to finish.
+        let adopting = self.s.phase == Phase::Idle
+            && !self.r.is_local()
+            && self.traffic_share(Cohort::Canary) > Share::NONE
+            && self.s.replicas.is_some_and(|r| r.canary > 0);
         let hold = self.s.replicas.map(|r| r.stable).filter(|&given| {
-            given > 0
-                && new_run
-                && !self.r.is_local()
+            !self.r.is_local()
                 && self.s.phase == Phase::Idle
-                && self.obs.ready.stable == 0
+                && new_run
+                && ((given > 0 && self.obs.ready.stable == 0) || adopting)
         });
         if new_run && hold.is_none() {
             self.event(
@@ -474,6 +500,14 @@ impl Cx<'_> {
             // The user reverted the target: nothing left to retry.
             self.s.phase = Phase::Idle;
             self.s.paused_reason = None;
+        }
+        if adopting {
+            let total = self.obs.target_replicas.max(1);
+            if self.shift_capacity(Cohort::Stable, total, self.r.gpu_budget) {
+                self.route_all_to(Cohort::Stable);
+                return Flow::Again;
+            }
+            self.wake_at(after(self.now, Duration::from_secs(1)));
         }
         self.scale_down_when_drained();
         self.follow_target_replicas();

@@ -33,7 +33,26 @@ impl Cx<'_> {
             }
             // A GPU budget kept stable small: both cohorts run the new
             // version now, so capacity moves back to stable step by step.
-            return self.hand_back(total, current);
+            return self.hand_back(total);
+        }
+        // Under a GPU budget no pod is ever replaced in place (the
+        // Deployment controller does not wait for a terminating pod to
+        // give its GPU back before it creates the next one): capacity moves
+        // to the proven canary one replica at a time until stable has
+        // none, stable takes the new template at zero
+        // ([`stable_takes_template`]), and capacity moves back.
+        if self.r.gpu_budget.is_some() {
+            // Stable took the new template and is growing back: its pods
+            // coming up are not rolled out yet, and are the new version.
+            if self.obs.stable_carries.as_deref() == Some(canary_rev.as_str()) {
+                return self.hand_back(total);
+            }
+            self.shift_capacity(Cohort::Canary, total, self.r.promotion_limit(total));
+            if let Some(flow) = self.promotion_deadline(&canary_rev) {
+                return flow;
+            }
+            self.wake_at(after(self.now, Duration::from_secs(1)));
+            return Flow::Wait;
         }
         // Keep the proven canary serving while stable is replaced: all of
         // it when the canary can grow to carry everything beside stable
@@ -76,35 +95,71 @@ impl Cx<'_> {
         None
     }
 
-    /// GPU budget, after stable took the new version: traffic follows each
-    /// cohort's ready replicas, and once stable has all it was given and
-    /// every proxy serves the split, one canary replica's GPU goes to
-    /// stable. Ends when stable has `total` ready replicas.
-    pub(super) fn hand_back(&mut self, total: u32, current: CohortReplicas) -> Flow {
+    /// GPU budget, after stable took the new version: capacity moves back
+    /// to stable one replica at a time ([`Cx::shift_capacity`]). Ends when
+    /// stable has `total` ready replicas.
+    pub(super) fn hand_back(&mut self, total: u32) -> Flow {
         let canary_rev = self.s.canary_revision.clone().unwrap_or_default();
-        let (rs, rc) = (self.obs.ready.stable, self.obs.ready.canary);
-        if rs + rc > 0 {
-            let share = Share::from_fraction(f64::from(rc) / f64::from(rs + rc));
-            self.set_traffic(share, false);
-        }
-        let generation = self.s.traffic.as_ref().map_or(0, |t| t.generation);
-        let applied = self.obs.applied_generation.is_some_and(|g| g >= generation);
-        if applied && rs >= current.stable && current.canary > 0 {
-            let canary = current.canary - 1;
-            let stable = self
-                .r
-                .promotion_limit(total)
-                .map_or(total, |limit| total.min(limit.saturating_sub(canary)))
-                .max(current.stable);
-            self.s.progress_at = Some(Time(self.now));
-            self.scale(Cohort::Canary, canary);
-            self.scale(Cohort::Stable, stable);
-        }
+        self.shift_capacity(Cohort::Stable, total, self.r.promotion_limit(total));
         if let Some(flow) = self.promotion_deadline(&canary_rev) {
             return flow;
         }
         self.wake_at(after(self.now, Duration::from_secs(1)));
         Flow::Wait
+    }
+
+    /// Moves capacity `toward` one cohort one replica at a time, for a
+    /// GPU budget that cannot hold both at full size. Traffic follows each
+    /// cohort's ready replicas; once the receiving cohort has all it was
+    /// given ready and every proxy serves the split, the other gives up
+    /// one replica and the receiver takes what that frees (at most
+    /// `total`, within `limit`). The shell creates the new pod only once
+    /// the old one is gone (`kube::desired`), so the scheduler is never
+    /// asked for more than the budget. Returns whether the other cohort is
+    /// at zero.
+    pub(super) fn shift_capacity(
+        &mut self,
+        toward: Cohort,
+        total: u32,
+        limit: Option<u32>,
+    ) -> bool {
+        let current = self.s.replicas.unwrap_or(CohortReplicas {
+            stable: total,
+            canary: 0,
+        });
+        let (rs, rc) = (self.obs.ready.stable, self.obs.ready.canary);
+        let (given, ready, from, giving) = match toward {
+            Cohort::Stable => (current.stable, rs, Cohort::Canary, current.canary),
+            Cohort::Canary => (current.canary, rc, Cohort::Stable, current.stable),
+        };
+        // About to move one replica: the split it leaves is published (and
+        // served by every proxy) before the pod goes, so no request is
+        // sent to a cohort whose last pod is leaving.
+        let moving = giving > 0 && ready >= given;
+        let (rs_after, rc_after) = match (moving, toward) {
+            (false, _) => (rs, rc),
+            (true, Cohort::Stable) => (rs, rc.min(giving - 1)),
+            (true, Cohort::Canary) => (rs.min(giving - 1), rc),
+        };
+        if rs_after + rc_after > 0 {
+            let share = Share::from_fraction(f64::from(rc_after) / f64::from(rs_after + rc_after));
+            self.set_traffic(share, false);
+        }
+        if giving == 0 {
+            return true;
+        }
+        let generation = self.s.traffic.as_ref().map_or(0, |t| t.generation);
+        let applied = self.obs.applied_generation.is_some_and(|g| g >= generation);
+        if applied && moving {
+            let left = giving - 1;
+            let taken = limit
+                .map_or(total, |l| total.min(l.saturating_sub(left)))
+                .max(given);
+            self.s.progress_at = Some(Time(self.now));
+            self.scale(from, left);
+            self.scale(toward, taken);
+        }
+        false
     }
 
     pub(super) fn succeed(&mut self, revision: String) -> Flow {
@@ -140,4 +195,15 @@ impl Cx<'_> {
             ),
         );
     }
+}
+
+/// Whether the stable copy takes the promoted template now: while
+/// `Promoting`, at once; under a GPU budget only once stable has no
+/// replicas, so that no pod of it is replaced in place (capacity went to
+/// the canary first). The shell (`kube::desired`) and the engine's tables
+/// read this one rule.
+pub fn stable_takes_template(rollout: &super::Rollout, status: &weir_crds::CanaryStatus) -> bool {
+    status.phase == Phase::Promoting
+        && !rollout.is_local()
+        && (rollout.gpu_budget.is_none() || status.replicas.is_some_and(|r| r.stable == 0))
 }

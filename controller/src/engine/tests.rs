@@ -22,7 +22,8 @@ enum Effect {
     Act(Action),
     /// `status.replicas` of a cohort changed to `replicas`.
     Scale { cohort: Cohort, replicas: u32 },
-    /// The phase is Promoting: stable's copy takes `revision`'s template.
+    /// Stable's copy takes `revision`'s template
+    /// ([`super::stable_takes_template`]).
     PromoteStable { revision: String },
 }
 
@@ -59,7 +60,7 @@ fn planned(
             });
         }
     }
-    if p.status.phase == Phase::Promoting && !rollout.is_local() {
+    if super::stable_takes_template(rollout, &p.status) {
         actions.push(Effect::PromoteStable {
             revision: p.status.canary_revision.clone().unwrap_or_default(),
         });
@@ -1225,7 +1226,7 @@ fn paused_at_the_first_step(yaml: &str) -> World {
 }
 
 #[test]
-fn gpu_budget_promotion_replaces_stable_in_place_and_hands_capacity_back() {
+fn gpu_budget_promotion_moves_capacity_to_the_canary_and_back_replacing_no_pod() {
     const BUDGET: &str = r#"
 targetRef: {name: chat}
 service: {port: 8000}
@@ -1256,25 +1257,42 @@ analysis:
     w.observed.commands.promote = Some(("p1".into(), true));
     let p = w.tick();
     assert_eq!(p.status.phase, Phase::Promoting);
-    assert!(
-        p.actions.contains(&Effect::PromoteStable {
-            revision: "v2".into()
-        }),
-        "stable is replaced in place"
-    );
-    assert_eq!(
-        w.canary_share(),
-        50.0,
-        "the canary cannot grow within the budget"
-    );
-    settle(&mut w);
-    // Stable now runs v2 on its 6 replicas; capacity goes back to it one
-    // GPU at a time, traffic following each cohort's ready replicas.
-    w.observed.stable_rolled_out = Some("v2".into());
+    // Capacity moves to the proven canary one replica at a time, traffic
+    // following; stable takes v2 only once it has no replica left.
     let mut shares = Vec::new();
+    let mut promoted_at = None;
     for _ in 0..20 {
         let p = w.wait(1);
         settle(&mut w);
+        shares.push(w.canary_share());
+        if p.actions
+            .iter()
+            .any(|a| matches!(a, Effect::PromoteStable { .. }))
+        {
+            promoted_at = w.status.replicas.map(|r| (r.stable, r.canary));
+            break;
+        }
+    }
+    assert_eq!(promoted_at, Some((0, 10)), "{shares:?}");
+    assert!(
+        shares.windows(2).all(|s| s[1] >= s[0]),
+        "the canary's share only rises: {shares:?}"
+    );
+    w.wait(1);
+    assert_eq!(w.canary_share(), 100.0, "stable has no replica left");
+    // Stable runs v2 on no replica; capacity goes back to it one GPU at a
+    // time, traffic following each cohort's ready replicas. Each pod of
+    // stable's is not rolled out until ready: stable carries v2 meanwhile.
+    w.observed.stable_carries = Some("v2".into());
+    let mut shares = Vec::new();
+    for _ in 0..30 {
+        // A new pod of stable's, not ready yet: not rolled out.
+        w.observed.stable_rolled_out = None;
+        let p = w.wait(1);
+        assert_ne!(p.status.phase, Phase::Aborted, "{}", p.status.message);
+        settle(&mut w);
+        w.observed.stable_rolled_out = Some("v2".into());
+        let p = w.tick();
         shares.push(w.canary_share());
         if p.status.phase == Phase::Succeeded {
             break;

@@ -21,8 +21,8 @@ use weir_crds::names;
 use weir_crds::{Canary, CanaryStatus, Cohort, CohortReplicas, Phase};
 
 use super::builders::{self, NoMatchLabels, Owner};
-use crate::engine::Rollout;
 use crate::engine::spec::Strategy;
+use crate::engine::{Cohorts, Rollout};
 
 /// The objects one reconcile read, besides the Canary's status.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,19 @@ pub struct Cluster<'a> {
     pub stable: Option<&'a Deployment>,
     /// The target's `matchLabels`.
     pub selector: &'a BTreeMap<String, String>,
+    /// The pods each cohort holds, read only under a GPU budget (`None`
+    /// otherwise, or when they could not be listed).
+    pub pods: Option<Cohorts<PodCount>>,
+}
+
+/// The pods of one cohort that hold a node's resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodCount {
+    /// Every pod not Succeeded or Failed: pending, running or terminating
+    /// (the scheduler counts a terminating pod's GPUs until it is gone).
+    pub held: u32,
+    /// Those not being deleted.
+    pub live: u32,
 }
 
 /// What the stable copy needs.
@@ -74,6 +87,10 @@ pub struct Desired {
     pub target_name: String,
     /// The replicas the target should be scaled to (None: it has them).
     pub target_replicas: Option<u32>,
+    /// A cohort was given fewer replicas than status asks, to stay within
+    /// the GPU budget until pods being removed are gone: reconcile again
+    /// soon.
+    pub held_back: bool,
     /// The template stable serves, to keep for `weir undo` (None while a
     /// promotion is under way or before adoption). Recording is
     /// idempotent; the applier does it once per revision.
@@ -113,10 +130,15 @@ pub fn desired(
     };
     let target_name = cluster.target.name_any();
     let stable_name = names::stable_deployment(&target_name);
-    let wanted = status.replicas.unwrap_or(CohortReplicas {
+    let asked = status.replicas.unwrap_or(CohortReplicas {
         stable: total,
         canary: 0,
     });
+    let spec = CohortReplicas {
+        stable: cluster.stable.and_then(spec_replicas).unwrap_or(0),
+        canary: spec_replicas(cluster.target).unwrap_or(1),
+    };
+    let wanted = within_budget(asked, spec, cluster.pods, cluster.rollout.gpu_budget);
     let target_template = template(cluster.target);
 
     let stable = match stable_template(cluster, status, &target_template) {
@@ -155,6 +177,7 @@ pub fn desired(
         (spec_replicas(cluster.target) != Some(wanted.canary)).then_some(wanted.canary);
 
     Ok(Desired {
+        held_back: wanted != asked,
         services: services(cluster, &owner),
         stable_name,
         stable,
@@ -163,6 +186,45 @@ pub fn desired(
         owner,
         target_name,
     })
+}
+
+/// The replicas to apply for `asked` (status), given the Deployments'
+/// `spec` replicas now. Shrinking applies at once. Under a GPU `budget` a
+/// cohort grows only into what no pod holds: its live pods plus the
+/// budget less every pod of both cohorts that still holds a GPU
+/// (terminating ones included, as the scheduler counts them), so the
+/// scheduler is never asked for more than the budget; it grows the rest
+/// once the pods being removed are gone. Without the pod counts (a failed
+/// list) nothing grows.
+pub fn within_budget(
+    asked: CohortReplicas,
+    spec: CohortReplicas,
+    pods: Option<Cohorts<PodCount>>,
+    budget: Option<u32>,
+) -> CohortReplicas {
+    let Some(budget) = budget else {
+        return asked;
+    };
+    let pods = pods.unwrap_or(Cohorts {
+        stable: PodCount {
+            held: budget,
+            live: 0,
+        },
+        canary: PodCount::default(),
+    });
+    let mut free = budget.saturating_sub(pods.stable.held + pods.canary.held);
+    let mut grow = |asked: u32, spec: u32, live: u32| {
+        if asked <= spec {
+            return asked;
+        }
+        let given = asked.min(spec.max(live + free));
+        free = free.saturating_sub(given.saturating_sub(live));
+        given
+    };
+    CohortReplicas {
+        stable: grow(asked.stable, spec.stable, pods.stable.live),
+        canary: grow(asked.canary, spec.canary, pods.canary.live),
+    }
 }
 
 fn template(d: &Deployment) -> PodTemplateSpec {
@@ -194,7 +256,7 @@ fn stable_template(
             .unwrap_or_else(|| builders::template_revision(target_template));
         return Some((target_template.clone(), revision));
     };
-    let promoting_to = (status.phase == Phase::Promoting)
+    let promoting_to = crate::engine::stable_takes_template(cluster.rollout, status)
         .then_some(status.canary_revision.as_ref())
         .flatten()?;
     let carries = stable.annotations().get(names::REVISION_ANNOTATION);

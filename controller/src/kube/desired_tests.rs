@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use weir_crds::{Canary, CanarySpec, CanaryStatus, CohortReplicas, Phase, names};
 
-use super::{Cluster, Desired, DesiredError, StableChange, desired};
-use crate::engine::{self, Observed, Rollout};
+use super::{Cluster, Desired, DesiredError, PodCount, StableChange, desired};
+use crate::engine::{self, Cohorts, Observed, Rollout};
 use crate::kube::builders;
 use crate::kube::fixtures::{owner, selector, target, template};
 
@@ -94,6 +94,7 @@ fn run(
         target,
         stable,
         selector: &selector,
+        pods: None,
     };
     desired(&cluster, status, 10).expect("buildable")
 }
@@ -231,12 +232,6 @@ fn promotion_gives_stable_the_canarys_template_with_the_promotion_strategy() {
             None,
             None,
         ),
-        // A GPU budget of 12 with 6 + 6 running leaves no room for the
-        // surge of 2 (25% of 6): the canary's pods stand in for it, so
-        // stable is replaced two pods at a time instead.
-        ("gpuBudget: 12\n", (6, 6), "RollingUpdate", int(0), int(2)),
-        // Room for one: the surge is cut to it, the canary covers the other.
-        ("gpuBudget: 13\n", (6, 6), "RollingUpdate", int(1), int(1)),
         // A maxSurge the user set bounds both cohorts: 10 + 1 pods at
         // most, and stable and the canary already hold 11. The canary's 3
         // pods cover the surge of 1: one of stable's at a time is replaced.
@@ -255,8 +250,15 @@ fn promotion_gives_stable_the_canarys_template_with_the_promotion_strategy() {
             int(2),
             int(3),
         ),
-        // No canary pod to cover: one unavailable, or nothing could move.
-        ("gpuBudget: 10\n", (10, 0), "RollingUpdate", int(0), int(1)),
+        // No canary pod to cover and no room: one unavailable, or
+        // nothing could move.
+        (
+            "promotion: {maxSurge: 0}\n",
+            (10, 0),
+            "RollingUpdate",
+            int(0),
+            int(1),
+        ),
     ];
     for (extra, (rs, rc), kind, surge, unavailable) in table {
         let (c, r) = canary(CANARY, extra);
@@ -394,6 +396,7 @@ fn a_target_selecting_with_expressions_only_is_refused_with_its_name() {
         target: &t,
         stable: None,
         selector: &selector,
+        pods: None,
     };
     let err = desired(&cluster, &status(Phase::Idle, 10, 10), 10).expect_err("refused");
     let DesiredError::Selector { target, .. } = &err;
@@ -443,12 +446,24 @@ impl Loop {
             self.observed.applied_generation = Some(t.generation);
         }
         let selector = selector();
+        // A kubelet that removes pods at once: each cohort holds what its
+        // Deployment asks for.
+        let holds = |d: Option<&Deployment>| {
+            let n = d
+                .and_then(|d| d.spec.as_ref()?.replicas)
+                .map_or(0, |r| u32::try_from(r).unwrap_or(0));
+            PodCount { held: n, live: n }
+        };
         let cluster = Cluster {
             canary: &self.canary,
             rollout: &self.rollout,
             target: &self.target,
             stable: self.stable.as_ref(),
             selector: &selector,
+            pods: Some(Cohorts {
+                stable: holds(self.stable.as_ref()),
+                canary: holds(Some(&self.target)),
+            }),
         };
         let d = desired(&cluster, &self.status, self.observed.target_replicas).expect("buildable");
         match &d.stable {
@@ -471,6 +486,7 @@ impl Loop {
             .stable
             .as_ref()
             .and_then(|s| s.annotations().get(names::REVISION_ANNOTATION).cloned());
+        self.observed.stable_carries = self.observed.stable_rolled_out.clone();
         self.now = Timestamp::from_second(self.now.as_second() + 1).expect("valid time");
         d
     }
@@ -568,28 +584,123 @@ fn engine_and_shell_abort_puts_traffic_on_stable_before_the_canary_goes() {
 }
 
 #[test]
-fn engine_and_shell_hand_gpus_back_within_the_budget() {
+fn under_a_gpu_budget_stable_takes_the_promoted_template_only_at_zero_replicas() {
+    let (c, r) = canary(CANARY, "gpuBudget: 12\n");
+    let stable_copy = stable("v1", 6);
+    // Capacity is still moving to the canary: stable keeps v1.
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(6)),
+        Some(&stable_copy),
+        &status(Phase::Promoting, 6, 6),
+    );
+    assert!(
+        !matches!(d.stable, Some(StableChange::Apply(_))),
+        "{:?}",
+        d.stable
+    );
+    // Stable at zero: it takes v2 with no pod to replace.
+    let d = run(
+        (&c, &r),
+        &target("v2", Some(10)),
+        Some(&stable_copy),
+        &status(Phase::Promoting, 0, 10),
+    );
+    let (image, rev, replicas, ..) = applied(&d);
+    assert_eq!((image.as_str(), rev, replicas), ("v2", revision("v2"), 0));
+}
+
+#[test]
+fn engine_and_shell_stay_within_the_budget_from_adoption_to_promotion() {
     let mut l = Loop::new("gpuBudget: 12\n");
-    l.reconcile();
-    l.reconcile();
-    assert_eq!(l.replicas(), (10, 0));
+    // The Deployments (what the scheduler is asked for) within the budget
+    // after every reconcile, pods included.
+    let within = |l: &Loop| {
+        let spec = |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.as_ref()?.replicas)
+                .map_or(0, |r| u32::try_from(r).unwrap_or(0))
+        };
+        let (s, c) = (spec(l.stable.as_ref()), spec(Some(&l.target)));
+        assert!(s + c <= 12, "over the GPU budget: {s} + {c}");
+    };
+    // Adoption: no room for a copy of 10 beside the target's 10, so the
+    // target's replicas move to the copy as the budget allows.
+    for _ in 0..40 {
+        l.reconcile();
+        within(&l);
+        if l.replicas() == (10, 0) {
+            break;
+        }
+    }
+    assert_eq!(l.replicas(), (10, 0), "{}", l.status.message);
     l.target = target("v2", Some(0));
     l.observed.desired_revision = revision("v2");
     l.reconcile();
     l.reconcile();
     l.observed.commands.promote = Some(("p1".into(), true));
-    for _ in 0..40 {
+    let mut stable_when_promoted = None;
+    for _ in 0..60 {
         l.reconcile();
-        let (s, c) = l.replicas();
-        assert!(s + c <= 12, "over the GPU budget: {s} + {c}");
+        within(&l);
+        let carries = l
+            .stable
+            .as_ref()
+            .map(|s| s.annotations()[names::REVISION_ANNOTATION].clone());
+        if stable_when_promoted.is_none() && carries == Some(revision("v2")) {
+            stable_when_promoted = Some(l.replicas());
+        }
         if l.status.phase == Phase::Succeeded {
             break;
         }
     }
     assert_eq!(l.status.phase, Phase::Succeeded, "{}", l.status.message);
+    assert_eq!(
+        stable_when_promoted,
+        Some((0, 10)),
+        "stable took v2 with no pod to replace, the canary carrying all"
+    );
     // The canary scales down once the proxies serve the all-stable table.
     for _ in 0..3 {
         l.reconcile();
     }
     assert_eq!(l.replicas(), (10, 0));
+}
+
+#[test]
+fn under_a_gpu_budget_a_cohort_grows_only_into_gpus_no_pod_holds() {
+    let r = |stable, canary| CohortReplicas { stable, canary };
+    let pods = |held_s, live_s, held_c, live_c| Cohorts {
+        stable: PodCount {
+            held: held_s,
+            live: live_s,
+        },
+        canary: PodCount {
+            held: held_c,
+            live: live_c,
+        },
+    };
+    // (asked, spec now, pods, budget) -> applied
+    let table = [
+        // No budget: as asked.
+        (r(4, 4), r(4, 0), None, None, r(4, 4)),
+        // Stable gave one up, its pod still terminating: the canary waits.
+        (r(3, 1), r(4, 0), Some(pods(4, 3, 0, 0)), Some(4), r(3, 0)),
+        // Gone: the canary takes its GPU.
+        (r(3, 1), r(3, 0), Some(pods(3, 3, 0, 0)), Some(4), r(3, 1)),
+        // Shrinking applies at once, whatever the pods.
+        (r(2, 2), r(3, 1), Some(pods(3, 3, 1, 1)), Some(4), r(2, 1)),
+        // Both grow (after an abort): stable first, into what is free.
+        (r(4, 2), r(2, 1), Some(pods(2, 2, 1, 1)), Some(5), r(4, 1)),
+        // Pods could not be listed: nothing grows.
+        (r(4, 1), r(3, 0), None, Some(8), r(3, 0)),
+        // Never below what the Deployment already has.
+        (r(4, 2), r(4, 2), Some(pods(4, 4, 2, 2)), Some(4), r(4, 2)),
+    ];
+    for (asked, spec, held, budget, want) in table {
+        assert_eq!(
+            super::within_budget(asked, spec, held, budget),
+            want,
+            "asked {asked:?}, spec {spec:?}, pods {held:?}, budget {budget:?}"
+        );
+    }
 }

@@ -124,11 +124,7 @@ pub async fn unready(
     if ready >= wanted || selector.is_empty() {
         return None;
     }
-    let labels = selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let labels = label_selector(selector);
     match pods.list(&ListParams::default().labels(&labels)).await {
         Ok(list) => summarize(&list.items),
         Err(e) => {
@@ -136,6 +132,50 @@ pub async fn unready(
             None
         }
     }
+}
+
+/// `k=v,...` for a list call.
+fn label_selector(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How many pods `selector` selects that hold a node's resources (not
+/// Succeeded or Failed), and how many of those are not being deleted.
+/// `None` when they cannot be listed.
+pub async fn held(
+    pods: &Api<Pod>,
+    selector: &BTreeMap<String, String>,
+) -> Option<super::desired::PodCount> {
+    let labels = label_selector(selector);
+    match pods.list(&ListParams::default().labels(&labels)).await {
+        Ok(list) => Some(count_held(&list.items)),
+        Err(e) => {
+            tracing::warn!(error = %e, selector = %labels, "listing pods for the GPU budget");
+            None
+        }
+    }
+}
+
+/// [`held`]'s count of `pods`.
+fn count_held(pods: &[Pod]) -> super::desired::PodCount {
+    let holding = pods.iter().filter(|p| {
+        !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    let mut count = super::desired::PodCount::default();
+    for pod in holding {
+        count.held += 1;
+        if pod.metadata.deletion_timestamp.is_none() {
+            count.live += 1;
+        }
+    }
+    count
 }
 
 #[cfg(test)]

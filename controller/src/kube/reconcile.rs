@@ -66,6 +66,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Retry delay when the target Deployment is missing or the spec invalid
 /// (a watch event on either also triggers a reconcile at once).
 const RETRY_INVALID: Duration = Duration::from_secs(60);
+/// How soon a Canary held back by its GPU budget is looked at again (until
+/// the pods it waits on are gone).
+const HELD_BACK: Duration = Duration::from_secs(1);
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -314,12 +317,24 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     // The transitions are recorded: their Events go out now, before the
     // objects converge, so a failing API call below cannot lose them.
     publish(ctx, &world.canary, &plan).await;
+    let pods = match world.rollout.gpu_budget {
+        Some(_) => {
+            let api = Api::namespaced(ctx.client.clone(), &namespace);
+            let stable = pods::held(&api, &builders::stable_labels(&world.selector)).await;
+            let canary = pods::held(&api, &world.selector).await;
+            stable
+                .zip(canary)
+                .map(|(stable, canary)| Cohorts { stable, canary })
+        }
+        None => None,
+    };
     let cluster = Cluster {
         canary: &world.canary,
         rollout: &world.rollout,
         target: &world.target,
         stable: world.stable.as_ref(),
         selector: &world.selector,
+        pods,
     };
     let wanted = desired::desired(&cluster, &new_status, observed.target_replicas)?;
     apply::converge(
@@ -335,10 +350,15 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         new_status.phase,
         new_status.canary_weight,
     );
-    Ok(match plan.requeue_after {
-        Some(d) => Action::requeue(d),
-        None => Action::requeue(RESYNC),
-    })
+    // Pods going away do not change the Deployments, so nothing else
+    // wakes a reconcile held back by the GPU budget.
+    let requeue = match (plan.requeue_after, wanted.held_back) {
+        (Some(d), true) => d.min(HELD_BACK),
+        (None, true) => HELD_BACK,
+        (Some(d), false) => d,
+        (None, false) => RESYNC,
+    };
+    Ok(Action::requeue(requeue))
 }
 
 /// The Canary's spec generation (0 before the API server set one).
@@ -564,6 +584,10 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
             "the controller runs without --proxy-service, so no proxy reports to it".to_string()
         }),
         stable_rolled_out: w.stable.as_ref().and_then(rolled_out),
+        stable_carries: w
+            .stable
+            .as_ref()
+            .and_then(|d| d.annotations().get(names::REVISION_ANNOTATION).cloned()),
         applied_generation,
         open_streams,
         evidence,

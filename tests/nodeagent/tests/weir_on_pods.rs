@@ -40,10 +40,11 @@ use common::{
     AgentProcess, PATIENCE, create_namespace, events, is_ready, nodes_usable, pod_ip, sim_pid,
 };
 
-/// The agent's Nodes: enough room for every test's pods (none asks for GPUs).
+/// The agent's Nodes: room for every test's pods, and 4 GPUs in all (the
+/// GPU budget test's pods ask for one each; the others for none).
 const NODES: [&str; 2] = [
-    "node-0:cpu=16,memory=64Gi,nvidia.com/gpu=4",
-    "node-1:cpu=16,memory=64Gi,nvidia.com/gpu=4",
+    "node-0:cpu=16,memory=64Gi,nvidia.com/gpu=2",
+    "node-1:cpu=16,memory=64Gi,nvidia.com/gpu=2",
 ];
 /// The Service port of the Canaries and the pods' container port.
 const PORT: u16 = 8000;
@@ -62,6 +63,16 @@ fn agent(kubeconfig: &std::path::Path) -> &'static AgentProcess {
 /// ready when `/health` answers, stopped as a kubelet stops them
 /// (`preStop` sleep, then SIGTERM with `grace` seconds to finish).
 fn target(replicas: i32, image: &str, args: &[&str], grace: i64) -> Deployment {
+    gpu_target(replicas, image, args, grace, 0)
+}
+
+/// [`target`], each pod asking for `gpus` `nvidia.com/gpu` (none for 0).
+fn gpu_target(replicas: i32, image: &str, args: &[&str], grace: i64, gpus: u32) -> Deployment {
+    let resources = if gpus > 0 {
+        json!({"limits": {"nvidia.com/gpu": gpus}})
+    } else {
+        json!({})
+    };
     serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -83,7 +94,8 @@ fn target(replicas: i32, image: &str, args: &[&str], grace: i64) -> Deployment {
                             "periodSeconds": 1,
                             "failureThreshold": 1
                         },
-                        "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 1}}},
+                        "resources": resources
                     }]
                 }
             }
@@ -349,6 +361,29 @@ impl Weir {
             },
         )
         .await
+    }
+
+    /// Waits until the namespace holds `n` pods, all ready and on `image`.
+    async fn only(&self, n: usize, image: &str) {
+        let pods = Api::<Pod>::namespaced(self.admin.clone(), &self.ns);
+        until(
+            &format!("{n} ready pods of {image} and nothing else"),
+            PATIENCE,
+            || async {
+                let all = pods
+                    .list(&ListParams::default())
+                    .await
+                    .expect("list Pods")
+                    .items;
+                let on = pods_of(&self.admin, &self.ns, image).await;
+                if all.len() == n && on.len() == n && on.iter().all(is_ready) {
+                    Ok(())
+                } else {
+                    Err(all.len())
+                }
+            },
+        )
+        .await;
     }
 
     /// The proxy's finished requests of `cohort`: (all, errors).
@@ -927,20 +962,7 @@ async fn a_promotion_within_max_surge_never_holds_more_pods_or_less_capacity() {
         "no room left for a surge: the canary's pod stands in for it"
     );
     // The end: 4 stable pods on v2, the canary's gone.
-    until("4 v2 pods and nothing else", PATIENCE, || async {
-        let all = Api::<Pod>::namespaced(weir.admin.clone(), &weir.ns)
-            .list(&ListParams::default())
-            .await
-            .expect("list Pods")
-            .items;
-        let v2 = pods_of(&weir.admin, &weir.ns, "weir/sim:v2").await;
-        if all.len() == REPLICAS && v2.len() == REPLICAS && v2.iter().all(is_ready) {
-            Ok(())
-        } else {
-            Err(all.len())
-        }
-    })
-    .await;
+    weir.only(REPLICAS, "weir/sim:v2").await;
     let common::Recording { samples, .. } = recorder.finish().await;
 
     let max = |f: fn(&common::Sample) -> usize| samples.iter().map(f).max().unwrap_or_default();
@@ -974,5 +996,89 @@ async fn a_promotion_within_max_surge_never_holds_more_pods_or_less_capacity() {
         stable_seen > 0 && canary_seen > 0,
         "{stable_seen} {canary_seen}"
     );
+    assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_within_a_gpu_budget_never_asks_for_a_fifth_gpu() {
+    // 2 nodes of 2 GPUs; stable runs 4 pods of 1 GPU; gpuBudget 4.
+    const REPLICAS: usize = 4;
+    let ns = "budget";
+    let server = weir_envtest::control_plane();
+    let admin = server.client().await.expect("admin client");
+    // Every pod from before the Canary exists: adoption is recorded too.
+    let recorder = common::Recorder::start(&admin, ns, REPLICAS).await;
+    let weir = Weir::start(
+        ns,
+        gpu_target(4, "weir/sim:v1", FAST, 5, 1),
+        weir_envtest::canary("chat")
+            .strategy(json!({"canary": {"steps": [
+                {"setWeight": 25},
+                {"pause": {"duration": "3s"}}
+            ]}}))
+            .judged_fast()
+            .spec(json!({"gpuBudget": 4}))
+            .build(),
+    )
+    .await;
+    let _load = Load::start(&weir.url(), 30, 240);
+    weir.release("weir/sim:v2", FAST).await;
+    let done = weir.phase(Phase::Succeeded).await;
+    assert_eq!(
+        done.message,
+        format!(
+            "revision {} promoted",
+            done.canary_revision.clone().unwrap_or_default()
+        )
+    );
+    let stable_copy = weir
+        .deployments()
+        .get("chat-frontend-stable")
+        .await
+        .expect("the stable copy");
+    assert_eq!(
+        common::image_of(&stable_copy).as_deref(),
+        Some("weir/sim:v2")
+    );
+    weir.only(REPLICAS, "weir/sim:v2").await;
+    let common::Recording { samples, .. } = recorder.finish().await;
+
+    // Every pod asks for one GPU, and a pod holds it from creation (the
+    // scheduler counts pending pods' requests) until it is gone
+    // (terminating ones included): the pods that exist are the GPUs asked
+    // for.
+    let asked = samples
+        .iter()
+        .map(|s| s.live + s.terminating)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "gpu budget: {} pod transitions from adoption to promotion; at most {asked} pods \
+         (GPUs) at once",
+        samples.len()
+    );
+    assert!(asked <= 4, "a 5th GPU was asked for: {samples:?}");
+    assert!(
+        samples.len() > 20,
+        "the watch saw the whole rollout: {samples:?}"
+    );
+    let unschedulable = events(&weir.admin, &weir.ns, "FailedScheduling").await;
+    assert!(
+        unschedulable.is_empty(),
+        "the scheduler was asked for what it could not place: {:?}",
+        unschedulable
+            .iter()
+            .map(|e| e.note.clone())
+            .collect::<Vec<_>>()
+    );
+    let (stable_seen, stable_errors) = weir.counted("stable");
+    let (canary_seen, canary_errors) = weir.counted("canary");
+    eprintln!(
+        "gpu budget: requests stable {stable_seen} ({stable_errors} errors), canary \
+         {canary_seen} ({canary_errors} errors)"
+    );
+    assert!(canary_seen > 0, "the canary served");
+    // Each replica moved only after the proxies served the split it
+    // leaves: no request was sent to a cohort whose last pod was leaving.
     assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
 }
