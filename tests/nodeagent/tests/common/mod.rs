@@ -123,21 +123,26 @@ pub async fn create_namespace(client: &Client, name: &str) {
         .expect("create namespace");
 }
 
-/// weir's controller for `namespace`, leading from the start (no proxies:
-/// nothing measures its Canaries), and `canary` created for it. Keep the
-/// sender: dropping it stops the controller.
+/// weir's controller for `namespace`, leading from the start, as the
+/// chart's controller ServiceAccount (its RBAC from `charts/weir`, nothing
+/// else; no proxies: nothing measures its Canaries), and `canary` created
+/// for it. Keep the sender: dropping it stops the controller.
 pub async fn run_controller(
     client: &Client,
     namespace: &str,
     canary: &Canary,
 ) -> (watch::Sender<bool>, Handle) {
+    let accounts = weir_envtest::control_plane()
+        .chart_accounts(namespace)
+        .await
+        .expect("the chart's accounts");
     Api::<Canary>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), canary)
         .await
         .expect("create Canary");
     let (lead, leading) = watch::channel(true);
     let handle = Handle::spawn(
-        client.clone(),
+        accounts.controller,
         Settings {
             namespace: Some(namespace.into()),
             identity: format!("{namespace}-test"),
