@@ -267,6 +267,53 @@ impl Weir {
         weir
     }
 
+    /// Tears the namespace down as a user of the chart's namespace scope
+    /// must: the Canary first (the controller reverts the target and lets
+    /// it go), then the namespace, which must be gone, not left
+    /// `Terminating`: the namespace controller empties it, the garbage
+    /// collector takes the owned objects and the node agent stops the
+    /// pods. (The other order leaves the Canary's finalizer behind: the
+    /// namespace's deletion takes the controller's Role with it, so the
+    /// controller may no longer remove it. docs/kubernetes.md says so.)
+    async fn finish(self) {
+        use k8s_openapi::api::core::v1::Namespace;
+        let canaries = Api::<Canary>::namespaced(self.admin.clone(), &self.ns);
+        canaries
+            .delete("chat", &DeleteParams::default())
+            .await
+            .expect("delete the Canary");
+        until("the Canary gone", PATIENCE, || async {
+            match canaries.get_opt("chat").await.expect("get the Canary") {
+                None => Ok(()),
+                Some(c) => Err(c.metadata.finalizers),
+            }
+        })
+        .await;
+        let namespaces = Api::<Namespace>::all(self.admin.clone());
+        namespaces
+            .delete(&self.ns, &DeleteParams::default())
+            .await
+            .expect("delete the namespace");
+        until(&format!("namespace {} gone", self.ns), PATIENCE, || async {
+            match namespaces
+                .get_opt(&self.ns)
+                .await
+                .expect("get the namespace")
+            {
+                None => Ok(()),
+                Some(ns) => Err(ns
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.status == "True")
+                    .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                    .collect::<Vec<_>>()),
+            }
+        })
+        .await;
+    }
+
     fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
@@ -660,6 +707,7 @@ async fn a_healthy_revision_is_promoted_and_a_slow_one_aborted_over_pod_ips() {
         Some("weir/sim:v2"),
         "stable untouched by the abort"
     );
+    weir.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,6 +860,7 @@ async fn streams_on_a_terminating_canary_pod_finish_and_no_new_one_reaches_it() 
         }
     })
     .await;
+    weir.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -918,6 +967,7 @@ async fn a_canary_pod_that_crashes_is_counted_against_the_canary_and_the_run_end
         "the run with a crashed canary pod ended {:?}: {}",
         ended.phase, ended.message
     );
+    weir.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -997,6 +1047,7 @@ async fn a_promotion_within_max_surge_never_holds_more_pods_or_less_capacity() {
         "{stable_seen} {canary_seen}"
     );
     assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
+    weir.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1081,4 +1132,5 @@ async fn a_rollout_within_a_gpu_budget_never_asks_for_a_fifth_gpu() {
     // Each replica moved only after the proxies served the split it
     // leaves: no request was sent to a cohort whose last pod was leaving.
     assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
+    weir.finish().await;
 }
