@@ -142,7 +142,16 @@ impl Cx<'_> {
             (true, Cohort::Canary) => (rs.min(giving - 1), rc),
         };
         if rs_after + rc_after > 0 {
-            let share = Share::from_fraction(f64::from(rc_after) / f64::from(rs_after + rc_after));
+            let by_capacity =
+                Share::from_fraction(f64::from(rc_after) / f64::from(rs_after + rc_after));
+            // Traffic only ever moves toward the receiving cohort: after a
+            // blue-green cutover the canary keeps all of it while stable's
+            // idle pods go.
+            let now = self.traffic_share(Cohort::Canary);
+            let share = match toward {
+                Cohort::Canary => by_capacity.max(now),
+                Cohort::Stable => by_capacity.min(now),
+            };
             self.set_traffic(share, false);
         }
         if giving == 0 {

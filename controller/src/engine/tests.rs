@@ -1631,3 +1631,45 @@ analysis:
     assert_eq!(w.canary_share(), 0.0);
     assert_eq!(w.status.stable_revision.as_deref(), Some("v2"));
 }
+
+#[test]
+fn blue_green_within_a_gpu_budget_keeps_all_traffic_on_the_new_side_while_stable_empties() {
+    let yaml = BLUE_GREEN.replace(
+        "targetRef: {name: chat}",
+        "targetRef: {name: chat}\ngpuBudget: 20",
+    );
+    let mut w = World::new(&yaml);
+    w.tick();
+    w.observed.ready.stable = 10;
+    w.tick();
+    w.observed.desired_revision = "v2".into();
+    w.observed.ready.canary = 10;
+    w.tick();
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+    w.wait(20);
+    assert_eq!(w.canary_share(), 100.0, "cut over");
+    let post = w.window();
+    w.observed.evidence = Some(evidence(post, 3000, 1.0, 0.0));
+    w.wait(20);
+    w.observed.open_streams = Some(weir_crds::CohortReplicas {
+        stable: 0,
+        canary: 40,
+    });
+    let p = w.wait(300);
+    assert_eq!(p.status.phase, Phase::Promoting, "{}", p.status.message);
+    // Stable's idle pods go one at a time; the new side keeps everything.
+    let mut promoted_at = None;
+    for _ in 0..30 {
+        let p = w.wait(1);
+        w.observed.ready = w.status.replicas.expect("replicas");
+        assert_eq!(w.canary_share(), 100.0, "{}", p.status.message);
+        if p.actions
+            .iter()
+            .any(|a| matches!(a, Effect::PromoteStable { .. }))
+        {
+            promoted_at = w.status.replicas.map(|r| (r.stable, r.canary));
+            break;
+        }
+    }
+    assert_eq!(promoted_at, Some((0, 10)));
+}
