@@ -48,15 +48,11 @@ impl Cx<'_> {
                 return self.hand_back(total);
             }
             self.shift_capacity(Cohort::Canary, total, self.r.promotion_limit(total));
-            if let Some(flow) = self.promotion_deadline(&canary_rev) {
-                return flow;
-            }
-            self.wake_at(after(self.now, Duration::from_secs(1)));
-            return Flow::Wait;
+            return self.moving(&canary_rev);
         }
         // Keep the proven canary serving while stable is replaced: all of
         // it when the canary can grow to carry everything beside stable
-        // (within the GPU budget and a maxSurge the user set). Otherwise
+        // (within a maxSurge the user set). Otherwise
         // stable is replaced in place, the canary's pods standing in for
         // the surge that does not fit, while the split stays as the last
         // step left it.
@@ -101,7 +97,13 @@ impl Cx<'_> {
     pub(super) fn hand_back(&mut self, total: u32) -> Flow {
         let canary_rev = self.s.canary_revision.clone().unwrap_or_default();
         self.shift_capacity(Cohort::Stable, total, self.r.promotion_limit(total));
-        if let Some(flow) = self.promotion_deadline(&canary_rev) {
+        self.moving(&canary_rev)
+    }
+
+    /// While capacity moves: look again in a second (pods coming and going
+    /// change no Deployment spec), within the promotion's deadline.
+    fn moving(&mut self, canary_rev: &str) -> Flow {
+        if let Some(flow) = self.promotion_deadline(canary_rev) {
             return flow;
         }
         self.wake_at(after(self.now, Duration::from_secs(1)));
