@@ -455,11 +455,13 @@ fn promotion_fields(c: &Obj<'_>, draft: &mut Draft, notes: &mut Notes) -> Result
             } else {
                 draft.spec.promotion.max_unavailable = Some(value);
             }
-            notes.changed(
-                &format!("spec.promotion.{key}"),
-                &c.at(key),
-                "in weir it paces stable's rolling update to the promoted version",
-            );
+            let meaning = if key == "maxSurge" {
+                "in weir it bounds the pods of both cohorts while stable takes the promoted \
+                 version (the canary keeps its size and covers the surge that does not fit)"
+            } else {
+                "in weir it paces stable's rolling update to the promoted version"
+            };
+            notes.changed(&format!("spec.promotion.{key}"), &c.at(key), meaning);
         }
     }
     Ok(())
