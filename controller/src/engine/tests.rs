@@ -923,7 +923,15 @@ fn kubernetes_promotion_keeps_traffic_on_the_canary_until_stable_is_ready() {
 
 #[test]
 fn blue_green_preview_cutover_and_promotion() {
-    let mut w = World::new(BLUE_GREEN);
+    blue_green_to_promoting(BLUE_GREEN);
+}
+
+/// A blue-green run of `yaml` from the preview to the promotion, checking
+/// each stage on the way: the preview reachable by header only, the
+/// cutover, the post-promotion analysis, the wait for the old side's open
+/// streams. Returns the world once `Promoting`.
+fn blue_green_to_promoting(yaml: &str) -> World {
+    let mut w = World::new(yaml);
     w.tick();
     w.observed.desired_revision = "v2".into();
     w.observed.ready.canary = 10;
@@ -960,7 +968,8 @@ fn blue_green_preview_cutover_and_promotion() {
         canary: 40,
     });
     let p = w.wait(1);
-    assert_eq!(p.status.phase, Phase::Promoting);
+    assert_eq!(p.status.phase, Phase::Promoting, "{}", p.status.message);
+    w
 }
 
 #[test]
@@ -1638,25 +1647,7 @@ fn blue_green_within_a_gpu_budget_keeps_all_traffic_on_the_new_side_while_stable
         "targetRef: {name: chat}",
         "targetRef: {name: chat}\ngpuBudget: 20",
     );
-    let mut w = World::new(&yaml);
-    w.tick();
-    w.observed.ready.stable = 10;
-    w.tick();
-    w.observed.desired_revision = "v2".into();
-    w.observed.ready.canary = 10;
-    w.tick();
-    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
-    w.wait(20);
-    assert_eq!(w.canary_share(), 100.0, "cut over");
-    let post = w.window();
-    w.observed.evidence = Some(evidence(post, 3000, 1.0, 0.0));
-    w.wait(20);
-    w.observed.open_streams = Some(weir_crds::CohortReplicas {
-        stable: 0,
-        canary: 40,
-    });
-    let p = w.wait(300);
-    assert_eq!(p.status.phase, Phase::Promoting, "{}", p.status.message);
+    let mut w = blue_green_to_promoting(&yaml);
     // Stable's idle pods go one at a time; the new side keeps everything.
     let mut promoted_at = None;
     for _ in 0..30 {

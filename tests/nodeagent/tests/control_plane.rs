@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use weir_test_kit::poll::until;
@@ -26,8 +25,8 @@ const NODES: [&str; 2] = ["node-0", "node-1"];
 
 mod common;
 use common::{
-    PATIENCE, Recorder, Recording, create_namespace, is_ready, nodes_usable, pod_ip, sim_pid,
-    start_agent,
+    PATIENCE, Recorder, Recording, create_namespace, is_ready, live_pods, nodes_usable, pod_ip,
+    ready_addresses, sim_pid, start_agent,
 };
 
 fn deployment(namespace: &str, model: &str) -> Deployment {
@@ -75,34 +74,6 @@ fn service(namespace: &str) -> Service {
         }
     }))
     .expect("a valid Service")
-}
-
-/// Ready addresses of the Service's EndpointSlices (written by the real
-/// EndpointSlice controller).
-async fn ready_endpoints(client: &Client, namespace: &str) -> BTreeSet<String> {
-    let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels("kubernetes.io/service-name=sim"))
-        .await
-        .expect("list EndpointSlices");
-    slices
-        .items
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.iter().cloned())
-        .collect()
-}
-
-/// Pods of the namespace that are not being deleted.
-async fn live_pods(client: &Client, namespace: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .expect("list pods")
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 /// Waits until the Deployment has rolled out generation `generation`:
@@ -244,7 +215,8 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
         "the EndpointSlices to list the 4 pod IPs",
         PATIENCE,
         || async {
-            let listed = ready_endpoints(&client, namespace).await;
+            let listed =
+                ready_addresses(&client, namespace, "kubernetes.io/service-name=sim").await;
             if listed == ips { Ok(()) } else { Err(listed) }
         },
     )
@@ -386,7 +358,8 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
         "the EndpointSlices to list the new pod IPs",
         PATIENCE,
         || async {
-            let listed = ready_endpoints(&client, namespace).await;
+            let listed =
+                ready_addresses(&client, namespace, "kubernetes.io/service-name=sim").await;
             if listed == new_ips {
                 Ok(())
             } else {

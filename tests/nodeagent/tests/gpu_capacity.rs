@@ -21,9 +21,7 @@ use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 
 mod common;
-use common::{
-    PATIENCE, create_namespace, events, nodes_usable, run_controller, set_image, start_agent,
-};
+use common::{PATIENCE, cluster, events, run_controller, set_image};
 
 const NAMESPACE: &str = "gpu";
 /// How long a step may wait on replicas before the run is aborted.
@@ -94,22 +92,14 @@ async fn gpus_in_use(client: &Client) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline() {
-    let server = weir_envtest::control_plane();
-    let client = server.client().await.expect("admin client");
-    let logs = std::env::temp_dir().join(format!("weir-gpu-test-{}", std::process::id()));
-    let _agent = start_agent(
-        server.kubeconfig(),
-        &logs,
+    let (client, _agent, logs) = cluster(
         &[
             "gpu-0:cpu=16,memory=64Gi,nvidia.com/gpu=4",
             "gpu-1:cpu=16,memory=64Gi,nvidia.com/gpu=4",
         ],
-    );
-    nodes_usable(&client, 2).await;
-    weir_envtest::install_canary_crd(&client)
-        .await
-        .expect("Canary CRD");
-    create_namespace(&client, NAMESPACE).await;
+        NAMESPACE,
+    )
+    .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
     deployments
         .create(

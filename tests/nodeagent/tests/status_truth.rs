@@ -14,7 +14,7 @@ use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 
 mod common;
-use common::{PATIENCE, create_namespace, nodes_usable, run_controller, set_image, start_agent};
+use common::{PATIENCE, cluster, run_controller, set_image};
 
 const NAMESPACE: &str = "truth";
 
@@ -51,15 +51,7 @@ fn never_ready(image: &str) -> Deployment {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_false_and_a_new_revision_holds_while_stable_serves_nothing() {
-    let server = weir_envtest::control_plane();
-    let client = server.client().await.expect("admin client");
-    let logs = std::env::temp_dir().join(format!("weir-truth-test-{}", std::process::id()));
-    let _agent = start_agent(server.kubeconfig(), &logs, &["node-0:cpu=8,memory=32Gi"]);
-    nodes_usable(&client, 1).await;
-    weir_envtest::install_canary_crd(&client)
-        .await
-        .expect("Canary CRD");
-    create_namespace(&client, NAMESPACE).await;
+    let (client, _agent, logs) = cluster(&["node-0:cpu=8,memory=32Gi"], NAMESPACE).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
     deployments
         .create(&PostParams::default(), &never_ready("weir/sim:v1"))

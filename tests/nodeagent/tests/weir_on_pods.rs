@@ -37,7 +37,8 @@ use weir_test_kit::sim::{FAST, SLOW};
 
 mod common;
 use common::{
-    AgentProcess, PATIENCE, create_namespace, events, is_ready, nodes_usable, pod_ip, sim_pid,
+    AgentProcess, PATIENCE, create_namespace, events, is_ready, live_pods, nodes_usable, pod_ip,
+    ready_addresses, sim_pid,
 };
 
 /// The agent's Nodes: room for every test's pods, and 4 GPUs in all (the
@@ -478,29 +479,17 @@ async fn ready(client: &Client, ns: &str, name: &str, want: i32) {
 /// The ready addresses of Service `service`'s EndpointSlices that the
 /// EndpointSlice controller manages (no other writer's slice counts).
 async fn controller_slices(client: &Client, ns: &str, service: &str) -> BTreeSet<String> {
-    Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!(
-            "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
-        )))
-        .await
-        .expect("list EndpointSlices")
-        .items
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.iter().cloned())
-        .collect()
+    let labels = format!(
+        "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
+    );
+    ready_addresses(client, ns, &labels).await
 }
 
 /// The live pods of the namespace whose template runs `image`.
 async fn pods_of(client: &Client, ns: &str, image: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
+    live_pods(client, ns)
         .await
-        .expect("list Pods")
-        .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             p.spec
                 .as_ref()

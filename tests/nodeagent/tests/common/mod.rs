@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
@@ -107,6 +108,22 @@ pub async fn nodes_usable(client: &Client, count: usize) {
         }
     })
     .await;
+}
+
+/// The binary's control plane with the agent running `nodes` (Ready and
+/// untainted), the Canary CRD and `namespace`: an admin client, the agent
+/// (keep it) and the directory of the pods' output (remove it once passed).
+pub async fn cluster(nodes: &[&str], namespace: &str) -> (Client, AgentProcess, PathBuf) {
+    let server = weir_envtest::control_plane();
+    let client = server.client().await.expect("admin client");
+    let logs = std::env::temp_dir().join(format!("weir-{namespace}-test-{}", std::process::id()));
+    let agent = start_agent(server.kubeconfig(), &logs, nodes);
+    nodes_usable(&client, nodes.len()).await;
+    weir_envtest::install_canary_crd(&client)
+        .await
+        .expect("Canary CRD");
+    create_namespace(&client, namespace).await;
+    (client, agent, logs)
 }
 
 pub async fn create_namespace(client: &Client, name: &str) {
@@ -416,4 +433,34 @@ impl Recorder {
             .expect("the watch catches up with the end of the rollout")
             .expect("recorder")
     }
+}
+
+/// Pods of the namespace that are not being deleted.
+pub async fn live_pods(client: &Client, namespace: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// The ready addresses of the namespace's EndpointSlices with `labels`.
+pub async fn ready_addresses(
+    client: &Client,
+    namespace: &str,
+    labels: &str,
+) -> std::collections::BTreeSet<String> {
+    Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(labels))
+        .await
+        .expect("list EndpointSlices")
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect()
 }
