@@ -18,7 +18,8 @@ use crate::exit::Code;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Endpoints: POST /v1/chat/completions, POST /v1/completions (streaming or not), \
-GET /v1/models, GET /health, GET /metrics (vLLM and dcgm-exporter families).
+GET /v1/models, GET /health, GET /metrics (vLLM and dcgm-exporter families), \
+GET and POST /control with --control.
 
 GPU model: utilization = min(100, --gpu-util + --gpu-util-per-request × in-flight \
 requests averaged over ~1 s); power follows utilization; framebuffer use is constant.
@@ -82,6 +83,11 @@ pub struct Args {
     /// chunk).
     #[arg(long, value_enum, default_value_t = FramingArg::Openai)]
     framing: FramingArg,
+    /// Accept `POST /control` with `{"ttftFactor": F}`: the time to first
+    /// token of every later request is multiplied by F (a running version
+    /// that turns slow). Off, /control does not exist.
+    #[arg(long)]
+    control: bool,
 }
 
 /// `--framing`: [`Framing`] as a flag value.
@@ -117,6 +123,7 @@ impl Args {
                 FramingArg::Openai => Framing::OpenAi,
                 FramingArg::LlamaCpp => Framing::LlamaCpp,
             },
+            control: self.control,
         }
     }
 }

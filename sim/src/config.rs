@@ -48,6 +48,10 @@ pub struct SimConfig {
     pub keep_alive: Duration,
     /// Whose stream framing the answers copy.
     pub framing: Framing,
+    /// Whether `POST /control` may change how later requests are answered
+    /// (a running version that turns slow, for tests and demos). Off, the
+    /// path does not exist.
+    pub control: bool,
 }
 
 /// Whose stream framing the simulator copies. Clients of the OpenAI API
@@ -113,6 +117,7 @@ impl Default for SimConfig {
             shutdown_grace: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             framing: Framing::OpenAi,
+            control: false,
         }
     }
 }

@@ -94,6 +94,9 @@ struct Shared {
     labels: Labels,
     sim_header: HeaderValue,
     models_body: Bytes,
+    /// `POST /control`'s multiplier of every later request's time to first
+    /// token (f64 bits; 1 until changed).
+    ttft_factor: AtomicU64,
 }
 
 impl Shared {
@@ -110,6 +113,7 @@ impl Shared {
             labels: Labels::new(&config.name, &config.model),
             sim_header,
             models_body: openai::models_body(&config.model, unix_seconds()),
+            ttft_factor: AtomicU64::new(1.0_f64.to_bits()),
             config,
         })
     }
@@ -329,6 +333,14 @@ async fn route(
             "text/plain; version=0.0.4; charset=utf-8",
             Bytes::from(shared.metrics.render(&shared.labels, &shared.config.gpu)),
         ),
+        (&Method::GET, "/control") if shared.config.control => control_state(shared),
+        (&Method::POST, "/control") if shared.config.control => control(shared, req).await,
+        (_, "/control") if shared.config.control => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            "invalid_request_error",
+            None,
+        ),
         (_, "/v1/chat/completions" | "/v1/completions" | "/v1/models" | "/health" | "/metrics") => {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -344,6 +356,69 @@ async fn route(
             None,
         ),
     }
+}
+
+/// The body of `POST /control`: what changes for requests from now on.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Control {
+    /// Multiplier of the time to first token, in (0, 1000].
+    ttft_factor: f64,
+}
+
+/// Largest `POST /control` body.
+const MAX_CONTROL_BYTES: usize = 4096;
+
+async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<SimBody> {
+    let body = match Limited::new(req.into_body(), MAX_CONTROL_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be JSON of at most {MAX_CONTROL_BYTES} bytes"),
+                "invalid_request_error",
+                None,
+            );
+        }
+    };
+    let control: Control = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"ttftFactor\": <number>}}: {e}"),
+                "invalid_request_error",
+                None,
+            );
+        }
+    };
+    if !(control.ttft_factor > 0.0 && control.ttft_factor <= 1000.0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "ttftFactor must be in (0, 1000], not {}",
+                control.ttft_factor
+            ),
+            "invalid_request_error",
+            Some("ttftFactor"),
+        );
+    }
+    shared
+        .ttft_factor
+        .store(control.ttft_factor.to_bits(), Relaxed);
+    control_state(shared)
+}
+
+fn control_state(shared: &Shared) -> Response<SimBody> {
+    let factor = f64::from_bits(shared.ttft_factor.load(Relaxed));
+    full(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(serde_json::json!({ "ttftFactor": factor }).to_string()),
+    )
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<SimBody> {
@@ -403,13 +478,19 @@ async fn completion(
         }
     };
     let index = shared.next_index.fetch_add(1, Relaxed);
-    let plan = RequestPlan::draw(
+    let mut plan = RequestPlan::draw(
         &shared.config,
         shared.seed,
         index,
         request.max_tokens,
         request.stream,
     );
+    let factor = f64::from_bits(shared.ttft_factor.load(Relaxed));
+    if factor != 1.0 {
+        // In (0, 1000] (checked by `control`), of a TTFT of at most an
+        // hour: representable.
+        plan.ttft = plan.ttft.mul_f64(factor);
+    }
     if plan.fault == Fault::Http500 {
         shared.metrics.finished(FinishedReason::Error);
         return error(

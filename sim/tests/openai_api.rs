@@ -191,3 +191,55 @@ async fn stream_errors_end_without_finish_or_done() {
     let ex = post(&c, &sim, "/v1/chat/completions", &chat(false)).await;
     assert_eq!(ex.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn control_slows_later_requests_and_exists_only_when_asked_for() {
+    let c = client();
+    let off = start(fast()).await;
+    let post_off = post(&c, &off, "/control", r#"{"ttftFactor": 2}"#).await;
+    assert_eq!(post_off.status, StatusCode::NOT_FOUND, "off by default");
+
+    let sim = start(SimConfig {
+        ttft: Duration::from_millis(20),
+        ttft_sigma: 0.0,
+        control: true,
+        ..fast()
+    })
+    .await;
+    assert_eq!(get(&c, &sim, "/control").await.json()["ttftFactor"], 1.0);
+    for bad in [
+        r#"{"ttftFactor": 0}"#,
+        r#"{"ttftFactor": -1}"#,
+        r#"{"ttftFactor": 1e9}"#,
+        r#"{"ttft": 2}"#,
+        "slow",
+    ] {
+        let refused = post(&c, &sim, "/control", bad).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            refused.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ttftFactor")),
+            "names the field: {}",
+            refused.text()
+        );
+    }
+    assert_eq!(get(&c, &sim, "/control").await.json()["ttftFactor"], 1.0);
+
+    let set = post(&c, &sim, "/control", r#"{"ttftFactor": 15}"#).await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert_eq!(set.json()["ttftFactor"], 15.0);
+    // The sim sleeps until each token's deadline, so the first frame can
+    // come no sooner than 15 × 20 ms after the request.
+    let slowed = post(&c, &sim, "/v1/chat/completions", &chat(true)).await;
+    assert!(
+        slowed.first_frame() >= Duration::from_millis(300),
+        "first token after {:?}",
+        slowed.first_frame()
+    );
+    assert!(
+        sim.metrics_text()
+            .contains("vllm:time_to_first_token_seconds"),
+        "still metered"
+    );
+}
