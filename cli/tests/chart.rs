@@ -23,7 +23,6 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
@@ -38,7 +37,7 @@ use weir_envtest::{TestEnv, install_canary_crd, repo_root, server};
 mod common;
 mod stack;
 
-use stack::{Kubelet, PATIENCE, image_of, pod, target, wait_phase};
+use stack::{PATIENCE, image_of, target, wait_phase};
 use weir_test_kit::poll::until;
 use weir_test_kit::webhook::{self, Answer};
 
@@ -137,10 +136,16 @@ fn namespace_scope(watched: &str) -> Vec<String> {
     ]
 }
 
-/// Runs the harness's helm.
+/// Runs the harness's helm against the API server.
 fn helm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    helm_on(server().kubeconfig(), args)
+}
+
+/// Runs the harness's helm against the API server of `kubeconfig`.
+fn helm_on<S: AsRef<std::ffi::OsStr>>(kubeconfig: &Path, args: &[S]) -> Output {
     server()
         .command("helm")
+        .env("KUBECONFIG", kubeconfig)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -189,19 +194,27 @@ fn release_name() -> String {
 struct Release {
     name: String,
     namespace: String,
+    kubeconfig: &'static Path,
 }
 
 impl Release {
-    fn install(namespace: &str, extra: &[String]) -> Release {
+    /// Installs the chart into `env`'s namespace.
+    fn install(env: &TestEnv, extra: &[String]) -> Release {
         let name = release_name();
         let mut args: Vec<String> = vec!["install".into(), name.clone()];
         args.push(chart().display().to_string());
-        args.extend(["--namespace".into(), namespace.into()]);
+        args.extend(["--namespace".into(), env.namespace.clone()]);
         args.extend(extra.iter().cloned());
-        helm_ok(&args);
+        let out = helm_on(env.kubeconfig(), &args);
+        assert!(
+            out.status.success(),
+            "helm {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr),
+        );
         Release {
             name,
-            namespace: namespace.to_string(),
+            namespace: env.namespace.clone(),
+            kubeconfig: env.kubeconfig(),
         }
     }
 
@@ -213,7 +226,10 @@ impl Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let out = helm(&["uninstall", &self.name, "--namespace", &self.namespace]);
+        let out = helm_on(
+            self.kubeconfig,
+            &["uninstall", &self.name, "--namespace", &self.namespace],
+        );
         if !out.status.success() {
             eprintln!(
                 "helm uninstall {}: {}",
@@ -610,7 +626,7 @@ async fn helm_install_creates_every_object_with_its_account_security_context_and
         )
         .await
         .expect("label the namespace");
-    let release = Release::install(&ns, &every_part("serviceMonitor"));
+    let release = Release::install(&env, &every_part("serviceMonitor"));
     let client = env.client.clone();
     let controller_name = release.object("controller");
     let proxy_name = release.object("proxy");
@@ -874,7 +890,7 @@ async fn service_account_kubeconfig(
         .status
         .expect("the token")
         .token;
-    let admin = Kubeconfig::read_from(server().kubeconfig()).expect("the admin kubeconfig");
+    let admin = Kubeconfig::read_from(env.kubeconfig()).expect("the admin kubeconfig");
     let cluster = admin.clusters[0].cluster.as_ref().expect("a cluster");
     let url = cluster.server.as_deref().expect("its URL");
     let ca = cluster
@@ -961,20 +977,6 @@ fn probe_paths(d: &Deployment) -> [String; 2] {
     [path(&c.readiness_probe), path(&c.liveness_probe)]
 }
 
-/// The EndpointSlice the EndpointSlice controller would write for the
-/// chart's admin Service: one ready proxy at `addr`, port `admin`.
-fn admin_slice(service: &str, addr: std::net::SocketAddr) -> EndpointSlice {
-    serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{service}-test"),
-                     "labels": {names::SERVICE_NAME_LABEL: service}},
-        "addressType": "IPv4",
-        "ports": [{"name": "admin", "port": addr.port(), "protocol": "TCP"}],
-        "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}]
-    }))
-    .expect("an EndpointSlice")
-}
-
 /// Installs the chart into one namespace serving Canaries of another
 /// (namespace scope: the least privilege there is), starts a proxy and the
 /// controller exactly as the installed Deployments say (each with a token
@@ -983,9 +985,8 @@ fn admin_slice(service: &str, addr: std::net::SocketAddr) -> EndpointSlice {
 /// promotion with its ControllerRevisions, Events, and the Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_canary() {
-    let system = TestEnv::new("chart-system").await;
-    let apps = TestEnv::new("chart-apps").await;
-    install_canary_crd(&system.client).await.expect("the CRD");
+    let system = TestEnv::on_cluster("chart-system").await;
+    let apps = TestEnv::on_cluster("chart-apps").await;
     let (sys, app) = (system.namespace.clone(), apps.namespace.clone());
     // Notifications on, with one webhook (a local receiver) in the chart's
     // Secret: the controller reads it with its own token.
@@ -1001,10 +1002,15 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
         format!("notifications.webhooks[0].url=http://{hook_addr}/weir"),
         "notifications.webhooks[0].allCanaries=true".into(),
         "notifications.webhooks[0].headers.X-Token=s3cret".into(),
+        // Stand-in: the node agent runs only `weir sim`, so the chart's
+        // own pods are left unscheduled (no Node has this label) and the
+        // test starts weir exactly as their pod specs say, below.
+        "controller.nodeSelector.weir-test=parked".into(),
+        "proxy.nodeSelector.weir-test=parked".into(),
     ] {
         values.extend(["--set".to_string(), v]);
     }
-    let release = Release::install(&sys, &values);
+    let release = Release::install(&system, &values);
     let admin = system.client.clone();
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &sys);
     let controller = deployments
@@ -1028,23 +1034,10 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
         service_account_kubeconfig(&system, &sys, &account(&controller), &dir).await;
     let proxy_kubeconfig = service_account_kubeconfig(&system, &sys, &account(&proxy), &dir).await;
 
-    // The user's side, in the served namespace: v1 and v2 "pods" and the
-    // stand-in kubelet, the target on v1, the Canary.
-    let (v1, v2) = (pod("v1", &[]), pod("v2", &[]));
-    let _kubelet = Kubelet::start(
-        admin.clone(),
-        &app,
-        [
-            ("sim:v1".to_string(), vec![v1.addr.port()]),
-            ("sim:v2".to_string(), vec![v2.addr.port()]),
-        ]
-        .into(),
-    );
+    // The user's side, in the served namespace: the target on v1, ready,
+    // and the Canary.
     let targets: Api<Deployment> = Api::namespaced(admin.clone(), &app);
-    targets
-        .create(&PostParams::default(), &target("sim:v1", 2))
-        .await
-        .expect("the target");
+    stack::create_target(&targets, &target("sim:v1", 2)).await;
     Api::<Canary>::namespaced(admin.clone(), &app)
         .create(
             &PostParams::default(),
@@ -1056,7 +1049,7 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
         .expect("the Canary");
 
     // The proxy, on the host's address (the controller polls it there).
-    let host = stack::host_ip();
+    let host = weir_envtest::host_ip().expect("the host's address");
     let mut cmd = as_process(
         &proxy,
         "weir-proxy-test-0",
@@ -1078,14 +1071,16 @@ async fn the_charts_controller_and_proxy_with_its_accounts_and_args_roll_out_a_c
     let [ready, live] = probe_paths(&proxy);
     answers(&proxy_admin.to_string(), &ready, 200).await;
     answers(&proxy_admin.to_string(), &live, 200).await;
-    let admin_service = release.object("proxy-admin");
-    Api::<EndpointSlice>::namespaced(admin.clone(), &sys)
-        .create(
-            &PostParams::default(),
-            &admin_slice(&admin_service, proxy_admin),
-        )
-        .await
-        .expect("the admin Service's EndpointSlice");
+    // Stand-in: the slice the EndpointSlice controller would write for
+    // the proxy pod this process stands for.
+    weir_envtest::cluster::proxy_admin_endpoints(
+        &admin,
+        &sys,
+        &release.object("proxy-admin"),
+        &[proxy_admin],
+    )
+    .await
+    .expect("the admin Service's EndpointSlice");
 
     // The controller.
     let metrics_addr = {

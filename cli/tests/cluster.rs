@@ -1,10 +1,11 @@
 //! The cluster commands (`get`, `status`, `promote`, `abort`, `retry`,
 //! `pause`, `resume`, `undo`, `history`) as a user runs them: the real
-//! `weir` binary against a real kube-apiserver (tests/envtest), found
-//! through `KUBECONFIG`. There is no controller here: each test writes the
-//! Canary's status by hand through the status subresource, and checks what
-//! the commands print and write (the annotations are read back with the
-//! controller's own parser).
+//! `weir` binary against a real control plane (tests/envtest, the target's
+//! pods run by the node agent), found through `KUBECONFIG`. There is no
+//! weir controller here: each test writes the Canary's status by hand
+//! through the status subresource, as the controller would, and checks
+//! what the commands print and write (the annotations are read back with
+//! the controller's own parser).
 
 mod common;
 
@@ -22,7 +23,7 @@ use weir_controller::kube::builders::{Owner, controller_revision, template_revis
 use weir_controller::kube::commands::from_annotations;
 use weir_controller::kube::events;
 use weir_crds::Canary;
-use weir_envtest::{TestEnv, install_canary_crd, server};
+use weir_envtest::{TestEnv, control_plane};
 use weir_test_kit::poll::until;
 
 /// Longest wait for a child or a watched change.
@@ -39,8 +40,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(test: &str) -> Fixture {
-        let env = TestEnv::new(test).await;
-        install_canary_crd(&env.client).await.expect("crd");
+        let env = TestEnv::on_cluster(test).await;
         let canaries: Api<Canary> = Api::namespaced(env.client.clone(), &env.namespace);
         let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
         deployments
@@ -69,7 +69,7 @@ impl Fixture {
     fn weir(&self, args: &[&str]) -> Run {
         let mut all = args.to_vec();
         all.extend(["-n", self.ns()]);
-        run_with(server().kubeconfig(), &all)
+        run_with(control_plane().kubeconfig(), &all)
     }
 
     /// Merges `status` into the Canary's status (the subresource).
@@ -106,7 +106,7 @@ impl Fixture {
 
     /// A copy of the admin kubeconfig, changed by `edit`.
     fn kubeconfig(&self, name: &str, edit: impl FnOnce(&mut Kubeconfig)) -> PathBuf {
-        let mut k = Kubeconfig::read_from(server().kubeconfig()).expect("kubeconfig");
+        let mut k = Kubeconfig::read_from(control_plane().kubeconfig()).expect("kubeconfig");
         edit(&mut k);
         let path = self.dir.join(name);
         std::fs::write(&path, serde_json::to_string(&k).expect("kubeconfig json")).expect("write");
@@ -223,7 +223,7 @@ async fn get_lists_the_canary_with_its_phase_step_and_weight() {
         assert!(row.contains(part), "{part:?} missing from {row:?}");
     }
 
-    let all = run_with(server().kubeconfig(), &["get", "-A"]).ok();
+    let all = run_with(control_plane().kubeconfig(), &["get", "-A"]).ok();
     assert!(all.starts_with("NAMESPACE"), "{all}");
     assert!(
         all.lines()
@@ -254,14 +254,21 @@ async fn get_lists_the_canary_with_its_phase_step_and_weight() {
 async fn status_shows_the_steps_the_analysis_and_the_events() {
     let f = Fixture::new("cli-status").await;
     f.status(progressing()).await;
+    // The target as the canary cohort at one replica, as the controller
+    // scales it for the status above; the Deployment controller reports it.
     f.deployments
-        .patch_status(
+        .patch(
             "chat-frontend",
             &PatchParams::default(),
-            &Patch::Merge(&serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1}})),
+            &Patch::Merge(&serde_json::json!({"spec": {"replicas": 1}})),
         )
         .await
-        .expect("target status");
+        .expect("target scaled");
+    until("the target at one ready pod", DEADLINE, || async {
+        let s = f.deployments.get("chat-frontend").await.ok()?.status?;
+        (s.replicas == Some(1) && s.ready_replicas == Some(1)).then_some(())
+    })
+    .await;
     // Written the way the controller writes them (events.k8s.io/v1).
     let canary = f.canary().await;
     for (reason, note) in [
@@ -377,7 +384,7 @@ async fn wait_returns_once_the_controller_acknowledges_and_times_out_otherwise()
     let f = Fixture::new("cli-wait").await;
     f.status(progressing()).await;
     let mut cmd = common::command(&["abort", "chat", "-n", f.ns(), "--wait", "--timeout", "60s"]);
-    cmd.env("KUBECONFIG", server().kubeconfig());
+    cmd.env("KUBECONFIG", control_plane().kubeconfig());
     let mut waiting = common::spawn_command("abort --wait", cmd);
     let fixture = &f;
     let id = until("the abort annotation", DEADLINE, move || async move {
@@ -515,7 +522,7 @@ async fn status_watch_draws_a_frame_per_change_and_exits_with_the_outcome() {
     f.status(progressing()).await;
     let watch = |output: &str| {
         let mut cmd = common::command(&["status", "chat", "-n", f.ns(), "--watch", "-o", output]);
-        cmd.env("KUBECONFIG", server().kubeconfig());
+        cmd.env("KUBECONFIG", control_plane().kubeconfig());
         common::spawn_command(&format!("status --watch -o {output}"), cmd)
     };
     let frames = |text: &str| text.matches("Canary chat (namespace").count();
@@ -646,7 +653,7 @@ async fn errors_say_what_is_wrong_and_exit_1() {
          "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}
     ]});
     std::fs::write(&rbac, objects.to_string()).expect("write rbac");
-    let applied = server()
+    let applied = control_plane()
         .command("kubectl")
         .args(["apply", "-n", &ns, "-f"])
         .arg(&rbac)
@@ -681,7 +688,7 @@ async fn kubectl_weir_is_weir_through_a_symlink() {
     let run = |args: &[&str]| -> Run {
         std::process::Command::new(&plugin)
             .args(args)
-            .env("KUBECONFIG", server().kubeconfig())
+            .env("KUBECONFIG", control_plane().kubeconfig())
             .output()
             .expect("kubectl-weir runs")
             .into()
@@ -703,7 +710,7 @@ async fn kubectl_weir_is_weir_through_a_symlink() {
         f.dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out: Run = server()
+    let out: Run = control_plane()
         .command("kubectl")
         .args(["weir", "get", "-n", f.ns()])
         .env("PATH", path)

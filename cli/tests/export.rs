@@ -1,10 +1,10 @@
-//! `weir export` and `weir restore` as processes against a real API
-//! server: a Canary taken mid-run by the real controller is exported, its
+//! `weir export` and `weir restore` as processes against a real control
+//! plane (the Deployments' pods run by the node agent): a Canary taken mid-run by the real controller is exported, its
 //! namespace emptied, restored, exported again (the same bundle), restored
 //! again (nothing written), and continued by a new controller from the
 //! step it was at.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
@@ -15,13 +15,14 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use weir_crds::{Canary, Phase};
-use weir_envtest::{TestEnv, install_canary_crd};
+use weir_envtest::TestEnv;
 
 mod common;
 mod stack;
 
-use stack::{Kubelet, PATIENCE, controller, image_of, set_image, wait_phase, weir};
+use stack::{PATIENCE, controller, image_of, set_image, wait_phase, weir};
 use weir_test_kit::poll::until;
+use weir_test_kit::sim::FAST;
 
 fn api<K>(client: &Client, ns: &str) -> Api<K>
 where
@@ -132,10 +133,14 @@ async fn delete_all(client: &Client, ns: &str) {
         let items = api.list(&ListParams::default()).await.expect("list").items;
         for o in items {
             // kube-root-ca.crt is the namespace's own; the rest is ours.
+            // The garbage collector may have taken an object owned by one
+            // deleted before it (the Canary owns the stable copy).
             if o.name_any() != "kube-root-ca.crt" {
-                api.delete(&o.name_any(), &DeleteParams::default())
-                    .await
-                    .expect("delete");
+                match api.delete(&o.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(e) => panic!("delete {}: {e}", o.name_any()),
+                }
             }
         }
         until("the objects gone", PATIENCE, || async {
@@ -162,8 +167,8 @@ fn token_secret() -> Secret {
                      "stringData": {"token": "hf_do-not-export-me"}}))
 }
 
-/// Waits until the stand-in kubelet has reported both Deployments rolled
-/// out (it writes their status until then).
+/// Waits until both Deployments have rolled out (the Deployment controller
+/// writes their status until then).
 async fn settled(client: &Client, ns: &str) {
     until("the Deployments' status settled", PATIENCE, || async {
         let all = api::<Deployment>(client, ns)
@@ -185,11 +190,9 @@ async fn settled(client: &Client, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_step() {
-    let env = TestEnv::new("export-restore").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let env = TestEnv::on_cluster("export-restore").await;
     let ns = env.namespace.clone();
     let client = env.client.clone();
-    let _kubelet = Kubelet::start(client.clone(), &ns, HashMap::new());
     let dir = std::env::temp_dir().join(format!("weir-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = |name: &str| -> PathBuf { dir.join(name) };
@@ -212,11 +215,10 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         .expect("secret");
     let mut target = stack::target("sim:v1", 2);
     if let Some(spec) = target.spec.as_mut() {
-        spec.template.spec = Some(from_json(json!({"containers": [{
-            "name": "vllm", "image": "sim:v1",
-            "envFrom": [{"configMapRef": {"name": "chat-config"}}],
-            "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}]
-        }]})));
+        let mut container = stack::container("sim:v1", FAST, 0);
+        container["envFrom"] = json!([{"configMapRef": {"name": "chat-config"}}]);
+        container["env"] = json!([{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}]);
+        spec.template.spec = Some(from_json(json!({"containers": [container]})));
     }
     let deployments = api::<Deployment>(&client, &ns);
     deployments
@@ -249,7 +251,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     wait_phase(&client, &ns, "chat", Phase::Idle).await;
     set_image(&deployments, "sim:v2").await;
     wait_phase(&client, &ns, "chat", Phase::Paused).await;
-    let (code, out, err) = weir(&["promote", "chat", "-n", &ns, "--full"]).await;
+    let (code, out, err) = weir(&env, &["promote", "chat", "-n", &ns, "--full"]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&client, &ns, "chat", Phase::Succeeded).await;
     let revisions = api::<ControllerRevision>(&client, &ns);
@@ -281,7 +283,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
 
     // 2. Export.
     let b1 = file("b1.yaml");
-    let (code, out, err) = weir(&["export", "-n", &ns, "-o", &path(&b1)]).await;
+    let (code, out, err) = weir(&env, &["export", "-n", &ns, "-o", &path(&b1)]).await;
     assert_eq!(code, 0, "{out}{err}");
     let text1 = std::fs::read_to_string(&b1).expect("bundle");
     let bundle1 = read_bundle(&b1);
@@ -361,7 +363,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
 
     // 4. A dry run says what it would create, names the missing Secret,
     //    and writes nothing; a real restore refuses while it is missing.
-    let (code, out, err) = weir(&["restore", "-f", &path(&b1), "--dry-run"]).await;
+    let (code, out, err) = weir(&env, &["restore", "-f", &path(&b1), "--dry-run"]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(
         out.lines()
@@ -390,7 +392,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         canaries.get_opt("chat").await.expect("get").is_none(),
         "a dry run wrote"
     );
-    let (code, out, err) = weir(&["restore", "-f", &path(&b1)]).await;
+    let (code, out, err) = weir(&env, &["restore", "-f", &path(&b1)]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("hf-token") && err.contains("--include-secrets"),
@@ -410,7 +412,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         .create(&PostParams::default(), &token_secret())
         .await
         .expect("secret again");
-    let (code, out, err) = weir(&["restore", "-f", &path(&b1)]).await;
+    let (code, out, err) = weir(&env, &["restore", "-f", &path(&b1)]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("9 created, 0 changed, 0 unchanged"), "{out}");
     let restored = canaries.get("chat").await.expect("restored canary");
@@ -453,7 +455,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     //    versions, creation times, cluster IPs) is not in a bundle; only
     //    exportedAt, which the checksum leaves out, may.
     let b2 = file("b2.yaml");
-    let (code, out, err) = weir(&["export", "-n", &ns, "-o", &path(&b2)]).await;
+    let (code, out, err) = weir(&env, &["export", "-n", &ns, "-o", &path(&b2)]).await;
     assert_eq!(code, 0, "{out}{err}");
     let bundle2 = read_bundle(&b2);
     let mut diffs = Vec::new();
@@ -465,7 +467,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     // 7. Restored again: nothing is written.
     settled(&client, &ns).await;
     let before = versions(&client, &ns).await;
-    let (code, out, err) = weir(&["restore", "-f", &path(&b1)]).await;
+    let (code, out, err) = weir(&env, &["restore", "-f", &path(&b1)]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0 created, 0 changed, 9 unchanged"), "{out}");
     assert_eq!(
@@ -481,7 +483,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
         text1.replacen("image: sim:v3", "image: sim:evil", 1),
     )
     .expect("write");
-    let (code, out, err) = weir(&["restore", "-f", &path(&tampered)]).await;
+    let (code, out, err) = weir(&env, &["restore", "-f", &path(&tampered)]).await;
     assert_eq!(code, 1, "{out}{err}");
     let claimed = bundle1["checksum"].as_str().expect("checksum");
     assert!(
@@ -503,7 +505,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     // The watch's first look is the restored pause, before anything moves.
     trail.until(Phase::Paused).await;
     let _second = controller(&env, "after-restore");
-    let (code, out, err) = weir(&["promote", "chat", "-n", &ns]).await;
+    let (code, out, err) = weir(&env, &["promote", "chat", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}{err}");
     let next = until("the last pause (step 4)", PATIENCE, || async {
         let s = canaries.get("chat").await.ok()?.status?;
@@ -511,7 +513,7 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
     })
     .await;
     assert_eq!(next.canary_weight, 50.0);
-    let (code, out, err) = weir(&["promote", "chat", "-n", &ns]).await;
+    let (code, out, err) = weir(&env, &["promote", "chat", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&client, &ns, "chat", Phase::Succeeded).await;
     let stable = deployments
@@ -569,11 +571,9 @@ async fn a_canary_exported_mid_run_is_restored_identical_and_continues_from_its_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_leaves_a_canary_being_restored_alone_until_the_restore_is_done() {
-    let env = TestEnv::new("restore-guard").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let env = TestEnv::on_cluster("restore-guard").await;
     let ns = env.namespace.clone();
     let client = env.client.clone();
-    let _kubelet = Kubelet::start(client.clone(), &ns, HashMap::new());
     let deployments = api::<Deployment>(&client, &ns);
     deployments
         .create(&PostParams::default(), &stack::target("sim:v1", 2))

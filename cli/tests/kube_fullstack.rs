@@ -1,9 +1,9 @@
-//! The whole of Kubernetes mode on a real API server: the controller and
-//! two proxies in this process, `weir sim` processes as the pods of each
-//! version, `weir load` streaming chat completions through the proxies.
-//! The verdicts come from real streams measured by the real proxies and
-//! judged by the production statistics; the only stand-in is the kubelet
-//! (see tests/stack).
+//! The whole of Kubernetes mode on a real control plane: the controller
+//! and two proxies in this process, each version's pods run by the node
+//! agent with their own IPs, `weir load` streaming chat completions through
+//! the proxies to the pod IPs the EndpointSlice controller lists. The
+//! verdicts come from real streams measured by the real proxies and judged
+//! by the production statistics (see tests/stack for the one stand-in).
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use kube::api::{Api, ListParams};
@@ -170,7 +170,6 @@ async fn a_slow_canary_is_aborted_during_analysis_and_every_proxy_goes_back_to_s
         Some("sim:v1"),
         "stable untouched"
     );
-    let _ = &stack.kubelet;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,9 +224,9 @@ async fn blue_green_previews_cuts_over_and_rolls_back_when_the_new_side_turns_ba
         evs.iter().any(|(r, _)| r == "CutOver"),
         "cut over after the preview passed: {evs:?}"
     );
-    // The new side turns bad right after the cutover.
-    let bad = stack::pod("v2-bad", SLOW);
-    stack.kubelet.set_image("sim:v2", vec![bad.addr.port()]);
+    // The new side turns bad right after the cutover: its running pods
+    // answer 2.5 times slower to first token (as SLOW does).
+    stack::slow_down(&stack.env.client, &ns, "chat-canary", 2.5).await;
 
     let rolled_back = wait_phase(&stack.env.client, &ns, "chat", Phase::Aborted).await;
     assert_eq!(

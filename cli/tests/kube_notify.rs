@@ -1,6 +1,6 @@
-//! Rollout notifications end to end: the controller on a real API server,
-//! `weir sim` processes as each version's pods, a promoted and an aborted
-//! run. One webhook is down for the whole of both runs: once it comes up it
+//! Rollout notifications end to end: the controller on a real control
+//! plane, each version's pods run by the node agent, a promoted and an
+//! aborted run. One webhook is down for the whole of both runs: once it comes up it
 //! gets every event, each once (by idempotency key), in order. Another
 //! never answers: both runs finish while it still holds its first request,
 //! so a dead receiver holds up no rollout.
@@ -16,14 +16,14 @@ use weir_controller::notify::EventKind;
 use weir_controller::notify::config::{Format, Webhook};
 use weir_controller::notify::deliver::{Notifier, Policy, Source, Stats};
 use weir_crds::{Canary, Phase};
-use weir_envtest::{TestEnv, install_canary_crd};
+use weir_envtest::TestEnv;
 use weir_test_kit::poll::until;
 use weir_test_kit::webhook::{self, Answer};
 
 mod common;
 mod stack;
 
-use stack::{Kubelet, PATIENCE, event_recorded, pod, set_image, target, wait_phase, weir};
+use stack::{PATIENCE, create_target, event_recorded, set_image, target, wait_phase, weir};
 
 fn hook(name: &str, addr: SocketAddr, all_canaries: bool) -> Webhook {
     Webhook {
@@ -38,17 +38,10 @@ fn hook(name: &str, addr: SocketAddr, all_canaries: bool) -> Webhook {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_of_a_promoted_and_an_aborted_run_reaches_a_webhook_that_was_down() {
-    let env = TestEnv::new("kube-notify").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let env = TestEnv::on_cluster("kube-notify").await;
     let ns = env.namespace.clone();
-    let versions = ["v1", "v2", "v3"];
-    let pods: Vec<stack::Pod> = versions.iter().map(|v| pod(v, &[])).collect();
-    let _kubelet = Kubelet::start(env.client.clone(), &ns, stack::sim_images(&versions, &pods));
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &ns);
-    deployments
-        .create(&PostParams::default(), &target("sim:v1", 2))
-        .await
-        .expect("target");
+    create_target(&deployments, &target("sim:v1", 2)).await;
     let mut canary = stack::canary_spec(
         serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
     );
@@ -97,12 +90,12 @@ async fn every_event_of_a_promoted_and_an_aborted_run_reaches_a_webhook_that_was
     // A promoted run, then an aborted one.
     set_image(&deployments, "sim:v2").await;
     wait_phase(&env.client, &ns, "chat", Phase::Paused).await;
-    let (code, out, err) = weir(&["promote", "chat", "-n", &ns, "--full", "--wait"]).await;
+    let (code, out, err) = weir(&env, &["promote", "chat", "-n", &ns, "--full", "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&env.client, &ns, "chat", Phase::Succeeded).await;
     set_image(&deployments, "sim:v3").await;
     wait_phase(&env.client, &ns, "chat", Phase::Paused).await;
-    let (code, out, err) = weir(&["abort", "chat", "-n", &ns, "--wait"]).await;
+    let (code, out, err) = weir(&env, &["abort", "chat", "-n", &ns, "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&env.client, &ns, "chat", Phase::Aborted).await;
 
@@ -172,5 +165,4 @@ async fn every_event_of_a_promoted_and_an_aborted_run_reaches_a_webhook_that_was
     let aborted = got.last().expect("the abort");
     assert_eq!(aborted.body["abortReason"], "AbortedByRequest");
     assert_eq!(aborted.body["severity"], "warning");
-    drop(pods);
 }

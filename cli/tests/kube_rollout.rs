@@ -1,62 +1,50 @@
-//! The controller against a real API server, with `weir sim` processes as
-//! the pods of each version (see tests/stack for what stands in for the
-//! kubelet).
+//! The controller on a real control plane: each version's pods rolled out
+//! by the Deployment controller and run by the node agent (see
+//! tests/stack).
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use tokio::sync::watch;
 use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::{Canary, Phase};
-use weir_envtest::{TestEnv, install_canary_crd};
+use weir_envtest::TestEnv;
 
 mod common;
 mod stack;
 
 use stack::{
-    Kubelet, PATIENCE, canary, controller, events, image_of, pod, set_image, target, wait_phase,
+    PATIENCE, canary, controller, create_target, events, image_of, set_image, target, wait_phase,
     weir,
 };
 use weir_test_kit::poll::until;
+use weir_test_kit::sim::FAST;
 
-/// A namespace with the target on v1 and a Canary `chat` with `strategy`,
-/// `weir sim` pods for each version (`sim:<version>`) and the stand-in
-/// kubelet; no controller yet.
+/// Seconds before a pod of a slow-starting version can be ready.
+const SLOW_START: u32 = 10;
+
+/// A namespace on the control plane with the target on v1 (`replicas`
+/// ready pods) and a Canary `chat` with `strategy`; no controller yet.
 struct Scene {
     env: TestEnv,
-    kubelet: Kubelet,
     deployments: Api<Deployment>,
     canaries: Api<Canary>,
-    _pods: Vec<stack::Pod>,
 }
 
 impl Scene {
-    async fn new(
-        name: &str,
-        versions: &[&str],
-        replicas: i32,
-        strategy: serde_json::Value,
-    ) -> Scene {
-        let env = TestEnv::new(name).await;
-        install_canary_crd(&env.client).await.expect("crd");
+    async fn new(name: &str, replicas: i32, strategy: serde_json::Value) -> Scene {
+        let env = TestEnv::on_cluster(name).await;
         let ns = env.namespace.clone();
-        let pods: Vec<stack::Pod> = versions.iter().map(|v| pod(v, &[])).collect();
-        let kubelet = Kubelet::start(env.client.clone(), &ns, stack::sim_images(versions, &pods));
         let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &ns);
         let canaries: Api<Canary> = Api::namespaced(env.client.clone(), &ns);
-        deployments
-            .create(&PostParams::default(), &target("sim:v1", replicas))
-            .await
-            .expect("target");
+        create_target(&deployments, &target("sim:v1", replicas)).await;
         canaries
             .create(&PostParams::default(), &stack::canary_spec(strategy))
             .await
             .expect("canary");
         Scene {
             env,
-            kubelet,
             deployments,
             canaries,
-            _pods: pods,
         }
     }
 
@@ -76,14 +64,12 @@ impl Scene {
 async fn steps_without_analysis_promote_and_record_the_revision() {
     let scene = Scene::new(
         "kube-steps-promote",
-        &["v1", "v2"],
         2,
         serde_json::json!({"canary": {"steps": [ {"setWeight": 50}, {"pause": {"duration": "1s"}} ]}}),
     )
     .await;
     let Scene {
         env,
-        kubelet: _kubelet,
         deployments,
         canaries: _,
         ..
@@ -180,14 +166,12 @@ async fn steps_without_analysis_promote_and_record_the_revision() {
 async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skipping_a_step() {
     let scene = Scene::new(
         "kube-restart",
-        &["v1", "v2"],
         4,
         serde_json::json!({"canary": {"steps": [ {"setWeight": 25}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {}} ]}}),
     )
     .await;
     let Scene {
         env,
-        kubelet,
         deployments,
         canaries,
         ..
@@ -197,7 +181,10 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
 
     let first = controller(env, "first");
     wait_phase(&env.client, ns, "chat", Phase::Idle).await;
-    set_image(deployments, "sim:v2").await;
+    // v2's pods are ready no sooner than 10 s after they start (their
+    // readiness probe's initial delay): stable's rollout to v2 in step 3
+    // takes at least that long.
+    stack::set_version(deployments, "sim:v2", FAST, SLOW_START).await;
 
     // 1. Killed during a timed pause: the pause keeps its start time.
     let paused_at = until("the timed pause", PATIENCE, || async {
@@ -213,15 +200,11 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     // 2. Killed while paused until promoted: it stays paused.
     let paused = wait_phase(&env.client, ns, "chat", Phase::Paused).await;
     assert_eq!(paused.current_step, 3);
-    let step2 = {
-        // setWeight 50 began when the 4 s pause ended, not 4 s after the
-        // restart (which would be at least 1.5 s later).
-        let s = canary(&env.client, ns, "chat")
-            .await
-            .status
-            .expect("status");
-        s.step_started_at.expect("started").0
-    };
+    // setWeight 50 began when the 4 s pause ended, not 4 s after the
+    // restart (which would be at least 1.5 s later). Its own start time is
+    // when its weight was set, once v2's new pod was ready (10 s later):
+    // the watch's time of first seeing step 2 is when the pause ended.
+    let step2 = trail.reached(2).expect("step 2 seen");
     let pause_took = step2.duration_since(paused_at.0).as_secs_f64();
     assert!(
         (3.9..5.4).contains(&pause_took),
@@ -236,8 +219,8 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
         .expect("status");
     assert_eq!((still.phase, still.current_step), (Phase::Paused, 3));
 
-    // 3. Killed while promoting: stable's rollout is held, then released.
-    kubelet.hold("chat-frontend-stable", true);
+    // 3. Killed while promoting, as soon as stable has v2's template: none
+    // of its new pods can be ready for 10 s.
     let promote = serde_json::json!({"metadata": {"annotations": {"weir.dev/promote": "p1"}}});
     canaries
         .patch("chat", &PatchParams::default(), &Patch::Merge(&promote))
@@ -260,7 +243,6 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
         Some(Phase::Promoting),
         "stable has not rolled out yet"
     );
-    kubelet.hold("chat-frontend-stable", false);
     wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
 
     // The whole run as a watch saw it (once the watch too has seen the
@@ -307,14 +289,12 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
     use weir_controller::kube::leader::{LeaderElector, Timings};
     let scene = Scene::new(
         "kube-leader",
-        &["v1", "v2"],
         2,
         serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
     )
     .await;
     let Scene {
         env,
-        kubelet: _kubelet,
         deployments,
         canaries,
         ..
@@ -408,14 +388,12 @@ async fn of_two_controller_replicas_only_the_leader_acts_and_killing_it_hands_ov
 async fn weir_promote_full_abort_and_undo_do_what_they_say() {
     let scene = Scene::new(
         "kube-cli",
-        &["v1", "v2", "v3"],
         2,
         serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
     )
     .await;
     let Scene {
         env,
-        kubelet: _kubelet,
         deployments,
         canaries: _,
         ..
@@ -434,7 +412,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
     // weir promote --full: the paused run is promoted at once.
     set_image(deployments, "sim:v2").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
-    let (code, out, err) = weir(&["promote", "chat", "-n", ns, "--full", "--wait"]).await;
+    let (code, out, err) = weir(env, &["promote", "chat", "-n", ns, "--full", "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
     assert_eq!(stable_image().await.as_deref(), Some("sim:v2"));
@@ -442,7 +420,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
     // weir abort: traffic back on stable, the canary scaled down.
     set_image(deployments, "sim:v3").await;
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
-    let (code, out, err) = weir(&["abort", "chat", "-n", ns, "--wait"]).await;
+    let (code, out, err) = weir(env, &["abort", "chat", "-n", ns, "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let aborted = wait_phase(&env.client, ns, "chat", Phase::Aborted).await;
     assert_eq!(aborted.canary_weight, 0.0);
@@ -463,7 +441,7 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
 
     // weir undo after an abort: the target gets stable's template back and
     // the aborted version is withdrawn.
-    let (code, out, err) = weir(&["undo", "chat", "-n", ns]).await;
+    let (code, out, err) = weir(env, &["undo", "chat", "-n", ns]).await;
     assert_eq!(code, 0, "{out}{err}");
     let target = deployments.get("chat-frontend").await.expect("target");
     assert_eq!(image_of(&target).as_deref(), Some("sim:v2"));
@@ -471,14 +449,14 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
 
     // weir undo --to-revision 1: v1 goes back through the steps, and once
     // promoted is the newest revision.
-    let (code, out, err) = weir(&["undo", "chat", "-n", ns, "--to-revision", "1"]).await;
+    let (code, out, err) = weir(env, &["undo", "chat", "-n", ns, "--to-revision", "1"]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&env.client, ns, "chat", Phase::Paused).await;
-    let (code, out, err) = weir(&["promote", "chat", "-n", ns, "--full", "--wait"]).await;
+    let (code, out, err) = weir(env, &["promote", "chat", "-n", ns, "--full", "--wait"]).await;
     assert_eq!(code, 0, "{out}{err}");
     wait_phase(&env.client, ns, "chat", Phase::Succeeded).await;
     assert_eq!(stable_image().await.as_deref(), Some("sim:v1"));
-    let (code, history, err) = weir(&["history", "chat", "-n", ns]).await;
+    let (code, history, err) = weir(env, &["history", "chat", "-n", ns]).await;
     assert_eq!(code, 0, "{err}");
     let newest = history
         .lines()
@@ -495,7 +473,6 @@ async fn weir_promote_full_abort_and_undo_do_what_they_say() {
 async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
     let scene = Scene::new(
         "kube-revert",
-        &["v1", "v2"],
         3,
         serde_json::json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
     )
@@ -557,7 +534,6 @@ async fn deleting_a_canary_mid_run_gives_the_target_the_stable_version_back() {
 async fn editing_the_steps_taken_mid_run_restarts_it_from_the_first_step() {
     let scene = Scene::new(
         "kube-steps-edit",
-        &["v1", "v2"],
         2,
         serde_json::json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}]}}),
     )
@@ -609,12 +585,11 @@ async fn editing_the_steps_taken_mid_run_restarts_it_from_the_first_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weir_controller_leads_serves_health_and_metrics_and_hands_the_lease_back_on_sigterm() {
     use k8s_openapi::api::coordination::v1::Lease;
-    let env = TestEnv::new("kube-controller-process").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let env = TestEnv::on_cluster("kube-controller-process").await;
     let ns = env.namespace.clone();
     let metrics_addr = common::free_addr();
     let cmd = common::controller_process::controller(
-        &ns,
+        &env,
         metrics_addr,
         &[
             "--identity",

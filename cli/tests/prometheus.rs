@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use weir_analysis::names::{dcgm, vllm};
@@ -43,7 +43,7 @@ use weir_controller::evidence::{Cohorts, GaugeReader};
 use weir_controller::kube::builders::stable_labels;
 use weir_controller::kube::gauges::KubeGauges;
 use weir_crds::{CanarySpec, Cohort};
-use weir_envtest::{TestEnv, install_canary_crd};
+use weir_envtest::TestEnv;
 
 mod common;
 mod promserver;
@@ -664,9 +664,9 @@ async fn every_dashboard_and_alert_expression_runs_and_per_cohort_panels_show_bo
     );
 }
 
-/// A pod of the cohort's Deployment, reported running and ready through
-/// the status subresource (there is no kubelet).
-async fn ready_pod(api: &Api<Pod>, name: &str, labels: &BTreeMap<String, String>, ip: &str) {
+/// A pod of the cohort's Deployment, run by the node agent; returns once
+/// the agent reports it ready.
+async fn ready_pod(api: &Api<Pod>, name: &str, labels: &BTreeMap<String, String>) {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels},
         "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.9.0"}]},
@@ -675,28 +675,27 @@ async fn ready_pod(api: &Api<Pod>, name: &str, labels: &BTreeMap<String, String>
     api.create(&PostParams::default(), &pod)
         .await
         .expect("create the pod");
-    let status = json!({"status": {
-        "phase": "Running",
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("report the pod ready");
+    until(&format!("pod {name} ready"), PATIENCE, || async {
+        let status = api.get(name).await.ok()?.status?;
+        status
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controllers_prometheus_gauge_finds_each_cohort_by_its_pods_and_leader_alerts_follow_the_controller()
  {
     let _one = ONE_AT_A_TIME.lock().await;
-    let env = TestEnv::new("prometheus-gauges").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let env = TestEnv::on_cluster("prometheus-gauges").await;
     let ns = env.namespace.clone();
 
     // A controller process, scraped like the chart's ServiceMonitor does.
     let metrics_addr = common::free_addr();
-    let cmd = controller_process::controller(&ns, metrics_addr, &[]);
+    let cmd = controller_process::controller(&env, metrics_addr, &[]);
     let controller: Proc = common::spawn_command("weir controller", cmd);
     let scene = Scene::start(
         "gauges",
@@ -709,8 +708,8 @@ async fn the_controllers_prometheus_gauge_finds_each_cohort_by_its_pods_and_lead
     // The cohorts' pods, labelled as the controller labels them.
     let selector: BTreeMap<String, String> = [("app".to_string(), TARGET.to_string())].into();
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
-    ready_pod(&pods, STABLE.pod, &stable_labels(&selector), "10.0.0.1").await;
-    ready_pod(&pods, CANARY_SPEC.pod, &selector, "10.0.0.2").await;
+    ready_pod(&pods, STABLE.pod, &stable_labels(&selector)).await;
+    ready_pod(&pods, CANARY_SPEC.pod, &selector).await;
 
     let spec: CanarySpec = serde_json::from_value(json!({
         "targetRef": {"name": TARGET},

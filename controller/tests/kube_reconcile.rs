@@ -1,5 +1,5 @@
-//! The reconciler's first slice against the real API server
-//! (tests/envtest): first sight of a target adopts it as stable and
+//! The reconciler's first slice against a real control plane
+//! (tests/envtest, pods run by the node agent): first sight of a target adopts it as stable and
 //! creates the owned objects; a new pod template starts a run that scales
 //! the canary through the scale subresource.
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use weir_controller::kube::metrics::Metrics;
 use weir_controller::kube::{builders, reconcile};
 use weir_crds::{Canary, Phase};
-use weir_envtest::{TestEnv, install_canary_crd};
+use weir_envtest::TestEnv;
 
 fn target(image: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -35,8 +35,7 @@ fn target(image: &str) -> Deployment {
 
 #[tokio::test]
 async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
-    let env = TestEnv::new("reconcile-first-sight").await;
-    install_canary_crd(&env.client).await.expect("crd");
+    let env = TestEnv::on_cluster("reconcile-first-sight").await;
     let ns = env.namespace.as_str();
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
     let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
@@ -111,8 +110,9 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         )]))
     );
     assert_eq!(stable.spec.as_ref().and_then(|s| s.replicas), Some(4));
-    // No kubelet here, so the stable copy never gets ready: the target's
-    // own pods keep serving (it is not scaled down under them).
+    // The stable copy's pods were only just created, so it is not ready:
+    // the target's own pods keep serving (it is not scaled down under
+    // them).
     let target_now = deployments.get("chat-frontend").await.expect("target");
     assert_eq!(target_now.spec.and_then(|s| s.replicas), Some(4));
     let svc = services.get("chat-canary").await.expect("canary service");
@@ -122,21 +122,19 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
     );
     assert!(services.get("chat-stable").await.is_ok());
     // A new revision waits for a stable cohort that serves (Ready is False
-    // until then). No kubelet runs on this API server, so the test writes
-    // the stable copy's status as the Deployment controller would once its
-    // pods are ready (tests/nodeagent runs the real ones).
-    let ready = serde_json::json!({"status": {
-        "observedGeneration": stable.metadata.generation,
-        "replicas": 4, "updatedReplicas": 4, "readyReplicas": 4, "availableReplicas": 4
-    }});
-    deployments
-        .patch_status(
-            "chat-frontend-stable",
-            &PatchParams::default(),
-            &Patch::Merge(&ready),
-        )
-        .await
-        .expect("stable copy's status");
+    // until then): the Deployment controller reports the stable copy's
+    // four pods ready.
+    weir_test_kit::poll::until(
+        "the stable copy rolled out",
+        std::time::Duration::from_secs(90),
+        || async {
+            let d = deployments.get("chat-frontend-stable").await.ok()?;
+            let s = d.status?;
+            (s.observed_generation == d.metadata.generation && s.ready_replicas == Some(4))
+                .then_some(())
+        },
+    )
+    .await;
 
     // A new template on the target starts a run: 20% of 4 replicas.
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": "vllm:v2"}]}}}});

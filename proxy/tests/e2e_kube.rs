@@ -14,6 +14,16 @@
 //!
 //! The API-server outage is in `e2e_kube_outage.rs` (it stops the server
 //! every test of its binary shares).
+//!
+//! Stand-ins, on purpose: these tests write the Canary's traffic and the
+//! Services' EndpointSlices themselves (on an API server without a
+//! controller-manager) because what they test is how the proxy follows
+//! exactly those objects, state by state (an endpoint not ready, a cohort
+//! with none, a weight change at a chosen moment), which pods and real
+//! controllers would only produce at moments a test cannot pick. The
+//! proxy on slices written by the real EndpointSlice controller, for pods
+//! that run, is `tests/nodeagent/tests/weir_on_pods.rs` and the cli's
+//! `kube_fullstack.rs`.
 
 mod common;
 

@@ -24,7 +24,8 @@ use weir_crds::Canary;
 use weir_envtest::{TestEnv, install_canary_crd, server};
 
 use crate::common;
-use crate::stack::{self, PATIENCE, host_ip};
+use crate::common::{Proc, STARTUP};
+use crate::stack::{self, PATIENCE};
 use weir_test_kit::poll::until;
 
 /// The Debian package's binary.
@@ -283,7 +284,7 @@ pub struct Prepared {
     /// The proxy in this process.
     pub proxy: stack::Proxy,
     /// The sim whose /metrics stands in for dcgm-exporter.
-    pub dcgm: stack::Pod,
+    pub dcgm: HostSim,
     /// Prometheus, scraping `dcgm`.
     pub prometheus: Prometheus,
     /// Scratch files (kubeconfigs).
@@ -305,7 +306,7 @@ impl Prepared {
         let node = format!("gpu-{ns}");
         gpu_node(&env.client, &node).await;
 
-        let dcgm = stack::pod("dcgm", &[]);
+        let dcgm = host_sim("dcgm");
         let exporter = format!("app=dcgm-exporter-{ns}");
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
         pods.create(
@@ -486,4 +487,37 @@ pub const ALL_PASS: [&str; 11] = [
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind((host_ip(), 0)).expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// The host's own non-loopback address (EndpointSlices and pod IPs refuse
+/// loopback).
+pub fn host_ip() -> std::net::IpAddr {
+    std::net::IpAddr::V4(weir_envtest::host_ip().expect("a non-loopback address"))
+}
+
+/// A `weir sim` process on the host's address: the pod the test reports
+/// running there by hand (this API server has no kubelet).
+pub struct HostSim {
+    _proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Starts `weir sim --name NAME` on the host's address.
+pub fn host_sim(name: &str) -> HostSim {
+    let listen = format!("{}:0", host_ip());
+    let proc = common::spawn(
+        &format!("sim {name}"),
+        &["sim", "--listen", &listen, "--name", name, "--seed", "7"],
+    );
+    let addr = proc
+        .stderr
+        .wait_for(STARTUP, |t| {
+            common::between(t, " on http://", "/v1").map(String::from)
+        })
+        .unwrap_or_else(|| panic!("sim {name} did not start:\n{}", proc.stderr.text()));
+    HostSim {
+        _proc: proc,
+        addr: addr.parse().expect("the sim prints ip:port"),
+    }
 }

@@ -1,260 +1,122 @@
-//! The full-stack harness of the Kubernetes tests: a real API server
-//! (weir-envtest), the controller in-process, `weir sim` processes as the
-//! pods of each version, and a small stand-in for what the API server
-//! cannot do without a kubelet and a controller-manager.
+//! The full-stack harness of the Kubernetes tests, on a real control plane
+//! ([`TestEnv::on_cluster`]): kube-controller-manager and kube-scheduler
+//! beside the API server, and the node agent of `tests/nodeagent` running
+//! each pod as a `weir sim` process with its own IP. Deployments roll out
+//! through real ReplicaSets, pods become ready by their readiness probes,
+//! and the EndpointSlice controller writes the slices of weir's Services.
+//! The controller and the proxies run in this process.
 //!
-//! The stand-in ([`Kubelet`]) is the only simulated part, and it does
-//! exactly what those components would: it reports a Deployment's pods
-//! ready (the status subresource, as the Deployment controller writes it)
-//! and writes the EndpointSlices of weir's Services (as the EndpointSlice
-//! controller would), pointing each "pod" at a sim process that runs the
-//! pod's image. Which sim runs which image is the test's to say, and to
-//! change mid-run ("the new version turns bad").
+//! What a version does is its pod template's: a container's `args` are the
+//! `weir sim` flags its pods run with (the image only names the version,
+//! for the revision history). Every pod accepts `POST /control`, so a test
+//! can make a running version turn slow.
 //!
-//! The API server refuses loopback addresses in EndpointSlices, so sims
-//! listen on the host's own address, one port each; each pod gets an
-//! EndpointSlice of its own carrying its port (as a Service with a named
-//! target port whose pods use different container ports would).
+//! One stand-in is left: the proxies are not pods, so the slice naming
+//! their admin API is written here ([`proxy_service`]).
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 use weir_controller::kube::fleet::ProxyService;
 use weir_controller::kube::run::{Handle, Settings};
 use weir_controller::notify::config::{Format, Webhook};
 use weir_controller::notify::deliver::{Notifier, Policy, Source};
 use weir_crds::{Canary, Phase};
-use weir_envtest::{TestEnv, install_canary_crd};
+use weir_envtest::TestEnv;
 use weir_test_kit::poll::{try_until, until};
 use weir_test_kit::webhook;
 
-use crate::common::{self, Proc, STARTUP};
+use crate::common::{self, Proc};
 
 /// Longest wait for anything the controller does.
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-/// The host's own non-loopback address (EndpointSlices refuse loopback).
-pub fn host_ip() -> IpAddr {
-    IpAddr::V4(weir_envtest::host_ip().expect("a non-loopback address for the sims"))
+/// The container `vllm` of a version: `weir sim` with `args` (plus
+/// `--control`), ready when `/health` answers, probed every second from
+/// `ready_after` seconds on (a version slow to start).
+pub fn container(image: &str, args: &[&str], ready_after: u32) -> Value {
+    let mut args: Vec<&str> = args.to_vec();
+    args.push("--control");
+    let mut container = weir_envtest::sim_container(image, &args);
+    container["readinessProbe"]["initialDelaySeconds"] = ready_after.into();
+    container
 }
 
-/// A `weir sim` process listening on the host's address.
-pub struct Pod {
-    _proc: Proc,
-    /// Where it listens.
-    pub addr: SocketAddr,
+/// The target Deployment `chat-frontend`: `replicas` pods of `image`
+/// running `args`, stopped with 5 s of grace.
+pub fn target_running(image: &str, args: &[&str], replicas: i32) -> Deployment {
+    weir_envtest::target(
+        replicas,
+        json!({
+            "terminationGracePeriodSeconds": 5,
+            "containers": [container(image, args, 0)]
+        }),
+    )
 }
 
-/// Starts `weir sim --name NAME` on the host's address; `extra` are more
-/// flags (`--ttft 200ms` ...).
-pub fn pod(name: &str, extra: &[&str]) -> Pod {
-    let listen = format!("{}:0", host_ip());
-    let mut args = vec!["sim", "--listen", &listen, "--name", name, "--seed", "7"];
-    args.extend_from_slice(extra);
-    let proc = common::spawn(&format!("sim {name}"), &args);
-    let addr = proc
-        .stderr
-        .wait_for(STARTUP, |t| {
-            common::between(t, " on http://", "/v1").map(String::from)
-        })
-        .unwrap_or_else(|| panic!("sim {name} did not start:\n{}", proc.stderr.text()));
-    Pod {
-        _proc: proc,
-        addr: addr.parse().expect("the sim prints ip:port"),
-    }
+/// [`target_running`] a healthy version ([`FAST`]).
+pub fn target(image: &str, replicas: i32) -> Deployment {
+    target_running(image, FAST, replicas)
 }
 
-/// Which sim ports serve which image: replica `i` of a Deployment whose
-/// first container runs `image` is `ports[i % len]`.
-pub type Images = Arc<Mutex<HashMap<String, Vec<u16>>>>;
-
-/// The kubelet, Deployment controller and EndpointSlice controller, as far
-/// as weir can tell: see the module docs.
-pub struct Kubelet {
-    task: tokio::task::JoinHandle<()>,
-    /// What runs each image; change it to change what a version does.
-    pub images: Images,
-    /// Deployments whose rollouts do not progress (status frozen).
-    held: Arc<Mutex<std::collections::HashSet<String>>>,
+/// Creates the target and waits until its `replicas` pods are ready, as a
+/// user's Deployment is before a Canary adopts it.
+pub async fn create_target(deployments: &Api<Deployment>, target: &Deployment) {
+    deployments
+        .create(&PostParams::default(), target)
+        .await
+        .expect("target");
+    let want = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    rolled_out(deployments, "chat-frontend", want).await;
 }
 
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Waits until Deployment `name` has rolled out `replicas` ready pods of
+/// its current template (the Deployment controller's own account).
+pub async fn rolled_out(deployments: &Api<Deployment>, name: &str, replicas: i32) {
+    until(
+        &format!("{name} rolled out with {replicas} ready"),
+        PATIENCE,
+        || async {
+            let d = deployments.get(name).await.map_err(|e| e.to_string())?;
+            let s = d.status.clone().unwrap_or_default();
+            let done = s.observed_generation == d.metadata.generation
+                && s.updated_replicas.unwrap_or(0) == replicas
+                && s.ready_replicas.unwrap_or(0) == replicas
+                && s.replicas.unwrap_or(0) == replicas;
+            if done { Ok(()) } else { Err(format!("{s:?}")) }
+        },
+    )
+    .await;
 }
 
-/// The kubelet's images for one `weir sim` pod per version: `sim:<version>`
-/// runs on that pod's port.
-pub fn sim_images(versions: &[&str], pods: &[Pod]) -> HashMap<String, Vec<u16>> {
-    versions
-        .iter()
-        .zip(pods)
-        .map(|(v, p)| (format!("sim:{v}"), vec![p.addr.port()]))
-        .collect()
-}
-
-impl Kubelet {
-    /// Starts it for `namespace`.
-    pub fn start(client: Client, namespace: &str, images: HashMap<String, Vec<u16>>) -> Kubelet {
-        let images: Images = Arc::new(Mutex::new(images));
-        let held = Arc::default();
-        let task = tokio::spawn(kubelet_loop(
-            client,
-            namespace.to_string(),
-            Arc::clone(&images),
-            Arc::clone(&held),
-        ));
-        Kubelet { task, images, held }
-    }
-
-    /// Freezes (or, with `false`, releases) Deployment `name`'s rollout:
-    /// its status stays as it is, as if its new pods never got ready.
-    pub fn hold(&self, name: &str, held: bool) {
-        let mut set = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held {
-            set.insert(name.to_string());
-        } else {
-            set.remove(name);
-        }
-    }
-
-    /// Makes `image` run on `ports` from now on.
-    pub fn set_image(&self, image: &str, ports: Vec<u16>) {
-        self.images
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(image.to_string(), ports);
-    }
-}
-
-fn labels_of(d: &Deployment) -> BTreeMap<String, String> {
-    d.spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default()
-}
-
-async fn kubelet_loop(
-    client: Client,
-    namespace: String,
-    images: Images,
-    held: Arc<Mutex<std::collections::HashSet<String>>>,
-) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
-    let ip = host_ip();
-    let ssa = PatchParams::apply("test-kubelet").force();
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Ok(deps) = deployments.list(&ListParams::default()).await else {
-            continue;
-        };
-        for d in &deps.items {
-            if held
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&d.name_any())
-            {
-                continue;
-            }
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let st = d.status.clone().unwrap_or_default();
-            let done = st.observed_generation == d.metadata.generation
-                && st.replicas == Some(want)
-                && st.ready_replicas == Some(want)
-                && st.updated_replicas == Some(want);
-            if !done {
-                let body = serde_json::json!({"status": {
-                    "observedGeneration": d.metadata.generation,
-                    "replicas": want,
-                    "updatedReplicas": want,
-                    "readyReplicas": want,
-                    "availableReplicas": want,
-                }});
-                let _ = deployments
-                    .patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&body))
-                    .await;
-            }
-        }
-        let Ok(svcs) = services
-            .list(&ListParams::default().labels(&format!(
-                "{}={}",
-                weir_crds::names::MANAGED_BY,
-                weir_crds::names::MANAGER
-            )))
+/// Multiplies the time to first token of every ready pod behind Service
+/// `service` by `factor` (`weir sim`'s `POST /control`): the running
+/// version turns slow.
+pub async fn slow_down(client: &Client, namespace: &str, service: &str, factor: f64) {
+    let labels = format!("kubernetes.io/service-name={service}");
+    let addresses = weir_envtest::cluster::ready_addresses(client, namespace, &labels)
+        .await
+        .expect("list EndpointSlices");
+    assert!(!addresses.is_empty(), "no ready pod behind {service}");
+    let http = reqwest::Client::new();
+    for ip in addresses {
+        let answer = http
+            .post(format!("http://{ip}:{}/control", weir_envtest::SIM_PORT))
+            .json(&json!({"ttftFactor": factor}))
+            .send()
             .await
-        else {
-            continue;
-        };
-        let Ok(existing) = slices.list(&ListParams::default()).await else {
-            continue;
-        };
-        let ports_of = |image: &str| {
-            images
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(image)
-                .cloned()
-                .unwrap_or_default()
-        };
-        for svc in &svcs.items {
-            let name = svc.name_any();
-            let selector = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.selector.clone())
-                .unwrap_or_default();
-            // The pods the Service selects: replica i of each matching
-            // Deployment, on the sim port that runs its image.
-            let mut pods: Vec<u16> = Vec::new();
-            for d in &deps.items {
-                let labels = labels_of(d);
-                if selector.is_empty() || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                    continue;
-                }
-                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let ports = image_of(d).map(|i| ports_of(&i)).unwrap_or_default();
-                for i in 0..usize::try_from(replicas).unwrap_or(0) {
-                    if let Some(p) = ports.get(i % ports.len().max(1)) {
-                        pods.push(*p);
-                    }
-                }
-            }
-            pods.sort_unstable();
-            pods.dedup();
-            let mut wanted: Vec<String> = Vec::new();
-            for port in &pods {
-                let slice = weir_envtest::endpoint_slice(&namespace, &name, ip, *port, true);
-                let slice_name = slice.metadata.name.clone().unwrap_or_default();
-                wanted.push(slice_name.clone());
-                if !existing.items.iter().any(|e| e.name_any() == slice_name) {
-                    let mut body = serde_json::to_value(&slice).unwrap_or_default();
-                    body["apiVersion"] = "discovery.k8s.io/v1".into();
-                    body["kind"] = "EndpointSlice".into();
-                    let _ = slices.patch(&slice_name, &ssa, &Patch::Apply(&body)).await;
-                }
-            }
-            for e in &existing.items {
-                let belongs = e.labels().get("kubernetes.io/service-name") == Some(&name);
-                if belongs && !wanted.contains(&e.name_any()) {
-                    let _ = slices.delete(&e.name_any(), &DeleteParams::default()).await;
-                }
-            }
-        }
+            .unwrap_or_else(|e| panic!("POST /control to {ip}: {e}"));
+        assert!(answer.status().is_success(), "{ip}: {}", answer.status());
     }
 }
 
@@ -291,27 +153,42 @@ pub fn numbered(
 }
 
 /// Gives the target `chat-frontend` a new template: its container runs
-/// `image`.
+/// `image`, doing what the previous version did.
 pub async fn set_image(deployments: &Api<Deployment>, image: &str) {
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": image}]}}}});
+    patch_container(deployments, json!({"name": "vllm", "image": image})).await;
+}
+
+/// Gives the target `chat-frontend` a new template: [`container`].
+pub async fn set_version(
+    deployments: &Api<Deployment>,
+    image: &str,
+    args: &[&str],
+    ready_after: u32,
+) {
+    patch_container(deployments, container(image, args, ready_after)).await;
+}
+
+async fn patch_container(deployments: &Api<Deployment>, container: Value) {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [container]}}}});
     deployments
         .patch(
             "chat-frontend",
             &PatchParams::default(),
-            &Patch::Strategic(&patch),
+            &Patch::Strategic(patch),
         )
         .await
         .expect("new template");
 }
 
-/// Runs `weir ARGS` against the test API server (blocking, off the
+/// Runs `weir ARGS` against `env`'s API server (blocking, off the
 /// runtime); returns (exit code, stdout, stderr).
-pub async fn weir(args: &[&str]) -> (i32, String, String) {
+pub async fn weir(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
     let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+    let kubeconfig = env.kubeconfig();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = common::command(&refs)
-            .env("KUBECONFIG", weir_envtest::server().kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .output()
             .expect("weir runs");
         (
@@ -446,6 +323,8 @@ pub async fn wait_phase(
 pub struct Trail {
     task: tokio::task::JoinHandle<()>,
     seen: Arc<Mutex<Vec<(Phase, u32, f64)>>>,
+    /// When the watch saw each entry of `seen`.
+    times: Arc<Mutex<Vec<jiff::Timestamp>>>,
 }
 
 impl Drop for Trail {
@@ -461,7 +340,9 @@ impl Trail {
         use kube::runtime::WatchStreamExt;
         let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
         let seen: Arc<Mutex<Vec<(Phase, u32, f64)>>> = Arc::default();
+        let times: Arc<Mutex<Vec<jiff::Timestamp>>> = Arc::default();
         let sink = Arc::clone(&seen);
+        let clock = Arc::clone(&times);
         let config =
             kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
         let task = tokio::spawn(async move {
@@ -475,10 +356,25 @@ impl Trail {
                 let mut all = sink.lock().unwrap_or_else(PoisonError::into_inner);
                 if all.last() != Some(&entry) {
                     all.push(entry);
+                    clock
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(jiff::Timestamp::now());
                 }
             }
         });
-        Trail { task, seen }
+        Trail { task, seen, times }
+    }
+
+    /// When the watch first saw the Canary at step `step`.
+    pub fn reached(&self, step: u32) -> Option<jiff::Timestamp> {
+        let seen = self.seen();
+        let at = seen.iter().position(|(_, s, _)| *s == step)?;
+        self.times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(at)
+            .copied()
     }
 
     /// What it saw so far.
@@ -524,7 +420,7 @@ impl Proxy {
     }
 
     /// `GET /v1/routes`.
-    pub async fn routes(&self) -> Option<serde_json::Value> {
+    pub async fn routes(&self) -> Option<Value> {
         reqwest::get(format!("http://{}/v1/routes", self.running.admin))
             .await
             .ok()?
@@ -534,7 +430,7 @@ impl Proxy {
     }
 
     /// Route `ns/name` of this proxy's table, as `/v1/routes` shows it.
-    async fn route(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+    async fn route(&self, namespace: &str, name: &str) -> Option<Value> {
         let routes = self.routes().await?;
         let route_name = weir_crds::names::route(namespace, name);
         routes["table"]["routes"]
@@ -585,7 +481,10 @@ pub async fn proxy(client: &Client, namespace: &str, n: usize) -> Proxy {
     let task = tokio::spawn(async move { runner.run().await });
     let settings = weir_proxy::Settings {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        admin: SocketAddr::new(host_ip(), 0),
+        admin: SocketAddr::new(
+            weir_envtest::host_ip().expect("the host's address").into(),
+            0,
+        ),
         timeouts: weir_proxy::Timeouts::default(),
         draw_seed: None,
         max_connections: None,
@@ -609,37 +508,14 @@ pub async fn proxy(client: &Client, namespace: &str, n: usize) -> Proxy {
     }
 }
 
-/// The proxies' Service `weir-proxy` (no selector) and one EndpointSlice
-/// per proxy naming its admin port, as the chart's Service would have.
+/// The proxies' Service `weir-proxy` and one EndpointSlice per proxy
+/// naming its admin port, as the chart's Service would have: the one
+/// stand-in (the proxies are not pods).
 pub async fn proxy_service(client: &Client, namespace: &str, proxies: &[&Proxy]) {
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let svc: Service = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "weir-proxy"},
-        "spec": {"ports": [{"name": "admin", "port": 9090}]}
-    }))
-    .expect("service");
-    services
-        .create(&PostParams::default(), &svc)
+    let admins: Vec<SocketAddr> = proxies.iter().map(|p| p.running.admin).collect();
+    weir_envtest::cluster::proxy_admin_endpoints(client, namespace, "weir-proxy", &admins)
         .await
-        .expect("proxy service");
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-    for (i, p) in proxies.iter().enumerate() {
-        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("weir-proxy-{i}"),
-                         "labels": {"kubernetes.io/service-name": "weir-proxy"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "admin", "port": p.running.admin.port(), "protocol": "TCP"}],
-            "endpoints": [{"addresses": [p.running.admin.ip().to_string()],
-                           "conditions": {"ready": true}}]
-        }))
-        .expect("slice");
-        slices
-            .create(&PostParams::default(), &slice)
-            .await
-            .expect("proxy slice");
-    }
+        .expect("the proxies' admin endpoints");
 }
 
 /// `weir load` through `url` at `rate` requests a second for `secs`.
@@ -663,24 +539,6 @@ pub fn load(url: &str, rate: u32, secs: u32, extra: &[&str]) -> Proc {
 
 use weir_test_kit::sim::FAST;
 
-/// The target Deployment `chat-frontend` running `image`.
-pub fn target(image: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "chat-frontend"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "chat"}},
-            "template": {
-                "metadata": {"labels": {"app": "chat"}},
-                "spec": {"containers": [{"name": "vllm", "image": image}]}
-            }
-        }
-    }))
-    .expect("deployment")
-}
-
 pub fn image_of(d: &Deployment) -> Option<String> {
     d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
         .image
@@ -689,7 +547,7 @@ pub fn image_of(d: &Deployment) -> Option<String> {
 
 /// Canary `chat` with `strategy`, judged fast
 /// ([`weir_envtest::CanaryBuilder::judged_fast`]).
-pub fn canary_spec(strategy: serde_json::Value) -> Canary {
+pub fn canary_spec(strategy: Value) -> Canary {
     weir_envtest::canary("chat")
         .strategy(strategy)
         .judged_fast()
@@ -701,39 +559,28 @@ pub fn canary_spec(strategy: serde_json::Value) -> Canary {
 /// notification of the Canary.
 pub struct Stack {
     pub env: TestEnv,
-    pub kubelet: Kubelet,
     pub proxies: Vec<Proxy>,
     pub controller: Option<Handle>,
     /// What the webhook received.
     pub hooks: webhook::Log,
     notifier: Notifier,
-    _pods: Vec<Pod>,
+    /// The `weir sim` flags of v2 (v1's are [`FAST`]).
+    v2: Vec<String>,
     /// Held for the whole test, and dropped last: verdicts compare
     /// latencies, so two stacks must not share the cores at once.
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Stack {
-    pub async fn new(name: &str, strategy: serde_json::Value, v2: &[&str]) -> Stack {
+    /// The target on v1 (one pod, [`FAST`]) adopted by Canary `chat` with
+    /// `strategy`; v2, once released, runs `v2`.
+    pub async fn new(name: &str, strategy: Value, v2: &[&str]) -> Stack {
         static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let turn = ONE_AT_A_TIME.lock().await;
-        let env = TestEnv::new(name).await;
-        install_canary_crd(&env.client).await.expect("crd");
+        let env = TestEnv::on_cluster(name).await;
         let ns = env.namespace.clone();
-        let v1_pod = pod("v1", FAST);
-        let v2_pod = pod("v2", v2);
-        let kubelet = Kubelet::start(
-            env.client.clone(),
-            &ns,
-            HashMap::from([
-                ("sim:v1".to_string(), vec![v1_pod.addr.port()]),
-                ("sim:v2".to_string(), vec![v2_pod.addr.port()]),
-            ]),
-        );
-        Api::<Deployment>::namespaced(env.client.clone(), &ns)
-            .create(&PostParams::default(), &target("sim:v1", 1))
-            .await
-            .expect("target");
+        let deployments = Api::<Deployment>::namespaced(env.client.clone(), &ns);
+        create_target(&deployments, &target("sim:v1", 1)).await;
         Api::<Canary>::namespaced(env.client.clone(), &ns)
             .create(&PostParams::default(), &canary_spec(strategy))
             .await
@@ -761,12 +608,11 @@ impl Stack {
         let notifier = Notifier::start(Source::Static(vec![hook]), Policy::default());
         let mut stack = Stack {
             env,
-            kubelet,
             proxies,
             controller: None,
             hooks,
             notifier,
-            _pods: vec![v1_pod, v2_pod],
+            v2: v2.iter().map(|a| (*a).to_string()).collect(),
             _turn: turn,
         };
         stack.start_controller("first");
@@ -780,10 +626,9 @@ impl Stack {
 
     /// The notification bodies received so far, once one of `event` is
     /// among them.
-    pub async fn notified(&self, event: &str) -> Vec<serde_json::Value> {
+    pub async fn notified(&self, event: &str) -> Vec<Value> {
         until(&format!("a {event} notification"), PATIENCE, || async {
-            let bodies: Vec<serde_json::Value> =
-                self.hooks.all().into_iter().map(|r| r.body).collect();
+            let bodies: Vec<Value> = self.hooks.all().into_iter().map(|r| r.body).collect();
             if bodies.iter().any(|b| b["event"] == event) {
                 Ok(bodies)
             } else {
@@ -826,8 +671,10 @@ impl Stack {
             .collect()
     }
 
+    /// Releases v2: the target's template runs `image` with v2's flags.
     pub async fn release(&self, image: &str) {
-        set_image(&self.deployments(), image).await;
+        let args: Vec<&str> = self.v2.iter().map(String::as_str).collect();
+        set_version(&self.deployments(), image, &args, 0).await;
     }
 
     /// Waits until every proxy serves the canary at `weight` with the

@@ -23,10 +23,12 @@ use weir_test_kit::poll::until;
 const REPLICAS: usize = 4;
 const NODES: [&str; 2] = ["node-0", "node-1"];
 
+use weir_envtest::cluster::{nodes_usable, start_agent};
+
 mod common;
 use common::{
-    PATIENCE, Recorder, Recording, create_namespace, is_ready, live_pods, nodes_usable, pod_ip,
-    ready_addresses, sim_pid, start_agent,
+    PATIENCE, Recorder, Recording, create_namespace, is_ready, live_pods, pod_ip, ready_addresses,
+    sim_pid,
 };
 
 fn deployment(namespace: &str, model: &str) -> Deployment {
@@ -178,8 +180,10 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
         .map(|n| format!("{n}:cpu=8,memory=32Gi,nvidia.com/gpu=2"))
         .collect();
     let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let _agent = start_agent(server.kubeconfig(), &logs, &nodes);
-    nodes_usable(&client, NODES.len()).await;
+    let _agent = start_agent(server.kubeconfig(), &logs, &nodes).expect("the node agent starts");
+    nodes_usable(&client, NODES.len())
+        .await
+        .expect("the Nodes usable");
 
     let namespace = "rollout";
     create_namespace(&client, namespace).await;
@@ -223,7 +227,7 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     .await;
     let served = models(&ips).await;
     assert!(served.values().all(|m| m == "sim-v1"), "{served:?}");
-    assert_isolated(_agent.0.id(), &ips);
+    assert_isolated(_agent.id(), &ips);
 
     // A new template: the Deployment controller rolls it out through a new
     // ReplicaSet, one surge pod at a time.
@@ -441,7 +445,7 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
                 .args(["netns", "list"])
                 .output()
                 .expect("ip netns list");
-            let agent_pid = format!("wn{:x}-", _agent.0.id());
+            let agent_pid = format!("wn{:x}-", _agent.id());
             let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter(|l| l.starts_with(&agent_pid))

@@ -19,11 +19,11 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -37,28 +37,8 @@ use weir_test_kit::sim::{FAST, SLOW};
 
 mod common;
 use common::{
-    AgentProcess, PATIENCE, create_namespace, events, is_ready, live_pods, nodes_usable, pod_ip,
-    ready_addresses, sim_pid,
+    PATIENCE, create_namespace, events, is_ready, live_pods, pod_ip, ready_addresses, sim_pid,
 };
-
-/// The agent's Nodes: room for every test's pods, and 4 GPUs in all (the
-/// GPU budget test's pods ask for one each; the others for none).
-const NODES: [&str; 2] = [
-    "node-0:cpu=16,memory=64Gi,nvidia.com/gpu=2",
-    "node-1:cpu=16,memory=64Gi,nvidia.com/gpu=2",
-];
-/// The Service port of the Canaries and the pods' container port.
-const PORT: u16 = 8000;
-
-/// The binary's one node agent, started by the first test (it stops by
-/// itself, removing every pod namespace, once this test binary is gone).
-fn agent(kubeconfig: &std::path::Path) -> &'static AgentProcess {
-    static AGENT: OnceLock<AgentProcess> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        let logs = std::env::temp_dir().join(format!("weir-on-pods-{}", std::process::id()));
-        common::start_agent(kubeconfig, &logs, &NODES)
-    })
-}
 
 /// The target Deployment `chat-frontend`: `replicas` sims run with `args`,
 /// ready when `/health` answers, stopped as a kubelet stops them
@@ -74,35 +54,16 @@ fn gpu_target(replicas: i32, image: &str, args: &[&str], grace: i64, gpus: u32) 
     } else {
         json!({})
     };
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "chat-frontend"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "chat"}},
-            "template": {
-                "metadata": {"labels": {"app": "chat"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": grace,
-                    "containers": [{
-                        "name": "vllm",
-                        "image": image,
-                        "args": args,
-                        "ports": [{"name": "http", "containerPort": PORT}],
-                        "readinessProbe": {
-                            "httpGet": {"path": "/health", "port": "http"},
-                            "periodSeconds": 1,
-                            "failureThreshold": 1
-                        },
-                        "lifecycle": {"preStop": {"sleep": {"seconds": 1}}},
-                        "resources": resources
-                    }]
-                }
-            }
-        }
-    }))
-    .expect("a valid Deployment")
+    let mut container = weir_envtest::sim_container(image, args);
+    container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 1}}});
+    container["resources"] = resources;
+    weir_envtest::target(
+        replicas,
+        json!({
+            "terminationGracePeriodSeconds": grace,
+            "containers": [container]
+        }),
+    )
 }
 
 /// Canary `chat` with `strategy`, judged fast.
@@ -137,8 +98,9 @@ impl Weir {
         let turn = ONE_AT_A_TIME.lock().await;
         let server = weir_envtest::control_plane();
         let admin = server.client().await.expect("admin client");
-        let _ = agent(server.kubeconfig());
-        nodes_usable(&admin, NODES.len()).await;
+        weir_envtest::cluster::shared(&admin)
+            .await
+            .expect("the binary's node agent and its Nodes");
         weir_envtest::install_canary_crd(&admin)
             .await
             .expect("the Canary CRD");
@@ -188,36 +150,10 @@ impl Weir {
         .await
         .expect("the proxy starts");
         // Stand-in: the proxy is not a pod, so no controller writes the
-        // slice of its admin Service; this is the slice the EndpointSlice
-        // controller would write for the chart's proxy pods.
-        Api::<Service>::namespaced(admin.clone(), ns)
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": "weir-proxy"},
-                    "spec": {"ports": [{"name": "admin", "port": 9090}]}
-                }))
-                .expect("a Service"),
-            )
+        // slice of its admin Service.
+        weir_envtest::cluster::proxy_admin_endpoints(&admin, ns, "weir-proxy", &[proxy.admin])
             .await
-            .expect("the proxies' Service");
-        Api::<EndpointSlice>::namespaced(admin.clone(), ns)
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": "weir-proxy-0",
-                                 "labels": {"kubernetes.io/service-name": "weir-proxy"}},
-                    "addressType": "IPv4",
-                    "ports": [{"name": "admin", "port": proxy.admin.port(), "protocol": "TCP"}],
-                    "endpoints": [{"addresses": [proxy.admin.ip().to_string()],
-                                   "conditions": {"ready": true}}]
-                }))
-                .expect("an EndpointSlice"),
-            )
-            .await
-            .expect("the proxies' EndpointSlice");
+            .expect("the proxies' admin Service and EndpointSlice");
 
         // The controller, as the controller's account.
         let (lead, leading) = watch::channel(true);
@@ -503,7 +439,7 @@ struct Load(Child);
 
 impl Load {
     fn start(url: &str, rate: u32, secs: u32) -> Load {
-        let child = Command::new(common::weir_bin())
+        let child = Command::new(weir_envtest::cluster::weir_bin().expect("the weir binary"))
             .args(["load", "--url", url, "--rate", &rate.to_string()])
             .args(["--duration", &format!("{secs}s"), "--max-tokens", "8"])
             .stdin(Stdio::null())

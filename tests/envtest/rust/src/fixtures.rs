@@ -114,6 +114,46 @@ fn merge(target: &mut Value, patch: Value) {
     }
 }
 
+/// The target Deployment every Canary here names: `chat-frontend`,
+/// selecting `app: chat`, with `replicas` pods whose spec is `pod_spec`.
+pub fn target(replicas: i32, pod_spec: Value) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "chat-frontend"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "chat"}},
+            "template": {
+                "metadata": {"labels": {"app": "chat"}},
+                "spec": pod_spec
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
+
+/// The port of [`sim_container`], named `http` (the Canary's Services,
+/// port 8000, target it by name).
+pub const SIM_PORT: u16 = 8000;
+
+/// The container `vllm` that the node agent runs as `weir sim ARGS`
+/// (`tests/nodeagent`): the image only names the version; it listens on
+/// [`SIM_PORT`] and is ready when `/health` answers, probed every second.
+pub fn sim_container(image: &str, args: &[&str]) -> Value {
+    json!({
+        "name": "vllm",
+        "image": image,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": SIM_PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 1,
+            "failureThreshold": 1
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,9 @@
 //!
 //! [`control_plane`] starts a second server per test binary with
 //! kube-controller-manager and kube-scheduler beside it (`up
-//! --control-plane`), for tests that run pods through the node agent
-//! (`tests/nodeagent`). What follows is about [`server`].
+//! --control-plane`), and [`TestEnv::on_cluster`] a namespace there with
+//! pods that run: the node agent of `tests/nodeagent` ([`cluster`]).
+//! What follows is about [`server`], for tests that need no pods.
 //!
 //! The server has no kubelet and no controller-manager: pods never run,
 //! Deployment status is whatever a test writes, and a deleted namespace
@@ -52,9 +53,10 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use weir_crds::names;
 
+pub mod cluster;
 mod fixtures;
 
-pub use fixtures::{CanaryBuilder, canary};
+pub use fixtures::{CanaryBuilder, SIM_PORT, canary, sim_container, target};
 
 /// What went wrong while starting or reaching the test API server.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,10 @@ pub enum Error {
     /// The chart's RBAC could not be rendered or applied.
     #[error("the chart's RBAC: {0}")]
     Chart(String),
+    /// A binary of this workspace (the node agent, `weir`) is missing or
+    /// would not start.
+    #[error("{0}")]
+    Binary(String),
     /// The host has no address other than loopback.
     #[error(
         "no non-loopback IPv4 address on this host ({0}); EndpointSlices cannot point at 127.0.0.0/8"
@@ -401,6 +407,8 @@ pub struct TestEnv {
     /// The test's own namespace.
     pub namespace: String,
     config: Config,
+    /// On the control plane with pods running ([`TestEnv::on_cluster`]).
+    on_cluster: bool,
 }
 
 /// A client for `config`. The workspace builds rustls with two crypto
@@ -421,9 +429,32 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("setting up test {test}: {e}"))
     }
 
+    /// [`TestEnv::new`] on the [`control_plane`] with the binary's node
+    /// agent running ([`cluster`]): Deployments roll out through real
+    /// ReplicaSets to pods that run, with their own IPs, and Services get
+    /// their EndpointSlices from the EndpointSlice controller. Installs the
+    /// Canary CRD. Dropping it deletes the namespace, which the namespace
+    /// controller then empties.
+    pub async fn on_cluster(test: &str) -> TestEnv {
+        async {
+            let server = control_plane();
+            let mut env = Self::try_new_on(server, test).await?;
+            env.on_cluster = true;
+            cluster::shared(&env.client).await?;
+            install_canary_crd(&env.client).await?;
+            Ok::<_, Error>(env)
+        }
+        .await
+        .unwrap_or_else(|e| panic!("setting up test {test} on the control plane: {e}"))
+    }
+
     async fn try_new(test: &str) -> Result<TestEnv, Error> {
+        Self::try_new_on(server(), test).await
+    }
+
+    async fn try_new_on(server: &Server, test: &str) -> Result<TestEnv, Error> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let config = server().config().await?;
+        let config = server.config().await?;
         let client = client(config.clone())?;
         let stem: String = test
             .chars()
@@ -463,7 +494,18 @@ impl TestEnv {
             client,
             namespace,
             config,
+            on_cluster: false,
         })
+    }
+
+    /// The admin kubeconfig of the server this namespace is on (for `weir`
+    /// and kubectl run as processes).
+    pub fn kubeconfig(&self) -> &'static Path {
+        if self.on_cluster {
+            control_plane().kubeconfig()
+        } else {
+            server().kubeconfig()
+        }
     }
 
     /// A client that acts as `user` in `groups` (impersonation: the admin
@@ -496,6 +538,7 @@ impl Drop for TestEnv {
         // another thread deletes the namespace instead.
         let config = self.config.clone();
         let namespace = self.namespace.clone();
+        let on_cluster = self.on_cluster;
         let deleted = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -503,6 +546,9 @@ impl Drop for TestEnv {
                 .map_err(|e| e.to_string())?;
             rt.block_on(async {
                 let client = client(config).map_err(|e| e.to_string())?;
+                if on_cluster {
+                    release_canaries(&client, &namespace).await;
+                }
                 Api::<Namespace>::all(client)
                     .delete(&namespace, &DeleteParams::default())
                     .await
@@ -514,6 +560,23 @@ impl Drop for TestEnv {
         if let Ok(Err(e)) = deleted {
             eprintln!("weir-envtest: deleting namespace {}: {e}", self.namespace);
         }
+    }
+}
+
+/// Removes the finalizer of every Canary in `namespace`: the test's
+/// controller is gone with the test, and nothing else would remove it, so
+/// the namespace controller could never finish emptying the namespace.
+async fn release_canaries(client: &Client, namespace: &str) {
+    let canaries = Api::<weir_crds::Canary>::namespaced(client.clone(), namespace);
+    let Ok(list) = canaries.list(&kube::api::ListParams::default()).await else {
+        return;
+    };
+    let none = serde_json::json!({"metadata": {"finalizers": null}});
+    for c in list.items {
+        let name = c.metadata.name.unwrap_or_default();
+        let _ = canaries
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&none))
+            .await;
     }
 }
 

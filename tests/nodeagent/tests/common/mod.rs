@@ -3,16 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use std::collections::HashMap;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
@@ -20,105 +18,22 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::Canary;
-use weir_test_kit::poll::until;
+use weir_envtest::cluster::{Agent, nodes_usable, start_agent};
 
 /// Bound on each wait for the control plane.
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-/// The agent process; SIGTERM on drop so it removes its namespaces and
-/// bridge (it also stops by itself once this test binary is gone).
-pub struct AgentProcess(pub Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn weir_bin() -> PathBuf {
-    let bin = std::env::var_os("WEIR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_BIN_EXE_weir-node-agent")).with_file_name("weir")
-        });
-    assert!(
-        bin.is_file(),
-        "no weir binary at {}: build it first (cargo build -p weir) or set WEIR_BIN",
-        bin.display()
-    );
-    bin
-}
-
-/// Starts the agent with `nodes`, each `name:resource=quantity,...`.
-pub fn start_agent(kubeconfig: &Path, log_dir: &Path, nodes: &[&str]) -> AgentProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir-node-agent"));
-    for node in nodes {
-        cmd.args(["--node", node]);
-    }
-    let child = cmd
-        .arg("--weir-bin")
-        .arg(weir_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--log-dir")
-        .arg(log_dir)
-        .args(["--exit-with-pid", &std::process::id().to_string()])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start weir-node-agent");
-    AgentProcess(child)
-}
-
-/// Waits until `count` Nodes are registered with no taint: the agent
-/// registers them, the node-lifecycle controller lifts the not-ready taint
-/// the API server put on them.
-pub async fn nodes_usable(client: &Client, count: usize) {
-    let nodes = Api::<Node>::all(client.clone());
-    until("the Nodes Ready and untainted", PATIENCE, || async {
-        let list = nodes
-            .list(&ListParams::default())
-            .await
-            .expect("list Nodes");
-        let usable = list
-            .items
-            .iter()
-            .filter(|n| {
-                n.spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_none_or(Vec::is_empty)
-            })
-            .count();
-        if usable == count {
-            Ok(())
-        } else {
-            Err(list.items.len())
-        }
-    })
-    .await;
-}
-
 /// The binary's control plane with the agent running `nodes` (Ready and
 /// untainted), the Canary CRD and `namespace`: an admin client, the agent
 /// (keep it) and the directory of the pods' output (remove it once passed).
-pub async fn cluster(nodes: &[&str], namespace: &str) -> (Client, AgentProcess, PathBuf) {
+pub async fn cluster(nodes: &[&str], namespace: &str) -> (Client, Agent, PathBuf) {
     let server = weir_envtest::control_plane();
     let client = server.client().await.expect("admin client");
     let logs = std::env::temp_dir().join(format!("weir-{namespace}-test-{}", std::process::id()));
-    let agent = start_agent(server.kubeconfig(), &logs, nodes);
-    nodes_usable(&client, nodes.len()).await;
+    let agent = start_agent(server.kubeconfig(), &logs, nodes).expect("the node agent starts");
+    nodes_usable(&client, nodes.len())
+        .await
+        .expect("the Nodes usable");
     weir_envtest::install_canary_crd(&client)
         .await
         .expect("Canary CRD");
@@ -453,14 +368,7 @@ pub async fn ready_addresses(
     namespace: &str,
     labels: &str,
 ) -> std::collections::BTreeSet<String> {
-    Api::<EndpointSlice>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(labels))
+    weir_envtest::cluster::ready_addresses(client, namespace, labels)
         .await
         .expect("list EndpointSlices")
-        .items
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.iter().cloned())
-        .collect()
 }
