@@ -3,7 +3,8 @@
 //! run's weights), and the controller picks the run up where it was.
 //!
 //! A test binary of its own: stopping the API server takes it from every
-//! test of the binary.
+//! test of the binary. On the control plane, kube-controller-manager,
+//! kube-scheduler and the node agent lose it too, as in a real outage.
 
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ async fn proxies_keep_serving_through_an_api_server_outage_and_the_controller_re
     stack.every_proxy_serves(50.0).await;
     let generation = paused.traffic.expect("traffic").generation;
 
-    weir_envtest::stop_apiserver().await;
+    stack.env.stop_apiserver().await;
     // Both proxies go on splitting 50/50 with the table they had.
     for p in &stack.proxies {
         let (stable, canary) = requests(&p.url(), 60).await;
@@ -92,7 +93,7 @@ async fn proxies_keep_serving_through_an_api_server_outage_and_the_controller_re
         "the last table stays"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    weir_envtest::start_apiserver().await;
+    stack.env.start_apiserver().await;
 
     // The controller picks the run up: a promotion asked after the outage
     // completes, and every proxy follows.

@@ -5,6 +5,16 @@
 //! so breaking it is `preflight_crd.rs`'s job. Version skew cannot be
 //! broken against one real server: its policy is table-tested in
 //! `cli/src/preflight/version.rs`.
+//!
+//! On the API server alone, with a GPU Node, its status and its pods'
+//! status written here as a kubelet would (tests/prepared), not on the
+//! control plane with the node agent: preflight only reads, and its GPU
+//! arithmetic is checked against capacity and requests the test sets
+//! exactly, one part at a time, down to a cluster with no GPU Node at all,
+//! which a node agent shared by the binary's tests cannot be. Nothing here
+//! depends on a controller's behaviour; what preflight predicts about the
+//! real scheduler and Deployment controller is shown on them by
+//! `tests/nodeagent/tests/gpu_capacity.rs` and `weir_on_pods.rs`.
 
 mod common;
 mod prepared;

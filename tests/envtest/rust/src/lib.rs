@@ -336,18 +336,22 @@ impl Server {
 /// panics when it cannot. Every test of the binary loses the server until
 /// [`start_apiserver`]: keep outage tests in a test binary of their own.
 pub async fn stop_apiserver() {
-    apiserver_blocking("stopping", Server::stop_apiserver).await;
+    apiserver_blocking("stopping", server(), Server::stop_apiserver).await;
 }
 
 /// Starts the test binary's kube-apiserver again
 /// ([`Server::start_apiserver`]) and returns once it is ready; panics
 /// when it cannot.
 pub async fn start_apiserver() {
-    apiserver_blocking("starting", Server::start_apiserver).await;
+    apiserver_blocking("starting", server(), Server::start_apiserver).await;
 }
 
-async fn apiserver_blocking(what: &'static str, call: fn(&Server) -> Result<(), Error>) {
-    tokio::task::spawn_blocking(move || call(server()))
+async fn apiserver_blocking(
+    what: &'static str,
+    server: &'static Server,
+    call: fn(&Server) -> Result<(), Error>,
+) {
+    tokio::task::spawn_blocking(move || call(server))
         .await
         .unwrap_or_else(|e| panic!("{what} kube-apiserver: {e}"))
         .unwrap_or_else(|e| panic!("{what} kube-apiserver: {e}"));
@@ -498,14 +502,31 @@ impl TestEnv {
         })
     }
 
+    /// The server this namespace is on.
+    pub fn server(&self) -> &'static Server {
+        if self.on_cluster {
+            control_plane()
+        } else {
+            server()
+        }
+    }
+
     /// The admin kubeconfig of the server this namespace is on (for `weir`
     /// and kubectl run as processes).
     pub fn kubeconfig(&self) -> &'static Path {
-        if self.on_cluster {
-            control_plane().kubeconfig()
-        } else {
-            server().kubeconfig()
-        }
+        self.server().kubeconfig()
+    }
+
+    /// Stops the kube-apiserver this namespace is on, as [`stop_apiserver`]
+    /// does (on the control plane, its controllers, scheduler and node
+    /// agent lose it too, as in a real outage).
+    pub async fn stop_apiserver(&self) {
+        apiserver_blocking("stopping", self.server(), Server::stop_apiserver).await;
+    }
+
+    /// Starts it again, as [`start_apiserver`] does.
+    pub async fn start_apiserver(&self) {
+        apiserver_blocking("starting", self.server(), Server::start_apiserver).await;
     }
 
     /// A client that acts as `user` in `groups` (impersonation: the admin
