@@ -52,21 +52,16 @@ pub fn container(image: &str, args: &[&str], ready_after: u32) -> Value {
     container
 }
 
-/// The target Deployment `chat-frontend`: `replicas` pods of `image`
-/// running `args`, stopped with 5 s of grace.
-pub fn target_running(image: &str, args: &[&str], replicas: i32) -> Deployment {
+/// The target Deployment `chat-frontend`: `replicas` pods of `image`, a
+/// healthy version ([`FAST`]), stopped with 5 s of grace.
+pub fn target(image: &str, replicas: i32) -> Deployment {
     weir_envtest::target(
         replicas,
         json!({
             "terminationGracePeriodSeconds": 5,
-            "containers": [container(image, args, 0)]
+            "containers": [container(image, FAST, 0)]
         }),
     )
-}
-
-/// [`target_running`] a healthy version ([`FAST`]).
-pub fn target(image: &str, replicas: i32) -> Deployment {
-    target_running(image, FAST, replicas)
 }
 
 /// Creates the target and waits until its `replicas` pods are ready, as a
@@ -77,26 +72,15 @@ pub async fn create_target(deployments: &Api<Deployment>, target: &Deployment) {
         .await
         .expect("target");
     let want = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    rolled_out(deployments, "chat-frontend", want).await;
-}
-
-/// Waits until Deployment `name` has rolled out `replicas` ready pods of
-/// its current template (the Deployment controller's own account).
-pub async fn rolled_out(deployments: &Api<Deployment>, name: &str, replicas: i32) {
-    until(
-        &format!("{name} rolled out with {replicas} ready"),
-        PATIENCE,
-        || async {
-            let d = deployments.get(name).await.map_err(|e| e.to_string())?;
-            let s = d.status.clone().unwrap_or_default();
-            let done = s.observed_generation == d.metadata.generation
-                && s.updated_replicas.unwrap_or(0) == replicas
-                && s.ready_replicas.unwrap_or(0) == replicas
-                && s.replicas.unwrap_or(0) == replicas;
-            if done { Ok(()) } else { Err(format!("{s:?}")) }
-        },
+    let namespace = deployments.namespace().expect("a namespaced Api");
+    weir_envtest::cluster::rolled_out(
+        &deployments.clone().into_client(),
+        namespace,
+        "chat-frontend",
+        want,
     )
-    .await;
+    .await
+    .expect("the target rolled out");
 }
 
 /// Multiplies the time to first token of every ready pod behind Service

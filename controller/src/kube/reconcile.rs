@@ -352,13 +352,12 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     );
     // Pods going away do not change the Deployments, so nothing else
     // wakes a reconcile held back by the GPU budget.
-    let requeue = match (plan.requeue_after, wanted.held_back) {
-        (Some(d), true) => d.min(HELD_BACK),
-        (None, true) => HELD_BACK,
-        (Some(d), false) => d,
-        (None, false) => RESYNC,
-    };
-    Ok(Action::requeue(requeue))
+    let requeue = plan.requeue_after.unwrap_or(RESYNC);
+    Ok(Action::requeue(if wanted.held_back {
+        requeue.min(HELD_BACK)
+    } else {
+        requeue
+    }))
 }
 
 /// The Canary's spec generation (0 before the API server set one).

@@ -20,6 +20,8 @@ use kube::{Api, Client};
 use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 
+use weir_envtest::cluster::rolled_out;
+
 mod common;
 use common::{PATIENCE, cluster, events, run_controller, set_image};
 
@@ -59,22 +61,6 @@ fn gpu_deployment(name: &str, replicas: i32, image: &str) -> Deployment {
     .expect("a valid Deployment")
 }
 
-/// Waits until Deployment `name` has `ready` ready replicas and no others.
-async fn ready(client: &Client, name: &str, want: i32) {
-    let api = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
-    until(&format!("{name} at {want} ready"), PATIENCE, || async {
-        let d = api.get_opt(name).await.expect("get Deployment");
-        let s = d.and_then(|d| d.status).unwrap_or_default();
-        let seen = (s.replicas.unwrap_or(0), s.ready_replicas.unwrap_or(0));
-        if seen == (want, want) {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
-}
-
 /// GPUs the pods bound to a node ask for.
 async fn gpus_in_use(client: &Client) -> i64 {
     let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
@@ -108,7 +94,9 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
         )
         .await
         .expect("create chat");
-    ready(&client, "chat", 4).await;
+    rolled_out(&client, NAMESPACE, "chat", 4)
+        .await
+        .expect("rolled out");
 
     let canaries = Api::<Canary>::namespaced(client.clone(), NAMESPACE);
     let canary = weir_envtest::canary("chat")
@@ -121,8 +109,12 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
     let (lead, _controller) = run_controller(&client, NAMESPACE, &canary).await;
 
     // Adopted: the stable copy serves, the target gave its GPUs back.
-    ready(&client, "chat-stable", 4).await;
-    ready(&client, "chat", 0).await;
+    rolled_out(&client, NAMESPACE, "chat-stable", 4)
+        .await
+        .expect("rolled out");
+    rolled_out(&client, NAMESPACE, "chat", 0)
+        .await
+        .expect("rolled out");
     // Another tenant takes the free GPUs.
     deployments
         .create(
@@ -131,7 +123,9 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
         )
         .await
         .expect("create batch");
-    ready(&client, "batch", 4).await;
+    rolled_out(&client, NAMESPACE, "batch", 4)
+        .await
+        .expect("rolled out");
     assert_eq!(gpus_in_use(&client).await, 8, "every GPU taken");
 
     set_image(&client, NAMESPACE, "chat", "weir/sim:v2").await;
@@ -215,8 +209,12 @@ async fn a_canary_without_gpus_is_reported_and_aborted_by_the_progress_deadline(
         .collect();
     let distinct: std::collections::BTreeSet<&String> = notes.iter().collect();
     assert_eq!(distinct.len(), notes.len(), "repeated: {notes:#?}");
-    ready(&client, "chat", 0).await;
-    ready(&client, "chat-stable", 4).await;
+    rolled_out(&client, NAMESPACE, "chat", 0)
+        .await
+        .expect("rolled out");
+    rolled_out(&client, NAMESPACE, "chat-stable", 4)
+        .await
+        .expect("rolled out");
     assert_eq!(
         gpus_in_use(&client).await,
         8,

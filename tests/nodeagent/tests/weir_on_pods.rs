@@ -35,6 +35,8 @@ use weir_crds::{Canary, Phase};
 use weir_test_kit::poll::until;
 use weir_test_kit::sim::{FAST, SLOW};
 
+use weir_envtest::cluster::rolled_out;
+
 mod common;
 use common::{
     PATIENCE, create_namespace, events, is_ready, live_pods, pod_ip, ready_addresses, sim_pid,
@@ -116,7 +118,9 @@ impl Weir {
             .create(&PostParams::default(), &target)
             .await
             .expect("create the target");
-        ready(&admin, ns, "chat-frontend", replicas).await;
+        rolled_out(&admin, ns, "chat-frontend", replicas)
+            .await
+            .expect("rolled out");
         Api::<Canary>::namespaced(admin.clone(), ns)
             .create(&PostParams::default(), &canary)
             .await
@@ -183,9 +187,13 @@ impl Weir {
             _turn: turn,
         };
         weir.phase(Phase::Idle).await;
-        ready(&weir.admin, ns, "chat-frontend-stable", replicas).await;
+        rolled_out(&weir.admin, ns, "chat-frontend-stable", replicas)
+            .await
+            .expect("rolled out");
         // Adopted: the target at zero, its own pods gone.
-        ready(&weir.admin, ns, "chat-frontend", 0).await;
+        rolled_out(&weir.admin, ns, "chat-frontend", 0)
+            .await
+            .expect("rolled out");
         let pods = Api::<Pod>::namespaced(weir.admin.clone(), ns);
         until("only the stable copy's pods", PATIENCE, || async {
             let n = pods
@@ -253,6 +261,19 @@ impl Weir {
 
     fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// The stable copy now.
+    async fn stable_copy(&self) -> Deployment {
+        self.deployments()
+            .get("chat-frontend-stable")
+            .await
+            .expect("the stable copy")
+    }
+
+    /// The image the stable copy's template runs now.
+    async fn stable_image(&self) -> Option<String> {
+        common::image_of(&self.stable_copy().await)
     }
 
     /// `http://LISTEN/v1`, for clients.
@@ -394,22 +415,6 @@ impl Weir {
         })
         .await
     }
-}
-
-/// Waits until Deployment `name` has `want` ready replicas and no others.
-async fn ready(client: &Client, ns: &str, name: &str, want: i32) {
-    let api = Api::<Deployment>::namespaced(client.clone(), ns);
-    until(&format!("{name} at {want} ready"), PATIENCE, || async {
-        let d = api.get_opt(name).await.expect("get Deployment");
-        let s = d.and_then(|d| d.status).unwrap_or_default();
-        let seen = (s.replicas, s.ready_replicas);
-        if seen.0.unwrap_or(0) == want && seen.1.unwrap_or(0) == want {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
 }
 
 /// The ready addresses of Service `service`'s EndpointSlices that the
@@ -583,19 +588,16 @@ async fn a_healthy_revision_is_promoted_and_a_slow_one_aborted_over_pod_ips() {
         "both cohorts measured on real pods: stable {stable_seen}, canary {canary_seen}"
     );
     assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
-    let stable_copy = weir
-        .deployments()
-        .get("chat-frontend-stable")
-        .await
-        .expect("the stable copy");
     assert_eq!(
-        common::image_of(&stable_copy).as_deref(),
+        weir.stable_image().await.as_deref(),
         Some("weir/sim:v2"),
         "promoted: {promoted:?}"
     );
     // The Deployment controller rolled the stable copy to v2, and the
     // proxy followed its pods.
-    ready(&weir.admin, &weir.ns, "chat-frontend-stable", 2).await;
+    rolled_out(&weir.admin, &weir.ns, "chat-frontend-stable", 2)
+        .await
+        .expect("rolled out");
     let (stable, _) = weir.serves(0.0).await;
     let v2_pods: BTreeSet<String> = pods_of(&weir.admin, &weir.ns, "weir/sim:v2")
         .await
@@ -622,13 +624,8 @@ async fn a_healthy_revision_is_promoted_and_a_slow_one_aborted_over_pod_ips() {
         }
     })
     .await;
-    let stable_copy = weir
-        .deployments()
-        .get("chat-frontend-stable")
-        .await
-        .expect("the stable copy");
     assert_eq!(
-        common::image_of(&stable_copy).as_deref(),
+        weir.stable_image().await.as_deref(),
         Some("weir/sim:v2"),
         "stable untouched by the abort"
     );
@@ -916,11 +913,7 @@ async fn a_promotion_within_max_surge_never_holds_more_pods_or_less_capacity() {
     let _load = Load::start(&weir.url(), 30, 150);
     weir.release("weir/sim:v2", FAST).await;
     weir.phase(Phase::Succeeded).await;
-    let stable_copy = weir
-        .deployments()
-        .get("chat-frontend-stable")
-        .await
-        .expect("the stable copy");
+    let stable_copy = weir.stable_copy().await;
     assert_eq!(
         common::image_of(&stable_copy).as_deref(),
         Some("weir/sim:v2")
@@ -1007,15 +1000,7 @@ async fn a_rollout_within_a_gpu_budget_never_asks_for_a_fifth_gpu() {
             done.canary_revision.clone().unwrap_or_default()
         )
     );
-    let stable_copy = weir
-        .deployments()
-        .get("chat-frontend-stable")
-        .await
-        .expect("the stable copy");
-    assert_eq!(
-        common::image_of(&stable_copy).as_deref(),
-        Some("weir/sim:v2")
-    );
+    assert_eq!(weir.stable_image().await.as_deref(), Some("weir/sim:v2"));
     weir.only(REPLICAS, "weir/sim:v2").await;
     let common::Recording { samples, .. } = recorder.finish().await;
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
@@ -117,13 +118,32 @@ pub fn start_agent(kubeconfig: &Path, log_dir: &Path, nodes: &[&str]) -> Result<
     Ok(Agent(child))
 }
 
+/// Checks `check` every 200 ms until it gives `Ok`, for up to 90 s; on
+/// timeout, the error names `what` and the last `Err` it gave.
+async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<(), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<(), String>, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let last = match check().await? {
+            Ok(()) => return Ok(()),
+            Err(last) => last,
+        };
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(format!("{what} after 90 s: {last}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until `count` Nodes are registered with no taint: the agent
 /// registers them, the node-lifecycle controller lifts the not-ready taint
 /// the API server put on them.
 pub async fn nodes_usable(client: &Client, count: usize) -> Result<(), Error> {
     let nodes = Api::<Node>::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    wait_for(&format!("{count} Nodes usable"), || async {
         let list = nodes.list(&ListParams::default()).await?;
         let usable = list
             .items
@@ -135,17 +155,40 @@ pub async fn nodes_usable(client: &Client, count: usize) -> Result<(), Error> {
                     .is_none_or(Vec::is_empty)
             })
             .count();
-        if usable == count {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Timeout(format!(
-                "{usable} of {count} Nodes usable after 90 s ({} registered)",
-                list.items.len()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok(if usable == count {
+            Ok(())
+        } else {
+            Err(format!("{usable} usable, {} registered", list.items.len()))
+        })
+    })
+    .await
+}
+
+/// Waits until Deployment `name` exists and has rolled out: the Deployment
+/// controller has seen its current spec and reports `replicas` pods, all on its
+/// template and ready.
+pub async fn rolled_out(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("{name} rolled out with {replicas} ready"),
+        || async {
+            let Some(d) = api.get_opt(name).await? else {
+                return Ok(Err("not created yet".to_string()));
+            };
+            let s = d.status.clone().unwrap_or_default();
+            let done = s.observed_generation == d.metadata.generation
+                && s.replicas.unwrap_or(0) == replicas
+                && s.updated_replicas.unwrap_or(0) == replicas
+                && s.ready_replicas.unwrap_or(0) == replicas;
+            Ok(if done { Ok(()) } else { Err(format!("{s:?}")) })
+        },
+    )
+    .await
 }
 
 /// The test binary's control plane with its one agent running [`NODES`],
