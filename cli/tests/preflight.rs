@@ -6,15 +6,13 @@
 //! broken against one real server: its policy is table-tested in
 //! `cli/src/preflight/version.rs`.
 //!
-//! On the API server alone, with a GPU Node, its status and its pods'
-//! status written here as a kubelet would (tests/prepared), not on the
-//! control plane with the node agent: preflight only reads, and its GPU
-//! arithmetic is checked against capacity and requests the test sets
-//! exactly, one part at a time, down to a cluster with no GPU Node at all,
-//! which a node agent shared by the binary's tests cannot be. Nothing here
-//! depends on a controller's behaviour; what preflight predicts about the
-//! real scheduler and Deployment controller is shown on them by
-//! `tests/nodeagent/tests/gpu_capacity.rs` and `weir_on_pods.rs`.
+//! On the control plane, with a node agent of the namespace's own
+//! (tests/prepared): the target's pods and a GPU hog are placed by the
+//! real scheduler and hold GPUs as they would on a cluster, and the GPU
+//! node can be deleted to leave a cluster with none. What preflight
+//! predicts about a whole rollout on the real scheduler and Deployment
+//! controller is shown on them by `tests/nodeagent/tests/gpu_capacity.rs`
+//! and `weir_on_pods.rs`.
 
 mod common;
 mod prepared;
@@ -29,7 +27,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use prepared::{ALL_PASS, DCGM_METRIC, GPU_QUERY, Prepared, closed_port, preflight};
 use stack::PATIENCE;
 use weir_controller::kube::rbac::{CONTROLLER_RULES, permissions};
-use weir_envtest::{TestEnv, repo_root, server};
+use weir_envtest::{TestEnv, control_plane, repo_root};
 use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +112,7 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
 
     // Prometheus unreachable, then the metric absent.
     let nowhere = format!("http://127.0.0.1:{}", closed_port());
-    p.metrics(&nowhere, GPU_QUERY, p.dcgm.addr.port(), DCGM_METRIC)
+    p.metrics(&nowhere, GPU_QUERY, p.dcgm.port(), DCGM_METRIC)
         .await;
     let (detail, fix) = p.run().only_failure("metric/gpu-prom");
     assert!(
@@ -126,7 +124,7 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
         "{fix}"
     );
     let absent = r#"avg(DCGM_FI_DEV_NO_SUCH_METRIC{namespace="$namespace"})"#;
-    p.metrics(&p.prometheus.url, absent, p.dcgm.addr.port(), DCGM_METRIC)
+    p.metrics(&p.prometheus.url, absent, p.dcgm.port(), DCGM_METRIC)
         .await;
     let (detail, _) = p.run().only_failure("metric/gpu-prom");
     assert!(
@@ -144,13 +142,8 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
         detail.contains("cannot scrape DCGM exporter pods"),
         "{detail}"
     );
-    p.metrics(
-        &p.prometheus.url,
-        GPU_QUERY,
-        p.dcgm.addr.port(),
-        "DCGM_FI_NOPE",
-    )
-    .await;
+    p.metrics(&p.prometheus.url, GPU_QUERY, p.dcgm.port(), "DCGM_FI_NOPE")
+        .await;
     let (detail, fix) = p.run().only_failure("metric/gpu-dcgm");
     assert!(
         detail.contains("metric absent: no DCGM_FI_NOPE"),
@@ -162,15 +155,17 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
     );
     p.good_metrics().await;
 
-    // Not enough spare GPUs: a pod holds 7 of the node's 8, the rollout
-    // needs 3 more.
+    // Not enough spare GPUs: the target's 2 pods and a hog of 5 hold 7
+    // of the node's 8, the rollout needs 3 more.
+    p.target_settled().await;
     let pods: Api<Pod> = Api::namespaced(p.env.client.clone(), &ns);
     pods.create(
         &PostParams::default(),
-        &prepared::pod("hog", serde_json::json!({"app": "hog"}), &p.node, 7),
+        &prepared::pod("hog", serde_json::json!({"app": "hog"}), None, 5),
     )
     .await
     .expect("gpu hog");
+    prepared::ready(&pods, "hog").await;
     let (detail, fix) = p.run().only_failure("gpu-capacity");
     assert!(
         detail.contains("needs 3 more") && detail.contains("room for 1"),
@@ -195,12 +190,7 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
     let r = p.run();
     assert_eq!(r.with("PASS"), ALL_PASS, "{}", r.text);
     p.patch_canary(serde_json::json!({"gpuBudget": null})).await;
-    // No kubelet confirms a graceful deletion here: force it.
-    let now = DeleteParams {
-        grace_period_seconds: Some(0),
-        ..DeleteParams::default()
-    };
-    pods.delete("hog", &now).await.expect("hog gone");
+    p.delete::<Pod>("hog").await;
 
     // RBAC: a ServiceAccount that may read what preflight reads, but holds
     // only a sliver of the controller's permissions.
@@ -209,7 +199,7 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
     // No Canary of that name.
     let proxies = format!("{ns}/weir-proxy");
     let r = preflight(
-        server().kubeconfig(),
+        p.env.kubeconfig(),
         &["-n", &ns, "--canary", "nope", "--proxy-service", &proxies],
     );
     let (detail, _) = r.only_failure("canary");
@@ -218,7 +208,8 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
         "{detail}"
     );
 
-    // No GPU nodes (last: nodes are cluster-wide).
+    // No GPU nodes (last: the target's pods lose their node). The agent
+    // keeps the GPU-less node, and the exporter on it, running.
     Api::<Node>::all(p.env.client.clone())
         .delete(&p.node, &DeleteParams::default())
         .await
@@ -255,7 +246,9 @@ async fn rbac_too_small(p: &Prepared) {
          "subjects": [{"kind": "ServiceAccount", "name": "weir", "namespace": ns}]}
     ]});
     std::fs::write(&rbac, objects.to_string()).expect("write rbac");
-    let applied = server()
+    let applied = p
+        .env
+        .server()
         .command("kubectl")
         .args(["apply", "-f"])
         .arg(&rbac)
@@ -307,10 +300,10 @@ async fn rbac_too_small(p: &Prepared) {
 
 #[tokio::test]
 async fn an_unreachable_api_server_fails_the_api_check_and_skips_the_rest() {
-    let env = TestEnv::new("preflight-api").await;
+    let env = TestEnv::on_control_plane("preflight-api").await;
     let dir = std::env::temp_dir().join(format!("weir-preflight-{}", env.namespace));
     std::fs::create_dir_all(&dir).expect("dir");
-    let closed = prepared::kubeconfig(&dir.join("closed"), |k| {
+    let closed = prepared::kubeconfig(env.kubeconfig(), &dir.join("closed"), |k| {
         for c in &mut k.clusters {
             if let Some(cluster) = c.cluster.as_mut() {
                 cluster.server = Some("https://127.0.0.1:1".into());
@@ -347,7 +340,7 @@ async fn an_unreachable_api_server_fails_the_api_check_and_skips_the_rest() {
 /// verb.
 #[test]
 fn the_rules_preflight_checks_are_the_charts_controller_clusterrole() {
-    let out = server()
+    let out = control_plane()
         .command("helm")
         .args(["template", "weir"])
         .arg(repo_root().join("charts/weir"))

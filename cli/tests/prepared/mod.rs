@@ -1,30 +1,36 @@
-//! A namespace prepared for `weir preflight` to pass, on the real API
-//! server of the harness, with real parts wherever the check probes
-//! something: the Canary CRD, a GPU node (allocatable `nvidia.com/gpu`
-//! written through the status subresource, as a kubelet would), the target
-//! Deployment with a readiness probe and a GPU limit, a `weir proxy` (in
-//! this process, on the host's address) behind a proxy Service and its
-//! EndpointSlice, a `weir sim` whose /metrics carries dcgm-exporter's
-//! series behind an exporter Pod object, and a real Prometheus (the Debian
-//! package) scraping that sim. Tests break one part at a time and run the
-//! `weir` binary against it.
+//! A namespace prepared for `weir preflight` to pass, on the harness's
+//! control plane (controller-manager, scheduler) with a node agent of its
+//! own, and real parts wherever the check probes something: the Canary
+//! CRD, two Nodes (one with 8 allocatable `nvidia.com/gpu`, one without
+//! GPUs), the target Deployment with a readiness probe and a GPU limit
+//! whose pods the scheduler places on the GPU node, a dcgm-exporter pod (a
+//! `weir sim`, whose /metrics carries dcgm-exporter's series) on the other
+//! node, a real Prometheus (the Debian package) scraping that pod's IP,
+//! and a `weir proxy` in this process behind a proxy Service. The proxy's
+//! EndpointSlice is the one written here (the proxy is no pod): a
+//! stand-in, as in the other Kubernetes-mode tests. Tests break one part
+//! at a time and run the `weir` binary against it.
+//!
+//! The agent is this namespace's own (not the test binary's shared one):
+//! preflight's GPU arithmetic is checked against capacity the test sets
+//! exactly, down to a cluster whose GPU node is gone.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use weir_crds::Canary;
-use weir_envtest::{TestEnv, install_canary_crd, server};
+use weir_envtest::cluster::{self, Agent};
+use weir_envtest::{SIM_PORT, TestEnv, sim_container};
 
 use crate::common;
-use crate::common::{Proc, STARTUP};
 use crate::stack::{self, PATIENCE};
 use weir_test_kit::poll::until;
 
@@ -187,67 +193,46 @@ pub fn preflight(kubeconfig: &Path, args: &[&str]) -> Report {
     }
 }
 
-/// Writes a copy of the admin kubeconfig, changed by `edit`, to `path`.
-pub fn kubeconfig(path: &Path, edit: impl FnOnce(&mut Kubeconfig)) -> PathBuf {
-    let mut k = Kubeconfig::read_from(server().kubeconfig()).expect("kubeconfig");
+/// Writes a copy of the kubeconfig at `from`, changed by `edit`, to `path`.
+pub fn kubeconfig(from: &Path, path: &Path, edit: impl FnOnce(&mut Kubeconfig)) -> PathBuf {
+    let mut k = Kubeconfig::read_from(from).expect("kubeconfig");
     edit(&mut k);
     std::fs::write(path, serde_json::to_string(&k).expect("kubeconfig json")).expect("write");
     path.to_path_buf()
 }
 
-/// The GPU node of a test: 8 allocatable GPUs, Ready.
-pub async fn gpu_node(client: &kube::Client, name: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"nvidia.com/gpu.present": "true"}}
-    }))
-    .expect("node");
-    nodes
-        .patch(
-            name,
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&node),
-        )
-        .await
-        .expect("node created");
-    let status = serde_json::json!({"status": {
-        "capacity": {"nvidia.com/gpu": "8", "cpu": "64", "memory": "512Gi", "pods": "110"},
-        "allocatable": {"nvidia.com/gpu": "8", "cpu": "64", "memory": "512Gi", "pods": "110"},
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                        "message": "kubelet is posting ready status",
-                        "lastHeartbeatTime": "2025-01-01T00:00:00Z",
-                        "lastTransitionTime": "2025-01-01T00:00:00Z"}]
-    }});
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("node status written");
-}
-
-/// A pod of `labels` bound to `node`, running and ready at `ip` (the
-/// status a kubelet would write), asking for `gpus`.
-pub fn pod(name: &str, labels: serde_json::Value, node: &str, gpus: u32) -> Pod {
-    let mut container = serde_json::json!({"name": "main", "image": "registry.k8s.io/pause:3.10"});
+/// A pod of `labels` that the node agent runs as a `weir sim`, asking for
+/// `gpus`, placed by the scheduler (on `node` when given).
+pub fn pod(name: &str, labels: serde_json::Value, node: Option<&str>, gpus: u32) -> Pod {
+    let mut container = sim_container("registry.example/sim:test", &["--seed", "7"]);
     if gpus > 0 {
         container["resources"] =
             serde_json::json!({"limits": {"nvidia.com/gpu": gpus.to_string()}});
     }
+    let mut spec = serde_json::json!({"containers": [container]});
+    if let Some(node) = node {
+        spec["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": node});
+    }
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": labels},
-        "spec": {"nodeName": node, "containers": [container]}
+        "spec": spec
     }))
     .expect("pod")
 }
 
-/// Writes a running, ready status with IP `ip` on pod `name`.
-pub async fn pod_running(pods: &Api<Pod>, name: &str, ip: &str) {
-    let status = serde_json::json!({"status": {
-        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-        "conditions": [{"type": "Ready", "status": "True"}]
-    }});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("pod status written");
+/// Waits until pod `name` is ready; its IP.
+pub async fn ready(pods: &Api<Pod>, name: &str) -> IpAddr {
+    until(&format!("pod {name} ready"), PATIENCE, || async move {
+        let pod = pods.get_opt(name).await.ok()??;
+        let status = pod.status?;
+        let ready = status
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())?;
+        status.pod_ip?.parse().ok()
+    })
+    .await
 }
 
 /// The target: 2 replicas of one GPU each, with a readiness probe unless
@@ -283,12 +268,14 @@ pub struct Prepared {
     pub exporter: String,
     /// The proxy in this process.
     pub proxy: stack::Proxy,
-    /// The sim whose /metrics stands in for dcgm-exporter.
-    pub dcgm: HostSim,
+    /// The exporter pod's address (pod IP, [`SIM_PORT`]).
+    pub dcgm: SocketAddr,
     /// Prometheus, scraping `dcgm`.
     pub prometheus: Prometheus,
-    /// Scratch files (kubeconfigs).
+    /// Scratch files (kubeconfigs, the agent's pod logs).
     pub dir: PathBuf,
+    /// The node agent running the two Nodes (dropped last: SIGTERM).
+    _agent: Agent,
 }
 
 impl Drop for Prepared {
@@ -300,13 +287,27 @@ impl Drop for Prepared {
 impl Prepared {
     /// Prepares a namespace named after `test`.
     pub async fn new(test: &str) -> Prepared {
-        let env = TestEnv::new(test).await;
-        install_canary_crd(&env.client).await.expect("crd");
+        let env = TestEnv::on_control_plane(test).await;
         let ns = env.namespace.clone();
+        let dir = std::env::temp_dir().join(format!("weir-preflight-{ns}"));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        // The GPU-less node first: the agent posts the Nodes' status in
+        // this order, and the test deletes the GPU node last of all.
         let node = format!("gpu-{ns}");
-        gpu_node(&env.client, &node).await;
+        let spare = format!("cpu-{ns}");
+        let agent = cluster::start_agent(
+            env.kubeconfig(),
+            &dir.join("pods"),
+            &[
+                &format!("{spare}:cpu=16,memory=64Gi"),
+                &format!("{node}:cpu=64,memory=512Gi,nvidia.com/gpu=8"),
+            ],
+        )
+        .expect("node agent");
+        cluster::nodes_usable(&env.client, 2)
+            .await
+            .expect("the agent's Nodes");
 
-        let dcgm = host_sim("dcgm");
         let exporter = format!("app=dcgm-exporter-{ns}");
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
         pods.create(
@@ -314,15 +315,14 @@ impl Prepared {
             &pod(
                 "dcgm-exporter",
                 serde_json::json!({"app": format!("dcgm-exporter-{ns}")}),
-                &node,
+                Some(&spare),
                 0,
             ),
         )
         .await
         .expect("exporter pod");
-        pod_running(&pods, "dcgm-exporter", &host_ip().to_string()).await;
-
-        let prometheus = Prometheus::start(dcgm.addr, &ns, "DCGM_FI_DEV_GPU_UTIL").await;
+        let dcgm = SocketAddr::new(ready(&pods, "dcgm-exporter").await, SIM_PORT);
+        let prometheus = Prometheus::start(dcgm, &ns, "DCGM_FI_DEV_GPU_UTIL").await;
 
         Api::<Deployment>::namespaced(env.client.clone(), &ns)
             .create(&PostParams::default(), &target(true))
@@ -331,7 +331,7 @@ impl Prepared {
         Api::<Canary>::namespaced(env.client.clone(), &ns)
             .create(
                 &PostParams::default(),
-                &canary(&prometheus.url, dcgm.addr.port(), &exporter),
+                &canary(&prometheus.url, dcgm.port(), &exporter),
             )
             .await
             .expect("canary");
@@ -339,8 +339,6 @@ impl Prepared {
         let proxy = stack::proxy(&env.client, &ns, 0).await;
         stack::proxy_service(&env.client, &ns, &[&proxy]).await;
 
-        let dir = std::env::temp_dir().join(format!("weir-preflight-{ns}"));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
         Prepared {
             env,
             node,
@@ -349,7 +347,25 @@ impl Prepared {
             dcgm,
             prometheus,
             dir,
+            _agent: agent,
         }
+    }
+
+    /// Waits until the target has rolled out and only its 2 current pods
+    /// are left (no terminating one still holds a GPU).
+    pub async fn target_settled(&self) {
+        cluster::rolled_out(&self.env.client, self.ns(), "chat-frontend", 2)
+            .await
+            .expect("the target rolled out");
+        let pods: Api<Pod> = Api::namespaced(self.env.client.clone(), self.ns());
+        until("only the target's 2 current pods", PATIENCE, || {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&ListParams::default().labels("app=chat")).await;
+                (list.ok()?.items.len() == 2).then_some(())
+            }
+        })
+        .await;
     }
 
     /// The namespace.
@@ -376,12 +392,12 @@ impl Prepared {
 
     /// [`Prepared::run_as`] the admin.
     pub fn run(&self) -> Report {
-        self.run_as(server().kubeconfig())
+        self.run_as(self.env.kubeconfig())
     }
 
     /// A copy of the admin kubeconfig, changed by `edit`.
     pub fn kubeconfig(&self, name: &str, edit: impl FnOnce(&mut Kubeconfig)) -> PathBuf {
-        kubeconfig(&self.dir.join(name), edit)
+        kubeconfig(self.env.kubeconfig(), &self.dir.join(name), edit)
     }
 
     /// Merges `patch` into Canary chat's spec.
@@ -408,7 +424,7 @@ impl Prepared {
         self.metrics(
             &self.prometheus.url,
             GPU_QUERY,
-            self.dcgm.addr.port(),
+            self.dcgm.port(),
             DCGM_METRIC,
         )
         .await;
@@ -491,33 +507,6 @@ pub fn closed_port() -> u16 {
 
 /// The host's own non-loopback address (EndpointSlices and pod IPs refuse
 /// loopback).
-pub fn host_ip() -> std::net::IpAddr {
-    std::net::IpAddr::V4(weir_envtest::host_ip().expect("a non-loopback address"))
-}
-
-/// A `weir sim` process on the host's address: the pod the test reports
-/// running there by hand (this API server has no kubelet).
-pub struct HostSim {
-    _proc: Proc,
-    /// Where it listens.
-    pub addr: SocketAddr,
-}
-
-/// Starts `weir sim --name NAME` on the host's address.
-pub fn host_sim(name: &str) -> HostSim {
-    let listen = format!("{}:0", host_ip());
-    let proc = common::spawn(
-        &format!("sim {name}"),
-        &["sim", "--listen", &listen, "--name", name, "--seed", "7"],
-    );
-    let addr = proc
-        .stderr
-        .wait_for(STARTUP, |t| {
-            common::between(t, " on http://", "/v1").map(String::from)
-        })
-        .unwrap_or_else(|| panic!("sim {name} did not start:\n{}", proc.stderr.text()));
-    HostSim {
-        _proc: proc,
-        addr: addr.parse().expect("the sim prints ip:port"),
-    }
+pub fn host_ip() -> IpAddr {
+    IpAddr::V4(weir_envtest::host_ip().expect("a non-loopback address"))
 }

@@ -441,15 +441,28 @@ impl TestEnv {
     /// controller then empties.
     pub async fn on_cluster(test: &str) -> TestEnv {
         async {
-            let server = control_plane();
-            let mut env = Self::try_new_on(server, test).await?;
-            env.on_cluster = true;
+            let env = Self::try_on_control_plane(test).await?;
             cluster::shared(&env.client).await?;
-            install_canary_crd(&env.client).await?;
             Ok::<_, Error>(env)
         }
         .await
         .unwrap_or_else(|e| panic!("setting up test {test} on the control plane: {e}"))
+    }
+
+    /// [`TestEnv::on_cluster`] without the binary's shared node agent: for
+    /// a test that starts an agent with Nodes of its own shape
+    /// ([`cluster::start_agent`]) and may stop it. Installs the Canary CRD.
+    pub async fn on_control_plane(test: &str) -> TestEnv {
+        Self::try_on_control_plane(test)
+            .await
+            .unwrap_or_else(|e| panic!("setting up test {test} on the control plane: {e}"))
+    }
+
+    async fn try_on_control_plane(test: &str) -> Result<TestEnv, Error> {
+        let mut env = Self::try_new_on(control_plane(), test).await?;
+        env.on_cluster = true;
+        install_canary_crd(&env.client).await?;
+        Ok(env)
     }
 
     async fn try_new(test: &str) -> Result<TestEnv, Error> {
