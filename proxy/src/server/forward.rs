@@ -9,9 +9,10 @@
 //! upstream), routes it (the pure
 //! [`crate::route::route`]), connects (failing over once to the other
 //! cohort), writes the request, forwards the response head, then loops
-//! read → meter → write on the same task. The meter reads each chunk in the
-//! upstream session's buffer; chunks that arrived together leave in one
-//! write to the client.
+//! read → meter → write on the same task. The upstream side is weir's own
+//! HTTP/1 client (`upstream.rs`) on pingora's connections; the meter reads
+//! each chunk in its read buffer, and chunks that arrived together leave in
+//! one write to the client.
 //!
 //! Each request is counted in [`Active`] from routing to its record, which
 //! is what a drain waits for.
@@ -24,20 +25,20 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::FutureExt;
 use http::header;
+use pingora::ErrorType;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::TransportConnector;
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::http::v1::client::HttpSession as Upstream;
 use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer as _};
-use pingora::{Error, ErrorType, RetryType};
 use tokio::io::AsyncReadExt as _;
 
 use super::headers;
 use super::kept::{Kept, Taken};
+use super::upstream::{Upstream, UpstreamError};
 use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Draws};
 use crate::balance::EndpointGuard;
 use crate::config::Timeouts;
@@ -252,10 +253,7 @@ impl Forwarder {
             };
             let authority = x.serving().upstream.authority();
             let answered = match send(session, &mut upstream, authority, ahead, replay).await {
-                Ok(()) => upstream
-                    .read_resp_header_parts()
-                    .await
-                    .map_err(Failed::Upstream),
+                Ok(()) => upstream.read_head().await.map_err(Failed::Upstream),
                 Err(failed) => Err(failed),
             };
             match answered {
@@ -263,14 +261,13 @@ impl Forwarder {
                 // A pooled connection the upstream had closed: writing into
                 // it may still succeed (the kernel takes the bytes), so the
                 // close shows as an EOF or reset while waiting for the
-                // response head (pingora marks both "retry if reused"). No
-                // response came, so the request goes again on a new
-                // connection (once, and only with its whole body kept for
-                // the replay), as nginx does for a cached keep-alive
-                // connection. A timeout is not retried: the upstream may
-                // still be working on the request.
-                Err(Failed::Upstream(e))
-                    if reused && !replay && retryable(&e) && !session.retry_buffer_truncated() =>
+                // response head, or as a failed write. No response came, so
+                // the request goes again on a new connection (once, and only
+                // with its whole body kept for the replay), as nginx does
+                // for a cached keep-alive connection. A timeout is not
+                // retried: the upstream may still be working on the request.
+                Err(Failed::Upstream(UpstreamError::ClosedEarly | UpstreamError::Write(_)))
+                    if reused && !replay && !session.retry_buffer_truncated() =>
                 {
                     replay = true;
                 }
@@ -303,14 +300,8 @@ impl Forwarder {
     /// Gives an upstream connection whose response ended cleanly back for
     /// reuse: to the client connection's kept ones when it has them, else
     /// (and for what they push out) to the shared pool.
-    async fn release(
-        &self,
-        mut upstream: Upstream,
-        peer: &HttpPeer,
-        kept: Option<&mut KeptUpstreams>,
-    ) {
-        upstream.respect_keepalive();
-        let Some(stream) = upstream.reuse().await else {
+    async fn release(&self, upstream: Upstream, peer: &HttpPeer, kept: Option<&mut KeptUpstreams>) {
+        let Some(stream) = upstream.into_reusable() else {
             return;
         };
         let key = peer.reuse_hash();
@@ -363,8 +354,7 @@ impl Forwarder {
                     };
                     match stream {
                         Ok((stream, reused)) => {
-                            let mut upstream = Upstream::new_with_options(stream, &peer);
-                            upstream.read_timeout = Some(self.timeouts.read);
+                            let upstream = Upstream::new(stream, self.timeouts.read);
                             x.endpoint = guard;
                             return Ok((upstream, reused, peer));
                         }
@@ -410,16 +400,13 @@ async fn failed_early(session: &mut ServerSession, x: &Exchange, failed: Failed)
     let (end, status, message) = match failed {
         Failed::Client => return Ended::broken(End::ClientAbort),
         Failed::Refused(refused) => (End::UpstreamReset, 400, refused.to_string()),
-        Failed::Upstream(e) if is_timeout(&e) => (
-            End::Timeout,
-            504,
-            "the upstream did not answer in time".to_string(),
-        ),
-        Failed::Upstream(_) => (
+        Failed::Upstream(UpstreamError::Target) => (
             End::UpstreamReset,
-            502,
-            "the upstream closed the connection".to_string(),
+            400,
+            "the request target cannot be forwarded".to_string(),
         ),
+        Failed::Upstream(e @ UpstreamError::Timeout) => (End::Timeout, 504, e.to_string()),
+        Failed::Upstream(e) => (End::UpstreamReset, 502, e.to_string()),
     };
     let _ = respond(session, status, &message, Some(x.serving().cohort.as_str())).await;
     Ended::broken(end)
@@ -432,7 +419,7 @@ enum Failed {
     /// The request cannot be forwarded as it is.
     Refused(headers::Refused),
     /// The upstream's side failed.
-    Upstream(Box<Error>),
+    Upstream(UpstreamError),
 }
 
 /// Request bodies are read up to this many bytes before the request is
@@ -515,35 +502,30 @@ async fn send(
     let has_body = !session.is_body_empty();
     let request = headers::upstream_request(session.req_header(), authority, has_body)
         .map_err(Failed::Refused)?;
-    upstream
-        .write_request_header(Box::new(request))
-        .await
-        .map_err(Failed::Upstream)?;
+    upstream.queue_head(&request).map_err(Failed::Upstream)?;
     if has_body {
         if replay && let Some(body) = session.get_retry_buffer() {
-            upstream.write_body(&body).await.map_err(Failed::Upstream)?;
+            upstream.queue_body(&body);
         } else {
             for chunk in &ahead.chunks {
-                upstream.write_body(chunk).await.map_err(Failed::Upstream)?;
+                upstream.queue_body(chunk);
             }
         }
-        // The rest of a body longer than what was read ahead.
+        // The rest of a body longer than what was read ahead, written as
+        // it arrives.
         if !ahead.done {
             loop {
+                upstream.flush().await.map_err(Failed::Upstream)?;
                 match session.read_request_body().await {
-                    Ok(Some(chunk)) => {
-                        upstream
-                            .write_body(&chunk)
-                            .await
-                            .map_err(Failed::Upstream)?;
-                    }
+                    Ok(Some(chunk)) => upstream.queue_body(&chunk),
                     Ok(None) => break,
                     Err(_) => return Err(Failed::Client),
                 }
             }
         }
     }
-    upstream.finish_body().await.map_err(Failed::Upstream)?;
+    upstream.queue_end();
+    upstream.flush().await.map_err(Failed::Upstream)?;
     Ok(())
 }
 
@@ -579,7 +561,7 @@ async fn stream_body(
         // or its stream reset (HTTP/2) while the upstream is quiet.
         let read = tokio::select! {
             biased;
-            read = upstream.read_body_ref() => read,
+            read = upstream.read_body() => read,
             gone = session.read_body_or_idle(true) => {
                 let _ = gone;
                 return Ended::broken(End::ClientAbort);
@@ -605,7 +587,7 @@ async fn stream_body(
             Err(e) => return Ended::broken(upstream_failure(&e)),
         }
         while batch.len() < BATCH {
-            match upstream.read_body_ref().now_or_never() {
+            match upstream.read_body().now_or_never() {
                 Some(Ok(Some(chunk))) => {
                     meter.on_body_chunk(chunk, now);
                     batch.extend_from_slice(chunk);
@@ -659,11 +641,10 @@ fn still_open(stream: &mut Stream) -> bool {
 }
 
 /// How a failed upstream read ends the request.
-fn upstream_failure(e: &Error) -> End {
-    if is_timeout(e) {
-        End::Timeout
-    } else {
-        End::UpstreamReset
+fn upstream_failure(e: &UpstreamError) -> End {
+    match e {
+        UpstreamError::Timeout => End::Timeout,
+        _ => End::UpstreamReset,
     }
 }
 
@@ -678,22 +659,6 @@ async fn target(backend: &Backend, draws: &Draws) -> Option<(SocketAddr, Option<
         None => super::resolve(backend.upstream.authority())
             .await
             .map(|addr| (addr, None)),
-    }
-}
-
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
-/// Whether an error on a pooled connection means the upstream had closed it
-/// before our request (pingora marks those "retry if reused").
-fn retryable(e: &Error) -> bool {
-    match e.retry {
-        RetryType::ReusedOnly => true,
-        RetryType::Decided(retry) => retry,
     }
 }
 

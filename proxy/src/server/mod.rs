@@ -13,9 +13,11 @@
 //! finishes, where pingora's `Server` sleeps for the whole grace period.
 
 mod forward;
+mod framing;
 pub mod headers;
 mod kept;
 mod protocols;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
