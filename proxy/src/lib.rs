@@ -37,10 +37,13 @@
 //!    handle.
 //! 3. Send the request ([`server::headers::upstream_request`]); a pooled
 //!    connection the upstream closed under it (EOF or reset before the
-//!    response head) sends it once more on a new one. The response head: `meter.on_response(status, content_type, now)`, forwarded with
+//!    response head) sends it once more on a new one. The response head
+//!    ([`server::framing::parse_head`], weir's own HTTP/1 client):
+//!    `meter.on_response(status, content_type, now)`, forwarded with
 //!    [`COHORT_HEADER`] naming the cohort
-//!    ([`server::headers::downstream_response`]). Each body chunk:
-//!    `meter.on_body_chunk(chunk, now)`, then written to the client.
+//!    ([`server::headers::downstream_response`]). Each body chunk, decoded
+//!    in place ([`server::framing::Body`]): `meter.on_body_chunk(chunk,
+//!    now)`, then written to the client.
 //! 4. `handle.record(&meter.finish(end, now))`, drop the guards; a pooled
 //!    upstream connection goes back to the pool when the response ended
 //!    cleanly.

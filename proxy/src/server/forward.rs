@@ -400,11 +400,6 @@ async fn failed_early(session: &mut ServerSession, x: &Exchange, failed: Failed)
     let (end, status, message) = match failed {
         Failed::Client => return Ended::broken(End::ClientAbort),
         Failed::Refused(refused) => (End::UpstreamReset, 400, refused.to_string()),
-        Failed::Upstream(UpstreamError::Target) => (
-            End::UpstreamReset,
-            400,
-            "the request target cannot be forwarded".to_string(),
-        ),
         Failed::Upstream(e @ UpstreamError::Timeout) => (End::Timeout, 504, e.to_string()),
         Failed::Upstream(e) => (End::UpstreamReset, 502, e.to_string()),
     };
@@ -500,9 +495,12 @@ async fn send(
     replay: bool,
 ) -> Result<(), Failed> {
     let has_body = !session.is_body_empty();
-    let request = headers::upstream_request(session.req_header(), authority, has_body)
+    let request = session.req_header();
+    upstream
+        .queue_head(&request.method, |out| {
+            headers::upstream_request(request, authority, has_body, out)
+        })
         .map_err(Failed::Refused)?;
-    upstream.queue_head(&request).map_err(Failed::Upstream)?;
     if has_body {
         if replay && let Some(body) = session.get_retry_buffer() {
             upstream.queue_body(&body);

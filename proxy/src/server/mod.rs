@@ -13,7 +13,7 @@
 //! finishes, where pingora's `Server` sleeps for the whole grace period.
 
 mod forward;
-mod framing;
+pub mod framing;
 pub mod headers;
 mod kept;
 mod protocols;

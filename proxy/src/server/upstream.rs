@@ -14,9 +14,8 @@
 use std::time::Duration;
 
 use http::Method;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
-use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::framing::{self, Body, Decoded, Framing, Malformed};
@@ -42,10 +41,6 @@ pub(super) enum UpstreamError {
     /// The response cannot be read.
     #[error("{0}")]
     Malformed(#[from] Malformed),
-    /// The request cannot be written as HTTP/1 (a forbidden byte in its
-    /// target).
-    #[error("the request target cannot be sent upstream")]
-    Target,
     /// Writing the request failed.
     #[error("writing to the upstream failed: {0}")]
     Write(std::io::ErrorKind),
@@ -98,17 +93,17 @@ impl Upstream {
         }
     }
 
-    /// Queues the request head; its body goes chunked when it says
-    /// `Transfer-Encoding: chunked`.
-    pub(super) fn queue_head(&mut self, request: &RequestHeader) -> Result<(), UpstreamError> {
-        let wire = http_req_header_to_wire(request).ok_or(UpstreamError::Target)?;
-        self.method = request.method.clone();
-        self.chunked = request
-            .headers
-            .get(http::header::TRANSFER_ENCODING)
-            .is_some();
+    /// Queues the head of a request of `method` that `write` puts on the
+    /// wire (`headers::upstream_request`); it returns whether the body goes
+    /// chunked.
+    pub(super) fn queue_head<E>(
+        &mut self,
+        method: &Method,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<bool, E>,
+    ) -> Result<(), E> {
         self.out.clear();
-        self.out.extend_from_slice(&wire);
+        self.method = method.clone();
+        self.chunked = write(&mut self.out)?;
         Ok(())
     }
 
