@@ -161,7 +161,9 @@ impl Forwarder {
             return None;
         }
         let persistent = HttpPersistentSettings::for_session(&session);
-        let reusable = session.finish().await.ok().flatten()?;
+        // pingora's `finish` future is larger than everything else this
+        // future holds while a stream is open: boxed, only for its moment.
+        let reusable = Box::pin(session.finish()).await.ok().flatten()?;
         Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))
     }
 }
@@ -239,12 +241,15 @@ impl Forwarder {
         mut kept: Option<&mut KeptUpstreams>,
     ) -> Ended {
         let mut replay = false;
-        let (mut upstream, peer, head) = loop {
-            let (mut upstream, reused, peer) = match self.connect(x, &mut kept).await {
+        // What an open stream's future holds is its largest state: the
+        // paths that end a request early are boxed, so only a request that
+        // takes one pays for its state.
+        let (mut upstream, key, head) = loop {
+            let (mut upstream, reused, key) = match self.connect(x, &mut kept).await {
                 Ok(connected) => connected,
                 Err(why) => {
                     let cohort = x.serving().cohort.as_str();
-                    let reusable = respond(session, 502, &why, Some(cohort)).await;
+                    let reusable = Box::pin(respond(session, 502, &why, Some(cohort))).await;
                     return Ended {
                         end: End::ConnectError,
                         reusable,
@@ -257,7 +262,7 @@ impl Forwarder {
                 Err(failed) => Err(failed),
             };
             match answered {
-                Ok(head) => break (upstream, peer, head),
+                Ok(head) => break (upstream, key, head),
                 // A pooled connection the upstream had closed: writing into
                 // it may still succeed (the kernel takes the bytes), so the
                 // close shows as an EOF or reset while waiting for the
@@ -271,7 +276,7 @@ impl Forwarder {
                 {
                     replay = true;
                 }
-                Err(failed) => return failed_early(session, x, failed).await,
+                Err(failed) => return Box::pin(failed_early(session, x, failed)).await,
             }
         };
         let now = Instant::now();
@@ -292,7 +297,7 @@ impl Forwarder {
         }
         let ended = stream_body(session, &mut upstream, &mut x.meter).await;
         if ended.end == End::Complete {
-            self.release(upstream, &peer, kept).await;
+            self.release(upstream, key, kept);
         }
         ended
     }
@@ -300,11 +305,10 @@ impl Forwarder {
     /// Gives an upstream connection whose response ended cleanly back for
     /// reuse: to the client connection's kept ones when it has them, else
     /// (and for what they push out) to the shared pool.
-    async fn release(&self, upstream: Upstream, peer: &HttpPeer, kept: Option<&mut KeptUpstreams>) {
+    fn release(&self, upstream: Upstream, key: u64, kept: Option<&mut KeptUpstreams>) {
         let Some(stream) = upstream.into_reusable() else {
             return;
         };
-        let key = peer.reuse_hash();
         let spilled = match kept {
             Some(kept) => kept.put(key, stream, Instant::now()),
             None => Some((key, stream)),
@@ -336,27 +340,32 @@ impl Forwarder {
 
     /// An upstream session for the serving backend: one of its ready
     /// endpoints (or its URL's address), moving once to the fallback cohort
-    /// when none is ready or the connection fails. The error text says what
+    /// when none is ready or the connection fails; with whether the
+    /// connection was reused, and its pool key. The error text says what
     /// could not be reached.
     async fn connect(
         &self,
         x: &mut Exchange,
         kept: &mut Option<&mut KeptUpstreams>,
-    ) -> Result<(Upstream, bool, HttpPeer), String> {
+    ) -> Result<(Upstream, bool, u64), String> {
         loop {
             let backend = x.serving();
             let why = match target(backend, &self.draws).await {
                 Some((addr, guard)) => {
                     let peer = self.peer(addr, &backend.upstream);
+                    // pingora's connect future holds a TLS handshake's
+                    // state (8 KiB): boxed, it is on the heap only while a
+                    // connection is made, instead of in every open
+                    // request's future.
                     let stream = match self.take_kept(kept, &peer) {
                         Some(stream) => Ok((stream, true)),
-                        None => self.connector.get_stream(&peer).await,
+                        None => Box::pin(self.connector.get_stream(&peer)).await,
                     };
                     match stream {
                         Ok((stream, reused)) => {
                             let upstream = Upstream::new(stream, self.timeouts.read);
                             x.endpoint = guard;
-                            return Ok((upstream, reused, peer));
+                            return Ok((upstream, reused, peer.reuse_hash()));
                         }
                         Err(e) => format!(
                             "cannot connect to {}: {}",
@@ -689,4 +698,38 @@ async fn respond(
             .await
             .is_ok()
         && session.write_response_body(body, true).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::RouteTable;
+
+    /// Every open stream holds its connection's request future at its
+    /// largest state's size, so a large future on a cold path (pingora's
+    /// TLS connect, 8 KiB; its keep-alive `finish`, 3.7 KiB) costs every
+    /// stream. Those are boxed; this keeps them so (14 KiB unboxed, 3.7 KiB
+    /// boxed in the test profile).
+    #[tokio::test]
+    async fn a_requests_future_stays_small() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(client));
+        let forwarder = Forwarder {
+            table: Arc::new(ArcSwap::from_pointee(
+                RouteTable::new(Vec::new(), false, 0).expect("an empty table"),
+            )),
+            observations: Arc::new(Observations::new("size".to_string())),
+            timeouts: Timeouts::default(),
+            active: Arc::default(),
+            draws: Draws::Random,
+            connector: TransportConnector::new(None),
+        };
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let request = forwarder.process(ServerSession::new_http1(stream), &shutdown, None);
+        let size = size_of_val(&request);
+        assert!(size < 5 * 1024, "a request's future takes {size} bytes");
+    }
 }
