@@ -136,7 +136,12 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
             .map_err(|_| Malformed::Head)?;
     }
     let (framing, definite) = framing(&header, method)?;
-    let keep_alive = definite && framing != Framing::UntilClose && keeps_alive(&header);
+    // After a 101 the connection speaks another protocol: never reused
+    // (weir sends no `Upgrade`, so only a misbehaving upstream sends one).
+    let keep_alive = definite
+        && framing != Framing::UntilClose
+        && header.status != StatusCode::SWITCHING_PROTOCOLS
+        && keeps_alive(&header);
     Ok(Some(Head {
         header,
         len,
@@ -452,6 +457,8 @@ mod tests {
         assert_eq!((h.framing, h.keep_alive), (Framing::Empty, true));
         let h = head("HTTP/1.1 100 Continue\r\n\r\n");
         assert!(h.is_interim());
+        let h = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+        assert!(!h.is_interim() && !h.keep_alive);
         let h = parse_head(
             b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
             &Method::HEAD,
