@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -396,9 +396,10 @@ impl Forwarder {
             tls_name.is_some(),
             tls_name.unwrap_or_default().to_string(),
         );
+        // Only the connect timeout is the connector's: weir's own client
+        // applies the read timeout, and pooled connections get the idle
+        // timeout where they are released.
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(self.timeouts.read);
-        peer.options.idle_timeout = Some(self.timeouts.idle);
         peer
     }
 }
@@ -559,9 +560,9 @@ async fn stream_body(
     // timer per read (registering one cost about a tenth of an event's
     // instructions): each read only notes the time, and the timer, set
     // once, moves the deadline on when it fires after a read came.
-    let read_timeout = upstream.read_timeout.take();
+    let read_timeout = upstream.read_timeout();
     let mut last_read = Instant::now();
-    let deadline = tokio::time::sleep(read_timeout.unwrap_or(Duration::MAX / 4));
+    let deadline = tokio::time::sleep(read_timeout);
     tokio::pin!(deadline);
     while upstream_ended.is_none() {
         // The client going away shows as its connection closing (HTTP/1)
@@ -573,8 +574,8 @@ async fn stream_body(
                 let _ = gone;
                 return Ended::broken(End::ClientAbort);
             }
-            () = &mut deadline, if read_timeout.is_some() => {
-                let due = last_read + read_timeout.unwrap_or_default();
+            () = &mut deadline => {
+                let due = last_read + read_timeout;
                 if Instant::now() >= due {
                     return Ended::broken(End::Timeout);
                 }

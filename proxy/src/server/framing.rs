@@ -22,6 +22,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 
+use super::headers;
+
 /// Most fields a response head may carry.
 const MAX_HEADERS: usize = 128;
 /// Longest response head.
@@ -153,28 +155,13 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
 /// The body's framing (RFC 9112 §6.3), and whether it is unambiguous
 /// (false when `Transfer-Encoding` and `Content-Length` both came).
 fn framing(header: &ResponseHeader, method: &Method) -> Result<(Framing, bool), Malformed> {
-    let status = header.status;
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if !headers::has_body(method, header.status) {
         return Ok((Framing::Empty, true));
     }
     let lengths = header.headers.get_all(header::CONTENT_LENGTH);
-    let mut codings = header
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .peekable();
-    if codings.peek().is_some() {
-        let chunked = codings
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+    if header.headers.contains_key(header::TRANSFER_ENCODING) {
         let definite = lengths.iter().next().is_none() && header.version == Version::HTTP_11;
-        let framing = if chunked {
+        let framing = if headers::is_chunked(&header.headers) {
             Framing::Chunked
         } else {
             Framing::UntilClose

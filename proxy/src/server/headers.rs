@@ -180,7 +180,7 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Whether a response to `method` with `status` has a body (RFC 9112
 /// §6.3: never for HEAD, 1xx, 204 and 304).
-fn has_body(method: &Method, status: StatusCode) -> bool {
+pub(super) fn has_body(method: &Method, status: StatusCode) -> bool {
     method != Method::HEAD
         && !status.is_informational()
         && status != StatusCode::NO_CONTENT
@@ -215,7 +215,9 @@ pub fn downstream_response(
     response
 }
 
-fn is_chunked(headers: &HeaderMap) -> bool {
+/// Whether `headers` frame the body chunked: the last transfer coding is
+/// `chunked` (RFC 9112 §6.3).
+pub(super) fn is_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()

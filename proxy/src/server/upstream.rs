@@ -11,6 +11,7 @@
 //!
 //! The request head and the body read ahead of it leave in one write.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use http::Method;
@@ -68,8 +69,9 @@ pub(super) struct Upstream {
     answered: bool,
     body: Body,
     keep_alive: bool,
-    /// For the response head, and for the body as `stream_body` applies it.
-    pub(super) read_timeout: Option<Duration>,
+    /// For the response head here, and between body reads as the caller
+    /// applies it ([`Upstream::read_timeout`]).
+    read_timeout: Duration,
 }
 
 impl Upstream {
@@ -89,7 +91,7 @@ impl Upstream {
             answered: false,
             body: Body::new(Framing::Empty),
             keep_alive: false,
-            read_timeout: Some(read_timeout),
+            read_timeout,
         }
     }
 
@@ -113,8 +115,8 @@ impl Upstream {
             return;
         }
         if self.chunked {
-            self.out
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Writing to a Vec cannot fail.
+            let _ = write!(self.out, "{:x}\r\n", data.len());
             self.out.extend_from_slice(data);
             self.out.extend_from_slice(b"\r\n");
         } else {
@@ -143,12 +145,14 @@ impl Upstream {
     /// Reads the response head (interim 1xx responses skipped), within the
     /// read timeout.
     pub(super) async fn read_head(&mut self) -> Result<Box<ResponseHeader>, UpstreamError> {
-        match self.read_timeout {
-            Some(limit) => tokio::time::timeout(limit, self.read_head_now())
-                .await
-                .map_err(|_| UpstreamError::Timeout)?,
-            None => self.read_head_now().await,
-        }
+        tokio::time::timeout(self.read_timeout, self.read_head_now())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    /// The longest the upstream may stay silent.
+    pub(super) fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     async fn read_head_now(&mut self) -> Result<Box<ResponseHeader>, UpstreamError> {
