@@ -777,8 +777,8 @@ fn hostile_requests_get_4xx_or_a_closed_connection_and_the_proxy_lives_on() {
         let got = answer(proxy.listen, &bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(got, Answer::Status(404), "{what}");
     }
-    // A 64 KiB header is within pingora's 1 MiB limit: a legal request,
-    // proxied like any other, and answered in full.
+    // A 64 KiB header is within the proxy's 128 KiB limit on a request
+    // head: a legal request, proxied like any other, and answered in full.
     let got = answer(proxy.listen, &header("x-big", 64 << 10)).expect("64 KiB header");
     assert_eq!(got, Answer::Status(200), "64 KiB header");
 

@@ -399,6 +399,106 @@ async fn a_streamed_token_reaches_the_client_while_the_upstream_holds_the_next()
     );
 }
 
+/// A client may send its next request while the response to the last one
+/// still streams (pipelining): the proxy keeps those bytes, forwards
+/// nothing of them meanwhile, and serves the request once the response has
+/// ended, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_while_a_response_streams_is_served_after_it() {
+    let (open, gate) = tokio::sync::oneshot::channel();
+    let streaming = gated_stream(gate).await;
+    let up = Recorder::start().await;
+    // The second request asks for the canary (weight 0) by the override
+    // header, so it reaches the recorder and not the gated upstream.
+    let yaml = format!(
+        "listen: 127.0.0.1:1\n\
+         admin: 127.0.0.1:2\n\
+         overrideHeader: true\n\
+         routes:\n\
+         \x20 - name: chat\n\
+         \x20   backends:\n\
+         \x20     - {{cohort: stable, url: http://{streaming}, weight: 100}}\n\
+         \x20     - {{cohort: canary, url: http://{}, weight: 0}}\n",
+        up.addr
+    );
+    let table = weir_proxy::config::file::parse(&yaml)
+        .expect("valid config")
+        .table;
+    let source = std::sync::Arc::new(weir_proxy::MemorySource::new(table, true));
+    let proxy = common::start_proxy_with(source, |_| {}).await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let first = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: chat\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(first.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_until(&mut conn, &mut got, "\"first\""),
+    )
+    .await
+    .expect("the first token arrives");
+    // Sent in two pieces, the second one while the stream is open.
+    let second = "GET /v1/models HTTP/1.1\r\nhost: chat\r\nx-weir-cohort: canary\r\n\r\n";
+    let (start, end) = second.split_at(20);
+    conn.write_all(start.as_bytes()).await.expect("write");
+    conn.write_all(end.as_bytes()).await.expect("write");
+    assert!(up.heads().is_empty(), "forwarded before its turn");
+    open.send(()).expect("the upstream waits at the gate");
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_until(&mut conn, &mut got, "\r\n\r\nok"),
+    )
+    .await
+    .expect("the second request is answered on the same connection");
+    let all = String::from_utf8_lossy(&got);
+    let done = all.find("data: [DONE]").expect("the stream ended");
+    let second_answer = all.rfind("HTTP/1.1 200").expect("a second answer");
+    assert!(done < second_answer, "answers out of order: {all}");
+    assert_eq!(all.matches("HTTP/1.1 200").count(), 2, "{all}");
+    let heads = up.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].starts_with("get /v1/models"), "{heads:?}");
+}
+
+/// A request head that arrives in many small pieces, longer than what the
+/// proxy parses after every read, is served once its blank line comes (and
+/// not before: its fields all reach the upstream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_head_arriving_in_small_pieces_is_served_whole() {
+    let up = Recorder::start().await;
+    let proxy = proxy_to(up.addr, up.addr).await;
+    let filler = "f".repeat(6000);
+    let request =
+        format!("GET /v1/models HTTP/1.1\r\nhost: a\r\nx-filler: {filler}\r\nx-last: here\r\n\r\n");
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    // Pieces of 97 bytes put the blank line's CR LF CR LF across a piece
+    // boundary on the way.
+    for piece in request.as_bytes().chunks(97) {
+        conn.write_all(piece).await.expect("write");
+        conn.flush().await.expect("flush");
+    }
+    let mut got = Vec::new();
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_until(&mut conn, &mut got, "\r\n\r\nok"),
+    )
+    .await
+    .expect("answered");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let heads = up.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].contains("x-last: here"),
+        "{:?}",
+        &heads[0][..200.min(heads[0].len())]
+    );
+    assert!(heads[0].contains(&filler));
+}
+
 /// The read timeout bounds the silence between two reads of the upstream,
 /// not the stream: a stream that goes quiet for longer is cut and recorded
 /// as a timeout, against its cohort.

@@ -3,6 +3,7 @@
 //! An [`Upstream`] is parsed and normalized once, when a table is built, so
 //! the per-request path only copies a ready `host:port`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use weir_core::{Cohort, Weight};
@@ -18,6 +19,9 @@ pub struct Upstream {
     url: String,
     /// `host:port`, ready for a connector (DNS names are resolved there).
     authority: String,
+    /// The authority as an address, when its host is an IP literal: parsed
+    /// once here, not on every request.
+    addr: Option<SocketAddr>,
     /// The host the upstream's certificate must name (and the SNI sent):
     /// `Some` for an `https` upstream.
     tls_name: Option<String>,
@@ -60,6 +64,7 @@ impl Upstream {
         let authority = format!("{host}:{port}");
         Ok(Upstream {
             url: format!("{}://{authority}", url.scheme()),
+            addr: authority.parse().ok(),
             authority,
             // A certificate names an IPv6 address without brackets.
             tls_name: tls.then(|| {
@@ -83,6 +88,12 @@ impl Upstream {
     /// `host:port` (IPv6 hosts in brackets), for the upstream connector.
     pub fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// The address to connect to when the host is an IP literal; `None` for
+    /// a name, which is resolved when connecting.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
     }
 }
 

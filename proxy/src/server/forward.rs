@@ -19,23 +19,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use futures::FutureExt;
-use http::header;
-use pingora::ErrorType;
-use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
+use http::{StatusCode, header};
+use pingora::apps::ReusedHttpStream;
 use pingora::connectors::TransportConnector;
-use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::http::v1::common::is_expect_continue_req;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer as _};
 use tokio::io::AsyncReadExt as _;
 
+use super::client::Client;
+use super::deadline::Deadline;
+use super::downstream::{BodyFailed, Http1, Read};
 use super::headers;
 use super::kept::{Kept, Taken};
 use super::upstream::{Upstream, UpstreamError};
@@ -44,7 +43,7 @@ use crate::balance::EndpointGuard;
 use crate::config::Timeouts;
 use crate::meter::{End, Meter};
 use crate::observe::{CohortHandle, InflightGuard, Observations};
-use crate::route::{Backend, COHORT_HEADER, Decision, RequestInfo, RouteTable, route};
+use crate::route::{Backend, Decision, RequestInfo, RouteTable, route};
 
 /// The proxy's request handler, one per listener, shared by its tasks.
 pub(super) struct Forwarder {
@@ -121,50 +120,73 @@ impl Ended {
 }
 
 impl Forwarder {
-    /// Serves one request of a connection (HTTP/1) or one stream (HTTP/2);
-    /// returns the connection when it can take the next request. `kept`
-    /// holds an HTTP/1 connection's upstream connections between requests.
-    pub(super) async fn process(
+    /// Serves an HTTP/1 connection's requests, one after another (a
+    /// pipelined one after the one before it), until it closes, fails, is
+    /// idle past the request-head deadline or the service drains; then
+    /// gives the upstream connections it kept to the shared pool.
+    pub(super) async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut connection = Http1::new(stream, self.timeouts.read);
+        let mut kept = KeptUpstreams::default();
+        let mut deadline = Deadline::new(self.timeouts.header);
+        // Registered once for the connection, not once per request.
+        let mut closing = shutdown.clone();
+        let drain = draining(&mut closing);
+        tokio::pin!(drain);
+        loop {
+            // The deadline covers a kept-alive connection's wait for its
+            // next request too, and the whole head, not each read, so a
+            // client trickling a byte a second is cut as well.
+            deadline.set(Instant::now(), self.timeouts.header);
+            let read = tokio::select! {
+                biased;
+                read = connection.read_request() => read,
+                () = &mut drain => break,
+                () = deadline.passed() => break,
+            };
+            match read {
+                Read::Request => {}
+                Read::Closed => break,
+                Read::Bad(bad) => {
+                    let mut client = Client::H1(&mut connection);
+                    client.respond(bad.status(), &bad.to_string(), None).await;
+                    break;
+                }
+            }
+            let mut client = Client::H1(&mut connection);
+            if *shutdown.borrow() {
+                client.close_after();
+            }
+            if !self
+                .serve(&mut client, Some(&mut kept), &mut deadline)
+                .await
+            {
+                break;
+            }
+        }
+        self.release_kept(&mut kept);
+    }
+
+    /// Serves one HTTP/2 stream.
+    pub(super) async fn serve_h2(
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-        kept: Option<&mut KeptUpstreams>,
     ) -> Option<ReusedHttpStream> {
-        if let ServerSession::H1(h1) = &mut session {
-            // A second request in the same packet is kept for the next
-            // round instead of dropped with the connection.
-            h1.set_pipelining_enabled(true);
-        }
         let mut closing = shutdown.clone();
         let read = tokio::select! {
             biased;
             read = tokio::time::timeout(self.timeouts.header, session.read_request()) => read,
             () = draining(&mut closing) => return None,
         };
-        match read {
-            Ok(Ok(true)) => {}
-            // The client closed a kept-alive connection, or took longer
-            // than the deadline to send a request head.
-            Ok(Ok(false)) | Err(_) => return None,
-            Ok(Err(e)) => {
-                if e.etype() == &ErrorType::InvalidHTTPHeader {
-                    let _ = session.respond_error(400).await;
-                }
-                session.shutdown().await;
-                return None;
-            }
-        }
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
-        }
-        if !self.serve(&mut session, kept).await {
+        if !matches!(read, Ok(Ok(true))) {
             return None;
         }
-        let persistent = HttpPersistentSettings::for_session(&session);
-        // pingora's `finish` future is larger than everything else this
-        // future holds while a stream is open: boxed, only for its moment.
-        let reusable = Box::pin(session.finish()).await.ok().flatten()?;
-        Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))
+        let mut deadline = Deadline::new(self.timeouts.read);
+        self.serve(&mut Client::H2(&mut session), None, &mut deadline)
+            .await;
+        // An HTTP/2 stream is not reused: pingora's `finish` only ends it.
+        let _ = Box::pin(session.finish()).await;
+        None
     }
 }
 
@@ -179,30 +201,37 @@ pub(super) async fn draining(watch: &mut ShutdownWatch) {
 
 impl Forwarder {
     /// Serves one request; returns whether the client's connection can take
-    /// the next one.
-    async fn serve(&self, session: &mut ServerSession, kept: Option<&mut KeptUpstreams>) -> bool {
+    /// the next one. `kept` holds an HTTP/1 connection's upstream
+    /// connections between its requests; `deadline` is the connection's
+    /// (or the stream's).
+    pub(super) async fn serve(
+        &self,
+        client: &mut Client<'_>,
+        kept: Option<&mut KeptUpstreams>,
+        deadline: &mut Deadline,
+    ) -> bool {
         let started = Instant::now();
-        let raw_head = match session {
-            ServerSession::H1(h1) => Some(h1.get_headers_raw_bytes()),
-            _ => None,
-        };
-        if let Err(refused) = headers::check(session.req_header(), raw_head.as_deref()) {
-            session.set_keepalive(None);
-            return respond(session, 400, &refused.to_string(), None).await;
+        if let Err(refused) = headers::check(client.request()) {
+            client.close_after();
+            return client
+                .respond(StatusCode::BAD_REQUEST, &refused.to_string(), None)
+                .await;
         }
-        let ahead = match read_ahead(session).await {
+        let ahead = match read_ahead(client).await {
             Ok(ahead) => ahead,
             Err(BodyFailed::Malformed(what)) => {
                 // The framing is lost: nothing after this on the connection
                 // can be trusted to be a request.
-                session.set_keepalive(None);
+                client.close_after();
                 let message = format!("the request body is malformed: {what}");
-                return respond(session, 400, &message, None).await;
+                return client
+                    .respond(StatusCode::BAD_REQUEST, &message, None)
+                    .await;
             }
             Err(BodyFailed::Gone) => return false,
         };
         let decided = {
-            let req = session.req_header();
+            let req = client.request();
             let host = req
                 .headers
                 .get(header::HOST)
@@ -213,7 +242,11 @@ impl Forwarder {
         };
         let decision = match decided {
             Ok(decision) => decision,
-            Err(e) => return respond(session, 404, &e.to_string(), None).await,
+            Err(e) => {
+                return client
+                    .respond(StatusCode::NOT_FOUND, &e.to_string(), None)
+                    .await;
+            }
         };
         let _active = ActiveGuard::enter(&self.active);
         let handle = self.observations.cohort(&decision.key());
@@ -226,7 +259,9 @@ impl Forwarder {
             meter: Meter::new(started),
             endpoint: None,
         };
-        let ended = self.exchange(session, &mut exchange, &ahead, kept).await;
+        let ended = self
+            .exchange(client, &mut exchange, ahead, kept, deadline)
+            .await;
         let Exchange { handle, meter, .. } = exchange;
         handle.record(&meter.finish(ended.end, Instant::now()));
         ended.reusable
@@ -235,10 +270,11 @@ impl Forwarder {
     /// Connects, sends the request and streams the response back.
     async fn exchange(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         x: &mut Exchange,
-        ahead: &Ahead,
+        ahead: Ahead,
         mut kept: Option<&mut KeptUpstreams>,
+        deadline: &mut Deadline,
     ) -> Ended {
         let mut replay = false;
         // What an open stream's future holds is its largest state: the
@@ -249,7 +285,8 @@ impl Forwarder {
                 Ok(connected) => connected,
                 Err(why) => {
                     let cohort = x.serving().cohort.as_str();
-                    let reusable = Box::pin(respond(session, 502, &why, Some(cohort))).await;
+                    let reusable =
+                        Box::pin(client.respond(StatusCode::BAD_GATEWAY, &why, Some(cohort))).await;
                     return Ended {
                         end: End::ConnectError,
                         reusable,
@@ -257,8 +294,15 @@ impl Forwarder {
                 }
             };
             let authority = x.serving().upstream.authority();
-            let answered = match send(session, &mut upstream, authority, ahead, replay).await {
-                Ok(()) => upstream.read_head().await.map_err(Failed::Upstream),
+            let answered = match send(client, &mut upstream, authority, &ahead).await {
+                Ok(()) => {
+                    deadline.set(Instant::now(), self.timeouts.read);
+                    tokio::select! {
+                        biased;
+                        head = upstream.read_head() => head.map_err(Failed::Upstream),
+                        () = deadline.passed() => Err(Failed::Upstream(UpstreamError::Timeout)),
+                    }
+                }
                 Err(failed) => Err(failed),
             };
             match answered {
@@ -268,34 +312,42 @@ impl Forwarder {
                 // close shows as an EOF or reset while waiting for the
                 // response head, or as a failed write. No response came, so
                 // the request goes again on a new connection (once, and only
-                // with its whole body kept for the replay), as nginx does
-                // for a cached keep-alive connection. A timeout is not
-                // retried: the upstream may still be working on the request.
+                // when its whole body was read ahead and can be sent again),
+                // as nginx does for a cached keep-alive connection. A
+                // timeout is not retried: the upstream may still be working
+                // on the request.
                 Err(Failed::Upstream(UpstreamError::ClosedEarly | UpstreamError::Write(_)))
-                    if reused && !replay && !session.retry_buffer_truncated() =>
+                    if reused && !replay && ahead.done =>
                 {
                     replay = true;
                 }
-                Err(failed) => return Box::pin(failed_early(session, x, failed)).await,
+                Err(failed) => return Box::pin(failed_early(client, x, failed)).await,
             }
         };
+        // Kept for a replay until a response came; not held while it
+        // streams.
+        drop(ahead);
         let now = Instant::now();
         let content_type = head
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         x.meter.on_response(head.status.as_u16(), content_type, now);
-        let client = session.req_header();
-        let response = headers::downstream_response(
-            head,
-            x.serving().cohort.as_str(),
-            &client.method,
-            client.version,
-        );
-        if session.write_response_header(response).await.is_err() {
+        if client
+            .write_head(head, x.serving().cohort.as_str())
+            .await
+            .is_err()
+        {
             return Ended::broken(End::ClientAbort);
         }
-        let ended = stream_body(session, &mut upstream, &mut x.meter).await;
+        let ended = stream_body(
+            client,
+            &mut upstream,
+            &mut x.meter,
+            deadline,
+            self.timeouts.read,
+        )
+        .await;
         if ended.end == End::Complete {
             self.release(upstream, key, kept);
         }
@@ -321,7 +373,7 @@ impl Forwarder {
 
     /// Gives a client connection's kept upstream connections to the shared
     /// pool when the client connection ends.
-    pub(super) fn release_kept(&self, kept: &mut KeptUpstreams) {
+    fn release_kept(&self, kept: &mut KeptUpstreams) {
         for (key, stream) in kept.drain() {
             self.connector
                 .release_stream(stream, key, Some(self.timeouts.idle));
@@ -363,7 +415,7 @@ impl Forwarder {
                     };
                     match stream {
                         Ok((stream, reused)) => {
-                            let upstream = Upstream::new(stream, self.timeouts.read);
+                            let upstream = Upstream::new(stream);
                             x.endpoint = guard;
                             return Ok((upstream, reused, peer.reuse_hash()));
                         }
@@ -406,14 +458,23 @@ impl Forwarder {
 
 /// Ends a request that failed before its response head reached the client:
 /// a JSON error when the client is still there.
-async fn failed_early(session: &mut ServerSession, x: &Exchange, failed: Failed) -> Ended {
+async fn failed_early(client: &mut Client<'_>, x: &Exchange, failed: Failed) -> Ended {
     let (end, status, message) = match failed {
         Failed::Client => return Ended::broken(End::ClientAbort),
-        Failed::Refused(refused) => (End::UpstreamReset, 400, refused.to_string()),
-        Failed::Upstream(e @ UpstreamError::Timeout) => (End::Timeout, 504, e.to_string()),
-        Failed::Upstream(e) => (End::UpstreamReset, 502, e.to_string()),
+        Failed::Refused(refused) => (
+            End::UpstreamReset,
+            StatusCode::BAD_REQUEST,
+            refused.to_string(),
+        ),
+        Failed::Upstream(e @ UpstreamError::Timeout) => {
+            (End::Timeout, StatusCode::GATEWAY_TIMEOUT, e.to_string())
+        }
+        Failed::Upstream(e) => (End::UpstreamReset, StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    let _ = respond(session, status, &message, Some(x.serving().cohort.as_str())).await;
+    client.close_after();
+    let _ = client
+        .respond(status, &message, Some(x.serving().cohort.as_str()))
+        .await;
     Ended::broken(end)
 }
 
@@ -428,105 +489,66 @@ enum Failed {
 }
 
 /// Request bodies are read up to this many bytes before the request is
-/// routed and before anything goes upstream (pingora's retry buffer holds
-/// as much, for the replay on a new connection). An inference request, a
-/// JSON document of a few KiB, is then whole at the proxy first: a body
-/// with broken framing is refused with 400 and reaches no upstream, and
-/// routing may look into it. A longer body streams on after this part.
+/// routed and before anything goes upstream. An inference request, a JSON
+/// document of a few KiB, is then whole at the proxy first: a body with
+/// broken framing is refused with 400 and reaches no upstream, routing may
+/// look into it, and it can be sent again if a reused upstream connection
+/// turns out closed. A longer body streams on after this part.
 const READ_AHEAD: usize = 64 * 1024;
 
 /// The start of a request body, read before anything goes upstream.
 struct Ahead {
-    chunks: Vec<Bytes>,
-    /// The whole body is in `chunks`.
+    body: Vec<u8>,
+    /// The whole body is in `body`.
     done: bool,
 }
 
-/// Why a request body could not be read.
-enum BodyFailed {
-    /// Its framing is broken (a bad chunk size or chunk end).
-    Malformed(&'static str),
-    /// The client went away or stalled past the read deadline.
-    Gone,
-}
-
-/// Reads the request body up to [`READ_AHEAD`], answering an HTTP/1.1
-/// `Expect: 100-continue` first (the client waits for it before sending).
-async fn read_ahead(session: &mut ServerSession) -> Result<Ahead, BodyFailed> {
-    session.enable_retry_buffering();
+/// Reads the request body up to [`READ_AHEAD`].
+async fn read_ahead(client: &mut Client<'_>) -> Result<Ahead, BodyFailed> {
     let mut ahead = Ahead {
-        chunks: Vec::new(),
-        done: session.is_body_empty(),
+        body: Vec::new(),
+        done: !client.has_body(),
     };
     if ahead.done {
         return Ok(ahead);
     }
-    if is_expect_continue_req(session.req_header()) {
-        session
-            .write_continue_response()
-            .await
-            .map_err(|_| BodyFailed::Gone)?;
-    }
-    let mut read = 0;
-    while read < READ_AHEAD {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                read += chunk.len();
-                ahead.chunks.push(chunk);
-            }
-            Ok(None) => {
-                ahead.done = true;
-                break;
-            }
-            // pingora's body reader names its framing errors only by these
-            // strings (the constants are crate-private).
-            Err(e) => {
-                return Err(match e.etype().as_str() {
-                    "InvalidChunk" => BodyFailed::Malformed("a chunk size or chunk end is invalid"),
-                    "InvalidTrailerEnd" => {
-                        BodyFailed::Malformed("the chunked trailer does not end")
-                    }
-                    _ => BodyFailed::Gone,
-                });
-            }
+    client.continue_if_expected().await?;
+    while ahead.body.len() < READ_AHEAD {
+        if !client.read_body(&mut ahead.body).await? {
+            ahead.done = true;
+            break;
         }
     }
     Ok(ahead)
 }
 
 /// Writes the request head and body upstream: the part read ahead, then
-/// the rest as it arrives. With `replay`, the body read so far comes from
-/// the session's retry buffer (the first attempt sent it already).
+/// the rest as it arrives.
 async fn send(
-    session: &mut ServerSession,
+    client: &mut Client<'_>,
     upstream: &mut Upstream,
     authority: &str,
     ahead: &Ahead,
-    replay: bool,
 ) -> Result<(), Failed> {
-    let has_body = !session.is_body_empty();
-    let request = session.req_header();
+    let has_body = !ahead.body.is_empty() || !ahead.done;
+    let request = client.request();
     upstream
         .queue_head(&request.method, |out| {
             headers::upstream_request(request, authority, has_body, out)
         })
         .map_err(Failed::Refused)?;
     if has_body {
-        if replay && let Some(body) = session.get_retry_buffer() {
-            upstream.queue_body(&body);
-        } else {
-            for chunk in &ahead.chunks {
-                upstream.queue_body(chunk);
-            }
-        }
+        upstream.queue_body(&ahead.body);
         // The rest of a body longer than what was read ahead, written as
         // it arrives.
         if !ahead.done {
+            let mut piece = Vec::new();
             loop {
                 upstream.flush().await.map_err(Failed::Upstream)?;
-                match session.read_request_body().await {
-                    Ok(Some(chunk)) => upstream.queue_body(&chunk),
-                    Ok(None) => break,
+                piece.clear();
+                match client.read_body(&mut piece).await {
+                    Ok(true) => upstream.queue_body(&piece),
+                    Ok(false) => break,
                     Err(_) => return Err(Failed::Client),
                 }
             }
@@ -548,92 +570,82 @@ const BATCH: usize = 16 * 1024;
 /// sent together, or that queued while this task waited for the CPU) go
 /// out in one write: a write is a system call and, on a busy proxy, most of
 /// the cost of an event. Looking for them costs nothing extra: the read
-/// that finds nothing is the one the next round would have made.
+/// that finds nothing is the one the next round would have made. For the
+/// same reason an HTTP/1 response head waits for body bytes that are
+/// already there (a small response leaves in one write), but never for
+/// ones that are not.
 async fn stream_body(
-    session: &mut ServerSession,
+    client: &mut Client<'_>,
     upstream: &mut Upstream,
     meter: &mut Meter,
+    deadline: &mut Deadline,
+    read_timeout: Duration,
 ) -> Ended {
     let mut batch: Vec<u8> = Vec::new();
     let mut upstream_ended: Option<Result<(), End>> = None;
-    // The read timeout as one lazily checked deadline instead of pingora's
-    // timer per read (registering one cost about a tenth of an event's
-    // instructions): each read only notes the time, and the timer, set
-    // once, moves the deadline on when it fires after a read came.
-    let read_timeout = upstream.read_timeout();
-    let mut last_read = Instant::now();
-    let deadline = tokio::time::sleep(read_timeout);
-    tokio::pin!(deadline);
+    // `read_timeout` bounds the upstream's silence: each read moves the
+    // deadline on (noting it costs no timer; see `deadline.rs`).
+    deadline.set(Instant::now(), read_timeout);
     while upstream_ended.is_none() {
-        // The client going away shows as its connection closing (HTTP/1)
-        // or its stream reset (HTTP/2) while the upstream is quiet.
-        let read = tokio::select! {
-            biased;
-            read = upstream.read_body() => read,
-            gone = session.read_body_or_idle(true) => {
-                let _ = gone;
-                return Ended::broken(End::ClientAbort);
-            }
-            () = &mut deadline => {
-                let due = last_read + read_timeout;
-                if Instant::now() >= due {
-                    return Ended::broken(End::Timeout);
+        let ready = if client.has_queued() {
+            upstream.read_body().now_or_never()
+        } else {
+            None
+        };
+        let read = match ready {
+            Some(read) => read,
+            None => {
+                if client.flush().await.is_err() {
+                    return Ended::broken(End::ClientAbort);
                 }
-                deadline.as_mut().reset(due.into());
-                continue;
+                // The client going away shows as its connection closing
+                // (HTTP/1) or its stream reset (HTTP/2) while the upstream
+                // is quiet.
+                tokio::select! {
+                    biased;
+                    read = upstream.read_body() => read,
+                    () = client.closed() => return Ended::broken(End::ClientAbort),
+                    () = deadline.passed() => return Ended::broken(End::Timeout),
+                }
             }
         };
         let now = Instant::now();
-        last_read = now;
+        deadline.set(now, read_timeout);
+        batch.clear();
         match read {
             Ok(Some(chunk)) => {
                 meter.on_body_chunk(chunk, now);
-                batch.clear();
                 batch.extend_from_slice(chunk);
             }
-            Ok(None) => break,
+            Ok(None) => upstream_ended = Some(Ok(())),
             Err(e) => return Ended::broken(upstream_failure(&e)),
         }
-        while batch.len() < BATCH {
+        while upstream_ended.is_none() && batch.len() < BATCH {
             match upstream.read_body().now_or_never() {
                 Some(Ok(Some(chunk))) => {
                     meter.on_body_chunk(chunk, now);
                     batch.extend_from_slice(chunk);
                 }
-                Some(Ok(None)) => {
-                    upstream_ended = Some(Ok(()));
-                    break;
-                }
-                Some(Err(e)) => {
-                    upstream_ended = Some(Err(upstream_failure(&e)));
-                    break;
-                }
+                Some(Ok(None)) => upstream_ended = Some(Ok(())),
+                Some(Err(e)) => upstream_ended = Some(Err(upstream_failure(&e))),
                 // Nothing decoded and nothing on the socket: write.
                 None => break,
             }
         }
-        let written = match &mut *session {
-            ServerSession::H1(client) => client.write_body(&batch).await.map(|_| ()),
-            other => {
-                other
-                    .write_response_body(Bytes::copy_from_slice(&batch), false)
-                    .await
-            }
-        };
-        if written.is_err() {
+        if let Some(Err(end)) = upstream_ended {
+            // What came before the failure still reaches the client; the
+            // response is then cut (its connection closes).
+            let _ = client.write_body(&batch, false).await;
+            return Ended::broken(end);
+        }
+        let end = upstream_ended.is_some();
+        if client.write_body(&batch, end).await.is_err() {
             return Ended::broken(End::ClientAbort);
         }
     }
-    if let Some(Err(end)) = upstream_ended {
-        return Ended::broken(end);
-    }
-    let finished = match session {
-        ServerSession::H1(client) => client.finish_body().await.map(|_| ()),
-        other => other.write_response_body(Bytes::new(), true).await,
-    };
     Ended {
         end: End::Complete,
-        reusable: finished.is_ok(),
+        reusable: client.reusable(),
     }
 }
 
@@ -664,41 +676,10 @@ async fn target(backend: &Backend, draws: &Draws) -> Option<(SocketAddr, Option<
         Some(endpoints) => endpoints
             .pick(draws.next())
             .map(|e| (e.addr(), Some(e.acquire()))),
-        None => super::resolve(backend.upstream.authority())
+        None => super::resolve(&backend.upstream)
             .await
             .map(|addr| (addr, None)),
     }
-}
-
-/// Answers with a short JSON error, naming the cohort that failed when one
-/// was chosen; returns whether the connection can take another request
-/// (pingora drains an unread request body before reusing it).
-async fn respond(
-    session: &mut ServerSession,
-    status: u16,
-    message: &str,
-    cohort: Option<&str>,
-) -> bool {
-    let body = Bytes::from(
-        serde_json::json!({ "error": { "message": message, "type": "weir_proxy_error" } })
-            .to_string(),
-    );
-    let Ok(mut header) = ResponseHeader::build(status, Some(3)) else {
-        return false;
-    };
-    let built = header
-        .insert_header("content-type", "application/json")
-        .is_ok()
-        && header
-            .insert_header("content-length", body.len().to_string())
-            .is_ok()
-        && cohort.is_none_or(|c| header.insert_header(COHORT_HEADER, c).is_ok());
-    built
-        && session
-            .write_response_header(Box::new(header))
-            .await
-            .is_ok()
-        && session.write_response_body(body, true).await.is_ok()
 }
 
 #[cfg(test)]
@@ -706,11 +687,10 @@ mod tests {
     use super::*;
     use crate::route::RouteTable;
 
-    /// Every open stream holds its connection's request future at its
-    /// largest state's size, so a large future on a cold path (pingora's
-    /// TLS connect, 8 KiB; its keep-alive `finish`, 3.7 KiB) costs every
-    /// stream. Those are boxed; this keeps them so (14 KiB unboxed, 3.7 KiB
-    /// boxed in the test profile).
+    /// Every open stream holds its connection's future at its largest
+    /// state's size, so a large future on a cold path (pingora's TLS
+    /// connect, 8 KiB) costs every stream. Those are boxed; this keeps them
+    /// so (14 KiB unboxed with pingora's HTTP/1 session, 3.7 KiB boxed).
     #[tokio::test]
     async fn a_requests_future_stays_small() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -729,8 +709,8 @@ mod tests {
             connector: TransportConnector::new(None),
         };
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        let request = forwarder.process(ServerSession::new_http1(stream), &shutdown, None);
-        let size = size_of_val(&request);
+        let connection = forwarder.serve_h1(stream, &shutdown);
+        let size = size_of_val(&connection);
         assert!(size < 5 * 1024, "a request's future takes {size} bytes");
     }
 }

@@ -15,10 +15,15 @@
 //! endless size or trailer line ends the response as malformed, and a
 //! response with both `Transfer-Encoding` and `Content-Length` (framed by
 //! the former, as the RFC says) never leaves its connection for reuse.
+//!
+//! [`Body`] decodes a client's request body too (`downstream.rs`; its head
+//! is `request.rs`'s): the chunked rules are the same both ways.
 
 use std::ops::Range;
 
-use http::header::{self, HeaderName, HeaderValue};
+use bytes::Bytes;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 
@@ -35,23 +40,23 @@ const MAX_LINE: usize = 4 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
     /// The head is not an HTTP/1 response head.
-    #[error("the response head is not valid HTTP/1")]
+    #[error("the head is not valid HTTP/1")]
     Head,
     /// The head did not end within [`MAX_HEAD`] bytes or has more than
     /// [`MAX_HEADERS`] fields.
-    #[error("the response head is longer than 64 KiB or has more than 128 fields")]
+    #[error("the head is longer than 64 KiB or has more than 128 fields")]
     HeadTooLarge,
     /// `Content-Length` is not one non-negative number.
-    #[error("the response's Content-Length is not one number")]
+    #[error("Content-Length is not one number")]
     Length,
     /// A chunk-size line is not a hex size (with optional extensions).
-    #[error("a chunk size in the response is invalid")]
+    #[error("a chunk size is invalid")]
     ChunkSize,
     /// A chunk's data is not followed by CRLF.
-    #[error("a chunk in the response does not end with CRLF")]
+    #[error("a chunk does not end with CRLF")]
     ChunkEnd,
     /// A chunk-size or trailer line is longer than 4 KiB.
-    #[error("a chunk-size or trailer line of the response is longer than 4 KiB")]
+    #[error("a chunk-size or trailer line is longer than 4 KiB")]
     LineTooLong,
 }
 
@@ -97,8 +102,8 @@ impl Head {
 /// [`Malformed`] when the head does not parse, is too large, or its
 /// framing fields are invalid.
 pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malformed> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut parsed);
     let len = match response.parse(input) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
@@ -130,9 +135,8 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
             .set_reason_phrase(Some(reason))
             .map_err(|_| Malformed::Head)?;
     }
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Malformed::Head)?;
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| Malformed::Head)?;
+    for field in fields(input, len, response.headers) {
+        let (name, value) = field.ok_or(Malformed::Head)?;
         header
             .append_header(name, value)
             .map_err(|_| Malformed::Head)?;
@@ -143,7 +147,7 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
     let keep_alive = definite
         && framing != Framing::UntilClose
         && header.status != StatusCode::SWITCHING_PROTOCOLS
-        && keeps_alive(&header);
+        && keeps_alive(&header.headers, header.version);
     Ok(Some(Head {
         header,
         len,
@@ -152,15 +156,34 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
     }))
 }
 
+/// The fields httparse found in the head that is `input`'s first `len`
+/// bytes, as names and values (`None` for one `http` refuses). The head is
+/// copied once and every value is a slice of the copy: one allocation per
+/// head instead of one per field.
+pub(super) fn fields<'a>(
+    input: &'a [u8],
+    len: usize,
+    parsed: &'a [httparse::Header<'a>],
+) -> impl Iterator<Item = Option<(HeaderName, HeaderValue)>> + 'a {
+    let head = Bytes::copy_from_slice(&input[..len]);
+    let base = input.as_ptr() as usize;
+    parsed.iter().map(move |field| {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let at = field.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + field.value.len())).ok()?;
+        Some((name, value))
+    })
+}
+
 /// The body's framing (RFC 9112 §6.3), and whether it is unambiguous
 /// (false when `Transfer-Encoding` and `Content-Length` both came).
 fn framing(header: &ResponseHeader, method: &Method) -> Result<(Framing, bool), Malformed> {
     if !headers::has_body(method, header.status) {
         return Ok((Framing::Empty, true));
     }
-    let lengths = header.headers.get_all(header::CONTENT_LENGTH);
     if header.headers.contains_key(header::TRANSFER_ENCODING) {
-        let definite = lengths.iter().next().is_none() && header.version == Version::HTTP_11;
+        let definite = !header.headers.contains_key(header::CONTENT_LENGTH)
+            && header.version == Version::HTTP_11;
         let framing = if headers::is_chunked(&header.headers) {
             Framing::Chunked
         } else {
@@ -168,8 +191,20 @@ fn framing(header: &ResponseHeader, method: &Method) -> Result<(Framing, bool), 
         };
         return Ok((framing, definite));
     }
+    let length = content_length(&header.headers)?;
+    Ok((length.map_or(Framing::UntilClose, Framing::Length), true))
+}
+
+/// The `Content-Length` of `headers`, if any: one non-negative number,
+/// which may repeat (RFC 9110 §8.6 lets a recipient take `4, 4` or two
+/// equal fields as 4); anything else is refused.
+///
+/// # Errors
+/// [`Malformed::Length`] for a value that is not a number, or two that
+/// differ.
+pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
     let mut length: Option<u64> = None;
-    for value in lengths {
+    for value in headers.get_all(header::CONTENT_LENGTH) {
         let value = value.to_str().map_err(|_| Malformed::Length)?;
         for item in value.split(',') {
             let item = item.trim();
@@ -183,22 +218,21 @@ fn framing(header: &ResponseHeader, method: &Method) -> Result<(Framing, bool), 
             length = Some(n);
         }
     }
-    Ok((length.map_or(Framing::UntilClose, Framing::Length), true))
+    Ok(length)
 }
 
-/// Whether the upstream lets the connection stay open: HTTP/1.1 unless it
-/// says `Connection: close`, HTTP/1.0 only when it says `keep-alive`.
-fn keeps_alive(header: &ResponseHeader) -> bool {
+/// Whether the peer lets the connection stay open: HTTP/1.1 unless it says
+/// `Connection: close`, HTTP/1.0 only when it says `keep-alive`.
+pub(super) fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
     let has = |token: &str| {
-        header
-            .headers
+        headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    if header.version == Version::HTTP_11 {
+    if version == Version::HTTP_11 {
         !has("close")
     } else {
         has("keep-alive")

@@ -60,20 +60,16 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// Checks a request before it is routed: an HTTP/1.1 request must carry
 /// exactly one `Host` (HTTP/2 carries `:authority` instead), and an HTTP/1
-/// body's framing must be unambiguous.
-///
-/// `raw_head` is the HTTP/1 request head as it arrived (`None` for
-/// HTTP/2): pingora drops `Content-Length` from the parsed head when
-/// `Transfer-Encoding` is present too, which RFC 9112 §6.3 allows; weir
-/// refuses such a request instead, as the RFC also allows, because the
-/// next parser along the way (a server behind the upstream, a cache) may
-/// pick the other length.
+/// body's framing must be unambiguous: RFC 9112 §6.3 lets a server take
+/// `Transfer-Encoding` over a `Content-Length` beside it, but the next
+/// parser along the way (a server behind the upstream, a cache) may pick
+/// the other, so weir refuses the pair, as the RFC also allows.
 ///
 /// # Errors
 /// [`Refused::Host`] for an HTTP/1.1 request without one `Host`;
 /// [`Refused::Framing`] for `Transfer-Encoding` beside `Content-Length`,
-/// or any `Transfer-Encoding` other than one `chunked`.
-pub fn check(request: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refused> {
+/// in HTTP/1.0, or other than one `chunked`.
+pub fn check(request: &RequestHeader) -> Result<(), Refused> {
     if request.version == Version::HTTP_11
         && request.headers.get_all(header::HOST).iter().count() != 1
     {
@@ -86,23 +82,17 @@ pub fn check(request: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Ref
                 "Transfer-Encoding must be exactly `chunked` (no other coding, no list)",
             ));
         }
-        if raw_head.is_some_and(|raw| has_field(raw, b"content-length")) {
+        if request.headers.contains_key(header::CONTENT_LENGTH) {
             return Err(Refused::Framing(
                 "Transfer-Encoding and Content-Length in one request",
             ));
         }
+        // RFC 9112 §6.1: an HTTP/1.0 recipient cannot know chunked.
+        if request.version == Version::HTTP_10 {
+            return Err(Refused::Framing("Transfer-Encoding in an HTTP/1.0 request"));
+        }
     }
     Ok(())
-}
-
-/// Whether the raw HTTP/1 head `raw` has a field `name` (lowercase ASCII).
-/// The request line is skipped; a field line starts after a CR LF or LF.
-fn has_field(raw: &[u8], name: &[u8]) -> bool {
-    raw.split(|&b| b == b'\n').skip(1).any(|line| {
-        line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name)
-            && line[name.len()] == b':'
-    })
 }
 
 /// The request head sent to an upstream at `authority` (`host:port`),
@@ -139,6 +129,13 @@ pub fn upstream_request(
     if target.is_empty() || forbidden(target) {
         return Err(Refused::Header("path"));
     }
+    // Sized once: growing the buffer field by field cost more than writing.
+    let fields: usize = downstream
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    out.reserve(target.len() + fields + authority.len() + 64);
     out.extend_from_slice(downstream.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target);
@@ -187,28 +184,84 @@ pub(super) fn has_body(method: &Method, status: StatusCode) -> bool {
         && status != StatusCode::NOT_MODIFIED
 }
 
-/// `upstream`'s response header made the one sent back to a client of
-/// `version` that asked `method`: hop-by-hop fields removed,
-/// [`COHORT_HEADER`] naming `cohort`, and a body of unknown length chunked
-/// for an HTTP/1.1 client.
-pub fn downstream_response(
-    mut response: Box<ResponseHeader>,
-    cohort: &str,
+/// How a response body goes to an HTTP/1 client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyOut {
+    /// No body (a response to HEAD; 1xx, 204, 304).
+    None,
+    /// As the upstream's bytes come: its `Content-Length` of them, or, for
+    /// an HTTP/1.0 client, until the connection closes.
+    Plain,
+    /// Chunked: an HTTP/1.1 client, and a length the upstream did not give.
+    Chunked,
+}
+
+/// The response head sent back to an HTTP/1 client of `version` that asked
+/// `method`, written to `out` in wire form from `upstream`'s: hop-by-hop
+/// fields left out, [`COHORT_HEADER`] naming `cohort` (when the request got
+/// as far as a cohort), and a body of unknown
+/// length chunked for an HTTP/1.1 client or close-delimited for an HTTP/1.0
+/// one. `keep_alive` is whether the client's connection stays open after
+/// it (said in `Connection` when that is not the version's default).
+/// Returns how the body goes, and whether the connection stays open.
+pub fn downstream_head(
+    upstream: &ResponseHeader,
+    cohort: Option<&str>,
     method: &Method,
     version: Version,
-) -> Box<ResponseHeader> {
-    let chunked = is_chunked(&response.headers);
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> (BodyOut, bool) {
+    let fields = &upstream.headers;
+    let length_known = !fields.contains_key(header::TRANSFER_ENCODING)
+        && fields.contains_key(header::CONTENT_LENGTH);
+    let (body, keep_alive) = if !has_body(method, upstream.status) {
+        (BodyOut::None, keep_alive)
+    } else if length_known {
+        (BodyOut::Plain, keep_alive)
+    } else if version == Version::HTTP_11 {
+        (BodyOut::Chunked, keep_alive)
+    } else {
+        (BodyOut::Plain, false)
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(upstream.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(upstream.get_reason_phrase().unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = connection_named(fields);
+    for (name, value) in fields {
+        let length_dropped = body == BodyOut::Chunked && name == header::CONTENT_LENGTH;
+        let ours = name.as_str() == COHORT_HEADER;
+        if HOP_BY_HOP.contains(name) || named.contains(name) || length_dropped || ours {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if body == BodyOut::Chunked {
+        field(out, b"transfer-encoding", b"chunked");
+    }
+    if let Some(cohort) = cohort {
+        field(out, COHORT_HEADER.as_bytes(), cohort.as_bytes());
+    }
+    if !keep_alive {
+        field(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        field(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    (body, keep_alive)
+}
+
+/// `upstream`'s response header made the one sent back to an HTTP/2
+/// client: hop-by-hop fields removed (HTTP/2 frames bodies itself) and
+/// [`COHORT_HEADER`] naming `cohort`.
+pub fn downstream_response(mut response: Box<ResponseHeader>, cohort: &str) -> Box<ResponseHeader> {
     for name in connection_named(&response.headers)
         .iter()
         .chain(&HOP_BY_HOP)
     {
         response.remove_header(name);
-    }
-    let unknown_length = chunked || !response.headers.contains_key(header::CONTENT_LENGTH);
-    if version == Version::HTTP_11 && unknown_length && has_body(method, response.status) {
-        response.remove_header(&header::CONTENT_LENGTH);
-        // Infallible: static name and value.
-        let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
     }
     // Infallible: static name, and cohort names are validated tokens.
     let _ = response.insert_header(COHORT_HEADER, cohort);
@@ -242,24 +295,18 @@ mod tests {
 
     #[test]
     fn an_http11_request_needs_exactly_one_host() {
+        assert_eq!(check(&request(Version::HTTP_11, &[("host", "a")])), Ok(()));
         assert_eq!(
-            check(&request(Version::HTTP_11, &[("host", "a")]), None),
-            Ok(())
-        );
-        assert_eq!(
-            check(&request(Version::HTTP_11, &[]), None),
+            check(&request(Version::HTTP_11, &[])),
             Err(Refused::Host),
             "none"
         );
         assert_eq!(
-            check(
-                &request(Version::HTTP_11, &[("host", "a"), ("host", "b")]),
-                None
-            ),
+            check(&request(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
             Err(Refused::Host),
             "two"
         );
-        assert_eq!(check(&request(Version::HTTP_10, &[]), None), Ok(()), "1.0");
+        assert_eq!(check(&request(Version::HTTP_10, &[])), Ok(()), "1.0");
     }
 
     #[test]
@@ -270,20 +317,25 @@ mod tests {
                 &[("host", "a"), ("transfer-encoding", value)],
             )
         };
-        let raw_cl = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let raw_te = b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(check(&te("chunked"), Some(raw_te)), Ok(()), "plain chunked");
+        assert_eq!(check(&te("chunked")), Ok(()), "plain chunked");
         assert_eq!(
-            check(&te("Chunked"), None),
+            check(&te("Chunked")),
             Ok(()),
             "a coding is case-insensitive"
         );
-        for (what, req, raw) in [
-            ("Content-Length beside it", te("chunked"), Some(&raw_cl[..])),
-            ("chunked, identity", te("chunked, identity"), None),
-            ("identity, chunked", te("identity, chunked"), None),
-            ("gzip", te("gzip"), None),
-            ("xchunked", te("xchunked"), None),
+        let mut with_length = te("chunked");
+        with_length
+            .append_header("content-length", "4")
+            .expect("header");
+        let mut in_http10 = te("chunked");
+        in_http10.set_version(Version::HTTP_10);
+        for (what, req) in [
+            ("Content-Length beside it", with_length),
+            ("in HTTP/1.0", in_http10),
+            ("chunked, identity", te("chunked, identity")),
+            ("identity, chunked", te("identity, chunked")),
+            ("gzip", te("gzip")),
+            ("xchunked", te("xchunked")),
             (
                 "two fields",
                 request(
@@ -294,27 +346,12 @@ mod tests {
                         ("transfer-encoding", "chunked"),
                     ],
                 ),
-                None,
             ),
         ] {
-            assert!(
-                matches!(check(&req, raw), Err(Refused::Framing(_))),
-                "{what}"
-            );
+            assert!(matches!(check(&req), Err(Refused::Framing(_))), "{what}");
         }
-        // The request line is not a field, whatever its target says.
-        assert!(!has_field(
-            b"GET /content-length: HTTP/1.1\r\n\r\n",
-            b"content-length"
-        ));
-        assert!(has_field(
-            b"GET / HTTP/1.1\nCONTENT-LENGTH: 1\n\n",
-            b"content-length"
-        ));
     }
 
-    /// `expect` too: the proxy answers `100 Continue` itself and has the
-    /// body before it connects.
     /// The head [`upstream_request`] writes: its request line, its fields
     /// (name, value) in order, and whether the body goes chunked.
     fn upstream(
@@ -324,19 +361,25 @@ mod tests {
     ) -> (String, Vec<(String, String)>, bool) {
         let mut out = Vec::new();
         let chunked = upstream_request(down, authority, has_body, &mut out).expect("request");
-        let text = String::from_utf8(out).expect("ASCII");
+        let (line, fields) = split(out);
+        (line, fields, chunked)
+    }
+
+    /// A written head's first line and its fields (name, value) in order.
+    fn split(head: Vec<u8>) -> (String, Vec<(String, String)>) {
+        let text = String::from_utf8(head).expect("ASCII");
         let head = text
             .strip_suffix("\r\n\r\n")
             .expect("ends with a blank line");
         let mut lines = head.split("\r\n");
-        let line = lines.next().expect("request line").to_string();
+        let line = lines.next().expect("first line").to_string();
         let fields = lines
             .map(|l| {
                 let (k, v) = l.split_once(": ").expect("name: value");
                 (k.to_string(), v.to_string())
             })
             .collect();
-        (line, fields, chunked)
+        (line, fields)
     }
 
     fn value<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -407,7 +450,7 @@ mod tests {
         let (line, fields, _) = upstream(&down, "10.0.0.1:8000", true);
         assert_eq!(line, "POST /v1/chat/completions?x=1 HTTP/1.1");
         assert_eq!(value(&fields, "host"), Some("chat.example"));
-        assert_eq!(check(&down, None), Ok(()), ":authority stands for Host");
+        assert_eq!(check(&down), Ok(()), ":authority stands for Host");
     }
 
     #[test]
@@ -420,41 +463,76 @@ mod tests {
         );
     }
 
+    /// The head [`downstream_head`] writes: its status line, its fields
+    /// (name, value) in order, how the body goes and whether the connection
+    /// stays open.
+    fn downstream(
+        up: &ResponseHeader,
+        method: &Method,
+        version: Version,
+    ) -> (String, Vec<(String, String)>, BodyOut, bool) {
+        let mut out = Vec::new();
+        let (body, keep_alive) =
+            downstream_head(up, Some("canary"), method, version, true, &mut out);
+        let (line, fields) = split(out);
+        (line, fields, body, keep_alive)
+    }
+
     #[test]
     fn responses_name_the_cohort_and_keep_http11_connections_reusable() {
         let mut up = ResponseHeader::build(200, None).expect("response");
         up.append_header("content-type", "text/event-stream")
             .expect("header");
-        up.append_header("connection", "close").expect("header");
+        up.append_header("connection", "close, x-hop")
+            .expect("header");
+        up.append_header("x-hop", "1").expect("header");
+        up.append_header(COHORT_HEADER, "forged").expect("header");
         let post = Method::POST;
         // Close-delimited upstream body: chunked to 1.1, as-is to 1.0.
-        let r = downstream_response(Box::new(up.clone()), "canary", &post, Version::HTTP_11);
-        assert_eq!(r.headers["transfer-encoding"], "chunked");
-        assert_eq!(r.headers[COHORT_HEADER], "canary");
-        assert!(!r.headers.contains_key("connection"));
-        let r = downstream_response(Box::new(up.clone()), "stable", &post, Version::HTTP_10);
-        assert!(!r.headers.contains_key("transfer-encoding"));
-        // A length is kept; chunked stays chunked.
+        let (line, fields, body, keep) = downstream(&up, &post, Version::HTTP_11);
+        assert_eq!(line, "HTTP/1.1 200 OK");
+        assert_eq!(body, BodyOut::Chunked);
+        assert!(keep, "the upstream's close is its own connection's");
+        assert_eq!(value(&fields, "transfer-encoding"), Some("chunked"));
+        assert_eq!(value(&fields, COHORT_HEADER), Some("canary"));
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "transfer-encoding", COHORT_HEADER]);
+        let (_, fields, body, keep) = downstream(&up, &post, Version::HTTP_10);
+        assert_eq!(body, BodyOut::Plain);
+        assert!(!keep, "an HTTP/1.0 client reads to the close");
+        assert_eq!(value(&fields, "connection"), Some("close"));
+        assert_eq!(value(&fields, "transfer-encoding"), None);
+        // A length is kept, and a kept-alive 1.0 client is told so.
         up.append_header("content-length", "12").expect("header");
-        let r = downstream_response(Box::new(up.clone()), "stable", &post, Version::HTTP_11);
-        assert_eq!(r.headers["content-length"], "12");
-        assert!(!r.headers.contains_key("transfer-encoding"));
-        let mut chunked = ResponseHeader::build(200, None).expect("response");
-        chunked
-            .append_header("transfer-encoding", "chunked")
+        let (_, fields, body, _) = downstream(&up, &post, Version::HTTP_11);
+        assert_eq!(body, BodyOut::Plain);
+        assert_eq!(value(&fields, "content-length"), Some("12"));
+        assert_eq!(value(&fields, "transfer-encoding"), None);
+        let (_, fields, _, keep) = downstream(&up, &post, Version::HTTP_10);
+        assert!(keep);
+        assert_eq!(value(&fields, "connection"), Some("keep-alive"));
+        // Chunked with a length beside it: chunked wins, the length goes.
+        up.append_header("transfer-encoding", "chunked")
             .expect("header");
-        let r = downstream_response(Box::new(chunked.clone()), "stable", &post, Version::HTTP_11);
-        assert_eq!(r.headers["transfer-encoding"], "chunked");
-        // No body: nothing to frame.
+        let (_, fields, body, _) = downstream(&up, &post, Version::HTTP_11);
+        assert_eq!(body, BodyOut::Chunked);
+        assert_eq!(value(&fields, "content-length"), None);
+        // No body: nothing to frame; HEAD keeps the length it describes.
         let empty = ResponseHeader::build(204, None).expect("response");
-        let r = downstream_response(Box::new(empty.clone()), "stable", &post, Version::HTTP_11);
+        let (line, fields, body, _) = downstream(&empty, &post, Version::HTTP_11);
+        assert_eq!(line, "HTTP/1.1 204 No Content");
+        assert_eq!(body, BodyOut::None);
+        assert_eq!(value(&fields, "transfer-encoding"), None);
+        let mut sized = ResponseHeader::build(200, None).expect("response");
+        sized.append_header("content-length", "12").expect("header");
+        let (_, fields, body, _) = downstream(&sized, &Method::HEAD, Version::HTTP_11);
+        assert_eq!(body, BodyOut::None);
+        assert_eq!(value(&fields, "content-length"), Some("12"));
+        // HTTP/2: hop-by-hop fields go, the cohort is named.
+        let r = downstream_response(Box::new(up), "stable");
+        assert_eq!(r.headers[COHORT_HEADER], "stable");
+        assert!(!r.headers.contains_key("connection"));
+        assert!(!r.headers.contains_key("x-hop"));
         assert!(!r.headers.contains_key("transfer-encoding"));
-        let r = downstream_response(
-            Box::new(up.clone()),
-            "stable",
-            &Method::HEAD,
-            Version::HTTP_11,
-        );
-        assert_eq!(r.headers["content-length"], "12");
     }
 }

@@ -3,7 +3,10 @@
 //! `protocols` tells what each client connection speaks (HTTP/1.x, h2c, or
 //! what TLS's ALPN chose) and hands every request or HTTP/2 stream to
 //! `forward`, the hot path, which takes it from its head to its record on
-//! one task; [`headers`] holds the HTTP/1 rules of the hop, pure. This
+//! one task. HTTP/1 is weir's own on both sides (`downstream` and
+//! [`request`] for clients, `upstream` and [`framing`] for upstreams);
+//! HTTP/2 is pingora's. [`headers`] holds the HTTP/1 rules of the hop,
+//! pure. This
 //! module binds the listeners, runs the service and the admin API, and
 //! drains on shutdown.
 //!
@@ -12,11 +15,16 @@
 //! own process, and shutdown must end as soon as the last open stream
 //! finishes, where pingora's `Server` sleeps for the whole grace period.
 
+mod buffer;
+mod client;
+mod deadline;
+mod downstream;
 mod forward;
 pub mod framing;
 pub mod headers;
 mod kept;
 mod protocols;
+pub mod request;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -27,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pingora::connectors::TransportConnector;
-use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
 use pingora::services::listening::Service;
@@ -45,11 +53,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pending connections the proxy listener queues; bursts of thousands of
 /// new streams must not be refused by a short kernel queue.
 const BACKLOG: i32 = 4096;
-/// Read buffer of each client connection. pingora's default is 64 KiB per
-/// connection, sized for TLS records and bulk transfer; a client of an
-/// inference API sends one small JSON request and then waits on a stream
-/// for seconds to minutes, so 4 KiB keeps thousands of open streams cheap.
-const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// pingora's buffers in front of each client connection: none. weir's
+/// HTTP/1 reads into a buffer of its own that it gives back while a
+/// response streams, and gathers each write itself; pingora's defaults (a
+/// 64 KiB read and a 1.4 KiB write buffer per connection) would be held by
+/// every open stream. (HTTP/2 and TLS keep buffers of their own.)
+const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(0),
+};
 
 /// Requests between `request_filter` and the end of `logging`, across all
 /// routes: what a drain waits for.
@@ -133,13 +145,17 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// An upstream's address: IP literals parse here; names are resolved
-/// without blocking the runtime (pingora's `HttpPeer::new` would call the
-/// blocking resolver on this thread). Caching resolutions is a follow-up.
-async fn resolve(authority: &str) -> Option<SocketAddr> {
-    match authority.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => tokio::net::lookup_host(authority).await.ok()?.next(),
+/// An upstream's address: an IP literal as parsed when the table was
+/// built; a name is resolved without blocking the runtime (pingora's
+/// `HttpPeer::new` would call the blocking resolver on this thread).
+/// Caching resolutions is a follow-up.
+async fn resolve(upstream: &crate::route::Upstream) -> Option<SocketAddr> {
+    match upstream.addr() {
+        Some(addr) => Some(addr),
+        None => tokio::net::lookup_host(upstream.authority())
+            .await
+            .ok()?
+            .next(),
     }
 }
 
@@ -337,10 +353,7 @@ pub async fn start(
     );
     let mut service = Service::new("weir proxy".to_string(), protocols);
     let bind = listen.to_string();
-    let endpoint = ListenerConfig::tcp(bind.clone()).l4_buffer(L4BufferSettings::new(
-        CLIENT_READ_BUFFER,
-        DEFAULT_L4_WRITE_BUFFER_SIZE,
-    ));
+    let endpoint = ListenerConfig::tcp(bind.clone()).l4_buffer(CLIENT_BUFFERS);
     #[cfg(feature = "tls")]
     let endpoint = match &settings.tls {
         Some(certificate) => endpoint.tls(tls_settings(certificate)),

@@ -25,7 +25,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v2::server::{H2Options, default_h2_options};
 use pingora::server::ShutdownWatch;
 
-use super::forward::{Forwarder, KeptUpstreams, draining};
+use super::forward::{Forwarder, draining};
 use super::{ConnectionGuard, Connections};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -116,26 +116,9 @@ impl ServerApp for Protocols {
 }
 
 impl Protocols {
-    /// An HTTP/1 connection's requests, one after another: pingora's own
-    /// HTTP/1 loop, plus the upstream connections the client connection
-    /// keeps between its requests, given to the shared pool at its end.
+    /// An HTTP/1 connection, on weir's own HTTP/1 (`downstream.rs`).
     async fn http1(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let forwarder = &self.http.forwarder;
-        let mut kept = KeptUpstreams::default();
-        let mut session = ServerSession::new_http1(stream);
-        // pingora's keep-alive setting for a new connection (its loop
-        // sets the same); reading each next request has the header
-        // deadline besides.
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        let mut next = forwarder.process(session, shutdown, Some(&mut kept)).await;
-        while let Some((stream, persistent)) = next.map(ReusedHttpStream::consume) {
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(persistent) = persistent {
-                persistent.apply_to_session(&mut session);
-            }
-            next = forwarder.process(session, shutdown, Some(&mut kept)).await;
-        }
-        forwarder.release_kept(&mut kept);
+        self.http.forwarder.serve_h1(stream, shutdown).await;
         None
     }
 }
@@ -168,7 +151,7 @@ impl HttpServerApp for App {
     ) -> Option<ReusedHttpStream> {
         // HTTP/2 streams share their connection, so no stream keeps
         // upstream connections: each takes one from the shared pool.
-        self.forwarder.process(session, shutdown, None).await
+        self.forwarder.serve_h2(session, shutdown).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

@@ -1,12 +1,14 @@
-//! An upstream's response (head and body) from arbitrary bytes, fed in
-//! arbitrary pieces: never panics, data ranges stay inside what was given,
-//! every call makes progress or asks for more, and the pieces never change
-//! what is decoded.
+//! HTTP/1 messages from arbitrary bytes: a client's request or an
+//! upstream's response (head and body), the body fed in arbitrary pieces.
+//! Never panics, a head parsed is parsed the same from exactly its bytes,
+//! data ranges stay inside what was given, every call makes progress or
+//! asks for more, and the pieces never change what is decoded.
 #![no_main]
 
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use weir_proxy::server::framing::{Body, Decoded, Framing, parse_head};
+use weir_proxy::server::request;
 
 /// The body decoded from `input` given `step` bytes more at a time, and how
 /// it ended (`Ok(true)`: complete).
@@ -38,13 +40,26 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let step = usize::from(control & 0x3f) + 1;
-    let method = if control & 0x40 != 0 { Method::HEAD } else { Method::POST };
-    let (framing, body) = match parse_head(rest, &method) {
-        Ok(Some(head)) => {
-            assert!(head.len <= rest.len());
-            (head.framing, &rest[head.len..])
+    let (framing, body) = if control & 0x80 != 0 {
+        match request::parse(rest) {
+            Ok(Some(head)) => {
+                assert!(head.len <= rest.len());
+                let again = request::parse(&rest[..head.len]).expect("the same head");
+                assert_eq!(again.map(|h| h.len), Some(head.len));
+                assert!(!matches!(head.framing, Framing::UntilClose));
+                (head.framing, &rest[head.len..])
+            }
+            Ok(None) | Err(_) => (Framing::Chunked, rest),
         }
-        Ok(None) | Err(_) => (Framing::Chunked, rest),
+    } else {
+        let method = if control & 0x40 != 0 { Method::HEAD } else { Method::POST };
+        match parse_head(rest, &method) {
+            Ok(Some(head)) => {
+                assert!(head.len <= rest.len());
+                (head.framing, &rest[head.len..])
+            }
+            Ok(None) | Err(_) => (Framing::Chunked, rest),
+        }
     };
     let whole = decode(framing, body, body.len().max(1));
     let pieces = decode(framing, body, step);
