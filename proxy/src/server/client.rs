@@ -10,6 +10,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v1::common::is_expect_continue_req;
 
 use super::downstream::{BodyFailed, Http1};
+use super::framing::Head;
 use super::headers;
 use crate::route::COHORT_HEADER;
 
@@ -76,20 +77,18 @@ impl Client<'_> {
     /// Sends the response head made from `upstream`'s, naming `cohort`.
     /// HTTP/1 queues it to leave with the first body bytes (see
     /// [`Client::flush`]).
-    pub(super) async fn write_head(
-        &mut self,
-        upstream: Box<ResponseHeader>,
-        cohort: &str,
-    ) -> Result<(), ()> {
+    pub(super) async fn write_head(&mut self, upstream: &Head, cohort: &str) -> Result<(), ()> {
         match self {
             Client::H1(c) => {
-                c.queue_head(&upstream, cohort);
+                c.queue_head(upstream, cohort);
                 Ok(())
             }
-            Client::H2(s) => s
-                .write_response_header(headers::downstream_response(upstream, cohort))
-                .await
-                .map_err(|_| ()),
+            Client::H2(s) => {
+                let header = upstream.to_header().map_err(|_| ())?;
+                s.write_response_header(headers::downstream_response(Box::new(header), cohort))
+                    .await
+                    .map_err(|_| ())
+            }
         }
     }
 

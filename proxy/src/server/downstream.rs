@@ -16,12 +16,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, StatusCode, Version};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWriteExt as _, ReadBuf};
 
 use super::buffer::{FillError, ReadBuffer};
-use super::framing::{Body, Decoded, Framing, Malformed};
+use super::framing::{Body, Decoded, Framing, Head, Malformed};
 use super::headers::{self, BodyOut};
 use super::request::{self, BadRequest};
 
@@ -204,7 +204,7 @@ impl Http1 {
     /// Queues the response head made from `upstream`'s (see
     /// [`headers::downstream_head`]); it leaves with the first body bytes,
     /// or at [`Http1::flush`].
-    pub(super) fn queue_head(&mut self, upstream: &ResponseHeader, cohort: &str) {
+    pub(super) fn queue_head(&mut self, upstream: &Head, cohort: &str) {
         let cohort = Some(cohort);
         let request = self
             .request
@@ -275,18 +275,14 @@ impl Http1 {
         body: &[u8],
         cohort: Option<&str>,
     ) -> bool {
-        let Ok(mut head) = ResponseHeader::build_no_case(status, Some(2)) else {
-            return false;
-        };
-        let built = head
-            .insert_header(http::header::CONTENT_TYPE, "application/json")
-            .is_ok()
-            && head
-                .insert_header(http::header::CONTENT_LENGTH, body.len())
-                .is_ok();
-        if !built {
-            return false;
-        }
+        let length = body.len().to_string();
+        let head = Head::own(
+            status,
+            &[
+                ("content-type", b"application/json"),
+                ("content-length", length.as_bytes()),
+            ],
+        );
         self.out.clear();
         // A head that could not be read is answered as a GET's would be,
         // and closes the connection.

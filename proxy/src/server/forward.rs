@@ -329,12 +329,11 @@ impl Forwarder {
         drop(ahead);
         let now = Instant::now();
         let content_type = head
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
+            .value(b"content-type")
+            .and_then(|v| std::str::from_utf8(v).ok());
         x.meter.on_response(head.status.as_u16(), content_type, now);
         if client
-            .write_head(head, x.serving().cohort.as_str())
+            .write_head(&head, x.serving().cohort.as_str())
             .await
             .is_err()
         {

@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use pingora::http::ResponseHeader;
 
@@ -73,11 +73,23 @@ pub enum Framing {
     UntilClose,
 }
 
-/// A parsed response head.
+/// A parsed response head. Its fields stay as the upstream sent them, as
+/// ranges of one copy of the head's bytes: an HTTP/1 client gets them
+/// written back as they are (`headers::downstream_head`), and only an
+/// HTTP/2 client's response is built into a header map
+/// ([`Head::to_header`]). Building that map for every response (an
+/// allocation and a hash per field) was a fifth of a small request's cost.
 #[derive(Debug)]
 pub struct Head {
-    /// The response header as weir forwards it (field names lowercase).
-    pub header: ResponseHeader,
+    raw: Bytes,
+    /// (name, value) ranges of `raw`, in order.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The reason phrase's range of `raw` (empty when none came).
+    reason: Range<usize>,
+    /// The status.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
     /// The head's length in the input, blank line included.
     pub len: usize,
     /// How its body is delimited.
@@ -88,10 +100,86 @@ pub struct Head {
 }
 
 impl Head {
+    /// A head of weir's own (an error it answers with), of `fields`.
+    pub fn own(status: StatusCode, fields: &[(&str, &[u8])]) -> Head {
+        let mut raw = Vec::new();
+        let mut ranges = Vec::with_capacity(fields.len());
+        for (name, value) in fields {
+            let name_at = raw.len();
+            raw.extend_from_slice(name.as_bytes());
+            let value_at = raw.len();
+            raw.extend_from_slice(value);
+            ranges.push((name_at..value_at, value_at..raw.len()));
+        }
+        Head {
+            raw: Bytes::from(raw),
+            fields: ranges,
+            reason: 0..0,
+            status,
+            version: Version::HTTP_11,
+            len: 0,
+            framing: Framing::Empty,
+            keep_alive: true,
+        }
+    }
+
     /// An interim response (1xx other than 101): the real one follows.
     pub fn is_interim(&self) -> bool {
-        self.header.status.is_informational()
-            && self.header.status != StatusCode::SWITCHING_PROTOCOLS
+        self.status.is_informational() && self.status != StatusCode::SWITCHING_PROTOCOLS
+    }
+
+    /// The fields, (name, value), in order; names as sent.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|(name, value)| (&self.raw[name.clone()], &self.raw[value.clone()]))
+    }
+
+    /// The values of the fields named `name` (lowercase ASCII), in order.
+    pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name))
+            .map(|(_, value)| &self.raw[value.clone()])
+    }
+
+    /// The first value of the field `name` (lowercase ASCII).
+    pub fn value<'a>(&'a self, name: &'a [u8]) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+
+    /// The reason phrase: the upstream's, or the status's own when it sent
+    /// none.
+    pub fn reason(&self) -> &[u8] {
+        if self.reason.is_empty() {
+            self.status
+                .canonical_reason()
+                .unwrap_or_default()
+                .as_bytes()
+        } else {
+            &self.raw[self.reason.clone()]
+        }
+    }
+
+    /// The head as pingora's response header (field names lowercase), for
+    /// an HTTP/2 client; values are slices of the head's bytes.
+    ///
+    /// # Errors
+    /// [`Malformed::Head`] for a field `http` refuses.
+    pub fn to_header(&self) -> Result<ResponseHeader, Malformed> {
+        let mut header = ResponseHeader::build_no_case(self.status, Some(self.fields.len()))
+            .map_err(|_| Malformed::Head)?;
+        header.set_version(self.version);
+        for (name, value) in &self.fields {
+            let name =
+                HeaderName::from_bytes(&self.raw[name.clone()]).map_err(|_| Malformed::Head)?;
+            let value = HeaderValue::from_maybe_shared(self.raw.slice(value.clone()))
+                .map_err(|_| Malformed::Head)?;
+            header
+                .append_header(name, value)
+                .map_err(|_| Malformed::Head)?;
+        }
+        Ok(header)
     }
 }
 
@@ -117,43 +205,48 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
         return Err(Malformed::HeadTooLarge);
     }
     let code = response.code.ok_or(Malformed::Head)?;
-    // No case map: a second map per response costs on every field, and
-    // field names are case-insensitive (HTTP/2 clients get them lowercase
-    // anyway).
-    let mut header = ResponseHeader::build_no_case(code, Some(response.headers.len()))
-        .map_err(|_| Malformed::Head)?;
-    header.set_version(if response.version == Some(0) {
+    let status = StatusCode::from_u16(code).map_err(|_| Malformed::Head)?;
+    let version = if response.version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
-    });
-    if let Some(reason) = response.reason
-        && Some(reason) != header.status.canonical_reason()
-        && !reason.is_empty()
-    {
-        header
-            .set_reason_phrase(Some(reason))
-            .map_err(|_| Malformed::Head)?;
-    }
-    for field in fields(input, len, response.headers) {
-        let (name, value) = field.ok_or(Malformed::Head)?;
-        header
-            .append_header(name, value)
-            .map_err(|_| Malformed::Head)?;
-    }
-    let (framing, definite) = framing(&header, method)?;
+    };
+    // httparse's slices point into `input`; the copy below has the same
+    // offsets. (httparse has checked the names are tokens and the values
+    // hold no CR, LF or other control bytes.)
+    let base = input.as_ptr() as usize;
+    let at = |part: &[u8]| {
+        if part.is_empty() {
+            return 0..0;
+        }
+        let start = part.as_ptr() as usize - base;
+        start..start + part.len()
+    };
+    let reason = response.reason.map_or(0..0, |r| at(r.as_bytes()));
+    let fields = response
+        .headers
+        .iter()
+        .map(|f| (at(f.name.as_bytes()), at(f.value)))
+        .collect();
+    let mut head = Head {
+        raw: Bytes::copy_from_slice(&input[..len]),
+        fields,
+        reason,
+        status,
+        version,
+        len,
+        framing: Framing::Empty,
+        keep_alive: false,
+    };
+    let (framing, definite) = framing(&head, method)?;
     // After a 101 the connection speaks another protocol: never reused
     // (weir sends no `Upgrade`, so only a misbehaving upstream sends one).
-    let keep_alive = definite
+    head.keep_alive = definite
         && framing != Framing::UntilClose
-        && header.status != StatusCode::SWITCHING_PROTOCOLS
-        && keeps_alive(&header.headers, header.version);
-    Ok(Some(Head {
-        header,
-        len,
-        framing,
-        keep_alive,
-    }))
+        && status != StatusCode::SWITCHING_PROTOCOLS
+        && keeps_alive(head.values(b"connection"), version);
+    head.framing = framing;
+    Ok(Some(head))
 }
 
 /// The fields httparse found in the head that is `input`'s first `len`
@@ -177,41 +270,42 @@ pub(super) fn fields<'a>(
 
 /// The body's framing (RFC 9112 §6.3), and whether it is unambiguous
 /// (false when `Transfer-Encoding` and `Content-Length` both came).
-fn framing(header: &ResponseHeader, method: &Method) -> Result<(Framing, bool), Malformed> {
-    if !headers::has_body(method, header.status) {
+fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), Malformed> {
+    if !headers::has_body(method, head.status) {
         return Ok((Framing::Empty, true));
     }
-    if header.headers.contains_key(header::TRANSFER_ENCODING) {
-        let definite = !header.headers.contains_key(header::CONTENT_LENGTH)
-            && header.version == Version::HTTP_11;
-        let framing = if headers::is_chunked(&header.headers) {
+    if head.value(b"transfer-encoding").is_some() {
+        let definite = head.value(b"content-length").is_none() && head.version == Version::HTTP_11;
+        let framing = if headers::is_chunked(head.values(b"transfer-encoding")) {
             Framing::Chunked
         } else {
             Framing::UntilClose
         };
         return Ok((framing, definite));
     }
-    let length = content_length(&header.headers)?;
+    let length = content_length(head.values(b"content-length"))?;
     Ok((length.map_or(Framing::UntilClose, Framing::Length), true))
 }
 
-/// The `Content-Length` of `headers`, if any: one non-negative number,
-/// which may repeat (RFC 9110 §8.6 lets a recipient take `4, 4` or two
-/// equal fields as 4); anything else is refused.
+/// The `Content-Length` that `values` (every value of the field) give, if
+/// any: one non-negative number, which may repeat (RFC 9110 §8.6 lets a
+/// recipient take `4, 4` or two equal fields as 4); anything else is
+/// refused.
 ///
 /// # Errors
 /// [`Malformed::Length`] for a value that is not a number, or two that
 /// differ.
-pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
+pub(super) fn content_length<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, Malformed> {
     let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let value = value.to_str().map_err(|_| Malformed::Length)?;
-        for item in value.split(',') {
-            let item = item.trim();
-            if item.is_empty() || item.len() > 19 || !item.bytes().all(|b| b.is_ascii_digit()) {
+    for value in values {
+        for item in value.split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
                 return Err(Malformed::Length);
             }
-            let n: u64 = item.parse().map_err(|_| Malformed::Length)?;
+            let n = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             if length.is_some_and(|l| l != n) {
                 return Err(Malformed::Length);
             }
@@ -221,21 +315,23 @@ pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malform
     Ok(length)
 }
 
-/// Whether the peer lets the connection stay open: HTTP/1.1 unless it says
-/// `Connection: close`, HTTP/1.0 only when it says `keep-alive`.
-pub(super) fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+/// Whether the peer lets the connection stay open, from its `Connection`
+/// values: HTTP/1.1 unless it says `close`, HTTP/1.0 only when it says
+/// `keep-alive`.
+pub(super) fn keeps_alive<'a>(
+    connection: impl Iterator<Item = &'a [u8]>,
+    version: Version,
+) -> bool {
+    let (mut close, mut keep_alive) = (false, false);
+    for token in connection.flat_map(|v| v.split(|&b| b == b',')) {
+        let token = token.trim_ascii();
+        close |= token.eq_ignore_ascii_case(b"close");
+        keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+    }
     if version == Version::HTTP_11 {
-        !has("close")
+        !close
     } else {
-        has("keep-alive")
+        keep_alive
     }
 }
 
@@ -457,14 +553,21 @@ mod tests {
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\ndata",
         );
-        assert_eq!(h.header.status, StatusCode::OK);
+        assert_eq!(h.status, StatusCode::OK);
         assert_eq!(h.len, 80);
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.keep_alive);
+        assert_eq!(h.value(b"content-type"), Some(&b"text/event-stream"[..]));
+        let names: Vec<&[u8]> = h.fields().map(|(name, _)| name).collect();
         assert_eq!(
-            h.header.headers.get("content-type").map(|v| v.as_bytes()),
-            Some(&b"text/event-stream"[..])
+            names,
+            [&b"Content-Type"[..], b"Transfer-Encoding"],
+            "as sent"
         );
+        assert_eq!(h.reason(), b"OK");
+        let header = h.to_header().expect("a header map");
+        assert_eq!(header.headers["content-type"], "text/event-stream");
+        assert_eq!(header.status, StatusCode::OK);
 
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), false));
@@ -488,7 +591,9 @@ mod tests {
         .expect("complete");
         assert_eq!(h.framing, Framing::Empty);
         let h = head("HTTP/1.1 418 Brewing\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(h.header.get_reason_phrase(), Some("Brewing"));
+        assert_eq!(h.reason(), b"Brewing");
+        let h = head("HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.reason(), b"Not Found", "the status's own when none came");
     }
 
     #[test]

@@ -11,10 +11,11 @@
 //! an HTTP/1.0 one. pingora's session writers derive their body framing
 //! from exactly these fields.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use super::framing::Head;
 use crate::route::COHORT_HEADER;
 
 /// Why a request is refused before it is routed.
@@ -48,14 +49,29 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// allocation). pingora's header types keep the map read-only, so callers
 /// remove these and [`HOP_BY_HOP`] themselves.
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+    let values = headers.get_all(header::CONNECTION).iter();
+    connection_tokens(values.map(HeaderValue::as_bytes))
+        .into_iter()
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
         .filter(|name| !HOP_BY_HOP.contains(name))
         .collect()
+}
+
+/// The tokens of `Connection` values (usually none, and then no
+/// allocation).
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+/// Whether the field `name` (any case) is one of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
 }
 
 /// Checks a request before it is routed: an HTTP/1.1 request must carry
@@ -205,16 +221,15 @@ pub enum BodyOut {
 /// it (said in `Connection` when that is not the version's default).
 /// Returns how the body goes, and whether the connection stays open.
 pub fn downstream_head(
-    upstream: &ResponseHeader,
+    upstream: &Head,
     cohort: Option<&str>,
     method: &Method,
     version: Version,
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) -> (BodyOut, bool) {
-    let fields = &upstream.headers;
-    let length_known = !fields.contains_key(header::TRANSFER_ENCODING)
-        && fields.contains_key(header::CONTENT_LENGTH);
+    let length_known = upstream.value(b"transfer-encoding").is_none()
+        && upstream.value(b"content-length").is_some();
     let (body, keep_alive) = if !has_body(method, upstream.status) {
         (BodyOut::None, keep_alive)
     } else if length_known {
@@ -227,16 +242,18 @@ pub fn downstream_head(
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(upstream.status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(upstream.get_reason_phrase().unwrap_or_default().as_bytes());
+    out.extend_from_slice(upstream.reason());
     out.extend_from_slice(b"\r\n");
-    let named = connection_named(fields);
-    for (name, value) in fields {
-        let length_dropped = body == BodyOut::Chunked && name == header::CONTENT_LENGTH;
-        let ours = name.as_str() == COHORT_HEADER;
-        if HOP_BY_HOP.contains(name) || named.contains(name) || length_dropped || ours {
+    let named = connection_tokens(upstream.values(b"connection"));
+    for (name, value) in upstream.fields() {
+        let length_dropped =
+            body == BodyOut::Chunked && name.eq_ignore_ascii_case(b"content-length");
+        let ours = name.eq_ignore_ascii_case(COHORT_HEADER.as_bytes());
+        let connection_named = named.iter().any(|n| n.eq_ignore_ascii_case(name));
+        if is_hop_by_hop(name) || connection_named || length_dropped || ours {
             continue;
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        field(out, name, value);
     }
     if body == BodyOut::Chunked {
         field(out, b"transfer-encoding", b"chunked");
@@ -268,16 +285,13 @@ pub fn downstream_response(mut response: Box<ResponseHeader>, cohort: &str) -> B
     response
 }
 
-/// Whether `headers` frame the body chunked: the last transfer coding is
-/// `chunked` (RFC 9112 §6.3).
-pub(super) fn is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+/// Whether `Transfer-Encoding` `values` frame the body chunked: the last
+/// transfer coding is `chunked` (RFC 9112 §6.3).
+pub(super) fn is_chunked<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .last()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 #[cfg(test)]
@@ -463,72 +477,79 @@ mod tests {
         );
     }
 
-    /// The head [`downstream_head`] writes: its status line, its fields
-    /// (name, value) in order, how the body goes and whether the connection
-    /// stays open.
+    /// The head [`downstream_head`] writes for the upstream head `raw`:
+    /// its status line, its fields (name, value) in order, how the body
+    /// goes and whether the connection stays open.
     fn downstream(
-        up: &ResponseHeader,
+        raw: &str,
         method: &Method,
         version: Version,
     ) -> (String, Vec<(String, String)>, BodyOut, bool) {
+        let up = super::super::framing::parse_head(raw.as_bytes(), method)
+            .expect("parses")
+            .expect("complete");
         let mut out = Vec::new();
         let (body, keep_alive) =
-            downstream_head(up, Some("canary"), method, version, true, &mut out);
+            downstream_head(&up, Some("canary"), method, version, true, &mut out);
         let (line, fields) = split(out);
         (line, fields, body, keep_alive)
     }
 
     #[test]
     fn responses_name_the_cohort_and_keep_http11_connections_reusable() {
-        let mut up = ResponseHeader::build(200, None).expect("response");
-        up.append_header("content-type", "text/event-stream")
-            .expect("header");
-        up.append_header("connection", "close, x-hop")
-            .expect("header");
-        up.append_header("x-hop", "1").expect("header");
-        up.append_header(COHORT_HEADER, "forged").expect("header");
+        let up = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                  Connection: close, X-Hop\r\nx-hop: 1\r\nX-Weir-Cohort: forged\r\n";
+        let end = "\r\n";
         let post = Method::POST;
         // Close-delimited upstream body: chunked to 1.1, as-is to 1.0.
-        let (line, fields, body, keep) = downstream(&up, &post, Version::HTTP_11);
+        let (line, fields, body, keep) = downstream(&format!("{up}{end}"), &post, Version::HTTP_11);
         assert_eq!(line, "HTTP/1.1 200 OK");
         assert_eq!(body, BodyOut::Chunked);
         assert!(keep, "the upstream's close is its own connection's");
         assert_eq!(value(&fields, "transfer-encoding"), Some("chunked"));
         assert_eq!(value(&fields, COHORT_HEADER), Some("canary"));
         let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["content-type", "transfer-encoding", COHORT_HEADER]);
-        let (_, fields, body, keep) = downstream(&up, &post, Version::HTTP_10);
+        assert_eq!(
+            names,
+            ["Content-Type", "transfer-encoding", COHORT_HEADER],
+            "names as the upstream sent them"
+        );
+        let (_, fields, body, keep) = downstream(&format!("{up}{end}"), &post, Version::HTTP_10);
         assert_eq!(body, BodyOut::Plain);
         assert!(!keep, "an HTTP/1.0 client reads to the close");
         assert_eq!(value(&fields, "connection"), Some("close"));
         assert_eq!(value(&fields, "transfer-encoding"), None);
         // A length is kept, and a kept-alive 1.0 client is told so.
-        up.append_header("content-length", "12").expect("header");
-        let (_, fields, body, _) = downstream(&up, &post, Version::HTTP_11);
+        let sized = format!("{up}Content-Length: 12\r\n{end}");
+        let (_, fields, body, _) = downstream(&sized, &post, Version::HTTP_11);
         assert_eq!(body, BodyOut::Plain);
-        assert_eq!(value(&fields, "content-length"), Some("12"));
+        assert_eq!(value(&fields, "Content-Length"), Some("12"));
         assert_eq!(value(&fields, "transfer-encoding"), None);
-        let (_, fields, _, keep) = downstream(&up, &post, Version::HTTP_10);
+        let (_, fields, _, keep) = downstream(&sized, &post, Version::HTTP_10);
         assert!(keep);
         assert_eq!(value(&fields, "connection"), Some("keep-alive"));
         // Chunked with a length beside it: chunked wins, the length goes.
-        up.append_header("transfer-encoding", "chunked")
-            .expect("header");
-        let (_, fields, body, _) = downstream(&up, &post, Version::HTTP_11);
+        let both = format!("{up}Content-Length: 12\r\nTransfer-Encoding: chunked\r\n{end}");
+        let (_, fields, body, _) = downstream(&both, &post, Version::HTTP_11);
         assert_eq!(body, BodyOut::Chunked);
-        assert_eq!(value(&fields, "content-length"), None);
+        assert_eq!(value(&fields, "Content-Length"), None);
+        assert_eq!(value(&fields, "Transfer-Encoding"), None, "its own, once");
         // No body: nothing to frame; HEAD keeps the length it describes.
-        let empty = ResponseHeader::build(204, None).expect("response");
-        let (line, fields, body, _) = downstream(&empty, &post, Version::HTTP_11);
+        let empty = "HTTP/1.1 204 No Content\r\n\r\n";
+        let (line, fields, body, _) = downstream(empty, &post, Version::HTTP_11);
         assert_eq!(line, "HTTP/1.1 204 No Content");
         assert_eq!(body, BodyOut::None);
         assert_eq!(value(&fields, "transfer-encoding"), None);
-        let mut sized = ResponseHeader::build(200, None).expect("response");
-        sized.append_header("content-length", "12").expect("header");
-        let (_, fields, body, _) = downstream(&sized, &Method::HEAD, Version::HTTP_11);
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n";
+        let (_, fields, body, _) = downstream(head, &Method::HEAD, Version::HTTP_11);
         assert_eq!(body, BodyOut::None);
         assert_eq!(value(&fields, "content-length"), Some("12"));
         // HTTP/2: hop-by-hop fields go, the cohort is named.
+        let up = super::super::framing::parse_head(both.as_bytes(), &post)
+            .expect("parses")
+            .expect("complete")
+            .to_header()
+            .expect("a header map");
         let r = downstream_response(Box::new(up), "stable");
         assert_eq!(r.headers[COHORT_HEADER], "stable");
         assert!(!r.headers.contains_key("connection"));

@@ -13,7 +13,7 @@
 //! hop (one `Host`, unambiguous body framing) are `headers::check`'s, for
 //! HTTP/1 and HTTP/2 alike.
 
-use http::header;
+use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
 use pingora::http::RequestHeader;
 
@@ -123,12 +123,16 @@ pub fn parse(input: &[u8]) -> Result<Option<Request>, BadRequest> {
     let framing = if header.headers.contains_key(header::TRANSFER_ENCODING) {
         Framing::Chunked
     } else {
-        match framing::content_length(&header.headers).map_err(|_| BadRequest::Length)? {
+        let lengths = header.headers.get_all(header::CONTENT_LENGTH).iter();
+        match framing::content_length(lengths.map(HeaderValue::as_bytes))
+            .map_err(|_| BadRequest::Length)?
+        {
             Some(0) | None => Framing::Empty,
             Some(n) => Framing::Length(n),
         }
     };
-    let keep_alive = framing::keeps_alive(&header.headers, version);
+    let connection = header.headers.get_all(header::CONNECTION).iter();
+    let keep_alive = framing::keeps_alive(connection.map(HeaderValue::as_bytes), version);
     let expects_continue = version == Version::HTTP_11
         && framing != Framing::Empty
         && header

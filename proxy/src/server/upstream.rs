@@ -11,12 +11,11 @@
 use std::io::Write as _;
 
 use http::Method;
-use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use tokio::io::AsyncWriteExt as _;
 
 use super::buffer::{FillError, ReadBuffer};
-use super::framing::{self, Body, Decoded, Framing, Malformed};
+use super::framing::{self, Body, Decoded, Framing, Head, Malformed};
 
 /// The most the read buffer grows to (a response head must fit).
 const MAX_BUFFER: usize = framing::MAX_HEAD + 1024;
@@ -127,7 +126,7 @@ impl Upstream {
 
     /// Reads the response head (interim 1xx responses skipped).
     /// Cancel-safe: bytes read stay for the next call.
-    pub(super) async fn read_head(&mut self) -> Result<Box<ResponseHeader>, UpstreamError> {
+    pub(super) async fn read_head(&mut self) -> Result<Head, UpstreamError> {
         // The request is sent: its bytes are not held while the response
         // streams.
         self.out = Vec::new();
@@ -141,7 +140,7 @@ impl Upstream {
                 }
                 self.body = Body::new(head.framing);
                 self.keep_alive = head.keep_alive;
-                return Ok(Box::new(head.header));
+                return Ok(head);
             }
             if self.fill().await? == 0 {
                 return Err(if self.answered {
