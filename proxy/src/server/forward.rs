@@ -682,9 +682,23 @@ async fn target(backend: &Backend, draws: &Draws) -> Option<(SocketAddr, Option<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::route::RouteTable;
+
+    /// A forwarder with no routes.
+    pub(in crate::server) fn forwarder() -> Forwarder {
+        Forwarder {
+            table: Arc::new(ArcSwap::from_pointee(
+                RouteTable::new(Vec::new(), false, 0).expect("an empty table"),
+            )),
+            observations: Arc::new(Observations::new("size".to_string())),
+            timeouts: Timeouts::default(),
+            active: Arc::default(),
+            draws: Draws::Random,
+            connector: TransportConnector::new(None),
+        }
+    }
 
     /// Every open stream holds its connection's future at its largest
     /// state's size, so a large future on a cold path (pingora's TLS
@@ -697,16 +711,7 @@ mod tests {
             .await
             .expect("connect");
         let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(client));
-        let forwarder = Forwarder {
-            table: Arc::new(ArcSwap::from_pointee(
-                RouteTable::new(Vec::new(), false, 0).expect("an empty table"),
-            )),
-            observations: Arc::new(Observations::new("size".to_string())),
-            timeouts: Timeouts::default(),
-            active: Arc::default(),
-            draws: Draws::Random,
-            connector: TransportConnector::new(None),
-        };
+        let forwarder = forwarder();
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let connection = forwarder.serve_h1(stream, &shutdown);
         let size = size_of_val(&connection);

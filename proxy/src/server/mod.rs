@@ -10,6 +10,13 @@
 //! module binds the listeners, runs the service and the admin API, and
 //! drains on shutdown.
 //!
+//! The listener is weir's own accept loop ([`accept`]) rather than pingora's
+//! listening service: pingora's task per connection holds its accept-side
+//! future (TLS handshake state included, 8.8 KiB) for the connection's
+//! whole life, more than anything else an open stream held; here a TLS
+//! handshake is boxed for its moment and a connection's task holds only
+//! weir's connection future.
+//!
 //! The service runs inside the caller's tokio runtime rather than under
 //! pingora's `Server`, for two reasons: `weir run` embeds the proxy in its
 //! own process, and shutdown must end as soon as the last open stream
@@ -28,17 +35,13 @@ pub mod request;
 mod upstream;
 
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pingora::connectors::TransportConnector;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::{Fds, ListenFds};
-use pingora::services::Service as _;
-use pingora::services::listening::Service;
+use pingora::server::ShutdownWatch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -53,15 +56,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pending connections the proxy listener queues; bursts of thousands of
 /// new streams must not be refused by a short kernel queue.
 const BACKLOG: i32 = 4096;
-/// pingora's buffers in front of each client connection: none. weir's
-/// HTTP/1 reads into a buffer of its own that it gives back while a
-/// response streams, and gathers each write itself; pingora's defaults (a
-/// 64 KiB read and a 1.4 KiB write buffer per connection) would be held by
-/// every open stream. (HTTP/2 and TLS keep buffers of their own.)
-const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: Some(0),
-};
+/// How long the accept loop pauses when the process is out of file
+/// descriptors: `accept` fails at once until one is freed (pingora's
+/// choice; with `max_connections` set, as `weir proxy` does by default,
+/// this does not happen).
+const OUT_OF_FILES_PAUSE: Duration = Duration::from_secs(1);
 
 /// Requests between `request_filter` and the end of `logging`, across all
 /// routes: what a drain waits for.
@@ -159,13 +158,11 @@ async fn resolve(upstream: &crate::route::Upstream) -> Option<SocketAddr> {
     }
 }
 
-/// The TLS listener's settings: every handshake takes the certificate
+/// The TLS acceptor of the listener: every handshake takes the certificate
 /// `certificate` holds at that moment, so a renewal needs no restart.
 /// ALPN offers HTTP/2 first, then HTTP/1.1.
 #[cfg(feature = "tls")]
-fn tls_settings(
-    certificate: &Arc<crate::tls::Certificate>,
-) -> pingora::listeners::tls::TlsSettings {
+fn tls_acceptor(certificate: &Arc<crate::tls::Certificate>) -> protocols::TlsAcceptor {
     use pingora::listeners::ALPN;
     // No file paths: the resolver serves the certificate. (`intermediate`
     // only stores its arguments; it reads nothing and cannot fail.)
@@ -173,7 +170,39 @@ fn tls_settings(
         .expect("storing two empty paths cannot fail");
     settings.set_cert_resolver(Arc::new(crate::tls::Resolver(Arc::clone(certificate))));
     settings.set_alpn(ALPN::H2H1);
-    settings
+    // With a resolver set, `build` loads no file and cannot panic.
+    settings.build()
+}
+
+/// Accepts connections until the service drains; each is served on a task
+/// of its own, which holds only its connection's future.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    protocols: Arc<protocols::Protocols>,
+    shutdown: ShutdownWatch,
+) {
+    let mut closing = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = forward::draining(&mut closing) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let protocols = Arc::clone(&protocols);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { protocols.serve(tcp, &shutdown).await });
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                tracing::warn!(error = %e, "out of file descriptors: not accepting for a second");
+                tokio::time::sleep(OUT_OF_FILES_PAUSE).await;
+            }
+            // A connection that failed between the kernel's accept and
+            // ours (reset): nothing to serve.
+            Err(e) => tracing::debug!(error = %e, "accept failed"),
+        }
+    }
 }
 
 /// Idle upstream connections kept per connector: pingora's own default
@@ -282,9 +311,9 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    // pingora adopts the descriptor as a tokio listener, which must be
-    // non-blocking: a blocking accept() would park a runtime worker (and
-    // the tasks queued on it) until the next connection arrives.
+    // A tokio listener must be non-blocking: a blocking accept() would
+    // park a runtime worker (and the tasks queued on it) until the next
+    // connection arrives.
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
@@ -345,26 +374,21 @@ pub async fn start(
             }),
         connector: connector(&settings)?,
     };
-    let protocols = protocols::Protocols::new(
+    let protocols = Arc::new(protocols::Protocols::new(
         forwarder,
         Arc::clone(&connections),
         settings.timeouts.header,
         settings.timeouts.idle,
-    );
-    let mut service = Service::new("weir proxy".to_string(), protocols);
-    let bind = listen.to_string();
-    let endpoint = ListenerConfig::tcp(bind.clone()).l4_buffer(CLIENT_BUFFERS);
-    #[cfg(feature = "tls")]
-    let endpoint = match &settings.tls {
-        Some(certificate) => endpoint.tls(tls_settings(certificate)),
-        None => endpoint,
-    };
-    service.add_listener(endpoint);
-    let mut fds = Fds::new();
-    fds.add(bind, listener.into_raw_fd());
-    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
+        #[cfg(feature = "tls")]
+        settings.tls.as_ref().map(tls_acceptor),
+    ));
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
     let (stop_accepting, accepting) = watch::channel(false);
-    let service = tokio::spawn(async move { service.start_service(Some(fds), accepting, 1).await });
+    let service = tokio::spawn(accept(listener, protocols, accepting));
 
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_admin, admin_running) = watch::channel(false);
