@@ -2,7 +2,7 @@
 //! not yet consumed, parsed in place.
 //!
 //! It starts empty: the first read takes only what came (see
-//! [`ReadBuffer::fill_first`]); when more must be read it takes
+//! [`ReadBuffer::poll_extend`]); when more must be read it takes
 //! [`INITIAL`], enough for a request or response head and a burst of SSE
 //! events, and doubles (up to the caller's limit) only when a read fills
 //! it: an open stream holds a few KiB, and a bulk body still moves in large
@@ -10,7 +10,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
@@ -20,15 +20,10 @@ pub(super) const INITIAL: usize = 4 * 1024;
 /// The stack buffer of a released buffer's first read.
 const SCRATCH: usize = 2 * 1024;
 
-/// Why [`ReadBuffer::fill`] read nothing.
+/// [`ReadBuffer::fill`] read nothing: the buffer is at its limit with
+/// nothing consumed, so the unfinished head or line in it is too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum FillError {
-    /// The buffer is at its limit with nothing consumed: the unfinished
-    /// head or line in it is too long.
-    Full,
-    /// The read timed out (a stream with a read timeout of its own).
-    TimedOut,
-}
+pub(super) struct Full;
 
 /// `buf[start..end]` is read and not consumed.
 #[derive(Debug, Default)]
@@ -57,8 +52,8 @@ impl ReadBuffer {
         self.start += n;
     }
 
-    /// Appends bytes read elsewhere (a read into a buffer on the stack).
-    pub(super) fn extend(&mut self, bytes: &[u8]) {
+    /// Appends bytes read elsewhere.
+    fn extend(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.truncate(self.end);
         self.buf.extend_from_slice(bytes);
@@ -76,52 +71,47 @@ impl ReadBuffer {
     /// Reads more from `stream`, growing the buffer up to `limit` bytes;
     /// returns how many came (0: the connection ended; a reset counts as
     /// an end).
-    pub(super) async fn fill(
-        &mut self,
-        stream: &mut Stream,
-        limit: usize,
-    ) -> Result<usize, FillError> {
+    ///
+    /// # Errors
+    /// [`Full`] when the buffer is at `limit` and nothing was consumed.
+    pub(super) async fn fill(&mut self, stream: &mut Stream, limit: usize) -> Result<usize, Full> {
         if self.buf.capacity() == 0 {
-            return Ok(self.fill_first(stream).await);
+            // The first read into a released buffer: see `poll_extend`.
+            return Ok(poll_fn(|cx| self.poll_extend(cx, stream)).await);
         }
         self.compact();
         let full = self.end == self.buf.len();
         if full || (self.filled && self.buf.len() < limit) {
             let grown = (self.buf.len() * 2).clamp(INITIAL, limit.max(INITIAL));
             if grown == self.buf.len() {
-                return Err(FillError::Full);
+                return Err(Full);
             }
             self.buf.resize(grown, 0);
         }
-        let n = match stream.read(&mut self.buf[self.end..]).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(FillError::TimedOut),
-            Err(_) => 0,
-        };
+        // A reset or other error ends the connection like a close.
+        let n = stream.read(&mut self.buf[self.end..]).await.unwrap_or(0);
         self.filled = n > 0 && self.end + n == self.buf.len();
         self.end += n;
         Ok(n)
     }
 
-    /// The first read into a released buffer goes to a buffer on the stack,
-    /// only for the moment of the read, and what came is kept in an
-    /// allocation of its size: a connection waiting for its next request
-    /// holds no buffer, and a small request takes only its own bytes.
-    async fn fill_first(&mut self, stream: &mut Stream) -> usize {
-        poll_fn(|cx| {
-            let mut scratch = [0u8; SCRATCH];
-            let mut read = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut *stream).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    self.extend(read.filled());
-                    Poll::Ready(read.filled().len())
-                }
-                // A reset or other error ends the connection like a close.
-                Poll::Ready(Err(_)) => Poll::Ready(0),
-                Poll::Pending => Poll::Pending,
+    /// Polls one read from `stream` into a buffer on the stack, held only
+    /// for this poll, and appends what came; ready with how many bytes
+    /// came (0: the connection ended; a reset counts as an end). Nothing
+    /// waits on a buffer meanwhile: a connection waiting for its next
+    /// request, or watching for its client to leave, holds none, and a
+    /// small request takes an allocation of its own size.
+    pub(super) fn poll_extend(&mut self, cx: &mut Context<'_>, stream: &mut Stream) -> Poll<usize> {
+        let mut scratch = [0u8; SCRATCH];
+        let mut read = ReadBuf::new(&mut scratch);
+        match Pin::new(stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                self.extend(read.filled());
+                Poll::Ready(read.filled().len())
             }
-        })
-        .await
+            Poll::Ready(Err(_)) => Poll::Ready(0),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Moves what is left to the front when the buffer is full, and starts

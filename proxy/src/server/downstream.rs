@@ -2,8 +2,8 @@
 //! another (pipelined ones kept), each body decoded in place, each response
 //! written in as few writes as it can.
 //!
-//! The connection (plain TCP or TLS) comes from pingora's listener;
-//! `request.rs` says why the HTTP/1 on it is weir's. What a request costs
+//! The connection (plain TCP or TLS) comes from weir's accept loop
+//! (`server::accept`); `request.rs` says why the HTTP/1 on it is weir's. What a request costs
 //! here: one read for its head (and, usually, its body), and for a small
 //! response one write with head and body together. While a response
 //! streams, the connection holds no read buffer and no request head bytes
@@ -11,16 +11,15 @@
 
 use std::future::poll_fn;
 use std::io::Write as _;
-use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, StatusCode, Version};
 use pingora::http::RequestHeader;
 use pingora::protocols::Stream;
-use tokio::io::{AsyncRead, AsyncWriteExt as _, ReadBuf};
+use tokio::io::AsyncWriteExt as _;
 
-use super::buffer::{FillError, ReadBuffer};
+use super::buffer::{Full, ReadBuffer};
 use super::framing::{Body, Decoded, Framing, Head, Malformed};
 use super::headers::{self, BodyOut};
 use super::request::{self, BadRequest};
@@ -127,9 +126,9 @@ impl Http1 {
             }
             scanned = self.input.data().len();
             match self.input.fill(&mut self.stream, MAX_BUFFER).await {
-                Ok(0) | Err(FillError::TimedOut) => return Read::Closed,
+                Ok(0) => return Read::Closed,
                 Ok(_) => {}
-                Err(FillError::Full) => {
+                Err(Full) => {
                     self.keep_alive = false;
                     return Read::Bad(BadRequest::TooLarge);
                 }
@@ -185,7 +184,7 @@ impl Http1 {
                         Ok(Ok(n)) if n > 0 => {}
                         // A chunk-size or trailer line longer than the
                         // decoder allows is refused by it before this.
-                        Ok(Err(FillError::Full)) => {
+                        Ok(Err(Full)) => {
                             return Err(BodyFailed::Malformed(Malformed::LineTooLong));
                         }
                         // Closed, reset, or silent past the read timeout.
@@ -205,14 +204,13 @@ impl Http1 {
     /// [`headers::downstream_head`]); it leaves with the first body bytes,
     /// or at [`Http1::flush`].
     pub(super) fn queue_head(&mut self, upstream: &Head, cohort: &str) {
-        let cohort = Some(cohort);
         let request = self
             .request
             .as_ref()
             .expect("a request is read before it is answered");
         let (body_out, keep_alive) = headers::downstream_head(
             upstream,
-            cohort,
+            Some(cohort),
             &request.method,
             request.version,
             self.keep_alive && self.body.is_done(),
@@ -313,22 +311,16 @@ impl Http1 {
     pub(super) async fn closed(&mut self) {
         let Http1 { stream, input, .. } = self;
         poll_fn(|cx| {
-            loop {
-                if input.data().len() >= MAX_PIPELINED {
-                    return Poll::Pending;
-                }
-                // A buffer on the stack, only for this poll: an open stream
-                // keeps none.
-                let mut scratch = [0u8; 1024];
-                let mut read = ReadBuf::new(&mut scratch);
-                match Pin::new(&mut *stream).poll_read(cx, &mut read) {
-                    // Read on until the socket has nothing: the pending read
-                    // is what registers for the next wake-up.
-                    Poll::Ready(Ok(())) if !read.filled().is_empty() => input.extend(read.filled()),
-                    Poll::Ready(_) => return Poll::Ready(()),
+            // Read on until the socket has nothing: the pending read is
+            // what registers for the next wake-up.
+            while input.data().len() < MAX_PIPELINED {
+                match input.poll_extend(cx, stream) {
+                    Poll::Ready(0) => return Poll::Ready(()),
+                    Poll::Ready(_) => {}
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            Poll::Pending
         })
         .await;
     }

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use futures::FutureExt;
 use http::{StatusCode, header};
-use pingora::apps::ReusedHttpStream;
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
@@ -167,26 +166,21 @@ impl Forwarder {
     }
 
     /// Serves one HTTP/2 stream.
-    pub(super) async fn serve_h2(
-        &self,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    pub(super) async fn serve_h2(&self, mut session: ServerSession, shutdown: &ShutdownWatch) {
         let mut closing = shutdown.clone();
         let read = tokio::select! {
             biased;
             read = tokio::time::timeout(self.timeouts.header, session.read_request()) => read,
-            () = draining(&mut closing) => return None,
+            () = draining(&mut closing) => return,
         };
         if !matches!(read, Ok(Ok(true))) {
-            return None;
+            return;
         }
         let mut deadline = Deadline::new(self.timeouts.read);
         self.serve(&mut Client::H2(&mut session), None, &mut deadline)
             .await;
-        // An HTTP/2 stream is not reused: pingora's `finish` only ends it.
+        // pingora's `finish` only ends an HTTP/2 stream.
         let _ = Box::pin(session.finish()).await;
-        None
     }
 }
 

@@ -136,7 +136,7 @@ impl Head {
     }
 
     /// The values of the fields named `name` (lowercase ASCII), in order.
-    pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+    pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.fields
             .iter()
             .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name))
@@ -247,25 +247,6 @@ pub fn parse_head(input: &[u8], method: &Method) -> Result<Option<Head>, Malform
         && keeps_alive(head.values(b"connection"), version);
     head.framing = framing;
     Ok(Some(head))
-}
-
-/// The fields httparse found in the head that is `input`'s first `len`
-/// bytes, as names and values (`None` for one `http` refuses). The head is
-/// copied once and every value is a slice of the copy: one allocation per
-/// head instead of one per field.
-pub(super) fn fields<'a>(
-    input: &'a [u8],
-    len: usize,
-    parsed: &'a [httparse::Header<'a>],
-) -> impl Iterator<Item = Option<(HeaderName, HeaderValue)>> + 'a {
-    let head = Bytes::copy_from_slice(&input[..len]);
-    let base = input.as_ptr() as usize;
-    parsed.iter().map(move |field| {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        let at = field.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(head.slice(at..at + field.value.len())).ok()?;
-        Some((name, value))
-    })
 }
 
 /// The body's framing (RFC 9112 §6.3), and whether it is unambiguous

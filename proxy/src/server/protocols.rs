@@ -186,7 +186,9 @@ impl HttpServerApp for App {
     ) -> Option<ReusedHttpStream> {
         // HTTP/2 streams share their connection, so no stream keeps
         // upstream connections: each takes one from the shared pool.
-        self.forwarder.serve_h2(session, shutdown).await
+        self.forwarder.serve_h2(session, shutdown).await;
+        // An HTTP/2 stream is never a connection to reuse.
+        None
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

@@ -7,13 +7,14 @@
 //! (one to preserve field-name case), which for a small request was a
 //! seventh of the proxy's work and, for an open stream, memory held for
 //! minutes. Here the head is copied once into an allocation of its own size
-//! and the field values are slices of it (`framing::fields`).
+//! and the field values are slices of it ([`fields`]).
 //!
 //! What is refused here is what makes a head unreadable; the rules of the
 //! hop (one `Host`, unambiguous body framing) are `headers::check`'s, for
 //! HTTP/1 and HTTP/2 alike.
 
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use pingora::http::RequestHeader;
 
@@ -79,8 +80,8 @@ pub struct Request {
 /// [`BadRequest`] when the head does not parse, is too large, or its
 /// `Content-Length` or authority is invalid.
 pub fn parse(input: &[u8]) -> Result<Option<Request>, BadRequest> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut request = httparse::Request::new(&mut fields);
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut parsed);
     let len = match request.parse(input) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
@@ -107,7 +108,7 @@ pub fn parse(input: &[u8]) -> Result<Option<Request>, BadRequest> {
         Version::HTTP_11
     };
     header.set_version(version);
-    for field in framing::fields(input, len, request.headers) {
+    for field in fields(input, len, request.headers) {
         let (name, value) = field.ok_or(BadRequest::Head)?;
         header
             .append_header(name, value)
@@ -146,6 +147,25 @@ pub fn parse(input: &[u8]) -> Result<Option<Request>, BadRequest> {
         keep_alive,
         expects_continue,
     }))
+}
+
+/// The fields httparse found in the head that is `input`'s first `len`
+/// bytes, as names and values (`None` for one `http` refuses). The head is
+/// copied once and every value is a slice of the copy: one allocation per
+/// head instead of one per field.
+fn fields<'a>(
+    input: &'a [u8],
+    len: usize,
+    parsed: &'a [httparse::Header<'a>],
+) -> impl Iterator<Item = Option<(HeaderName, HeaderValue)>> + 'a {
+    let head = Bytes::copy_from_slice(&input[..len]);
+    let base = input.as_ptr() as usize;
+    parsed.iter().map(move |field| {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let at = field.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + field.value.len())).ok()?;
+        Some((name, value))
+    })
 }
 
 /// pingora's authority checks say what is wrong only in their message: the

@@ -14,7 +14,7 @@ use http::Method;
 use pingora::protocols::Stream;
 use tokio::io::AsyncWriteExt as _;
 
-use super::buffer::{FillError, ReadBuffer};
+use super::buffer::{Full, ReadBuffer};
 use super::framing::{self, Body, Decoded, Framing, Head, Malformed};
 
 /// The most the read buffer grows to (a response head must fit).
@@ -192,13 +192,13 @@ impl Upstream {
     /// Reads more into the buffer; returns how many bytes came (0: the
     /// connection ended).
     async fn fill(&mut self) -> Result<usize, UpstreamError> {
-        let n = match self.input.fill(&mut self.stream, MAX_BUFFER).await {
-            Ok(n) => n,
-            Err(FillError::TimedOut) => return Err(UpstreamError::Timeout),
-            // Full at the largest size with one unfinished head or line:
-            // the parsers refuse those well before this.
-            Err(FillError::Full) => return Err(UpstreamError::Malformed(Malformed::HeadTooLarge)),
-        };
+        // Full at the largest size with one unfinished head or line: the
+        // parsers refuse those well before this.
+        let n = self
+            .input
+            .fill(&mut self.stream, MAX_BUFFER)
+            .await
+            .map_err(|Full| UpstreamError::Malformed(Malformed::HeadTooLarge))?;
         self.answered |= n > 0;
         Ok(n)
     }
