@@ -30,7 +30,12 @@
 //!       "interTokenSeconds": {...},
 //!       "durationSeconds": {...},
 //!       "outputTokens": 120344,
-//!       "inflight": 4
+//!       "inflight": 4,
+//!       "outputTokensPerRequest": {...},
+//!       "decodeTokensPerSecond": {...},
+//!       "lengthFinishes": 12,
+//!       "emptyAnswers": 0,
+//!       "tokensFromUsage": 812
 //!     }
 //!   ],
 //!   "routes": {"llm.chat": 12}
@@ -47,6 +52,17 @@
 //! - Distributions are [`Distribution`]'s own JSON, in seconds: TTFT
 //!   (requests that got a body), one inter-token sample per gap between SSE
 //!   content events, and the duration of every request.
+//! - The answer's shape (added within version 1, so absent — empty — in
+//!   older proxies' answers), over `ok` requests only: a cut or failed
+//!   answer says nothing about how long the model's answers are.
+//!   `outputTokensPerRequest` holds each one's output tokens (0 in the
+//!   distribution's zero bin), `decodeTokensPerSecond` each streamed
+//!   one's tokens after the first over the time from its first content
+//!   event to its last, `lengthFinishes` counts those cut at the token
+//!   limit (`finish_reason: "length"`), `emptyAnswers` those with no
+//!   output token, and `tokensFromUsage` those whose count is the
+//!   server's own `usage` (the rest are counted from stream events, which
+//!   undercounts a server that sends several tokens per event).
 //! - `routes` (added within version 1) maps every route in service *now* to
 //!   the traffic generation it was built from (Kubernetes: the Canary's
 //!   `status.traffic.generation`; 0 for file and in-process sources). The
@@ -115,6 +131,22 @@ pub struct CohortSnapshot {
     /// Requests in flight when the snapshot was taken (a gauge: not summed
     /// over time, summed over replicas).
     pub inflight: u64,
+    /// Output tokens of each `ok` request.
+    #[serde(default)]
+    pub output_tokens_per_request: Distribution,
+    /// Decode speed of each `ok` streamed request, tokens per second after
+    /// the first token.
+    #[serde(default)]
+    pub decode_tokens_per_second: Distribution,
+    /// `ok` requests cut at the token limit (`finish_reason: "length"`).
+    #[serde(default)]
+    pub length_finishes: u64,
+    /// `ok` requests with no output token.
+    #[serde(default)]
+    pub empty_answers: u64,
+    /// `ok` requests whose output tokens are the server's `usage`.
+    #[serde(default)]
+    pub tokens_from_usage: u64,
 }
 
 /// What entries are kept and merged per: (route, cohort, revision).
@@ -170,6 +202,30 @@ impl CohortSnapshot {
         self.duration_seconds.merge(&other.duration_seconds);
         self.output_tokens += other.output_tokens;
         self.inflight += other.inflight;
+        self.output_tokens_per_request
+            .merge(&other.output_tokens_per_request);
+        self.decode_tokens_per_second
+            .merge(&other.decode_tokens_per_second);
+        self.length_finishes += other.length_finishes;
+        self.empty_answers += other.empty_answers;
+        self.tokens_from_usage += other.tokens_from_usage;
+    }
+
+    /// Answers cut at the token limit, out of `ok` answers, for a
+    /// proportion comparison like the error rate's.
+    pub fn length_counts(&self) -> Counts {
+        Counts {
+            errors: self.length_finishes,
+            total: self.requests[weir_core::Outcome::Ok],
+        }
+    }
+
+    /// Empty answers, out of `ok` answers.
+    pub fn empty_counts(&self) -> Counts {
+        Counts {
+            errors: self.empty_answers,
+            total: self.requests[weir_core::Outcome::Ok],
+        }
     }
 
     /// What happened since `earlier`, or `None` when a counter went down
@@ -188,6 +244,19 @@ impl CohortSnapshot {
                 .ok()?,
             output_tokens: self.output_tokens.checked_sub(earlier.output_tokens)?,
             inflight: self.inflight,
+            output_tokens_per_request: self
+                .output_tokens_per_request
+                .delta_since(&earlier.output_tokens_per_request)
+                .ok()?,
+            decode_tokens_per_second: self
+                .decode_tokens_per_second
+                .delta_since(&earlier.decode_tokens_per_second)
+                .ok()?,
+            length_finishes: self.length_finishes.checked_sub(earlier.length_finishes)?,
+            empty_answers: self.empty_answers.checked_sub(earlier.empty_answers)?,
+            tokens_from_usage: self
+                .tokens_from_usage
+                .checked_sub(earlier.tokens_from_usage)?,
             ..self.clone()
         })
     }

@@ -360,7 +360,9 @@ impl Collector {
             window: window.id,
             warmup_requests,
             metrics,
-            load: Some(load),
+            // A model canary's cohorts share the same servers: their
+            // per-replica load is one and the same by construction.
+            load: (!rollout.is_model()).then_some(load),
             slices: self.slices.clone(),
         })
     }

@@ -77,6 +77,11 @@ impl State {
                 duration_seconds: Distribution::new(),
                 output_tokens: 0,
                 inflight: 0,
+                output_tokens_per_request: Distribution::new(),
+                decode_tokens_per_second: Distribution::new(),
+                length_finishes: 0,
+                empty_answers: 0,
+                tokens_from_usage: 0,
             });
         entry.requests[Outcome::Ok] += n;
         for _ in 0..n {

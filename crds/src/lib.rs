@@ -31,8 +31,8 @@ pub use analysis::{
 };
 pub use spec::{
     AnalysisStep, Backend, Backends, BlueGreenStrategy, Canary, CanarySpec, CanaryStrategy,
-    PauseStep, Promotion, PromotionStrategy, ReplicaPolicy, RouteSpec, ServicePort, Step,
-    StickySpec, Strategy, TargetRef,
+    ModelVersions, PauseStep, Promotion, PromotionStrategy, ReplicaPolicy, RouteSpec, ServicePort,
+    Step, StickySpec, Strategy, TargetRef,
 };
 pub use status::{
     AbortStatus, Acknowledged, AnalysisStatus, AnalysisWindow, CanaryStatus, CohortReplicas,

@@ -38,6 +38,10 @@ use crate::{AnalysisSpec, CanaryStatus, string_or_object};
         "rule": "!has(self.targetRef) || has(self.service)",
         "message": "Kubernetes mode needs the frontend's port: add service: {port: 8000}",
     },
+    {
+        "rule": "!has(self.models) || has(self.route.model)",
+        "message": "a model canary needs the name clients ask for: add route: {model: chat}",
+    },
 ]))]
 pub struct CanarySpec {
     /// Kubernetes mode: the Deployment whose template is the desired version.
@@ -52,6 +56,12 @@ pub struct CanarySpec {
     /// Which requests the proxy routes through this Canary.
     #[serde(default)]
     pub route: RouteSpec,
+    /// A model canary: the model name (a LoRA adapter, a fine-tune, a new
+    /// model) each cohort asks the pool for, for requests that ask for
+    /// `route.model`. Both cohorts are served by the same backends; steps
+    /// set weights only and nothing is scaled or copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelVersions>,
     /// Keep sessions on one cohort (monotone: raising the canary weight only
     /// moves sessions onto the canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +177,12 @@ pub struct RouteSpec {
     #[serde(default = "default_path_prefix")]
     #[schemars(pattern(r"^/"))]
     pub path_prefix: String,
+    /// Only requests whose JSON body asks for this model (its top-level
+    /// `model`), e.g. `chat`; other requests on the same hosts and path
+    /// are left to other routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: Option<String>,
 }
 
 impl Default for RouteSpec {
@@ -174,8 +190,21 @@ impl Default for RouteSpec {
         RouteSpec {
             hosts: Vec::new(),
             path_prefix: default_path_prefix(),
+            model: None,
         }
     }
+}
+
+/// The model names a model canary's cohorts ask the pool for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelVersions {
+    /// The model serving now, e.g. `chat-lora-v7`.
+    #[schemars(length(min = 1, max = 256))]
+    pub stable: String,
+    /// The model on trial, e.g. `chat-lora-v8`.
+    #[schemars(length(min = 1, max = 256))]
+    pub canary: String,
 }
 
 fn default_path_prefix() -> String {

@@ -47,6 +47,10 @@ pub struct TrafficBackend {
     /// The version this cohort serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// A model canary: the model this cohort asks the upstream for (the
+    /// request body's `model` is rewritten to it, and back in responses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A cohort of a Canary: the two of [`weir_core::Cohort`] a Canary has (the

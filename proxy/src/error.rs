@@ -164,6 +164,20 @@ pub enum Problem {
         /// The value as written.
         value: String,
     },
+    /// A model name that is empty, too long or holds control characters.
+    #[error(
+        "{} is not a model name: give the name the server serves, 1 to 256 printable characters, e.g. chat-lora-v8",
+        Excerpt::quoted(value)
+    )]
+    InvalidModelName {
+        /// The value as written.
+        value: String,
+    },
+    /// A backend rewrites the model on a route that matches none.
+    #[error(
+        "a backend can ask for another model only on a route that matches one: add match.model (the name clients ask for), or remove the backend's model"
+    )]
+    ModelWithoutMatch,
     /// `sticky` with neither or both of `header` and `cookie`.
     #[error("give exactly one of header or cookie, e.g. sticky: {{header: x-session-id}}")]
     StickyKey,

@@ -55,6 +55,7 @@ pub mod error;
 pub mod histogram;
 pub mod meter;
 pub mod metrics;
+pub mod model;
 pub mod observe;
 pub mod route;
 pub mod server;

@@ -23,12 +23,19 @@ pub const INFLIGHT_REQUESTS: &str = "weir_proxy_inflight_requests";
 /// its weight over the sum of the route's weights.
 pub const ROUTE_WEIGHT: &str = "weir_proxy_route_weight";
 
+/// Counter: requests whose body was looked into for its `model` (only when
+/// some route matches models), labelled [`LOOKUP`]: what was found.
+pub const MODEL_LOOKUPS_TOTAL: &str = "weir_proxy_model_lookups_total";
+
 /// Label: route name.
 pub const ROUTE: &str = "route";
 /// Label: cohort name (`stable`, `canary`, ...).
 pub const COHORT: &str = "cohort";
 /// Label: request outcome; its values are [`weir_core::Outcome::as_str`].
 pub const OUTCOME: &str = "outcome";
+/// Label: what a model lookup found; its values are
+/// [`crate::model::Lookup::as_str`].
+pub const LOOKUP: &str = "lookup";
 
 /// Bucket upper bounds (seconds) for [`TTFT_SECONDS`]: vLLM's TTFT buckets,
 /// so weir's and vLLM's histograms line up on one dashboard.

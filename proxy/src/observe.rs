@@ -32,12 +32,14 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use weir_analysis::Distribution;
 use weir_analysis::observations::{CohortSnapshot, SCHEMA_VERSION, Snapshot};
 use weir_core::{Cohort, Outcome, RequestCounts};
 
 use crate::histogram::Histogram;
 use crate::meter::RequestRecord;
 use crate::metrics;
+use crate::model::Lookup;
 use crate::route::{CohortKey, RouteTable};
 
 /// The aggregates of one key.
@@ -48,6 +50,39 @@ struct Aggregates {
     inter_token: Histogram,
     duration: Histogram,
     output_tokens: u64,
+    shape: Shape,
+}
+
+/// What the `ok` answers looked like (see the observations schema).
+#[derive(Debug, Clone, Default)]
+struct Shape {
+    output_tokens: Distribution,
+    decode_rate: Distribution,
+    length_finishes: u64,
+    empty: u64,
+    from_usage: u64,
+}
+
+impl Shape {
+    fn record(&mut self, r: &RequestRecord) {
+        // Finite by construction (a count; a positive count over a
+        // positive time), so recording cannot fail.
+        let _ = self.output_tokens.record(r.output_tokens as f64);
+        if let Some(rate) = r.decode_rate {
+            let _ = self.decode_rate.record(rate);
+        }
+        self.length_finishes += u64::from(r.finish_length);
+        self.empty += u64::from(r.output_tokens == 0);
+        self.from_usage += u64::from(r.tokens_from_usage);
+    }
+
+    fn add(&mut self, other: &Shape) {
+        self.output_tokens.merge(&other.output_tokens);
+        self.decode_rate.merge(&other.decode_rate);
+        self.length_finishes += other.length_finishes;
+        self.empty += other.empty;
+        self.from_usage += other.from_usage;
+    }
 }
 
 impl Default for Aggregates {
@@ -58,6 +93,7 @@ impl Default for Aggregates {
             inter_token: Histogram::new(metrics::INTER_TOKEN_BUCKETS),
             duration: Histogram::new(metrics::REQUEST_DURATION_BUCKETS),
             output_tokens: 0,
+            shape: Shape::default(),
         }
     }
 }
@@ -69,6 +105,7 @@ impl Aggregates {
         self.inter_token.merge(&other.inter_token);
         self.duration.merge(&other.duration);
         self.output_tokens += other.output_tokens;
+        self.shape.add(&other.shape);
     }
 }
 
@@ -88,6 +125,9 @@ impl Cell {
         a.inter_token.merge(&r.inter_token);
         a.duration.record(r.duration.as_secs_f64());
         a.output_tokens += r.output_tokens;
+        if r.outcome == Outcome::Ok {
+            a.shape.record(r);
+        }
     }
 
     fn read(&self) -> Aggregates {
@@ -103,6 +143,8 @@ impl Cell {
 pub struct Observations {
     instance: String,
     cells: RwLock<HashMap<CohortKey, Arc<Cell>>>,
+    /// Model lookups by what they found, in [`Lookup::NAMES`] order.
+    model_lookups: [AtomicU64; Lookup::NAMES.len()],
 }
 
 /// A key's cell, looked up once per request.
@@ -152,6 +194,14 @@ impl Observations {
         Observations {
             instance: instance.into(),
             cells: RwLock::new(HashMap::new()),
+            model_lookups: Default::default(),
+        }
+    }
+
+    /// Counts a request body looked into for its `model`.
+    pub fn count_model_lookup(&self, lookup: &Lookup) {
+        if let Some(i) = Lookup::NAMES.iter().position(|n| *n == lookup.as_str()) {
+            self.model_lookups[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -214,6 +264,11 @@ impl Observations {
                     duration_seconds: a.duration.into_distribution(),
                     output_tokens: a.output_tokens,
                     inflight: cell.inflight.load(Ordering::Relaxed),
+                    output_tokens_per_request: a.shape.output_tokens,
+                    decode_tokens_per_second: a.shape.decode_rate,
+                    length_finishes: a.shape.length_finishes,
+                    empty_answers: a.shape.empty,
+                    tokens_from_usage: a.shape.from_usage,
                 }
             })
             .collect();
@@ -313,6 +368,21 @@ impl Observations {
                 let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum());
                 let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count());
             }
+        }
+        header(
+            &mut out,
+            metrics::MODEL_LOOKUPS_TOTAL,
+            "counter",
+            "Request bodies looked into for their top-level model (when a route matches models), by what was found.",
+        );
+        for (name, count) in Lookup::NAMES.iter().zip(&self.model_lookups) {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{name}\"}} {}",
+                metrics::MODEL_LOOKUPS_TOTAL,
+                metrics::LOOKUP,
+                count.load(Ordering::Relaxed)
+            );
         }
         header(
             &mut out,

@@ -158,6 +158,8 @@ pub struct Rollout {
     pub analysis: Analysis,
     /// Which requests.
     pub route: crds::RouteSpec,
+    /// A model canary: the model each cohort asks the shared backends for.
+    pub models: Option<crds::ModelVersions>,
     /// Session affinity.
     pub sticky: Option<crds::StickySpec>,
     /// No progress for this long aborts.
@@ -278,7 +280,72 @@ fn fraction_at(field: &str, text: &str, example: &str) -> Result<f64, SpecError>
     }
 }
 
+/// A model name as inference servers take them: 1 to 256 characters, none
+/// of them a control character (the proxy's own rule).
+fn is_model_name(s: &str) -> bool {
+    (1..=256).contains(&s.len()) && !s.chars().any(char::is_control)
+}
+
+/// The model fields: `route.model` a name, and a model canary's two names
+/// distinct names with `route.model` to match on.
+fn check_models(spec: &crds::CanarySpec) -> Result<(), SpecError> {
+    if let Some(m) = &spec.route.model
+        && !is_model_name(m)
+    {
+        return bad(
+            "spec.route.model",
+            format!("{m:?} is not a model name: give the name clients ask for, e.g. chat"),
+        );
+    }
+    let Some(models) = &spec.models else {
+        return Ok(());
+    };
+    if spec.route.model.is_none() {
+        return bad(
+            "spec.models",
+            "a model canary needs the name clients ask for: add route: {model: chat}",
+        );
+    }
+    if spec.target_ref.is_some() {
+        return bad(
+            "spec.models",
+            "model canaries run with weir run (backends) in this version; on Kubernetes, roll the adapter out as two Deployments for now",
+        );
+    }
+    for (field, name) in [("stable", &models.stable), ("canary", &models.canary)] {
+        if !is_model_name(name) {
+            return bad(
+                format!("spec.models.{field}"),
+                format!(
+                    "{name:?} is not a model name: give the name the server serves, e.g. chat-lora-v8"
+                ),
+            );
+        }
+    }
+    if models.stable == models.canary {
+        return bad(
+            "spec.models.canary",
+            "is the same as stable's: name the model on trial",
+        );
+    }
+    Ok(())
+}
+
 impl Rollout {
+    /// Whether this is a model canary: both cohorts on the same backends,
+    /// told apart by the model they ask for.
+    pub fn is_model(&self) -> bool {
+        self.models.is_some()
+    }
+
+    /// The model `cohort` asks for, in a model canary.
+    pub fn model_of(&self, cohort: crds::Cohort) -> Option<&str> {
+        self.models.as_ref().map(|m| match cohort {
+            crds::Cohort::Stable => m.stable.as_str(),
+            crds::Cohort::Canary => m.canary.as_str(),
+        })
+    }
+
     /// Validates the spec of Canary `name` once, into domain types.
     ///
     /// # Errors
@@ -321,7 +388,7 @@ impl Rollout {
                         );
                     }
                 }
-                if b.stable.url == b.canary.url {
+                if b.stable.url == b.canary.url && spec.models.is_none() {
                     return bad(
                         "spec.backends.canary.url",
                         "is the same as stable's: point the canary at the new version's frontend",
@@ -362,6 +429,7 @@ impl Rollout {
                 format!("{:?} must start with /", spec.route.path_prefix),
             );
         }
+        check_models(spec)?;
         let analysis = analysis(&spec.analysis)?;
         let strategy = strategy(&spec.strategy)?;
         let rollout = Rollout {
@@ -369,6 +437,7 @@ impl Rollout {
             strategy,
             analysis,
             route: spec.route.clone(),
+            models: spec.models.clone(),
             sticky: spec.sticky.clone(),
             progress_deadline: Duration::from_secs(u64::from(spec.progress_deadline_seconds)),
             gpu_budget: spec.gpu_budget,

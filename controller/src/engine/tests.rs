@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use weir_analysis::{Counts, Distribution, Observations};
-use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase};
+use weir_crds::{CanarySpec, CanaryStatus, Cohort, HistoryEvent, PausedReason, Phase, Traffic};
 
 use super::spec::{Rollout, SpecError};
 use super::{Action, Evidence, Observed, Outcome, plan, reasons};
@@ -1663,4 +1663,91 @@ fn blue_green_within_a_gpu_budget_keeps_all_traffic_on_the_new_side_while_stable
         }
     }
     assert_eq!(promoted_at, Some((0, 10)));
+}
+
+/// A model canary: both cohorts on one pool, told apart by the model they
+/// ask for. Every table names each cohort's model; nothing is scaled.
+#[test]
+fn a_model_canary_moves_weights_with_each_cohorts_model_and_scales_nothing() {
+    let yaml = LOCAL
+        .replace("http://127.0.0.1:8002", "http://127.0.0.1:8001")
+        .replace(
+            "strategy:",
+            "route: {pathPrefix: /v1, model: chat}\nmodels: {stable: chat-lora-v7, canary: chat-lora-v8}\nstrategy:",
+        );
+    let mut w = World::new(&yaml);
+    assert!(w.rollout.is_model());
+    for _ in 0..3 {
+        w.tick();
+    }
+    let tables: Vec<&Traffic> = w
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Effect::Act(Action::SetTraffic(t)) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(!tables.is_empty(), "{:?}", w.log);
+    for t in tables {
+        assert_eq!(t.route.model.as_deref(), Some("chat"));
+        let model = |c: Cohort| {
+            t.backends
+                .iter()
+                .find(|b| b.cohort == c)
+                .and_then(|b| b.model.as_deref())
+        };
+        assert_eq!(model(Cohort::Stable), Some("chat-lora-v7"));
+        assert_eq!(model(Cohort::Canary), Some("chat-lora-v8"));
+    }
+    assert!(
+        !w.log.iter().any(|a| matches!(a, Effect::Scale { .. })),
+        "{:?}",
+        w.log
+    );
+    assert_eq!(w.canary_share(), 50.0);
+}
+
+#[test]
+fn model_canary_specs_name_the_field_and_the_fix() {
+    let base = LOCAL.replace(
+        "strategy:",
+        "route: {model: chat}\nmodels: {stable: chat-lora-v7, canary: chat-lora-v8}\nstrategy:",
+    );
+    let cases = [
+        (
+            base.replace("route: {model: chat}\n", ""),
+            "spec.models",
+            "add route: {model: chat}",
+        ),
+        (
+            base.replace("canary: chat-lora-v8", "canary: chat-lora-v7"),
+            "spec.models.canary",
+            "same as stable's",
+        ),
+        (
+            base.replace("route: {model: chat}", "route: {model: \"\"}"),
+            "spec.route.model",
+            "not a model name",
+        ),
+        (
+            KUBE.replace(
+                "strategy:",
+                "route: {model: chat}\nmodels: {stable: a, canary: b}\nstrategy:",
+            ),
+            "spec.models",
+            "weir run",
+        ),
+    ];
+    for (yaml, field, fix) in cases {
+        let e = invalid(&yaml);
+        let text = e.to_string();
+        assert!(text.starts_with(field) && text.contains(fix), "{text}");
+    }
+    // One URL for both cohorts is the point of a model canary, and only
+    // of one.
+    let same = base.replace("http://127.0.0.1:8002", "http://127.0.0.1:8001");
+    assert!(Rollout::new("chat", &spec(&same)).is_ok());
+    let e = invalid(&LOCAL.replace("http://127.0.0.1:8002", "http://127.0.0.1:8001"));
+    assert!(e.to_string().starts_with("spec.backends.canary.url"), "{e}");
 }

@@ -108,6 +108,7 @@ impl Cx<'_> {
                     url,
                     weight: share.percent(),
                     revision,
+                    model: self.r.model_of(cohort).map(str::to_string),
                 }
             })
             .collect();

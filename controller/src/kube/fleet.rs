@@ -297,6 +297,11 @@ mod tests {
                     duration_seconds: Distribution::new(),
                     output_tokens: 0,
                     inflight: *inflight,
+                    output_tokens_per_request: Distribution::new(),
+                    decode_tokens_per_second: Distribution::new(),
+                    length_finishes: 0,
+                    empty_answers: 0,
+                    tokens_from_usage: 0,
                 })
                 .collect(),
             routes: route_gen

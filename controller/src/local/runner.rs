@@ -213,12 +213,18 @@ pub async fn run<D: Dataplane>(
         decision: None,
         outcome: None,
     };
+    // A model canary's versions are its model names; else the URLs.
+    let revision = |cohort: Cohort, url: &str| {
+        rollout
+            .model_of(cohort)
+            .map_or_else(|| url.to_string(), str::to_string)
+    };
     let mut status = CanaryStatus {
-        stable_revision: Some(stable.url.clone()),
+        stable_revision: Some(revision(Cohort::Stable, &stable.url)),
         ..CanaryStatus::default()
     };
     let mut observed = Observed {
-        desired_revision: canary.url.clone(),
+        desired_revision: revision(Cohort::Canary, &canary.url),
         target_replicas: 1,
         ready: CohortReplicas {
             stable: 1,
@@ -384,6 +390,7 @@ pub fn stable_only(rollout: &Rollout) -> Traffic {
                 url: stable,
                 weight: Share::ALL.percent(),
                 revision: None,
+                model: rollout.model_of(Cohort::Stable).map(str::to_string),
             },
             weir_crds::TrafficBackend {
                 cohort: Cohort::Canary,
@@ -392,6 +399,7 @@ pub fn stable_only(rollout: &Rollout) -> Traffic {
                 url: canary,
                 weight: Share::NONE.percent(),
                 revision: None,
+                model: rollout.model_of(Cohort::Canary).map(str::to_string),
             },
         ],
     }

@@ -16,6 +16,13 @@
 //!     backends:
 //!       - {cohort: stable, url: http://127.0.0.1:9001, weight: 80, revision: abc}
 //!       - {cohort: canary, url: http://127.0.0.1:9002, weight: 20}
+//!   # A model canary: requests whose body asks for `chat` (the top-level
+//!   # `model`), split between two adapters on one pool; clients see `chat`.
+//!   - name: chat-adapter
+//!     match: {pathPrefix: /v1, model: chat}
+//!     backends:
+//!       - {cohort: stable, url: http://127.0.0.1:9001, weight: 90, model: chat-lora-v7}
+//!       - {cohort: canary, url: http://127.0.0.1:9001, weight: 10, model: chat-lora-v8}
 //! ```
 //!
 //! Unknown fields are errors (a typo must not silently mean "default").
@@ -122,6 +129,9 @@ pub struct FileMatch {
     /// Path prefix, default `/`.
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// The request body's top-level `model` the route takes.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// Sticky sessions, as written: exactly one of the two.
@@ -150,6 +160,11 @@ pub struct FileBackend {
     /// The version the backend runs.
     #[serde(default)]
     pub revision: Option<RevisionText>,
+    /// The model this cohort asks the upstream for, on a route with
+    /// `match.model` (rewritten in the request body, and back in the
+    /// response).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// A revision as written: text, or a number YAML read as one (`1234`).
@@ -224,7 +239,10 @@ impl TryFrom<&FileBackend> for Backend {
         let upstream = Upstream::parse(&b.url).map_err(|p| ConfigError::invalid("url", p))?;
         let weight =
             Weight::from_percent(b.weight.value).map_err(|p| ConfigError::invalid("weight", p))?;
-        let backend = Backend::new(cohort, upstream, weight);
+        let mut backend = Backend::new(cohort, upstream, weight);
+        if let Some(model) = &b.model {
+            backend = backend.with_model(model.as_str());
+        }
         Ok(match &b.revision {
             None => backend,
             Some(RevisionText::Text(t)) if t.trim().is_empty() => backend,
@@ -260,6 +278,7 @@ impl TryFrom<&FileRoute> for Route {
             RouteMatch {
                 hosts: r.matches.hosts.clone(),
                 path_prefix: r.matches.path_prefix.clone().unwrap_or_default(),
+                model: r.matches.model.clone(),
             },
             sticky,
             backends,
@@ -858,6 +877,14 @@ routes:
             (
                 example_with("name: embed", "name: chat"),
                 "routes[1].name: route name \"chat\" is used twice (first at routes[0]); give each route its own name",
+            ),
+            (
+                example_with("weight: 20}", "weight: 20, model: chat-lora-v8}"),
+                "routes[0].backends[1].model: a backend can ask for another model only on a route that matches one: add match.model (the name clients ask for), or remove the backend's model",
+            ),
+            (
+                example_with("pathPrefix: /}", "pathPrefix: /, model: \"\"}"),
+                "routes[0].match.model: \"\" is not a model name: give the name the server serves, 1 to 256 printable characters, e.g. chat-lora-v8",
             ),
             (
                 example_with("cohort: canary", "cohort: stable"),

@@ -574,6 +574,7 @@ mod tests {
             url: None,
             weight,
             revision: Some(format!("{}-rev", cohort.as_str())),
+            model: None,
         };
         let spec: CanarySpec = serde_json::from_value(serde_json::json!({
             "targetRef": {"name": name},
@@ -593,6 +594,7 @@ mod tests {
                 route: RouteSpec {
                     hosts: vec![format!("{name}.example.com")],
                     path_prefix: "/v1".into(),
+                    model: None,
                 },
                 sticky: None,
                 override_header: false,

@@ -303,6 +303,7 @@ mod tests {
                     crate::route::RouteMatch {
                         hosts: vec!["embed.example".into()],
                         path_prefix: "/".into(),
+                        model: None,
                     },
                     None,
                     vec![crate::route::tests::backend("stable", 9003, 100.0)],

@@ -75,6 +75,9 @@ pub fn route(
         if let Some(endpoints) = endpoints {
             backend = backend.with_endpoints(endpoints);
         }
+        if let Some(model) = &b.model {
+            backend = backend.with_model(model.as_str());
+        }
         backends.push(backend);
     }
     let sticky = match &traffic.sticky {
@@ -90,6 +93,7 @@ pub fn route(
     let matches = RouteMatch {
         hosts: traffic.route.hosts.clone(),
         path_prefix: traffic.route.path_prefix.clone(),
+        model: traffic.route.model.clone(),
     };
     let route = Route::new(name, matches, sticky, backends).map_err(match_is_route)?;
     Ok(route
@@ -136,12 +140,14 @@ pub(crate) mod tests {
             url: Some(format!("http://127.0.0.1:{port}")),
             weight,
             revision: Some(revision.into()),
+            model: None,
         };
         Traffic {
             generation,
             route: RouteSpec {
                 hosts: vec!["chat.example.com".into()],
                 path_prefix: "/v1".into(),
+                model: None,
             },
             sticky: Some(StickySpec {
                 header: Some("X-Session-Id".into()),

@@ -38,6 +38,9 @@ pub(super) struct ChunkFacts {
     pub(super) tokens: u64,
     /// Some choice has a non-null `finish_reason`.
     pub(super) finished: bool,
+    /// Some choice has `finish_reason: "length"`: the answer was cut at
+    /// the token limit.
+    pub(super) length: bool,
     /// It has a non-null `error` field.
     pub(super) error: bool,
     /// `usage.completion_tokens`, when present.
@@ -72,6 +75,7 @@ pub(super) fn read(data: &[u8]) -> Option<ChunkFacts> {
         content: chunk.choices.content,
         tokens: chunk.choices.tokens,
         finished: chunk.choices.finished,
+        length: chunk.choices.length,
         error: chunk.error,
         completion_tokens: chunk.completion_tokens,
     })
@@ -90,6 +94,7 @@ struct Choices {
     content: bool,
     tokens: u64,
     finished: bool,
+    length: bool,
 }
 
 /// The fields of one choice, as the shapes of their values (`None`: the
@@ -100,6 +105,8 @@ struct Choice {
     delta: Option<Delta>,
     text: Option<Shape>,
     finish_reason: Option<Shape>,
+    /// `finish_reason` is `"length"`.
+    length: bool,
 }
 
 #[derive(Default)]
@@ -133,6 +140,7 @@ impl Choice {
         out.content |= content;
         out.tokens += u64::from(content || empty_piece);
         out.finished |= set(self.finish_reason);
+        out.length |= self.length;
     }
 }
 
@@ -426,7 +434,11 @@ impl<'a> Scanner<'a> {
                 match &*key {
                     b"delta" => choice.delta = scan.delta()?,
                     b"text" => choice.text = Some(scan.skip(3)?),
-                    b"finish_reason" => choice.finish_reason = Some(scan.skip(3)?),
+                    b"finish_reason" => {
+                        choice.length = scan.peek()? == b'"'
+                            && scan.bytes[scan.at..].starts_with(b"\"length\"");
+                        choice.finish_reason = Some(scan.skip(3)?);
+                    }
                     _ => {
                         scan.skip(3)?;
                     }
@@ -533,6 +545,7 @@ mod tests {
             out.content |= content;
             out.tokens += u64::from(content || empty_piece);
             out.finished |= set(choice.get("finish_reason"));
+            out.length |= choice.get("finish_reason") == Some(&json!("length"));
         }
         let completion_tokens = match chunk.get("usage") {
             None | Some(Value::Null) => None,
@@ -546,6 +559,7 @@ mod tests {
             content: out.content,
             tokens: out.tokens,
             finished: out.finished,
+            length: out.length,
             error: set(chunk.get("error")),
             completion_tokens,
         })
@@ -556,6 +570,7 @@ mod tests {
             Just(Value::Null),
             Just(json!("")),
             Just(json!("Hi")),
+            Just(json!("length")),
             Just(json!(
                 "she wrote {\"content\": \"x\", \"finish_reason\": \"stop\"}"
             )),
@@ -714,6 +729,7 @@ mod tests {
                 content: false,
                 tokens: 1,
                 finished: false,
+                length: false,
                 error: false,
                 completion_tokens: None
             })

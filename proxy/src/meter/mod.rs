@@ -64,7 +64,7 @@ mod usage;
 pub use outcome::{End, StreamEnd, classify};
 pub use sse::MAX_EVENT_BYTES;
 use sse::{SseEvent, SseParser};
-use usage::UsageScanner;
+use usage::{LengthScanner, UsageScanner};
 
 /// Everything the proxy keeps about one finished request.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +94,13 @@ pub struct RequestRecord {
     /// SSE token events seen: content events and empty-text token chunks
     /// (see the module documentation).
     pub token_events: u64,
+    /// The answer was cut at the token limit (`finish_reason: "length"`).
+    pub finish_length: bool,
+    /// Decode speed, tokens per second after the first: the output tokens
+    /// but the first over the time from the first content event to the
+    /// last. `None` for fewer than two tokens, or all of them in one
+    /// instant (a non-streamed body).
+    pub decode_rate: Option<f64>,
 }
 
 /// The per-request meter. See the module documentation.
@@ -107,10 +114,12 @@ pub struct Meter {
     sse: SseParser,
     stats: StreamStats,
     usage_scan: UsageScanner,
+    length_scan: LengthScanner,
 }
 
 #[derive(Debug)]
 struct StreamStats {
+    first_content: Option<Instant>,
     last_content: Option<Instant>,
     inter_token: Histogram,
     content_events: u64,
@@ -131,6 +140,7 @@ impl Meter {
             first_chunk: None,
             sse: SseParser::default(),
             stats: StreamStats {
+                first_content: None,
                 last_content: None,
                 inter_token: Histogram::new(metrics::INTER_TOKEN_BUCKETS),
                 content_events: 0,
@@ -139,6 +149,7 @@ impl Meter {
                 end: StreamEnd::default(),
             },
             usage_scan: UsageScanner::default(),
+            length_scan: LengthScanner::default(),
         }
     }
 
@@ -165,6 +176,7 @@ impl Meter {
                 .feed(chunk, &mut |event| stats.on_event(event, now));
         } else {
             self.usage_scan.feed(chunk);
+            self.length_scan.feed(chunk);
         }
     }
 
@@ -180,6 +192,13 @@ impl Meter {
             self.usage_scan.finish()
         };
         let sse = self.streamed.then_some(self.stats.end);
+        let output_tokens = usage.unwrap_or(self.stats.token_events);
+        let decode_rate = match (self.stats.first_content, self.stats.last_content) {
+            (Some(first), Some(last)) if output_tokens >= 2 && last > first => {
+                Some((output_tokens - 1) as f64 / (last - first).as_secs_f64())
+            }
+            _ => None,
+        };
         RequestRecord {
             outcome: classify(end, self.status, sse),
             end,
@@ -193,10 +212,12 @@ impl Meter {
                 .map(|t| t.saturating_duration_since(self.start)),
             inter_token: self.stats.inter_token,
             duration: now.saturating_duration_since(self.start),
-            output_tokens: usage.unwrap_or(self.stats.token_events),
+            output_tokens,
             tokens_from_usage: usage.is_some(),
             content_events: self.stats.content_events,
             token_events: self.stats.token_events,
+            finish_length: self.stats.end.length || self.length_scan.found,
+            decode_rate,
         }
     }
 }
@@ -233,6 +254,9 @@ impl StreamStats {
                 if chunk.finished {
                     self.end.finished = true;
                 }
+                if chunk.length {
+                    self.end.length = true;
+                }
                 if let Some(tokens) = chunk.completion_tokens {
                     self.usage_tokens = Some(tokens);
                 }
@@ -251,6 +275,7 @@ impl StreamStats {
                 self.inter_token
                     .record(now.saturating_duration_since(previous).as_secs_f64());
             }
+            self.first_content.get_or_insert(now);
             self.last_content = Some(now);
             self.content_events += 1;
         }
@@ -310,6 +335,39 @@ mod tests {
         assert_eq!(r.inter_token.count(), 2);
         assert!((r.inter_token.sum() - 0.020).abs() < 1e-9);
         assert_eq!(r.duration, ms(170));
+        // Tokens 2 to 4 (usage says 4) between the first content event at
+        // 110 ms and the last at 130 ms.
+        let rate = r.decode_rate.expect("a decode rate");
+        assert!((rate - 3.0 / 0.020).abs() < 1e-6, "{rate}");
+        assert!(!r.finish_length);
+    }
+
+    #[test]
+    fn an_answer_cut_at_the_token_limit_is_marked_streamed_or_not() {
+        let mut events = vllm_stream();
+        events[4] = events[4].replace(r#""stop""#, r#""length""#);
+        let r = run(&events, End::Complete);
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert!(r.finish_length);
+
+        let body = r#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"finish_reason: \"length\""},"finish_reason":"length"}],"usage":{"completion_tokens":16}}"#;
+        let whole = |body: &str| {
+            let t0 = Instant::now();
+            let mut m = Meter::new(t0);
+            m.on_response(200, Some("application/json"), t0);
+            for piece in body.as_bytes().chunks(7) {
+                m.on_body_chunk(piece, t0 + ms(5));
+            }
+            m.finish(End::Complete, t0 + ms(6))
+        };
+        let r = whole(body);
+        assert!(r.finish_length);
+        assert_eq!((r.output_tokens, r.decode_rate), (16, None));
+        let stopped = body.replace(r#""finish_reason":"length""#, r#""finish_reason":"stop""#);
+        assert!(
+            !whole(&stopped).finish_length,
+            "the text's quote is not the field"
+        );
     }
 
     #[test]

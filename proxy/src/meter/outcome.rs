@@ -29,6 +29,8 @@ pub struct StreamEnd {
     pub finished: bool,
     /// An error event arrived (`data: {"error": ...}` or `event: error`).
     pub error_event: bool,
+    /// Some choice finished with `finish_reason: "length"`.
+    pub length: bool,
 }
 
 /// The outcome of a request from how it ended, the upstream's status (if a

@@ -1,4 +1,5 @@
-//! Output tokens of a non-streaming JSON body, without parsing it.
+//! Output tokens of a non-streaming JSON body, and whether it was cut at
+//! the token limit, without parsing it.
 //!
 //! A streaming matcher looks for the key `"completion_tokens"` followed by a
 //! number. Inside a JSON string every `"` is escaped, so the quoted key (not
@@ -71,9 +72,89 @@ impl UsageScanner {
     }
 }
 
+/// Finds `"finish_reason": "length"` in a JSON body fed in pieces.
+#[derive(Debug, Default)]
+pub(super) struct LengthScanner {
+    /// Bytes of [`FINISH_KEY`] matched so far.
+    matched: usize,
+    /// After the key: `Some(0)` expecting `:`, `Some(1 + i)` having matched
+    /// `i` bytes of [`LENGTH_VALUE`].
+    after_key: Option<usize>,
+    previous: u8,
+    /// Seen in the body.
+    pub(super) found: bool,
+}
+
+const FINISH_KEY: &[u8] = b"\"finish_reason\"";
+const LENGTH_VALUE: &[u8] = b"\"length\"";
+
+impl LengthScanner {
+    /// The next bytes of the body.
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
+        if self.found {
+            return;
+        }
+        for &b in bytes {
+            self.step(b);
+            self.previous = b;
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        if let Some(phase) = self.after_key {
+            let whitespace = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+            match phase {
+                0 | 1 if whitespace => return,
+                0 if b == b':' => {
+                    self.after_key = Some(1);
+                    return;
+                }
+                1.. if LENGTH_VALUE.get(phase - 1) == Some(&b) => {
+                    if phase == LENGTH_VALUE.len() {
+                        self.found = true;
+                        self.after_key = None;
+                    } else {
+                        self.after_key = Some(phase + 1);
+                    }
+                    return;
+                }
+                _ => self.after_key = None,
+            }
+        }
+        if self.matched > 0 && FINISH_KEY.get(self.matched) == Some(&b) {
+            self.matched += 1;
+            if self.matched == FINISH_KEY.len() {
+                self.matched = 0;
+                self.after_key = Some(0);
+            }
+            return;
+        }
+        self.matched = usize::from(b == b'"' && self.previous != b'\\');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_scanner_finds_a_real_length_finish_in_any_pieces() {
+        let scan = |s: &str, size: usize| {
+            let mut l = LengthScanner::default();
+            for piece in s.as_bytes().chunks(size) {
+                l.feed(piece);
+            }
+            l.found
+        };
+        for size in [1, 2, 5, 1000] {
+            assert!(scan(r#"{"choices":[{"finish_reason":"length"}]}"#, size));
+            assert!(scan(r#"{"finish_reason" :  "length"}"#, size));
+            assert!(!scan(r#"{"finish_reason":"stop"}"#, size));
+            assert!(!scan(r#"{"finish_reason":"lengthy"}"#, size));
+            assert!(!scan(r#"{"text":"\"finish_reason\":\"length\""}"#, size));
+            assert!(!scan(r#"{"finish_reason":null,"x":"length"}"#, size));
+        }
+    }
 
     #[test]
     fn the_usage_scanner_takes_the_last_real_key() {

@@ -109,6 +109,11 @@ pub struct Backend {
     pub weight: Weight,
     /// The version it runs, when known (a pod-template hash, a git SHA).
     pub revision: Option<Arc<str>>,
+    /// The model name this cohort's requests ask the upstream for, on a
+    /// route that matches a `model` (a LoRA adapter or a model behind the
+    /// route's name): the request body's `model` is rewritten to it, and
+    /// back in the response. `None` forwards the name as asked.
+    pub model: Option<Arc<str>>,
     /// The Service's ready pods, when the source knows them (Kubernetes):
     /// each request goes to one of them ([`Endpoints::pick`]) instead of to
     /// `upstream`. An empty set refuses every request like a connection
@@ -124,8 +129,16 @@ impl Backend {
             upstream,
             weight,
             revision: None,
+            model: None,
             endpoints: None,
         }
+    }
+
+    /// The same backend asking the upstream for model `model`.
+    #[must_use]
+    pub fn with_model(mut self, model: impl Into<Arc<str>>) -> Self {
+        self.model = Some(model.into());
+        self
     }
 
     /// The same backend with a revision.

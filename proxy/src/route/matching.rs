@@ -115,6 +115,9 @@ pub struct RequestInfo<'a, H: ?Sized> {
     pub path: &'a str,
     /// The request headers.
     pub headers: &'a H,
+    /// The request body's top-level `model`, when it has one and some
+    /// route matches models.
+    pub model: Option<&'a str>,
 }
 
 impl<'a, H: Headers + ?Sized> RequestInfo<'a, H> {
@@ -124,7 +127,15 @@ impl<'a, H: Headers + ?Sized> RequestInfo<'a, H> {
             host,
             path,
             headers,
+            model: None,
         }
+    }
+
+    /// The same request naming `model` in its body.
+    #[must_use]
+    pub fn with_model(mut self, model: Option<&'a str>) -> Self {
+        self.model = model;
+        self
     }
 }
 

@@ -19,8 +19,9 @@
 //! - `table`: validated [`Route`]s and the [`RouteTable`].
 //!
 //! This module puts them together: the longest matching prefix wins; on
-//! equal prefixes a route that names hosts beats a catch-all, then the
-//! earlier route wins; then the override header, the sticky key or the draw
+//! equal prefixes a route that matches the body's `model` beats one that
+//! takes any model, then a route that names hosts beats a catch-all, then
+//! the earlier route wins; then the override header, the sticky key or the draw
 //! picks the backend.
 
 use std::sync::Arc;
@@ -109,9 +110,12 @@ impl CohortKey {
 /// Why no decision could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    /// No route matches the host and path; the proxy answers 404.
-    #[error("no route matches host {host} and path {path}")]
+    /// No route matches the host and path (and model); the proxy answers
+    /// 404.
+    #[error("no route matches host {host} and path {path}{}", model.as_ref().map(|m| format!(" for model {m}")).unwrap_or_default())]
     NoRoute {
+        /// The model asked for (shortened), when the body named one.
+        model: Option<String>,
         /// The host asked for (shortened), or `(none)`.
         host: String,
         /// The path asked for (shortened).
@@ -131,10 +135,12 @@ pub fn route<H: Headers + ?Sized>(
     draw: u64,
 ) -> Result<Decision, RouteError> {
     let host = req.host.and_then(normalize_host);
-    let mut best: Option<(&Arc<Route>, (usize, bool))> = None;
+    // (prefix length, matches a model, names hosts): higher is more specific.
+    type Score = (usize, bool, bool);
+    let mut best: Option<(&Arc<Route>, Score)> = None;
     for r in table.routes() {
-        if let Some(len) = r.matches(host, req.path) {
-            let score = (len, !r.hosts().is_empty());
+        if let Some(len) = r.matches(host, req.path, req.model) {
+            let score = (len, r.model().is_some(), !r.hosts().is_empty());
             if best.is_none_or(|(_, s)| score > s) {
                 best = Some((r, score));
             }
@@ -142,6 +148,7 @@ pub fn route<H: Headers + ?Sized>(
     }
     let Some((r, _)) = best else {
         return Err(RouteError::NoRoute {
+            model: req.model.map(shorten),
             host: shorten(req.host.unwrap_or("(none)")),
             path: shorten(req.path),
         });
@@ -242,6 +249,60 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_model_route_takes_only_its_model_and_beats_any_model_routes() {
+        let mk = |name: &str, hosts: &[&str], model: Option<&str>| {
+            let mut canary = backend("canary", 9002, 100.0);
+            if model.is_some() {
+                canary = canary.with_model("chat-lora-v8");
+            }
+            Route::new(
+                name,
+                RouteMatch {
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    path_prefix: "/v1".into(),
+                    model: model.map(str::to_string),
+                },
+                None,
+                vec![canary],
+            )
+            .expect("valid")
+        };
+        let t = table(vec![
+            mk("pool", &["a.example.com"], None),
+            mk("adapter", &[], Some("chat")),
+            mk("other", &[], Some("code")),
+        ]);
+        assert!(t.model_routes());
+        let pick = |model: Option<&str>| {
+            let info = RequestInfo::new(Some("a.example.com"), "/v1/chat/completions", &[])
+                .with_model(model);
+            route(&t, &info, 0).map(|d| d.route.name().to_string())
+        };
+        // The model is more specific than the host.
+        assert_eq!(pick(Some("chat")).as_deref(), Ok("adapter"));
+        assert_eq!(pick(Some("code")).as_deref(), Ok("other"));
+        assert_eq!(pick(Some("chat-base")).as_deref(), Ok("pool"));
+        assert_eq!(pick(None).as_deref(), Ok("pool"));
+        // Without a route for any model, another model has none.
+        let only = table(vec![mk("adapter", &[], Some("chat"))]);
+        let info = RequestInfo::new(None, "/v1/x", &[]).with_model(Some("code"));
+        let err = route(&only, &info, 0).expect_err("no route");
+        assert_eq!(
+            err.to_string(),
+            "no route matches host (none) and path /v1/x for model code"
+        );
+        // Same prefix, hosts and model twice: the second could never serve.
+        let err = RouteTable::new(
+            vec![mk("a", &[], Some("chat")), mk("b", &[], Some("chat"))],
+            false,
+            0,
+        )
+        .expect_err("shadowed");
+        assert!(err.to_string().starts_with("routes[1].match"), "{err}");
+        assert!(!table(vec![mk("pool", &[], None)]).model_routes());
+    }
+
+    #[test]
     fn longest_prefix_on_a_segment_boundary_wins_and_hosts_narrow() {
         let mk = |name: &str, hosts: &[&str], prefix: &str| {
             Route::new(
@@ -249,6 +310,7 @@ pub(crate) mod tests {
                 RouteMatch {
                     hosts: hosts.iter().map(|h| h.to_string()).collect(),
                     path_prefix: prefix.to_string(),
+                    model: None,
                 },
                 None,
                 vec![backend("stable", 9001, 100.0)],
@@ -292,6 +354,7 @@ pub(crate) mod tests {
         assert_eq!(
             err,
             RouteError::NoRoute {
+                model: None,
                 host: "x.example.com".into(),
                 path: "/a".into()
             }
@@ -424,6 +487,7 @@ pub(crate) mod tests {
             RouteMatch {
                 hosts: vec!["h.example".into()],
                 path_prefix: "/".into(),
+                model: None,
             },
             Some(Sticky::Header("X-Session-Id".into())),
             vec![backend("stable", 1, 50.0), backend("canary", 2, 50.0)],
@@ -434,6 +498,7 @@ pub(crate) mod tests {
             RouteMatch {
                 hosts: vec!["c.example".into()],
                 path_prefix: "/".into(),
+                model: None,
             },
             Some(Sticky::Cookie("sid".into())),
             vec![backend("stable", 1, 50.0), backend("canary", 2, 50.0)],
@@ -496,6 +561,7 @@ pub(crate) mod tests {
                 RouteMatch {
                     hosts: hosts.iter().map(|h| h.to_string()).collect(),
                     path_prefix: "/v1".into(),
+                    model: None,
                 },
                 None,
                 vec![backend("stable", 1, 100.0)],
@@ -544,6 +610,7 @@ pub(crate) mod tests {
             RouteMatch {
                 hosts: vec!["own.example".into()],
                 path_prefix: "/".into(),
+                model: None,
             },
             None,
             vec![backend("stable", 1, 100.0), backend("canary", 2, 0.0)],

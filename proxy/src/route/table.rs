@@ -31,6 +31,8 @@ pub struct Route {
     name: Arc<str>,
     hosts: Vec<String>,
     path_prefix: String,
+    /// The request body's `model` the route takes; `None` for any request.
+    model: Option<String>,
     sticky: Option<Sticky>,
     /// Whether `x-weir-cohort` may force a cohort on this route (besides
     /// the table-wide switch).
@@ -50,6 +52,9 @@ pub struct RouteMatch {
     pub hosts: Vec<String>,
     /// Path prefix; `/` (or empty) means every path.
     pub path_prefix: String,
+    /// The request body's top-level `model` (exactly); `None` takes any
+    /// request, with or without one.
+    pub model: Option<String>,
 }
 
 impl Route {
@@ -122,10 +127,39 @@ impl Route {
             }
             None => None,
         };
+        if let Some(model) = &matches.model
+            && !is_model_name(model)
+        {
+            return Err(ConfigError::invalid(
+                "match.model",
+                Problem::InvalidModelName {
+                    value: model.clone(),
+                },
+            ));
+        }
         if backends.is_empty() {
             return Err(ConfigError::invalid("backends", Problem::NoBackends));
         }
         for (i, b) in backends.iter().enumerate() {
+            match (&b.model, &matches.model) {
+                (Some(model), Some(_)) if !is_model_name(model) => {
+                    return Err(ConfigError::invalid(
+                        format!("backends[{i}].model"),
+                        Problem::InvalidModelName {
+                            value: model.to_string(),
+                        },
+                    ));
+                }
+                // A rewrite on a route that takes any request would turn
+                // every model a client asks for into this one.
+                (Some(_), None) => {
+                    return Err(ConfigError::invalid(
+                        format!("backends[{i}].model"),
+                        Problem::ModelWithoutMatch,
+                    ));
+                }
+                _ => {}
+            }
             if let Some(first) = backends[..i].iter().position(|o| o.cohort == b.cohort) {
                 return Err(ConfigError::invalid(
                     format!("backends[{i}].cohort"),
@@ -143,6 +177,7 @@ impl Route {
             name: name.into(),
             hosts,
             path_prefix,
+            model: matches.model,
             sticky,
             override_header: false,
             generation: 0,
@@ -198,6 +233,11 @@ impl Route {
         &self.path_prefix
     }
 
+    /// The request body's `model` the route takes, if it matches one.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// How sessions are kept on one cohort, if they are.
     pub fn sticky(&self) -> Option<&Sticky> {
         self.sticky.as_ref()
@@ -240,6 +280,7 @@ impl Route {
             RouteMatch {
                 hosts: self.hosts.clone(),
                 path_prefix: self.path_prefix.clone(),
+                model: self.model.clone(),
             },
             self.sticky.clone(),
             backends,
@@ -253,13 +294,22 @@ impl Route {
     /// names every host this one names.
     pub(crate) fn is_shadowed_by(&self, earlier: &Route) -> bool {
         earlier.path_prefix == self.path_prefix
+            && earlier.model == self.model
             && earlier.hosts.is_empty() == self.hosts.is_empty()
             && self.hosts.iter().all(|h| earlier.hosts.contains(h))
     }
 
-    /// Whether this route takes a request for `host` (already normalized)
-    /// and `path`; `Some(prefix length)` when it does.
-    pub(super) fn matches(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    /// Whether this route takes a request for `host` (already normalized),
+    /// `path` and body `model`; `Some(prefix length)` when it does.
+    pub(super) fn matches(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        model: Option<&str>,
+    ) -> Option<usize> {
+        if self.model.is_some() && self.model.as_deref() != model {
+            return None;
+        }
         if !self.hosts.is_empty() {
             let host = host?;
             if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
@@ -291,6 +341,8 @@ impl Serialize for Route {
         struct Match<'a> {
             hosts: &'a [String],
             path_prefix: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            model: Option<&'a str>,
         }
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -300,6 +352,8 @@ impl Serialize for Route {
             weight: Weight,
             share_percent: f64,
             revision: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            model: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             endpoints: Option<Vec<EndpointView>>,
         }
@@ -318,6 +372,7 @@ impl Serialize for Route {
                 weight: b.weight,
                 share_percent: (self.share(i) * 1e4).round() / 1e2,
                 revision: b.revision.as_deref(),
+                model: b.model.as_deref(),
                 endpoints: b.endpoints.as_ref().map(|set| {
                     set.as_slice()
                         .iter()
@@ -337,6 +392,7 @@ impl Serialize for Route {
             &Match {
                 hosts: &self.hosts,
                 path_prefix: &self.path_prefix,
+                model: self.model.as_deref(),
             },
         )?;
         s.serialize_field("sticky", &self.sticky)?;
@@ -352,6 +408,12 @@ fn is_route_name(s: &str) -> bool {
     (1..=253).contains(&s.len())
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Model names as servers take them: 1 to 256 printable characters
+/// (`meta-llama/Llama-3.1-8B-Instruct`, `chat-lora-v8`, `adapter:v2`).
+pub(crate) fn is_model_name(s: &str) -> bool {
+    (1..=256).contains(&s.len()) && !s.chars().any(char::is_control)
 }
 
 /// Cookie names are RFC 6265 tokens.
@@ -380,6 +442,8 @@ pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     override_header: bool,
     generation: u64,
+    /// Some route matches a `model`: request bodies are looked into.
+    model_routes: bool,
 }
 
 impl RouteTable {
@@ -415,6 +479,7 @@ impl RouteTable {
             }
         }
         Ok(RouteTable {
+            model_routes: routes.iter().any(|r| r.model.is_some()),
             routes: routes.into_iter().map(Arc::new).collect(),
             override_header,
             generation,
@@ -429,6 +494,12 @@ impl RouteTable {
     /// The route named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// Whether some route matches a request body's `model`: only then does
+    /// the proxy look into request bodies.
+    pub fn model_routes(&self) -> bool {
+        self.model_routes
     }
 
     /// Whether `x-weir-cohort` may force a cohort on every route.
@@ -457,6 +528,7 @@ impl RouteTable {
             routes,
             override_header: self.override_header,
             generation: self.generation,
+            model_routes: self.model_routes,
         }
     }
 }

@@ -77,17 +77,21 @@ impl Client<'_> {
     /// Sends the response head made from `upstream`'s, naming `cohort`.
     /// HTTP/1 queues it to leave with the first body bytes (see
     /// [`Client::flush`]).
-    pub(super) async fn write_head(&mut self, upstream: &Head, cohort: &str) -> Result<(), ()> {
+    pub(super) async fn write_head(
+        &mut self,
+        upstream: &Head,
+        cohort: &str,
+        rewritten: bool,
+    ) -> Result<(), ()> {
         match self {
             Client::H1(c) => {
-                c.queue_head(upstream, cohort);
+                c.queue_head(upstream, cohort, rewritten);
                 Ok(())
             }
             Client::H2(s) => {
                 let header = upstream.to_header().map_err(|_| ())?;
-                s.write_response_header(headers::downstream_response(Box::new(header), cohort))
-                    .await
-                    .map_err(|_| ())
+                let header = headers::downstream_response(Box::new(header), cohort, rewritten);
+                s.write_response_header(header).await.map_err(|_| ())
             }
         }
     }

@@ -203,7 +203,7 @@ impl Http1 {
     /// Queues the response head made from `upstream`'s (see
     /// [`headers::downstream_head`]); it leaves with the first body bytes,
     /// or at [`Http1::flush`].
-    pub(super) fn queue_head(&mut self, upstream: &Head, cohort: &str) {
+    pub(super) fn queue_head(&mut self, upstream: &Head, cohort: &str, rewritten: bool) {
         let request = self
             .request
             .as_ref()
@@ -214,6 +214,7 @@ impl Http1 {
             &request.method,
             request.version,
             self.keep_alive && self.body.is_done(),
+            rewritten,
             &mut self.out,
         );
         self.body_out = body_out;
@@ -296,6 +297,7 @@ impl Http1 {
             &method,
             version,
             self.keep_alive && self.body.is_done() && self.request.is_some(),
+            false,
             &mut self.out,
         );
         self.body_out = body_out;

@@ -41,6 +41,7 @@ use super::{Active, ActiveGuard, CONNECT_TIMEOUT, Draws};
 use crate::balance::EndpointGuard;
 use crate::config::Timeouts;
 use crate::meter::{End, Meter};
+use crate::model::{self, Lookup};
 use crate::observe::{CohortHandle, InflightGuard, Observations};
 use crate::route::{Backend, Decision, RequestInfo, RouteTable, route};
 
@@ -224,6 +225,23 @@ impl Forwarder {
             }
             Err(BodyFailed::Gone) => return false,
         };
+        let table = self.table.load();
+        // Bodies are looked into only when some route matches a model.
+        let lookup = (table.model_routes() && !ahead.body.is_empty())
+            .then(|| model::find(&ahead.body, ahead.done));
+        if let Some(lookup) = &lookup {
+            self.observations.count_model_lookup(lookup);
+            if *lookup == Lookup::Duplicate {
+                // Which one the server would take is its parser's choice:
+                // routing on either could meter one model as another.
+                let message = "the request body names the top-level model twice: name it once";
+                return client.respond(StatusCode::BAD_REQUEST, message, None).await;
+            }
+        }
+        let asked = match lookup {
+            Some(Lookup::Found { name, at }) => Some(Asked { name, at }),
+            _ => None,
+        };
         let decided = {
             let req = client.request();
             let host = req
@@ -231,9 +249,11 @@ impl Forwarder {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .or(req.uri.host());
-            let info = RequestInfo::new(host, req.uri.path(), &req.headers);
-            route(&self.table.load(), &info, self.draws.next())
+            let info = RequestInfo::new(host, req.uri.path(), &req.headers)
+                .with_model(asked.as_ref().map(|a| a.name.as_str()));
+            route(&table, &info, self.draws.next())
         };
+        drop(table);
         let decision = match decided {
             Ok(decision) => decision,
             Err(e) => {
@@ -241,6 +261,11 @@ impl Forwarder {
                     .respond(StatusCode::NOT_FOUND, &e.to_string(), None)
                     .await;
             }
+        };
+        // The model is rewritten only on a route that matches it.
+        let ahead = Ahead {
+            asked: asked.filter(|_| decision.route.model().is_some()),
+            ..ahead
         };
         let _active = ActiveGuard::enter(&self.active);
         let handle = self.observations.cohort(&decision.key());
@@ -287,8 +312,7 @@ impl Forwarder {
                     };
                 }
             };
-            let authority = x.serving().upstream.authority();
-            let answered = match send(client, &mut upstream, authority, &ahead).await {
+            let answered = match send(client, &mut upstream, x.serving(), &ahead).await {
                 Ok(()) => {
                     deadline.set(Instant::now(), self.timeouts.read);
                     tokio::select! {
@@ -318,6 +342,10 @@ impl Forwarder {
                 Err(failed) => return Box::pin(failed_early(client, x, failed)).await,
             }
         };
+        // The name the upstream echoes goes back to the one asked for.
+        let mut rewrite = ahead
+            .rewritten_for(x.serving())
+            .map(|(asked, to)| Box::new(model::Rewrite::new(to, asked)));
         // Kept for a replay until a response came; not held while it
         // streams.
         drop(ahead);
@@ -327,7 +355,7 @@ impl Forwarder {
             .and_then(|v| std::str::from_utf8(v).ok());
         x.meter.on_response(head.status.as_u16(), content_type, now);
         if client
-            .write_head(&head, x.serving().cohort.as_str())
+            .write_head(&head, x.serving().cohort.as_str(), rewrite.is_some())
             .await
             .is_err()
         {
@@ -337,6 +365,7 @@ impl Forwarder {
             client,
             &mut upstream,
             &mut x.meter,
+            rewrite.as_deref_mut(),
             deadline,
             self.timeouts.read,
         )
@@ -494,6 +523,24 @@ struct Ahead {
     body: Vec<u8>,
     /// The whole body is in `body`.
     done: bool,
+    /// The model the body asks for, on a route that matches it.
+    asked: Option<Asked>,
+}
+
+/// The body's top-level `model`: the name and where its JSON string is.
+struct Asked {
+    name: String,
+    at: std::ops::Range<usize>,
+}
+
+impl Ahead {
+    /// The name asked for and the one `backend` serves it as, when they
+    /// differ (the body is then rewritten, and the response back).
+    fn rewritten_for<'a>(&'a self, backend: &'a Backend) -> Option<(&'a str, &'a str)> {
+        let asked = self.asked.as_ref()?;
+        let to = backend.model.as_deref()?;
+        (to != asked.name).then_some((asked.name.as_str(), to))
+    }
 }
 
 /// Reads the request body up to [`READ_AHEAD`].
@@ -501,6 +548,7 @@ async fn read_ahead(client: &mut Client<'_>) -> Result<Ahead, BodyFailed> {
     let mut ahead = Ahead {
         body: Vec::new(),
         done: !client.has_body(),
+        asked: None,
     };
     if ahead.done {
         return Ok(ahead);
@@ -515,23 +563,39 @@ async fn read_ahead(client: &mut Client<'_>) -> Result<Ahead, BodyFailed> {
     Ok(ahead)
 }
 
-/// Writes the request head and body upstream: the part read ahead, then
-/// the rest as it arrives.
+/// Writes the request head and body upstream to `backend`: the part read
+/// ahead (its `model` rewritten to the one `backend` asks for), then the
+/// rest as it arrives.
 async fn send(
     client: &mut Client<'_>,
     upstream: &mut Upstream,
-    authority: &str,
+    backend: &Backend,
     ahead: &Ahead,
 ) -> Result<(), Failed> {
     let has_body = !ahead.body.is_empty() || !ahead.done;
     let request = client.request();
+    // Rewritten per send: a failover may go to a cohort that asks for
+    // another model.
+    let rewritten = ahead.rewritten_for(backend).and_then(|(_, to)| {
+        let at = ahead.asked.as_ref()?.at.clone();
+        Some(model::rewrite_request(&ahead.body, at, to))
+    });
+    let content_length = match &rewritten {
+        Some(body) => request
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(|length| length - ahead.body.len() as u64 + body.len() as u64),
+        None => None,
+    };
+    let authority = backend.upstream.authority();
     upstream
         .queue_head(&request.method, |out| {
-            headers::upstream_request(request, authority, has_body, out)
+            headers::upstream_request(request, authority, has_body, content_length, out)
         })
         .map_err(Failed::Refused)?;
     if has_body {
-        upstream.queue_body(&ahead.body);
+        upstream.queue_body(rewritten.as_deref().unwrap_or(&ahead.body));
         // The rest of a body longer than what was read ahead, written as
         // it arrives.
         if !ahead.done {
@@ -571,6 +635,7 @@ async fn stream_body(
     client: &mut Client<'_>,
     upstream: &mut Upstream,
     meter: &mut Meter,
+    mut rewrite: Option<&mut model::Rewrite>,
     deadline: &mut Deadline,
     read_timeout: Duration,
 ) -> Ended {
@@ -608,7 +673,7 @@ async fn stream_body(
         match read {
             Ok(Some(chunk)) => {
                 meter.on_body_chunk(chunk, now);
-                batch.extend_from_slice(chunk);
+                pass(&mut rewrite, chunk, &mut batch);
             }
             Ok(None) => upstream_ended = Some(Ok(())),
             Err(e) => return Ended::broken(upstream_failure(&e)),
@@ -617,7 +682,7 @@ async fn stream_body(
             match upstream.read_body().now_or_never() {
                 Some(Ok(Some(chunk))) => {
                     meter.on_body_chunk(chunk, now);
-                    batch.extend_from_slice(chunk);
+                    pass(&mut rewrite, chunk, &mut batch);
                 }
                 Some(Ok(None)) => upstream_ended = Some(Ok(())),
                 Some(Err(e)) => upstream_ended = Some(Err(upstream_failure(&e))),
@@ -632,6 +697,9 @@ async fn stream_body(
             return Ended::broken(end);
         }
         let end = upstream_ended.is_some();
+        if let (true, Some(rewrite)) = (end, rewrite.as_deref_mut()) {
+            rewrite.finish(&mut batch);
+        }
         if client.write_body(&batch, end).await.is_err() {
             return Ended::broken(End::ClientAbort);
         }
@@ -639,6 +707,16 @@ async fn stream_body(
     Ended {
         end: End::Complete,
         reusable: client.reusable(),
+    }
+}
+
+/// Adds `chunk` to what goes to the client: with the model name it asked
+/// for when the response is rewritten (the meter has seen the upstream's
+/// bytes).
+fn pass(rewrite: &mut Option<&mut model::Rewrite>, chunk: &[u8], batch: &mut Vec<u8>) {
+    match rewrite {
+        Some(rewrite) => rewrite.feed(chunk, batch),
+        None => batch.extend_from_slice(chunk),
     }
 }
 

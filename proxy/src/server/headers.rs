@@ -115,8 +115,10 @@ pub fn check(request: &RequestHeader) -> Result<(), Refused> {
 /// written to `out` in HTTP/1.1 wire form: hop-by-hop fields and `Expect`
 /// left out, the client's `Host` kept (an HTTP/1.0 request without one, or
 /// an HTTP/2 request, gets its authority or the upstream's), a target in
-/// origin form, and a body without `Content-Length` sent chunked. Returns
-/// whether the body goes chunked.
+/// origin form, and a body without `Content-Length` sent chunked.
+/// `content_length` replaces the client's `Content-Length` when the proxy
+/// changed the body (a model name rewritten). Returns whether the body
+/// goes chunked.
 ///
 /// Written straight from the client's head rather than from a modified
 /// copy of it: a copy, its removals and its serialisation were a tenth of
@@ -129,6 +131,7 @@ pub fn upstream_request(
     downstream: &RequestHeader,
     authority: &str,
     has_body: bool,
+    content_length: Option<u64>,
     out: &mut Vec<u8>,
 ) -> Result<bool, Refused> {
     let forbidden = |bytes: &[u8]| bytes.iter().any(|b| matches!(b, 0 | b'\r' | b'\n' | b' '));
@@ -160,7 +163,10 @@ pub fn upstream_request(
     // body before it connects), so the upstream gets the body at once.
     let named = connection_named(&downstream.headers);
     let skipped = |name: &HeaderName| {
-        HOP_BY_HOP.contains(name) || named.contains(name) || name == header::EXPECT
+        HOP_BY_HOP.contains(name)
+            || named.contains(name)
+            || name == header::EXPECT
+            || (content_length.is_some() && name == header::CONTENT_LENGTH)
     };
     for (name, value) in &downstream.headers {
         if skipped(name) {
@@ -174,6 +180,9 @@ pub fn upstream_request(
             return Err(Refused::Header("host"));
         }
         field(out, b"host", host.as_bytes());
+    }
+    if let Some(length) = content_length {
+        field(out, b"content-length", length.to_string().as_bytes());
     }
     let chunked = has_body && !downstream.headers.contains_key(header::CONTENT_LENGTH);
     if chunked {
@@ -219,6 +228,8 @@ pub enum BodyOut {
 /// length chunked for an HTTP/1.1 client or close-delimited for an HTTP/1.0
 /// one. `keep_alive` is whether the client's connection stays open after
 /// it (said in `Connection` when that is not the version's default).
+/// `rewritten` says the proxy changes the body (a model name rewritten
+/// back), so the upstream's length does not hold and is left out.
 /// Returns how the body goes, and whether the connection stays open.
 pub fn downstream_head(
     upstream: &Head,
@@ -226,9 +237,11 @@ pub fn downstream_head(
     method: &Method,
     version: Version,
     keep_alive: bool,
+    rewritten: bool,
     out: &mut Vec<u8>,
 ) -> (BodyOut, bool) {
-    let length_known = upstream.value(b"transfer-encoding").is_none()
+    let length_known = !rewritten
+        && upstream.value(b"transfer-encoding").is_none()
         && upstream.value(b"content-length").is_some();
     let (body, keep_alive) = if !has_body(method, upstream.status) {
         (BodyOut::None, keep_alive)
@@ -247,7 +260,7 @@ pub fn downstream_head(
     let named = connection_tokens(upstream.values(b"connection"));
     for (name, value) in upstream.fields() {
         let length_dropped =
-            body == BodyOut::Chunked && name.eq_ignore_ascii_case(b"content-length");
+            (body == BodyOut::Chunked || rewritten) && name.eq_ignore_ascii_case(b"content-length");
         let ours = name.eq_ignore_ascii_case(COHORT_HEADER.as_bytes());
         let connection_named = named.iter().any(|n| n.eq_ignore_ascii_case(name));
         if is_hop_by_hop(name) || connection_named || length_dropped || ours {
@@ -272,13 +285,21 @@ pub fn downstream_head(
 
 /// `upstream`'s response header made the one sent back to an HTTP/2
 /// client: hop-by-hop fields removed (HTTP/2 frames bodies itself) and
-/// [`COHORT_HEADER`] naming `cohort`.
-pub fn downstream_response(mut response: Box<ResponseHeader>, cohort: &str) -> Box<ResponseHeader> {
+/// [`COHORT_HEADER`] naming `cohort`; without `Content-Length` when the
+/// proxy rewrites the body (`rewritten`).
+pub fn downstream_response(
+    mut response: Box<ResponseHeader>,
+    cohort: &str,
+    rewritten: bool,
+) -> Box<ResponseHeader> {
     for name in connection_named(&response.headers)
         .iter()
         .chain(&HOP_BY_HOP)
     {
         response.remove_header(name);
+    }
+    if rewritten {
+        response.remove_header(&header::CONTENT_LENGTH);
     }
     // Infallible: static name, and cohort names are validated tokens.
     let _ = response.insert_header(COHORT_HEADER, cohort);
@@ -374,7 +395,7 @@ mod tests {
         has_body: bool,
     ) -> (String, Vec<(String, String)>, bool) {
         let mut out = Vec::new();
-        let chunked = upstream_request(down, authority, has_body, &mut out).expect("request");
+        let chunked = upstream_request(down, authority, has_body, None, &mut out).expect("request");
         let (line, fields) = split(out);
         (line, fields, chunked)
     }
@@ -472,7 +493,7 @@ mod tests {
         let down = request(Version::HTTP_10, &[]);
         let mut out = Vec::new();
         assert_eq!(
-            upstream_request(&down, "bad host", false, &mut out),
+            upstream_request(&down, "bad host", false, None, &mut out),
             Err(Refused::Header("host"))
         );
     }
@@ -490,7 +511,7 @@ mod tests {
             .expect("complete");
         let mut out = Vec::new();
         let (body, keep_alive) =
-            downstream_head(&up, Some("canary"), method, version, true, &mut out);
+            downstream_head(&up, Some("canary"), method, version, true, false, &mut out);
         let (line, fields) = split(out);
         (line, fields, body, keep_alive)
     }
@@ -550,7 +571,7 @@ mod tests {
             .expect("complete")
             .to_header()
             .expect("a header map");
-        let r = downstream_response(Box::new(up), "stable");
+        let r = downstream_response(Box::new(up), "stable", false);
         assert_eq!(r.headers[COHORT_HEADER], "stable");
         assert!(!r.headers.contains_key("connection"));
         assert!(!r.headers.contains_key("x-hop"));

@@ -68,6 +68,7 @@ pub fn traffic(generation: u64, canary_percent: f64) -> Traffic {
         url: None,
         weight,
         revision: Some(format!("{}-r{generation}", cohort.as_str())),
+        model: None,
     };
     Traffic {
         generation,

@@ -86,25 +86,59 @@ async fn serve(mut conn: TcpStream, log: Arc<Log>, answers: usize) {
             .find_map(|l| l.strip_prefix("content-length:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        while buf.len() < end + 4 + length {
+        let chunked = head.contains("\r\ntransfer-encoding: chunked");
+        // A chunked body is read to its last chunk (no trailers) and kept
+        // decoded.
+        let (body, used) = loop {
+            let body = &buf[end + 4..];
+            let whole = if chunked {
+                dechunk(body)
+            } else {
+                (body.len() >= length).then(|| (body[..length].to_vec(), length))
+            };
+            if let Some(whole) = whole {
+                break whole;
+            }
             let mut chunk = [0u8; 4096];
             match conn.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
-        }
+        };
         if answered == answers {
             log.dropped.fetch_add(1, Ordering::SeqCst);
             return;
         }
         answered += 1;
-        lock(&log.bodies).push(buf[end + 4..end + 4 + length].to_vec());
-        buf.drain(..end + 4 + length);
+        lock(&log.bodies).push(body);
+        buf.drain(..end + 4 + used);
         lock(&log.heads).push(head);
         let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
         if conn.write_all(answer).await.is_err() {
             return;
         }
+    }
+}
+
+/// A whole chunked body decoded, with the bytes it took; `None` while it
+/// is incomplete.
+fn dechunk(mut data: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let total = data.len();
+    let mut body = Vec::new();
+    loop {
+        let line = find(data, b"\r\n")?;
+        let size = std::str::from_utf8(&data[..line]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line + 2..];
+        if size == 0 {
+            let rest = data.strip_prefix(b"\r\n")?;
+            return Some((body, total - rest.len()));
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
     }
 }
 
