@@ -7,4 +7,5 @@ pub mod engine;
 pub mod evidence;
 pub mod kube;
 pub mod local;
+pub mod models;
 pub mod notify;

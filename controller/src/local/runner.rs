@@ -93,19 +93,34 @@ pub async fn preflight(rollout: &Rollout) -> Result<(), RunError> {
             field: "spec.backends".into(),
             problem: format!("cannot build an HTTP client: {e}"),
         })?;
-    for (cohort, backend) in [("stable", stable), ("canary", canary)] {
+    for (cohort, backend) in [(Cohort::Stable, stable), (Cohort::Canary, canary)] {
         let url = format!("{}/v1/models", backend.url.trim_end_matches('/'));
         // Any HTTP answer proves the frontend is there; only a transport
         // error is fatal (some frontends do not serve /v1/models).
-        if let Err(e) = client.get(&url).send().await {
-            return Err(RunError::Preflight {
-                field: format!("spec.backends.{cohort}.url"),
-                problem: format!(
-                    "{} does not answer ({}); start the {cohort} frontend or fix the URL",
-                    backend.url,
-                    transport_reason(&e)
-                ),
-            });
+        let answer = match client.get(&url).send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return Err(RunError::Preflight {
+                    field: format!("spec.backends.{cohort}.url"),
+                    problem: format!(
+                        "{} does not answer ({}); start the {cohort} frontend or fix the URL",
+                        backend.url,
+                        transport_reason(&e)
+                    ),
+                });
+            }
+        };
+        // A model canary needs each cohort's model loaded before traffic
+        // moves: a request for one that is not gets a 404 from the server,
+        // which would abort the run on errors that say nothing of it.
+        if let Some(model) = rollout.model_of(cohort) {
+            let body = answer.text().await.unwrap_or_default();
+            if let Some(why) = crate::models::missing(&body, model) {
+                return Err(RunError::Preflight {
+                    field: format!("spec.models.{cohort}"),
+                    problem: format!("{url} {why}"),
+                });
+            }
         }
         for m in &rollout.analysis.metrics {
             let MetricSource::Scrape(s) = &m.source else {
