@@ -48,7 +48,7 @@ async fn reports_every_request_and_the_configured_latency() {
     // timer, loopback and scheduling overhead (15 ms, see tests/latency.rs).
     let mut planned: Vec<f64> = (0..100)
         .map(|i| {
-            RequestPlan::draw(&sim_config, 30, i, None, true)
+            RequestPlan::draw(&sim_config.profile(), 30, i, None, true)
                 .ttft
                 .as_secs_f64()
         })
