@@ -29,8 +29,10 @@
 //!
 //! [`load::run`] sends streaming chat completions at a constant rate (open
 //! loop: a request that would exceed the concurrency limit is dropped and
-//! counted, never queued) and measures time to first token, inter-token
-//! gaps and outcomes on the client side.
+//! counted, never queued), optionally over a weighted mix of models and
+//! drawn prompt lengths, and measures time to first token, inter-token
+//! gaps, finish reasons and outcomes on the client side, per model when
+//! it sends several.
 
 pub mod config;
 pub mod load;
