@@ -4,12 +4,12 @@
 //! A request is answered with the profile of the model it names (one
 //! [`Served`] per model, found by name; a name the server does not serve
 //! gets vLLM's 404). Its whole fate is drawn up front
-//! ([`RequestPlan::draw`]); the
-//! streaming response is then a hand-written [`Body`] that sleeps until each
-//! token's absolute deadline (`arrival + ttft + i × itl`, so timer slack
-//! never accumulates) and hands hyper one pre-rendered chunk per token. No
-//! task, channel or lock per stream: a stream costs one boxed timer, one
-//! small allocation per chunk and a few relaxed atomics.
+//! ([`RequestPlan::draw`]); the streaming response is then a hand-written
+//! [`Body`] that sleeps until each token's absolute deadline (`arrival +
+//! ttft + i × itl`, so timer slack never accumulates) and hands hyper one
+//! pre-rendered chunk per token. No task, channel or lock per stream: a
+//! stream costs one boxed timer, one small allocation per chunk and a few
+//! relaxed atomics.
 //!
 //! Metering follows vLLM: TTFT is observed when the first token is emitted,
 //! each gap when the next one is, the end-to-end latency when the response
