@@ -12,6 +12,10 @@ pub enum Code {
     Success = 0,
     /// Something went wrong; the message says what.
     Error = 1,
+    /// The command line cannot be used (clap exits with it for what it
+    /// checks; commands return it for what only the whole set of flags
+    /// can tell).
+    Usage = 2,
     /// The canary was (or would be) aborted; for `weir import`, a field
     /// could not be carried over (the output says which).
     Aborted = 3,

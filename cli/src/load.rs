@@ -3,7 +3,8 @@
 //!
 //! Prints percentiles of time to first token and inter-token latency,
 //! throughput, outcome counts and, when a weir proxy answers, counts per
-//! cohort. A status line goes to stderr every few seconds of long runs.
+//! cohort; with several `--model`s, counts, tokens, `length` finishes and
+//! TTFT per model. A status line goes to stderr every few seconds of long runs.
 //! Exit 0 when the run happened (whatever the requests' outcomes), 1 when
 //! it could not (the URL is unreachable), 2 for usage errors.
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use weir_sim::load::{LoadConfig, LoadReport, Percentiles, Progress};
+use weir_sim::load::{
+    LoadConfig, LoadReport, ModelMix, ModelWeight, Percentiles, Progress, PromptTokens,
+};
 
 use crate::exit::Code;
 use crate::sim::duration;
@@ -31,6 +34,11 @@ pub enum Output {
 #[command(after_help = "\
 Requests are open loop: request i is sent at i/rate seconds whatever happened to \
 the others; one that would exceed --concurrency-limit is dropped and counted.
+
+A mix: --model chat-lora-v7=3 --model chat-lora-v8=1 asks for each model by weight \
+(the report then breaks results down per model); --prompt-tokens 50..2000 (or a \
+list 100,500,2000, or one number) draws each prompt's length, sent as generated \
+text of about 4 bytes per token. Both draws follow --seed.
 
 Exit codes: 0 the run happened, 1 error (e.g. unreachable URL), 2 usage.")]
 pub struct Args {
@@ -58,19 +66,34 @@ pub struct Args {
     /// Size of the session pool.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     sessions: u32,
-    /// The model of every request.
-    #[arg(long, default_value = "weir-sim")]
-    model: String,
-    /// The user message of every request.
-    #[arg(long, default_value = "Say something.")]
+    /// The model of the requests, `NAME` or `NAME=WEIGHT` (repeatable:
+    /// each request asks for one, drawn by weight; default weight 1).
+    #[arg(
+        long = "model",
+        value_name = "NAME[=WEIGHT]",
+        default_value = "weir-sim",
+        value_parser = model_weight
+    )]
+    models: Vec<ModelWeight>,
+    /// The user message of every request (unless --prompt-tokens).
+    #[arg(
+        long,
+        default_value = "Say something.",
+        conflicts_with = "prompt_tokens"
+    )]
     prompt: String,
+    /// Prompt length in tokens, drawn per request: `N`, `MIN..MAX`
+    /// (uniform) or `A,B,C` (one of them); the message is generated text
+    /// of that many tokens.
+    #[arg(long, value_name = "N|MIN..MAX|A,B,...", value_parser = prompt_tokens)]
+    prompt_tokens: Option<PromptTokens>,
     /// max_tokens of every request.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_tokens: Option<u32>,
     /// Longest time one request may take.
     #[arg(long, default_value = "60s", value_parser = duration)]
     timeout: Duration,
-    /// Seed of the session draws.
+    /// Seed of the session, model and prompt-length draws.
     #[arg(long)]
     seed: Option<u64>,
     /// Output format.
@@ -81,22 +104,46 @@ pub struct Args {
 /// Seconds between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+impl Args {
+    fn config(&self) -> LoadConfig {
+        // One model is today's run: every request asks for it.
+        let (model, models) = match self.models.as_slice() {
+            [one] => (one.name.clone(), Vec::new()),
+            all => (
+                all.first().map_or_else(String::new, |m| m.name.clone()),
+                all.to_vec(),
+            ),
+        };
+        LoadConfig {
+            url: self.url.clone(),
+            rate: self.rate,
+            duration: self.duration,
+            concurrency_limit: self.concurrency_limit,
+            session_header: self.session_header.clone(),
+            headers: self.headers.clone(),
+            sessions: self.sessions,
+            model,
+            models,
+            prompt: self.prompt.clone(),
+            prompt_tokens: self.prompt_tokens.clone(),
+            max_tokens: self.max_tokens,
+            request_timeout: self.timeout,
+            seed: self.seed,
+        }
+    }
+}
+
 /// Runs `weir load`.
 pub fn run(args: &Args) -> Result<Code> {
-    let config = LoadConfig {
-        url: args.url.clone(),
-        rate: args.rate,
-        duration: args.duration,
-        concurrency_limit: args.concurrency_limit,
-        session_header: args.session_header.clone(),
-        headers: args.headers.clone(),
-        sessions: args.sessions,
-        model: args.model.clone(),
-        prompt: args.prompt.clone(),
-        max_tokens: args.max_tokens,
-        request_timeout: args.timeout,
-        seed: args.seed,
-    };
+    let config = args.config();
+    // Each --model is checked while parsing; only a name given twice is not.
+    if !config.models.is_empty()
+        && let Err(reason) = ModelMix::new(&config.models)
+    {
+        eprintln!("error: --model: {reason}");
+        eprintln!("  give each --model NAME[=WEIGHT] once");
+        return Ok(Code::Usage);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,8 +220,28 @@ fn render_text(r: &LoadReport) -> String {
         "{:<11}sent {:.1} req/s  ok {:.1} req/s  {:.0} tokens/s  (elapsed {:.2}s)",
         "throughput", r.sent_per_second, r.ok_per_second, r.tokens_per_second, r.elapsed_seconds
     );
+    if r.finished_length > 0 {
+        let _ = writeln!(
+            out,
+            "{:<11}{} streams ended with finish_reason \"length\"",
+            "length", r.finished_length
+        );
+    }
     out.push_str(&latency_line("TTFT", &r.ttft_seconds));
     out.push_str(&latency_line("ITL", &r.itl_seconds));
+    for (name, m) in &r.models {
+        let _ = writeln!(
+            out,
+            "{:<11}{name}: requests {}  ok {}  errors {}  tokens {}  length {}  TTFT p50 {}",
+            "model",
+            m.requests,
+            m.ok,
+            m.errors,
+            m.tokens,
+            m.finished_length,
+            ms(m.ttft_seconds.p50)
+        );
+    }
     for (name, c) in &r.cohorts {
         let _ = writeln!(
             out,
@@ -211,6 +278,14 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
+fn model_weight(s: &str) -> Result<ModelWeight, String> {
+    s.parse()
+}
+
+fn prompt_tokens(s: &str) -> Result<PromptTokens, String> {
+    s.parse()
+}
+
 fn header(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((name, value)) if !name.trim().is_empty() => {
@@ -226,9 +301,63 @@ fn header(s: &str) -> Result<(String, String), String> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use weir_sim::load::{CohortReport, Outcomes};
+    use clap::Parser as _;
+    use weir_sim::load::{CohortReport, ModelReport, Outcomes};
 
     use super::*;
+    use crate::args::{Cli, Command};
+
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        let argv = ["weir", "load", "--url", "http://127.0.0.1:1"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Load(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_model_is_todays_run_and_several_are_a_mix() {
+        let config = parse(&[]).expect("defaults").config();
+        assert_eq!(
+            (config.model.as_str(), config.models.len()),
+            ("weir-sim", 0)
+        );
+        assert_eq!(config.prompt_tokens, None);
+        let config = parse(&["--model", "tiny"]).expect("one").config();
+        assert_eq!((config.model.as_str(), config.models.len()), ("tiny", 0));
+        let config = parse(&[
+            "--model",
+            "chat-lora-v7=3",
+            "--model",
+            "chat-lora-v8",
+            "--prompt-tokens",
+            "50..2000",
+        ])
+        .expect("a mix")
+        .config();
+        assert_eq!(
+            config.models,
+            vec![
+                ModelWeight::new("chat-lora-v7", 3.0),
+                ModelWeight::new("chat-lora-v8", 1.0)
+            ]
+        );
+        assert_eq!(
+            config.prompt_tokens,
+            Some(PromptTokens::Range { min: 50, max: 2000 })
+        );
+        for bad in [
+            &["--model", "a=0"][..],
+            &["--model", "a=x"],
+            &["--prompt-tokens", "9..3"],
+            &["--prompt-tokens", "100", "--prompt", "hi"],
+        ] {
+            let err = parse(bad).expect_err(&bad.join(" "));
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
+    }
 
     #[test]
     fn text_summary_names_every_number() {
@@ -258,6 +387,7 @@ mod tests {
             ok_per_second: 4.3,
             tokens: 90,
             tokens_per_second: 43.0,
+            finished_length: 4,
             ttft_seconds: p(0.05),
             itl_seconds: p(0.005),
             cohorts: BTreeMap::from([(
@@ -267,6 +397,17 @@ mod tests {
                     ok: 3,
                     errors: 0,
                     ttft_seconds: p(0.06),
+                },
+            )]),
+            models: BTreeMap::from([(
+                "chat-lora-v8".to_string(),
+                ModelReport {
+                    requests: 5,
+                    ok: 5,
+                    errors: 0,
+                    tokens: 60,
+                    finished_length: 4,
+                    ttft_seconds: p(0.07),
                 },
             )]),
             sessions: None,
@@ -279,6 +420,8 @@ mod tests {
             "TTFT       p50 50.0ms",
             "ITL        p50 5.0ms",
             "canary: requests 3",
+            "4 streams ended with finish_reason \"length\"",
+            "chat-lora-v8: requests 5  ok 5  errors 0  tokens 60  length 4  TTFT p50 70.0ms",
         ] {
             assert!(text.contains(want), "{want:?} missing from\n{text}");
         }

@@ -1,16 +1,21 @@
 //! `weir sim`: a simulated OpenAI-compatible inference server, for demos,
 //! tests and benchmarks.
 //!
-//! The flags map one to one onto [`weir_sim::SimConfig`]. Values are
-//! checked while parsing, so a bad one is a usage error (exit 2) naming
-//! the flag. Ctrl-C or SIGTERM stops accepting connections and exits once
-//! open streams have finished, or after `--shutdown-grace`.
+//! The flags map one to one onto [`weir_sim::SimConfig`]; a repeated
+//! `--model NAME:key=value,...` declares the models served, each key
+//! overriding the server-wide flag of the same name for that model
+//! ([`weir_sim::ServedModel`]). Values are checked while parsing, so a bad
+//! one is a usage error (exit 2) naming the flag (or the model and key);
+//! what only the whole set can tell (a model declared twice, shares that
+//! add up to more than 1) is checked before the server starts, also exit
+//! 2. Ctrl-C or SIGTERM stops accepting connections and exits once open
+//! streams have finished, or after `--shutdown-grace`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir_sim::{Framing, GpuModel, SimConfig};
+use weir_sim::{Framing, GpuModel, ServedModel, SimConfig};
 
 use crate::exit::Code;
 
@@ -20,6 +25,22 @@ use crate::exit::Code;
 Endpoints: POST /v1/chat/completions, POST /v1/completions (streaming or not), \
 GET /v1/models, GET /health, GET /metrics (vLLM and dcgm-exporter families), \
 GET and POST /control with --control.
+
+Models: one --model NAME answers requests for any model name (echoing it). \
+Several --model flags, or one with keys, serve exactly those names, as LoRA \
+adapters behind one vLLM pool; another name gets vLLM's 404 (NotFoundError). \
+Keys override the server-wide flag of the same name for that model: ttft, \
+ttft-sigma, itl, tokens, tokens-sigma, length-share, empty-share, error-rate, \
+stream-error-rate, tail-prob, tail-factor. Example: \
+--model chat-lora-v7 --model chat-lora-v8:tokens=200,itl=13ms,length-share=0.3. \
+Metrics carry the first model's name as model_name (vLLM labels adapters' \
+requests with the base model).
+
+Output length: each answer draws its own length, lognormal with mean --tokens and \
+log-space sd --tokens-sigma (0: always --tokens). An answer whose length exceeds \
+the request's max_tokens stops there with finish_reason \"length\"; --length-share \
+of answers end with \"length\" whatever they drew (at max_tokens, or at their \
+drawn length without it); --empty-share have no content token at all.
 
 GPU model: utilization = min(100, --gpu-util + --gpu-util-per-request × in-flight \
 requests averaged over ~1 s); power follows utilization; framebuffer use is constant.
@@ -33,9 +54,17 @@ pub struct Args {
     /// `system_fingerprint` in bodies and the DCGM `Hostname` label.
     #[arg(long, default_value = "sim", value_parser = header_value)]
     name: String,
-    /// The model served (`/v1/models`, the `model_name` metric label).
-    #[arg(long, default_value = "weir-sim")]
-    model: String,
+    /// A model served, `NAME` or `NAME:KEY=VALUE,...` (repeatable; keys
+    /// as the flags below: ttft, ttft-sigma, itl, tokens, tokens-sigma,
+    /// length-share, empty-share, error-rate, stream-error-rate, tail-prob,
+    /// tail-factor). One plain NAME answers any requested model.
+    #[arg(
+        long = "model",
+        value_name = "NAME[:KEY=VALUE,...]",
+        default_value = "weir-sim",
+        value_parser = served_model
+    )]
+    models: Vec<ServedModel>,
     /// Median time to first token (200ms, 1.5s).
     #[arg(long, default_value = "200ms", value_parser = duration)]
     ttft: Duration,
@@ -46,9 +75,22 @@ pub struct Args {
     /// Gap between consecutive tokens.
     #[arg(long, default_value = "15ms", value_parser = duration)]
     itl: Duration,
-    /// Tokens per response, unless the request's max_tokens is lower.
+    /// Tokens per response (their mean with --tokens-sigma), unless the
+    /// request's max_tokens is lower.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     tokens: u32,
+    /// Spread of the output length: log-space standard deviation of the
+    /// lognormal with mean --tokens (0 = always --tokens).
+    #[arg(long, default_value_t = 0.0, value_parser = tokens_sigma)]
+    tokens_sigma: f64,
+    /// Fraction of answers that end with finish_reason "length" whatever
+    /// length they drew.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    length_share: f64,
+    /// Fraction of answers with no content token (finish_reason "stop",
+    /// completion_tokens 0).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    empty_share: f64,
     /// Fraction of requests answered with HTTP 500 before any token.
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     error_rate: f64,
@@ -85,7 +127,8 @@ pub struct Args {
     framing: FramingArg,
     /// Accept `POST /control` with `{"ttftFactor": F}`: the time to first
     /// token of every later request is multiplied by F (a running version
-    /// that turns slow). Off, /control does not exist.
+    /// that turns slow); with `"model": NAME` only that model's. Off,
+    /// /control does not exist.
     #[arg(long)]
     control: bool,
 }
@@ -101,13 +144,27 @@ enum FramingArg {
 
 impl Args {
     fn config(&self) -> SimConfig {
+        // One plain --model is today's server: any name answered. Several,
+        // or one with keys, are the names served; the first one labels
+        // the metrics.
+        let (model, models) = match self.models.as_slice() {
+            [one] if one.overrides.is_empty() => (one.name.clone(), Vec::new()),
+            all => (
+                all.first().map_or_else(String::new, |m| m.name.clone()),
+                all.to_vec(),
+            ),
+        };
         SimConfig {
             name: self.name.clone(),
-            model: self.model.clone(),
+            model,
+            models,
             ttft: self.ttft,
             ttft_sigma: self.ttft_sigma,
             itl: self.itl,
             tokens: self.tokens,
+            tokens_sigma: self.tokens_sigma,
+            length_share: self.length_share,
+            empty_share: self.empty_share,
             error_rate: self.error_rate,
             stream_error_rate: self.stream_error_rate,
             tail_prob: self.tail_prob,
@@ -131,7 +188,11 @@ impl Args {
 /// Runs `weir sim` until Ctrl-C or SIGTERM.
 pub fn run(args: &Args) -> Result<Code> {
     let config = args.config();
-    config.validate().context("invalid simulator settings")?;
+    if let Err(e) = config.validate() {
+        eprintln!("error: invalid simulator settings: {e}");
+        eprintln!("  {}", fix(&e));
+        return Ok(Code::Usage);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,16 +201,31 @@ pub fn run(args: &Args) -> Result<Code> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr().context("cannot read the bound address")?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        let served = if config.models.is_empty() {
+            format!("{:?}", config.model)
+        } else {
+            let specs: Vec<String> = config
+                .models
+                .iter()
+                .map(|m| format!("{:?}", m.to_string()))
+                .collect();
+            specs.join(", ")
+        };
         eprintln!(
-            "weir sim {:?}: serving {:?} on http://{addr}/v1 (TTFT median {} σ {}, ITL {}, {} tokens, \
-             errors {}, stream errors {}, tail {} ×{})",
+            "weir sim {:?}: serving {served} on http://{addr}/v1 (TTFT median {} σ {}, ITL {}, \
+             {} tokens σ {}, length share {}, empty share {}, errors {}, stream errors {}, \
+             tail {} ×{})",
             config.name,
-            config.model,
             humantime::format_duration(config.ttft),
             config.ttft_sigma,
             humantime::format_duration(config.itl),
             config.tokens,
+            config.tokens_sigma,
+            config.length_share,
+            config.empty_share,
             config.error_rate,
             config.stream_error_rate,
             config.tail_prob,
@@ -204,6 +280,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// How to fix a configuration that only the whole set of flags can get
+/// wrong.
+fn fix(e: &weir_sim::ConfigError) -> String {
+    match (e.field, &e.model) {
+        ("model", _) => "drop the repeated --model".into(),
+        (_, Some(model)) => format!(
+            "fix it in --model {model}:KEY=VALUE,... or in the server-wide flags that model \
+             inherits (--length-share, --empty-share, ...)"
+        ),
+        (field, None) => format!("change --{field}"),
+    }
+}
+
+/// `--model NAME[:KEY=VALUE,...]`.
+fn served_model(s: &str) -> Result<ServedModel, String> {
+    s.parse()
+        .map_err(|e: weir_sim::ModelSpecError| e.to_string())
+}
+
 /// A duration such as `200ms`, `1.5s`, `2m`.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -248,6 +343,15 @@ fn sigma(s: &str) -> Result<f64, String> {
     )
 }
 
+fn tokens_sigma(s: &str) -> Result<f64, String> {
+    in_range(
+        s,
+        0.0,
+        3.0,
+        "a log-space standard deviation between 0 and 3",
+    )
+}
+
 fn tail_factor(s: &str) -> Result<f64, String> {
     in_range(s, 0.0, 1000.0, "a factor between 0 and 1000")
 }
@@ -268,7 +372,113 @@ fn header_value(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+    use weir_sim::Override;
+
     use super::*;
+    use crate::args::{Cli, Command};
+
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        let argv = ["weir", "sim"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Sim(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_plain_model_is_todays_server() {
+        let config = parse(&[]).expect("defaults").config();
+        assert_eq!(
+            (config.model.as_str(), config.models.len()),
+            ("weir-sim", 0)
+        );
+        let config = parse(&["--model", "org/m"]).expect("one model").config();
+        assert_eq!(config.model, "org/m");
+        assert!(config.answers_any_name());
+        assert_eq!(
+            config,
+            SimConfig {
+                model: "org/m".into(),
+                ..parse(&[]).expect("defaults").config()
+            }
+        );
+    }
+
+    #[test]
+    fn several_models_with_keys_are_served_by_name() {
+        let config = parse(&[
+            "--tokens-sigma",
+            "0.4",
+            "--model",
+            "chat-lora-v7",
+            "--model",
+            "chat-lora-v8:tokens=200,itl=13ms,length-share=0.3,ttft=80ms",
+        ])
+        .expect("valid")
+        .config();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.model, "chat-lora-v7");
+        assert_eq!(
+            config.models,
+            vec![
+                ServedModel::new("chat-lora-v7"),
+                ServedModel::new("chat-lora-v8")
+                    .with(Override::Tokens(200))
+                    .with(Override::Itl(Duration::from_millis(13)))
+                    .with(Override::LengthShare(0.3))
+                    .with(Override::Ttft(Duration::from_millis(80))),
+            ]
+        );
+        let served = config.served();
+        assert_eq!(
+            served[1].1.tokens_sigma, 0.4,
+            "server-wide flags are the base"
+        );
+        // One model with keys is served by name alone.
+        let one = parse(&["--model", "m:tokens=3"]).expect("valid").config();
+        assert!(!one.answers_any_name());
+    }
+
+    #[test]
+    fn a_bad_model_is_a_usage_error_naming_model_and_key() {
+        for (spec, wants) in [
+            (
+                "chat-lora-v8:itll=13ms",
+                &["chat-lora-v8", "itll", "keys: ttft"][..],
+            ),
+            (
+                "chat-lora-v8:length-share=2",
+                &["chat-lora-v8", "length-share", "fraction"],
+            ),
+            ("chat-lora-v8:ttft=soon", &["chat-lora-v8", "ttft", "80ms"]),
+        ] {
+            let err = parse(&["--model", "a", "--model", spec]).expect_err(spec);
+            assert_eq!(err.exit_code(), 2, "{spec}");
+            let text = err.to_string();
+            for want in wants {
+                assert!(text.contains(want), "{spec}: {want:?} missing from {text}");
+            }
+        }
+        // Only the whole set can tell: checked before the server starts.
+        let config = parse(&[
+            "--length-share",
+            "0.6",
+            "--model",
+            "a",
+            "--model",
+            "b:empty-share=0.5",
+        ])
+        .expect("each flag is fine")
+        .config();
+        let err = config.validate().expect_err("0.6 + 0.5 > 1");
+        assert_eq!(err.model.as_deref(), Some("b"));
+        assert!(fix(&err).contains("--model b:"), "{}", fix(&err));
+        let twice = parse(&["--model", "a", "--model", "a"])
+            .expect("parses")
+            .config();
+        assert!(fix(&twice.validate().expect_err("twice")).contains("repeated"));
+    }
 
     #[test]
     fn durations_and_numbers_parse_or_say_why() {

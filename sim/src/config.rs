@@ -4,8 +4,15 @@
 //! CLI's defaults, validated once by [`SimConfig::validate`] before a server
 //! starts: a rate outside `[0, 1]` or a non-finite factor is a
 //! [`ConfigError`] naming the field, never a panic in a request.
+//!
+//! The latency, length and failure fields are the server-wide
+//! [`Profile`]; [`SimConfig::models`] declares models served by name, each
+//! overriding some of them ([`crate::profile`]).
 
+use std::fmt;
 use std::time::Duration;
+
+use crate::profile::{Profile, ServedModel};
 
 /// How a simulated server answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,9 +21,18 @@ pub struct SimConfig {
     /// response, as `system_fingerprint` in bodies and as the dcgm
     /// `Hostname` label.
     pub name: String,
-    /// The one model served: listed by `/v1/models` and used as the
-    /// `model_name` label. Responses echo the model a request asked for.
+    /// With `models` empty, the one model served: listed by `/v1/models`,
+    /// and every request is answered whatever `model` it names, with the
+    /// server-wide profile (responses echo the name asked for). Always the
+    /// `model_name` label of the vLLM metrics, for every model served (as
+    /// vLLM labels the requests for its LoRA adapters with the base
+    /// model's name).
     pub model: String,
+    /// Models served by name, each with its own profile (the server-wide
+    /// one with its overrides). When not empty, these are the models
+    /// `/v1/models` lists and the only ones answered: a request naming
+    /// another gets vLLM's 404. Empty: `model` alone, answering any name.
+    pub models: Vec<ServedModel>,
     /// Median time to first token.
     pub ttft: Duration,
     /// Log-space standard deviation of the time to first token (lognormal);
@@ -24,8 +40,21 @@ pub struct SimConfig {
     pub ttft_sigma: f64,
     /// Gap between consecutive tokens.
     pub itl: Duration,
-    /// Tokens per response, unless a request's `max_tokens` is lower.
+    /// Tokens per response (the mean, when `tokens_sigma` spreads them),
+    /// unless a request's `max_tokens` is lower.
     pub tokens: u32,
+    /// Log-space standard deviation of the output length: each answer's
+    /// length is drawn from the lognormal with mean `tokens`, rounded, at
+    /// least 1. 0 gives every answer exactly `tokens`.
+    pub tokens_sigma: f64,
+    /// Fraction of answers that end with `finish_reason: "length"`,
+    /// whatever their drawn length: they run to the request's `max_tokens`,
+    /// or without one to their drawn length. Answers whose drawn length
+    /// exceeds `max_tokens` end with `length` too.
+    pub length_share: f64,
+    /// Fraction of answers with no content token (`finish_reason: "stop"`,
+    /// `completion_tokens: 0`). With `length_share`, at most 1.
+    pub empty_share: f64,
     /// Fraction of requests answered with HTTP 500 before any token.
     pub error_rate: f64,
     /// Fraction of streaming requests that send an SSE error event
@@ -104,10 +133,14 @@ impl Default for SimConfig {
         SimConfig {
             name: "sim".to_string(),
             model: "weir-sim".to_string(),
+            models: Vec::new(),
             ttft: Duration::from_millis(200),
             ttft_sigma: 0.3,
             itl: Duration::from_millis(15),
             tokens: 32,
+            tokens_sigma: 0.0,
+            length_share: 0.0,
+            empty_share: 0.0,
             error_rate: 0.0,
             stream_error_rate: 0.0,
             tail_prob: 0.0,
@@ -124,21 +157,82 @@ impl Default for SimConfig {
 
 /// A [`SimConfig`] field that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {reason}")]
 pub struct ConfigError {
     /// The field, spelled as the CLI flag without dashes (`error-rate`).
     pub field: &'static str,
     /// What is wrong with it.
     pub reason: String,
+    /// The served model whose profile it is in, when it is one of
+    /// [`SimConfig::models`]' rather than the server-wide one.
+    pub model: Option<String>,
+}
+
+impl ConfigError {
+    /// A bad server-wide `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+            model: None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(model) = &self.model {
+            write!(f, "model {model:?}: ")?;
+        }
+        write!(f, "{}: {}", self.field, self.reason)
+    }
 }
 
 impl SimConfig {
-    /// Checks every field.
+    /// The server-wide profile: the latency, length and failure fields.
+    pub fn profile(&self) -> Profile {
+        Profile {
+            ttft: self.ttft,
+            ttft_sigma: self.ttft_sigma,
+            itl: self.itl,
+            tokens: self.tokens,
+            tokens_sigma: self.tokens_sigma,
+            length_share: self.length_share,
+            empty_share: self.empty_share,
+            error_rate: self.error_rate,
+            stream_error_rate: self.stream_error_rate,
+            tail_prob: self.tail_prob,
+            tail_factor: self.tail_factor,
+        }
+    }
+
+    /// The models served, each with its profile, in the order declared:
+    /// [`SimConfig::models`], or `model` with the server-wide profile when
+    /// there are none.
+    pub fn served(&self) -> Vec<(String, Profile)> {
+        let base = self.profile();
+        if self.models.is_empty() {
+            return vec![(self.model.clone(), base)];
+        }
+        self.models
+            .iter()
+            .map(|m| (m.name.clone(), m.profile(&base)))
+            .collect()
+    }
+
+    /// Whether a request naming any model is answered (with the one
+    /// profile): so when no [`SimConfig::models`] are declared, as before
+    /// a server could serve several.
+    pub fn answers_any_name(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Checks every field, and every served model's profile.
     ///
     /// # Errors
-    /// The first field that is out of range, as a [`ConfigError`].
+    /// The first field that is out of range, as a [`ConfigError`] (naming
+    /// the model when it is one of [`SimConfig::models`]').
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, reason: String| Err(ConfigError { field, reason });
+        let bad = |field, reason: String| Err(ConfigError::new(field, reason));
         if self.name.is_empty() || !self.name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return bad(
                 "name",
@@ -151,32 +245,26 @@ impl SimConfig {
         if self.model.is_empty() {
             return bad("model", "must not be empty".into());
         }
-        for (field, rate) in [
-            ("error-rate", self.error_rate),
-            ("stream-error-rate", self.stream_error_rate),
-            ("tail-prob", self.tail_prob),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return bad(field, format!("{rate} is not a fraction in [0, 1]"));
+        self.profile().validate()?;
+        for (i, m) in self.models.iter().enumerate() {
+            if m.name.is_empty() || m.name.chars().any(char::is_control) {
+                return bad(
+                    "model",
+                    format!("{:?} must be non-empty, without control characters", m.name),
+                );
             }
-        }
-        if !self.ttft_sigma.is_finite() || self.ttft_sigma < 0.0 || self.ttft_sigma > 5.0 {
-            return bad(
-                "ttft-sigma",
-                format!("{} must be in [0, 5] (a log-space sd)", self.ttft_sigma),
-            );
-        }
-        if !self.tail_factor.is_finite() || self.tail_factor < 0.0 || self.tail_factor > 1000.0 {
-            return bad(
-                "tail-factor",
-                format!("{} must be in [0, 1000]", self.tail_factor),
-            );
-        }
-        if self.tokens == 0 {
-            return bad("tokens", "must be at least 1".into());
-        }
-        if self.ttft > Duration::from_secs(3600) || self.itl > Duration::from_secs(3600) {
-            return bad("ttft/itl", "must be at most 1h".into());
+            if self.models[..i].iter().any(|other| other.name == m.name) {
+                return bad(
+                    "model",
+                    format!("{:?} is declared twice: give each model once", m.name),
+                );
+            }
+            m.profile(&self.profile())
+                .validate()
+                .map_err(|e| ConfigError {
+                    model: Some(m.name.clone()),
+                    ..e
+                })?;
         }
         if self.keep_alive.is_zero() {
             return bad("keep-alive", "must be longer than 0".into());
@@ -226,5 +314,64 @@ mod tests {
             let err = config.validate().expect_err(field);
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn served_models_get_their_own_profiles_over_the_server_wide_one() {
+        use crate::profile::Override;
+        let legacy = SimConfig::default();
+        assert!(legacy.answers_any_name());
+        assert_eq!(
+            legacy.served(),
+            vec![("weir-sim".to_string(), legacy.profile())]
+        );
+
+        let config = SimConfig {
+            tokens: 50,
+            models: vec![
+                ServedModel::new("chat-lora-v7"),
+                ServedModel::new("chat-lora-v8")
+                    .with(Override::Tokens(100))
+                    .with(Override::LengthShare(0.3)),
+            ],
+            ..SimConfig::default()
+        };
+        assert!(!config.answers_any_name());
+        let served = config.served();
+        assert_eq!(served[0], ("chat-lora-v7".to_string(), config.profile()));
+        assert_eq!(served[1].0, "chat-lora-v8");
+        assert_eq!((served[1].1.tokens, served[1].1.length_share), (100, 0.3));
+        assert_eq!(served[1].1.ttft, config.ttft);
+    }
+
+    #[test]
+    fn a_bad_model_is_named_with_its_key() {
+        use crate::profile::Override;
+        let config = SimConfig {
+            // Fine alone, too much with the model's length share.
+            empty_share: 0.5,
+            models: vec![
+                ServedModel::new("a"),
+                ServedModel::new("b").with(Override::LengthShare(0.6)),
+            ],
+            ..SimConfig::default()
+        };
+        let err = config.validate().expect_err("shares add up to 1.1");
+        assert_eq!(
+            (err.field, err.model.as_deref()),
+            ("empty-share", Some("b"))
+        );
+        assert!(
+            err.to_string().starts_with("model \"b\": empty-share: "),
+            "{err}"
+        );
+
+        let twice = SimConfig {
+            models: vec![ServedModel::new("a"), ServedModel::new("a")],
+            ..SimConfig::default()
+        };
+        let err = twice.validate().expect_err("declared twice");
+        assert_eq!(err.field, "model");
+        assert!(err.reason.contains("twice"), "{err}");
     }
 }

@@ -7,8 +7,11 @@
 //! `POST /v1/completions` like vLLM's OpenAI frontend: SSE streams with one
 //! chunk per token, or one JSON body with `usage`. Latency, errors and GPU
 //! load follow a [`SimConfig`]: a lognormal time to first token with an
-//! optional slow tail, a fixed inter-token gap, error and mid-stream error
-//! rates, and a GPU-utilization model that rises with load. `/metrics`
+//! optional slow tail, a fixed inter-token gap, output lengths drawn per
+//! request with shares of `length`-cut and empty answers, error and
+//! mid-stream error rates, and a GPU-utilization model that rises with
+//! load. One server can serve several models by name, each with its own
+//! [`Profile`] (LoRA adapters behind one pool). `/metrics`
 //! exposes the vLLM and dcgm-exporter families the analysis reads, in their
 //! exposition style, so the same queries work against the sim and against a
 //! real deployment.
@@ -26,18 +29,22 @@
 //!
 //! [`load::run`] sends streaming chat completions at a constant rate (open
 //! loop: a request that would exceed the concurrency limit is dropped and
-//! counted, never queued) and measures time to first token, inter-token
-//! gaps and outcomes on the client side.
+//! counted, never queued), optionally over a weighted mix of models and
+//! drawn prompt lengths, and measures time to first token, inter-token
+//! gaps, finish reasons and outcomes on the client side, per model when
+//! it sends several.
 
 pub mod config;
 pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod openai;
+pub mod profile;
 mod server;
 pub mod text;
 
 pub use config::{ConfigError, Framing, GpuModel, SimConfig};
+pub use profile::{ModelSpecError, Override, Profile, ServedModel};
 pub use server::{ServeSummary, SimError, SimHandle, bind, serve, spawn};
 
 /// Response header naming the simulator that answered (its `--name`).

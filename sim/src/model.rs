@@ -1,6 +1,7 @@
 //! The simulation model, as pure functions: what one request will do
-//! ([`RequestPlan::draw`]) and what the simulated GPU reports
-//! ([`gpu_util`], [`power_watts`], [`kv_cache_usage`]).
+//! ([`RequestPlan::draw`]: its latency, its length and how it ends, its
+//! failure) and what the simulated GPU reports ([`gpu_util`],
+//! [`power_watts`], [`kv_cache_usage`]).
 //!
 //! Nothing here touches a clock or a socket, so the distributions are
 //! tested directly with statistical bands, and the server only executes a
@@ -12,7 +13,9 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
 
-use crate::config::{GpuModel, SimConfig};
+use crate::config::GpuModel;
+use crate::openai::Finish;
+use crate::profile::Profile;
 
 /// What goes wrong with a request, decided before it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +39,12 @@ pub struct RequestPlan {
     pub ttft: Duration,
     /// Whether the TTFT was drawn from the slow tail.
     pub tail: bool,
-    /// Tokens the response will have (unless a fault cuts it).
+    /// Content tokens the response will have (unless a fault cuts it);
+    /// 0 for an empty answer.
     pub tokens: u32,
-    /// Why the response is `length`-limited: `max_tokens` was below the
-    /// configured token count.
-    pub capped: bool,
+    /// Its `finish_reason`: [`Finish::Length`] when its drawn length ran
+    /// past `max_tokens` or it is one of the profile's `length_share`.
+    pub finish: Finish,
     /// What goes wrong, if anything.
     pub fault: Fault,
 }
@@ -63,14 +67,33 @@ pub fn mix(seed: u64, index: u64) -> u64 {
 }
 
 impl RequestPlan {
-    /// Draws request number `index`'s plan. `max_tokens` is the request's
-    /// cap, `streaming` whether it asked for a stream (mid-stream errors
-    /// only happen to streams).
+    /// Draws request number `index`'s plan under `profile`. `max_tokens`
+    /// is the request's cap, `streaming` whether it asked for a stream
+    /// (mid-stream errors only happen to streams).
     ///
-    /// The draws are made in a fixed order whatever the configuration, so
+    /// The draws are made in a fixed order whatever the profile, so
     /// changing one rate does not reshuffle the other draws of a seed.
+    ///
+    /// # Length and finish reason
+    ///
+    /// The answer's own length is `round(tokens · e^(σz − σ²/2))`, at
+    /// least 1, for a standard normal `z` and `σ = tokens_sigma`: a
+    /// lognormal with mean `tokens` (exactly `tokens` when `σ = 0`). One
+    /// uniform `u` then picks how it ends:
+    ///
+    /// - `u < length_share`: cut, `finish_reason: "length"`, at
+    ///   `max_tokens` when the request set one, else at its own length
+    ///   (standing for a limit of the server's that the sim does not model);
+    /// - then, for the next `empty_share`: empty, 0 tokens, `"stop"`;
+    /// - otherwise its own length, `"stop"`, unless that is more than
+    ///   `max_tokens`: then `max_tokens` tokens and `"length"`.
+    ///
+    /// So without `max_tokens` the share of `length` answers is exactly
+    /// `length_share` in expectation, and with one it is
+    /// `length_share + (1 − length_share − empty_share) · P(length >
+    /// max_tokens)`.
     pub fn draw(
-        config: &SimConfig,
+        profile: &Profile,
         seed: u64,
         index: u64,
         max_tokens: Option<u32>,
@@ -82,19 +105,30 @@ impl RequestPlan {
         let u_error: f64 = rng.random();
         let u_stream: f64 = rng.random();
         let u_position: f64 = rng.random();
+        let z_length: f64 = rng.sample(StandardNormal);
+        let u_finish: f64 = rng.random();
 
-        let tail = u_tail < config.tail_prob;
-        let mut seconds = config.ttft.as_secs_f64() * (config.ttft_sigma * z).exp();
+        let tail = u_tail < profile.tail_prob;
+        let mut seconds = profile.ttft.as_secs_f64() * (profile.ttft_sigma * z).exp();
         if tail {
-            seconds *= config.tail_factor;
+            seconds *= profile.tail_factor;
         }
         let ttft = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::from_secs(3600));
 
-        let capped = max_tokens.is_some_and(|m| m < config.tokens);
-        let tokens = max_tokens.map_or(config.tokens, |m| m.min(config.tokens));
-        let fault = if u_error < config.error_rate {
+        let own = output_length(profile.tokens, profile.tokens_sigma, z_length);
+        let (tokens, finish) = if u_finish < profile.length_share {
+            (max_tokens.unwrap_or(own), Finish::Length)
+        } else if u_finish < profile.length_share + profile.empty_share {
+            (0, Finish::Stop)
+        } else {
+            match max_tokens {
+                Some(max) if own > max => (max, Finish::Length),
+                _ => (own, Finish::Stop),
+            }
+        };
+        let fault = if u_error < profile.error_rate {
             Fault::Http500
-        } else if streaming && u_stream < config.stream_error_rate {
+        } else if streaming && u_stream < profile.stream_error_rate {
             // Mid-stream: after at least one token and before the last, when
             // the response has room for that.
             let after_tokens = if tokens >= 2 {
@@ -110,10 +144,22 @@ impl RequestPlan {
             ttft,
             tail,
             tokens,
-            capped,
+            finish,
             fault,
         }
     }
+}
+
+/// An answer's own length for a standard normal draw `z`: the lognormal
+/// with mean `mean` and log-space sd `sigma`, rounded, at least 1 (and at
+/// most `u32::MAX`).
+pub fn output_length(mean: u32, sigma: f64, z: f64) -> u32 {
+    if sigma == 0.0 {
+        return mean;
+    }
+    let drawn = f64::from(mean) * (sigma * z - sigma * sigma / 2.0).exp();
+    // `as` saturates: a draw beyond u32::MAX becomes u32::MAX.
+    drawn.round().max(1.0) as u32
 }
 
 /// Simulated GPU utilization, percent: see [`GpuModel`].
@@ -156,15 +202,15 @@ pub fn smooth_load(previous: f64, inflight: f64, dt: Duration, tau: Duration) ->
 mod tests {
     use super::*;
 
-    fn config() -> SimConfig {
-        SimConfig {
+    fn config() -> Profile {
+        Profile {
             ttft: Duration::from_millis(100),
             ttft_sigma: 0.5,
-            ..SimConfig::default()
+            ..Profile::default()
         }
     }
 
-    fn plans(config: &SimConfig, n: u64) -> Vec<RequestPlan> {
+    fn plans(config: &Profile, n: u64) -> Vec<RequestPlan> {
         (0..n)
             .map(|i| RequestPlan::draw(config, 7, i, None, true))
             .collect()
@@ -208,7 +254,7 @@ mod tests {
 
     #[test]
     fn tail_fraction_is_binomial_and_scales_ttft() {
-        let c = SimConfig {
+        let c = Profile {
             tail_prob: 0.1,
             tail_factor: 4.0,
             ttft_sigma: 0.0,
@@ -225,7 +271,7 @@ mod tests {
 
     #[test]
     fn faults_follow_their_rates_and_stream_errors_land_mid_stream() {
-        let c = SimConfig {
+        let c = Profile {
             error_rate: 0.05,
             stream_error_rate: 0.2,
             tokens: 10,
@@ -253,7 +299,7 @@ mod tests {
 
     #[test]
     fn non_streaming_requests_never_get_stream_errors() {
-        let c = SimConfig {
+        let c = Profile {
             stream_error_rate: 1.0,
             ..config()
         };
@@ -265,11 +311,126 @@ mod tests {
     fn max_tokens_caps_and_marks_length() {
         let c = config();
         let p = RequestPlan::draw(&c, 0, 0, Some(5), true);
-        assert_eq!((p.tokens, p.capped), (5, true));
+        assert_eq!((p.tokens, p.finish), (5, Finish::Length));
         let p = RequestPlan::draw(&c, 0, 0, Some(500), true);
-        assert_eq!((p.tokens, p.capped), (32, false));
+        assert_eq!((p.tokens, p.finish), (32, Finish::Stop));
         let p = RequestPlan::draw(&c, 0, 0, None, true);
-        assert_eq!((p.tokens, p.capped), (32, false));
+        assert_eq!((p.tokens, p.finish), (32, Finish::Stop));
+    }
+
+    /// The lognormal with mean `m` and log-space sd `s`: its sd.
+    fn lognormal_sd(m: f64, s: f64) -> f64 {
+        m * ((s * s).exp() - 1.0).sqrt()
+    }
+
+    #[test]
+    fn output_lengths_are_lognormal_around_the_mean() {
+        let p = Profile {
+            tokens: 200,
+            tokens_sigma: 0.5,
+            ..config()
+        };
+        let n = 2_000;
+        let lengths: Vec<f64> = plans(&p, n).iter().map(|p| f64::from(p.tokens)).collect();
+        assert!(lengths.iter().all(|&l| l >= 1.0));
+        let mean = lengths.iter().sum::<f64>() / n as f64;
+        // The sample mean's sd is sd/√n = 106.6/44.7 = 2.4; 4.5 of them,
+        // plus half a token of rounding.
+        let band = 4.5 * lognormal_sd(200.0, 0.5) / (n as f64).sqrt() + 0.5;
+        assert!((mean - 200.0).abs() < band, "mean {mean}, band ±{band}");
+        // The log-space sd: its sample sd has sd about σ/√(2n) = 0.008.
+        let logs: Vec<f64> = lengths.iter().map(|l| l.ln()).collect();
+        let log_mean = logs.iter().sum::<f64>() / n as f64;
+        let log_sd = (logs.iter().map(|l| (l - log_mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        assert!((log_sd - 0.5).abs() < 0.04, "log sd {log_sd}");
+        // They vary: not all equal, as they were before tokens-sigma.
+        assert!(lengths.iter().any(|&l| l != lengths[0]));
+        // σ = 0 keeps today's fixed length.
+        assert!(plans(&config(), 100).iter().all(|p| p.tokens == 32));
+    }
+
+    #[test]
+    fn the_length_share_ends_that_fraction_with_length() {
+        let p = Profile {
+            tokens: 50,
+            tokens_sigma: 0.5,
+            length_share: 0.3,
+            ..config()
+        };
+        let n = 2_000;
+        let all = plans(&p, n);
+        let cut = all.iter().filter(|p| p.finish == Finish::Length).count();
+        assert!(within_binomial(cut, n as usize, 0.3), "{cut} of {n}");
+        assert!(all.iter().all(|p| p.tokens >= 1));
+    }
+
+    #[test]
+    fn max_tokens_caps_drawn_lengths_and_forced_cuts_run_to_it() {
+        // Mean chosen so the median is 1000: half the answers would run
+        // past max_tokens = 1000 on their own.
+        let sigma: f64 = 0.5;
+        let p = Profile {
+            tokens: (1000.0 * (sigma * sigma / 2.0).exp()).round() as u32,
+            tokens_sigma: sigma,
+            length_share: 0.3,
+            ..config()
+        };
+        let n = 2_000;
+        let all: Vec<RequestPlan> = (0..n)
+            .map(|i| RequestPlan::draw(&p, 9, i, Some(1000), true))
+            .collect();
+        for plan in &all {
+            match plan.finish {
+                Finish::Length => assert_eq!(plan.tokens, 1000, "{plan:?}"),
+                Finish::Stop => assert!((1..=1000).contains(&plan.tokens), "{plan:?}"),
+            }
+        }
+        // 0.3 forced, and about half of the other 0.7 (P(X ≥ 1000.5) =
+        // 0.4996 for this lognormal).
+        let cut = all.iter().filter(|p| p.finish == Finish::Length).count();
+        assert!(
+            within_binomial(cut, n as usize, 0.3 + 0.7 * 0.4996),
+            "{cut} of {n}"
+        );
+    }
+
+    #[test]
+    fn empty_answers_have_no_tokens_and_stop() {
+        let p = Profile {
+            tokens_sigma: 0.3,
+            length_share: 0.2,
+            empty_share: 0.1,
+            ..config()
+        };
+        let n = 4_000;
+        let all = plans(&p, n);
+        let empty: Vec<&RequestPlan> = all.iter().filter(|p| p.tokens == 0).collect();
+        assert!(
+            within_binomial(empty.len(), n as usize, 0.1),
+            "{}",
+            empty.len()
+        );
+        assert!(empty.iter().all(|p| p.finish == Finish::Stop));
+        let cut = all.iter().filter(|p| p.finish == Finish::Length).count();
+        assert!(within_binomial(cut, n as usize, 0.2), "{cut}");
+    }
+
+    #[test]
+    fn new_draws_leave_the_old_ones_of_a_seed_alone() {
+        // Spreading lengths must not move a seed's TTFTs or faults.
+        let before = config();
+        let after = Profile {
+            tokens_sigma: 1.0,
+            length_share: 0.5,
+            ..config()
+        };
+        for i in 0..100 {
+            let (a, b) = (
+                RequestPlan::draw(&before, 3, i, None, true),
+                RequestPlan::draw(&after, 3, i, None, true),
+            );
+            assert_eq!((a.ttft, a.tail), (b.ttft, b.tail));
+        }
     }
 
     #[test]

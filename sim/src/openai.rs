@@ -409,13 +409,22 @@ impl Renderer {
     }
 }
 
-/// The `/v1/models` body listing one model.
-pub fn models_body(model: &str, created: u64) -> Bytes {
-    let body = json!({
-        "object": "list",
-        "data": [{"id": model, "object": "model", "created": created, "owned_by": "weir-sim"}],
-    });
-    Bytes::from(body.to_string())
+/// The `/v1/models` body listing `models`, in vLLM's shape.
+pub fn models_body<'a>(models: impl IntoIterator<Item = &'a str>, created: u64) -> Bytes {
+    let data: Vec<serde_json::Value> = models
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "weir-sim"}))
+        .collect();
+    Bytes::from(json!({"object": "list", "data": data}).to_string())
+}
+
+/// The `type` of vLLM's answer to a request for a model it does not serve.
+pub const NOT_FOUND_TYPE: &str = "NotFoundError";
+
+/// vLLM's message for a request naming a model it does not serve (sent
+/// with HTTP 404, [`NOT_FOUND_TYPE`], `param: null`, `code: 404`).
+pub fn model_not_found_message(model: &str) -> String {
+    format!("The model `{model}` does not exist.")
 }
 
 #[cfg(test)]
@@ -529,6 +538,29 @@ mod tests {
         assert_eq!(body["choices"][0]["message"]["content"], "Hi there");
         assert_eq!(body["usage"]["completion_tokens"], 2);
         assert_eq!(body["system_fingerprint"], "s");
+    }
+
+    #[test]
+    fn models_and_not_found_are_vllm_shaped() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&models_body(["a", "b"], 7)).expect("json");
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["data"][1]["id"], "b");
+        assert_eq!(body["data"][1]["object"], "model");
+        let err: serde_json::Value = serde_json::from_slice(&error_body(
+            &model_not_found_message("x"),
+            NOT_FOUND_TYPE,
+            None,
+            Some(404),
+        ))
+        .expect("json");
+        assert_eq!(
+            err,
+            json!({"error": {
+                "message": "The model `x` does not exist.",
+                "type": "NotFoundError", "param": null, "code": 404,
+            }})
+        );
     }
 
     #[test]

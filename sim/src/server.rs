@@ -1,12 +1,15 @@
 //! The HTTP side of the simulator: routing, the streaming body, start-up and
 //! graceful shutdown.
 //!
-//! A request's whole fate is drawn up front ([`RequestPlan::draw`]); the
-//! streaming response is then a hand-written [`Body`] that sleeps until each
-//! token's absolute deadline (`arrival + ttft + i × itl`, so timer slack
-//! never accumulates) and hands hyper one pre-rendered chunk per token. No
-//! task, channel or lock per stream: a stream costs one boxed timer, one
-//! small allocation per chunk and a few relaxed atomics.
+//! A request is answered with the profile of the model it names (one
+//! [`Served`] per model, found by name; a name the server does not serve
+//! gets vLLM's 404). Its whole fate is drawn up front
+//! ([`RequestPlan::draw`]); the streaming response is then a hand-written
+//! [`Body`] that sleeps until each token's absolute deadline (`arrival +
+//! ttft + i × itl`, so timer slack never accumulates) and hands hyper one
+//! pre-rendered chunk per token. No task, channel or lock per stream: a
+//! stream costs one boxed timer, one small allocation per chunk and a few
+//! relaxed atomics.
 //!
 //! Metering follows vLLM: TTFT is observed when the first token is emitted,
 //! each gap when the next one is, the end-to-end latency when the response
@@ -42,6 +45,7 @@ use crate::config::{ConfigError, Framing, SimConfig};
 use crate::metrics::{FinishedReason, Labels, Metrics};
 use crate::model::{self, Fault, RequestPlan};
 use crate::openai::{self, Endpoint, Finish, Renderer, Usage};
+use crate::profile::Profile;
 use crate::text;
 
 /// Largest request body accepted.
@@ -84,6 +88,22 @@ pub struct ServeSummary {
     pub drained: bool,
 }
 
+/// One model the server answers for.
+#[derive(Debug)]
+struct Served {
+    name: String,
+    profile: Profile,
+    /// `POST /control`'s multiplier of its later requests' time to first
+    /// token (f64 bits; 1 until changed).
+    ttft_factor: AtomicU64,
+}
+
+impl Served {
+    fn ttft_factor(&self) -> f64 {
+        f64::from_bits(self.ttft_factor.load(Relaxed))
+    }
+}
+
 /// State shared by every connection of one server.
 #[derive(Debug)]
 struct Shared {
@@ -94,28 +114,51 @@ struct Shared {
     labels: Labels,
     sim_header: HeaderValue,
     models_body: Bytes,
-    /// `POST /control`'s multiplier of every later request's time to first
-    /// token (f64 bits; 1 until changed).
-    ttft_factor: AtomicU64,
+    /// The models served, in the order declared (a handful: found by a
+    /// linear scan).
+    served: Box<[Served]>,
+    /// Whether any requested name gets the one model's profile.
+    any_name: bool,
 }
 
 impl Shared {
     fn new(config: SimConfig) -> Result<Self, SimError> {
         config.validate()?;
-        let sim_header = HeaderValue::from_str(&config.name).map_err(|_| ConfigError {
-            field: "name",
-            reason: "is not a valid header value".into(),
-        })?;
+        let sim_header = HeaderValue::from_str(&config.name)
+            .map_err(|_| ConfigError::new("name", "is not a valid header value"))?;
+        let served: Box<[Served]> = config
+            .served()
+            .into_iter()
+            .map(|(name, profile)| Served {
+                name,
+                profile,
+                ttft_factor: AtomicU64::new(1.0_f64.to_bits()),
+            })
+            .collect();
         Ok(Shared {
             seed: config.seed.unwrap_or_else(rand::random),
             next_index: AtomicU64::new(0),
             metrics: Metrics::default(),
             labels: Labels::new(&config.name, &config.model),
             sim_header,
-            models_body: openai::models_body(&config.model, unix_seconds()),
-            ttft_factor: AtomicU64::new(1.0_f64.to_bits()),
+            models_body: openai::models_body(
+                served.iter().map(|m| m.name.as_str()),
+                unix_seconds(),
+            ),
+            any_name: config.answers_any_name(),
+            served,
             config,
         })
+    }
+
+    /// The model that answers a request naming `requested`; `None` when
+    /// the server does not serve it.
+    fn model(&self, requested: &str) -> Option<&Served> {
+        if self.any_name {
+            self.served.first()
+        } else {
+            self.served.iter().find(|m| m.name == requested)
+        }
     }
 }
 
@@ -364,6 +407,9 @@ async fn route(
 struct Control {
     /// Multiplier of the time to first token, in (0, 1000].
     ttft_factor: f64,
+    /// The one model it applies to; every model when absent.
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// Largest `POST /control` body.
@@ -389,7 +435,10 @@ async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<SimBo
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("expected {{\"ttftFactor\": <number>}}: {e}"),
+                &format!(
+                    "expected {{\"ttftFactor\": <number>}}, optionally with \
+                     \"model\": <a served model>: {e}"
+                ),
                 "invalid_request_error",
                 None,
             );
@@ -406,18 +455,53 @@ async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<SimBo
             Some("ttftFactor"),
         );
     }
-    shared
-        .ttft_factor
-        .store(control.ttft_factor.to_bits(), Relaxed);
+    let targets: Vec<&Served> = match &control.model {
+        None => shared.served.iter().collect(),
+        Some(name) => match shared.served.iter().find(|m| &m.name == name) {
+            Some(m) => vec![m],
+            None => {
+                let names: Vec<&str> = shared.served.iter().map(|m| m.name.as_str()).collect();
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "model {name:?} is not served here (served: {})",
+                        names.join(", ")
+                    ),
+                    "invalid_request_error",
+                    Some("model"),
+                );
+            }
+        },
+    };
+    for m in targets {
+        m.ttft_factor.store(control.ttft_factor.to_bits(), Relaxed);
+    }
     control_state(shared)
 }
 
+/// `{"ttftFactor": F}`; with several models declared, also each model's
+/// factor under `models`, and `ttftFactor` is the one they share (`null`
+/// when they differ).
 fn control_state(shared: &Shared) -> Response<SimBody> {
-    let factor = f64::from_bits(shared.ttft_factor.load(Relaxed));
+    let first = shared.served.first().map_or(1.0, Served::ttft_factor);
+    let shared_factor = shared
+        .served
+        .iter()
+        .all(|m| m.ttft_factor() == first)
+        .then_some(first);
+    let mut state = serde_json::json!({ "ttftFactor": shared_factor });
+    if !shared.any_name {
+        state["models"] = shared
+            .served
+            .iter()
+            .map(|m| (m.name.clone(), serde_json::Value::from(m.ttft_factor())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     full(
         StatusCode::OK,
         "application/json",
-        Bytes::from(serde_json::json!({ "ttftFactor": factor }).to_string()),
+        Bytes::from(state.to_string()),
     )
 }
 
@@ -477,15 +561,23 @@ async fn completion(
             );
         }
     };
+    let Some(model) = shared.model(&request.model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &openai::model_not_found_message(&request.model),
+            openai::NOT_FOUND_TYPE,
+            None,
+        );
+    };
     let index = shared.next_index.fetch_add(1, Relaxed);
     let mut plan = RequestPlan::draw(
-        &shared.config,
+        &model.profile,
         shared.seed,
         index,
         request.max_tokens,
         request.stream,
     );
-    let factor = f64::from_bits(shared.ttft_factor.load(Relaxed));
+    let factor = model.ttft_factor();
     if factor != 1.0 {
         // In (0, 1000] (checked by `control`), of a TTFT of at most an
         // hour: representable.
@@ -500,6 +592,7 @@ async fn completion(
             None,
         );
     }
+    // The name asked for: the served one's, or any with one model.
     let renderer = Renderer::new(
         endpoint,
         model::mix(shared.seed, index),
@@ -507,11 +600,8 @@ async fn completion(
         &request.model,
         &shared.config.name,
     );
-    let finish = if plan.capped {
-        Finish::Length
-    } else {
-        Finish::Stop
-    };
+    let finish = plan.finish;
+    let itl = model.profile.itl;
     let mut running = Running::start(Arc::clone(shared), arrival, request.prompt_tokens);
     let first_at = arrival + plan.ttft;
     if request.stream {
@@ -522,7 +612,7 @@ async fn completion(
         let stream = SseStream {
             sleep: Box::pin(tokio::time::sleep_until(first_at)),
             first_at,
-            itl: shared.config.itl,
+            itl,
             next: 0,
             tokens: plan.tokens,
             fail_after,
@@ -555,7 +645,7 @@ async fn completion(
     running.tokens(u64::from(plan.tokens));
     let gaps = plan.tokens.saturating_sub(1);
     if gaps > 0 {
-        tokio::time::sleep_until(first_at + shared.config.itl * gaps).await;
+        tokio::time::sleep_until(first_at + itl * gaps).await;
         let per_gap = (Instant::now() - first) / gaps;
         for _ in 0..gaps {
             shared.metrics.inter_token.observe(per_gap);
@@ -693,6 +783,16 @@ impl SseStream {
                     Some(previous) => metrics.inter_token.observe(now - previous),
                 }
                 self.last_token_at = Some(now);
+                if self.tokens == 0 {
+                    // An empty answer: one chunk without text (the role's,
+                    // in chat), then the finish.
+                    self.phase = Phase::Finish;
+                    let chunk = match self.framing {
+                        Framing::OpenAi => self.renderer.token_chunk(0, ""),
+                        Framing::LlamaCpp => self.renderer.piece_chunk(""),
+                    };
+                    return Poll::Ready(Some(chunk));
+                }
                 self.running.tokens(1);
                 let chunk = match self.framing {
                     Framing::OpenAi => self.renderer.token_chunk(self.next, text::token(self.next)),

@@ -49,6 +49,21 @@ pub fn completion_text(tokens: u32) -> String {
     (0..tokens).map(token).collect()
 }
 
+/// Words of generated prompts: three letters and a space, four bytes each.
+const PROMPT_WORDS: [&str; 8] = [
+    "the ", "dam ", "and ", "its ", "new ", "one ", "can ", "run ",
+];
+
+/// A prompt of `tokens` tokens as [`estimate_tokens`] counts them (four
+/// bytes each): `tokens` four-byte words.
+pub fn prompt_text(tokens: u32) -> String {
+    let mut out = String::with_capacity(tokens as usize * 4);
+    for i in 0..tokens as usize {
+        out.push_str(PROMPT_WORDS[i % PROMPT_WORDS.len()]);
+    }
+    out
+}
+
 /// A rough token count of prompt text: about four bytes per token, at
 /// least one token for non-empty text, like tokenizers on English.
 pub fn estimate_tokens(text: &str) -> u32 {
@@ -73,6 +88,13 @@ mod tests {
                 t.bytes().all(|b| b == b' ' || b.is_ascii_alphabetic()),
                 "{t:?}"
             );
+        }
+    }
+
+    #[test]
+    fn generated_prompts_have_the_tokens_asked_for() {
+        for n in [0, 1, 7, 100, 2000] {
+            assert_eq!(estimate_tokens(&prompt_text(n)), n);
         }
     }
 

@@ -63,7 +63,7 @@ fn median(values: &mut [f64]) -> f64 {
 fn planned(config: &SimConfig, n: u64) -> Vec<RequestPlan> {
     let seed = config.seed.expect("seeded");
     (0..n)
-        .map(|i| RequestPlan::draw(config, seed, i, None, true))
+        .map(|i| RequestPlan::draw(&config.profile(), seed, i, None, true))
         .collect()
 }
 

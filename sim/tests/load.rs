@@ -5,9 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{fast, start};
-use weir_sim::SimConfig;
-use weir_sim::load::{self, LoadConfig, LoadError, LoadReport};
+use weir_sim::load::{self, LoadConfig, LoadError, LoadReport, ModelWeight, PromptTokens};
 use weir_sim::model::RequestPlan;
+use weir_sim::{ServedModel, SimConfig};
 
 async fn run(config: &LoadConfig) -> LoadReport {
     load::run(config, Duration::from_secs(60), |_| {})
@@ -48,7 +48,7 @@ async fn reports_every_request_and_the_configured_latency() {
     // timer, loopback and scheduling overhead (15 ms, see tests/latency.rs).
     let mut planned: Vec<f64> = (0..100)
         .map(|i| {
-            RequestPlan::draw(&sim_config, 30, i, None, true)
+            RequestPlan::draw(&sim_config.profile(), 30, i, None, true)
                 .ttft
                 .as_secs_f64()
         })
@@ -130,6 +130,92 @@ async fn failures_are_counted_by_kind() {
     assert_eq!(report.outcomes.ok, 0);
     // The tokens before the failure were still measured.
     assert_eq!(report.ttft_seconds.count, 20);
+}
+
+/// The sim's `vllm:prompt_tokens_total`.
+fn prompt_tokens_total(sim: &weir_sim::SimHandle) -> f64 {
+    let text = sim.metrics_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(weir_sim::metrics::PROMPT_TOKENS))
+        .unwrap_or_else(|| panic!("no prompt tokens in\n{text}"));
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_mix_of_models_and_prompt_lengths_is_sent_and_reported_per_model() {
+    let sim = start(SimConfig {
+        ttft: Duration::from_millis(2),
+        itl: Duration::ZERO,
+        tokens: 4,
+        models: vec![
+            ServedModel::new("chat-lora-v7"),
+            "chat-lora-v8:tokens=8,length-share=0.5"
+                .parse()
+                .expect("valid"),
+        ],
+        ..fast()
+    })
+    .await;
+    let config = LoadConfig {
+        url: sim.base_url(),
+        rate: 400.0,
+        duration: Duration::from_secs(1),
+        models: vec![
+            ModelWeight::new("chat-lora-v7", 3.0),
+            ModelWeight::new("chat-lora-v8", 1.0),
+        ],
+        prompt_tokens: Some(PromptTokens::Range { min: 50, max: 2000 }),
+        seed: Some(4),
+        ..LoadConfig::default()
+    };
+    let report = run(&config).await;
+    eprintln!("{}", serde_json::to_string(&report.models).expect("json"));
+    let n = report.sent;
+    assert_eq!(n, 400);
+    // Both names are served: nothing is refused.
+    assert_eq!(report.outcomes.ok, n, "{:?}", report.outcomes);
+    let (v7, v8) = (
+        &report.models["chat-lora-v7"],
+        &report.models["chat-lora-v8"],
+    );
+    assert_eq!(v7.requests + v8.requests, n);
+    // Weights 3:1. Binomial(400, 0.25): mean 100, sd 8.7; 4.5 sd.
+    let sd = (n as f64 * 0.25 * 0.75).sqrt();
+    assert!(
+        (v8.requests as f64 - 100.0).abs() <= 4.5 * sd,
+        "{} of {n} asked for chat-lora-v8",
+        v8.requests
+    );
+    // What each model answers shows under its name.
+    assert_eq!(v7.tokens, 4 * v7.requests);
+    assert_eq!(v7.finished_length, 0);
+    let p = 0.5;
+    let k = v8.requests as f64;
+    assert!(
+        (v8.finished_length as f64 - k * p).abs() <= 4.5 * (k * p * (1.0 - p)).sqrt(),
+        "{} of {k} cut by length",
+        v8.finished_length
+    );
+    assert_eq!(report.finished_length, v8.finished_length);
+    assert_eq!(v8.tokens, 8 * v8.requests);
+    // Prompt lengths: uniform on 50..=2000 (mean 1025, sd 563); the sim
+    // counts exactly the tokens drawn.
+    let mean = prompt_tokens_total(&sim) / n as f64;
+    assert!(
+        (mean - 1025.0).abs() < 4.5 * 563.0 / (n as f64).sqrt(),
+        "mean prompt {mean}"
+    );
+
+    // The same seed sends the same mix.
+    let again = run(&config).await;
+    assert_eq!(
+        again.models["chat-lora-v8"].requests, v8.requests,
+        "seeded draws"
+    );
 }
 
 #[tokio::test]

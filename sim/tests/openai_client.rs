@@ -1,5 +1,7 @@
 //! The real Python `openai` client against the sim: it must parse every
-//! chunk we send, see every token, and raise on a mid-stream error.
+//! chunk we send, see every token, and raise on a mid-stream error; with
+//! two models served, list both, get each one's answers under its name,
+//! and raise `NotFoundError` for a model not served.
 //!
 //! The interpreter is the test kit's (`weir_test_kit::python`):
 //! `$WEIR_PYTHON` (set by `tests/run` to its venv), else `python3`. A
@@ -11,8 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::{fast, start};
-use weir_sim::SimConfig;
 use weir_sim::text::completion_text;
+use weir_sim::{Override, ServedModel, SimConfig};
 use weir_test_kit::python;
 
 const SCRIPT: &str = r#"
@@ -37,6 +39,26 @@ for chunk in stream:
 
 whole = client.chat.completions.create(model="weir-sim", messages=messages, max_tokens=3)
 
+adapter = {"chunks": 0, "text": "", "model": None, "usage": None}
+for chunk in client.chat.completions.create(
+        model="weir-sim-v8", messages=messages, stream=True,
+        stream_options={"include_usage": True}):
+    adapter["model"] = chunk.model
+    if chunk.usage is not None:
+        adapter["usage"] = chunk.usage.completion_tokens
+    for choice in chunk.choices:
+        if choice.delta.content:
+            adapter["chunks"] += 1
+            adapter["text"] += choice.delta.content
+adapter_whole = client.chat.completions.create(model="weir-sim-v8", messages=messages)
+models = [m.id for m in client.models.list()]
+
+not_found = None
+try:
+    client.chat.completions.create(model="weir-sim-v9", messages=messages)
+except openai.NotFoundError as e:
+    not_found = {"status": e.status_code, "type": e.type, "message": e.message}
+
 legacy = "".join(
     c.choices[0].text for c in client.completions.create(
         model="weir-sim", prompt="Once", stream=True) if c.choices)
@@ -58,6 +80,12 @@ print(json.dumps({
     "fingerprint": whole.system_fingerprint,
     "legacy": legacy,
     "raised": raised,
+    "adapter": adapter,
+    "adapter_whole": {"model": adapter_whole.model,
+                      "text": adapter_whole.choices[0].message.content,
+                      "usage": adapter_whole.usage.completion_tokens},
+    "models": models,
+    "not_found": not_found,
 }))
 "#;
 
@@ -66,7 +94,16 @@ async fn the_python_openai_client_streams_every_token() {
     let python = python::openai();
 
     let tokens = 12;
-    let sim = start(SimConfig { tokens, ..fast() }).await;
+    // Two adapters behind one server; the second answers 7 tokens.
+    let sim = start(SimConfig {
+        tokens,
+        models: vec![
+            ServedModel::new("weir-sim"),
+            ServedModel::new("weir-sim-v8").with(Override::Tokens(7)),
+        ],
+        ..fast()
+    })
+    .await;
     let failing = start(SimConfig {
         stream_error_rate: 1.0,
         ..fast()
@@ -100,5 +137,28 @@ async fn the_python_openai_client_streams_every_token() {
     assert!(
         seen["raised"].is_string(),
         "a mid-stream error event must raise in the client: {seen}"
+    );
+
+    assert_eq!(
+        seen["models"],
+        serde_json::json!(["weir-sim", "weir-sim-v8"])
+    );
+    let adapter = &seen["adapter"];
+    assert_eq!(adapter["model"], "weir-sim-v8");
+    assert_eq!(adapter["chunks"], 7);
+    assert_eq!(adapter["usage"], 7);
+    assert_eq!(adapter["text"], completion_text(7));
+    assert_eq!(
+        seen["adapter_whole"],
+        serde_json::json!({"model": "weir-sim-v8", "text": completion_text(7), "usage": 7})
+    );
+    // vLLM's 404 for a model not served, as the client reads it.
+    assert_eq!(
+        seen["not_found"],
+        serde_json::json!({
+            "status": 404, "type": "NotFoundError",
+            "message": "Error code: 404 - The model `weir-sim-v9` does not exist.",
+        }),
+        "{seen}"
     );
 }

@@ -19,6 +19,15 @@
 //! arrive in one read share a timestamp, as they would for any client).
 //! Each request ends with one [`Outcome`]. Responses carrying the
 //! `x-weir-cohort` header are counted per cohort.
+//!
+//! # What is sent
+//!
+//! One model and one prompt, or a mix ([`mix`]): each request's model
+//! drawn by weight, its prompt length drawn from a range or a list, both
+//! from RNGs seeded with the run's seed (one stream each, drawn for every
+//! scheduled request, dropped or not), so a seeded run sends the same
+//! sequence whatever the server does. With several models the report
+//! breaks the results down per model.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -35,12 +44,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::model;
+use crate::{model, text};
 
+pub mod mix;
 pub mod report;
 pub mod sse;
 
-pub use report::{CohortReport, LoadReport, Outcome, Outcomes, Percentiles, SessionReport};
+pub use mix::{ModelMix, ModelWeight, PromptTokens};
+pub use report::{
+    CohortReport, LoadReport, ModelReport, Outcome, Outcomes, Percentiles, SessionReport,
+};
 
 /// What to send, how fast, for how long.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,15 +72,23 @@ pub struct LoadConfig {
     pub session_header: Option<String>,
     /// Size of the session pool.
     pub sessions: u32,
-    /// The `model` of every request.
+    /// The `model` of every request, unless `models` is set.
     pub model: String,
-    /// The user message of every request.
+    /// A weighted mix of models: each request asks for one, drawn by
+    /// weight. Empty: every request asks for `model`.
+    pub models: Vec<ModelWeight>,
+    /// The user message of every request, unless `prompt_tokens` is set.
     pub prompt: String,
+    /// Prompt length of each request, drawn per request: the message is
+    /// generated text of that many tokens ([`text::prompt_text`]). `None`:
+    /// every request sends `prompt`.
+    pub prompt_tokens: Option<PromptTokens>,
     /// `max_tokens` of every request.
     pub max_tokens: Option<u32>,
     /// Longest time one request may take.
     pub request_timeout: Duration,
-    /// Seed of the session draws; `None` draws one.
+    /// Seed of the session, model and prompt-length draws; `None` draws
+    /// one.
     pub seed: Option<u64>,
     /// Extra headers on every request, e.g. `x-weir-cohort: canary` to
     /// reach a blue-green preview through the proxy's override header.
@@ -84,7 +105,9 @@ impl Default for LoadConfig {
             session_header: None,
             sessions: 100,
             model: "weir-sim".into(),
+            models: Vec::new(),
             prompt: "Say something.".into(),
+            prompt_tokens: None,
             max_tokens: None,
             request_timeout: Duration::from_secs(60),
             seed: None,
@@ -197,6 +220,14 @@ impl LoadConfig {
         if self.request_timeout.is_zero() {
             return bad("timeout", "must be longer than 0".into());
         }
+        if !self.models.is_empty()
+            && let Err(reason) = ModelMix::new(&self.models)
+        {
+            return bad("model", reason);
+        }
+        if let Some(Err(reason)) = self.prompt_tokens.as_ref().map(PromptTokens::check) {
+            return bad("prompt-tokens", reason);
+        }
         for (name, value) in &self.headers {
             if HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return bad("header", format!("{name:?} is not a header name"));
@@ -237,8 +268,28 @@ struct Record {
     ttft: Option<f64>,
     gaps: Vec<f64>,
     content_events: u64,
+    /// The last `finish_reason` the stream carried.
+    finish: Option<sse::FinishReason>,
     cohort: Option<String>,
     session: Option<u32>,
+    /// Its index in the model mix, when there is one.
+    model: Option<usize>,
+}
+
+impl Record {
+    fn new(session: Option<u32>, model: Option<usize>) -> Self {
+        Record {
+            outcome: Outcome::Incomplete,
+            status: None,
+            ttft: None,
+            gaps: Vec::new(),
+            content_events: 0,
+            finish: None,
+            cohort: None,
+            session,
+            model,
+        }
+    }
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -248,7 +299,6 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 struct Target {
     client: HttpClient,
     uri: Uri,
-    body: Bytes,
     session_header: Option<HeaderName>,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
@@ -280,18 +330,17 @@ pub async fn run(
         .pool_idle_timeout(Duration::from_secs(4))
         .pool_timer(TokioTimer::new())
         .build(connector);
-    let mut body = serde_json::json!({
-        "model": config.model,
-        "messages": [{"role": "user", "content": config.prompt}],
-        "stream": true,
-    });
-    if let Some(max) = config.max_tokens {
-        body["max_tokens"] = max.into();
-    }
+    let mix = match config.models.as_slice() {
+        [] => None,
+        models => Some(ModelMix::new(models).map_err(|reason| LoadError::Config {
+            field: "model",
+            reason,
+        })?),
+    };
+    let fixed_body = request_body(&config.model, &config.prompt, config.max_tokens);
     let target = Arc::new(Target {
         client,
         uri,
-        body: Bytes::from(body.to_string()),
         session_header: config
             .session_header
             .as_deref()
@@ -317,8 +366,17 @@ pub async fn run(
         })
         .collect();
     let mut rng = model::request_rng(seed, u64::MAX);
+    let mut model_rng = model::request_rng(seed, u64::MAX - 1);
+    let mut prompt_rng = model::request_rng(seed, u64::MAX - 2);
 
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        models: if config.models.len() > 1 {
+            vec![Default::default(); config.models.len()]
+        } else {
+            Vec::new()
+        },
+        ..Tally::default()
+    };
     let mut tasks: JoinSet<Record> = JoinSet::new();
     let mut progress = tokio::time::interval(progress_every.max(Duration::from_millis(10)));
     progress.reset();
@@ -353,6 +411,11 @@ pub async fn run(
             }
         }
         scheduled += 1;
+        let model = mix.as_ref().map(|m| m.pick(model_rng.random()));
+        let prompt_tokens = config
+            .prompt_tokens
+            .as_ref()
+            .map(|p| p.draw(&mut prompt_rng));
         if config
             .concurrency_limit
             .is_some_and(|limit| target.inflight.load(Relaxed) >= limit)
@@ -364,9 +427,17 @@ pub async fn run(
             let i = rng.random_range(0..config.sessions);
             (i, session_ids[i as usize].clone())
         });
+        let body = match (model, prompt_tokens) {
+            (None, None) => fixed_body.clone(),
+            _ => request_body(
+                model.map_or(config.model.as_str(), |i| config.models[i].name.as_str()),
+                &prompt_tokens.map_or_else(|| config.prompt.clone(), text::prompt_text),
+                config.max_tokens,
+            ),
+        };
         target.inflight.fetch_add(1, Relaxed);
         sent += 1;
-        tasks.spawn(one_request(Arc::clone(&target), session));
+        tasks.spawn(one_request(Arc::clone(&target), session, body, model));
     }
     let sent_window = start.elapsed().max(config.duration);
     while !tasks.is_empty() {
@@ -381,16 +452,26 @@ pub async fn run(
     Ok(tally.report(config, scheduled, sent, dropped, sent_window, elapsed))
 }
 
-async fn one_request(target: Arc<Target>, session: Option<(u32, HeaderValue)>) -> Record {
-    let mut record = Record {
-        outcome: Outcome::Incomplete,
-        status: None,
-        ttft: None,
-        gaps: Vec::new(),
-        content_events: 0,
-        cohort: None,
-        session: session.as_ref().map(|(i, _)| *i),
-    };
+/// A streaming chat request's body.
+fn request_body(model: &str, prompt: &str, max_tokens: Option<u32>) -> Bytes {
+    let mut body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": true,
+    });
+    if let Some(max) = max_tokens {
+        body["max_tokens"] = max.into();
+    }
+    Bytes::from(body.to_string())
+}
+
+async fn one_request(
+    target: Arc<Target>,
+    session: Option<(u32, HeaderValue)>,
+    body: Bytes,
+    model: Option<usize>,
+) -> Record {
+    let mut record = Record::new(session.as_ref().map(|(i, _)| *i), model);
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(target.uri.clone())
@@ -402,7 +483,7 @@ async fn one_request(target: Arc<Target>, session: Option<(u32, HeaderValue)>) -
     for (name, value) in &target.headers {
         request = request.header(name, value);
     }
-    match request.body(Full::new(target.body.clone())) {
+    match request.body(Full::new(body)) {
         Ok(request) => {
             let exchanged =
                 tokio::time::timeout(target.timeout, exchange(&target, request, &mut record)).await;
@@ -444,7 +525,7 @@ async fn exchange(target: &Target, request: Request<Full<Bytes>>, record: &mut R
         return;
     }
     let mut parser = sse::SseParser::default();
-    let (mut done, mut finish, mut error) = (false, false, false);
+    let (mut done, mut error) = (false, false);
     let mut last: Option<Instant> = None;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
@@ -453,8 +534,10 @@ async fn exchange(target: &Target, request: Request<Full<Bytes>>, record: &mut R
         };
         let now = Instant::now();
         parser.push(data, |event| match event {
-            sse::Event::Chunk { content, finish: f } => {
-                finish |= f;
+            sse::Event::Chunk { content, finish } => {
+                if finish.is_some() {
+                    record.finish = finish;
+                }
                 if content {
                     record.content_events += 1;
                     match last {
@@ -470,7 +553,7 @@ async fn exchange(target: &Target, request: Request<Full<Bytes>>, record: &mut R
     }
     record.outcome = if error {
         Outcome::StreamError
-    } else if done && finish {
+    } else if done && record.finish.is_some() {
         Outcome::Ok
     } else {
         Outcome::Incomplete
@@ -485,7 +568,10 @@ struct Tally {
     ttft: Vec<f64>,
     gaps: Vec<f64>,
     tokens: u64,
+    finished_length: u64,
     cohorts: BTreeMap<String, (CohortReport, Vec<f64>)>,
+    /// Per model of the mix, by index, when it has more than one.
+    models: Vec<(ModelReport, Vec<f64>)>,
     session_cohort: HashMap<u32, Option<String>>,
     split_sessions: HashSet<u32>,
 }
@@ -493,15 +579,7 @@ struct Tally {
 impl Tally {
     fn add(&mut self, joined: Result<Record, tokio::task::JoinError>) {
         // A request task only ends early if it panicked: count it as broken.
-        let record = joined.unwrap_or(Record {
-            outcome: Outcome::Incomplete,
-            status: None,
-            ttft: None,
-            gaps: Vec::new(),
-            content_events: 0,
-            cohort: None,
-            session: None,
-        });
+        let record = joined.unwrap_or(Record::new(None, None));
         self.outcomes.add(record.outcome);
         if record.outcome == Outcome::HttpError
             && let Some(status) = record.status
@@ -511,6 +589,19 @@ impl Tally {
         self.ttft.extend(record.ttft);
         self.gaps.extend_from_slice(&record.gaps);
         self.tokens += record.content_events;
+        let length = record.finish == Some(sse::FinishReason::Length);
+        self.finished_length += u64::from(length);
+        if let Some((m, ttft)) = record.model.and_then(|i| self.models.get_mut(i)) {
+            m.requests += 1;
+            if record.outcome == Outcome::Ok {
+                m.ok += 1;
+            } else {
+                m.errors += 1;
+            }
+            m.tokens += record.content_events;
+            m.finished_length += u64::from(length);
+            ttft.extend(record.ttft);
+        }
         if let Some(cohort) = &record.cohort {
             let (c, ttft) = self.cohorts.entry(cohort.clone()).or_default();
             c.requests += 1;
@@ -562,6 +653,7 @@ impl Tally {
             ok_per_second: per_second(self.outcomes.ok, elapsed),
             tokens: self.tokens,
             tokens_per_second: per_second(self.tokens, elapsed),
+            finished_length: self.finished_length,
             ttft_seconds: Percentiles::of(&mut self.ttft),
             itl_seconds: Percentiles::of(&mut self.gaps),
             outcomes: self.outcomes,
@@ -572,6 +664,15 @@ impl Tally {
                 .map(|(name, (mut c, mut ttft))| {
                     c.ttft_seconds = Percentiles::of(&mut ttft);
                     (name, c)
+                })
+                .collect(),
+            models: config
+                .models
+                .iter()
+                .zip(self.models)
+                .map(|(m, (mut report, mut ttft))| {
+                    report.ttft_seconds = Percentiles::of(&mut ttft);
+                    (m.name.clone(), report)
                 })
                 .collect(),
             sessions: config.session_header.as_ref().map(|header| SessionReport {
@@ -615,7 +716,7 @@ mod tests {
             gaps: vec![0.01],
             content_events: 2,
             cohort: cohort.map(str::to_string),
-            session,
+            ..Record::new(session, None)
         }
     }
 
@@ -649,8 +750,56 @@ mod tests {
     }
 
     #[test]
+    fn tally_breaks_a_mix_down_per_model() {
+        let mut tally = Tally {
+            models: vec![Default::default(); 2],
+            ..Tally::default()
+        };
+        let mut cut = record(Outcome::Ok, None, None, 0.3);
+        cut.model = Some(1);
+        cut.finish = Some(sse::FinishReason::Length);
+        let mut failed = record(Outcome::HttpError, None, None, 0.2);
+        failed.model = Some(1);
+        failed.ttft = None;
+        let mut plain = record(Outcome::Ok, None, None, 0.1);
+        plain.model = Some(0);
+        plain.finish = Some(sse::FinishReason::Stop);
+        for r in [cut, failed, plain] {
+            tally.add(Ok(r));
+        }
+        let config = LoadConfig {
+            models: vec![ModelWeight::new("v7", 1.0), ModelWeight::new("v8", 1.0)],
+            ..LoadConfig::default()
+        };
+        let report = tally.report(&config, 3, 3, 0, Duration::from_secs(1), 1.0);
+        assert_eq!(report.finished_length, 1);
+        let v8 = &report.models["v8"];
+        assert_eq!(
+            (v8.requests, v8.ok, v8.errors, v8.tokens, v8.finished_length),
+            (2, 1, 1, 4, 1)
+        );
+        assert_eq!(v8.ttft_seconds.count, 1);
+        let v7 = &report.models["v7"];
+        assert_eq!((v7.requests, v7.finished_length), (1, 0));
+    }
+
+    #[test]
     fn bad_settings_are_named() {
-        let cases: [(&str, LoadConfig); 4] = [
+        let cases: [(&str, LoadConfig); 6] = [
+            (
+                "model",
+                LoadConfig {
+                    models: vec![ModelWeight::new("a", 1.0), ModelWeight::new("b", 0.0)],
+                    ..LoadConfig::default()
+                },
+            ),
+            (
+                "prompt-tokens",
+                LoadConfig {
+                    prompt_tokens: Some(PromptTokens::OneOf(Vec::new())),
+                    ..LoadConfig::default()
+                },
+            ),
             (
                 "header",
                 LoadConfig {

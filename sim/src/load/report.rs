@@ -117,6 +117,23 @@ pub struct CohortReport {
     pub ttft_seconds: Percentiles,
 }
 
+/// One model's share of a run that sent several.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelReport {
+    /// Requests that asked for it.
+    pub requests: u64,
+    /// Of which ended `ok`.
+    pub ok: u64,
+    /// Of which did not.
+    pub errors: u64,
+    /// Their content events (tokens, for one token per event).
+    pub tokens: u64,
+    /// Their streams that finished with `finish_reason: "length"`.
+    pub finished_length: u64,
+    /// Their time to first token.
+    pub ttft_seconds: Percentiles,
+}
+
 /// Stickiness as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionReport {
@@ -159,12 +176,16 @@ pub struct LoadReport {
     pub tokens: u64,
     /// Content events per second of elapsed time.
     pub tokens_per_second: f64,
+    /// Streams that finished with `finish_reason: "length"`.
+    pub finished_length: u64,
     /// Time to first non-empty content event.
     pub ttft_seconds: Percentiles,
     /// Gaps between consecutive content events.
     pub itl_seconds: Percentiles,
     /// Per cohort, when responses carried `x-weir-cohort`.
     pub cohorts: BTreeMap<String, CohortReport>,
+    /// Per model, when the run sent more than one.
+    pub models: BTreeMap<String, ModelReport>,
     /// Stickiness, when a session header was sent.
     pub sessions: Option<SessionReport>,
 }

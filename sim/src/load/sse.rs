@@ -18,8 +18,8 @@ pub enum Event {
     Chunk {
         /// Whether it carries non-empty text (`delta.content` or `text`).
         content: bool,
-        /// Whether it carries a `finish_reason`.
-        finish: bool,
+        /// Its `finish_reason`, if it carries one.
+        finish: Option<FinishReason>,
     },
     /// `data: [DONE]`.
     Done,
@@ -27,6 +27,27 @@ pub enum Event {
     Error,
     /// Data that is neither `[DONE]` nor a JSON chunk.
     Malformed,
+}
+
+/// A chunk's `finish_reason`, as far as a load report tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// `"stop"`: the model ended its answer.
+    Stop,
+    /// `"length"`: `max_tokens` (or the context) cut it.
+    Length,
+    /// Anything else (`"tool_calls"`, `"content_filter"`, ...).
+    Other,
+}
+
+impl FinishReason {
+    fn of(reason: &str) -> Self {
+        match reason {
+            "stop" => FinishReason::Stop,
+            "length" => FinishReason::Length,
+            _ => FinishReason::Other,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,12 +89,14 @@ pub fn classify(event_type: Option<&[u8]>, data: &[u8]) -> Event {
         return Event::Error;
     }
     let mut content = false;
-    let mut finish = false;
+    let mut finish = None;
     for choice in &chunk.choices {
         let delta = choice.delta.as_ref().and_then(|d| d.content.as_deref());
         content |= delta.is_some_and(|t| !t.is_empty());
         content |= choice.text.as_deref().is_some_and(|t| !t.is_empty());
-        finish |= choice.finish_reason.is_some();
+        if let Some(reason) = choice.finish_reason.as_deref() {
+            finish = Some(FinishReason::of(reason));
+        }
     }
     Event::Chunk { content, finish }
 }
@@ -148,7 +171,7 @@ mod tests {
     fn classifies_chunks_done_and_errors() {
         let content = Event::Chunk {
             content: true,
-            finish: false,
+            finish: None,
         };
         assert_eq!(
             classify(None, br#"{"choices":[{"delta":{"content":"hi"}}]}"#),
@@ -162,19 +185,23 @@ mod tests {
             ),
             Event::Chunk {
                 content: false,
-                finish: false
+                finish: None
             }
         );
-        assert_eq!(
-            classify(
-                None,
-                br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
-            ),
-            Event::Chunk {
-                content: false,
-                finish: true
-            }
-        );
+        for (reason, want) in [
+            ("stop", FinishReason::Stop),
+            ("length", FinishReason::Length),
+            ("tool_calls", FinishReason::Other),
+        ] {
+            let data = format!(r#"{{"choices":[{{"delta":{{}},"finish_reason":"{reason}"}}]}}"#);
+            assert_eq!(
+                classify(None, data.as_bytes()),
+                Event::Chunk {
+                    content: false,
+                    finish: Some(want)
+                }
+            );
+        }
         assert_eq!(classify(None, b"[DONE]"), Event::Done);
         assert_eq!(
             classify(None, br#"{"error":{"message":"x"}}"#),
@@ -204,7 +231,7 @@ mod tests {
             got,
             vec![Event::Chunk {
                 content: false,
-                finish: false
+                finish: None
             }]
         );
     }
