@@ -15,7 +15,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution as _, LogNormal};
 use weir_analysis::stats::special::normal_sf;
 use weir_analysis::{
-    Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict, decide,
+    Bounds, Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict,
+    decide,
 };
 
 const ROLLOUTS: u64 = 200;
@@ -88,7 +89,7 @@ fn latency_spec() -> MetricSpec {
     MetricSpec {
         name: "ttft".into(),
         kind: MetricKind::Latency,
-        max_increase: Margin::Relative(0.10),
+        bounds: Bounds::max_increase(Margin::Relative(0.10)),
         quantiles: vec![0.5, 0.99],
         hard_limit: None,
     }
@@ -132,7 +133,7 @@ fn rare_errors_at_the_margin_are_rarely_promoted() {
     let spec = MetricSpec {
         name: "errors".into(),
         kind: MetricKind::ErrorRate,
-        max_increase: Margin::Absolute(0.005),
+        bounds: Bounds::max_increase(Margin::Absolute(0.005)),
         quantiles: vec![],
         hard_limit: None,
     };

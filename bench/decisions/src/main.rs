@@ -29,7 +29,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution as _, LogNormal, Pareto};
 use weir_analysis::stats::rank::mann_whitney_asymptotic;
 use weir_analysis::{
-    Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict, decide,
+    Bounds, Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict,
+    decide,
 };
 
 /// Relative latency margin and absolute error margin used by every scenario.
@@ -335,7 +336,7 @@ fn spec(scenario: &Scenario) -> MetricSpec {
         MetricSpec {
             name: "errors".into(),
             kind: MetricKind::ErrorRate,
-            max_increase: Margin::Absolute(ERROR_MARGIN),
+            bounds: Bounds::max_increase(Margin::Absolute(ERROR_MARGIN)),
             quantiles: vec![],
             hard_limit: None,
         }
@@ -343,7 +344,7 @@ fn spec(scenario: &Scenario) -> MetricSpec {
         MetricSpec {
             name: "ttft".into(),
             kind: MetricKind::Latency,
-            max_increase: Margin::Relative(LATENCY_MARGIN),
+            bounds: Bounds::max_increase(Margin::Relative(LATENCY_MARGIN)),
             quantiles: QUANTILES.to_vec(),
             hard_limit: None,
         }
