@@ -794,3 +794,121 @@ mod finding_names {
         }
     }
 }
+
+#[cfg(test)]
+mod describe {
+    use super::{Direction, Finding, MetricKind, MetricResult, Role};
+
+    fn result(
+        name: &str,
+        kind: MetricKind,
+        (estimate, low, high): (f64, f64, f64),
+        margin: f64,
+        direction: Direction,
+        relative: bool,
+    ) -> MetricResult {
+        MetricResult {
+            name: name.into(),
+            kind,
+            test: "hodges-lehmann".into(),
+            statistic: None,
+            p_value: None,
+            estimate: Some(estimate),
+            ci_low: Some(low),
+            ci_high: Some(high),
+            baseline_n: 1000,
+            canary_n: 1000,
+            baseline_value: None,
+            canary_value: None,
+            margin: Some(margin),
+            direction: Some(direction),
+            relative,
+            role: Role::Decision,
+            finding: Finding::Exceeds,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn effects_read_against_their_signed_margin() {
+        use Direction::{Decrease, Increase};
+        use MetricKind::{Distribution, ErrorRate, Gauge, Latency};
+        let table = [
+            (
+                result(
+                    "ttft.p99",
+                    Latency,
+                    (0.921, 0.71, 1.163),
+                    0.10,
+                    Increase,
+                    true,
+                ),
+                "ttft.p99 +92.1% [+71.0%, +116.3%] vs margin +10.0%",
+            ),
+            (
+                result(
+                    "decode_speed.shift",
+                    Distribution,
+                    (-0.31, -0.352, -0.265),
+                    -0.25,
+                    Decrease,
+                    true,
+                ),
+                "decode_speed.shift -31.0% [-35.2%, -26.5%] vs margin -25.0%",
+            ),
+            (
+                result(
+                    "tokens.shift.down",
+                    Distribution,
+                    (-0.03, -0.081, 0.02),
+                    -0.20,
+                    Decrease,
+                    true,
+                ),
+                "tokens.shift.down -3.0% [-8.1%, +2.0%] vs margin -20.0%",
+            ),
+            (
+                result(
+                    "cited.difference",
+                    ErrorRate,
+                    (-0.10, -0.11, -0.09),
+                    -0.05,
+                    Decrease,
+                    false,
+                ),
+                "cited.difference -10.00pp [-11.00pp, -9.00pp] vs margin -5.00pp",
+            ),
+            (
+                result(
+                    "gpu.mean.down",
+                    Gauge,
+                    (-6.0, -7.5, -4.5),
+                    -3.0,
+                    Decrease,
+                    false,
+                ),
+                "gpu.mean.down -6.0000 [-7.5000, -4.5000] vs margin -3.0000",
+            ),
+        ];
+        for (r, expected) in table {
+            assert_eq!(r.describe(), expected);
+        }
+    }
+
+    #[test]
+    fn a_guard_reads_against_its_limit() {
+        let mut r = result(
+            "errors.hard-limit",
+            MetricKind::ErrorRate,
+            (0.6, 0.4, 0.75),
+            0.05,
+            Direction::Increase,
+            false,
+        );
+        r.role = Role::Guard;
+        assert_eq!(
+            r.describe(),
+            "errors.hard-limit +60.00pp [+40.00pp, +75.00pp] vs limit 5.00%"
+        );
+    }
+}
