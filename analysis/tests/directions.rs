@@ -96,6 +96,16 @@ fn judge(spec: MetricSpec, obs: Observations) -> Decision {
     decide(&Policy::default(), &[(spec, obs)], None).expect("valid")
 }
 
+/// A situation, the margins, the observations, each deciding entry's
+/// finding and the verdict.
+type Case = (
+    &'static str,
+    Bounds,
+    Observations,
+    Vec<(&'static str, Finding)>,
+    Verdict,
+);
+
 /// Findings of one-direction and two-direction margins on both scales: the
 /// log scale (a relative margin on a gauge's ratio of means) and the raw
 /// scale (an absolute margin on a gauge's difference, and on a share of
@@ -110,7 +120,7 @@ fn findings_for_decrease_and_both_margins_on_both_scales() {
         decrease: Some(down),
     };
     #[rustfmt::skip]
-    let table: Vec<(&str, Bounds, Observations, Vec<(&str, Finding)>, Verdict)> = vec![
+    let table: Vec<Case> = vec![
         // Log scale: maxDecrease 25% on a ratio of means.
         ("40% lower", Bounds::max_decrease(rel(0.25)), gauges(50.0, 30.0),
             vec![("g.mean", Exceeds)], Verdict::Abort),
