@@ -11,7 +11,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution as _, LogNormal};
 use weir_analysis::compare::compare_latency;
-use weir_analysis::{Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, decide};
+use weir_analysis::{
+    Bounds, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, decide,
+};
 
 const N: usize = 1_000_000;
 
@@ -30,7 +32,7 @@ fn bench(c: &mut Criterion) {
     let spec = MetricSpec {
         name: "ttft".into(),
         kind: MetricKind::Latency,
-        max_increase: Margin::Relative(0.10),
+        bounds: Bounds::max_increase(Margin::Relative(0.10)),
         quantiles: vec![0.5, 0.99],
         hard_limit: None,
     };

@@ -6,11 +6,13 @@
 //!   histogram deltas.
 //! - [`stats`]: classical fixed-sample tests (Mann-Whitney, Fisher's exact,
 //!   Welch's t) and the special functions behind them, checked against scipy.
-//! - [`compare`]: two-cohort comparisons per kind of metric (latency, error
-//!   rate, gauge): estimates, standard errors and reference tests.
+//! - [`compare`]: two-cohort comparisons per kind of metric (latency and
+//!   other positive distributions, error rate, gauge): estimates, standard
+//!   errors and reference tests.
 //! - [`sequential`]: confidence sequences that stay valid however often the
 //!   analysis looks.
-//! - [`decision`]: margins, effects and the verdict with the rule that fired.
+//! - [`decision`]: margins (per direction), effects and the verdict with
+//!   the rule that fired.
 //! - [`observations`]: the proxies' `/v1/observations` document, with the
 //!   delta and merge arithmetic on it (no I/O).
 //! - [`source`] (feature `sources`, on by default): where observations come
@@ -39,6 +41,7 @@ pub mod stats;
 pub use dist::{DistError, Distribution};
 
 pub use decision::{
-    Decision, Margin, MetricKind, MetricResult, MetricSpec, Observations, Policy, Verdict, decide,
+    Bounds, Decision, Direction, Margin, MetricKind, MetricResult, MetricSpec, Observations,
+    Policy, Verdict, decide,
 };
 pub use sequential::Counts;

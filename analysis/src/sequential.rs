@@ -43,10 +43,12 @@
 //!    every point of the hypothesis). It holds at every sample size, not
 //!    just asymptotically.
 //!
-//! The decision layer runs every effect at `α / m` (Bonferroni over the `m`
-//! effects it judges), so with probability at least the configured
-//! confidence every interval covers its effect at every look, and then no
-//! verdict is wrong. `bench/decisions` checks this by simulation.
+//! The decision layer gives each effect's two ends their own levels
+//! ([`Sides`]): the end an abort relies on at `α / m` (Bonferroni over the
+//! `m` effect-directions it judges), the end a promotion relies on at `α`,
+//! so a healthy canary is aborted and a bad one promoted each with
+//! probability at most the configured `α` (see [`crate::decision`]).
+//! `bench/decisions` checks this by simulation.
 
 use crate::stats::special::{ln_gamma, normal_cdf};
 
@@ -128,9 +130,11 @@ pub fn normal_mixture_p_value(estimate: f64, theta0: f64, se: f64, tau: f64) -> 
 /// below it with probability at most `upper`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sides {
-    /// For the lower end (what an abort relies on).
+    /// For the lower end (what an increase effect's abort relies on, and a
+    /// decrease effect's promotion).
     pub lower: f64,
-    /// For the upper end (what a promotion relies on).
+    /// For the upper end (what an increase effect's promotion relies on,
+    /// and a decrease effect's abort).
     pub upper: f64,
 }
 

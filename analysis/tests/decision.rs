@@ -7,7 +7,8 @@ use rand_distr::{Distribution as _, LogNormal};
 use weir_analysis::compare::GaugeInterval;
 use weir_analysis::decision::{AnalysisError, Finding, Load, Role};
 use weir_analysis::{
-    Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict, decide,
+    Bounds, Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict,
+    decide,
 };
 
 fn lognormal(seed: u64, n: usize, scale: f64, tail_p: f64) -> Distribution {
@@ -28,7 +29,7 @@ fn ttft(quantiles: &[f64]) -> MetricSpec {
     MetricSpec {
         name: "ttft".into(),
         kind: MetricKind::Latency,
-        max_increase: Margin::Relative(0.10),
+        bounds: Bounds::max_increase(Margin::Relative(0.10)),
         quantiles: quantiles.to_vec(),
         hard_limit: None,
     }
@@ -38,7 +39,7 @@ fn errors(hard_limit: Option<f64>) -> MetricSpec {
     MetricSpec {
         name: "errors".into(),
         kind: MetricKind::ErrorRate,
-        max_increase: Margin::Absolute(0.005),
+        bounds: Bounds::max_increase(Margin::Absolute(0.005)),
         quantiles: vec![],
         hard_limit,
     }
@@ -247,7 +248,7 @@ fn gauge_per_unit_of_throughput_forgives_a_busier_canary() {
     let spec = MetricSpec {
         name: "gpu".into(),
         kind: MetricKind::Gauge,
-        max_increase: Margin::Relative(0.15),
+        bounds: Bounds::max_increase(Margin::Relative(0.15)),
         quantiles: vec![],
         hard_limit: None,
     };
@@ -273,7 +274,7 @@ fn gauge_per_unit_of_throughput_forgives_a_busier_canary() {
 fn invalid_settings_name_the_field_and_the_fix() {
     let obs = latency(Distribution::new(), Distribution::new());
     let mut spec = ttft(&[0.5]);
-    spec.max_increase = Margin::Absolute(0.05);
+    spec.bounds = Bounds::max_increase(Margin::Absolute(0.05));
     let err = decide(&Policy::default(), &[(spec, obs.clone())], None)
         .expect_err("absolute latency margin");
     assert!(

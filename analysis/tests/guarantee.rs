@@ -15,7 +15,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution as _, LogNormal};
 use weir_analysis::stats::special::normal_sf;
 use weir_analysis::{
-    Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict, decide,
+    Bounds, Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict,
+    decide,
 };
 
 const ROLLOUTS: u64 = 200;
@@ -70,6 +71,11 @@ fn rollout(
                     total: n,
                 },
             }
+        } else if spec.kind == MetricKind::Distribution {
+            Observations::Distribution {
+                baseline: b.clone(),
+                canary: c.clone(),
+            }
         } else {
             Observations::Latency {
                 baseline: b.clone(),
@@ -88,7 +94,7 @@ fn latency_spec() -> MetricSpec {
     MetricSpec {
         name: "ttft".into(),
         kind: MetricKind::Latency,
-        max_increase: Margin::Relative(0.10),
+        bounds: Bounds::max_increase(Margin::Relative(0.10)),
         quantiles: vec![0.5, 0.99],
         hard_limit: None,
     }
@@ -132,7 +138,7 @@ fn rare_errors_at_the_margin_are_rarely_promoted() {
     let spec = MetricSpec {
         name: "errors".into(),
         kind: MetricKind::ErrorRate,
-        max_increase: Margin::Absolute(0.005),
+        bounds: Bounds::max_increase(Margin::Absolute(0.005)),
         quantiles: vec![],
         hard_limit: None,
     };
@@ -147,6 +153,64 @@ fn rare_errors_at_the_margin_are_rarely_promoted() {
     assert!(
         promoted <= bound,
         "{promoted} of {ROLLOUTS} promoted (bound {bound})"
+    );
+}
+
+/// Output tokens judged both ways (`maxChange: 20%`), with the canary at
+/// either edge of the margin: every effect exactly 20% higher, or exactly
+/// 20% lower. Neither is beyond the margin, so an abort is wrong; neither
+/// is shown inside it, so a promotion is wrong too. Both directions of
+/// three effects are six chances of `α/6` on the abort side (three of them
+/// on the edge's side), one chance of `α` on the promote side.
+#[test]
+fn a_both_way_metric_at_either_edge_of_its_margin_is_rarely_misjudged() {
+    let spec = MetricSpec {
+        name: "tokens".into(),
+        kind: MetricKind::Distribution,
+        bounds: Bounds::max_change(Margin::Relative(0.20)),
+        quantiles: vec![0.5, 0.99],
+        hard_limit: None,
+    };
+    let tokens = |scale: f64| {
+        let d = LogNormal::new(180f64.ln(), 0.5).expect("valid");
+        move |rng: &mut StdRng, canary: bool| d.sample(rng) * if canary { scale } else { 1.0 }
+    };
+    let bound = binomial_upper(ROLLOUTS, ALPHA);
+    for (edge, scale, seeds) in [("+20%", 1.20, 4000), ("-20%", 0.80, 5000)] {
+        let verdicts: Vec<Verdict> = (0..ROLLOUTS)
+            .map(|s| rollout(&spec, seeds + s, 200, 4000, tokens(scale)))
+            .collect();
+        let count = |v: Verdict| verdicts.iter().filter(|x| **x == v).count() as u64;
+        let (aborted, promoted) = (count(Verdict::Abort), count(Verdict::Promote));
+        assert!(
+            aborted <= bound && promoted <= bound,
+            "at {edge}: {aborted} aborted, {promoted} promoted of {ROLLOUTS} (bound {bound} each)"
+        );
+    }
+}
+
+/// Decode speed (`maxDecrease: 25%`) exactly 25% lower: not shown
+/// inside the margin, so promoting is wrong. The promotion needs the lower
+/// end of that decrease effect above the truth: one chance of `α`.
+#[test]
+fn a_decrease_metric_at_its_margin_is_rarely_promoted() {
+    let spec = MetricSpec {
+        name: "decode_speed".into(),
+        kind: MetricKind::Distribution,
+        bounds: Bounds::max_decrease(Margin::Relative(0.25)),
+        quantiles: vec![0.05, 0.5],
+        hard_limit: None,
+    };
+    let d = LogNormal::new(60f64.ln(), 0.2).expect("valid");
+    let speed =
+        move |rng: &mut StdRng, canary: bool| d.sample(rng) * if canary { 0.75 } else { 1.0 };
+    let promoted = (0..ROLLOUTS)
+        .filter(|s| rollout(&spec, 6000 + s, 200, 4000, speed) == Verdict::Promote)
+        .count() as u64;
+    let bound = binomial_upper(ROLLOUTS, ALPHA);
+    assert!(
+        promoted <= bound,
+        "{promoted} of {ROLLOUTS} at-margin canaries promoted (bound {bound})"
     );
 }
 

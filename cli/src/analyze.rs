@@ -17,8 +17,8 @@ use weir_analysis::compare::GaugeInterval;
 use weir_analysis::decision::{Finding, Role};
 use weir_analysis::stats::rank::mann_whitney;
 use weir_analysis::{
-    Counts, Decision, Distribution, Margin, MetricKind, MetricResult, MetricSpec, Observations,
-    Policy, Verdict, decide,
+    Bounds, Counts, Decision, Distribution, Margin, MetricKind, MetricResult, MetricSpec,
+    Observations, Policy, Verdict, decide,
 };
 use weir_core::Excerpt;
 
@@ -201,7 +201,7 @@ fn spec(args: &Args) -> Result<MetricSpec> {
     let spec = MetricSpec {
         name: name.into(),
         kind,
-        max_increase,
+        bounds: Bounds::max_increase(max_increase),
         quantiles: if args.kind == Kind::Latency {
             args.quantiles.clone()
         } else {

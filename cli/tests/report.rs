@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_analysis::{
-    Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, decide,
+    Bounds, Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, decide,
 };
 use weir_controller::local::record::{
     CohortSample, Cohorts, RecordedEvent, RecordedOutcome, RunRecord, Sample,
@@ -159,7 +159,7 @@ fn record() -> RunRecord {
             MetricSpec {
                 name: "ttft".into(),
                 kind: MetricKind::Latency,
-                max_increase: Margin::Relative(0.10),
+                bounds: Bounds::max_increase(Margin::Relative(0.10)),
                 quantiles: vec![0.5, 0.95],
                 hard_limit: None,
             },
@@ -172,7 +172,7 @@ fn record() -> RunRecord {
             MetricSpec {
                 name: "errors".into(),
                 kind: MetricKind::ErrorRate,
-                max_increase: Margin::Absolute(0.005),
+                bounds: Bounds::max_increase(Margin::Absolute(0.005)),
                 quantiles: vec![],
                 hard_limit: Some(0.05),
             },

@@ -319,6 +319,12 @@ impl Collector {
                         baseline: latency(stable.as_ref(), m.signal),
                         canary: latency(canary.as_ref(), m.signal),
                     },
+                    // No Canary resource configures this kind yet (the
+                    // CRD's kinds are latency, errorRate and gauge): no data.
+                    MetricKind::Distribution => Observations::Distribution {
+                        baseline: Distribution::new(),
+                        canary: Distribution::new(),
+                    },
                     MetricKind::ErrorRate => {
                         let counts = |c: Option<&CohortSnapshot>| {
                             c.map_or(

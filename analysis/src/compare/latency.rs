@@ -17,6 +17,20 @@
 //! Standard errors come from distribution-free order statistics (the
 //! Moses interval for the shift, the binomial rank interval for quantiles),
 //! so no density has to be estimated.
+//!
+//! Nothing here is specific to time: the same comparison judges any
+//! positive per-request quantity (output tokens, decode speed). Zeros (an
+//! empty answer has 0 output tokens) are kept, not dropped: they sit in the
+//! distribution's zero bin, which is placed on the grid at `MIN_VALUE / 2`
+//! (about 2⁻³¹), below every tracked value. So they tie with each other,
+//! rank below everything else in U, enter the shift as pairs with a large
+//! log difference (`ln(value) + 31 ln 2`, about 27 for 200 tokens; a few
+//! zeros move the median of the pairs only by their share of the ranks, as
+//! in any rank statistic), and a quantile
+//! that falls among them is 0, read as `MIN_VALUE` in its log ratio: a drop
+//! of about −100%. When both cohorts' quantile is 0 the ratio is 0 with no
+//! spread (the quantile cannot tell the shares apart): judge the share of
+//! zeros as a proportion (an error-rate metric) to see it move.
 
 use crate::dist::{Bin, Distribution, MIN_VALUE};
 use crate::stats::rank::mann_whitney_asymptotic;

@@ -1,9 +1,9 @@
 //! Gauge metrics (GPU utilization, queue depth, ...): the ratio or the
-//! difference of the per-interval means, with Welch's t-test as the
-//! reference.
+//! difference of the per-interval means, judged once per direction with a
+//! margin, with Welch's t-test as the reference.
 
-use super::effect::{effect, fill_log_effect, finding, normal_interval};
-use super::{Finding, Margin, MetricResult, MetricSpec, Policy, Role};
+use super::effect::{effect, fill_log_effect, finding, normal_interval, reference};
+use super::{Margin, MetricResult, MetricSpec, Policy};
 use crate::compare::compare_gauges;
 use crate::sequential::{Sides, normal_mixture_p_value};
 
@@ -16,19 +16,7 @@ pub(super) fn judge_gauge(
     out: &mut Vec<MetricResult>,
 ) {
     let (nb, nc) = (baseline.len() as u64, canary.len() as u64);
-    let test = match spec.max_increase {
-        Margin::Relative(_) => "mean-ratio",
-        Margin::Absolute(_) => "mean-difference",
-    };
-    let mut mean = effect(spec, "mean", test, nb, nc);
-    let mut reference = MetricResult {
-        name: spec.name.clone(),
-        test: "welch-t".into(),
-        role: Role::Reference,
-        finding: Finding::None,
-        relative: false,
-        ..effect(spec, "", "", nb, nc)
-    };
+    let mut reference = reference(spec, "welch-t", nb, nc);
     let comparison = compare_gauges(baseline, canary, policy.confidence);
     if let Some(c) = &comparison {
         reference.statistic = Some(c.welch.t);
@@ -38,43 +26,56 @@ pub(super) fn judge_gauge(
         reference.ci_high = Some(c.welch.ci_high);
         reference.baseline_value = Some(c.baseline_mean);
         reference.canary_value = Some(c.canary_mean);
-        mean.baseline_value = Some(c.baseline_mean);
-        mean.canary_value = Some(c.canary_mean);
     }
-    match (&comparison, spec.max_increase) {
-        (Some(_), _) if nb.min(nc) < policy.min_intervals => {
-            mean.note = Some(format!(
-                "needs {} intervals per cohort, has {}",
-                policy.min_intervals,
-                nb.min(nc)
-            ));
+    for (direction, margin) in spec.bounds.directions() {
+        let test = match margin {
+            Margin::Relative(_) => "mean-ratio",
+            Margin::Absolute(_) => "mean-difference",
+        };
+        let mut mean = effect(spec, "mean", test, (direction, margin), nb, nc);
+        if let Some(c) = &comparison {
+            mean.baseline_value = Some(c.baseline_mean);
+            mean.canary_value = Some(c.canary_mean);
         }
-        (Some(c), Margin::Relative(margin)) => match c.log_ratio {
-            Some(lr) => fill_log_effect(&mut mean, lr, c.se_log_ratio, margin, sides),
-            None => {
-                mean.note =
-                    Some("a relative margin needs positive means; use an absolute margin".into())
+        match (&comparison, margin) {
+            (Some(_), _) if nb.min(nc) < policy.min_intervals => {
+                mean.note = Some(format!(
+                    "needs {} intervals per cohort, has {}",
+                    policy.min_intervals,
+                    nb.min(nc)
+                ));
             }
-        },
-        (Some(c), Margin::Absolute(margin)) => {
-            let d = c.canary_mean - c.baseline_mean;
-            let tau = margin.max(f64::MIN_POSITIVE);
-            let (low, high) = normal_interval(d, c.se_difference, tau, sides);
-            mean.statistic = Some(d);
-            mean.estimate = Some(d);
-            mean.ci_low = Some(low);
-            mean.ci_high = Some(high);
-            mean.p_value = Some(normal_mixture_p_value(d, 0.0, c.se_difference, tau));
-            mean.margin = Some(margin);
-            mean.finding = finding(low, high, margin);
+            (Some(c), Margin::Relative(margin)) => match c.log_ratio {
+                Some(lr) => {
+                    fill_log_effect(&mut mean, lr, c.se_log_ratio, (direction, margin), sides)
+                }
+                None => {
+                    mean.note = Some(
+                        "a relative margin needs positive means; use an absolute margin".into(),
+                    )
+                }
+            },
+            (Some(c), Margin::Absolute(margin)) => {
+                let d = c.canary_mean - c.baseline_mean;
+                let tau = margin.max(f64::MIN_POSITIVE);
+                let (low, high) = normal_interval(d, c.se_difference, tau, direction.sides(sides));
+                let boundary = direction.signed(margin);
+                mean.statistic = Some(d);
+                mean.estimate = Some(d);
+                mean.ci_low = Some(low);
+                mean.ci_high = Some(high);
+                mean.p_value = Some(normal_mixture_p_value(d, 0.0, c.se_difference, tau));
+                mean.margin = Some(boundary);
+                mean.finding = finding(direction, low, high, boundary);
+            }
+            (None, _) => {
+                mean.note = Some(format!(
+                    "needs at least 2 intervals per cohort, has {}",
+                    nb.min(nc)
+                ))
+            }
         }
-        (None, _) => {
-            mean.note = Some(format!(
-                "needs at least 2 intervals per cohort, has {}",
-                nb.min(nc)
-            ))
-        }
+        out.push(mean);
     }
-    out.push(mean);
     out.push(reference);
 }

@@ -1,38 +1,58 @@
 //! The verdict: promote, continue or abort, with the rule that fired.
 //!
-//! Every metric is a non-inferiority question with a margin
-//! (`maxIncrease`): "is the canary at most this much worse than the
-//! baseline?". Each metric contributes one or more *effects* (a latency
-//! metric: the shift and each requested quantile; an error metric: the
-//! difference of rates and, optionally, a hard limit on the canary's rate; a
-//! gauge: the ratio or difference of means). For each effect the analysis
-//! builds a confidence sequence (see [`crate::sequential`]) whose lower end
-//! errs with probability at most `α / m` and whose upper end errs with
-//! probability at most `α`, where `α = 1 − confidence` and `m` is the number
-//! of effects configured, and then:
+//! Every metric is a non-inferiority question with margins in one or both
+//! directions ([`Bounds`]): `maxIncrease` ("is the canary at most this much
+//! higher than the baseline?"), `maxDecrease` ("at most this much lower?"),
+//! or both (`maxChange`, a regression either way: an adapter that rambles or
+//! one that truncates). Each metric contributes one or more *effects* (a
+//! latency or distribution metric: the shift and each requested quantile;
+//! an error metric: the difference of rates and, optionally, a hard limit on
+//! the canary's rate; a gauge: the ratio or difference of means), and each
+//! effect is judged once per direction that has a margin: an effect with
+//! both margins is two entries, `name.up` and `name.down`, each with its own
+//! interval and finding.
 //!
-//! - **abort** when any effect's lower bound is above its margin (the
-//!   regression is shown to exceed it), or a hard limit is shown breached;
-//! - **promote** when every effect's upper bound is below its margin (the
-//!   canary is shown to be no worse than allowed);
+//! On the test scale (log ratio canary/baseline for relative margins, the
+//! raw difference for absolute ones) a margin is a boundary: `ln(1 + u)` or
+//! `u` above zero for an increase margin `u`, `ln(1 − d)` or `−d` below zero
+//! for a decrease margin `d`. For each effect and direction the analysis
+//! builds a confidence sequence (see [`crate::sequential`]) whose
+//! *abort-side* end errs with probability at most `α / m` and whose
+//! *promote-side* end errs with probability at most `α`, where
+//! `α = 1 − confidence` and `m` counts every judged effect-direction (a
+//! latency metric with two quantiles and only `maxIncrease` adds 3; with
+//! `maxChange` it adds 6; a hard limit adds 1). For an increase effect the
+//! abort side is the lower end (it aborts when the lower end is above the
+//! boundary); for a decrease effect it is the upper end (it aborts when the
+//! upper end is below the boundary), so the two ends' levels are swapped.
+//! Then:
+//!
+//! - **abort** when any effect is shown beyond its boundary (its abort-side
+//!   end is past it), or a hard limit is shown breached;
+//! - **promote** when every effect is shown inside its boundary (its
+//!   promote-side end is on the inside);
 //! - **continue** otherwise, naming what is still undecided.
 //!
 //! Guarantee: a rollout judged at every interval aborts a canary that is
 //! within all its margins with probability at most `α` (an abort needs some
-//! lower end above the truth: `m` chances of `α/m`), and promotes a canary
-//! that is beyond some margin with probability at most `α` (a promotion
-//! needs the upper end of *that* effect below the truth: one chance of `α`;
-//! an intersection-union argument, so no correction is needed on this
-//! side). Exactly for error rates, asymptotically for latencies and gauges;
-//! `bench/decisions` measures it.
+//! abort-side end on the wrong side of the truth: `m` chances of `α/m`; a
+//! metric judged both ways offers two such chances per effect, one per
+//! direction, and counts twice in `m`), and promotes a canary that is beyond
+//! some margin with probability at most `α` (a promotion needs the
+//! promote-side end of *that* effect-direction on the wrong side of the
+//! truth: one chance of `α`; an intersection-union argument, so no
+//! correction is needed on this side). Exactly for error rates,
+//! asymptotically for latencies, distributions and gauges;
+//! `bench/decisions` and `tests/guarantee.rs` measure it.
 //!
 //! The decision is stateless: each call sees the cumulative observations
 //! since the analysis began and needs nothing from earlier calls, so a
 //! controller restart cannot corrupt it.
 //!
-//! One module per concern: `latency`, `errors` and `gauge` judge a
-//! metric's effects, `effect` holds what they share, and `verdict`
-//! combines the findings. The types and [`decide`] are here.
+//! One module per concern: `distribution` (latencies and other positive
+//! per-request quantities), `errors` and `gauge` judge a metric's effects,
+//! `effect` holds what they share, and `verdict` combines the findings.
+//! The types and [`decide`] are here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -43,16 +63,16 @@ use crate::compare::{GaugeInterval, gauge::normalized};
 use crate::dist::Distribution;
 use crate::sequential::{Counts, Sides};
 
+mod distribution;
 mod effect;
 mod errors;
 mod gauge;
-mod latency;
 mod verdict;
 
+use distribution::judge_distribution;
+pub use distribution::quantile_label;
 use errors::judge_errors;
 use gauge::judge_gauge;
-use latency::judge_latency;
-pub use latency::quantile_label;
 use verdict::verdict;
 
 /// Errors in how the analysis was asked for.
@@ -81,7 +101,8 @@ pub enum AnalysisError {
     NoMetrics,
 }
 
-/// How much worse the canary may be: `maxIncrease`.
+/// How far the canary may move in one direction: `maxIncrease` or
+/// `maxDecrease` (always written as a non-negative amount).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Margin {
@@ -131,12 +152,135 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Which way an effect is judged: the side of the baseline its margin is
+/// on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Higher is worse (`maxIncrease`): aborts when the interval's lower
+    /// end is above the boundary, promotes when its upper end is below.
+    Increase,
+    /// Lower is worse (`maxDecrease`): aborts when the interval's upper
+    /// end is below the boundary, promotes when its lower end is above.
+    Decrease,
+}
+
+impl Direction {
+    /// The suffix of an effect's name when a metric is judged both ways:
+    /// `up` or `down` (`tokens.shift.up`).
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Direction::Increase => "up",
+            Direction::Decrease => "down",
+        }
+    }
+
+    /// The setting a user writes for this direction's margin.
+    pub const fn field(self) -> &'static str {
+        match self {
+            Direction::Increase => "maxIncrease",
+            Direction::Decrease => "maxDecrease",
+        }
+    }
+
+    /// A margin amount as a signed bound on the effect's own scale:
+    /// `+amount` for an increase, `−amount` for a decrease.
+    pub fn signed(self, amount: f64) -> f64 {
+        match self {
+            Direction::Increase => amount,
+            Direction::Decrease => -amount,
+        }
+    }
+
+    /// The error levels of an effect's two ends in this direction, from
+    /// the levels of an increase effect (`lower` aborts at `α/m`, `upper`
+    /// promotes at `α`): a decrease effect aborts on its upper end, so the
+    /// levels swap.
+    pub fn sides(self, increase: Sides) -> Sides {
+        match self {
+            Direction::Increase => increase,
+            Direction::Decrease => Sides {
+                lower: increase.upper,
+                upper: increase.lower,
+            },
+        }
+    }
+}
+
+/// The margins of one metric, one per direction; at least one is set.
+///
+/// `maxChange: 20%` is [`Bounds::max_change`]: both directions with the
+/// same margin. Different margins per direction are both fields set.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bounds {
+    /// `maxIncrease`: how much higher than the baseline the canary may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increase: Option<Margin>,
+    /// `maxDecrease`: how much lower than the baseline the canary may be.
+    /// A relative decrease margin is below 100%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decrease: Option<Margin>,
+}
+
+impl Bounds {
+    /// Higher is worse: `maxIncrease`.
+    pub const fn max_increase(margin: Margin) -> Self {
+        Self {
+            increase: Some(margin),
+            decrease: None,
+        }
+    }
+
+    /// Lower is worse: `maxDecrease`.
+    pub const fn max_decrease(margin: Margin) -> Self {
+        Self {
+            increase: None,
+            decrease: Some(margin),
+        }
+    }
+
+    /// Either way is worse, by the same margin: `maxChange`.
+    pub const fn max_change(margin: Margin) -> Self {
+        Self {
+            increase: Some(margin),
+            decrease: Some(margin),
+        }
+    }
+
+    /// The directions with a margin, increase first.
+    pub fn directions(&self) -> impl Iterator<Item = (Direction, Margin)> {
+        [
+            (Direction::Increase, self.increase),
+            (Direction::Decrease, self.decrease),
+        ]
+        .into_iter()
+        .filter_map(|(d, m)| Some((d, m?)))
+    }
+
+    /// Whether both directions are judged (each effect then carries an
+    /// `.up` / `.down` suffix).
+    pub fn both(&self) -> bool {
+        self.increase.is_some() && self.decrease.is_some()
+    }
+
+    fn count(&self) -> usize {
+        self.directions().count()
+    }
+}
+
 /// What kind of signal a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum MetricKind {
     /// A latency distribution (TTFT, inter-token latency, duration).
     Latency,
+    /// A distribution of some other positive per-request quantity (output
+    /// tokens, decode speed in tokens per second), judged exactly like a
+    /// latency: the shift and quantiles on a log scale. Zeros (an empty
+    /// answer's 0 tokens) are kept as the smallest values; see
+    /// [`crate::compare::latency`].
+    Distribution,
     /// A proportion of failed requests.
     ErrorRate,
     /// A per-interval gauge (GPU utilization, KV-cache usage).
@@ -147,6 +291,7 @@ impl MetricKind {
     fn as_str(self) -> &'static str {
         match self {
             MetricKind::Latency => "latency",
+            MetricKind::Distribution => "distribution",
             MetricKind::ErrorRate => "errorRate",
             MetricKind::Gauge => "gauge",
         }
@@ -161,9 +306,10 @@ pub struct MetricSpec {
     pub name: String,
     /// The kind of signal.
     pub kind: MetricKind,
-    /// How much worse the canary may be.
-    pub max_increase: Margin,
-    /// Latency only: quantiles compared besides the shift (e.g. 0.5, 0.99).
+    /// How far the canary may move, per direction.
+    pub bounds: Bounds,
+    /// Latency and distribution only: quantiles compared besides the shift
+    /// (e.g. 0.5, 0.99).
     #[serde(default)]
     pub quantiles: Vec<f64>,
     /// Error rate only: abort as soon as the canary's own rate is shown
@@ -209,6 +355,14 @@ pub enum Observations {
         /// The canary cohort.
         canary: Distribution,
     },
+    /// Distributions of another positive per-request quantity (output
+    /// tokens, decode speed).
+    Distribution {
+        /// The baseline (stable) cohort.
+        baseline: Distribution,
+        /// The canary cohort.
+        canary: Distribution,
+    },
     /// Error counts.
     Errors {
         /// The baseline (stable) cohort.
@@ -231,6 +385,7 @@ impl Observations {
     fn kind(&self) -> MetricKind {
         match self {
             Observations::Latency { .. } => MetricKind::Latency,
+            Observations::Distribution { .. } => MetricKind::Distribution,
             Observations::Errors { .. } => MetricKind::ErrorRate,
             Observations::Gauge { .. } => MetricKind::Gauge,
         }
@@ -340,10 +495,13 @@ pub struct MetricResult {
     /// The effect: relative (`0.05` = canary 5% higher) for relative
     /// margins, in the metric's units for absolute ones.
     pub estimate: Option<f64>,
-    /// Lower end of the interval (anytime-valid at `α/m` for effects,
-    /// fixed-sample at the confidence for reference entries).
+    /// Lower end of the interval (anytime-valid for effects: at `α/m` for
+    /// an increase effect, where it is the end that aborts, at `α` for a
+    /// decrease effect; fixed-sample at the confidence for reference
+    /// entries).
     pub ci_low: Option<f64>,
-    /// Upper end of the interval.
+    /// Upper end of the interval (at `α` for an increase effect, `α/m` for
+    /// a decrease effect).
     pub ci_high: Option<f64>,
     /// Baseline observations.
     pub baseline_n: u64,
@@ -353,8 +511,14 @@ pub struct MetricResult {
     pub baseline_value: Option<f64>,
     /// The canary's value.
     pub canary_value: Option<f64>,
-    /// The margin, in the estimate's units.
+    /// The margin as a signed bound in the estimate's units: `+0.10` for
+    /// `maxIncrease: 10%`, `-0.25` for `maxDecrease: 25%`; a guard's limit.
     pub margin: Option<f64>,
+    /// Which way the effect is judged; `None` for reference entries (and
+    /// in documents written before directions existed, whose effects were
+    /// all increases). A guard is an increase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
     /// Whether `estimate` and `margin` are relative (fractions of the
     /// baseline) rather than absolute.
     pub relative: bool,
@@ -367,7 +531,10 @@ pub struct MetricResult {
 }
 
 impl MetricResult {
-    /// "ttft.p99 +92.1% [+71.0%, +116.3%] vs margin +10%", for verdict rules.
+    /// `ttft.p99 +92.1% [+71.0%, +116.3%] vs margin +10.0%`, or for a
+    /// decrease effect `decode_speed.shift -31.0% [-35.2%, -26.5%] vs
+    /// margin -25.0%` (the margin is signed, so it reads as the bound the
+    /// interval is held against), for verdict rules.
     pub fn describe(&self) -> String {
         let fmt = |v: Option<f64>| match v {
             None => "?".to_string(),
@@ -412,8 +579,13 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The rule that fired, in a sentence a person can act on.
     pub rule: String,
-    /// Error probability of each end of every effect's interval: lower ends
-    /// (which abort) at `α / m`, upper ends (which promote) at `α`.
+    /// Error probability of each end of an *increase* effect's interval:
+    /// `lower` (the end that aborts) at `α / m`, `upper` (the end that
+    /// promotes) at `α`, with `m` the number of judged effect-directions. A
+    /// decrease effect uses the same two levels swapped (its upper end
+    /// aborts, at `lower`; its lower end promotes, at `upper`): in every
+    /// effect the abort-side end errs with probability `sides.lower` and
+    /// the promote-side end with `sides.upper`.
     pub sides: Sides,
     /// Per-replica load, when given.
     pub load: Option<Load>,
@@ -459,18 +631,48 @@ impl MetricSpec {
                 format!("{p} is not a quantile: use values between 0 and 1, e.g. 0.99"),
             );
         }
-        match (self.kind, self.max_increase) {
-            (MetricKind::Latency, Margin::Absolute(_)) => {
-                return bad(
-                    "maxIncrease",
-                    "latency margins are relative (e.g. 10%): latency is compared on a log scale"
-                        .into(),
-                );
+        if self.bounds.increase.is_none() && self.bounds.decrease.is_none() {
+            return bad(
+                "maxIncrease",
+                "the metric has no margin: set maxIncrease (higher is worse), maxDecrease \
+                 (lower is worse) or maxChange (both), e.g. maxIncrease: 10%"
+                    .into(),
+            );
+        }
+        for (direction, margin) in self.bounds.directions() {
+            let field = direction.field();
+            let (Margin::Relative(v) | Margin::Absolute(v)) = margin;
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(field, format!("{v} must be a finite number ≥ 0"));
             }
-            (_, Margin::Relative(r) | Margin::Absolute(r)) if !(r.is_finite() && r >= 0.0) => {
-                return bad("maxIncrease", format!("{r} must be a finite number ≥ 0"));
+            match (self.kind, margin) {
+                (MetricKind::Latency, Margin::Absolute(_)) => {
+                    return bad(
+                        field,
+                        "latency margins are relative (e.g. 10%): latency is compared on a log scale"
+                            .into(),
+                    );
+                }
+                (MetricKind::Distribution, Margin::Absolute(_)) => {
+                    return bad(
+                        field,
+                        "distribution margins are relative (e.g. 20%): the values are compared \
+                         as ratios to the baseline, on a log scale"
+                            .into(),
+                    );
+                }
+                (_, Margin::Relative(r)) if direction == Direction::Decrease && r >= 1.0 => {
+                    return bad(
+                        field,
+                        format!(
+                            "{}% would let the canary fall to nothing: a relative decrease \
+                             margin is below 100%, e.g. 25%",
+                            trim_float(r * 100.0)
+                        ),
+                    );
+                }
+                _ => {}
             }
-            _ => {}
         }
         if let Some(h) = self.hard_limit {
             if self.kind != MetricKind::ErrorRate {
@@ -489,12 +691,17 @@ impl MetricSpec {
         Ok(())
     }
 
-    /// Number of effects this metric contributes to the Bonferroni count.
+    /// Number of effect-directions this metric contributes to the
+    /// Bonferroni count `m`: each effect once per direction with a margin,
+    /// plus the hard limit.
     fn effect_count(&self) -> usize {
+        let directions = self.bounds.count();
         match self.kind {
-            MetricKind::Latency => 1 + self.quantiles.len(),
-            MetricKind::ErrorRate => 1 + usize::from(self.hard_limit.is_some()),
-            MetricKind::Gauge => 1,
+            MetricKind::Latency | MetricKind::Distribution => {
+                (1 + self.quantiles.len()) * directions
+            }
+            MetricKind::ErrorRate => directions + usize::from(self.hard_limit.is_some()),
+            MetricKind::Gauge => directions,
         }
     }
 }
@@ -529,10 +736,12 @@ pub fn decide(
         }
     }
     let effects: usize = metrics.iter().map(|(s, _)| s.effect_count()).sum();
-    // Abort needs one effect's lower end above its margin: any of the m can
-    // err, so each lower end gets α/m. Promote needs every upper end below
-    // its margin: a wrong promotion needs the one effect that is truly
-    // beyond its margin to err, so each upper end may use all of α.
+    // Abort needs one effect's abort-side end past its boundary: any of the
+    // m can err, so each abort-side end gets α/m. Promote needs every
+    // promote-side end inside its boundary: a wrong promotion needs the one
+    // effect that is truly beyond its margin to err, so each promote-side
+    // end may use all of α. `sides` is written for an increase effect
+    // (lower end aborts); `Direction::sides` swaps it for a decrease.
     let alpha = 1.0 - policy.confidence;
     let sides = Sides {
         lower: alpha / effects as f64,
@@ -542,8 +751,9 @@ pub fn decide(
     let mut results = Vec::new();
     for (spec, obs) in metrics {
         match obs {
-            Observations::Latency { baseline, canary } => {
-                judge_latency(spec, policy, sides, baseline, canary, &mut results)
+            Observations::Latency { baseline, canary }
+            | Observations::Distribution { baseline, canary } => {
+                judge_distribution(spec, policy, sides, baseline, canary, &mut results)
             }
             Observations::Errors { baseline, canary } => {
                 judge_errors(spec, policy, sides, *baseline, *canary, &mut results)
@@ -582,5 +792,123 @@ mod finding_names {
         for f in [Within, Exceeds, Undecided, Insufficient, None] {
             assert_eq!(serde_json::to_value(f).ok(), Some(f.as_str().into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod describe {
+    use super::{Direction, Finding, MetricKind, MetricResult, Role};
+
+    fn result(
+        name: &str,
+        kind: MetricKind,
+        (estimate, low, high): (f64, f64, f64),
+        margin: f64,
+        direction: Direction,
+        relative: bool,
+    ) -> MetricResult {
+        MetricResult {
+            name: name.into(),
+            kind,
+            test: "hodges-lehmann".into(),
+            statistic: None,
+            p_value: None,
+            estimate: Some(estimate),
+            ci_low: Some(low),
+            ci_high: Some(high),
+            baseline_n: 1000,
+            canary_n: 1000,
+            baseline_value: None,
+            canary_value: None,
+            margin: Some(margin),
+            direction: Some(direction),
+            relative,
+            role: Role::Decision,
+            finding: Finding::Exceeds,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn effects_read_against_their_signed_margin() {
+        use Direction::{Decrease, Increase};
+        use MetricKind::{Distribution, ErrorRate, Gauge, Latency};
+        let table = [
+            (
+                result(
+                    "ttft.p99",
+                    Latency,
+                    (0.921, 0.71, 1.163),
+                    0.10,
+                    Increase,
+                    true,
+                ),
+                "ttft.p99 +92.1% [+71.0%, +116.3%] vs margin +10.0%",
+            ),
+            (
+                result(
+                    "decode_speed.shift",
+                    Distribution,
+                    (-0.31, -0.352, -0.265),
+                    -0.25,
+                    Decrease,
+                    true,
+                ),
+                "decode_speed.shift -31.0% [-35.2%, -26.5%] vs margin -25.0%",
+            ),
+            (
+                result(
+                    "tokens.shift.down",
+                    Distribution,
+                    (-0.03, -0.081, 0.02),
+                    -0.20,
+                    Decrease,
+                    true,
+                ),
+                "tokens.shift.down -3.0% [-8.1%, +2.0%] vs margin -20.0%",
+            ),
+            (
+                result(
+                    "cited.difference",
+                    ErrorRate,
+                    (-0.10, -0.11, -0.09),
+                    -0.05,
+                    Decrease,
+                    false,
+                ),
+                "cited.difference -10.00pp [-11.00pp, -9.00pp] vs margin -5.00pp",
+            ),
+            (
+                result(
+                    "gpu.mean.down",
+                    Gauge,
+                    (-6.0, -7.5, -4.5),
+                    -3.0,
+                    Decrease,
+                    false,
+                ),
+                "gpu.mean.down -6.0000 [-7.5000, -4.5000] vs margin -3.0000",
+            ),
+        ];
+        for (r, expected) in table {
+            assert_eq!(r.describe(), expected);
+        }
+    }
+
+    #[test]
+    fn a_guard_reads_against_its_limit() {
+        let mut r = result(
+            "errors.hard-limit",
+            MetricKind::ErrorRate,
+            (0.6, 0.4, 0.75),
+            0.05,
+            Direction::Increase,
+            false,
+        );
+        r.role = Role::Guard;
+        assert_eq!(
+            r.describe(),
+            "errors.hard-limit +60.00pp [+40.00pp, +75.00pp] vs limit 5.00%"
+        );
     }
 }

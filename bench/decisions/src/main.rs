@@ -1,21 +1,24 @@
 //! Decision-quality benchmark: how often each rule decides wrong, and how
 //! fast it decides, over many simulated rollouts.
 //!
-//! Each rollout draws latencies (or outcomes) for a baseline and a canary
-//! cohort from a scenario, then looks every `step` requests per cohort up to
-//! `max`, as a controller judging every interval would. Three rules judge the
-//! same data side by side:
+//! Each rollout draws per-request values (latencies, output tokens, decode
+//! speeds, or 0/1 outcomes) for a baseline and a canary cohort from a
+//! scenario, then looks every `step` requests per cohort up to `max`, as a
+//! controller judging every interval would. Three rules judge the same data
+//! side by side:
 //!
 //! - **weir**: `weir_analysis::decide` (confidence sequences with margins),
 //!   stopping at the first promote or abort;
-//! - **Flagger-style**: a fixed threshold on the canary's p99 (or error
-//!   rate) in each window; the threshold is set from the *true* healthy p99
-//!   times (1 + margin), which is generous to it; five failed checks abort,
-//!   ten windows with fewer failures promote (Flagger's usual
-//!   `threshold: 5` and ten steps);
+//! - **Flagger-style**: a fixed threshold on a window statistic of the
+//!   canary (p99 latency, mean output tokens or decode speed, a rate) in
+//!   each window; the threshold is set from the *true* healthy value and
+//!   the margin, which is generous to it; five failed checks abort, ten
+//!   windows with fewer failures promote (Flagger's usual `threshold: 5`
+//!   and ten steps);
 //! - **Kayenta-style**: a two-sided Mann-Whitney test at 98% confidence on
 //!   all data so far, repeated at every look with no correction; abort when
-//!   significant in the bad direction, promote at the end.
+//!   significant in a bad direction (higher, lower, or either for output
+//!   length), promote at the end.
 //!
 //! A decision is wrong when it aborts a canary whose true effect is inside
 //! the margin, or promotes one whose true effect is outside it. Rollouts that
@@ -29,7 +32,8 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution as _, LogNormal, Pareto};
 use weir_analysis::stats::rank::mann_whitney_asymptotic;
 use weir_analysis::{
-    Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict, decide,
+    Bounds, Counts, Distribution, Margin, MetricKind, MetricSpec, Observations, Policy, Verdict,
+    decide,
 };
 
 /// Relative latency margin and absolute error margin used by every scenario.
@@ -37,6 +41,14 @@ const LATENCY_MARGIN: f64 = 0.10;
 const ERROR_MARGIN: f64 = 0.005;
 /// Quantiles weir compares besides the shift.
 const QUANTILES: [f64; 2] = [0.5, 0.99];
+/// Output tokens per request: `maxChange`, either way is a regression.
+const TOKENS_MARGIN: f64 = 0.20;
+/// Decode speed (tokens per second after the first): `maxDecrease`; its
+/// slow tail is the low quantiles.
+const DECODE_MARGIN: f64 = 0.25;
+const DECODE_QUANTILES: [f64; 2] = [0.05, 0.5];
+/// Share of answers cut at `max_tokens` (`finish_reason: length`).
+const LENGTH_MARGIN: f64 = 0.03;
 /// Flagger-style rule: failed checks before abort, windows before promote.
 const FLAGGER_FAILURES: u32 = 5;
 const FLAGGER_WINDOWS: u32 = 10;
@@ -46,9 +58,9 @@ const KAYENTA_ALPHA: f64 = 0.02;
 /// How one request's measurement is drawn.
 #[derive(Debug, Clone, Copy)]
 enum Draw {
-    /// Lognormal latency with this median and log-sd, times `scale`; with
-    /// probability `tail_p` a request is `tail_factor` times slower.
-    Latency {
+    /// Lognormal value with this median and log-sd, times `scale`; with
+    /// probability `tail_p` a request is `tail_factor` times larger.
+    Lognormal {
         median: f64,
         sigma: f64,
         scale: f64,
@@ -70,8 +82,17 @@ enum Draw {
         slow: f64,
         sigma: f64,
     },
-    /// A Bernoulli outcome: 1 = error.
-    Error { rate: f64 },
+    /// Output tokens: lognormal with this mean and log-sd, times `scale`,
+    /// rounded to whole tokens; a share `empty` of answers have none.
+    Tokens {
+        mean: f64,
+        sigma: f64,
+        scale: f64,
+        empty: f64,
+    },
+    /// A Bernoulli outcome: 1 = counted (an error, a `finish_reason:
+    /// length`).
+    Share { rate: f64 },
 }
 
 impl Draw {
@@ -80,7 +101,7 @@ impl Draw {
             LogNormal::new(median.ln(), sigma).map_or(median, |d| d.sample(rng))
         };
         match *self {
-            Draw::Latency {
+            Draw::Lognormal {
                 median,
                 sigma,
                 scale,
@@ -120,12 +141,123 @@ impl Draw {
                 };
                 lognormal(median, sigma, rng)
             }
-            Draw::Error { rate } => f64::from(u8::from(rng.random::<f64>() < rate)),
+            Draw::Tokens {
+                mean,
+                sigma,
+                scale,
+                empty,
+            } => {
+                if rng.random::<f64>() < empty {
+                    0.0
+                } else {
+                    let median = mean * (-sigma * sigma / 2.0).exp();
+                    (lognormal(median, sigma, rng) * scale).round()
+                }
+            }
+            Draw::Share { rate } => f64::from(u8::from(rng.random::<f64>() < rate)),
+        }
+    }
+}
+
+/// What a scenario measures: weir's metric, and what the other two rules
+/// watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    /// TTFT, higher is worse: `maxIncrease: 10%`, shift, p50, p99.
+    Ttft,
+    /// Error rate: `maxIncrease: 0.5pp`.
+    Errors,
+    /// Output tokens per request: `maxChange: 20%`, shift, p50, p99.
+    OutputTokens,
+    /// Decode speed: `maxDecrease: 25%`, shift, p5, p50.
+    DecodeSpeed,
+    /// Share of `finish_reason: length`: `maxIncrease: 3pp`.
+    FinishLength,
+}
+
+/// A window statistic the Flagger-style rule checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Statistic {
+    P99,
+    Mean,
+}
+
+impl Metric {
+    fn spec(self) -> MetricSpec {
+        let (name, kind, bounds, quantiles) = match self {
+            Metric::Ttft => (
+                "ttft",
+                MetricKind::Latency,
+                Bounds::max_increase(Margin::Relative(LATENCY_MARGIN)),
+                QUANTILES.to_vec(),
+            ),
+            Metric::Errors => (
+                "errors",
+                MetricKind::ErrorRate,
+                Bounds::max_increase(Margin::Absolute(ERROR_MARGIN)),
+                vec![],
+            ),
+            Metric::OutputTokens => (
+                "tokens",
+                MetricKind::Distribution,
+                Bounds::max_change(Margin::Relative(TOKENS_MARGIN)),
+                QUANTILES.to_vec(),
+            ),
+            Metric::DecodeSpeed => (
+                "decode_speed",
+                MetricKind::Distribution,
+                Bounds::max_decrease(Margin::Relative(DECODE_MARGIN)),
+                DECODE_QUANTILES.to_vec(),
+            ),
+            Metric::FinishLength => (
+                "finish_length",
+                MetricKind::ErrorRate,
+                Bounds::max_increase(Margin::Absolute(LENGTH_MARGIN)),
+                vec![],
+            ),
+        };
+        MetricSpec {
+            name: name.into(),
+            kind,
+            bounds,
+            quantiles,
+            hard_limit: None,
         }
     }
 
-    fn is_error(&self) -> bool {
-        matches!(self, Draw::Error { .. })
+    /// Whether the observations are 0/1 counts rather than values.
+    fn is_share(self) -> bool {
+        matches!(self, Metric::Errors | Metric::FinishLength)
+    }
+
+    /// The Flagger-style check: a window statistic and the range it must
+    /// stay in, from the true healthy value `healthy` of that statistic.
+    fn flagger_check(self, healthy: f64) -> (Statistic, f64, f64) {
+        match self {
+            Metric::Ttft => (Statistic::P99, 0.0, healthy * (1.0 + LATENCY_MARGIN)),
+            Metric::Errors => (Statistic::Mean, 0.0, healthy + ERROR_MARGIN),
+            Metric::FinishLength => (Statistic::Mean, 0.0, healthy + LENGTH_MARGIN),
+            Metric::OutputTokens => (
+                Statistic::Mean,
+                healthy * (1.0 - TOKENS_MARGIN),
+                healthy * (1.0 + TOKENS_MARGIN),
+            ),
+            Metric::DecodeSpeed => (
+                Statistic::Mean,
+                healthy * (1.0 - DECODE_MARGIN),
+                f64::INFINITY,
+            ),
+        }
+    }
+
+    /// The Kayenta-style rule's bad directions of Mann-Whitney's z: (higher
+    /// is bad, lower is bad).
+    fn bad_directions(self) -> (bool, bool) {
+        match self {
+            Metric::Ttft | Metric::Errors | Metric::FinishLength => (true, false),
+            Metric::DecodeSpeed => (false, true),
+            Metric::OutputTokens => (true, true),
+        }
     }
 }
 
@@ -155,6 +287,7 @@ impl Truth {
 struct Scenario {
     name: &'static str,
     what: &'static str,
+    metric: Metric,
     baseline: Draw,
     canary: Draw,
     truth: Truth,
@@ -163,7 +296,7 @@ struct Scenario {
 }
 
 fn scenarios() -> Vec<Scenario> {
-    let ttft = |scale: f64, tail_p: f64| Draw::Latency {
+    let ttft = |scale: f64, tail_p: f64| Draw::Lognormal {
         median: 0.2,
         sigma: 0.3,
         scale,
@@ -183,9 +316,27 @@ fn scenarios() -> Vec<Scenario> {
         slow: 0.6,
         sigma: 0.25,
     };
-    let s = |name, what, baseline, canary, truth| Scenario {
+    let tokens = |scale: f64| Draw::Tokens {
+        mean: 200.0,
+        sigma: 0.5,
+        scale,
+        empty: 0.01,
+    };
+    let decode = |scale: f64| Draw::Lognormal {
+        median: 60.0,
+        sigma: 0.2,
+        scale,
+        tail_p: 0.0,
+        tail_factor: 1.0,
+    };
+    let s = |name, what, baseline: Draw, canary, truth| Scenario {
         name,
         what,
+        metric: if matches!(baseline, Draw::Share { .. }) {
+            Metric::Errors
+        } else {
+            Metric::Ttft
+        },
         baseline,
         canary,
         truth,
@@ -238,22 +389,22 @@ fn scenarios() -> Vec<Scenario> {
         s(
             "errors-equal",
             "error rate 0.5% in both, margin 0.5pp",
-            Draw::Error { rate: 0.005 },
-            Draw::Error { rate: 0.005 },
+            Draw::Share { rate: 0.005 },
+            Draw::Share { rate: 0.005 },
             Truth::Inside,
         ),
         s(
             "errors-rare",
             "error rate 0.1% in both, margin 0.5pp",
-            Draw::Error { rate: 0.001 },
-            Draw::Error { rate: 0.001 },
+            Draw::Share { rate: 0.001 },
+            Draw::Share { rate: 0.001 },
             Truth::Inside,
         ),
         s(
             "errors-up",
             "error rate 0.5% → 2%, margin 0.5pp",
-            Draw::Error { rate: 0.005 },
-            Draw::Error { rate: 0.02 },
+            Draw::Share { rate: 0.005 },
+            Draw::Share { rate: 0.02 },
             Truth::Outside,
         ),
         s(
@@ -266,8 +417,8 @@ fn scenarios() -> Vec<Scenario> {
         s(
             "errors-at-margin",
             "error rate 0.5% → 1.0%, exactly the margin (calibration check)",
-            Draw::Error { rate: 0.005 },
-            Draw::Error { rate: 0.010 },
+            Draw::Share { rate: 0.005 },
+            Draw::Share { rate: 0.010 },
             Truth::AtMargin,
         ),
         Scenario {
@@ -279,6 +430,129 @@ fn scenarios() -> Vec<Scenario> {
                 ttft(1.0, 0.0),
                 ttft(1.0, 0.0),
                 Truth::Inside,
+            )
+        },
+        // Output tokens per request, maxChange 20% (either way is wrong).
+        Scenario {
+            metric: Metric::OutputTokens,
+            ..s(
+                "tokens-same",
+                "same output length (lognormal, mean 200 tokens, σ 0.5, whole tokens, 1% empty answers), maxChange 20%",
+                tokens(1.0),
+                tokens(1.0),
+                Truth::Inside,
+            )
+        },
+        Scenario {
+            metric: Metric::OutputTokens,
+            ..s(
+                "tokens+10%",
+                "canary answers 10% longer, maxChange 20%",
+                tokens(1.0),
+                tokens(1.10),
+                Truth::Inside,
+            )
+        },
+        Scenario {
+            metric: Metric::OutputTokens,
+            ..s(
+                "tokens+40%",
+                "canary answers 40% longer (rambling), maxChange 20%",
+                tokens(1.0),
+                tokens(1.40),
+                Truth::Outside,
+            )
+        },
+        Scenario {
+            metric: Metric::OutputTokens,
+            ..s(
+                "tokens-40%",
+                "canary answers 40% shorter (truncating), maxChange 20%",
+                tokens(1.0),
+                tokens(0.60),
+                Truth::Outside,
+            )
+        },
+        Scenario {
+            metric: Metric::OutputTokens,
+            ..s(
+                "tokens-at-margin",
+                "canary answers exactly 20% longer, maxChange 20% (calibration check)",
+                tokens(1.0),
+                tokens(1.20),
+                Truth::AtMargin,
+            )
+        },
+        // Decode speed, maxDecrease 25% (lower is worse).
+        Scenario {
+            metric: Metric::DecodeSpeed,
+            ..s(
+                "decode-same",
+                "same decode speed (lognormal, median 60 tokens/s, σ 0.2), maxDecrease 25%",
+                decode(1.0),
+                decode(1.0),
+                Truth::Inside,
+            )
+        },
+        Scenario {
+            metric: Metric::DecodeSpeed,
+            ..s(
+                "decode-10%",
+                "canary decodes 10% slower, maxDecrease 25%",
+                decode(1.0),
+                decode(0.90),
+                Truth::Inside,
+            )
+        },
+        Scenario {
+            metric: Metric::DecodeSpeed,
+            ..s(
+                "decode-35%",
+                "canary decodes 35% slower, maxDecrease 25%",
+                decode(1.0),
+                decode(0.65),
+                Truth::Outside,
+            )
+        },
+        Scenario {
+            metric: Metric::DecodeSpeed,
+            ..s(
+                "decode-at-margin",
+                "canary decodes exactly 25% slower, maxDecrease 25% (calibration check)",
+                decode(1.0),
+                decode(0.75),
+                Truth::AtMargin,
+            )
+        },
+        // Share of finish_reason: length, maxIncrease 3pp.
+        Scenario {
+            metric: Metric::FinishLength,
+            ..s(
+                "length-same",
+                "finish_reason length in 2% of answers in both, margin 3pp",
+                Draw::Share { rate: 0.02 },
+                Draw::Share { rate: 0.02 },
+                Truth::Inside,
+            )
+        },
+        Scenario {
+            metric: Metric::FinishLength,
+            ..s(
+                "length-up",
+                "finish_reason length 2% → 10%, margin 3pp",
+                Draw::Share { rate: 0.02 },
+                Draw::Share { rate: 0.10 },
+                Truth::Outside,
+            )
+        },
+        Scenario {
+            metric: Metric::FinishLength,
+            ..s(
+                "length-at-margin",
+                "finish_reason length 2% → 5%, exactly the margin (calibration check)",
+                Draw::Share { rate: 0.02 },
+                Draw::Share { rate: 0.05 },
+                Truth::AtMargin,
             )
         },
     ]
@@ -330,38 +604,26 @@ impl RuleStats {
     }
 }
 
-fn spec(scenario: &Scenario) -> MetricSpec {
-    if scenario.baseline.is_error() {
-        MetricSpec {
-            name: "errors".into(),
-            kind: MetricKind::ErrorRate,
-            max_increase: Margin::Absolute(ERROR_MARGIN),
-            quantiles: vec![],
-            hard_limit: None,
-        }
-    } else {
-        MetricSpec {
-            name: "ttft".into(),
-            kind: MetricKind::Latency,
-            max_increase: Margin::Relative(LATENCY_MARGIN),
-            quantiles: QUANTILES.to_vec(),
-            hard_limit: None,
-        }
-    }
-}
-
-/// The Flagger-style threshold: the true healthy p99 times (1 + margin), or
-/// the healthy error rate plus the margin.
-fn flagger_threshold(scenario: &Scenario, seed: u64) -> f64 {
-    if let Draw::Error { rate } = scenario.baseline {
-        return rate + ERROR_MARGIN;
+/// The Flagger-style check: the window statistic and the range it must
+/// stay in, set from the true healthy value (the baseline's rate, or its
+/// p99 or mean from two million draws).
+fn flagger_check(scenario: &Scenario, seed: u64) -> (Statistic, f64, f64) {
+    if let Draw::Share { rate } = scenario.baseline {
+        return scenario.metric.flagger_check(rate);
     }
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut big: Vec<f64> = (0..2_000_000)
         .map(|_| scenario.baseline.sample(&mut rng))
         .collect();
-    big.sort_unstable_by(f64::total_cmp);
-    big[(big.len() as f64 * 0.99) as usize] * (1.0 + LATENCY_MARGIN)
+    let (statistic, _, _) = scenario.metric.flagger_check(0.0);
+    let healthy = match statistic {
+        Statistic::P99 => {
+            big.sort_unstable_by(f64::total_cmp);
+            big[(big.len() as f64 * 0.99) as usize]
+        }
+        Statistic::Mean => big.iter().sum::<f64>() / big.len() as f64,
+    };
+    scenario.metric.flagger_check(healthy)
 }
 
 /// One simulated rollout judged by the three rules.
@@ -369,7 +631,7 @@ fn rollout(
     scenario: &Scenario,
     spec: &MetricSpec,
     policy: &Policy,
-    threshold: f64,
+    (statistic, low, high): (Statistic, f64, f64),
     seed: u64,
 ) -> [Outcome; 3] {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -379,7 +641,7 @@ fn rollout(
     let canary: Vec<f64> = (0..scenario.max)
         .map(|_| scenario.canary.sample(&mut rng))
         .collect();
-    let errors = scenario.baseline.is_error();
+    let errors = scenario.metric.is_share();
 
     let mut weir = Outcome::Inconclusive;
     let mut flagger = Outcome::Inconclusive;
@@ -417,6 +679,11 @@ fn rollout(
                 baseline: counts_b,
                 canary: counts_c,
             }
+        } else if spec.kind == MetricKind::Distribution {
+            Observations::Distribution {
+                baseline: dist_b.clone(),
+                canary: dist_c.clone(),
+            }
         } else {
             Observations::Latency {
                 baseline: dist_b.clone(),
@@ -438,11 +705,11 @@ fn rollout(
 
         if flagger == Outcome::Inconclusive && look as u32 <= FLAGGER_WINDOWS {
             let window = &canary[from..to];
-            let failed = if errors {
-                window.iter().sum::<f64>() / window.len() as f64 > threshold
-            } else {
-                window_p99(window) > threshold
+            let value = match statistic {
+                Statistic::P99 => window_p99(window),
+                Statistic::Mean => window.iter().sum::<f64>() / window.len() as f64,
             };
+            let failed = !(low..=high).contains(&value);
             flagger_failures += u32::from(failed);
             if flagger_failures >= FLAGGER_FAILURES {
                 flagger = Outcome::Decided {
@@ -463,7 +730,8 @@ fn rollout(
             } else {
                 mann_whitney_binned(&dist_b, &dist_c)
             };
-            if p < KAYENTA_ALPHA && z > 0.0 {
+            let (higher_bad, lower_bad) = scenario.metric.bad_directions();
+            if p < KAYENTA_ALPHA && ((higher_bad && z > 0.0) || (lower_bad && z < 0.0)) {
                 kayenta = Outcome::Decided {
                     verdict: Verdict::Abort,
                     samples: to,
@@ -590,14 +858,21 @@ fn main() -> ExitCode {
     let _ = writeln!(
         report,
         "{} rollouts per scenario, seed {}, weir at confidence {} (min {} samples per cohort), \
-         latency margin {}%, error margin {}pp, quantiles {:?}.\n",
+         latency margin {}%, error margin {}pp, quantiles {:?}; output tokens maxChange {}% \
+         (quantiles {:?}), decode speed maxDecrease {}% (quantiles {:?}), finish_reason length \
+         share margin {}pp.\n",
         args.rollouts,
         args.seed,
         policy.confidence,
         policy.min_samples,
         LATENCY_MARGIN * 100.0,
         ERROR_MARGIN * 100.0,
-        QUANTILES
+        QUANTILES,
+        TOKENS_MARGIN * 100.0,
+        QUANTILES,
+        DECODE_MARGIN * 100.0,
+        DECODE_QUANTILES,
+        LENGTH_MARGIN * 100.0
     );
     let _ = writeln!(
         report,
@@ -610,8 +885,8 @@ fn main() -> ExitCode {
             continue;
         }
         let started = std::time::Instant::now();
-        let spec = spec(&scenario);
-        let threshold = flagger_threshold(&scenario, args.seed);
+        let spec = scenario.metric.spec();
+        let check = flagger_check(&scenario, args.seed);
         let scenario_seed = args
             .seed
             .wrapping_mul(1_000_003)
@@ -629,7 +904,7 @@ fn main() -> ExitCode {
                                     scenario,
                                     spec,
                                     policy,
-                                    threshold,
+                                    check,
                                     scenario_seed ^ (u64::from(r) << 20),
                                 )
                             })

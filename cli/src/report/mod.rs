@@ -120,7 +120,7 @@ pub fn render(record: &RunRecord) -> String {
 
 #[cfg(test)]
 mod tests {
-    use weir_analysis::decision::{Decision, Finding, Role};
+    use weir_analysis::decision::{Decision, Direction, Finding, Role};
     use weir_analysis::sequential::Sides;
     use weir_analysis::{MetricKind, MetricResult, Verdict};
     use weir_controller::local::record::{
@@ -144,6 +144,7 @@ mod tests {
             baseline_value: None,
             canary_value: None,
             margin: Some(0.1),
+            direction: Some(Direction::Increase),
             relative: true,
             role: Role::Decision,
             finding,

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use weir_analysis::{Margin, MetricKind, MetricSpec, Policy};
+use weir_analysis::{Bounds, Margin, MetricKind, MetricSpec, Policy};
 use weir_crds as crds;
 
 /// A spec that cannot run, with the field and the fix.
@@ -594,7 +594,7 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         let metric = MetricSpec {
             name: m.name.clone(),
             kind,
-            max_increase,
+            bounds: Bounds::max_increase(max_increase),
             quantiles: m.quantiles.clone(),
             hard_limit,
         };
@@ -634,6 +634,10 @@ fn empty(kind: MetricKind) -> weir_analysis::Observations {
     use weir_analysis::Observations;
     match kind {
         MetricKind::Latency => Observations::Latency {
+            baseline: weir_analysis::Distribution::new(),
+            canary: weir_analysis::Distribution::new(),
+        },
+        MetricKind::Distribution => Observations::Distribution {
             baseline: weir_analysis::Distribution::new(),
             canary: weir_analysis::Distribution::new(),
         },

@@ -444,46 +444,76 @@ fn describe_steps(r: &Rollout) -> Vec<String> {
 
 fn describe_metric(m: &engine::spec::Metric) -> String {
     use weir_analysis::MetricKind;
+    let quantiles = || {
+        let q: Vec<String> = m
+            .spec
+            .quantiles
+            .iter()
+            .map(|q| weir_analysis::decision::quantile_label(*q))
+            .collect();
+        format!(
+            "shift{}{}",
+            if q.is_empty() { "" } else { ", " },
+            q.join(", ")
+        )
+    };
     match m.spec.kind {
         MetricKind::Latency => {
-            let q: Vec<String> = m
-                .spec
-                .quantiles
-                .iter()
-                .map(|q| weir_analysis::decision::quantile_label(*q))
-                .collect();
             let signal = match m.signal {
                 Signal::Ttft => "TTFT",
                 Signal::Itl => "inter-token",
                 Signal::Duration => "duration",
             };
             format!(
-                "{}: {signal} latency (shift{}{}) may rise by at most {}",
+                "{}: {signal} latency ({}) may {}",
                 m.spec.name,
-                if q.is_empty() { "" } else { ", " },
-                q.join(", "),
-                m.spec.max_increase
+                quantiles(),
+                limits(&m.spec)
             )
         }
-        MetricKind::ErrorRate => format!(
-            "{}: error rate may rise by at most {}{}",
+        MetricKind::Distribution => format!(
+            "{}: distribution ({}) may {}",
             m.spec.name,
-            match m.spec.max_increase {
-                weir_analysis::Margin::Absolute(a) => format!("{} pp", a * 100.0),
-                other => other.to_string(),
-            },
+            quantiles(),
+            limits(&m.spec)
+        ),
+        MetricKind::ErrorRate => format!(
+            "{}: error rate may {}{}",
+            m.spec.name,
+            limits(&m.spec),
             m.spec
                 .hard_limit
                 .map(|h| format!(", hard limit {}%", h * 100.0))
                 .unwrap_or_default()
         ),
         MetricKind::Gauge => format!(
-            "{}: gauge{} may rise by at most {}",
+            "{}: gauge{} may {}",
             m.spec.name,
             if m.per_request { " per request" } else { "" },
-            m.spec.max_increase
+            limits(&m.spec)
         ),
     }
+}
+
+/// `rise by at most 10%`, `fall by at most 25%`, or both joined by `and`;
+/// an error rate's absolute margin in percentage points.
+fn limits(spec: &weir_analysis::MetricSpec) -> String {
+    use weir_analysis::{Direction, Margin, MetricKind};
+    spec.bounds
+        .directions()
+        .map(|(direction, margin)| {
+            let verb = match direction {
+                Direction::Increase => "rise",
+                Direction::Decrease => "fall",
+            };
+            let margin = match (spec.kind, margin) {
+                (MetricKind::ErrorRate, Margin::Absolute(a)) => format!("{} pp", a * 100.0),
+                (_, other) => other.to_string(),
+            };
+            format!("{verb} by at most {margin}")
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Gauges of local mode: each backend's metrics URL, scraped.
