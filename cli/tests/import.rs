@@ -202,7 +202,7 @@ fn argo_canary_steps_and_analysis_carry_over() {
         Some("5%"),
         "result[0] >= 0.95"
     );
-    assert_eq!(success.max_increase, "0.5pp");
+    assert_eq!(success.max_increase.as_deref(), Some("0.5pp"));
     let latency = &a.metrics[1];
     assert_eq!(latency.kind, MetricKind::Latency);
     assert_eq!(latency.quantiles, [0.95], "histogram_quantile(0.95, ...)");
@@ -430,7 +430,7 @@ fn flagger_canary_metrics_become_margins_and_hard_limits() {
         [0.99],
         "Flagger's request-duration is the p99"
     );
-    assert_eq!(m[1].max_increase, "10%");
+    assert_eq!(m[1].max_increase.as_deref(), Some("10%"));
     let dropped = out.notes("not carried over");
     assert_eq!(dropped.len(), 5, "{dropped:#?}");
     assert!(

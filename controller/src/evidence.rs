@@ -34,7 +34,9 @@ use weir_analysis::decision::Load;
 use weir_analysis::observations::{CohortSnapshot, Snapshot};
 use weir_analysis::{Counts, Distribution, MetricKind, Observations};
 use weir_crds::AnalysisWindow;
-use weir_crds::{CanaryStatus, Cohort, MetricSource, Signal, WindowPurpose};
+use weir_crds::{
+    CanaryStatus, Cohort, MetricKind as MetricKindSpec, MetricSource, Signal, WindowPurpose,
+};
 
 pub use crate::engine::Cohorts;
 use crate::engine::Evidence;
@@ -68,6 +70,15 @@ fn latency(c: Option<&CohortSnapshot>, signal: Signal) -> Distribution {
         Signal::Ttft => c.ttft_seconds.clone(),
         Signal::Itl => c.inter_token_seconds.clone(),
         Signal::Duration => c.duration_seconds.clone(),
+    })
+}
+
+/// One answer-shape distribution of a cohort's totals: output tokens or
+/// decode speed (empty when it has none).
+fn answers(c: Option<&CohortSnapshot>, kind: MetricKindSpec) -> Distribution {
+    c.map_or_else(Distribution::new, |c| match kind {
+        MetricKindSpec::DecodeSpeed => c.decode_tokens_per_second.clone(),
+        _ => c.output_tokens_per_request.clone(),
     })
 }
 
@@ -319,20 +330,24 @@ impl Collector {
                         baseline: latency(stable.as_ref(), m.signal),
                         canary: latency(canary.as_ref(), m.signal),
                     },
-                    // No Canary resource configures this kind yet (the
-                    // CRD's kinds are latency, errorRate and gauge): no data.
                     MetricKind::Distribution => Observations::Distribution {
-                        baseline: Distribution::new(),
-                        canary: Distribution::new(),
+                        baseline: answers(stable.as_ref(), m.kind),
+                        canary: answers(canary.as_ref(), m.kind),
                     },
                     MetricKind::ErrorRate => {
+                        // The error rate, or a share of the answers.
+                        let share = match m.kind {
+                            MetricKindSpec::TruncationRate => CohortSnapshot::length_counts,
+                            MetricKindSpec::EmptyRate => CohortSnapshot::empty_counts,
+                            _ => CohortSnapshot::error_counts,
+                        };
                         let counts = |c: Option<&CohortSnapshot>| {
                             c.map_or(
                                 Counts {
                                     errors: 0,
                                     total: 0,
                                 },
-                                CohortSnapshot::error_counts,
+                                share,
                             )
                         };
                         Observations::Errors {

@@ -34,10 +34,16 @@ pub fn missing(body: &str, model: &str) -> Option<String> {
             let more = if ids.len() > shown.len() { ", …" } else { "" };
             Some(format!(
                 "does not list {model} (it lists: {}{more}); load it first (vLLM: --lora-modules {model}=PATH, or POST /v1/load_lora_adapter with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; SGLang: --lora-paths {model}=PATH)",
-                if shown.is_empty() { "nothing".to_string() } else { shown.join(", ") }
+                if shown.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    shown.join(", ")
+                }
             ))
         }
-        Err(e) => Some(format!("cannot tell whether it serves {model}: /v1/models is {e}")),
+        Err(e) => Some(format!(
+            "cannot tell whether it serves {model}: /v1/models is {e}"
+        )),
     }
 }
 
@@ -65,6 +71,10 @@ mod tests {
         );
         let why = missing("Not Found", "x").expect("not a list");
         assert!(why.contains("not an OpenAI model list"), "{why}");
-        assert!(missing(r#"{"data":[]}"#, "x").expect("empty").contains("lists: nothing"));
+        assert!(
+            missing(r#"{"data":[]}"#, "x")
+                .expect("empty")
+                .contains("lists: nothing")
+        );
     }
 }

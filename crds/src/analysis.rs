@@ -89,6 +89,10 @@ pub enum OnInconclusive {
 /// One compared metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.maxChange) ? !has(self.maxIncrease) && !has(self.maxDecrease) : has(self.maxIncrease) || has(self.maxDecrease)",
+    "message": "give the margin as maxIncrease, maxDecrease (or both), or maxChange (either way), e.g. maxIncrease: 10%",
+}]))]
 pub struct MetricSpec {
     /// Name shown in verdicts, e.g. `ttft`.
     #[schemars(length(min = 1))]
@@ -106,9 +110,18 @@ pub struct MetricSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(range(min = 0, max = 1)))]
     pub quantiles: Vec<f64>,
-    /// How much worse the canary may be: `10%` (relative) or `0.5pp`
-    /// (percentage points, error rates).
-    pub max_increase: String,
+    /// How much higher the canary may be: `10%` (relative) or `0.5pp`
+    /// (percentage points, error rates and shares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_increase: Option<String>,
+    /// How much lower the canary may be, for metrics where lower is worse
+    /// (`decodeSpeed`): `15%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decrease: Option<String>,
+    /// How far the canary may move either way (`outputTokens`: an adapter
+    /// that rambles or one that truncates): `20%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_change: Option<String>,
     /// Error rate: abort as soon as the canary's own rate is shown above
     /// this, e.g. `5%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +142,18 @@ pub enum MetricKind {
     ErrorRate,
     /// A per-interval gauge (GPU utilization).
     Gauge,
+    /// Output tokens per answer (the server's `usage`, else the stream's
+    /// token events), from the proxy; usually `maxChange`.
+    OutputTokens,
+    /// Decode speed, tokens per second after the first token, from the
+    /// proxy; `maxDecrease`.
+    DecodeSpeed,
+    /// The share of answers cut at the token limit
+    /// (`finish_reason: "length"`), from the proxy; `maxIncrease` in `pp`.
+    TruncationRate,
+    /// The share of answers with no output token, from the proxy;
+    /// `maxIncrease` in `pp`.
+    EmptyRate,
 }
 
 /// Which latency the proxy measures.

@@ -137,10 +137,16 @@ fn percent(p: f64) -> String {
 /// A metric of `kind` measured by weir's proxy (gauges: replace the
 /// source), with the import's margin for its kind.
 fn metric(name: String, kind: MetricKind) -> MetricSpec {
-    let max_increase = match kind {
-        MetricKind::Latency => LATENCY_MARGIN,
-        MetricKind::ErrorRate => ERROR_MARGIN,
-        MetricKind::Gauge => GAUGE_MARGIN,
+    // (maxIncrease, maxDecrease, maxChange): the imports make the first
+    // three kinds; the answer's shape has its own directions.
+    let (max_increase, max_decrease, max_change) = match kind {
+        MetricKind::Latency => (Some(LATENCY_MARGIN), None, None),
+        MetricKind::ErrorRate | MetricKind::TruncationRate | MetricKind::EmptyRate => {
+            (Some(ERROR_MARGIN), None, None)
+        }
+        MetricKind::Gauge => (Some(GAUGE_MARGIN), None, None),
+        MetricKind::DecodeSpeed => (None, Some(LATENCY_MARGIN), None),
+        MetricKind::OutputTokens => (None, None, Some(LATENCY_MARGIN)),
     };
     MetricSpec {
         name,
@@ -148,7 +154,9 @@ fn metric(name: String, kind: MetricKind) -> MetricSpec {
         source: MetricSource::Proxy,
         signal: None,
         quantiles: Vec::new(),
-        max_increase: max_increase.into(),
+        max_increase: max_increase.map(str::to_string),
+        max_decrease: max_decrease.map(str::to_string),
+        max_change: max_change.map(str::to_string),
         hard_limit: None,
         per_request: false,
     }
@@ -448,7 +456,12 @@ mod tests {
             .map(|m| m.hard_limit.clone())
             .collect();
         assert_eq!(limits, [Some("1%".to_string()), Some("5%".to_string())]);
-        assert!(checks.metrics.iter().all(|m| m.max_increase == "0.5pp"));
+        assert!(
+            checks
+                .metrics
+                .iter()
+                .all(|m| m.max_increase.as_deref() == Some("0.5pp"))
+        );
         assert!(!notes.any_dropped());
     }
 

@@ -121,6 +121,11 @@ impl BlueGreen {
 pub struct Metric {
     /// What the analysis judges.
     pub spec: MetricSpec,
+    /// What the user asked to compare: says which of the proxy's
+    /// measurements feed an answer-shape metric (the analysis judges
+    /// `outputTokens` and `decodeSpeed` as distributions, the two shares
+    /// as error-rate-like proportions).
+    pub kind: crds::MetricKind,
     /// Where the values come from.
     pub source: crds::MetricSource,
     /// Which proxy latency (latency from the proxy only).
@@ -545,18 +550,60 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         }
         let kind = match m.kind {
             crds::MetricKind::Latency => MetricKind::Latency,
-            crds::MetricKind::ErrorRate => MetricKind::ErrorRate,
+            crds::MetricKind::ErrorRate
+            | crds::MetricKind::TruncationRate
+            | crds::MetricKind::EmptyRate => MetricKind::ErrorRate,
             crds::MetricKind::Gauge => MetricKind::Gauge,
+            crds::MetricKind::OutputTokens | crds::MetricKind::DecodeSpeed => {
+                MetricKind::Distribution
+            }
         };
-        let max_increase: Margin = m
-            .max_increase
-            .parse()
-            .or_else(|e| bad(at("maxIncrease"), e))?;
+        let margin = |field: &str, text: &Option<String>| -> Result<Option<Margin>, SpecError> {
+            match text {
+                Some(t) => t.parse().map(Some).or_else(|e| bad(at(field), e)),
+                None => Ok(None),
+            }
+        };
+        let margins = match (
+            margin("maxIncrease", &m.max_increase)?,
+            margin("maxDecrease", &m.max_decrease)?,
+            margin("maxChange", &m.max_change)?,
+        ) {
+            (None, None, Some(change)) => Bounds::max_change(change),
+            (increase @ Some(_), decrease, None) | (increase, decrease @ Some(_), None) => {
+                Bounds { increase, decrease }
+            }
+            (_, _, Some(_)) => {
+                return bad(
+                    at("maxChange"),
+                    "is both ways already: give maxChange alone, or maxIncrease and maxDecrease",
+                );
+            }
+            (None, None, None) => {
+                return bad(
+                    at("maxIncrease"),
+                    "is missing: give the margin as maxIncrease, maxDecrease or maxChange, e.g. maxIncrease: 10%",
+                );
+            }
+        };
         let hard_limit = match &m.hard_limit {
             Some(h) => Some(fraction_at(&at("hardLimit"), h, "5%")?),
             None => None,
         };
         match (kind, &m.source) {
+            (
+                MetricKind::Distribution,
+                crds::MetricSource::Scrape(_) | crds::MetricSource::Prometheus(_),
+            )
+            | (
+                MetricKind::ErrorRate,
+                crds::MetricSource::Scrape(_) | crds::MetricSource::Prometheus(_),
+            ) if m.kind != crds::MetricKind::ErrorRate => {
+                return bad(
+                    at("source"),
+                    "what the answers look like is measured by the weir proxy on every request: use source: proxy (the default)",
+                );
+            }
             (MetricKind::Gauge, crds::MetricSource::Proxy) => {
                 return bad(
                     at("source"),
@@ -594,7 +641,7 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         let metric = MetricSpec {
             name: m.name.clone(),
             kind,
-            bounds: Bounds::max_increase(max_increase),
+            bounds: margins,
             quantiles: m.quantiles.clone(),
             hard_limit,
         };
@@ -603,9 +650,13 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         if let Err(e) = weir_analysis::decide(&policy, &[(metric.clone(), empty(kind))], None) {
             return match e {
                 // The crate names a metric's field `metrics[name].field`,
-                // a policy field by itself.
+                // a policy field by itself; a margin the user wrote as
+                // maxChange is both of the crate's directions.
                 weir_analysis::decision::AnalysisError::InvalidPolicy { field, reason } => {
                     match field.split_once("].") {
+                        Some((_, "maxIncrease" | "maxDecrease")) if m.max_change.is_some() => {
+                            bad(at("maxChange"), reason)
+                        }
                         Some((_, f)) => bad(at(f), reason),
                         None => bad(format!("spec.analysis.{field}"), reason),
                     }
@@ -615,6 +666,7 @@ fn analysis(a: &crds::AnalysisSpec) -> Result<Analysis, SpecError> {
         }
         metrics.push(Metric {
             spec: metric,
+            kind: m.kind,
             source: m.source.clone(),
             signal: m.signal.unwrap_or(crds::Signal::Ttft),
             per_request: m.per_request,

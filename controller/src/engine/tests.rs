@@ -1751,3 +1751,69 @@ fn model_canary_specs_name_the_field_and_the_fix() {
     let e = invalid(&LOCAL.replace("http://127.0.0.1:8002", "http://127.0.0.1:8001"));
     assert!(e.to_string().starts_with("spec.backends.canary.url"), "{e}");
 }
+
+#[test]
+fn answer_shape_metrics_take_margins_in_their_directions() {
+    let with = |metric: &str| {
+        LOCAL.replace(
+            "    - {name: errors, kind: errorRate, maxIncrease: 1pp, hardLimit: 20%}",
+            &format!("    - {{name: errors, kind: errorRate, maxIncrease: 1pp, hardLimit: 20%}}\n    - {metric}"),
+        )
+    };
+    let ok = rollout(&with(
+        "{name: tokens, kind: outputTokens, maxChange: 20%}\n    - {name: decode, kind: decodeSpeed, maxDecrease: 15%}\n    - {name: cut, kind: truncationRate, maxIncrease: 3pp}\n    - {name: empty, kind: emptyRate, maxIncrease: 1pp}",
+    ));
+    let bounds: Vec<_> = ok.analysis.metrics[2..]
+        .iter()
+        .map(|m| {
+            (
+                m.spec.kind,
+                m.spec.bounds.increase.is_some(),
+                m.spec.bounds.decrease.is_some(),
+            )
+        })
+        .collect();
+    use weir_analysis::MetricKind as K;
+    assert_eq!(
+        bounds,
+        [
+            (K::Distribution, true, true),
+            (K::Distribution, false, true),
+            (K::ErrorRate, true, false),
+            (K::ErrorRate, true, false),
+        ]
+    );
+    for (metric, field, fix) in [
+        (
+            "{name: tokens, kind: outputTokens, maxChange: 20%, maxIncrease: 10%}",
+            "spec.analysis.metrics[2].maxChange",
+            "both ways already",
+        ),
+        (
+            "{name: tokens, kind: outputTokens}",
+            "spec.analysis.metrics[2].maxIncrease",
+            "maxIncrease, maxDecrease or maxChange",
+        ),
+        (
+            "{name: decode, kind: decodeSpeed, maxDecrease: 100%}",
+            "spec.analysis.metrics[2].maxDecrease",
+            "",
+        ),
+        (
+            "{name: tokens, kind: outputTokens, maxChange: 2pp}",
+            "spec.analysis.metrics[2].maxChange",
+            "",
+        ),
+        (
+            "{name: decode, kind: decodeSpeed, maxDecrease: 10%, source: {scrape: {metric: x}}}",
+            "spec.analysis.metrics[2].source",
+            "use source: proxy",
+        ),
+    ] {
+        let text = invalid(&with(metric)).to_string();
+        assert!(
+            text.starts_with(field) && text.contains(fix),
+            "{metric}: {text}"
+        );
+    }
+}

@@ -472,14 +472,23 @@ fn describe_metric(m: &engine::spec::Metric) -> String {
             )
         }
         MetricKind::Distribution => format!(
-            "{}: distribution ({}) may {}",
+            "{}: {} ({}) may {}",
             m.spec.name,
+            match m.kind {
+                weir_crds::MetricKind::DecodeSpeed => "decode speed, tokens/s after the first",
+                _ => "output tokens per answer",
+            },
             quantiles(),
             limits(&m.spec)
         ),
         MetricKind::ErrorRate => format!(
-            "{}: error rate may {}{}",
+            "{}: {} may {}{}",
             m.spec.name,
+            match m.kind {
+                weir_crds::MetricKind::TruncationRate => "share of answers cut at the token limit",
+                weir_crds::MetricKind::EmptyRate => "share of empty answers",
+                _ => "error rate",
+            },
             limits(&m.spec),
             m.spec
                 .hard_limit
