@@ -33,7 +33,7 @@ impl Cx<'_> {
                 let total = self.obs.target_replicas.max(1);
                 let preview = bg.preview_replicas.unwrap_or(total);
                 self.scale(Cohort::Canary, preview);
-                if !self.r.is_local() && self.obs.ready.canary < preview {
+                if self.r.manages_pods() && self.obs.ready.canary < preview {
                     return self.wait_for_ready(Cohort::Canary, preview);
                 }
                 // Live traffic stays on stable; the override header reaches
@@ -79,7 +79,7 @@ impl Cx<'_> {
                 // over once that many are ready.
                 let total = self.obs.target_replicas.max(1);
                 self.scale(Cohort::Canary, total);
-                if !self.r.is_local() && self.obs.ready.canary < total {
+                if self.r.manages_pods() && self.obs.ready.canary < total {
                     return self.wait_for_ready(Cohort::Canary, total);
                 }
                 self.set_traffic(Share::ALL, false);

@@ -78,7 +78,7 @@ impl Cx<'_> {
             // watch reports: look again soon (adoption, after a promotion
             // or an abort).
             Phase::Idle | Phase::Succeeded | Phase::Aborted
-                if !self.r.is_local() && self.s.replicas.is_some_and(|r| r.canary > 0) =>
+                if self.r.manages_pods() && self.s.replicas.is_some_and(|r| r.canary > 0) =>
             {
                 Some(Duration::from_secs(1))
             }
@@ -181,7 +181,7 @@ impl Cx<'_> {
         let last = self.s.last_analysis.clone();
         // Kubernetes: stable was given replicas and none of them is ready.
         let stable_wanted = self.s.replicas.map_or(0, |r| r.stable);
-        let stable_down = !self.r.is_local()
+        let stable_down = self.r.manages_pods()
             && !matches!(phase, Phase::Initializing)
             && stable_wanted > 0
             && self.obs.ready.stable == 0;

@@ -25,7 +25,7 @@ impl Cx<'_> {
                 // on replicas that are not ready to take it.
                 self.scale(super::Cohort::Canary, want.canary);
                 self.scale(super::Cohort::Stable, want.stable);
-                if !self.r.is_local() && self.obs.ready.canary < want.canary {
+                if self.r.manages_pods() && self.obs.ready.canary < want.canary {
                     return self.wait_for_ready(super::Cohort::Canary, want.canary);
                 }
                 let changed = self.traffic_share(super::Cohort::Canary) != share;

@@ -362,10 +362,14 @@ impl Cx<'_> {
         match self.s.phase {
             Phase::Initializing => {
                 if self.s.stable_revision.is_none() {
-                    self.s.stable_revision = Some(self.obs.desired_revision.clone());
+                    // A model canary's first stable is the model the spec
+                    // says serves now; a Deployment's is what it runs.
+                    let first = self.r.model_of(Cohort::Stable).map(str::to_string);
+                    self.s.stable_revision =
+                        Some(first.unwrap_or_else(|| self.obs.desired_revision.clone()));
                 }
                 self.s.phase = Phase::Idle;
-                if !self.r.is_local() && self.s.replicas.is_none() {
+                if self.r.manages_pods() && self.s.replicas.is_none() {
                     // Adoption: the target's pods still serve the stable
                     // version. They stay until the stable copy is ready and
                     // the proxies route to it; then the target (the canary
@@ -478,11 +482,11 @@ impl Cx<'_> {
         // stable copy one at a time, traffic following them; a new
         // revision waits for it to finish.
         let adopting = self.s.phase == Phase::Idle
-            && !self.r.is_local()
+            && self.r.manages_pods()
             && self.traffic_share(Cohort::Canary) > Share::NONE
             && self.s.replicas.is_some_and(|r| r.canary > 0);
         let hold = self.s.replicas.map(|r| r.stable).filter(|&given| {
-            !self.r.is_local()
+            self.r.manages_pods()
                 && self.s.phase == Phase::Idle
                 && new_run
                 && ((given > 0 && self.obs.ready.stable == 0) || adopting)

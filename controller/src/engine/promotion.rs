@@ -16,6 +16,14 @@ use super::{Action, Cx, Flow, Outcome, Share, after, elapsed, reasons};
 impl Cx<'_> {
     pub(super) fn promoting(&mut self) -> Flow {
         let canary_rev = self.s.canary_revision.clone().unwrap_or_default();
+        if self.r.is_model() {
+            // Nothing to roll: the stable cohort asks for the winning
+            // model from now on, and serves everything (its model is its
+            // revision), so the next run compares with it.
+            self.s.stable_revision = Some(canary_rev.clone());
+            self.route_all_to(Cohort::Stable);
+            return self.succeed(canary_rev);
+        }
         if self.r.is_local() {
             self.route_all_to(Cohort::Canary);
             return self.succeed(canary_rev);
@@ -198,7 +206,9 @@ impl Cx<'_> {
             format!(
                 "revision {} won; {}",
                 self.s.canary_revision.as_deref().unwrap_or("?"),
-                if self.r.is_local() {
+                if self.r.is_model() {
+                    "the stable cohort asks for it from now on"
+                } else if self.r.is_local() {
                     "all traffic moves to the canary"
                 } else {
                     "stable is being updated to it"
@@ -215,6 +225,6 @@ impl Cx<'_> {
 /// read this one rule.
 pub fn stable_takes_template(rollout: &super::Rollout, status: &weir_crds::CanaryStatus) -> bool {
     status.phase == Phase::Promoting
-        && !rollout.is_local()
+        && rollout.manages_pods()
         && (rollout.gpu_budget.is_none() || status.replicas.is_some_and(|r| r.stable == 0))
 }

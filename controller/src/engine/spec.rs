@@ -311,10 +311,10 @@ fn check_models(spec: &crds::CanarySpec) -> Result<(), SpecError> {
             "a model canary needs the name clients ask for: add route: {model: chat}",
         );
     }
-    if spec.target_ref.is_some() {
+    if spec.gpu_budget.is_some() {
         return bad(
-            "spec.models",
-            "model canaries run with weir run (backends) in this version; on Kubernetes, roll the adapter out as two Deployments for now",
+            "spec.gpuBudget",
+            "a model canary scales nothing (both cohorts are the same pods): remove gpuBudget",
         );
     }
     for (field, name) in [("stable", &models.stable), ("canary", &models.canary)] {
@@ -343,7 +343,15 @@ impl Rollout {
         self.models.is_some()
     }
 
-    /// The model `cohort` asks for, in a model canary.
+    /// Whether weir runs pods for this rollout: Kubernetes mode with a
+    /// Deployment per cohort. Local mode and model canaries (both cohorts
+    /// on the same servers) scale and copy nothing.
+    pub fn manages_pods(&self) -> bool {
+        !self.is_local() && !self.is_model()
+    }
+
+    /// The model `cohort` asks for when a model canary starts (the spec's
+    /// names; once one is promoted, the cohorts' revisions in status).
     pub fn model_of(&self, cohort: crds::Cohort) -> Option<&str> {
         self.models.as_ref().map(|m| match cohort {
             crds::Cohort::Stable => m.stable.as_str(),

@@ -1677,6 +1677,10 @@ fn a_model_canary_moves_weights_with_each_cohorts_model_and_scales_nothing() {
         );
     let mut w = World::new(&yaml);
     assert!(w.rollout.is_model());
+    // As the local runner starts a model canary: its revisions are the
+    // model names.
+    w.status.stable_revision = Some("chat-lora-v7".into());
+    w.observed.desired_revision = "chat-lora-v8".into();
     for _ in 0..3 {
         w.tick();
     }
@@ -1698,7 +1702,11 @@ fn a_model_canary_moves_weights_with_each_cohorts_model_and_scales_nothing() {
                 .and_then(|b| b.model.as_deref())
         };
         assert_eq!(model(Cohort::Stable), Some("chat-lora-v7"));
-        assert_eq!(model(Cohort::Canary), Some("chat-lora-v8"));
+        // Before the run has a canary revision, the canary gets nothing.
+        let weight = |c: Cohort| t.backends.iter().find(|b| b.cohort == c).map(|b| b.weight);
+        if weight(Cohort::Canary) > Some(0.0) {
+            assert_eq!(model(Cohort::Canary), Some("chat-lora-v8"));
+        }
     }
     assert!(
         !w.log.iter().any(|a| matches!(a, Effect::Scale { .. })),
@@ -1733,10 +1741,10 @@ fn model_canary_specs_name_the_field_and_the_fix() {
         (
             KUBE.replace(
                 "strategy:",
-                "route: {model: chat}\nmodels: {stable: a, canary: b}\nstrategy:",
+                "route: {model: chat}\nmodels: {stable: a, canary: b}\ngpuBudget: 4\nstrategy:",
             ),
-            "spec.models",
-            "weir run",
+            "spec.gpuBudget",
+            "scales nothing",
         ),
     ];
     for (yaml, field, fix) in cases {
@@ -1816,4 +1824,72 @@ fn answer_shape_metrics_take_margins_in_their_directions() {
             "{metric}: {text}"
         );
     }
+}
+
+/// Kubernetes: a model canary on one Deployment shared by both cohorts.
+/// The first stable is the spec's model; a run moves weights only (no
+/// replica is asked of either cohort, no template goes to a stable copy);
+/// promotion makes the winner the stable cohort's model; the next run is
+/// compared with it, and its abort puts traffic back on it.
+#[test]
+fn a_kubernetes_model_canary_scales_and_copies_nothing_and_promotes_by_name() {
+    let yaml = KUBE
+        .replace(
+            "strategy:",
+            "route: {model: chat}\nmodels: {stable: chat-lora-v7, canary: chat-lora-v8}\nstrategy:",
+        )
+        .replace(
+            "      - setWeight: 20\n      - pause: {duration: 1m}\n      - setWeight: 50\n      - analysis: {maxDuration: 5m}\n      - pause: {}\n",
+            "      - setWeight: 50\n      - analysis: {minDuration: 40s, maxDuration: 5m}\n",
+        );
+    let mut w = World::new(&yaml);
+    assert!(!w.rollout.manages_pods());
+    // What the reconciler observes for a model canary: the spec's model.
+    w.observed.desired_revision = "chat-lora-v8".into();
+    w.tick();
+    assert_eq!(w.status.stable_revision.as_deref(), Some("chat-lora-v7"));
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Progressing, "{}", p.status.message);
+    let models = |w: &World| {
+        let t = w.status.traffic.as_ref().expect("a table");
+        let of = |c: Cohort| {
+            t.backends
+                .iter()
+                .find(|b| b.cohort == c)
+                .and_then(|b| b.model.clone())
+        };
+        (of(Cohort::Stable), of(Cohort::Canary))
+    };
+    assert_eq!(
+        models(&w),
+        (Some("chat-lora-v7".into()), Some("chat-lora-v8".into()))
+    );
+    assert_eq!(w.canary_share(), 50.0);
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.0, 0.0));
+    w.wait(30);
+    let p = w.wait(10);
+    assert_eq!(p.status.phase, Phase::Succeeded, "{}", p.status.message);
+    assert_eq!(p.status.stable_revision.as_deref(), Some("chat-lora-v8"));
+    assert_eq!(w.canary_share(), 0.0, "the stable cohort serves the winner");
+    assert_eq!(models(&w).0.as_deref(), Some("chat-lora-v8"));
+
+    // The next adapter is compared with the promoted one.
+    w.observed.desired_revision = "chat-lora-v9".into();
+    w.observed.evidence = None;
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Progressing, "{}", p.status.message);
+    assert_eq!(
+        models(&w),
+        (Some("chat-lora-v8".into()), Some("chat-lora-v9".into()))
+    );
+    w.observed.evidence = Some(evidence(w.window(), 3000, 1.3, 0.0));
+    assert_safe_abort(&w.wait(30));
+    assert_eq!(models(&w).0.as_deref(), Some("chat-lora-v8"));
+    assert!(
+        !w.log
+            .iter()
+            .any(|e| matches!(e, Effect::Scale { .. } | Effect::PromoteStable { .. })),
+        "{:?}",
+        w.log
+    );
 }

@@ -16,7 +16,10 @@ impl Cx<'_> {
     /// replica count (which changes when the user scales the target).
     pub(super) fn follow_target_replicas(&mut self) {
         let Some(r) = self.s.replicas else { return };
-        if self.r.is_local() || r.canary > 0 || self.traffic_share(Cohort::Canary) > Share::NONE {
+        if !self.r.manages_pods()
+            || r.canary > 0
+            || self.traffic_share(Cohort::Canary) > Share::NONE
+        {
             return;
         }
         let total = self.obs.target_replicas.max(1);
@@ -30,7 +33,7 @@ impl Cx<'_> {
     /// has no open streams and stable is ready to carry everything, scale
     /// the canary to zero.
     pub(super) fn scale_down_when_drained(&mut self) {
-        if self.r.is_local() || self.traffic_share(Cohort::Canary) > Share::NONE {
+        if !self.r.manages_pods() || self.traffic_share(Cohort::Canary) > Share::NONE {
             return;
         }
         let canary = self.s.replicas.map_or(0, |r| r.canary);
@@ -107,8 +110,14 @@ impl Cx<'_> {
                     port,
                     url,
                     weight: share.percent(),
+                    // A model canary's revisions are its model names: the
+                    // stable cohort's is the last promoted one.
+                    model: if self.r.is_model() {
+                        revision.clone()
+                    } else {
+                        None
+                    },
                     revision,
-                    model: self.r.model_of(cohort).map(str::to_string),
                 }
             })
             .collect();
@@ -134,7 +143,7 @@ impl Cx<'_> {
 
     /// Kubernetes: asks for `replicas` of a cohort; no-op when unchanged.
     pub(super) fn scale(&mut self, cohort: Cohort, replicas: u32) {
-        if self.r.is_local() {
+        if !self.r.manages_pods() {
             return;
         }
         let mut current = self.s.replicas.unwrap_or(CohortReplicas {

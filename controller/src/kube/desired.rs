@@ -140,6 +140,20 @@ pub fn desired(
     };
     let wanted = within_budget(asked, spec, cluster.pods, cluster.rollout.gpu_budget);
     let target_template = template(cluster.target);
+    if cluster.rollout.is_model() {
+        // Both cohorts are the target's pods, told apart by the model
+        // they ask for: no copy, no scaling, no template to keep.
+        return Ok(Desired {
+            held_back: false,
+            services: services(cluster, &owner),
+            stable_name,
+            stable: None,
+            target_replicas: None,
+            keep: None,
+            owner,
+            target_name,
+        });
+    }
 
     let stable = match stable_template(cluster, status, &target_template) {
         Some((template, revision)) => {
@@ -267,16 +281,16 @@ fn stable_template(
 fn services(cluster: &Cluster<'_>, owner: &Owner) -> Vec<(String, Service)> {
     let port = cluster.canary.spec.service.map_or(8000, |s| s.port);
     let selector = cluster.selector;
+    // A model canary's stable cohort is the target's pods too.
+    let stable_pods = if cluster.rollout.is_model() {
+        selector.clone()
+    } else {
+        builders::stable_labels(selector)
+    };
     let mut wanted = vec![
         (
             names::service(&owner.name, Cohort::Stable),
-            builders::service(
-                owner,
-                Cohort::Stable,
-                false,
-                builders::stable_labels(selector),
-                port,
-            ),
+            builders::service(owner, Cohort::Stable, false, stable_pods, port),
         ),
         (
             names::service(&owner.name, Cohort::Canary),

@@ -704,3 +704,44 @@ fn under_a_gpu_budget_a_cohort_grows_only_into_gpus_no_pod_holds() {
         );
     }
 }
+
+/// A model canary: both cohort Services select the target's own pods;
+/// nothing is copied, scaled or kept, in any phase.
+#[test]
+fn a_model_canary_wants_two_services_on_the_targets_pods_and_nothing_else() {
+    let (c, r) = canary(
+        CANARY,
+        "route: {model: chat}\nmodels: {stable: chat-lora-v7, canary: chat-lora-v8}\n",
+    );
+    for phase in [
+        Phase::Initializing,
+        Phase::Progressing,
+        Phase::Promoting,
+        Phase::Aborted,
+    ] {
+        let mut s = status(phase, 0, 0);
+        s.replicas = None;
+        let d = run((&c, &r), &target("v1", Some(3)), None, &s);
+        assert_eq!(
+            (&d.stable, d.target_replicas, &d.keep, d.held_back),
+            (&None, None, &None, false),
+            "{phase:?}"
+        );
+        let selectors: Vec<_> = d
+            .services
+            .iter()
+            .map(|(name, svc)| {
+                let selector = svc.spec.as_ref().and_then(|s| s.selector.clone());
+                (name.clone(), selector)
+            })
+            .collect();
+        assert_eq!(
+            selectors,
+            [
+                ("chat-stable".to_string(), Some(selector())),
+                ("chat-canary".to_string(), Some(selector())),
+            ],
+            "{phase:?}"
+        );
+    }
+}

@@ -523,15 +523,25 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         Some(_) if settled && ours == Some(0) && target_now > 0 => target_now,
         Some(t) => t.max(1),
     };
-    let desired_revision = desired_revision(&template, w.stable.as_ref(), &w.selector);
+    // A model canary's version is the model its spec asks for; a
+    // Deployment's is its template.
+    let desired_revision = match w.rollout.model_of(weir_crds::Cohort::Canary) {
+        Some(model) => model.to_string(),
+        None => desired_revision(&template, w.stable.as_ref(), &w.selector),
+    };
     let route = names::route(&namespace, &name);
     let table_generation = status.traffic.as_ref().map_or(0, |t| t.generation);
     let (applied_generation, open_streams) = match &ctx.fleet {
         Some(f) => (f.applied(&route), f.open(&route)),
         None => (Some(table_generation), None),
     };
+    // A model canary's cohorts are the same pods: the target's.
     let ready = CohortReplicas {
-        stable: ready_replicas(w.stable.as_ref()),
+        stable: if w.rollout.is_model() {
+            ready_replicas(Some(&w.target))
+        } else {
+            ready_replicas(w.stable.as_ref())
+        },
         canary: ready_replicas(Some(&w.target)),
     };
     let evidence = match &ctx.fleet {
