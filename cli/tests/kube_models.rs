@@ -5,8 +5,10 @@
 //!
 //! What it shows: an adapter with the same profile is promoted by name,
 //! then one that truncates a third of its answers is aborted on that
-//! effect with traffic back on the promoted adapter; in all of it no
-//! Deployment is copied, scaled or edited.
+//! effect with traffic back on the promoted adapter; one that no pod has
+//! loaded holds before any traffic moves, naming the pod, until `weir undo`
+//! puts the stable model back; `weir history` lists the models promoted;
+//! in all of it no Deployment is copied, scaled or edited.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -207,5 +209,74 @@ async fn an_adapter_canary_on_one_deployment_is_promoted_then_a_bad_one_aborted(
         })
         .await;
     }
+    untouched(&deployments).await;
+
+    // An adapter no pod has loaded: the run holds, saying which pod does
+    // not list it, and no traffic moves.
+    canaries
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"models": {"canary": "chat-lora-v10"}}})),
+        )
+        .await
+        .expect("an adapter not loaded");
+    let events = stack::event_recorded(&env.client, &ns, "chat", "ModelNotLoaded").await;
+    let (_, said) = events
+        .iter()
+        .find(|(reason, _)| reason == "ModelNotLoaded")
+        .expect("the event");
+    assert!(
+        said.contains("new revision chat-lora-v10 holds: pod chat-frontend-")
+            && said.contains(
+                "does not list chat-lora-v10 (it lists: chat-lora-v7, chat-lora-v8, chat-lora-v9)"
+            ),
+        "{said}"
+    );
+    let held = stack::canary(&env.client, &ns, "chat")
+        .await
+        .status
+        .expect("a status");
+    assert_eq!(
+        held.phase,
+        Phase::Aborted,
+        "no run started: {}",
+        held.message
+    );
+    assert!(held.message.contains("holds: pod"), "{}", held.message);
+    for p in &proxies {
+        assert_eq!(
+            p.canary_weight(&ns, "chat").await.map(|(w, _)| w),
+            Some(0.0)
+        );
+    }
+
+    // weir history lists the models served in turn; weir undo puts the
+    // model stable serves back in the spec, and the held run is gone.
+    let (code, out, err) = stack::weir(&env, &["history", "chat", "-n", &ns]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r[0], r[1], *r.last().unwrap_or(&"")))
+            .collect::<Vec<_>>(),
+        [
+            ("1", "chat-lora-v7", "ago)"),
+            ("2", "chat-lora-v8", "stable")
+        ],
+        "{out}"
+    );
+    let (code, out, err) = stack::weir(&env, &["undo", "chat", "-n", &ns]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("spec.models.canary set to chat-lora-v8"),
+        "{out}"
+    );
+    let idle = wait_phase(&env.client, &ns, "chat", Phase::Idle).await;
+    assert_eq!(idle.message, "stable chat-lora-v8 serves all traffic");
     untouched(&deployments).await;
 }

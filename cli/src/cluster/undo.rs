@@ -95,33 +95,96 @@ pub fn images(template: Option<&PodTemplateSpec>) -> String {
     }
 }
 
-/// The revisions as a table, the one stable runs marked.
-pub fn history(revisions: &[Revision], stable: Option<&str>, now: Timestamp) -> String {
-    let mut rows = vec![
-        ["REVISION", "HASH", "IMAGES", "PROMOTED", ""]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    ];
+/// The revisions as a table, the one stable runs marked: a template's hash
+/// and images, or a model canary's model.
+pub fn history(
+    revisions: &[Revision],
+    stable: Option<&str>,
+    now: Timestamp,
+    what: Recorded,
+) -> String {
+    let header: &[&str] = match what {
+        Recorded::Templates => &["REVISION", "HASH", "IMAGES", "PROMOTED", ""],
+        Recorded::Models => &["REVISION", "MODEL", "PROMOTED", ""],
+    };
+    let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     for r in revisions {
         let promoted = r.created.map_or_else(
             || "-".into(),
             |t| format!("{} ({} ago)", t.strftime("%Y-%m-%d %H:%M:%SZ"), age(t, now)),
         );
         let current = r.hash.is_some() && r.hash.as_deref() == stable;
-        rows.push(vec![
+        let mut row = vec![
             r.number.to_string(),
             r.hash.clone().unwrap_or_else(|| "-".into()),
-            images(r.template.as_ref()),
-            promoted,
-            if current {
-                "stable".into()
-            } else {
-                String::new()
-            },
-        ]);
+        ];
+        if what == Recorded::Templates {
+            row.push(images(r.template.as_ref()));
+        }
+        row.push(promoted);
+        row.push(if current {
+            "stable".into()
+        } else {
+            String::new()
+        });
+        rows.push(row);
     }
     table(&rows)
+}
+
+/// Where a Canary's promoted versions are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Pod templates, as ControllerRevisions.
+    Templates,
+    /// A model canary's model names, in its status.
+    Models,
+}
+
+impl Recorded {
+    fn one(self) -> &'static str {
+        match self {
+            Recorded::Templates => "ControllerRevision",
+            Recorded::Models => "promoted model",
+        }
+    }
+}
+
+/// A model canary's versions, numbered in promotion order: the model that
+/// served when it was created (`spec.models.stable`), then each one
+/// promoted since (`status.history`, its latest entries), each model once,
+/// where it was promoted last. Empty for a Canary of pod templates.
+pub fn model_revisions(canary: &Canary) -> Vec<Revision> {
+    let Some(models) = &canary.spec.models else {
+        return Vec::new();
+    };
+    let first = (
+        models.stable.clone(),
+        canary.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    );
+    let promoted = canary
+        .status
+        .iter()
+        .flat_map(|s| &s.history)
+        .filter(|h| h.event == weir_crds::HistoryEvent::Promoted)
+        .filter_map(|h| Some((h.revision.clone()?, Some(h.at.0))));
+    let mut all: Vec<(String, Option<Timestamp>)> =
+        std::iter::once(first).chain(promoted).collect();
+    // Each model where it was promoted last.
+    let mut seen = std::collections::BTreeSet::new();
+    all.reverse();
+    all.retain(|(model, _)| seen.insert(model.clone()));
+    all.reverse();
+    all.into_iter()
+        .zip(1..)
+        .map(|((model, created), number)| Revision {
+            number,
+            object: String::new(),
+            hash: Some(model),
+            template: None,
+            created,
+        })
+        .collect()
 }
 
 /// The revision `undo` writes back, and what the controller will make of it.
@@ -145,7 +208,9 @@ pub fn choose<'a>(
     revisions: &'a [Revision],
     status: &CanaryStatus,
     to: Option<i64>,
+    what: Recorded,
 ) -> Result<Choice<'a>, String> {
+    let one = what.one();
     let stable = status.stable_revision.as_deref();
     let numbers = || {
         revisions
@@ -156,7 +221,7 @@ pub fn choose<'a>(
     };
     if revisions.is_empty() {
         return Err(format!(
-            "canary {name} has no ControllerRevisions yet: the controller records one for each \
+            "canary {name} has no {one}s yet: the controller records one for each \
              version it promotes (and for the first stable)"
         ));
     }
@@ -171,7 +236,7 @@ pub fn choose<'a>(
             .map(choice)
             .ok_or_else(|| {
                 format!(
-                    "no ControllerRevision {n} for canary {name}; revisions are {}",
+                    "no {one} {n} for canary {name}; revisions are {}",
                     numbers()
                 )
             });
@@ -188,7 +253,7 @@ pub fn choose<'a>(
         .find(|r| r.hash.is_some() && r.hash.as_deref() == stable)
         .ok_or_else(|| {
             format!(
-                "no ControllerRevision holds stable revision {} of canary {name}; revisions are {}: \
+                "no {one} holds stable revision {} of canary {name}; revisions are {}: \
                  pick one with --to-revision N",
                 stable.unwrap_or("(none yet)"),
                 numbers()
@@ -207,7 +272,7 @@ pub fn choose<'a>(
         .map(choice)
         .ok_or_else(|| {
             format!(
-                "revision {} (stable) is the oldest ControllerRevision of canary {name}: there is \
+                "revision {} (stable) is the oldest {one} of canary {name}: there is \
                  no earlier version to undo to",
                 current.number
             )
@@ -244,7 +309,10 @@ pub fn list(args: &HistoryArgs) -> Result<Code> {
     super::block_on(async {
         let cluster = super::connect(&args.target).await?;
         let canary = cluster.canary(&args.name).await?;
-        let revisions = revisions(&cluster, &args.name).await?;
+        let (revisions, what) = match canary.spec.models {
+            Some(_) => (model_revisions(&canary), Recorded::Models),
+            None => (revisions(&cluster, &args.name).await?, Recorded::Templates),
+        };
         if revisions.is_empty() {
             eprintln!(
                 "No revisions recorded for canary {} yet: the controller records one for each \
@@ -257,7 +325,7 @@ pub fn list(args: &HistoryArgs) -> Result<Code> {
             .status
             .as_ref()
             .and_then(|s| s.stable_revision.as_deref());
-        let text = history(&revisions, stable, Timestamp::now());
+        let text = history(&revisions, stable, Timestamp::now(), what);
         std::io::stdout()
             .lock()
             .write_all(text.as_bytes())
@@ -277,11 +345,20 @@ pub fn undo(args: &UndoArgs) -> Result<Code> {
     super::block_on(async {
         let cluster = super::connect(&args.target).await?;
         let canary = cluster.canary(&args.name).await?;
+        if canary.spec.models.is_some() {
+            return undo_model(&cluster, &canary, args.to_revision).await;
+        }
         let target = target_name(&canary)?;
         let revisions = revisions(&cluster, &args.name).await?;
         let status = canary.status.clone().unwrap_or_default();
-        let choice =
-            choose(&args.name, &revisions, &status, args.to_revision).map_err(|e| anyhow!(e))?;
+        let choice = choose(
+            &args.name,
+            &revisions,
+            &status,
+            args.to_revision,
+            Recorded::Templates,
+        )
+        .map_err(|e| anyhow!(e))?;
         let chosen = choice.revision;
         let Some(template) = &chosen.template else {
             bail!(
@@ -316,6 +393,49 @@ pub fn undo(args: &UndoArgs) -> Result<Code> {
         println!("{}", consequence(&args.name, &choice, &status));
         Ok(Code::Success)
     })
+}
+
+/// `weir undo` of a model canary: the chosen model goes into
+/// `spec.models.canary`, which the controller rolls out like any new model
+/// (or, when it is stable's, withdraws the run for).
+async fn undo_model(cluster: &Cluster, canary: &Canary, to: Option<i64>) -> Result<Code> {
+    let name = canary.name_any();
+    let revisions = model_revisions(canary);
+    let status = canary.status.clone().unwrap_or_default();
+    let choice =
+        choose(&name, &revisions, &status, to, Recorded::Models).map_err(|e| anyhow!(e))?;
+    let model = choice.revision.hash.clone().unwrap_or_default();
+    let asked = canary.spec.models.as_ref().map(|m| m.canary.as_str());
+    if asked == Some(model.as_str()) {
+        println!("canary {name} already asks for model {model}: nothing to undo");
+        return Ok(Code::Success);
+    }
+    let api: Api<Canary> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let patch = serde_json::json!({"spec": {"models": {"canary": model}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| cluster.explain(e, cluster.call("patch", "canaries.weir.dev", Some(&name))))?;
+    println!(
+        "canary {name}: spec.models.canary set to {model} (revision {})",
+        choice.revision.number
+    );
+    let cli = program();
+    println!(
+        "{}",
+        if choice.is_stable {
+            format!(
+                "it is the model stable serves: the controller withdraws any run in progress \
+                 (traffic goes to stable first) and {name} goes Idle"
+            )
+        } else {
+            format!(
+                "the controller rolls it out like any new model: a run through {name}'s steps and \
+                 analysis (`{cli} promote {name} --full` skips the steps once it runs). Follow it \
+                 with `{cli} status {name} --watch`"
+            )
+        }
+    );
+    Ok(Code::Success)
 }
 
 fn target_name(canary: &Canary) -> Result<String> {
@@ -400,18 +520,37 @@ mod tests {
     fn without_a_number_undo_goes_to_the_version_before_the_current() {
         let revs = vec![revision(1, "v1"), revision(2, "v2"), revision(4, "v4")];
         let done = status(Phase::Succeeded, &revs[2]);
-        let c = choose("chat", &revs, &done, None).expect("chosen");
+        let c = choose("chat", &revs, &done, None, Recorded::Templates).expect("chosen");
         assert_eq!((c.revision.number, c.is_stable), (2, false));
         // While a run is on (or aborted), the stable version drops the canary.
         for phase in [Phase::Progressing, Phase::Paused, Phase::Aborted] {
-            let c = choose("chat", &revs, &status(phase, &revs[2]), None).expect("chosen");
+            let c = choose(
+                "chat",
+                &revs,
+                &status(phase, &revs[2]),
+                None,
+                Recorded::Templates,
+            )
+            .expect("chosen");
             assert_eq!((c.revision.number, c.is_stable), (4, true), "{phase}");
         }
-        let oldest =
-            choose("chat", &revs, &status(Phase::Idle, &revs[0]), None).expect_err("none before");
+        let oldest = choose(
+            "chat",
+            &revs,
+            &status(Phase::Idle, &revs[0]),
+            None,
+            Recorded::Templates,
+        )
+        .expect_err("none before");
         assert!(oldest.contains("no earlier version"), "{oldest}");
-        let promoting =
-            choose("chat", &revs, &status(Phase::Promoting, &revs[2]), None).expect_err("wait");
+        let promoting = choose(
+            "chat",
+            &revs,
+            &status(Phase::Promoting, &revs[2]),
+            None,
+            Recorded::Templates,
+        )
+        .expect_err("wait");
         assert!(promoting.contains("is promoting"), "{promoting}");
     }
 
@@ -420,24 +559,110 @@ mod tests {
         let revs = vec![revision(1, "v1"), revision(2, "v2"), revision(4, "v4")];
         let s = status(Phase::Idle, &revs[2]);
         assert_eq!(
-            choose("chat", &revs, &s, Some(3)).expect_err("missing"),
+            choose("chat", &revs, &s, Some(3), Recorded::Templates).expect_err("missing"),
             "no ControllerRevision 3 for canary chat; revisions are 1, 2, 4"
         );
         assert_eq!(
-            choose("chat", &revs, &s, Some(1))
+            choose("chat", &revs, &s, Some(1), Recorded::Templates)
                 .expect("found")
                 .revision
                 .number,
             1
         );
-        let none = choose("chat", &[], &s, Some(1)).expect_err("empty");
+        let none = choose("chat", &[], &s, Some(1), Recorded::Templates).expect_err("empty");
         assert!(none.contains("no ControllerRevisions yet"), "{none}");
+    }
+
+    /// A model canary created with v7, promoted to v8, then to v7 again,
+    /// then to v9: each model once, where it was promoted last.
+    fn model_canary(phase: Phase) -> Canary {
+        let mut c = crate::cluster::fixtures::canary(progressing());
+        c.spec.route.model = Some("chat".into());
+        c.spec.models = Some(weir_crds::ModelVersions {
+            stable: "chat-lora-v7".into(),
+            canary: "chat-lora-v9".into(),
+        });
+        c.metadata.creation_timestamp = Some(at(0));
+        let status = c.status.as_mut().expect("status");
+        status.phase = phase;
+        status.stable_revision = Some("chat-lora-v9".into());
+        status.history = ["chat-lora-v8", "chat-lora-v7", "chat-lora-v9"]
+            .iter()
+            .zip(1..)
+            .map(|(model, hour)| weir_crds::HistoryEntry {
+                event: weir_crds::HistoryEvent::Promoted,
+                revision: Some((*model).into()),
+                reason: "every step passed".into(),
+                at: at(hour * 3600),
+            })
+            .collect();
+        c
+    }
+
+    #[test]
+    fn a_model_canary_goes_back_through_its_promoted_models() {
+        let c = model_canary(Phase::Succeeded);
+        let revs = model_revisions(&c);
+        let models: Vec<(i64, &str)> = revs
+            .iter()
+            .map(|r| (r.number, r.hash.as_deref().unwrap_or("?")))
+            .collect();
+        assert_eq!(
+            models,
+            [
+                (1, "chat-lora-v8"),
+                (2, "chat-lora-v7"),
+                (3, "chat-lora-v9")
+            ]
+        );
+        let status = c.status.clone().expect("status");
+        let back = choose("chat", &revs, &status, None, Recorded::Models).expect("chosen");
+        assert_eq!(
+            (back.revision.hash.as_deref(), back.is_stable),
+            (Some("chat-lora-v7"), false)
+        );
+        let err = choose("chat", &revs, &status, Some(9), Recorded::Models).expect_err("none");
+        assert_eq!(
+            err,
+            "no promoted model 9 for canary chat; revisions are 1, 2, 3"
+        );
+        let text = history(
+            &revs,
+            Some("chat-lora-v9"),
+            at(4 * 3600).0,
+            Recorded::Models,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["REVISION", "MODEL", "PROMOTED"],
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("chat-lora-v9") && lines[3].ends_with("stable"),
+            "{text}"
+        );
+        // Mid-run, undo drops the canary for the stable model.
+        let running = model_canary(Phase::Progressing);
+        let status = running.status.clone().expect("status");
+        let back = choose("chat", &revs, &status, None, Recorded::Models).expect("chosen");
+        assert_eq!(
+            (back.revision.hash.as_deref(), back.is_stable),
+            (Some("chat-lora-v9"), true)
+        );
+        // Not a model canary: nothing from status.
+        assert!(model_revisions(&crate::cluster::fixtures::canary(progressing())).is_empty());
     }
 
     #[test]
     fn history_lists_number_hash_images_and_marks_stable() {
         let revs = vec![revision(1, "vllm:v1"), revision(2, "vllm:v2")];
-        let text = history(&revs, revs[1].hash.as_deref(), at(3 * 3600).0);
+        let text = history(
+            &revs,
+            revs[1].hash.as_deref(),
+            at(3 * 3600).0,
+            Recorded::Templates,
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(

@@ -57,6 +57,16 @@ impl Cx<'_> {
                 .is_some_and(|w| self.obs.unready.get(w.cohort).as_deref().is_some());
             self.event(warning, reasons::WAITING_FOR_REPLICAS, waiting);
         }
+        if let Some(unloaded) = &self.unloaded
+            && !before.contains(unloaded.as_str())
+        {
+            // Someone has to load it: a warning, once per reason.
+            let message = format!(
+                "new revision {} holds: {unloaded}",
+                self.obs.desired_revision
+            );
+            self.event(true, reasons::MODEL_NOT_LOADED, message);
+        }
         if let Some(unmeasured) = self.unmeasured()
             && !before.contains(&unmeasured)
             && self.s.message.contains(&unmeasured)
@@ -82,6 +92,9 @@ impl Cx<'_> {
             {
                 Some(Duration::from_secs(1))
             }
+            Phase::Idle | Phase::Succeeded | Phase::Aborted if self.unloaded.is_some() => {
+                self.wake.map(|w| elapsed(self.now, w))
+            }
             _ => None,
         };
         Plan {
@@ -95,6 +108,14 @@ impl Cx<'_> {
     /// The one-line status message.
     pub(super) fn describe(&self) -> String {
         let verdict = self.s.last_analysis.as_ref().map(|a| a.rule.as_str());
+        // Set only while settled (Idle, Succeeded, Aborted).
+        if let Some(unloaded) = &self.unloaded {
+            return format!(
+                "stable {}; new revision {} holds: {unloaded}",
+                self.s.stable_revision.as_deref().unwrap_or("?"),
+                self.obs.desired_revision
+            );
+        }
         match self.s.phase {
             Phase::Initializing => "initializing".into(),
             Phase::Idle => {

@@ -103,6 +103,12 @@ pub struct Observed {
     pub evidence: Option<Evidence>,
     /// Pending commands.
     pub commands: Commands,
+    /// Kubernetes, a model canary: why the model the spec asks for cannot
+    /// be served yet (a ready pod does not list it in `/v1/models`), or
+    /// `None`. A new run holds while it is `Some`: a request for a model a
+    /// server does not have gets a 404, and the run would be judged on
+    /// errors that say nothing about the adapter.
+    pub model_missing: Option<String>,
 }
 
 /// A value per cohort.
@@ -223,6 +229,7 @@ pub fn plan(rollout: &Rollout, status: &CanaryStatus, observed: &Observed, now: 
         wake: None,
         decision: None,
         waiting: None,
+        unloaded: None,
     };
     if observed.generation.is_some() {
         cx.s.observed_generation = observed.generation;
@@ -278,7 +285,13 @@ struct Cx<'a> {
     decision: Option<Decision>,
     /// What the current step waits for, when it is replicas.
     waiting: Option<Waiting>,
+    /// Why a model canary's new run holds: its model is not loaded yet.
+    unloaded: Option<String>,
 }
+
+/// How soon a model canary that holds for its model looks at the pods
+/// again.
+const UNLOADED_RECHECK: Duration = Duration::from_secs(5);
 
 fn after(t: Timestamp, d: Duration) -> Timestamp {
     let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
@@ -491,7 +504,8 @@ impl Cx<'_> {
                 && new_run
                 && ((given > 0 && self.obs.ready.stable == 0) || adopting)
         });
-        if new_run && hold.is_none() {
+        let unloaded = self.obs.model_missing.clone().filter(|_| new_run);
+        if new_run && hold.is_none() && unloaded.is_none() {
             self.event(
                 false,
                 reasons::RUN_STARTED,
@@ -515,6 +529,12 @@ impl Cx<'_> {
         }
         self.scale_down_when_drained();
         self.follow_target_replicas();
+        if unloaded.is_some() {
+            // Loading an adapter changes no object that is watched: look
+            // again soon.
+            self.unloaded = unloaded;
+            self.wake_at(after(self.now, UNLOADED_RECHECK));
+        }
         match hold {
             Some(given) => self.wait_for_ready(Cohort::Stable, given),
             None => Flow::Wait,

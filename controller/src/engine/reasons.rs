@@ -12,6 +12,9 @@ pub const WARMED_UP: &str = "WarmedUp";
 pub const WAITING_FOR_REPLICAS: &str = "WaitingForReplicas";
 /// A run with metrics started while nothing measures its traffic.
 pub const NOT_MEASURED: &str = "NotMeasured";
+/// A model canary's new model is not listed by every pod yet: the run
+/// holds.
+pub const MODEL_NOT_LOADED: &str = "ModelNotLoaded";
 /// An analysis step passed.
 pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
 /// An analysis found a regression beyond its margin: aborted.

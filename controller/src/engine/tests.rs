@@ -1893,3 +1893,33 @@ fn a_kubernetes_model_canary_scales_and_copies_nothing_and_promotes_by_name() {
         w.log
     );
 }
+
+/// Kubernetes, a model canary whose new model a pod has not loaded: the
+/// run holds, says why once (a warning), looks again soon, and starts
+/// when every pod lists it.
+#[test]
+fn a_model_canary_holds_until_every_pod_lists_the_model() {
+    let yaml = KUBE.replace(
+        "strategy:",
+        "route: {model: chat}\nmodels: {stable: chat-lora-v7, canary: chat-lora-v8}\nstrategy:",
+    );
+    let mut w = World::new(&yaml);
+    w.observed.desired_revision = "chat-lora-v8".into();
+    let why =
+        "pod chat-frontend-1 (10.244.1.2) does not list chat-lora-v8 (it lists: chat-lora-v7)";
+    w.observed.model_missing = Some(why.into());
+    w.tick();
+    let p = w.tick();
+    assert_eq!(p.status.phase, Phase::Idle);
+    assert_eq!(
+        p.status.message,
+        format!("stable chat-lora-v7; new revision chat-lora-v8 holds: {why}")
+    );
+    assert_eq!(events(&w.log), [reasons::MODEL_NOT_LOADED]);
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(5)));
+    assert!(events(&w.wait(5).actions).is_empty(), "said once");
+    assert_eq!(w.canary_share(), 0.0);
+    w.observed.model_missing = None;
+    let p = w.wait(5);
+    assert_eq!(p.status.phase, Phase::Progressing, "{}", p.status.message);
+}

@@ -134,6 +134,62 @@ pub async fn unready(
     }
 }
 
+/// A model canary's check before a run moves traffic: whether every ready
+/// pod of `selector` lists `model` in its `/v1/models` (on `port`, the
+/// Services' target port). The first pod that does not, by name and
+/// address, with what it lists and how to load the model; `None` when
+/// every ready pod does, or there is none (readiness is said elsewhere).
+/// A failed list says nothing: the check holds a run back only on what a
+/// pod answered or failed to answer.
+pub async fn model_missing(
+    pods: &Api<Pod>,
+    selector: &BTreeMap<String, String>,
+    port: u16,
+    model: &str,
+) -> Option<String> {
+    let labels = label_selector(selector);
+    let list = match pods.list(&ListParams::default().labels(&labels)).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::debug!(error = %e, selector = %labels, "listing pods to check their models");
+            return None;
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(MODELS_TIMEOUT)
+        .build()
+        .ok()?;
+    for pod in list.iter().filter(|p| why_not_ready(p).is_none()) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
+            continue;
+        };
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        let url = format!("http://{host}:{port}/v1/models");
+        let why = match client.get(&url).send().await {
+            Ok(answer) => {
+                let body = answer.text().await.unwrap_or_default();
+                crate::models::missing(&body, model)
+            }
+            Err(e) => Some(format!("does not answer {url} ({e})")),
+        };
+        if let Some(why) = why {
+            return Some(format!("pod {name} ({ip}) {why}"));
+        }
+    }
+    None
+}
+
+/// How long one pod may take to list its models.
+const MODELS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `k=v,...` for a list call.
 fn label_selector(selector: &BTreeMap<String, String>) -> String {
     selector

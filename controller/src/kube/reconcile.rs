@@ -581,7 +581,23 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         .await,
         canary: pods::unready(&pods, &w.selector, ready.canary, given.canary).await,
     };
+    // A model canary's next run moves traffic only to a model every pod
+    // has loaded: asked only while a run could start.
+    let finished = matches!(status.phase, Phase::Succeeded | Phase::Aborted)
+        && status.canary_revision.as_deref() == Some(desired_revision.as_str());
+    let model_missing = match w.rollout.model_of(weir_crds::Cohort::Canary) {
+        Some(model)
+            if settled
+                && !finished
+                && status.stable_revision.as_deref() != Some(desired_revision.as_str()) =>
+        {
+            let port = w.canary.spec.service.map_or(8000, |s| s.port);
+            pods::model_missing(&pods, &w.selector, port, model).await
+        }
+        _ => None,
+    };
     Observed {
+        model_missing,
         generation: w.canary.metadata.generation,
         desired_revision,
         target_replicas: total,
