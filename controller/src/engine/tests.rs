@@ -1538,8 +1538,17 @@ fn a_canary_still_getting_faster_is_held_a_steady_slow_one_is_not() {
         // An error abort is never held, whatever latency does.
         (&cold[..], 0.3, Phase::Aborted, "errors"),
     ];
-    for (slices, errors, phase, says) in table {
-        let mut w = World::new(LOCAL);
+    // A TTFT judged both ways (`ttft.shift.up`) is held the same.
+    let both = LOCAL.replace(
+        "{name: ttft, kind: latency, quantiles: [0.5], maxIncrease: 10%}",
+        "{name: ttft, kind: latency, quantiles: [0.5], maxChange: 10%}",
+    );
+    assert_ne!(both, LOCAL);
+    for ((slices, errors, phase, says), yaml) in table
+        .into_iter()
+        .flat_map(|row| [(row, LOCAL), (row, both.as_str())])
+    {
+        let mut w = World::new(yaml);
         let id = opened(&mut w);
         w.observed.evidence = Some(sliced(id, slices, errors));
         let p = w.wait(10);

@@ -141,6 +141,12 @@ impl Cx<'_> {
                 .is_some_and(|e| e.starts_with('.'))
         })?;
         let effect = &m.name[metric.spec.name.len() + 1..];
+        // Judged both ways, only a rise (`.up`) can be a cold start; a
+        // canary shown faster than its margin allows is not held.
+        if effect.ends_with(".down") {
+            return None;
+        }
+        let effect = effect.strip_suffix(".up").unwrap_or(effect);
         let quantile = match effect {
             "shift" => None,
             label => Some(
