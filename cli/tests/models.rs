@@ -20,7 +20,7 @@ use serde_json::Value;
 use weir_test_kit::python;
 
 mod common;
-use common::run_process::weir_run;
+use common::run_process::weir_run_with;
 use common::{Proc, scratch, sim, spawn};
 
 /// Longest a run may take here (its own maxDuration is shorter).
@@ -178,7 +178,9 @@ fn adapters_are_promoted_or_aborted_on_the_shape_of_their_answers() {
         let dir = scratch(&format!("adapter-{scenario}"));
         let pool = pool(scenario, keys);
         let file = canary_file(&dir, pool.addr);
-        let (mut run, proxy, _admin) = weir_run(&file);
+        let record = dir.join("record.json");
+        let (mut run, proxy, _admin) =
+            weir_run_with(&file, &["--record", record.to_str().expect("utf-8 path")]);
         if scenario == "same" {
             // Both adapters answer through the proxy; the client only ever
             // reads the name it asked for.
@@ -189,6 +191,26 @@ fn adapters_are_promoted_or_aborted_on_the_shape_of_their_answers() {
         let shown = exceeded(&end);
         eprintln!("{scenario}: exit {exit}: {}", end["message"]);
         assert_eq!(exit, code, "{scenario}: {shown:?}\n{}", run.stdout.text());
+        // The record says what the tokens were counted from: weir load
+        // does not ask for usage, so the sim's streams carry none; the
+        // openai client's whole answers (in "same") do.
+        let record: Value =
+            serde_json::from_str(&std::fs::read_to_string(&record).expect("the record"))
+                .expect("JSON");
+        let tokens = record["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find_map(|l| l.as_str()?.strip_prefix("tokens: ")))
+            .unwrap_or_default()
+            .to_string();
+        let counted = if scenario == "same" {
+            "canary answers, from stream events in the rest"
+        } else {
+            "tokens counted from stream events (the server sent no usage; a server that sends several tokens per event is undercounted, the same way in both cohorts)"
+        };
+        assert!(
+            tokens.starts_with("output tokens per answer") && tokens.ends_with(counted),
+            "{scenario}: {tokens}"
+        );
         match effect {
             None => assert!(shown.is_empty(), "{scenario}: {shown:?}"),
             Some(effect) => {

@@ -352,6 +352,7 @@ pub async fn run<D: Dataplane>(
                 t: started.elapsed().as_secs_f64(),
             });
             record.ttft_cdf = cdf(current.as_ref());
+            say_what_was_counted(rollout, &mut record, current.as_ref());
             return Ok(record);
         }
         if interrupted {
@@ -634,6 +635,40 @@ async fn scrape_gauge(url: &str, metric: &str) -> Option<f64> {
 }
 
 /// Each cohort's TTFT CDF over the whole run, 199 points.
+/// Appends to each token-based metric's line what its tokens were counted
+/// from over the run: the server's `usage` is exact, stream events
+/// undercount a server that sends several tokens per event, so a reader of
+/// the report must know which it was.
+fn say_what_was_counted(rollout: &Rollout, record: &mut RunRecord, current: Option<&Snapshot>) {
+    let counted = |cohort: Cohort| {
+        let c = current.and_then(|s| totals(s, None, cohort))?;
+        Some((c.tokens_from_usage, c.requests[weir_core::Outcome::Ok]))
+    };
+    let (Some(stable), Some(canary)) = (counted(Cohort::Stable), counted(Cohort::Canary)) else {
+        return;
+    };
+    let said = match (stable, canary) {
+        ((0, _), (0, _)) => {
+            "tokens counted from stream events (the server sent no usage; a server that sends several tokens per event is undercounted, the same way in both cohorts)".to_string()
+        }
+        ((s, sn), (c, cn)) if s == sn && c == cn => {
+            "tokens from the server's usage in every answer".to_string()
+        }
+        ((s, sn), (c, cn)) => format!(
+            "tokens from the server's usage in {s} of {sn} stable and {c} of {cn} canary answers, from stream events in the rest"
+        ),
+    };
+    for (line, metric) in record.metrics.iter_mut().zip(&rollout.analysis.metrics) {
+        if matches!(
+            metric.kind,
+            weir_crds::MetricKind::OutputTokens | weir_crds::MetricKind::DecodeSpeed
+        ) {
+            line.push_str("; ");
+            line.push_str(&said);
+        }
+    }
+}
+
 fn cdf(current: Option<&Snapshot>) -> Cohorts<Vec<[f64; 2]>> {
     let points = |cohort: Cohort| -> Vec<[f64; 2]> {
         let Some(c) = current.and_then(|s| totals(s, None, cohort)) else {
