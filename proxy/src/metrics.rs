@@ -33,6 +33,9 @@ pub const ROUTE: &str = "route";
 pub const COHORT: &str = "cohort";
 /// Label: request outcome; its values are [`weir_core::Outcome::as_str`].
 pub const OUTCOME: &str = "outcome";
+/// Label: the model a cohort asks the upstream for, on a route that
+/// rewrites it ([`ROUTE_WEIGHT`] only); absent otherwise.
+pub const MODEL: &str = "model";
 /// Label: what a model lookup found; its values are
 /// [`crate::model::Lookup::as_str`].
 pub const LOOKUP: &str = "lookup";

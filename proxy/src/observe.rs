@@ -418,14 +418,19 @@ impl Observations {
             &mut out,
             metrics::ROUTE_WEIGHT,
             "gauge",
-            "Share of the route's new requests the cohort gets, percent.",
+            "Share of the route's new requests the cohort gets, percent; with the model the cohort asks the upstream for on a model route.",
         );
         for route in table.routes() {
             for (i, b) in route.backends().iter().enumerate() {
                 let share = (route.share(i) * 1e6).round() / 1e4;
+                let model = b
+                    .model
+                    .as_deref()
+                    .map(|m| format!(",{}=\"{}\"", metrics::MODEL, escape(m)))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{}{{{}}} {}",
+                    "{}{{{}{model}}} {}",
                     metrics::ROUTE_WEIGHT,
                     labels(route.name(), &b.cohort),
                     share

@@ -133,6 +133,21 @@ async fn a_request_for_the_model_reaches_its_cohort_under_the_cohorts_name() {
         br#"{"model":"chat-lora-v8","stream":false}"#
     );
     assert!(pool.bodies().is_empty(), "nothing went to the pool");
+    let metrics = client()
+        .get(format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"weir_proxy_route_weight{route="adapter",cohort="stable",model="chat-lora-v7"} 0"#,
+        r#"weir_proxy_route_weight{route="adapter",cohort="canary",model="chat-lora-v8"} 100"#,
+        r#"weir_proxy_route_weight{route="pool",cohort="stable"} 100"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     assert_eq!(
         lookups(proxy.admin).await,
         r#"{lookup="found"} 2 {lookup="missing"} 0 {lookup="not_string"} 0 {lookup="not_json"} 0 {lookup="duplicate"} 0 {lookup="beyond_read_ahead"} 0"#
