@@ -357,8 +357,19 @@ impl Weir {
                 let stable = controller_slices(&self.admin, &self.ns, "chat-stable").await;
                 let canary = controller_slices(&self.admin, &self.ns, "chat-canary").await;
                 let seen = self.serving().await;
+                // A cohort with a share serves over some pod: the engine
+                // moves a weight once the Deployment reports the pods ready,
+                // and the EndpointSlice controller lists them a moment later
+                // (the proxy and the slices then agree on an empty set).
+                let served = |share: bool, ips: &BTreeSet<String>| !share || !ips.is_empty();
                 match &seen {
-                    Some((w, s, c)) if *w == weight && *s == stable && *c == canary => {
+                    Some((w, s, c))
+                        if *w == weight
+                            && *s == stable
+                            && *c == canary
+                            && served(weight < 100.0, s)
+                            && served(weight > 0.0, c) =>
+                    {
                         Ok((stable, canary))
                     }
                     _ => Err((seen, stable, canary)),
