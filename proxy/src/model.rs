@@ -60,19 +60,8 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// The outcome's name in metrics (`weir_proxy_model_lookups_total`).
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            Lookup::Found { .. } => "found",
-            Lookup::Missing => "missing",
-            Lookup::NotString => "not_string",
-            Lookup::NotJson => "not_json",
-            Lookup::Duplicate => "duplicate",
-            Lookup::Beyond => "beyond_read_ahead",
-        }
-    }
-
-    /// Every outcome's name, for metrics that list them all.
+    /// Every outcome's name in metrics (`weir_proxy_model_lookups_total`),
+    /// in [`Lookup::index`] order.
     pub const NAMES: [&'static str; 6] = [
         "found",
         "missing",
@@ -81,6 +70,23 @@ impl Lookup {
         "duplicate",
         "beyond_read_ahead",
     ];
+
+    /// The outcome's place in [`Lookup::NAMES`] (and in its counters).
+    pub const fn index(&self) -> usize {
+        match self {
+            Lookup::Found { .. } => 0,
+            Lookup::Missing => 1,
+            Lookup::NotString => 2,
+            Lookup::NotJson => 3,
+            Lookup::Duplicate => 4,
+            Lookup::Beyond => 5,
+        }
+    }
+
+    /// The outcome's name in metrics.
+    pub const fn as_str(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
 }
 
 /// Looks for the top-level `model` in `body`, the start of a request body;

@@ -200,9 +200,7 @@ impl Observations {
 
     /// Counts a request body looked into for its `model`.
     pub fn count_model_lookup(&self, lookup: &Lookup) {
-        if let Some(i) = Lookup::NAMES.iter().position(|n| *n == lookup.as_str()) {
-            self.model_lookups[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.model_lookups[lookup.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The handle of `key`, created on first use. Call once per request
