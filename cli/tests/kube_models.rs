@@ -89,6 +89,18 @@ async fn untouched(deployments: &Api<Deployment>) {
     assert_eq!(target.spec.and_then(|s| s.replicas), Some(2));
 }
 
+/// Sets Canary `chat`'s `spec.models.canary`: the next adapter.
+async fn ask_for(canaries: &Api<Canary>, model: &str) {
+    canaries
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"models": {"canary": model}}})),
+        )
+        .await
+        .expect("a new adapter");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adapter_canary_on_one_deployment_is_promoted_then_a_bad_one_aborted() {
     let env = TestEnv::on_cluster("kube-models").await;
@@ -189,14 +201,7 @@ async fn an_adapter_canary_on_one_deployment_is_promoted_then_a_bad_one_aborted(
     untouched(&deployments).await;
 
     // The next adapter cuts a third of its answers short.
-    canaries
-        .patch(
-            "chat",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"models": {"canary": "chat-lora-v9"}}})),
-        )
-        .await
-        .expect("a new adapter");
+    ask_for(&canaries, "chat-lora-v9").await;
     let aborted = wait_phase(&env.client, &ns, "chat", Phase::Aborted).await;
     let abort = aborted.abort.as_ref().expect("the abort is recorded");
     assert!(abort.message.contains("truncated"), "{}", abort.message);
@@ -213,14 +218,7 @@ async fn an_adapter_canary_on_one_deployment_is_promoted_then_a_bad_one_aborted(
 
     // An adapter no pod has loaded: the run holds, saying which pod does
     // not list it, and no traffic moves.
-    canaries
-        .patch(
-            "chat",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"models": {"canary": "chat-lora-v10"}}})),
-        )
-        .await
-        .expect("an adapter not loaded");
+    ask_for(&canaries, "chat-lora-v10").await;
     let events = stack::event_recorded(&env.client, &ns, "chat", "ModelNotLoaded").await;
     let (_, said) = events
         .iter()

@@ -12,6 +12,8 @@
 //!   and wire names and the set of outcomes that count as the cohort's
 //!   errors; the proxy counts them, `/metrics` labels them, the analysis
 //!   judges them.
+//! - [`is_model_name`]: what a request's `model` may be, checked by the
+//!   proxy's route table and the Canary's spec alike.
 //! - [`Excerpt`]: how a message quotes a value that came from input, bounded
 //!   so that one bad value cannot fill a terminal or a log.
 //!
@@ -29,10 +31,12 @@
 
 mod cohort;
 mod excerpt;
+mod model;
 mod outcome;
 mod weight;
 
 pub use cohort::{CANARY, Cohort, CohortError, STABLE};
 pub use excerpt::Excerpt;
+pub use model::is_model_name;
 pub use outcome::{Outcome, RequestCounts};
 pub use weight::{Weight, WeightError};

@@ -74,16 +74,22 @@ fn content_length(head: &str) -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-async fn lookups(admin: SocketAddr) -> String {
-    let text = client()
+/// The proxy's `/metrics` text.
+async fn metrics(admin: SocketAddr) -> String {
+    client()
         .get(format!("http://{admin}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    text.lines()
+        .expect("text")
+}
+
+async fn lookups(admin: SocketAddr) -> String {
+    metrics(admin)
+        .await
+        .lines()
         .filter(|l| l.starts_with("weir_proxy_model_lookups_total{"))
         .map(|l| l.replace("weir_proxy_model_lookups_total", ""))
         .collect::<Vec<_>>()
@@ -133,14 +139,7 @@ async fn a_request_for_the_model_reaches_its_cohort_under_the_cohorts_name() {
         br#"{"model":"chat-lora-v8","stream":false}"#
     );
     assert!(pool.bodies().is_empty(), "nothing went to the pool");
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(proxy.admin).await;
     for line in [
         r#"weir_proxy_route_weight{route="adapter",cohort="stable",model="chat-lora-v7"} 0"#,
         r#"weir_proxy_route_weight{route="adapter",cohort="canary",model="chat-lora-v8"} 100"#,

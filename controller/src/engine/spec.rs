@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use weir_analysis::{Bounds, Margin, MetricKind, MetricSpec, Policy};
+use weir_core::is_model_name;
 use weir_crds as crds;
 
 /// A spec that cannot run, with the field and the fix.
@@ -283,12 +284,6 @@ fn fraction_at(field: &str, text: &str, example: &str) -> Result<f64, SpecError>
             format!("{text:?} is not a percentage; write it like {example}"),
         ),
     }
-}
-
-/// A model name as inference servers take them: 1 to 256 characters, none
-/// of them a control character (the proxy's own rule).
-fn is_model_name(s: &str) -> bool {
-    (1..=256).contains(&s.len()) && !s.chars().any(char::is_control)
 }
 
 /// The model fields: `route.model` a name, and a model canary's two names

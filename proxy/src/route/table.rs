@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
-use weir_core::{Cohort, Weight};
+use weir_core::{Cohort, Weight, is_model_name};
 
 use super::backend::Backend;
 use super::choice::Split;
@@ -408,12 +408,6 @@ fn is_route_name(s: &str) -> bool {
     (1..=253).contains(&s.len())
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-/// Model names as servers take them: 1 to 256 printable characters
-/// (`meta-llama/Llama-3.1-8B-Instruct`, `chat-lora-v8`, `adapter:v2`).
-pub(crate) fn is_model_name(s: &str) -> bool {
-    (1..=256).contains(&s.len()) && !s.chars().any(char::is_control)
 }
 
 /// Cookie names are RFC 6265 tokens.
