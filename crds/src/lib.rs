@@ -31,13 +31,13 @@ pub use analysis::{
 };
 pub use spec::{
     AnalysisStep, Backend, Backends, BlueGreenStrategy, Canary, CanarySpec, CanaryStrategy,
-    ModelVersions, PauseStep, Promotion, PromotionStrategy, ReplicaPolicy, RouteSpec, ServicePort,
-    Step, StickySpec, Strategy, TargetRef,
+    GraphComponent, GraphSpec, Isolation, ModelVersions, PauseStep, Promotion, PromotionStrategy,
+    ReplicaPolicy, RouteSpec, ServicePort, Step, StickySpec, Strategy, TargetRef,
 };
 pub use status::{
     AbortStatus, Acknowledged, AnalysisStatus, AnalysisWindow, CanaryStatus, CohortReplicas,
-    Cutover, EffectStatus, HistoryEntry, HistoryEvent, PausedReason, Phase, VerdictStatus,
-    WarmupProgress, WindowPurpose,
+    ComponentStatus, Cutover, EffectStatus, HistoryEntry, HistoryEvent, PausedReason, Phase,
+    VerdictStatus, WarmupProgress, WindowPurpose,
 };
 pub use traffic::{Cohort, Traffic, TrafficBackend};
 

@@ -53,3 +53,9 @@ pub fn preview_service(canary: &str) -> String {
 pub fn route(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
+
+/// The Service of one cohort of graph component `component` of Canary
+/// `canary`.
+pub fn component_service(canary: &str, component: &str, cohort: Cohort) -> String {
+    format!("{canary}-{component}-{}", cohort.as_str())
+}

@@ -42,6 +42,25 @@ use crate::{AnalysisSpec, CanaryStatus, string_or_object};
         "rule": "!has(self.models) || has(self.route.model)",
         "message": "a model canary needs the name clients ask for: add route: {model: chat}",
     },
+    {
+        "rule": "!has(self.graph) || has(self.targetRef)",
+        "message": "a graph is Kubernetes mode: give targetRef (its serving component)",
+    },
+    {
+        "rule": "!has(self.graph) || !has(self.targetRef) || !has(self.graph.order) || self.graph.order.all(n, n == self.targetRef.name || self.graph.components.exists(c, c.name == n))",
+        "message": "graph.order names a component that is neither targetRef.name nor in graph.components",
+        "fieldPath": ".graph.order",
+    },
+    {
+        "rule": "!has(self.graph) || !has(self.graph.order) || size(self.graph.order) == size(self.graph.components) + 1",
+        "message": "graph.order must name every component once: targetRef.name and each of graph.components",
+        "fieldPath": ".graph.order",
+    },
+    {
+        "rule": "!has(self.graph) || !has(self.targetRef) || !self.graph.components.exists(c, c.name == self.targetRef.name)",
+        "message": "graph.components lists the workers; the serving component is targetRef, not one of them",
+        "fieldPath": ".graph.components",
+    },
 ]))]
 pub struct CanarySpec {
     /// Kubernetes mode: the Deployment whose template is the desired version.
@@ -50,6 +69,12 @@ pub struct CanarySpec {
     /// Local mode: the two running frontends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<Backends>,
+    /// Kubernetes mode: an inference graph rolled out as one version. The
+    /// target is the component that serves traffic; these are the
+    /// Deployments behind it (prefill and decode workers), each copied per
+    /// cohort and started, promoted and scaled down in `order`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphSpec>,
     /// Kubernetes mode: the port the frontend serves on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServicePort>,
@@ -124,6 +149,68 @@ fn default_api_version() -> String {
 
 fn default_kind() -> String {
     "Deployment".into()
+}
+
+/// An inference graph: the Deployments behind the target that make one
+/// version together, and how each cohort's components find each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GraphSpec {
+    /// The components besides the target, by Deployment name.
+    #[schemars(length(min = 1, max = 15))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub components: Vec<GraphComponent>,
+    /// The order components start and are updated in, by name, the target
+    /// included, each once (as Dynamo's `spec.restart.strategy.order`).
+    /// Scale-down runs in reverse. Default: `components` as listed, then
+    /// the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub order: Option<Vec<String>>,
+    /// Keeps each version's components to themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+}
+
+/// One Deployment of a graph, besides the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.urlEnv) || has(self.port)",
+    "message": "urlEnv needs the port the component serves on: add port: 8000",
+}]))]
+pub struct GraphComponent {
+    /// The Deployment's name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The port it serves on: weir gives it a Service per cohort,
+    /// `<canary>-<name>-stable` and `<canary>-<name>-canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+    /// An environment variable set on every component of a cohort to the
+    /// URL of this component's Service of the same cohort, e.g.
+    /// `DECODE_URL` = `http://chat-decode-canary:8000`: for stacks that
+    /// address their workers by URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub url_env: Option<String>,
+}
+
+/// Generation isolation: an environment variable that tells each version's
+/// components apart, as Dynamo's operator does for its own rolling updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Isolation {
+    /// The variable, e.g. `DYN_NAMESPACE`: set on every container of every
+    /// component to `<base>-<revision>`.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub env: String,
+    /// The value's prefix (default: the Canary's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 52))]
+    pub base: Option<String>,
 }
 
 /// Local mode: the stable and canary frontends.

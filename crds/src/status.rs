@@ -67,6 +67,10 @@ pub struct CanaryStatus {
     /// scales the target while no run is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_replicas: Option<u32>,
+    /// Kubernetes mode, a graph: each component in start order, the target
+    /// included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
     /// The contract with every proxy replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
@@ -161,6 +165,28 @@ pub enum PausedReason {
     Inconclusive,
     /// Blue-green with `autoPromote: false`: until `weir promote`.
     AwaitingPromotion,
+}
+
+/// One component of a graph, as the controller last saw and scaled it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// The user's Deployment (the canary cohort; stable is its
+    /// `-stable` copy).
+    pub name: String,
+    /// The replicas the user asked of it: recorded like
+    /// `targetReplicas`, each cohort's count is this times the share the
+    /// target's count is of the target's.
+    pub target_replicas: u32,
+    /// Replicas given per cohort (a component waits for the ones before it
+    /// in the order to be ready before it grows, and for the ones after it
+    /// to be gone before it shrinks).
+    pub replicas: CohortReplicas,
+    /// Ready replicas per cohort.
+    pub ready: CohortReplicas,
+    /// The revision the stable copy runs once rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
 }
 
 /// Replicas per cohort.

@@ -51,6 +51,7 @@ mod blue_green;
 mod bookkeeping;
 mod canary;
 pub mod conditions;
+pub mod graph;
 mod judge;
 mod promotion;
 pub mod reasons;

@@ -176,6 +176,8 @@ pub struct Rollout {
     pub promotion: crds::Promotion,
     /// Held by `weir pause`.
     pub paused: bool,
+    /// Kubernetes, a graph: every component in start order.
+    pub graph: Option<super::graph::Graph>,
 }
 
 impl Rollout {
@@ -438,6 +440,28 @@ impl Rollout {
             );
         }
         check_models(spec)?;
+        let graph = match (&spec.graph, &spec.target_ref) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return bad(
+                    "spec.graph",
+                    "a graph is Kubernetes mode: give targetRef (its serving component)",
+                );
+            }
+            (Some(_), Some(_)) if spec.models.is_some() => {
+                return bad(
+                    "spec.graph",
+                    "a model canary runs no copies of anything: remove graph or models",
+                );
+            }
+            (Some(_), Some(_)) if spec.gpu_budget.is_some() => {
+                return bad(
+                    "spec.gpuBudget",
+                    "is not supported with a graph yet (the budget counts one Deployment's pods): remove it, and check the canary graph's GPUs with weir preflight",
+                );
+            }
+            (Some(g), Some(t)) => Some(super::graph::Graph::new(name, &t.name, g)?),
+        };
         let analysis = analysis(&spec.analysis)?;
         let strategy = strategy(&spec.strategy)?;
         let rollout = Rollout {
@@ -451,6 +475,7 @@ impl Rollout {
             gpu_budget: spec.gpu_budget,
             promotion: spec.promotion.clone(),
             paused: spec.paused,
+            graph,
         };
         check_steps(&rollout)?;
         if rollout.is_local() {

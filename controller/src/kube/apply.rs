@@ -96,6 +96,36 @@ pub(super) async fn converge(
     if let Some(n) = desired.target_replicas {
         scale(&deployments, &desired.target_name, n).await?;
     }
+    // A graph's components in start order; each one's variables before
+    // its replicas, so no pod starts without them.
+    for part in &desired.parts {
+        if let Some(patch) = &part.env {
+            deployments
+                .patch(
+                    &part.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+                .map_err(api_error(format!(
+                    "set the graph's variables on {}",
+                    part.name
+                )))?;
+        }
+        match &part.stable {
+            Some(StableChange::Apply(copy)) => {
+                deployments
+                    .patch(&part.stable_name, &ssa, &Patch::Apply(copy.as_ref()))
+                    .await
+                    .map_err(api_error(format!("apply {}", part.stable_name)))?;
+            }
+            Some(StableChange::Scale(n)) => scale(&deployments, &part.stable_name, *n).await?,
+            None => {}
+        }
+        if let Some(n) = part.target_replicas {
+            scale(&deployments, &part.name, n).await?;
+        }
+    }
 
     if let Some(kept) = &desired.keep {
         let recorded = written

@@ -101,7 +101,16 @@ pub struct NoMatchLabels;
 /// template always gives the same revision across restarts.
 pub fn template_revision(template: &PodTemplateSpec) -> String {
     // serde_json's maps are ordered, so the text is canonical.
-    let text = serde_json::to_string(template).unwrap_or_default();
+    revision_of(&serde_json::to_string(template).unwrap_or_default())
+}
+
+/// The revision of a graph: one hash over every component's template,
+/// given by name in name order.
+pub fn templates_revision(templates: &[(&str, PodTemplateSpec)]) -> String {
+    revision_of(&serde_json::to_string(templates).unwrap_or_default())
+}
+
+fn revision_of(text: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         hash ^= u64::from(b);
@@ -229,6 +238,29 @@ pub fn service(
     } else {
         names::service(&owner.name, cohort)
     };
+    service_named(owner, name, cohort, selector, port)
+}
+
+/// The Service of one cohort of a graph component (for the components
+/// that address it by URL).
+pub fn component_service(
+    owner: &Owner,
+    component: &str,
+    cohort: Cohort,
+    selector: BTreeMap<String, String>,
+    port: u16,
+) -> Service {
+    let name = names::component_service(&owner.name, component, cohort);
+    service_named(owner, name, cohort, selector, port)
+}
+
+fn service_named(
+    owner: &Owner,
+    name: String,
+    cohort: Cohort,
+    selector: BTreeMap<String, String>,
+    port: u16,
+) -> Service {
     Service {
         metadata: owner.meta(name, Some(cohort)),
         spec: Some(ServiceSpec {

@@ -21,6 +21,7 @@ use weir_crds::names;
 use weir_crds::{Canary, CanaryStatus, Cohort, CohortReplicas, Phase};
 
 use super::builders::{self, NoMatchLabels, Owner};
+use super::graph::{self, Change, Seen};
 use crate::engine::spec::Strategy;
 use crate::engine::{Cohorts, Rollout};
 
@@ -40,6 +41,9 @@ pub struct Cluster<'a> {
     /// The pods each cohort holds, read only under a GPU budget (`None`
     /// otherwise, or when they could not be listed).
     pub pods: Option<Cohorts<PodCount>>,
+    /// A graph canary: every component as read, in start order, the
+    /// target included (empty otherwise).
+    pub parts: &'a [Seen<'a>],
 }
 
 /// The pods of one cohort that hold a node's resources.
@@ -95,6 +99,9 @@ pub struct Desired {
     /// promotion is under way or before adoption). Recording is
     /// idempotent; the applier does it once per revision.
     pub keep: Option<Kept>,
+    /// A graph canary: each component's changes in start order (the
+    /// target's among them; the fields above are then left empty).
+    pub parts: Vec<Change>,
 }
 
 /// Why the objects cannot be built as the Canary and its target are.
@@ -150,6 +157,32 @@ pub fn desired(
             stable: None,
             target_replicas: None,
             keep: None,
+            parts: Vec::new(),
+            owner,
+            target_name,
+        });
+    }
+    if let Some(g) = &cluster.rollout.graph {
+        // Every component, the target included, in order; `weir undo`
+        // keeps single templates only, so nothing is kept.
+        let revision = graph::revision(cluster.parts, g);
+        let changes = graph::changes(
+            &owner,
+            cluster.rollout,
+            g,
+            cluster.parts,
+            status,
+            total,
+            &revision,
+        )?;
+        return Ok(Desired {
+            held_back: changes.held,
+            services: services(cluster, &owner),
+            stable_name,
+            stable: None,
+            target_replicas: None,
+            keep: None,
+            parts: changes.changes,
             owner,
             target_name,
         });
@@ -197,6 +230,7 @@ pub fn desired(
         stable,
         target_replicas,
         keep: kept(cluster, status, &target_template),
+        parts: Vec::new(),
         owner,
         target_name,
     })
@@ -297,6 +331,19 @@ fn services(cluster: &Cluster<'_>, owner: &Owner) -> Vec<(String, Service)> {
             builders::service(owner, Cohort::Canary, false, selector.clone(), port),
         ),
     ];
+    for s in cluster.parts {
+        if let Some(port) = s.part.port {
+            for (cohort, pods) in [
+                (Cohort::Stable, builders::stable_labels(s.selector)),
+                (Cohort::Canary, s.selector.clone()),
+            ] {
+                wanted.push((
+                    names::component_service(&owner.name, &s.part.name, cohort),
+                    builders::component_service(owner, &s.part.name, cohort, pods, port),
+                ));
+            }
+        }
+    }
     if matches!(cluster.rollout.strategy, Strategy::BlueGreen(_)) {
         wanted.push((
             names::preview_service(&owner.name),

@@ -95,6 +95,7 @@ fn run(
         stable,
         selector: &selector,
         pods: None,
+        parts: &[],
     };
     desired(&cluster, status, 10).expect("buildable")
 }
@@ -397,6 +398,7 @@ fn a_target_selecting_with_expressions_only_is_refused_with_its_name() {
         stable: None,
         selector: &selector,
         pods: None,
+        parts: &[],
     };
     let err = desired(&cluster, &status(Phase::Idle, 10, 10), 10).expect_err("refused");
     let DesiredError::Selector { target, .. } = &err;
@@ -464,6 +466,7 @@ impl Loop {
                 stable: holds(self.stable.as_ref()),
                 canary: holds(Some(&self.target)),
             }),
+            parts: &[],
         };
         let d = desired(&cluster, &self.status, self.observed.target_replicas).expect("buildable");
         match &d.stable {

@@ -6,7 +6,8 @@
 //! - [`reconcile`]: one reconcile of one Canary (read, plan, write status,
 //!   converge the owned objects, record Events);
 //! - [`desired`]: the owned objects and replica counts a Canary's status
-//!   asks for, a pure function; `apply` writes them;
+//!   asks for, a pure function; `apply` writes them; [`graph`] the same
+//!   for each component of a graph canary;
 //! - [`fleet`]: the proxy replicas' observations, accumulated;
 //! - [`gauges`]: GPU metrics of each cohort (pod scrape or Prometheus);
 //! - [`events`]: one Kubernetes Event per transition;
@@ -28,6 +29,7 @@ pub mod events;
 mod fixtures;
 pub mod fleet;
 pub mod gauges;
+pub mod graph;
 pub mod leader;
 pub mod metrics;
 pub mod pods;

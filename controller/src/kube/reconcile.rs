@@ -41,7 +41,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Client, ResourceExt};
 use weir_crds::names::{self, FINALIZER};
-use weir_crds::{Canary, CanaryStatus, CohortReplicas, Phase};
+use weir_crds::{Canary, CanaryStatus, CohortReplicas, ComponentStatus, Phase};
 
 use super::apply::{self, ApiError, Written};
 use super::builders;
@@ -50,6 +50,7 @@ use super::desired::{self, Cluster, DesiredError};
 use super::events;
 use super::fleet::Fleet;
 use super::gauges::KubeGauges;
+use super::graph::{self, Seen};
 use super::metrics::Metrics;
 use super::pods;
 use crate::engine::conditions::{self, ConditionType, Wanted};
@@ -280,6 +281,53 @@ struct World {
     target: Deployment,
     stable: Option<Deployment>,
     selector: BTreeMap<String, String>,
+    /// A graph canary: every component in start order, the target
+    /// included (empty otherwise).
+    parts: Vec<PartRead>,
+}
+
+/// One component of a graph, as read.
+struct PartRead {
+    target: Deployment,
+    stable: Option<Deployment>,
+    selector: BTreeMap<String, String>,
+    /// The replicas the user asked of it.
+    total: u32,
+}
+
+impl World {
+    /// The graph's components for the pure functions.
+    fn seen(&self) -> Vec<Seen<'_>> {
+        let Some(g) = &self.rollout.graph else {
+            return Vec::new();
+        };
+        g.parts
+            .iter()
+            .zip(&self.parts)
+            .map(|(part, r)| Seen {
+                part,
+                target: &r.target,
+                stable: r.stable.as_ref(),
+                selector: &r.selector,
+                total: r.total,
+            })
+            .collect()
+    }
+}
+
+/// The user's replica count of a Deployment weir scales: `recorded` at
+/// first sight; outside a run, a Deployment scaled by someone else (to
+/// anything but the `ours` weir set) is the user changing it.
+fn user_total(recorded: Option<u32>, ours: Option<u32>, now: u32, phase: Phase) -> u32 {
+    let settled = matches!(
+        phase,
+        Phase::Idle | Phase::Succeeded | Phase::Aborted | Phase::Initializing
+    );
+    match recorded {
+        None => now.max(1),
+        Some(_) if settled && ours == Some(0) && now > 0 => now,
+        Some(t) => t.max(1),
+    }
 }
 
 /// A Canary that exists (not being deleted), as just read.
@@ -311,6 +359,8 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if !world.rollout.is_local() {
         new_status.target_replicas = Some(observed.target_replicas);
     }
+    let seen = world.seen();
+    new_status.components = components(&seen, &new_status, observed.target_replicas);
     if new_status != status {
         write_status(&canaries, &name, &new_status).await?;
     }
@@ -335,6 +385,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         stable: world.stable.as_ref(),
         selector: &world.selector,
         pods,
+        parts: &seen,
     };
     let wanted = desired::desired(&cluster, &new_status, observed.target_replicas)?;
     apply::converge(
@@ -414,12 +465,81 @@ async fn read_world(
         .get_opt(&stable_name)
         .await
         .map_err(api_error(format!("get {stable_name}")))?;
+    let mut parts = Vec::new();
+    if let Some(g) = &rollout.graph {
+        let status = canary.status.clone().unwrap_or_default();
+        for part in &g.parts {
+            if part.serves {
+                parts.push(PartRead {
+                    total: user_total(
+                        status.target_replicas,
+                        status.replicas.map(|r| r.canary),
+                        spec_replicas(&target),
+                        status.phase,
+                    ),
+                    target: target.clone(),
+                    stable: stable.clone(),
+                    selector: selector.clone(),
+                });
+                continue;
+            }
+            let name = &part.name;
+            let Some(d) = deployments
+                .get_opt(name)
+                .await
+                .map_err(api_error(format!("get graph component {name}")))?
+            else {
+                let i = canary
+                    .spec
+                    .graph
+                    .iter()
+                    .flat_map(|g| g.components.iter())
+                    .position(|c| &c.name == name)
+                    .unwrap_or(0);
+                return Ok(Err((
+                    canary,
+                    reasons::TARGET_MISSING,
+                    format!(
+                        "spec.graph.components[{i}].name: Deployment {name} not found in namespace {namespace}; create it or fix the name"
+                    ),
+                )));
+            };
+            let part_selector = match builders::target_selector(&d) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Ok(Err((
+                        canary,
+                        reasons::INVALID_SPEC,
+                        format!("Deployment {name}: {e}"),
+                    )));
+                }
+            };
+            let copy_name = names::stable_deployment(name);
+            let copy = deployments
+                .get_opt(&copy_name)
+                .await
+                .map_err(api_error(format!("get {copy_name}")))?;
+            let recorded = status.components.iter().find(|c| &c.name == name);
+            parts.push(PartRead {
+                total: user_total(
+                    recorded.map(|c| c.target_replicas),
+                    recorded.map(|c| c.replicas.canary),
+                    spec_replicas(&d),
+                    status.phase,
+                ),
+                target: d,
+                stable: copy,
+                selector: part_selector,
+            });
+        }
+    }
     Ok(Ok(World {
         canary,
         rollout,
         target,
         stable,
         selector,
+        parts,
     }))
 }
 
@@ -467,7 +587,7 @@ async fn refuse(ctx: &Context, canary: &Canary, reason: &str, problem: &str) -> 
 /// would count a ready old pod for a new one that is still starting. Every
 /// pod that is not updated is old and may be among the ready ones, so at
 /// least `ready - (replicas - updated)` of the ready pods are new.
-fn ready_replicas(d: Option<&Deployment>) -> u32 {
+pub(super) fn ready_replicas(d: Option<&Deployment>) -> u32 {
     let Some(d) = d else { return 0 };
     let Some(st) = d.status.as_ref() else {
         return 0;
@@ -489,7 +609,7 @@ fn spec_replicas(d: &Deployment) -> u32 {
 }
 
 /// The revision stable's pods all run once its rollout finished.
-fn rolled_out(d: &Deployment) -> Option<String> {
+pub(super) fn rolled_out(d: &Deployment) -> Option<String> {
     let st = d.status.as_ref()?;
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let done = st.observed_generation >= d.metadata.generation
@@ -509,25 +629,26 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let target_now = spec_replicas(&w.target);
-    // The user's total: recorded at first sight; outside a run, a target
-    // scaled by someone else (to anything but what weir set) is the user
-    // changing it.
     let settled = matches!(
         status.phase,
         Phase::Idle | Phase::Succeeded | Phase::Aborted | Phase::Initializing
     );
-    let ours = status.replicas.map(|r| r.canary);
-    let total = match status.target_replicas {
-        None => target_now.max(1),
-        Some(_) if settled && ours == Some(0) && target_now > 0 => target_now,
-        Some(t) => t.max(1),
-    };
+    let total = user_total(
+        status.target_replicas,
+        status.replicas.map(|r| r.canary),
+        spec_replicas(&w.target),
+        status.phase,
+    );
+    let seen = w.seen();
     // A model canary's version is the model its spec asks for; a
-    // Deployment's is its template.
-    let desired_revision = match w.rollout.model_of(weir_crds::Cohort::Canary) {
-        Some(model) => model.to_string(),
-        None => desired_revision(&template, w.stable.as_ref(), &w.selector),
+    // Deployment's is its template; a graph's, its templates'.
+    let desired_revision = match (
+        w.rollout.model_of(weir_crds::Cohort::Canary),
+        &w.rollout.graph,
+    ) {
+        (Some(model), _) => model.to_string(),
+        (None, Some(g)) => graph::revision(&seen, g),
+        (None, None) => desired_revision(&template, w.stable.as_ref(), &w.selector),
     };
     let route = names::route(&namespace, &name);
     let table_generation = status.traffic.as_ref().map_or(0, |t| t.generation);
@@ -535,14 +656,19 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         Some(f) => (f.applied(&route), f.open(&route)),
         None => (Some(table_generation), None),
     };
-    // A model canary's cohorts are the same pods: the target's.
-    let ready = CohortReplicas {
-        stable: if w.rollout.is_model() {
-            ready_replicas(Some(&w.target))
-        } else {
-            ready_replicas(w.stable.as_ref())
-        },
-        canary: ready_replicas(Some(&w.target)),
+    // A model canary's cohorts are the same pods: the target's. A
+    // graph's are ready as far as its least ready component carries.
+    let ready = if seen.is_empty() {
+        CohortReplicas {
+            stable: if w.rollout.is_model() {
+                ready_replicas(Some(&w.target))
+            } else {
+                ready_replicas(w.stable.as_ref())
+            },
+            canary: ready_replicas(Some(&w.target)),
+        }
+    } else {
+        graph::ready(&seen, total)
     };
     let evidence = match &ctx.fleet {
         Some(fleet) => {
@@ -571,15 +697,19 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
     };
     let pods = Api::namespaced(ctx.client.clone(), &namespace);
     let given = status.replicas.unwrap_or_default();
-    let unready = Cohorts {
-        stable: pods::unready(
-            &pods,
-            &builders::stable_labels(&w.selector),
-            ready.stable,
-            given.stable,
-        )
-        .await,
-        canary: pods::unready(&pods, &w.selector, ready.canary, given.canary).await,
+    let unready = if seen.is_empty() {
+        Cohorts {
+            stable: pods::unready(
+                &pods,
+                &builders::stable_labels(&w.selector),
+                ready.stable,
+                given.stable,
+            )
+            .await,
+            canary: pods::unready(&pods, &w.selector, ready.canary, given.canary).await,
+        }
+    } else {
+        graph_unready(&pods, &seen, given, total).await
     };
     // A model canary's next run moves traffic only to a model every pod
     // has loaded: asked only while a run could start.
@@ -608,16 +738,67 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         unmeasured: ctx.fleet.is_none().then(|| {
             "the controller runs without --proxy-service, so no proxy reports to it".to_string()
         }),
-        stable_rolled_out: w.stable.as_ref().and_then(rolled_out),
-        stable_carries: w
-            .stable
-            .as_ref()
-            .and_then(|d| d.annotations().get(names::REVISION_ANNOTATION).cloned()),
+        stable_rolled_out: if seen.is_empty() {
+            w.stable.as_ref().and_then(rolled_out)
+        } else {
+            graph::rolled_out(&seen)
+        },
+        stable_carries: if seen.is_empty() {
+            w.stable
+                .as_ref()
+                .and_then(|d| d.annotations().get(names::REVISION_ANNOTATION).cloned())
+        } else {
+            graph::carries(&seen)
+        },
         applied_generation,
         open_streams,
         evidence,
         commands: commands::from_annotations(w.canary.annotations()),
     }
+}
+
+/// Why a graph's cohort is not ready, from its first component in start
+/// order whose pods say so.
+async fn graph_unready(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    seen: &[Seen<'_>],
+    given: CohortReplicas,
+    total: u32,
+) -> Cohorts<Option<String>> {
+    let mut out = Cohorts::<Option<String>>::default();
+    for s in seen {
+        let asked = graph::asked_of(given, total, s.total);
+        let ready = graph::ready_of(s);
+        if out.stable.is_none() {
+            let labels = builders::stable_labels(s.selector);
+            out.stable = pods::unready(pods, &labels, ready.stable, asked.stable)
+                .await
+                .map(|why| format!("{}: {why}", names::stable_deployment(&s.part.name)));
+        }
+        if out.canary.is_none() {
+            out.canary = pods::unready(pods, s.selector, ready.canary, asked.canary)
+                .await
+                .map(|why| format!("{}: {why}", s.part.name));
+        }
+    }
+    out
+}
+
+/// A graph's components as status reports them.
+fn components(seen: &[Seen<'_>], status: &CanaryStatus, total: u32) -> Vec<ComponentStatus> {
+    let asked = status.replicas.unwrap_or(CohortReplicas {
+        stable: total,
+        canary: 0,
+    });
+    seen.iter()
+        .map(|s| ComponentStatus {
+            name: s.part.name.clone(),
+            target_replicas: s.total,
+            replicas: graph::asked_of(asked, total, s.total),
+            ready: graph::ready_of(s),
+            stable_revision: s.stable.and_then(rolled_out),
+        })
+        .collect()
 }
 
 /// The revision the user wants: the target template's hash, unless the
@@ -725,37 +906,70 @@ async fn publish(ctx: &Context, canary: &Canary, plan: &Plan) {
 /// garbage-collected after it).
 async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(canary);
-    let (namespace, name) = &key;
+    let (_, name) = &key;
     if canary.spec.revert_on_deletion
         && let Some(target) = &canary.spec.target_ref
     {
-        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-        let stable = deployments
-            .get_opt(&names::stable_deployment(&target.name))
-            .await
-            .map_err(api_error("get the stable copy"))?;
         let status = canary.status.clone().unwrap_or_default();
+        // A graph's components go back too, the target last, with the
+        // replicas each had; weir's variables are taken off.
+        let graph = Rollout::new(name, &canary.spec).ok().and_then(|r| r.graph);
+        let managed: Vec<String> = graph
+            .as_ref()
+            .map(|g| g.managed_env().into_iter().map(String::from).collect())
+            .unwrap_or_default();
+        let mut each: Vec<(String, Option<u32>)> = status
+            .components
+            .iter()
+            .filter(|c| c.name != target.name)
+            .map(|c| (c.name.clone(), Some(c.target_replicas)))
+            .collect();
+        each.push((target.name.clone(), status.target_replicas));
+        for (component, recorded) in each {
+            revert(ctx, canary, &component, recorded, &managed).await?;
+        }
+    }
+    ctx.forget(&key);
+    Ok(Action::await_change())
+}
+
+/// Puts the stable version and the user's `recorded` replica count back on
+/// Deployment `target` (from its stable copy), without the graph
+/// variables `managed`.
+async fn revert(
+    ctx: &Context,
+    canary: &Canary,
+    target: &str,
+    recorded: Option<u32>,
+    managed: &[String],
+) -> Result<(), Error> {
+    let (namespace, name) = key_of(canary);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stable = deployments
+        .get_opt(&names::stable_deployment(target))
+        .await
+        .map_err(api_error("get the stable copy"))?;
+    {
         if let (Some(stable), Some(target_dep)) = (
             stable,
             deployments
-                .get_opt(&target.name)
+                .get_opt(target)
                 .await
                 .map_err(api_error("get the target"))?,
         ) {
             let selector = builders::target_selector(&target_dep).map_err(|source| {
                 DesiredError::Selector {
-                    target: target.name.clone(),
+                    target: target.to_string(),
                     source,
                 }
             })?;
+            let managed: Vec<&str> = managed.iter().map(String::as_str).collect();
             let template = stable
                 .spec
                 .as_ref()
-                .map(|s| builders::unlabel_stable(&s.template, &selector))
+                .map(|s| graph::strip(&builders::unlabel_stable(&s.template, &selector), &managed))
                 .unwrap_or_default();
-            let replicas = status
-                .target_replicas
-                .unwrap_or_else(|| spec_replicas(&stable));
+            let replicas = recorded.unwrap_or_else(|| spec_replicas(&stable));
             // A replace with the resourceVersion just read: the template is
             // swapped whole (a merge would keep the canary's extra fields),
             // and a concurrent edit fails the call, which is retried.
@@ -766,9 +980,9 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
             }
             reverted.status = None;
             deployments
-                .replace(&target.name, &PostParams::default(), &reverted)
+                .replace(target, &PostParams::default(), &reverted)
                 .await
-                .map_err(api_error(format!("revert target {}", target.name)))?;
+                .map_err(api_error(format!("revert target {target}")))?;
             if let Err(e) = events::record(
                 &ctx.client,
                 canary,
@@ -776,8 +990,7 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
                 false,
                 reasons::REVERTED,
                 &format!(
-                    "Canary deleted: {} runs the stable version again with {replicas} replicas",
-                    target.name
+                    "Canary deleted: {target} runs the stable version again with {replicas} replicas"
                 ),
             )
             .await
@@ -786,8 +999,7 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
-    ctx.forget(&key);
-    Ok(Action::await_change())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -183,8 +183,13 @@ async fn reconcile_all(client: &Client, settings: &Settings, ctx: Arc<Context>) 
                 .collect();
             let name = d.name_any();
             refs.extend(store.state().iter().filter_map(|c| {
+                let component = c
+                    .spec
+                    .graph
+                    .as_ref()
+                    .is_some_and(|g| g.components.iter().any(|p| p.name == name));
                 let targets = c.namespace().as_deref() == Some(namespace.as_str())
-                    && c.spec.target_ref.as_ref().is_some_and(|t| t.name == name);
+                    && (component || c.spec.target_ref.as_ref().is_some_and(|t| t.name == name));
                 targets.then(|| ObjectRef::from_obj(c.as_ref()))
             }));
             refs

@@ -210,6 +210,37 @@ async fn invalid_canaries_are_rejected_naming_the_field() {
             vec!["spec.route.pathPrefix", "should match '^/'"],
         ),
         (
+            "a graph whose order comes back to a component (a cycle)",
+            json!({"graph": {"components": [{"name": "decode"}, {"name": "prefill"}],
+                             "order": ["decode", "prefill", "decode"]}}),
+            vec!["spec.graph.order[2]", "Duplicate value"],
+        ),
+        (
+            "a graph whose order names an unknown component",
+            json!({"graph": {"components": [{"name": "decode"}],
+                             "order": ["decode", "router"]}}),
+            vec![
+                "spec.graph.order",
+                "names a component that is neither targetRef.name nor in graph.components",
+            ],
+        ),
+        (
+            "a graph whose order leaves a component out",
+            json!({"graph": {"components": [{"name": "decode"}, {"name": "prefill"}],
+                             "order": ["decode", "chat-frontend"]}}),
+            vec!["spec.graph.order", "must name every component once"],
+        ),
+        (
+            "a graph that lists its target as a worker",
+            json!({"graph": {"components": [{"name": "chat-frontend"}]}}),
+            vec!["spec.graph.components", "the serving component is targetRef"],
+        ),
+        (
+            "a graph URL without a port",
+            json!({"graph": {"components": [{"name": "decode", "urlEnv": "DECODE_URL"}]}}),
+            vec!["spec.graph.components[0]", "urlEnv needs the port"],
+        ),
+        (
             "a step that is two steps",
             json!({"strategy": {"canary": {"steps": [{"setWeight": 5, "pause": {}}]}}}),
             vec![
@@ -273,7 +304,14 @@ async fn valid_variants_and_the_examples_are_accepted() {
     kubernetes.metadata.name = Some("chat-kubernetes".into());
     weir_controller::engine::Rollout::new("chat", &kubernetes.spec)
         .expect("the controller accepts the Kubernetes example");
-    for c in [blue_green, fixed, local, kubernetes] {
+    let example = std::fs::read_to_string(repo_root().join("examples/canary-graph.yaml"))
+        .expect("read examples/canary-graph.yaml");
+    let mut graph: Canary = serde_saphyr::from_str(&example).expect("the example parses");
+    graph.metadata.namespace = None;
+    graph.metadata.name = Some("chat-graph".into());
+    weir_controller::engine::Rollout::new("chat", &graph.spec)
+        .expect("the controller accepts the graph example");
+    for c in [blue_green, fixed, local, kubernetes, graph] {
         let name = c.metadata.name.clone().unwrap_or_default();
         let created = api
             .create(&PostParams::default(), &c)
