@@ -221,6 +221,32 @@ impl View {
             })
             .filter(|r| r.deployment.is_some() || r.wanted.is_some())
             .collect();
+        // A graph: each component's two Deployments, in start order, as
+        // the controller last saw them.
+        let replicas = if status.components.is_empty() {
+            replicas
+        } else {
+            status
+                .components
+                .iter()
+                .flat_map(|c| {
+                    [
+                        CohortReplicasView {
+                            cohort: Cohort::Stable,
+                            deployment: Some(names::stable_deployment(&c.name)),
+                            wanted: Some(c.replicas.stable),
+                            ready: Some(c.ready.stable),
+                        },
+                        CohortReplicasView {
+                            cohort: Cohort::Canary,
+                            deployment: Some(c.name.clone()),
+                            wanted: Some(c.replicas.canary),
+                            ready: Some(c.ready.canary),
+                        },
+                    ]
+                })
+                .collect()
+        };
         let uid = canary.metadata.uid.as_deref();
         let mut events: Vec<EventView> = observed
             .events
@@ -880,6 +906,35 @@ mod tests {
         let text = render(&view, at(200).0);
         assert!(
             text.contains("the spec cannot run: spec.analysis.interval"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_graph_shows_each_component_in_start_order() {
+        let mut status = progressing();
+        status["components"] = serde_json::json!([
+            {"name": "decode", "targetReplicas": 2,
+             "replicas": {"stable": 2, "canary": 1}, "ready": {"stable": 2, "canary": 1}},
+            {"name": "frontend", "targetReplicas": 2,
+             "replicas": {"stable": 2, "canary": 1}, "ready": {"stable": 2, "canary": 0}},
+        ]);
+        let text = render(&View::new(&observed(canary(status))), at(200).0);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Replicas:"))
+            .skip(2)
+            .take(4)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["stable", "decode-stable", "2", "2"],
+                ["canary", "decode", "1", "1"],
+                ["stable", "frontend-stable", "2", "2"],
+                ["canary", "frontend", "1", "0"],
+            ],
             "{text}"
         );
     }

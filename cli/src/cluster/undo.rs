@@ -348,6 +348,19 @@ pub fn undo(args: &UndoArgs) -> Result<Code> {
         if canary.spec.models.is_some() {
             return undo_model(&cluster, &canary, args.to_revision).await;
         }
+        if let Some(graph) = &canary.spec.graph {
+            // Its history would be one template per component; weir keeps
+            // single templates only.
+            let names: Vec<&str> = graph.components.iter().map(|c| c.name.as_str()).collect();
+            bail!(
+                "canary {} rolls out a graph ({} and {}): weir undo keeps no history of graphs yet; \
+                 put the previous templates back on those Deployments (kubectl rollout undo on each, \
+                 or your manifests) and weir starts a run of them",
+                args.name,
+                target_name(&canary)?,
+                names.join(", ")
+            );
+        }
         let target = target_name(&canary)?;
         let revisions = revisions(&cluster, &args.name).await?;
         let status = canary.status.clone().unwrap_or_default();

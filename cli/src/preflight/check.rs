@@ -46,6 +46,8 @@ pub mod names {
     pub const TARGET: &str = "target";
     /// The proxies' Service has ready replicas that answer.
     pub const PROXY: &str = "proxy";
+    /// A graph canary's other components (each found and probed).
+    pub const GRAPH: &str = "graph";
     /// Nodes with allocatable `nvidia.com/gpu`.
     pub const GPU_NODES: &str = "gpu-nodes";
     /// Spare GPUs for the rollout's peak.
@@ -101,7 +103,7 @@ impl Check {
         Check::new(check, Status::Skip, detail, "")
     }
 
-    fn new(
+    pub fn new(
         check: impl Into<String>,
         status: Status,
         detail: impl Into<String>,

@@ -348,10 +348,135 @@ pub struct Plan {
     pub held: u32,
     /// GPUs per pod of the target.
     pub gpus_per_pod: u32,
+    /// A graph canary: every component, the target included (the phases
+    /// are in the target's replicas, `total` of them; each component
+    /// holds its share, `weir_controller::engine::graph::scaled`).
+    pub graph: Vec<Component>,
+    /// The target's replicas (the phases' scale).
+    pub total: u32,
+}
+
+/// One component of a graph, for the capacity check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    /// Its Deployment.
+    pub name: String,
+    /// The replicas the user asked of it.
+    pub total: u32,
+    /// Pods both its cohorts hold now.
+    pub held: u32,
+    /// GPUs per pod.
+    pub gpus_per_pod: u32,
+}
+
+/// A graph's pods of `c` in `phase` (the surge of a rolling update is
+/// one copy's at a time; counted for every component, as the worst case).
+fn component_pods(phase: &Phase, total: u32, c: &Component) -> u32 {
+    use weir_controller::engine::graph::scaled;
+    scaled(phase.stable, total, c.total)
+        + scaled(phase.canary, total, c.total)
+        + scaled(phase.surge, total, c.total)
+}
+
+/// The verdict on spare capacity for a graph: at the phase that holds the
+/// most GPUs, the pods each component adds are placed on the nodes' free
+/// GPUs, largest pods first (a pod needs all its GPUs on one node).
+fn graph_capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
+    let gpus = |phase: &Phase| -> u32 {
+        plan.graph
+            .iter()
+            .map(|c| component_pods(phase, plan.total, c) * c.gpus_per_pod)
+            .sum()
+    };
+    if plan.graph.iter().all(|c| c.gpus_per_pod == 0) {
+        return Check::skip(
+            names::GPU_CAPACITY,
+            "no component of the graph requests nvidia.com/gpu",
+        );
+    }
+    let nodes = match nodes {
+        Ok(n) => n,
+        Err(e) => return e.warn(names::GPU_CAPACITY, "the nodes and their pods"),
+    };
+    let Some(peak) = plan
+        .phases
+        .iter()
+        .fold(None, |best: Option<&Phase>, p| match best {
+            Some(b) if gpus(b) >= gpus(p) => Some(b),
+            _ => Some(p),
+        })
+    else {
+        return Check::skip(names::GPU_CAPACITY, "the rollout has no phases");
+    };
+    let mut extra: Vec<(&Component, u32)> = plan
+        .graph
+        .iter()
+        .filter(|c| c.gpus_per_pod > 0)
+        .map(|c| {
+            (
+                c,
+                component_pods(peak, plan.total, c).saturating_sub(c.held),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    extra.sort_by_key(|(c, _)| std::cmp::Reverse(c.gpus_per_pod));
+    let mut free: Vec<u32> = nodes
+        .iter()
+        .filter(|n| n.usable)
+        .map(GpuNode::free)
+        .collect();
+    let mut unplaced: Vec<String> = Vec::new();
+    for (c, n) in &extra {
+        let mut left = *n;
+        for f in free.iter_mut() {
+            while left > 0 && *f >= c.gpus_per_pod {
+                *f -= c.gpus_per_pod;
+                left -= 1;
+            }
+        }
+        if left > 0 {
+            unplaced.push(format!(
+                "{left} pod(s) of {} ({} GPUs each)",
+                c.name, c.gpus_per_pod
+            ));
+        }
+    }
+    let wanted: Vec<String> = extra
+        .iter()
+        .map(|(c, n)| format!("{n} of {} ({} GPUs each)", c.name, c.gpus_per_pod))
+        .collect();
+    let at_peak = format!(
+        "at its peak, {}, the graph holds {} nvidia.com/gpu over its components; the pods it adds: {}",
+        peak.name,
+        gpus(peak),
+        if wanted.is_empty() {
+            "none".to_string()
+        } else {
+            wanted.join(", ")
+        }
+    );
+    if unplaced.is_empty() {
+        return Check::pass(
+            names::GPU_CAPACITY,
+            format!("{at_peak}: GPU nodes have room"),
+        );
+    }
+    Check::fail(
+        names::GPU_CAPACITY,
+        format!(
+            "{at_peak}, but no node has room for {}",
+            unplaced.join(", ")
+        ),
+        "add GPU node capacity, or use promotion: {strategy: Recreate} to need no surge",
+    )
 }
 
 /// The verdict on spare capacity for `plan` on `nodes`.
 pub fn capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
+    if !plan.graph.is_empty() {
+        return graph_capacity(plan, nodes);
+    }
     let per_pod = plan.gpus_per_pod;
     if per_pod == 0 {
         return Check::skip(
@@ -559,6 +684,8 @@ mod tests {
             }],
             held: 4,
             gpus_per_pod: 2,
+            graph: Vec::new(),
+            total: 4,
         };
         // 4 more pods of 2 GPUs: 3 + 3 + 2 free GPUs hold only 1 + 1 + 1.
         let tight = Ok(vec![node("a", 8, 5), node("b", 8, 5), node("c", 2, 0)]);
@@ -572,6 +699,58 @@ mod tests {
         assert_eq!(capacity(&plan, &roomy).status, Status::Pass);
         let cpu = Plan {
             gpus_per_pod: 0,
+            ..plan
+        };
+        assert_eq!(capacity(&cpu, &roomy).status, Status::Skip);
+    }
+
+    #[test]
+    fn a_graph_places_each_components_new_pods_largest_first() {
+        let component = |name: &str, total: u32, gpus: u32| Component {
+            name: name.into(),
+            total,
+            held: total,
+            gpus_per_pod: gpus,
+        };
+        // Promotion: the canary graph at full size beside stable, no surge.
+        let plan = Plan {
+            phases: vec![Phase {
+                stage: Stage::Promotion,
+                name: "promotion (Recreate)".into(),
+                stable: 2,
+                canary: 2,
+                surge: 0,
+            }],
+            held: 2,
+            gpus_per_pod: 0,
+            graph: vec![
+                component("frontend", 2, 0),
+                component("prefill", 2, 2),
+                component("decode", 4, 4),
+            ],
+            total: 2,
+        };
+        // 4 decode pods of 4 GPUs and 2 prefill pods of 2: 20 GPUs more.
+        let roomy = Ok(vec![node("a", 16, 0), node("b", 8, 4)]);
+        let got = capacity(&plan, &roomy);
+        assert_eq!(got.status, Status::Pass, "{got:?}");
+        assert!(got.detail.contains("holds 40 nvidia.com/gpu"), "{got:?}");
+        assert!(
+            got.detail
+                .contains("4 of decode (4 GPUs each), 2 of prefill"),
+            "{got:?}"
+        );
+        // 20 free GPUs in all, but one decode pod fits on no node.
+        let split = Ok(vec![node("a", 11, 0), node("b", 3, 0), node("c", 6, 0)]);
+        let got = capacity(&plan, &split);
+        assert_eq!(got.status, Status::Fail, "{got:?}");
+        assert!(
+            got.detail
+                .contains("no node has room for 1 pod(s) of decode"),
+            "{got:?}"
+        );
+        let cpu = Plan {
+            graph: vec![component("frontend", 2, 0)],
             ..plan
         };
         assert_eq!(capacity(&cpu, &roomy).status, Status::Skip);

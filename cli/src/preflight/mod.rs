@@ -332,11 +332,79 @@ async fn canary_checks(
     let held = status
         .replicas
         .map_or(target_replicas, |r| r.stable + r.canary);
+    let mut graph = Vec::new();
+    if let Some(g) = &rollout.graph {
+        let mut missing = Vec::new();
+        for part in &g.parts {
+            let (read, d) = if part.serves {
+                (None, Some(target.clone()))
+            } else {
+                let read = gather::deployment(cluster, &part.name).await;
+                let d = read.as_ref().ok().and_then(Option::as_ref).cloned();
+                (Some(read), d)
+            };
+            if let Some(read) = &read {
+                let check = target::target(read, &part.name, &cluster.namespace, *port);
+                if check.status != Status::Pass {
+                    missing.push(check);
+                }
+            }
+            let Some(d) = d else { continue };
+            graph.push(component_of(
+                &part.name,
+                &d,
+                &status,
+                part.serves,
+                total,
+                held,
+            ));
+        }
+        out.push(target::graph(g, missing));
+    }
     Some(Ok(gpu::Plan {
         phases: gpu::phases(&rollout, total, status.replicas.is_some()),
         held,
         gpus_per_pod,
+        graph,
+        total,
     }))
+}
+
+/// One component of a graph for the GPU plan: the user's count and the
+/// pods both cohorts hold, as status recorded them (the target's from
+/// the Canary's own fields).
+fn component_of(
+    name: &str,
+    d: &Deployment,
+    status: &weir_crds::CanaryStatus,
+    serves: bool,
+    total: u32,
+    held: u32,
+) -> gpu::Component {
+    let spec = d.spec.as_ref();
+    let pod = spec.and_then(|s| s.template.spec.as_ref());
+    let gpus_per_pod = pod.map_or(0, |p| {
+        gpu::pod_gpus(
+            &p.containers,
+            p.init_containers.as_deref().unwrap_or_default(),
+        )
+    });
+    let now = spec
+        .and_then(|s| s.replicas)
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(1);
+    let recorded = status.components.iter().find(|c| c.name == name);
+    let (total, held) = match (serves, recorded) {
+        (true, _) => (total, held),
+        (false, Some(c)) => (c.target_replicas, c.replicas.stable + c.replicas.canary),
+        (false, None) => (now, now),
+    };
+    gpu::Component {
+        name: name.to_string(),
+        total,
+        held,
+        gpus_per_pod,
+    }
 }
 
 #[cfg(test)]

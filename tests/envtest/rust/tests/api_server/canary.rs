@@ -233,7 +233,10 @@ async fn invalid_canaries_are_rejected_naming_the_field() {
         (
             "a graph that lists its target as a worker",
             json!({"graph": {"components": [{"name": "chat-frontend"}]}}),
-            vec!["spec.graph.components", "the serving component is targetRef"],
+            vec![
+                "spec.graph.components",
+                "the serving component is targetRef",
+            ],
         ),
         (
             "a graph URL without a port",

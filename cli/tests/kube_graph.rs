@@ -1,0 +1,570 @@
+//! A graph canary on the real control plane (see tests/stack): a frontend,
+//! prefill workers and decode workers as three Deployments, the way a
+//! Dynamo graph or a vLLM/SGLang prefill-decode pair runs without its
+//! operator. Each pod is `weir sim`: decode answers, prefill and the
+//! frontend forward every request to the URL weir gives their cohort
+//! (`DECODE_URL`, `PREFILL_URL`), and every pod counts requests by the
+//! generation (`DYN_NAMESPACE`) of the pod that sent them. The cluster has
+//! no DNS, so the forwarding sims resolve Service names through the API
+//! server's EndpointSlices (what cluster DNS and kube-proxy do).
+//!
+//! What it shows: a new decode version is one new revision of the graph;
+//! the canary's components start in the order the resource gives (decode,
+//! prefill, frontend: not the order they are listed in), each ready before
+//! the next grows and all before any traffic moves; promotion updates the
+//! stable copies in that order, each rolled out before the next. A slower
+//! decode version is aborted on TTFT measured at the frontend, traffic back
+//! on stable before any canary component shrinks, then the frontend,
+//! prefill and decode scale down in that order. Throughout, no request
+//! crosses from one generation to another.
+//!
+//! The timeline is read from watches of the Deployments and the Canary,
+//! ordered by resourceVersion: the test control plane has one etcd, whose
+//! revision orders every write across kinds.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use weir_crds::{Canary, Phase, names};
+use weir_envtest::TestEnv;
+use weir_test_kit::poll::until;
+
+mod common;
+mod stack;
+
+use stack::{PATIENCE, proxy, proxy_service, wait_phase};
+
+/// The three components in start order.
+const ORDER: [&str; 3] = ["decode", "prefill", "frontend"];
+
+/// A component's Deployment: one pod of `args`, selected by `app: NAME`.
+fn component(name: &str, image: &str, args: &[&str]) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [weir_envtest::sim_container(image, args)]
+                }
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
+
+/// Decode workers: they answer, counting who asked.
+fn decode_args(ttft: &str) -> Vec<String> {
+    [
+        "--ttft",
+        ttft,
+        "--ttft-sigma",
+        "0.1",
+        "--itl",
+        "3ms",
+        "--tokens",
+        "12",
+        "--generation-env",
+        "DYN_NAMESPACE",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Prefill and the frontend: they forward to the URL in `var`.
+fn forward_args(env: &TestEnv, var: &str) -> Vec<String> {
+    vec![
+        "--forward-env".into(),
+        var.into(),
+        "--generation-env".into(),
+        "DYN_NAMESPACE".into(),
+        "--services-kubeconfig".into(),
+        env.kubeconfig().display().to_string(),
+        "--services-namespace".into(),
+        env.namespace.clone(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// One write the watches saw, by etcd revision.
+#[derive(Debug, Clone)]
+enum Seen {
+    Deployment {
+        name: String,
+        spec: i32,
+        pods: i32,
+        ready: i32,
+        /// The controller has seen the current spec and every pod is on
+        /// it and ready.
+        rolled_out: bool,
+        revision: Option<String>,
+    },
+    Canary {
+        phase: Phase,
+        weight: f64,
+    },
+}
+
+/// The watches' record of one namespace.
+struct Timeline {
+    seen: Arc<Mutex<Vec<(u64, Seen)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn rv(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    meta.resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Timeline {
+    fn start(client: &Client, namespace: &str) -> Timeline {
+        let seen: Arc<Mutex<Vec<(u64, Seen)>>> = Arc::default();
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+        let canaries: Api<Canary> = Api::namespaced(client.clone(), namespace);
+        let into = Arc::clone(&seen);
+        let d = tokio::spawn(async move {
+            let mut stream = watcher(deployments, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(d)) = stream.next().await {
+                let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.clone().unwrap_or_default();
+                let pods = st.replicas.unwrap_or(0);
+                let ready = st.ready_replicas.unwrap_or(0);
+                let rolled_out = st.observed_generation == d.metadata.generation
+                    && st.updated_replicas.unwrap_or(0) == spec
+                    && ready == spec
+                    && pods == spec;
+                let entry = Seen::Deployment {
+                    name: d.name_any(),
+                    spec,
+                    pods,
+                    ready,
+                    rolled_out,
+                    revision: d.annotations().get(names::REVISION_ANNOTATION).cloned(),
+                };
+                into.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((rv(&d.metadata), entry));
+            }
+        });
+        let into = Arc::clone(&seen);
+        let c = tokio::spawn(async move {
+            let mut stream = watcher(canaries, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(c)) = stream.next().await {
+                let status = c.status.clone().unwrap_or_default();
+                into.lock().unwrap_or_else(PoisonError::into_inner).push((
+                    rv(&c.metadata),
+                    Seen::Canary {
+                        phase: status.phase,
+                        weight: status.canary_weight,
+                    },
+                ));
+            }
+        });
+        Timeline {
+            seen,
+            tasks: vec![d, c],
+        }
+    }
+
+    /// Everything seen, in etcd order.
+    fn all(&self) -> Vec<(u64, Seen)> {
+        let mut all = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        all.sort_by_key(|(rv, _)| *rv);
+        all
+    }
+
+    /// The revision of the first write after `after` that `pred` accepts.
+    fn first(&self, after: u64, what: &str, pred: impl Fn(&Seen) -> bool) -> u64 {
+        let all = self.all();
+        all.iter()
+            .find(|(rv, s)| *rv > after && pred(s))
+            .map(|(rv, _)| *rv)
+            .unwrap_or_else(|| panic!("never seen after {after}: {what}\n{}", show(&all)))
+    }
+}
+
+fn show(all: &[(u64, Seen)]) -> String {
+    all.iter()
+        .map(|(rv, s)| format!("{rv} {s:?}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn deployment<'a>(s: &'a Seen, wanted: &str) -> Option<(i32, i32, i32, bool, Option<&'a str>)> {
+    match s {
+        Seen::Deployment {
+            name,
+            spec,
+            pods,
+            ready,
+            rolled_out,
+            revision,
+        } if name == wanted => Some((*spec, *pods, *ready, *rolled_out, revision.as_deref())),
+        _ => None,
+    }
+}
+
+fn weight(s: &Seen) -> Option<f64> {
+    match s {
+        Seen::Canary { weight, .. } => Some(*weight),
+        _ => None,
+    }
+}
+
+/// Requests counted by every pod of the namespace, by (sender's
+/// generation, own generation), the highest count each pod reported:
+/// polled while the test runs, since pods that go take their counters.
+#[derive(Default)]
+struct Crossings {
+    by_pod: Mutex<BTreeMap<String, BTreeMap<(String, String), f64>>>,
+}
+
+impl Crossings {
+    async fn poll(&self, client: &Client, namespace: &str) {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let Ok(list) = pods.list(&ListParams::default()).await else {
+            return;
+        };
+        let http = reqwest::Client::new();
+        for pod in list.items {
+            let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                continue;
+            };
+            let url = format!("http://{ip}:{}/metrics", weir_envtest::SIM_PORT);
+            let Ok(answer) = http
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(1))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(text) = answer.text().await else {
+                continue;
+            };
+            let counts = generation_counts(&text);
+            let mut by_pod = self.by_pod.lock().unwrap_or_else(PoisonError::into_inner);
+            let mine = by_pod.entry(pod.name_any()).or_default();
+            for (key, n) in counts {
+                let e = mine.entry(key).or_insert(0.0);
+                *e = e.max(n);
+            }
+        }
+    }
+
+    /// Totals over every pod: (sender, own) -> requests.
+    fn totals(&self) -> BTreeMap<(String, String), f64> {
+        let mut out = BTreeMap::new();
+        for counts in self
+            .by_pod
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            for (k, n) in counts {
+                *out.entry(k.clone()).or_insert(0.0) += n;
+            }
+        }
+        out
+    }
+}
+
+/// `weir_sim_generation_requests_total{from="a",own="b"} N` lines.
+fn generation_counts(text: &str) -> Vec<((String, String), f64)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("weir_sim_generation_requests_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once("} ")?;
+            let label = |name: &str| {
+                let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+                let rest = &labels[start..];
+                Some(rest[..rest.find('"')?].to_string())
+            };
+            Some(((label("from")?, label("own")?), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn set_decode(deployments: &Api<Deployment>, image: &str, args: &[String]) {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "vllm", "image": image, "args": args}
+    ]}}}});
+    deployments
+        .patch("decode", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .expect("a new decode version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order() {
+    let env = TestEnv::on_cluster("kube-graph").await;
+    let ns = env.namespace.clone();
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &ns);
+    let timeline = Timeline::start(&env.client, &ns);
+    for d in [
+        component("decode", "decode:v1", &strs(&decode_args("60ms"))),
+        component(
+            "prefill",
+            "prefill:v1",
+            &strs(&forward_args(&env, "DECODE_URL")),
+        ),
+        component(
+            "frontend",
+            "frontend:v1",
+            &strs(&forward_args(&env, "PREFILL_URL")),
+        ),
+    ] {
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("component");
+    }
+    let proxies = [
+        proxy(&env.client, &ns, 0).await,
+        proxy(&env.client, &ns, 1).await,
+    ];
+    proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
+    let canary = weir_envtest::canary("chat")
+        .judged_fast()
+        .steps(json!([
+            {"setWeight": 50},
+            {"analysis": {"minDuration": "3s", "maxDuration": "80s"}}
+        ]))
+        .spec(json!({
+            "targetRef": {"name": "frontend"},
+            "graph": {
+                // Listed prefill first: the order below is what counts.
+                "components": [
+                    {"name": "prefill", "port": 8000, "urlEnv": "PREFILL_URL"},
+                    {"name": "decode", "port": 8000, "urlEnv": "DECODE_URL"}
+                ],
+                "order": ORDER,
+                "isolation": {"env": "DYN_NAMESPACE"}
+            },
+            "progressDeadlineSeconds": 180
+        }))
+        .build();
+    let canaries = Api::<Canary>::namespaced(env.client.clone(), &ns);
+    canaries
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("canary");
+    let _controller = controller(&env);
+
+    // Adoption: the stable copies serve before anything else happens.
+    let idle = wait_phase(&env.client, &ns, "chat", Phase::Idle).await;
+    let first = idle.stable_revision.clone().expect("a stable revision");
+    for name in ORDER {
+        weir_envtest::cluster::rolled_out(&env.client, &ns, &names::stable_deployment(name), 1)
+            .await
+            .expect("the stable copy rolled out");
+    }
+    let crossings = Arc::new(Crossings::default());
+    let poller = {
+        let (client, ns, crossings) = (env.client.clone(), ns.clone(), Arc::clone(&crossings));
+        tokio::spawn(async move {
+            loop {
+                crossings.poll(&client, &ns).await;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let _load: Vec<common::Proc> = proxies
+        .iter()
+        .map(|p| stack::load(&p.url(), 25, 400, &[]))
+        .collect();
+    until("stable serves through the graph", PATIENCE, || async {
+        crossings.poll(&env.client, &ns).await;
+        let totals = crossings.totals();
+        let own = weir_controller::engine::graph::generation("chat", &first);
+        (totals.get(&(own.clone(), own)).copied().unwrap_or(0.0) > 20.0).then_some(())
+    })
+    .await;
+
+    // A new decode version: one new revision of the whole graph.
+    let released = rv(&deployments.get("decode").await.expect("decode").metadata);
+    set_decode(&deployments, "decode:v2", &decode_args("60ms")).await;
+    let done = wait_phase(&env.client, &ns, "chat", Phase::Succeeded).await;
+    let second = done.stable_revision.clone().expect("promoted");
+    assert_ne!(second, first);
+    assert_eq!(done.components.len(), 3, "{:?}", done.components);
+    let t = &timeline;
+    // The canary's components: each asked for only once the one before
+    // is ready, all ready before any traffic moves.
+    let mut ready_at = Vec::new();
+    for (i, name) in ORDER.iter().enumerate() {
+        let grown = t.first(released, &format!("{name} scaled up"), |s| {
+            deployment(s, name).is_some_and(|(spec, ..)| spec > 0)
+        });
+        if let Some(&before) = ready_at.last() {
+            assert!(
+                grown > before,
+                "{name} grew at {grown}, before {} was ready at {before}\n{}",
+                ORDER[i - 1],
+                show(&t.all())
+            );
+        }
+        let ready = t.first(grown, &format!("{name} ready"), |s| {
+            deployment(s, name)
+                .is_some_and(|(spec, _, ready, rolled, _)| spec > 0 && ready >= spec && rolled)
+        });
+        ready_at.push(ready);
+    }
+    let moved = t.first(released, "canary traffic", |s| {
+        weight(s).is_some_and(|w| w > 0.0)
+    });
+    assert!(
+        moved > ready_at[2],
+        "traffic moved at {moved}, the graph was ready at {}\n{}",
+        ready_at[2],
+        show(&t.all())
+    );
+    // Promotion: each stable copy takes the new version only once the one
+    // before it rolled it out.
+    let mut rolled_at = moved;
+    for name in ORDER {
+        let copy = names::stable_deployment(name);
+        let taken = t.first(moved, &format!("{copy} takes {second}"), |s| {
+            deployment(s, &copy).is_some_and(|(.., rev)| rev == Some(second.as_str()))
+        });
+        assert!(
+            taken > rolled_at,
+            "{copy} took the new version at {taken}, before the copy before it rolled out at {rolled_at}\n{}",
+            show(&t.all())
+        );
+        rolled_at = t.first(taken, &format!("{copy} rolled out"), |s| {
+            deployment(s, &copy)
+                .is_some_and(|(.., rolled, rev)| rolled && rev == Some(second.as_str()))
+        });
+    }
+
+    // A slower decode version: aborted on the time to first token the
+    // proxies measure in front of the frontend.
+    until("the promoted run's canary is gone", PATIENCE, || async {
+        let all = deployments.list(&ListParams::default()).await.ok()?;
+        all.items
+            .iter()
+            .filter(|d| ORDER.contains(&d.name_any().as_str()))
+            .all(|d| d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0)
+            .then_some(())
+    })
+    .await;
+    let released = rv(&deployments.get("decode").await.expect("decode").metadata);
+    set_decode(&deployments, "decode:v3", &decode_args("240ms")).await;
+    let aborted = wait_phase(&env.client, &ns, "chat", Phase::Aborted).await;
+    let abort = aborted.abort.as_ref().expect("the abort is recorded");
+    assert!(abort.message.contains("ttft"), "{}", abort.message);
+    assert_eq!(aborted.stable_revision.as_deref(), Some(second.as_str()));
+    let moved = t.first(released, "canary traffic", |s| {
+        weight(s).is_some_and(|w| w > 0.0)
+    });
+    let back = t.first(
+        moved,
+        "aborted, traffic back on stable",
+        |s| matches!(s, Seen::Canary { phase: Phase::Aborted, weight } if *weight == 0.0),
+    );
+    // Scale-down in reverse: each component only once the one after it
+    // has no pods left, and none before traffic is back on stable.
+    let mut gone_at = back;
+    for name in ORDER.iter().rev() {
+        let shrunk = t.first(moved, &format!("{name} scaled down"), |s| {
+            deployment(s, name).is_some_and(|(spec, ..)| spec == 0)
+        });
+        assert!(
+            shrunk > gone_at,
+            "{name} shrank at {shrunk}, before {gone_at}\n{}",
+            show(&t.all())
+        );
+        gone_at = t.first(shrunk, &format!("{name} has no pods"), |s| {
+            deployment(s, name).is_some_and(|(spec, pods, ..)| spec == 0 && pods == 0)
+        });
+    }
+    for p in &proxies {
+        until("the proxy is back on stable", PATIENCE, || async {
+            let (weight, _) = p.canary_weight(&ns, "chat").await?;
+            (weight == 0.0).then_some(())
+        })
+        .await;
+    }
+
+    // Isolation: every request any pod got came from its own generation,
+    // and each generation served a share of the run.
+    poller.abort();
+    crossings.poll(&env.client, &ns).await;
+    let totals = crossings.totals();
+    let crossed: Vec<_> = totals
+        .iter()
+        .filter(|((from, own), n)| from != own && **n > 0.0)
+        .collect();
+    assert!(
+        crossed.is_empty(),
+        "requests crossed generations: {crossed:?}"
+    );
+    for rev in [&first, &second] {
+        let g = weir_controller::engine::graph::generation("chat", rev);
+        let n = totals.get(&(g.clone(), g.clone())).copied().unwrap_or(0.0);
+        assert!(n > 20.0, "generation {g} served {n}: {totals:?}");
+    }
+    let v3 = aborted
+        .canary_revision
+        .clone()
+        .expect("the aborted revision");
+    let g = weir_controller::engine::graph::generation("chat", &v3);
+    assert!(
+        totals.get(&(g.clone(), g.clone())).copied().unwrap_or(0.0) > 0.0,
+        "the slow version served some requests: {totals:?}"
+    );
+}
+
+fn controller(env: &TestEnv) -> weir_controller::kube::run::Handle {
+    use weir_controller::kube::fleet::ProxyService;
+    use weir_controller::kube::run::{Handle, Settings};
+    let (lead, leading) = tokio::sync::watch::channel(true);
+    std::mem::forget(lead);
+    let settings = Settings {
+        namespace: Some(env.namespace.clone()),
+        identity: "graph".into(),
+        proxies: Some(ProxyService {
+            namespace: env.namespace.clone(),
+            name: "weir-proxy".into(),
+            admin_port: 9090,
+        }),
+        poll_every: std::time::Duration::from_millis(500),
+        concurrency: 4,
+        notifier: None,
+    };
+    Handle::spawn(env.client.clone(), settings, leading)
+}
