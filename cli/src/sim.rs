@@ -296,18 +296,13 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        if let (Some(kubeconfig), Some(forward)) =
-            (&args.services_kubeconfig, config.forward.take())
+        if let Some(kubeconfig) = &args.services_kubeconfig
+            && let Some(forward) = &mut config.forward
+            && let Some(service) = services::service_of(forward.host())
         {
-            config.forward = Some(match services::service_of(forward.host()) {
-                Some(service) => {
-                    let endpoints =
-                        services::watch(kubeconfig, args.services_namespace.as_deref(), &service)
-                            .await?;
-                    forward.with_resolver(Arc::new(endpoints))
-                }
-                None => forward,
-            });
+            let endpoints =
+                services::watch(kubeconfig, args.services_namespace.as_deref(), &service).await?;
+            *forward = forward.clone().with_resolver(Arc::new(endpoints));
         }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
