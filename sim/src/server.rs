@@ -415,7 +415,9 @@ async fn route(
             "invalid_request_error",
             None,
         ),
-        _ if shared.upstream.is_some() => relay(shared, req, inference.is_some(), arrival).await,
+        _ if let Some(upstream) = &shared.upstream => {
+            relay(shared, upstream, req, inference.is_some(), arrival).await
+        }
         (&Method::POST, "/v1/chat/completions") => {
             completion(shared, req, Endpoint::Chat, arrival).await
         }
@@ -442,23 +444,16 @@ async fn route(
     }
 }
 
-/// Relays `req` upstream (the caller checked there is one); a completion
-/// request (`metered`) counts as a request of this server and runs from
-/// `arrival` to the end of the relayed body.
+/// Relays `req` to `upstream`; a completion request (`metered`) counts as
+/// a request of this server and runs from `arrival` to the end of the
+/// relayed body.
 async fn relay(
     shared: &Arc<Shared>,
+    upstream: &Upstream,
     req: Request<Incoming>,
     metered: bool,
     arrival: Instant,
 ) -> Response<SimBody> {
-    let Some(upstream) = &shared.upstream else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "this simulator does not forward",
-            "server_error",
-            None,
-        );
-    };
     let running = metered.then(|| {
         shared.next_index.fetch_add(1, Relaxed);
         Running::start(Arc::clone(shared), arrival, 0)
