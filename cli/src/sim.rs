@@ -47,8 +47,9 @@ events pass through one by one). /v1/models is relayed too: a frontend \
 lists what its workers serve. An unreachable upstream is a 502, a Service \
 with no ready endpoint a 503, both with an OpenAI error body and counted \
 as finished_reason=\"error\"; relayed completions are counted and timed \
-end to end, without TTFT. The latency, length, failure and model flags \
-(--ttft, --itl, --tokens, --model, --error-rate, ...) do not apply.
+end to end, without TTFT. The latency, length and failure flags (--ttft, \
+--itl, --tokens, --error-rate, ...) do not apply; --model only names the \
+metrics' model_name.
 
 Generations (--generation-env VAR, e.g. DYN_NAMESPACE): the sim's \
 generation is that variable's value. It is sent upstream as the \
