@@ -10,14 +10,26 @@
 //! add up to more than 1) is checked before the server starts, also exit
 //! 2. Ctrl-C or SIGTERM stops accepting connections and exits once open
 //! streams have finished, or after `--shutdown-grace`.
+//!
+//! `--forward` / `--forward-env` make the sim a frontend that relays every
+//! API request to a worker ([`weir_sim::forward`]); `--generation-env`
+//! gives it a generation to stamp and count by. Both read the environment
+//! a pod's controller sets (`DECODE_URL`, `DYN_NAMESPACE`), once at start:
+//! a variable that is unset or empty is a usage error naming it. Kubernetes
+//! Service names in the URL are resolved by [`services`] when
+//! `--services-kubeconfig` is given.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use weir_sim::{Framing, GpuModel, ServedModel, SimConfig};
+use weir_sim::{Forward, Framing, GpuModel, ServedModel, SimConfig};
 
 use crate::exit::Code;
+
+mod services;
 
 /// Arguments of `weir sim`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +37,35 @@ use crate::exit::Code;
 Endpoints: POST /v1/chat/completions, POST /v1/completions (streaming or not), \
 GET /v1/models, GET /health, GET /metrics (vLLM and dcgm-exporter families), \
 GET and POST /control with --control.
+
+Forwarding (--forward URL or --forward-env VAR): the sim answers nothing \
+itself. Every request but its own endpoints (/health, /metrics, /control) \
+is relayed to URL (http://HOST[:PORT][/PREFIX], the request's path and \
+query appended) with its method, body, content-type and accept, and the \
+upstream's status, content-type and body come back as they arrive (SSE \
+events pass through one by one). /v1/models is relayed too: a frontend \
+lists what its workers serve. An unreachable upstream is a 502, a Service \
+with no ready endpoint a 503, both with an OpenAI error body and counted \
+as finished_reason=\"error\"; relayed completions are counted and timed \
+end to end, without TTFT. The latency, length and failure flags (--ttft, \
+--itl, --tokens, --error-rate, ...) do not apply; --model only names the \
+metrics' model_name.
+
+Generations (--generation-env VAR, e.g. DYN_NAMESPACE): the sim's \
+generation is that variable's value. It is sent upstream as the \
+x-weir-generation header, and every completion request the sim receives, \
+answered or relayed, is counted as \
+weir_sim_generation_requests_total{from=\"<its x-weir-generation, empty \
+if none>\",own=\"<generation>\"} in /metrics.
+
+Services (--services-kubeconfig PATH [--services-namespace NS]): stands in \
+for cluster DNS and kube-proxy in test clusters. A forward URL host that \
+reads as a Service (svc, svc.ns, svc.ns.svc, svc.ns.svc.cluster.local) is \
+resolved for each request to a random ready endpoint of the Service's \
+EndpointSlices (kubernetes.io/service-name=svc, watched), at the slice port \
+equal to the URL's port, else the one named http, else the first. The \
+namespace is the host's, else NS, else the kubeconfig context's. Other \
+hosts (IP literals, localhost, other names) use the system resolver.
 
 Models: one --model NAME answers requests for any model name (echoing it). \
 Several --model flags, or one with keys, serve exactly those names, as LoRA \
@@ -131,6 +172,29 @@ pub struct Args {
     /// /control does not exist.
     #[arg(long)]
     control: bool,
+    /// Relay every API request to this upstream base URL instead of
+    /// answering it (see Forwarding below); the latency and answer flags
+    /// then do not apply.
+    #[arg(long, value_name = "URL", value_parser = forward_url, group = "upstream")]
+    forward: Option<Forward>,
+    /// As --forward, with the URL read from this environment variable at
+    /// start (unset or empty: a usage error).
+    #[arg(long, value_name = "VAR", group = "upstream")]
+    forward_env: Option<String>,
+    /// The sim's generation is this environment variable's value (unset or
+    /// empty: a usage error): sent upstream as x-weir-generation, and the
+    /// `own` label of weir_sim_generation_requests_total.
+    #[arg(long, value_name = "VAR")]
+    generation_env: Option<String>,
+    /// Resolve a Service name in the forward URL through the Kubernetes
+    /// API at this kubeconfig (see Services below): a stand-in for cluster
+    /// DNS and kube-proxy in test clusters.
+    #[arg(long, value_name = "PATH", requires = "upstream")]
+    services_kubeconfig: Option<PathBuf>,
+    /// The namespace of a Service named without one (default: the
+    /// kubeconfig context's).
+    #[arg(long, value_name = "NS", requires = "services_kubeconfig")]
+    services_namespace: Option<String>,
 }
 
 /// `--framing`: [`Framing`] as a flag value.
@@ -143,7 +207,34 @@ enum FramingArg {
 }
 
 impl Args {
-    fn config(&self) -> SimConfig {
+    /// The configuration, with `env` looking up the variables that
+    /// `--forward-env` and `--generation-env` name.
+    ///
+    /// # Errors
+    /// A usage error in words: a variable unset or empty, or holding an
+    /// unusable URL or generation.
+    fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<SimConfig, String> {
+        let read = |var: &str, flag: &str| {
+            env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("{flag} {var}: the environment variable {var} is unset or empty")
+            })
+        };
+        let forward = match (&self.forward, &self.forward_env) {
+            (Some(forward), _) => Some(forward.clone()),
+            (None, Some(var)) => {
+                let url = read(var, "--forward-env")?;
+                Some(Forward::parse(&url).map_err(|e| format!("--forward-env {var}: {e}"))?)
+            }
+            (None, None) => None,
+        };
+        let generation = self
+            .generation_env
+            .as_deref()
+            .map(|var| {
+                let value = read(var, "--generation-env")?;
+                header_value(&value).map_err(|e| format!("--generation-env {var}: {e}"))
+            })
+            .transpose()?;
         // One plain --model is today's server: any name answered. Several,
         // or one with keys, are the names served; the first one labels
         // the metrics.
@@ -154,7 +245,7 @@ impl Args {
                 all.to_vec(),
             ),
         };
-        SimConfig {
+        Ok(SimConfig {
             name: self.name.clone(),
             model,
             models,
@@ -181,13 +272,21 @@ impl Args {
                 FramingArg::LlamaCpp => Framing::LlamaCpp,
             },
             control: self.control,
-        }
+            forward,
+            generation,
+        })
     }
 }
 
 /// Runs `weir sim` until Ctrl-C or SIGTERM.
 pub fn run(args: &Args) -> Result<Code> {
-    let config = args.config();
+    let mut config = match args.config(|var| std::env::var(var).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Usage);
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("error: invalid simulator settings: {e}");
         eprintln!("  {}", fix(&e));
@@ -198,12 +297,31 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        if let Some(kubeconfig) = &args.services_kubeconfig
+            && let Some(forward) = &mut config.forward
+            && let Some(service) = services::service_of(forward.host())
+        {
+            let endpoints =
+                services::watch(kubeconfig, args.services_namespace.as_deref(), &service).await?;
+            *forward = forward.clone().with_resolver(Arc::new(endpoints));
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
+        if let Some(forward) = &config.forward {
+            let by = if forward.resolves() {
+                "a ready endpoint of its Service per request"
+            } else {
+                "the system resolver"
+            };
+            eprintln!(
+                "weir sim {:?}: forwarding on http://{addr}/v1 to {forward} (resolved by {by})",
+                config.name
+            );
+        }
         let served = if config.models.is_empty() {
             format!("{:?}", config.model)
         } else {
@@ -214,23 +332,28 @@ pub fn run(args: &Args) -> Result<Code> {
                 .collect();
             specs.join(", ")
         };
-        eprintln!(
-            "weir sim {:?}: serving {served} on http://{addr}/v1 (TTFT median {} σ {}, ITL {}, \
+        if config.forward.is_none() {
+            eprintln!(
+                "weir sim {:?}: serving {served} on http://{addr}/v1 (TTFT median {} σ {}, ITL {}, \
              {} tokens σ {}, length share {}, empty share {}, errors {}, stream errors {}, \
              tail {} ×{})",
-            config.name,
-            humantime::format_duration(config.ttft),
-            config.ttft_sigma,
-            humantime::format_duration(config.itl),
-            config.tokens,
-            config.tokens_sigma,
-            config.length_share,
-            config.empty_share,
-            config.error_rate,
-            config.stream_error_rate,
-            config.tail_prob,
-            config.tail_factor,
-        );
+                config.name,
+                humantime::format_duration(config.ttft),
+                config.ttft_sigma,
+                humantime::format_duration(config.itl),
+                config.tokens,
+                config.tokens_sigma,
+                config.length_share,
+                config.empty_share,
+                config.error_rate,
+                config.stream_error_rate,
+                config.tail_prob,
+                config.tail_factor,
+            );
+        }
+        if let Some(generation) = &config.generation {
+            eprintln!("weir sim {:?}: generation {generation:?}", config.name);
+        }
         let grace = config.shutdown_grace;
         let summary = weir_sim::serve(config, listener, async move {
             shutdown_signal().await;
@@ -291,6 +414,11 @@ fn fix(e: &weir_sim::ConfigError) -> String {
         ),
         (field, None) => format!("change --{field}"),
     }
+}
+
+/// `--forward URL`.
+fn forward_url(s: &str) -> Result<Forward, String> {
+    Forward::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--model NAME[:KEY=VALUE,...]`.
@@ -378,6 +506,10 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command};
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
     fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
         let argv = ["weir", "sim"].iter().chain(flags);
         match Cli::try_parse_from(argv)?.command {
@@ -388,19 +520,28 @@ mod tests {
 
     #[test]
     fn one_plain_model_is_todays_server() {
-        let config = parse(&[]).expect("defaults").config();
+        let config = parse(&[])
+            .expect("defaults")
+            .config(no_env)
+            .expect("config");
         assert_eq!(
             (config.model.as_str(), config.models.len()),
             ("weir-sim", 0)
         );
-        let config = parse(&["--model", "org/m"]).expect("one model").config();
+        let config = parse(&["--model", "org/m"])
+            .expect("one model")
+            .config(no_env)
+            .expect("config");
         assert_eq!(config.model, "org/m");
         assert!(config.answers_any_name());
         assert_eq!(
             config,
             SimConfig {
                 model: "org/m".into(),
-                ..parse(&[]).expect("defaults").config()
+                ..parse(&[])
+                    .expect("defaults")
+                    .config(no_env)
+                    .expect("config")
             }
         );
     }
@@ -416,7 +557,8 @@ mod tests {
             "chat-lora-v8:tokens=200,itl=13ms,length-share=0.3,ttft=80ms",
         ])
         .expect("valid")
-        .config();
+        .config(no_env)
+        .expect("config");
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.model, "chat-lora-v7");
         assert_eq!(
@@ -436,7 +578,10 @@ mod tests {
             "server-wide flags are the base"
         );
         // One model with keys is served by name alone.
-        let one = parse(&["--model", "m:tokens=3"]).expect("valid").config();
+        let one = parse(&["--model", "m:tokens=3"])
+            .expect("valid")
+            .config(no_env)
+            .expect("config");
         assert!(!one.answers_any_name());
     }
 
@@ -470,14 +615,86 @@ mod tests {
             "b:empty-share=0.5",
         ])
         .expect("each flag is fine")
-        .config();
+        .config(no_env)
+        .expect("config");
         let err = config.validate().expect_err("0.6 + 0.5 > 1");
         assert_eq!(err.model.as_deref(), Some("b"));
         assert!(fix(&err).contains("--model b:"), "{}", fix(&err));
         let twice = parse(&["--model", "a", "--model", "a"])
             .expect("parses")
-            .config();
+            .config(no_env)
+            .expect("config");
         assert!(fix(&twice.validate().expect_err("twice")).contains("repeated"));
+    }
+
+    #[test]
+    fn forward_and_generation_come_from_the_environment() {
+        let env = |var: &str| match var {
+            "DECODE_URL" => Some("http://chat-decode-canary:8000".to_string()),
+            "DYN_NAMESPACE" => Some("chat-rev2".to_string()),
+            "EMPTY" => Some(String::new()),
+            "BAD_URL" => Some("https://worker".to_string()),
+            _ => None,
+        };
+        let config = parse(&[
+            "--forward-env",
+            "DECODE_URL",
+            "--generation-env",
+            "DYN_NAMESPACE",
+        ])
+        .expect("valid")
+        .config(env)
+        .expect("set");
+        assert_eq!(
+            config.forward.map(|f| f.to_string()).as_deref(),
+            Some("http://chat-decode-canary:8000")
+        );
+        assert_eq!(config.generation.as_deref(), Some("chat-rev2"));
+        let config = parse(&["--forward", "http://127.0.0.1:9/x"])
+            .expect("valid")
+            .config(no_env)
+            .expect("no variable needed");
+        assert_eq!(config.forward.map(|f| f.port()), Some(9));
+
+        for (flags, wants) in [
+            (
+                &["--forward-env", "DECODE"][..],
+                &["--forward-env DECODE", "unset or empty"][..],
+            ),
+            (&["--forward-env", "EMPTY"], &["EMPTY", "unset or empty"]),
+            (&["--forward-env", "BAD_URL"], &["BAD_URL", "only http://"]),
+            (&["--generation-env", "G"], &["--generation-env G", "unset"]),
+        ] {
+            let err = parse(flags)
+                .expect("parses")
+                .config(env)
+                .expect_err("usage");
+            for want in wants {
+                assert!(err.contains(want), "{flags:?}: {want:?} missing from {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_flags_are_checked_by_the_parser() {
+        for flags in [
+            &["--forward", "http://a", "--forward-env", "A"][..],
+            &["--services-kubeconfig", "/k"],
+            &["--forward", "http://a", "--services-namespace", "ns"],
+            &["--forward", "https://a"],
+        ] {
+            let err = parse(flags).expect_err("refused");
+            assert_eq!(err.exit_code(), 2, "{flags:?}: {err}");
+        }
+        parse(&[
+            "--forward",
+            "http://chat-decode:8000",
+            "--services-kubeconfig",
+            "/k",
+            "--services-namespace",
+            "ns",
+        ])
+        .expect("valid");
     }
 
     #[test]

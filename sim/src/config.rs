@@ -12,6 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::forward::Forward;
 use crate::profile::{Profile, ServedModel};
 
 /// How a simulated server answers.
@@ -81,6 +82,15 @@ pub struct SimConfig {
     /// (a running version that turns slow, for tests and demos). Off, the
     /// path does not exist.
     pub control: bool,
+    /// Relay every API request to this upstream instead of answering it
+    /// ([`crate::forward`]): the latency, length and failure fields then
+    /// apply to nothing. `None`: answer.
+    pub forward: Option<Forward>,
+    /// The generation this sim belongs to (a Dynamo namespace, a
+    /// revision): stamped on the requests it relays and the `own` label of
+    /// [`crate::metrics::GENERATION_REQUESTS`], which it exposes only when
+    /// set. Printable ASCII (it is sent as a header).
+    pub generation: Option<String>,
 }
 
 /// Whose stream framing the simulator copies. Clients of the OpenAI API
@@ -151,6 +161,8 @@ impl Default for SimConfig {
             keep_alive: Duration::from_secs(5),
             framing: Framing::OpenAi,
             control: false,
+            forward: None,
+            generation: None,
         }
     }
 }
@@ -266,6 +278,16 @@ impl SimConfig {
                     ..e
                 })?;
         }
+        if let Some(generation) = &self.generation
+            && (generation.is_empty() || !generation.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        {
+            return bad(
+                "generation",
+                format!(
+                    "{generation:?} must be non-empty printable ASCII (it is sent as a header)"
+                ),
+            );
+        }
         if self.keep_alive.is_zero() {
             return bad("keep-alive", "must be longer than 0".into());
         }
@@ -297,7 +319,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         type Mutation = fn(&mut SimConfig);
-        let cases: [(&str, Mutation); 9] = [
+        let cases: [(&str, Mutation); 10] = [
             ("name", |c| c.name = "a\nb".into()),
             ("model", |c| c.model = String::new()),
             ("error-rate", |c| c.error_rate = 1.5),
@@ -307,6 +329,7 @@ mod tests {
             ("tail-factor", |c| c.tail_factor = f64::INFINITY),
             ("tokens", |c| c.tokens = 0),
             ("gpu-util", |c| c.gpu.base_util = 101.0),
+            ("generation", |c| c.generation = Some("rev\n2".into())),
         ];
         for (field, mutate) in cases {
             let mut config = SimConfig::default();

@@ -16,6 +16,12 @@
 //! exposition style, so the same queries work against the sim and against a
 //! real deployment.
 //!
+//! With [`SimConfig::forward`] the server answers nothing itself: it
+//! relays every API request to an upstream and streams the answer back
+//! ([`forward`]), a frontend of an inference graph. With
+//! [`SimConfig::generation`] it stamps its generation on what it relays
+//! and counts, by sender, the generations of the requests it receives.
+//!
 //! Every random draw of a request comes from an RNG seeded with the
 //! configured seed and the request's arrival index ([`model::RequestPlan`]),
 //! so a seeded run is reproducible request by request.
@@ -35,6 +41,7 @@
 //! it sends several.
 
 pub mod config;
+pub mod forward;
 pub mod load;
 pub mod metrics;
 pub mod model;
@@ -44,6 +51,7 @@ mod server;
 pub mod text;
 
 pub use config::{ConfigError, Framing, GpuModel, SimConfig};
+pub use forward::{Forward, ForwardUrlError, GENERATION_HEADER, Resolve};
 pub use profile::{ModelSpecError, Override, Profile, ServedModel};
 pub use server::{ServeSummary, SimError, SimHandle, bind, serve, spawn};
 

@@ -16,6 +16,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use weir_analysis::names::{dcgm, vllm};
@@ -60,6 +61,23 @@ pub const FB_FREE: &str = "DCGM_FI_DEV_FB_FREE";
 pub const POWER_USAGE: &str = dcgm::POWER_USAGE;
 /// Label: node name (the sim's name), in dcgm-exporter's spelling.
 pub const HOSTNAME_LABEL: &str = dcgm::HOSTNAME_LABELS[0];
+
+/// Counter: completion requests received, by the generation that sent
+/// them ([`FROM_LABEL`], the `x-weir-generation` request header, empty
+/// when absent) and the sim's own ([`OWN_LABEL`]). Exposed only by a sim
+/// that has a generation: a graph canary's isolation test asserts that
+/// `from == own` on every sample of every worker.
+pub const GENERATION_REQUESTS: &str = "weir_sim_generation_requests_total";
+/// Label of [`GENERATION_REQUESTS`]: the sender's generation.
+pub const FROM_LABEL: &str = "from";
+/// Label of [`GENERATION_REQUESTS`]: this sim's generation.
+pub const OWN_LABEL: &str = "own";
+/// Most distinct senders [`GENERATION_REQUESTS`] keeps apart (the header
+/// comes from clients); later ones are counted together as
+/// [`OTHER_GENERATIONS`].
+pub const MAX_GENERATIONS: usize = 64;
+/// The `from` value of senders past [`MAX_GENERATIONS`].
+pub const OTHER_GENERATIONS: &str = "~other";
 
 /// The GPU the sim pretends to have.
 pub const GPU_MODEL_NAME: &str = "NVIDIA H100 80GB HBM3";
@@ -242,6 +260,71 @@ impl Metrics {
     /// Sets the smoothed load (the sampler's job).
     pub fn set_load(&self, load: f64) {
         self.load_bits.store(load.to_bits(), Relaxed);
+    }
+}
+
+/// [`GENERATION_REQUESTS`]: counts by sender, for one own generation. A
+/// few senders at most (a stable and a canary generation), so a short
+/// list behind a mutex.
+#[derive(Debug)]
+pub struct GenerationCounter {
+    /// Escaped for the exposition.
+    own: String,
+    seen: Mutex<Vec<(String, u64)>>,
+}
+
+impl GenerationCounter {
+    /// A counter of a sim whose generation is `own`.
+    pub fn new(own: &str) -> Self {
+        GenerationCounter {
+            own: escape_label(own),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One request from generation `from` (empty: the request named none).
+    pub fn count(&self, from: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, n)) = seen.iter_mut().find(|(f, _)| f == from) {
+            *n += 1;
+            return;
+        }
+        let from = if seen.len() < MAX_GENERATIONS {
+            from
+        } else {
+            OTHER_GENERATIONS
+        };
+        match seen.iter_mut().find(|(f, _)| f == from) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((from.to_string(), 1)),
+        }
+    }
+
+    /// Requests counted from `from` so far.
+    pub fn get(&self, from: &str) -> u64 {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.iter().find(|(f, _)| f == from).map_or(0, |(_, n)| *n)
+    }
+
+    /// Appends the family to a scrape (its header even before any request,
+    /// so a scrape shows the sim counts).
+    pub fn render(&self, out: &mut String) {
+        header(
+            out,
+            GENERATION_REQUESTS,
+            "Completion requests received, by the sender's generation (x-weir-generation) and this sim's own.",
+            "counter",
+        );
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        for (from, n) in seen.iter() {
+            let _ = writeln!(
+                out,
+                "{GENERATION_REQUESTS}{{{FROM_LABEL}=\"{}\",{OWN_LABEL}=\"{}\"}} {}",
+                escape_label(from),
+                self.own,
+                py_float(*n as f64)
+            );
+        }
     }
 }
 
@@ -511,6 +594,32 @@ mod tests {
         assert_eq!(u, gpu_uuid("stable"));
         assert_ne!(u, gpu_uuid("canary"));
         assert_eq!(u.len(), "GPU-a8394b51-c086-568a-9f1a-c1e1c934c44c".len());
+    }
+
+    #[test]
+    fn generations_are_counted_by_sender_and_bounded() {
+        let counter = GenerationCounter::new("chat-rev2");
+        counter.count("chat-rev2");
+        counter.count("chat-rev2");
+        counter.count("");
+        let mut text = String::new();
+        counter.render(&mut text);
+        assert!(text.contains(
+            "weir_sim_generation_requests_total{from=\"chat-rev2\",own=\"chat-rev2\"} 2.0\n"
+        ));
+        assert!(
+            text.contains("weir_sim_generation_requests_total{from=\"\",own=\"chat-rev2\"} 1.0\n")
+        );
+        for i in 0..2 * MAX_GENERATIONS {
+            counter.count(&format!("g{i}"));
+        }
+        counter.count("chat-rev2");
+        assert_eq!(counter.get("chat-rev2"), 3);
+        assert_eq!(
+            counter.get(OTHER_GENERATIONS),
+            // Two senders were seen before; the rest past the bound.
+            (2 * MAX_GENERATIONS - (MAX_GENERATIONS - 2)) as u64
+        );
     }
 
     #[test]

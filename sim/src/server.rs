@@ -16,6 +16,12 @@
 //! finishes. A [`Running`] guard keeps the running-requests and KV gauges
 //! honest whichever way a request ends, including a client that hangs up
 //! (counted as `finished_reason="abort"`).
+//!
+//! A forwarding server ([`SimConfig::forward`]) routes the same way but
+//! relays every path that is not its own ([`crate::forward`]); its
+//! completion requests are metered from arrival to the end of the relayed
+//! body. Completion requests are counted by the generation that sent them,
+//! answered or relayed, when the server has one.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,7 +48,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::{ConfigError, Framing, SimConfig};
-use crate::metrics::{FinishedReason, Labels, Metrics};
+use crate::forward::{self, GENERATION_HEADER, RelayBody, Relayed, Upstream};
+use crate::metrics::{FinishedReason, GenerationCounter, Labels, Metrics};
 use crate::model::{self, Fault, RequestPlan};
 use crate::openai::{self, Endpoint, Finish, Renderer, Usage};
 use crate::profile::Profile;
@@ -119,6 +126,11 @@ struct Shared {
     served: Box<[Served]>,
     /// Whether any requested name gets the one model's profile.
     any_name: bool,
+    /// Where every request that is not the server's own goes, when it
+    /// forwards.
+    upstream: Option<Upstream>,
+    /// Completion requests by sender, when the server has a generation.
+    generations: Option<GenerationCounter>,
 }
 
 impl Shared {
@@ -135,6 +147,12 @@ impl Shared {
                 ttft_factor: AtomicU64::new(1.0_f64.to_bits()),
             })
             .collect();
+        let generation = config
+            .generation
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| ConfigError::new("generation", "is not a valid header value"))?;
         Ok(Shared {
             seed: config.seed.unwrap_or_else(rand::random),
             next_index: AtomicU64::new(0),
@@ -147,8 +165,19 @@ impl Shared {
             ),
             any_name: config.answers_any_name(),
             served,
+            upstream: config.forward.clone().map(|f| Upstream::new(f, generation)),
+            generations: config.generation.as_deref().map(GenerationCounter::new),
             config,
         })
+    }
+
+    /// The `/metrics` text.
+    fn metrics_text(&self) -> String {
+        let mut text = self.metrics.render(&self.labels, &self.config.gpu);
+        if let Some(generations) = &self.generations {
+            generations.render(&mut text);
+        }
+        text
     }
 
     /// The model that answers a request naming `requested`; `None` when
@@ -201,9 +230,7 @@ impl SimHandle {
 
     /// The `/metrics` text, without an HTTP round trip.
     pub fn metrics_text(&self) -> String {
-        self.shared
-            .metrics
-            .render(&self.shared.labels, &self.shared.config.gpu)
+        self.shared.metrics_text()
     }
 
     /// Stops accepting connections, lets open streams finish (up to the
@@ -338,6 +365,7 @@ async fn sample_load(shared: Arc<Shared>) {
 }
 
 const SIM_HEADER: HeaderName = HeaderName::from_static(crate::SIM_HEADER);
+const GENERATION: HeaderName = HeaderName::from_static(GENERATION_HEADER);
 
 async fn handle(
     shared: Arc<Shared>,
@@ -356,7 +384,40 @@ async fn route(
     req: Request<Incoming>,
     arrival: Instant,
 ) -> Response<SimBody> {
+    let inference = forward::inference_endpoint(req.method(), req.uri().path());
+    if let (Some(generations), Some(_)) = (&shared.generations, inference) {
+        let from = req
+            .headers()
+            .get(GENERATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        generations.count(from.as_deref().unwrap_or(""));
+    }
     match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/health") => {
+            full(StatusCode::OK, "text/plain", Bytes::new())
+        }
+        (&Method::GET, "/metrics") => full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(shared.metrics_text()),
+        ),
+        (&Method::GET, "/control") if shared.config.control => control_state(shared),
+        (&Method::POST, "/control") if shared.config.control => control(shared, req).await,
+        (_, "/control") if shared.config.control => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            "invalid_request_error",
+            None,
+        ),
+        (_, "/health" | "/metrics") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            "invalid_request_error",
+            None,
+        ),
+        _ if let Some(upstream) = &shared.upstream => {
+            relay(shared, upstream, req, inference.is_some(), arrival).await
+        }
         (&Method::POST, "/v1/chat/completions") => {
             completion(shared, req, Endpoint::Chat, arrival).await
         }
@@ -368,36 +429,38 @@ async fn route(
             "application/json",
             shared.models_body.clone(),
         ),
-        (&Method::GET | &Method::HEAD, "/health") => {
-            full(StatusCode::OK, "text/plain", Bytes::new())
-        }
-        (&Method::GET, "/metrics") => full(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from(shared.metrics.render(&shared.labels, &shared.config.gpu)),
-        ),
-        (&Method::GET, "/control") if shared.config.control => control_state(shared),
-        (&Method::POST, "/control") if shared.config.control => control(shared, req).await,
-        (_, "/control") if shared.config.control => error(
+        (_, "/v1/chat/completions" | "/v1/completions" | "/v1/models") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",
             "invalid_request_error",
             None,
         ),
-        (_, "/v1/chat/completions" | "/v1/completions" | "/v1/models" | "/health" | "/metrics") => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method Not Allowed",
-                "invalid_request_error",
-                None,
-            )
-        }
         (_, path) => error(
             StatusCode::NOT_FOUND,
             &format!("Not Found: {path}"),
             "invalid_request_error",
             None,
         ),
+    }
+}
+
+/// Relays `req` to `upstream`; a completion request (`metered`) counts as
+/// a request of this server and runs from `arrival` to the end of the
+/// relayed body.
+async fn relay(
+    shared: &Arc<Shared>,
+    upstream: &Upstream,
+    req: Request<Incoming>,
+    metered: bool,
+    arrival: Instant,
+) -> Response<SimBody> {
+    let running = metered.then(|| {
+        shared.next_index.fetch_add(1, Relaxed);
+        Running::start(Arc::clone(shared), arrival, 0)
+    });
+    match forward::relay(upstream, req, running).await {
+        Relayed::Answered(response) => response.map(|body| SimBody::Relay(Box::new(body))),
+        Relayed::Failed(status, message) => error(status, &message, "server_error", None),
     }
 }
 
@@ -671,7 +734,7 @@ fn finished_reason(finish: Finish) -> FinishedReason {
 /// gauges right however it ends, and counts a request dropped before it
 /// finished (the client went away) as aborted.
 #[derive(Debug)]
-struct Running {
+pub(crate) struct Running {
     shared: Arc<Shared>,
     arrival: Instant,
     kv_tokens: u64,
@@ -694,7 +757,8 @@ impl Running {
         self.kv_tokens += n;
     }
 
-    fn finish(&mut self, reason: FinishedReason) {
+    /// Ends the request for `reason`; later calls change nothing.
+    pub(crate) fn finish(&mut self, reason: FinishedReason) {
         if !self.finished {
             self.finished = true;
             self.shared.metrics.finished(reason);
@@ -839,21 +903,25 @@ enum SimBody {
     Full(Option<Bytes>),
     /// An SSE stream.
     Stream(Box<SseStream>),
+    /// An upstream's body, relayed (its error, when it breaks off, cuts
+    /// the response).
+    Relay(Box<RelayBody>),
 }
 
 impl Body for SimBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             SimBody::Full(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
             SimBody::Stream(stream) => stream
                 .poll_event(cx)
                 .map(|event| event.map(|b| Ok(Frame::data(b)))),
+            SimBody::Relay(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -861,6 +929,7 @@ impl Body for SimBody {
         match self {
             SimBody::Full(body) => body.is_none(),
             SimBody::Stream(stream) => stream.phase == Phase::Ended,
+            SimBody::Relay(body) => body.is_end_stream(),
         }
     }
 
@@ -869,6 +938,7 @@ impl Body for SimBody {
             SimBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             SimBody::Full(None) => SizeHint::with_exact(0),
             SimBody::Stream(_) => SizeHint::default(),
+            SimBody::Relay(body) => body.size_hint(),
         }
     }
 }

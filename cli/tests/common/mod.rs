@@ -197,6 +197,11 @@ pub struct Sim {
 
 /// Starts `weir sim --name NAME` on a free port; `extra` are more flags.
 pub fn sim(name: &str, extra: &[&str]) -> Sim {
+    sim_in_env(name, extra, &[])
+}
+
+/// [`sim`] with `env` added to its environment.
+pub fn sim_in_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Sim {
     let mut args = vec![
         "sim",
         "--listen",
@@ -207,7 +212,9 @@ pub fn sim(name: &str, extra: &[&str]) -> Sim {
         "7",
     ];
     args.extend_from_slice(extra);
-    let proc = spawn(&format!("sim {name}"), &args);
+    let mut cmd = command(&args);
+    cmd.envs(env.iter().copied());
+    let proc = spawn_command(&format!("sim {name}"), cmd);
     let addr = proc
         .stderr
         .wait_for(STARTUP, |t| {

@@ -446,13 +446,7 @@ impl Agent {
         let stderr = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        // `ip netns exec` enters the namespace and execs the command, so the
-        // child's pid is the sim's own: signals reach it directly.
-        tokio::process::Command::new("ip")
-            .args(["netns", "exec", netns])
-            .arg(&self.weir_bin)
-            .arg("sim")
-            .args(&plan.sim_args)
+        sim_command(&self.weir_bin, netns, plan)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -619,4 +613,74 @@ async fn http_probe(ip: Ipv4Addr, probe: &ReadinessProbe) -> bool {
         tokio::time::timeout(probe.timeout, attempt).await,
         Ok(Some(200..=399))
     )
+}
+
+/// `ip netns exec NETNS WEIR sim ARGS` with the pod's env vars. `ip netns
+/// exec` enters the namespace and execs the command, so the child's pid is
+/// the sim's own (signals reach it directly) and its environment, the
+/// agent's plus the pod's, is the sim's.
+fn sim_command(
+    weir_bin: &std::path::Path,
+    netns: &str,
+    plan: &ContainerPlan,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", netns])
+        .arg(weir_bin)
+        .arg("sim")
+        .args(&plan.sim_args)
+        .envs(plan.env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_sim_runs_in_the_namespace_with_the_pods_env() {
+        let plan = ContainerPlan {
+            name: "frontend".into(),
+            image: "weir/sim:v2".into(),
+            sim_args: vec!["--forward-env".into(), "DECODE_URL".into()],
+            env: vec![
+                ("DECODE_URL".into(), "http://chat-decode-canary:8000".into()),
+                ("DYN_NAMESPACE".into(), "chat-rev2".into()),
+            ],
+            port: 8000,
+            readiness: None,
+            pre_stop: None,
+            grace: Duration::from_secs(1),
+        };
+        let command = sim_command(std::path::Path::new("/bin/weir"), "wn1f-p0", &plan);
+        let command = command.as_std();
+        assert_eq!(command.get_program(), "ip");
+        assert_eq!(
+            command.get_args().collect::<Vec<_>>(),
+            [
+                "netns",
+                "exec",
+                "wn1f-p0",
+                "/bin/weir",
+                "sim",
+                "--forward-env",
+                "DECODE_URL"
+            ]
+            .map(OsStr::new)
+        );
+        assert_eq!(
+            command.get_envs().collect::<Vec<_>>(),
+            [
+                (
+                    OsStr::new("DECODE_URL"),
+                    Some(OsStr::new("http://chat-decode-canary:8000"))
+                ),
+                (OsStr::new("DYN_NAMESPACE"), Some(OsStr::new("chat-rev2"))),
+            ]
+        );
+    }
 }

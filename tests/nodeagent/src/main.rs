@@ -38,7 +38,8 @@ use crate::node::NodeSpec;
     name = "weir-node-agent",
     after_help = "\
 Pods: the first container's args go to `weir sim` as they are; env WEIR_SIM_<FLAG>=V \
-adds --<flag> V; --listen <podIP>:<first containerPort, else 8000> and --name <pod> \
+adds --<flag> V; every env var with a literal value is in the process's environment, as \
+a kubelet sets it (valueFrom entries are skipped); --listen <podIP>:<first containerPort, else 8000> and --name <pod> \
 are added unless given. The image is reported, never pulled."
 )]
 struct Args {

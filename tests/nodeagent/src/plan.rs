@@ -7,8 +7,13 @@
 //!   image are ignored (any image "is" a sim: a test says what a version
 //!   does through args or env, not through an image that cannot run here);
 //! - each env var `WEIR_SIM_<FLAG>=<value>` with a literal value becomes
-//!   `--<flag> <value>` (`WEIR_SIM_TTFT=50ms` → `--ttft 50ms`); others are
-//!   ignored;
+//!   `--<flag> <value>` (`WEIR_SIM_TTFT=50ms` → `--ttft 50ms`);
+//! - every env var with a literal `value` (those too) is in the process's
+//!   environment, as a kubelet passes it to the container (a missing value
+//!   is `""`, the API's default), so `weir sim --forward-env DECODE_URL
+//!   --generation-env DYN_NAMESPACE` reads what weir's controller set on
+//!   the pod; `valueFrom` entries (Secrets, ConfigMaps, the downward API)
+//!   are skipped, and `$(VAR)` references are not expanded;
 //! - `--listen <podIP>:<port>` (the first declared container port, else
 //!   8000) and `--name <pod name>` are added unless the args have them.
 
@@ -75,6 +80,8 @@ pub struct ContainerPlan {
     pub image: String,
     /// Arguments after `weir sim`.
     pub sim_args: Vec<String>,
+    /// Environment variables of the process, in the container's order.
+    pub env: Vec<(String, String)>,
     /// The port the sim listens on.
     pub port: u16,
     /// `None`: ready as soon as the process runs (the kubelet's rule).
@@ -101,6 +108,13 @@ impl ContainerPlan {
             .unwrap_or(DEFAULT_PORT);
 
         let mut sim_args = container.args.clone().unwrap_or_default();
+        let env = container
+            .env
+            .iter()
+            .flatten()
+            .filter(|var| var.value_from.is_none())
+            .map(|var| (var.name.clone(), var.value.clone().unwrap_or_default()))
+            .collect();
         for var in container.env.iter().flatten() {
             let (Some(flag), Some(value)) = (var.name.strip_prefix(ENV_PREFIX), &var.value) else {
                 continue;
@@ -128,6 +142,7 @@ impl ContainerPlan {
             name: container.name.clone(),
             image: container.image.clone().unwrap_or_default(),
             sim_args,
+            env,
             port,
             readiness,
             pre_stop: pre_stop(container),
@@ -317,6 +332,72 @@ mod tests {
             ])
         );
         assert_eq!(plan.port, DEFAULT_PORT);
+        assert_eq!(
+            plan.env,
+            [
+                ("WEIR_SIM_ERROR_RATE", "0.5"),
+                ("OTHER", "x"),
+                ("WEIR_SIM_SEED", "")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn literal_env_is_the_processs_and_value_from_is_skipped() {
+        use k8s_openapi::api::core::v1::{EnvVarSource, ObjectFieldSelector};
+        let c = Container {
+            args: Some(strings(&[
+                "--forward-env",
+                "DECODE_URL",
+                "--generation-env",
+                "DYN_NAMESPACE",
+            ])),
+            env: Some(vec![
+                EnvVar {
+                    name: "DYN_NAMESPACE".into(),
+                    value: Some("chat-rev2".into()),
+                    value_from: None,
+                },
+                EnvVar {
+                    name: "POD_IP".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "status.podIP".into(),
+                            api_version: None,
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                },
+                EnvVar {
+                    name: "DECODE_URL".into(),
+                    value: Some("http://chat-decode-canary:8000".into()),
+                    value_from: None,
+                },
+            ]),
+            ..sim()
+        };
+        let plan = ContainerPlan::for_pod(&pod(c), IP).expect("plan");
+        assert_eq!(
+            plan.env,
+            [
+                ("DYN_NAMESPACE", "chat-rev2"),
+                ("DECODE_URL", "http://chat-decode-canary:8000")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        // Not flags: only WEIR_SIM_* are.
+        assert_eq!(
+            plan.sim_args[..4],
+            strings(&[
+                "--forward-env",
+                "DECODE_URL",
+                "--generation-env",
+                "DYN_NAMESPACE"
+            ])
+        );
+        assert_eq!(plan.sim_args.len(), 8, "{:?}", plan.sim_args);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use weir_test_kit::poll::until;
 
 const REPLICAS: usize = 4;
 const NODES: [&str; 2] = ["node-0", "node-1"];
+/// The pods' generation, from their env (`--generation-env DYN_NAMESPACE`).
+const GENERATION: &str = "sim-rev1";
 
 use weir_envtest::cluster::{nodes_usable, start_agent};
 
@@ -47,9 +49,16 @@ fn deployment(namespace: &str, model: &str) -> Deployment {
                     "containers": [{
                         "name": "sim",
                         "image": "weir/sim:v1",
-                        "args": ["--ttft", "5ms", "--itl", "1ms", "--tokens", "4", "--shutdown-grace", "2s"],
-                        // The env mapping: WEIR_SIM_MODEL=x is `--model x`.
-                        "env": [{"name": "WEIR_SIM_MODEL", "value": model}],
+                        "args": [
+                            "--ttft", "5ms", "--itl", "1ms", "--tokens", "4", "--shutdown-grace", "2s",
+                            "--generation-env", "DYN_NAMESPACE"
+                        ],
+                        // The env mapping: WEIR_SIM_MODEL=x is `--model x`;
+                        // every literal env var is in the sim's environment.
+                        "env": [
+                            {"name": "WEIR_SIM_MODEL", "value": model},
+                            {"name": "DYN_NAMESPACE", "value": GENERATION}
+                        ],
                         "ports": [{"name": "http", "containerPort": 8000}],
                         "readinessProbe": {
                             "httpGet": {"path": "/health", "port": "http"},
@@ -125,6 +134,45 @@ async fn models(ips: &BTreeSet<String>) -> BTreeMap<String, String> {
             .unwrap_or_default()
             .to_string();
         out.insert(ip.clone(), model);
+    }
+    out
+}
+
+/// Sends each pod IP one completion and reads back the generation it
+/// counted it under (`own`): what the pod's env gave the sim.
+async fn generations(ips: &BTreeSet<String>) -> BTreeMap<String, String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let mut out = BTreeMap::new();
+    for ip in ips {
+        let status = http
+            .post(format!("http://{ip}:8000/v1/completions"))
+            .json(&serde_json::json!({"model": "m", "prompt": "Hi."}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/completions to pod IP {ip}: {e}"))
+            .status();
+        assert!(status.is_success(), "{ip}: {status}");
+        let scrape = http
+            .get(format!("http://{ip}:8000/metrics"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("/metrics of {ip}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("/metrics of {ip}: {e}"));
+        let own = scrape
+            .lines()
+            .find(|l| l.starts_with("weir_sim_generation_requests_total{"))
+            .and_then(|l| l.split("own=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        out.insert(ip.clone(), own);
     }
     out
 }
@@ -227,6 +275,11 @@ async fn a_deployment_rolls_out_on_the_real_control_plane() {
     .await;
     let served = models(&ips).await;
     assert!(served.values().all(|m| m == "sim-v1"), "{served:?}");
+    let generations = generations(&ips).await;
+    assert!(
+        generations.values().all(|g| g == GENERATION),
+        "each sim has the generation its pod's env names: {generations:?}"
+    );
     assert_isolated(_agent.id(), &ips);
 
     // A new template: the Deployment controller rolls it out through a new
