@@ -299,6 +299,34 @@ mod tests {
     }
 
     #[test]
+    fn a_graph_refuses_what_it_cannot_keep_apart() {
+        let base = r#"
+targetRef: {name: frontend}
+service: {port: 8000}
+graph: {components: [{name: decode}]}
+strategy: {canary: {steps: [{setWeight: 50}]}}
+analysis: {metrics: [{name: ttft, kind: latency, maxIncrease: 10%}]}
+"#;
+        let rollout = |extra: &str| {
+            let spec: crds::CanarySpec =
+                serde_saphyr::from_str(&format!("{base}{extra}")).expect("spec");
+            super::super::Rollout::new("chat", &spec)
+        };
+        assert!(rollout("").expect("valid").graph.is_some());
+        for (extra, field) in [
+            ("promotion: {maxSurge: 1}\n", "spec.promotion.maxSurge"),
+            ("gpuBudget: 4\n", "spec.gpuBudget"),
+            (
+                "route: {model: chat}\nmodels: {stable: a, canary: b}\n",
+                "spec.graph",
+            ),
+        ] {
+            let err = rollout(extra).expect_err(extra);
+            assert_eq!(err.field, field, "{extra}: {err}");
+        }
+    }
+
+    #[test]
     fn each_cohort_gets_its_generation_and_its_own_services() {
         let g = Graph::new(
             "chat",

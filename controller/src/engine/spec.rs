@@ -460,6 +460,12 @@ impl Rollout {
                     "is not supported with a graph yet (the budget counts one Deployment's pods): remove it, and check the canary graph's GPUs with weir preflight",
                 );
             }
+            (Some(_), Some(_)) if spec.promotion.max_surge.is_some() => {
+                return bad(
+                    "spec.promotion.maxSurge",
+                    "is not supported with a graph: a graph's promotion moves all traffic to the canary graph at full size before the stable copies are replaced in order (a bounded surge would keep old and new workers serving one stable cohort): remove it",
+                );
+            }
             (Some(g), Some(t)) => Some(super::graph::Graph::new(name, &t.name, g)?),
         };
         let analysis = analysis(&spec.analysis)?;

@@ -44,6 +44,9 @@ pub struct Cluster<'a> {
     /// A graph canary: every component as read, in start order, the
     /// target included (empty otherwise).
     pub parts: &'a [Seen<'a>],
+    /// Every proxy serves the table in status and the stable cohort has
+    /// no open request: a graph's stable copies may be replaced.
+    pub stable_idle: bool,
 }
 
 /// The pods of one cohort that hold a node's resources.
@@ -171,9 +174,12 @@ pub fn desired(
             cluster.rollout,
             g,
             cluster.parts,
-            status,
-            total,
-            &revision,
+            graph::Moment {
+                status,
+                total,
+                revision: &revision,
+                stable_idle: cluster.stable_idle,
+            },
         )?;
         return Ok(Desired {
             held_back: changes.held,

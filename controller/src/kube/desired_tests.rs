@@ -96,6 +96,7 @@ fn run(
         selector: &selector,
         pods: None,
         parts: &[],
+        stable_idle: true,
     };
     desired(&cluster, status, 10).expect("buildable")
 }
@@ -399,6 +400,7 @@ fn a_target_selecting_with_expressions_only_is_refused_with_its_name() {
         selector: &selector,
         pods: None,
         parts: &[],
+        stable_idle: true,
     };
     let err = desired(&cluster, &status(Phase::Idle, 10, 10), 10).expect_err("refused");
     let DesiredError::Selector { target, .. } = &err;
@@ -467,6 +469,7 @@ impl Loop {
                 canary: holds(Some(&self.target)),
             }),
             parts: &[],
+            stable_idle: true,
         };
         let d = desired(&cluster, &self.status, self.observed.target_replicas).expect("buildable");
         match &d.stable {

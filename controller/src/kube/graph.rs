@@ -262,8 +262,26 @@ fn down_to(d: Option<&Deployment>, n: u32) -> bool {
     seen && spec_replicas(d).unwrap_or(1) <= n && pods <= n
 }
 
-/// The graph's changes for `status`, `revision` being the one the user
-/// wants and `total` the serving component's replicas.
+/// What the graph's changes depend on besides the objects.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment<'a> {
+    /// The status just written.
+    pub status: &'a CanaryStatus,
+    /// The serving component's replicas.
+    pub total: u32,
+    /// The revision the user wants.
+    pub revision: &'a str,
+    /// Every proxy serves the table in status and the stable cohort has
+    /// no open request.
+    pub stable_idle: bool,
+}
+
+/// The graph's changes at `now`.
+///
+/// While promoting, the stable copies are replaced only once the canary
+/// graph carries all traffic, every proxy serves that table and stable's
+/// last requests are done: a copy replaced while stable still served
+/// would have the stable cohort's old components call new ones.
 ///
 /// # Errors
 /// [`DesiredError::Selector`] when a stable copy cannot select its pods.
@@ -272,10 +290,14 @@ pub fn changes(
     rollout: &Rollout,
     graph: &Graph,
     seen: &[Seen<'_>],
-    status: &CanaryStatus,
-    total: u32,
-    revision: &str,
+    now: Moment<'_>,
 ) -> Result<GraphChanges, DesiredError> {
+    let Moment {
+        status,
+        total,
+        revision,
+        stable_idle,
+    } = now;
     let managed = graph.managed_env();
     let asked = status.replicas.unwrap_or(CohortReplicas {
         stable: total,
@@ -289,6 +311,9 @@ pub fn changes(
     let promoting_to = crate::engine::stable_takes_template(rollout, status)
         .then_some(status.canary_revision.as_deref())
         .flatten();
+    // All of it: the canary's weight is the table's, in percent.
+    let canary_serves_all = status.traffic.is_some() && status.canary_weight >= 100.0;
+    let replace_stable = canary_serves_all && stable_idle;
     let running = matches!(
         status.phase,
         Phase::Progressing | Phase::Paused | Phase::Promoting
@@ -369,8 +394,8 @@ pub fn changes(
                         let before_done = seen[..i].iter().all(|p| {
                             p.stable.and_then(super::reconcile::rolled_out).as_deref() == Some(to)
                         });
-                        held |= !before_done;
-                        if before_done {
+                        held |= !(before_done && replace_stable);
+                        if before_done && replace_stable {
                             Some(copy(&target_template, to, wanted.stable)?)
                         } else {
                             scale(d, wanted.stable)
@@ -476,6 +501,7 @@ analysis:
         targets: Vec<Deployment>,
         copies: Vec<Option<Deployment>>,
         selector: BTreeMap<String, String>,
+        stable_idle: bool,
     }
 
     impl World {
@@ -507,6 +533,7 @@ analysis:
                 targets,
                 copies,
                 selector: crate::kube::fixtures::selector(),
+                stable_idle: true,
             }
         }
 
@@ -524,7 +551,13 @@ analysis:
                     total: 2,
                 })
                 .collect();
-            changes(&owner(), &self.rollout, graph, &seen, status, 2, "rev2").expect("buildable")
+            let now = Moment {
+                status,
+                total: 2,
+                revision: "rev2",
+                stable_idle: self.stable_idle,
+            };
+            changes(&owner(), &self.rollout, graph, &seen, now).expect("buildable")
         }
 
         fn index(&self, name: &str) -> usize {
@@ -554,6 +587,19 @@ analysis:
             replicas: Some(CohortReplicas { stable: 2, canary }),
             ..CanaryStatus::default()
         }
+    }
+
+    /// `status` with the canary's share of traffic.
+    fn serving(mut status: CanaryStatus, percent: f64) -> CanaryStatus {
+        status.canary_weight = percent;
+        status.traffic = Some(weir_crds::Traffic {
+            generation: 3,
+            route: weir_crds::RouteSpec::default(),
+            sticky: None,
+            override_header: false,
+            backends: Vec::new(),
+        });
+        status
     }
 
     fn grows(g: &GraphChanges) -> Vec<(&str, u32)> {
@@ -608,7 +654,6 @@ analysis:
     #[test]
     fn promotion_updates_the_stable_copies_in_order_each_rolled_out_first() {
         let mut w = World::new("v2", 2, true);
-        let promoting = status(Phase::Promoting, 2);
         let applied = |g: &GraphChanges| -> Vec<String> {
             g.changes
                 .iter()
@@ -616,6 +661,15 @@ analysis:
                 .map(|c| c.stable_name.clone())
                 .collect()
         };
+        // Stable still serves, or a proxy has not caught up: nothing is
+        // replaced yet.
+        let split = serving(status(Phase::Promoting, 2), 50.0);
+        let g = w.changes(&split);
+        assert!(applied(&g).is_empty() && g.held, "{g:?}");
+        let promoting = serving(status(Phase::Promoting, 2), 100.0);
+        w.stable_idle = false;
+        assert!(applied(&w.changes(&promoting)).is_empty());
+        w.stable_idle = true;
         let g = w.changes(&promoting);
         assert_eq!(applied(&g), ["decode-stable"]);
         let Some(StableChange::Apply(copy)) = &g.changes[0].stable else {

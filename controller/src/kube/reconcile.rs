@@ -386,6 +386,11 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         selector: &world.selector,
         pods,
         parts: &seen,
+        stable_idle: {
+            let table = new_status.traffic.as_ref().map_or(0, |t| t.generation);
+            observed.applied_generation.is_some_and(|g| g >= table)
+                && observed.open_streams.is_none_or(|o| o.stable == 0)
+        },
     };
     let wanted = desired::desired(&cluster, &new_status, observed.target_replicas)?;
     apply::converge(
