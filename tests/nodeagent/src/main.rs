@@ -67,7 +67,9 @@ struct Args {
     /// The kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
-    /// Where each pod's process writes its output (<namespace>_<pod>.log).
+    /// Where each pod's process writes its output (<namespace>_<pod>.log),
+    /// and the agent the pods' kubeconfig (weir-node-agent-<pid>.kubeconfig,
+    /// removed when it stops).
     #[arg(long, value_name = "DIR", default_value = "/tmp")]
     log_dir: PathBuf,
     /// Stop (and clean up) once this process is gone: a test passes its own
