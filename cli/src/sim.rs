@@ -17,7 +17,7 @@
 //! a pod's controller sets (`DECODE_URL`, `DYN_NAMESPACE`), once at start:
 //! a variable that is unset or empty is a usage error naming it. Kubernetes
 //! Service names in the URL are resolved by [`services`] when
-//! `--services-kubeconfig` is given.
+//! `--services-kubeconfig` or `--services-from-cluster` is given.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,14 +58,20 @@ answered or relayed, is counted as \
 weir_sim_generation_requests_total{from=\"<its x-weir-generation, empty \
 if none>\",own=\"<generation>\"} in /metrics.
 
-Services (--services-kubeconfig PATH [--services-namespace NS]): stands in \
-for cluster DNS and kube-proxy in test clusters. A forward URL host that \
-reads as a Service (svc, svc.ns, svc.ns.svc, svc.ns.svc.cluster.local) is \
-resolved for each request to a random ready endpoint of the Service's \
-EndpointSlices (kubernetes.io/service-name=svc, watched), at the slice port \
-equal to the URL's port, else the one named http, else the first. The \
-namespace is the host's, else NS, else the kubeconfig context's. Other \
-hosts (IP literals, localhost, other names) use the system resolver.
+Services (--services-kubeconfig PATH or --services-from-cluster, \
+[--services-namespace NS]): stands in for cluster DNS and kube-proxy in \
+test clusters. A forward URL host that reads as a Service (svc, svc.ns, \
+svc.ns.svc, svc.ns.svc.cluster.local) is resolved for each request to a \
+random ready endpoint of the Service's EndpointSlices \
+(kubernetes.io/service-name=svc, watched), at the slice port equal to the \
+URL's port, else the one named http, else the first. The API server is \
+PATH's current context's, or with --services-from-cluster the one kube \
+infers: $KUBECONFIG (the test node agent sets it in every pod, to its relay \
+to the API server), else ~/.kube/config, else the in-cluster config. The \
+namespace is the host's, else NS, else the kubeconfig context's, else \
+$POD_NAMESPACE (the node agent sets it to the pod's), else default (in a \
+cluster: the pod's own). Other hosts (IP literals, localhost, other names) \
+use the system resolver.
 
 Models: one --model NAME answers requests for any model name (echoing it). \
 Several --model flags, or one with keys, serve exactly those names, as LoRA \
@@ -189,11 +195,16 @@ pub struct Args {
     /// Resolve a Service name in the forward URL through the Kubernetes
     /// API at this kubeconfig (see Services below): a stand-in for cluster
     /// DNS and kube-proxy in test clusters.
-    #[arg(long, value_name = "PATH", requires = "upstream")]
+    #[arg(long, value_name = "PATH", requires = "upstream", group = "services")]
     services_kubeconfig: Option<PathBuf>,
+    /// As --services-kubeconfig, with the client config kube infers
+    /// ($KUBECONFIG, else ~/.kube/config, else in-cluster): what a pod
+    /// uses, no path needed.
+    #[arg(long, requires = "upstream", group = "services")]
+    services_from_cluster: bool,
     /// The namespace of a Service named without one (default: the
-    /// kubeconfig context's).
-    #[arg(long, value_name = "NS", requires = "services_kubeconfig")]
+    /// kubeconfig context's, else $POD_NAMESPACE, else default).
+    #[arg(long, value_name = "NS", requires = "services")]
     services_namespace: Option<String>,
 }
 
@@ -207,6 +218,15 @@ enum FramingArg {
 }
 
 impl Args {
+    /// Where Services are resolved from, if they are.
+    fn services(&self) -> Option<services::Source> {
+        match (&self.services_kubeconfig, self.services_from_cluster) {
+            (Some(path), _) => Some(services::Source::Kubeconfig(path.clone())),
+            (None, true) => Some(services::Source::Inferred),
+            (None, false) => None,
+        }
+    }
+
     /// The configuration, with `env` looking up the variables that
     /// `--forward-env` and `--generation-env` name.
     ///
@@ -297,12 +317,18 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        if let Some(kubeconfig) = &args.services_kubeconfig
+        if let Some(source) = args.services()
             && let Some(forward) = &mut config.forward
             && let Some(service) = services::service_of(forward.host())
         {
-            let endpoints =
-                services::watch(kubeconfig, args.services_namespace.as_deref(), &service).await?;
+            let pod_namespace = std::env::var(services::POD_NAMESPACE).ok();
+            let endpoints = services::watch(
+                &source,
+                args.services_namespace.as_deref(),
+                pod_namespace.as_deref(),
+                &service,
+            )
+            .await?;
             *forward = forward.clone().with_resolver(Arc::new(endpoints));
         }
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -680,7 +706,15 @@ mod tests {
         for flags in [
             &["--forward", "http://a", "--forward-env", "A"][..],
             &["--services-kubeconfig", "/k"],
+            &["--services-from-cluster"],
             &["--forward", "http://a", "--services-namespace", "ns"],
+            &[
+                "--forward",
+                "http://a",
+                "--services-kubeconfig",
+                "/k",
+                "--services-from-cluster",
+            ],
             &["--forward", "https://a"],
         ] {
             let err = parse(flags).expect_err("refused");
@@ -695,6 +729,24 @@ mod tests {
             "ns",
         ])
         .expect("valid");
+        let args = parse(&[
+            "--forward-env",
+            "DECODE_URL",
+            "--services-from-cluster",
+            "--services-namespace",
+            "ns",
+        ])
+        .expect("valid");
+        assert_eq!(args.services(), Some(services::Source::Inferred));
+        let args = parse(&["--forward", "http://a", "--services-kubeconfig", "/k"]).expect("valid");
+        assert_eq!(
+            args.services(),
+            Some(services::Source::Kubeconfig("/k".into()))
+        );
+        assert_eq!(
+            parse(&["--forward", "http://a"]).expect("valid").services(),
+            None
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `weir sim --forward http://<service>:<port> --services-kubeconfig` on
-//! the test API server: the frontend finds its worker through the
+//! `weir sim --forward http://<service>:<port> --services-kubeconfig` (and
+//! `--services-from-cluster`, as a pod runs it) on the test API server: the frontend finds its worker through the
 //! Service's EndpointSlices, as cluster DNS and kube-proxy would find it,
 //! and follows the slice when the endpoint turns unready (503). The
 //! slice is written by hand (this server has no EndpointSlice
@@ -119,6 +119,26 @@ async fn a_frontend_reaches_its_worker_through_the_services_endpoint_slices() {
         scrape.contains("weir_sim_generation_requests_total{from=\"gen-a\",own=\"gen-a\"} 1.0\n"),
         "{scrape}"
     );
+
+    // As a pod runs it: the client config kube infers ($KUBECONFIG) and
+    // the namespace from $POD_NAMESPACE, no path or namespace in the args.
+    let (_pod_front, pod_front) = sim(
+        "pod-front",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            "http://chat-decode:8000",
+            "--services-from-cluster",
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig),
+            ("POD_NAMESPACE", &env.namespace),
+        ],
+    );
+    let (status, body) = chat(&client, pod_front).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["system_fingerprint"], "worker", "{body}");
 
     // The endpoint turns unready: the frontend has nowhere to go.
     let unready = json!({"endpoints": [{

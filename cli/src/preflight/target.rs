@@ -138,6 +138,24 @@ pub fn target(read: &Read<Option<Deployment>>, name: &str, namespace: &str, port
     )
 }
 
+/// The verdict on a graph's other components: each found, each container
+/// with a readiness probe (`failed`: the target check of each one that
+/// is not).
+pub fn graph(graph: &weir_controller::engine::graph::Graph, failed: Vec<Check>) -> Check {
+    let order: Vec<&str> = graph.parts.iter().map(|p| p.name.as_str()).collect();
+    match failed.into_iter().next() {
+        None => Check::pass(
+            names::GRAPH,
+            format!(
+                "{} components, started in this order: {}",
+                order.len(),
+                order.join(", ")
+            ),
+        ),
+        Some(first) => Check::new(names::GRAPH, first.status, first.detail, first.fix),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,23 +236,5 @@ mod tests {
         let (got, _) = canary(&Ok(Some(bad)), "chat", "llm");
         assert_eq!(got.status, Status::Fail);
         assert!(got.detail.contains("interval"), "{got:?}");
-    }
-}
-
-/// The verdict on a graph's other components: each found, each container
-/// with a readiness probe (`failed`: the target check of each one that
-/// is not).
-pub fn graph(graph: &weir_controller::engine::graph::Graph, failed: Vec<Check>) -> Check {
-    let order: Vec<&str> = graph.parts.iter().map(|p| p.name.as_str()).collect();
-    match failed.into_iter().next() {
-        None => Check::pass(
-            names::GRAPH,
-            format!(
-                "{} components, started in this order: {}",
-                order.len(),
-                order.join(", ")
-            ),
-        ),
-        Some(first) => Check::new(names::GRAPH, first.status, first.detail, first.fix),
     }
 }

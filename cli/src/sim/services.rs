@@ -1,18 +1,22 @@
-//! `weir sim --services-kubeconfig`: the forward URL's Service name
-//! resolved through the Kubernetes API, standing in for cluster DNS and
-//! kube-proxy where a test cluster has neither (the node agent's pods
-//! run on the host's resolver, and nothing maps a Service's IP to its
-//! pods).
+//! `weir sim --services-kubeconfig PATH` / `--services-from-cluster`: the
+//! forward URL's Service name resolved through the Kubernetes API, standing
+//! in for cluster DNS and kube-proxy where a test cluster has neither (the
+//! node agent's pods run on the host's resolver, and nothing maps a
+//! Service's IP to its pods). From a pod, `--services-from-cluster` takes
+//! the client config kube infers (`$KUBECONFIG`, which the node agent sets
+//! to its API server relay, else in-cluster) and the namespace from
+//! `$POD_NAMESPACE` when nothing names one.
 //!
 //! The sim watches the EndpointSlices of that one Service
 //! (`kubernetes.io/service-name=<svc>` in its namespace, a kube-runtime
 //! reflector) and picks a ready endpoint at random for each request, as
 //! kube-proxy's iptables mode does. Which host is a Service and which
 //! endpoint a request goes to are pure functions ([`service_of`],
-//! [`endpoints`]); the reflector only keeps the slices current.
+//! [`endpoints`], [`namespace`]); the reflector only keeps the slices
+//! current.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +30,55 @@ use kube::{Api, Client, Config};
 
 /// The label the EndpointSlice controller puts on a Service's slices.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The pod's namespace, as the downward API convention (and the node
+/// agent) names it.
+pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
 /// The slice port preferred when none has the URL's port.
 const HTTP_PORT_NAME: &str = "http";
 /// How long start-up waits for the first list of the slices.
 const FIRST_LIST: Duration = Duration::from_secs(30);
+
+/// Where the API server's client config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--services-kubeconfig PATH`: that file's current context.
+    Kubeconfig(PathBuf),
+    /// `--services-from-cluster`: what `kube::Config::infer` finds
+    /// (`$KUBECONFIG` or `~/.kube/config`, else the in-cluster config).
+    Inferred,
+}
+
+/// The namespace of the Service: the host's (`svc.ns`), else
+/// `--services-namespace`, else the kubeconfig context's, else
+/// `$POD_NAMESPACE`, else `fallback` (kube's default namespace: `default`,
+/// or in a pod with a ServiceAccount, the pod's).
+pub fn namespace(
+    host: Option<&str>,
+    flag: Option<&str>,
+    context: Option<&str>,
+    pod: Option<&str>,
+    fallback: &str,
+) -> String {
+    [host, flag, context, pod]
+        .into_iter()
+        .flatten()
+        .find(|ns| !ns.is_empty())
+        .unwrap_or(fallback)
+        .to_string()
+}
+
+/// The namespace `kubeconfig`'s current context names, if any.
+pub fn context_namespace(kubeconfig: &Kubeconfig) -> Option<String> {
+    let current = kubeconfig.current_context.as_deref()?;
+    kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == current)?
+        .context
+        .as_ref()?
+        .namespace
+        .clone()
+}
 
 /// A Service a forward URL's host names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,28 +181,54 @@ impl weir_sim::Resolve for Endpoints {
     }
 }
 
-/// Starts watching the slices of `service` with the kubeconfig at
-/// `kubeconfig`, in `namespace` when the host names none (else the
-/// kubeconfig context's), and waits for their first list.
+/// The client config from `source`, and the namespace its kubeconfig's
+/// context names (none in-cluster).
+async fn load(source: &Source) -> Result<(Config, Option<String>)> {
+    match source {
+        Source::Kubeconfig(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --services-kubeconfig {}", path.display()))?;
+            let context = context_namespace(&file);
+            let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("cannot use --services-kubeconfig {}", path.display()))?;
+            Ok((config, context))
+        }
+        Source::Inferred => {
+            let config = Config::infer().await.context(
+                "--services-from-cluster: no client config (set KUBECONFIG, or run in a pod \
+                 with a ServiceAccount token)",
+            )?;
+            // What infer read, if it read a kubeconfig: its context's
+            // namespace (kube folds a missing one into "default").
+            let context = Kubeconfig::read().ok().as_ref().and_then(context_namespace);
+            Ok((config, context))
+        }
+    }
+}
+
+/// Starts watching the slices of `service` with the client config from
+/// `source`, in the namespace [`namespace`] picks (`flag` is
+/// `--services-namespace`, `pod` is `$POD_NAMESPACE`), and waits for
+/// their first list.
 ///
 /// # Errors
-/// An unreadable kubeconfig, or no first list within 30 s.
+/// No usable client config, or no first list within 30 s.
 pub async fn watch(
-    kubeconfig: &Path,
-    namespace: Option<&str>,
+    source: &Source,
+    flag: Option<&str>,
+    pod: Option<&str>,
     service: &ServiceName,
 ) -> Result<Endpoints> {
-    let file = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("cannot read --services-kubeconfig {}", kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("cannot use --services-kubeconfig {}", kubeconfig.display()))?;
-    let namespace = service
-        .namespace
-        .as_deref()
-        .or(namespace)
-        .unwrap_or(&config.default_namespace)
-        .to_string();
+    let (config, context) = load(source).await?;
+    let namespace = namespace(
+        service.namespace.as_deref(),
+        flag,
+        context.as_deref(),
+        pod,
+        &config.default_namespace,
+    );
+    let server = config.cluster_url.clone();
     let client = Client::try_from(config).context("cannot make a Kubernetes client")?;
     let api = Api::<EndpointSlice>::namespaced(client, &namespace);
     let selector = format!("{SERVICE_NAME_LABEL}={}", service.name);
@@ -161,7 +236,10 @@ pub async fn watch(
     let events = watcher(api, watcher::Config::default().labels(&selector))
         .default_backoff()
         .reflect(writer);
-    let what = format!("EndpointSlices of Service {namespace}/{}", service.name);
+    let what = format!(
+        "EndpointSlices of Service {namespace}/{} (API server {server})",
+        service.name
+    );
     let watched = what.clone();
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
@@ -187,6 +265,42 @@ mod tests {
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
 
     use super::*;
+
+    #[test]
+    fn the_namespace_is_the_hosts_then_the_flags_then_the_contexts_then_the_pods() {
+        let all = (Some("host"), Some("flag"), Some("context"), Some("pod"));
+        for ((host, flag, context, pod), want) in [
+            (all, "host"),
+            ((None, all.1, all.2, all.3), "flag"),
+            ((None, None, all.2, all.3), "context"),
+            ((None, None, None, all.3), "pod"),
+            ((None, None, None, Some("")), "default"),
+            ((None, None, None, None), "default"),
+        ] {
+            assert_eq!(namespace(host, flag, context, pod, "default"), want);
+        }
+    }
+
+    #[test]
+    fn the_contexts_namespace_only_when_it_names_one() {
+        let kubeconfig = |ns: &str| {
+            Kubeconfig::from_yaml(&format!(
+                "
+clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1'}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u{ns}}}}}]
+current-context: x
+"
+            ))
+            .expect("a kubeconfig")
+        };
+        assert_eq!(
+            context_namespace(&kubeconfig(", namespace: team-a")).as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(context_namespace(&kubeconfig("")), None);
+        assert_eq!(context_namespace(&Kubeconfig::default()), None);
+    }
 
     #[test]
     fn service_names_are_read_as_cluster_dns_reads_them() {

@@ -32,6 +32,12 @@ use crate::status::{PodState, ProbeCounter, Process, pod_status};
 const MANAGER: &str = "weir-node-agent";
 /// How often Leases and Node status are renewed (the kubelet: 10 s).
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The pods' kubeconfig (through the API server relay, see
+/// [`crate::apiserver`]), as a kubelet points pods at the `kubernetes`
+/// Service.
+const KUBECONFIG: &str = "KUBECONFIG";
+/// The pod's namespace, as the downward API convention names it.
+const POD_NAMESPACE: &str = "POD_NAMESPACE";
 /// Back-off before a process that exited is started again (the kubelet
 /// doubles from 10 s; short here, since tests wait on restarts).
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
@@ -59,6 +65,7 @@ pub struct Agent {
     nodes: Vec<NodeSpec>,
     weir_bin: PathBuf,
     log_dir: PathBuf,
+    pod_kubeconfig: PathBuf,
     names: Names,
     ip: Ip,
     range: Mutex<PodRange>,
@@ -76,12 +83,13 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// An agent for `nodes`, whose pods' network is `range` on the bridge
-    /// of `names`.
+    /// of `names` and whose pods' `KUBECONFIG` is `pod_kubeconfig`.
     pub fn new(
         client: Client,
         nodes: Vec<NodeSpec>,
         weir_bin: PathBuf,
         log_dir: PathBuf,
+        pod_kubeconfig: PathBuf,
         names: Names,
         range: PodRange,
     ) -> Agent {
@@ -90,6 +98,7 @@ impl Agent {
             nodes,
             weir_bin,
             log_dir,
+            pod_kubeconfig,
             names,
             ip: Ip,
             range: Mutex::new(range),
@@ -97,7 +106,8 @@ impl Agent {
         }
     }
 
-    fn bridge_ip(&self) -> Ipv4Addr {
+    /// The host's address on the pods' bridge.
+    pub fn bridge_ip(&self) -> Ipv4Addr {
         self.range
             .lock()
             .map_or(Ipv4Addr::UNSPECIFIED, |r| r.bridge_ip())
@@ -446,7 +456,15 @@ impl Agent {
         let stderr = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        sim_command(&self.weir_bin, netns, plan)
+        let namespace = id.split_once('/').map_or("", |(ns, _)| ns);
+        let injected = [
+            (
+                KUBECONFIG,
+                self.pod_kubeconfig.to_string_lossy().into_owned(),
+            ),
+            (POD_NAMESPACE, namespace.to_string()),
+        ];
+        sim_command(&self.weir_bin, netns, &injected, plan)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -615,13 +633,15 @@ async fn http_probe(ip: Ipv4Addr, probe: &ReadinessProbe) -> bool {
     )
 }
 
-/// `ip netns exec NETNS WEIR sim ARGS` with the pod's env vars. `ip netns
-/// exec` enters the namespace and execs the command, so the child's pid is
-/// the sim's own (signals reach it directly) and its environment, the
-/// agent's plus the pod's, is the sim's.
+/// `ip netns exec NETNS WEIR sim ARGS` with the env vars the agent
+/// injects, then the pod's (which win over them). `ip netns exec` enters
+/// the namespace and execs the command, so the child's pid is the sim's
+/// own (signals reach it directly) and its environment, the agent's plus
+/// those, is the sim's.
 fn sim_command(
     weir_bin: &std::path::Path,
     netns: &str,
+    injected: &[(&str, String)],
     plan: &ContainerPlan,
 ) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("ip");
@@ -630,6 +650,7 @@ fn sim_command(
         .arg(weir_bin)
         .arg("sim")
         .args(&plan.sim_args)
+        .envs(injected.iter().map(|(k, v)| (k, v)))
         .envs(plan.env.iter().map(|(k, v)| (k, v)));
     command
 }
@@ -642,7 +663,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sim_runs_in_the_namespace_with_the_pods_env() {
+    fn the_sim_runs_in_the_namespace_with_the_pods_env_over_the_agents() {
         let plan = ContainerPlan {
             name: "frontend".into(),
             image: "weir/sim:v2".into(),
@@ -650,13 +671,23 @@ mod tests {
             env: vec![
                 ("DECODE_URL".into(), "http://chat-decode-canary:8000".into()),
                 ("DYN_NAMESPACE".into(), "chat-rev2".into()),
+                ("KUBECONFIG".into(), "/pod/own".into()),
             ],
             port: 8000,
             readiness: None,
             pre_stop: None,
             grace: Duration::from_secs(1),
         };
-        let command = sim_command(std::path::Path::new("/bin/weir"), "wn1f-p0", &plan);
+        let injected = [
+            (KUBECONFIG, "/tmp/agent.kubeconfig".to_string()),
+            (POD_NAMESPACE, "team-a".to_string()),
+        ];
+        let command = sim_command(
+            std::path::Path::new("/bin/weir"),
+            "wn1f-p0",
+            &injected,
+            &plan,
+        );
         let command = command.as_std();
         assert_eq!(command.get_program(), "ip");
         assert_eq!(
@@ -672,6 +703,7 @@ mod tests {
             ]
             .map(OsStr::new)
         );
+        // get_envs lists each variable once, sorted, with its last value.
         assert_eq!(
             command.get_envs().collect::<Vec<_>>(),
             [
@@ -680,6 +712,8 @@ mod tests {
                     Some(OsStr::new("http://chat-decode-canary:8000"))
                 ),
                 (OsStr::new("DYN_NAMESPACE"), Some(OsStr::new("chat-rev2"))),
+                (OsStr::new("KUBECONFIG"), Some(OsStr::new("/pod/own"))),
+                (OsStr::new("POD_NAMESPACE"), Some(OsStr::new("team-a"))),
             ]
         );
     }

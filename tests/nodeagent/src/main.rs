@@ -9,12 +9,17 @@
 //! network stays on this machine), reporting what a kubelet reports: pod IP,
 //! phase, readiness from the pod's HTTP readiness probe, restarts. Deleted
 //! pods get their preStop sleep, SIGTERM, the grace period and SIGKILL.
+//! Pods reach the API server through a relay on the bridge address, with
+//! `KUBECONFIG` and `POD_NAMESPACE` in their environment (see
+//! [`apiserver`]).
 //!
 //! Needs root (network namespaces) and `ip` (iproute2). Stops on SIGTERM,
 //! SIGINT, or when `--exit-with-pid`'s process is gone; in every case it
-//! kills its pods' processes and removes every namespace and link it made.
+//! kills its pods' processes and removes every namespace and link it made,
+//! the relay and the pods' kubeconfig.
 
 mod agent;
+mod apiserver;
 mod net;
 mod node;
 mod plan;
@@ -40,7 +45,15 @@ use crate::node::NodeSpec;
 Pods: the first container's args go to `weir sim` as they are; env WEIR_SIM_<FLAG>=V \
 adds --<flag> V; every env var with a literal value is in the process's environment, as \
 a kubelet sets it (valueFrom entries are skipped); --listen <podIP>:<first containerPort, else 8000> and --name <pod> \
-are added unless given. The image is reported, never pulled."
+are added unless given. The image is reported, never pulled.
+
+The API server, from a pod: every pod's environment has KUBECONFIG=<a kubeconfig the agent \
+writes in --log-dir> and POD_NAMESPACE=<the pod's namespace> (the pod's own env vars of \
+those names win). That kubeconfig is the agent's current context with the server at \
+https://<bridge address>:<port>, a TCP relay the agent runs to the API server (443 when free, \
+bound to the bridge address only), and tls-server-name the host the agent's kubeconfig names, \
+so the serving certificate verifies through it. Pods cannot reach the host's 127.0.0.1; this is \
+how they reach the API server, as a kubelet's pods reach the kubernetes Service."
 )]
 struct Args {
     /// A node to register: NAME[:RESOURCE=QUANTITY,...], e.g.
@@ -54,7 +67,9 @@ struct Args {
     /// The kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
-    /// Where each pod's process writes its output (<namespace>_<pod>.log).
+    /// Where each pod's process writes its output (<namespace>_<pod>.log),
+    /// and the agent the pods' kubeconfig (weir-node-agent-<pid>.kubeconfig,
+    /// removed when it stops).
     #[arg(long, value_name = "DIR", default_value = "/tmp")]
     log_dir: PathBuf,
     /// Stop (and clean up) once this process is gone: a test passes its own
@@ -100,7 +115,8 @@ async fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.log_dir)
         .with_context(|| format!("creating {}", args.log_dir.display()))?;
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let (kubeconfig, client) = client(args.kubeconfig.as_deref()).await?;
+    let api = apiserver::api_server(&kubeconfig)?;
 
     let ip = Ip;
     let removed = ip
@@ -122,17 +138,22 @@ async fn run(args: Args) -> Result<()> {
         names.bridge()
     );
 
+    let pod_kubeconfig = args
+        .log_dir
+        .join(format!("weir-node-agent-{}.kubeconfig", std::process::id()));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(stop_on_signal_or_exit(stop_tx, args.exit_with_pid));
-    let agent = Arc::new(agent::Agent::new(
+    let agent = agent::Agent::new(
         client,
         args.nodes,
         weir_bin,
         args.log_dir,
+        pod_kubeconfig.clone(),
         names.clone(),
         range,
-    ));
-    let result = agent.run(stop_rx).await;
+    );
+    let result = serve(agent, &api, &pod_kubeconfig, stop_rx).await;
+    let _ = std::fs::remove_file(&pod_kubeconfig);
     // The pods' namespaces are gone by now; the bridge goes last. A failed
     // run removes them too (the sweeper would, at the next start).
     let _ = ip.run(&["link", "del", &names.bridge()]).await;
@@ -148,6 +169,31 @@ async fn run(args: Args) -> Result<()> {
         names.bridge()
     );
     result
+}
+
+/// Runs the pods until `stop`, with the API server reachable from them: a
+/// relay on the bridge address and a kubeconfig naming it at
+/// `pod_kubeconfig` (the caller removes it). The relay stops on return.
+async fn serve(
+    agent: agent::Agent,
+    api: &apiserver::ApiServer,
+    pod_kubeconfig: &std::path::Path,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let bridge_ip = agent.bridge_ip();
+    let relay = apiserver::Relay::start(bridge_ip, api.upstream().to_string())
+        .await
+        .with_context(|| format!("starting the API server relay on {bridge_ip}"))?;
+    let file = serde_json::to_vec_pretty(&api.for_pods(relay.addr()))?;
+    write_private(pod_kubeconfig, &file)
+        .with_context(|| format!("writing the pods' kubeconfig {}", pod_kubeconfig.display()))?;
+    eprintln!(
+        "weir-node-agent: pods reach the API server ({}) at https://{}, KUBECONFIG={}",
+        api.upstream(),
+        relay.addr(),
+        pod_kubeconfig.display()
+    );
+    Arc::new(agent).run(stop).await
 }
 
 /// Picks a free /16 and creates the bridge on it, holding a lock so two
@@ -168,23 +214,41 @@ async fn claim_range(ip: &Ip, names: &Names, nodes: usize) -> Result<PodRange> {
     Ok(range)
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+/// The agent's kubeconfig (the pods' is derived from it) and its client.
+async fn client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(kube::config::Kubeconfig, kube::Client)> {
     // kube's TLS is rustls on aws-lc-rs; name the provider, as every kube
     // client of the workspace does.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
+    let file = match kubeconfig {
+        Some(path) => kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display()))?,
+        None => kube::config::Kubeconfig::read()
             .context("no kubeconfig (pass --kubeconfig or set KUBECONFIG)")?,
     };
-    kube::Client::try_from(config).context("making the Kubernetes client")
+    let config = kube::Config::from_custom_kubeconfig(
+        file.clone(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .context("using the kubeconfig")?;
+    let client = kube::Client::try_from(config).context("making the Kubernetes client")?;
+    Ok((file, client))
+}
+
+/// Writes `bytes` to a new file at `path` readable by its owner only (it
+/// holds the agent's credentials).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 /// Turns `stop` true on SIGTERM, SIGINT, or once `pid` is gone.

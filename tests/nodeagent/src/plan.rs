@@ -13,7 +13,8 @@
 //!   is `""`, the API's default), so `weir sim --forward-env DECODE_URL
 //!   --generation-env DYN_NAMESPACE` reads what weir's controller set on
 //!   the pod; `valueFrom` entries (Secrets, ConfigMaps, the downward API)
-//!   are skipped, and `$(VAR)` references are not expanded;
+//!   are skipped, and `$(VAR)` references are not expanded (the agent adds
+//!   `KUBECONFIG` and `POD_NAMESPACE` beneath them: [`crate::apiserver`]);
 //! - `--listen <podIP>:<port>` (the first declared container port, else
 //!   8000) and `--name <pod name>` are added unless the args have them.
 
