@@ -6,7 +6,8 @@
 //! (`DECODE_URL`, `PREFILL_URL`), and every pod counts requests by the
 //! generation (`DYN_NAMESPACE`) of the pod that sent them. The cluster has
 //! no DNS, so the forwarding sims resolve Service names through the API
-//! server's EndpointSlices (what cluster DNS and kube-proxy do).
+//! server's EndpointSlices (`weir sim --services-from-cluster`, standing in
+//! for cluster DNS and kube-proxy).
 //!
 //! What it shows: a new decode version is one new revision of the graph;
 //! the canary's components start in the order the resource gives (decode,
@@ -91,41 +92,42 @@ fn decode_args(ttft: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Prefill and the frontend: they forward to the URL in `var`.
-fn forward_args(env: &TestEnv, var: &str) -> Vec<String> {
-    vec![
-        "--forward-env".into(),
-        var.into(),
-        "--generation-env".into(),
-        "DYN_NAMESPACE".into(),
-        "--services-kubeconfig".into(),
-        env.kubeconfig().display().to_string(),
-        "--services-namespace".into(),
-        env.namespace.clone(),
+/// Prefill and the frontend: they forward to the URL in `var`, finding
+/// the Service through the API server the node agent gives pods.
+fn forward_args(var: &str) -> Vec<String> {
+    [
+        "--forward-env",
+        var,
+        "--generation-env",
+        "DYN_NAMESPACE",
+        "--services-from-cluster",
     ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// One Deployment as a watch saw it.
+#[derive(Debug, Clone)]
+struct Dep {
+    name: String,
+    spec: i32,
+    pods: i32,
+    ready: i32,
+    /// The controller has seen the current spec and every pod is on it
+    /// and ready.
+    rolled_out: bool,
+    revision: Option<String>,
+}
+
 /// One write the watches saw, by etcd revision.
 #[derive(Debug, Clone)]
 enum Seen {
-    Deployment {
-        name: String,
-        spec: i32,
-        pods: i32,
-        ready: i32,
-        /// The controller has seen the current spec and every pod is on
-        /// it and ready.
-        rolled_out: bool,
-        revision: Option<String>,
-    },
-    Canary {
-        phase: Phase,
-        weight: f64,
-    },
+    Deployment(Dep),
+    Canary { phase: Phase, weight: f64 },
 }
 
 /// The watches' record of one namespace.
@@ -168,14 +170,14 @@ impl Timeline {
                     && st.updated_replicas.unwrap_or(0) == spec
                     && ready == spec
                     && pods == spec;
-                let entry = Seen::Deployment {
+                let entry = Seen::Deployment(Dep {
                     name: d.name_any(),
                     spec,
                     pods,
                     ready,
                     rolled_out,
                     revision: d.annotations().get(names::REVISION_ANNOTATION).cloned(),
-                };
+                });
                 into.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push((rv(&d.metadata), entry));
@@ -231,16 +233,9 @@ fn show(all: &[(u64, Seen)]) -> String {
         .join("\n")
 }
 
-fn deployment<'a>(s: &'a Seen, wanted: &str) -> Option<(i32, i32, i32, bool, Option<&'a str>)> {
+fn deployment<'a>(s: &'a Seen, wanted: &str) -> Option<&'a Dep> {
     match s {
-        Seen::Deployment {
-            name,
-            spec,
-            pods,
-            ready,
-            rolled_out,
-            revision,
-        } if name == wanted => Some((*spec, *pods, *ready, *rolled_out, revision.as_deref())),
+        Seen::Deployment(d) if d.name == wanted => Some(d),
         _ => None,
     }
 }
@@ -252,12 +247,15 @@ fn weight(s: &Seen) -> Option<f64> {
     }
 }
 
+/// Requests by (sender's generation, own generation).
+type Counts = BTreeMap<(String, String), f64>;
+
 /// Requests counted by every pod of the namespace, by (sender's
 /// generation, own generation), the highest count each pod reported:
 /// polled while the test runs, since pods that go take their counters.
 #[derive(Default)]
 struct Crossings {
-    by_pod: Mutex<BTreeMap<String, BTreeMap<(String, String), f64>>>,
+    by_pod: Mutex<BTreeMap<String, Counts>>,
 }
 
 impl Crossings {
@@ -294,7 +292,7 @@ impl Crossings {
     }
 
     /// Totals over every pod: (sender, own) -> requests.
-    fn totals(&self) -> BTreeMap<(String, String), f64> {
+    fn totals(&self) -> Counts {
         let mut out = BTreeMap::new();
         for counts in self
             .by_pod
@@ -344,15 +342,11 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     let timeline = Timeline::start(&env.client, &ns);
     for d in [
         component("decode", "decode:v1", &strs(&decode_args("60ms"))),
-        component(
-            "prefill",
-            "prefill:v1",
-            &strs(&forward_args(&env, "DECODE_URL")),
-        ),
+        component("prefill", "prefill:v1", &strs(&forward_args("DECODE_URL"))),
         component(
             "frontend",
             "frontend:v1",
-            &strs(&forward_args(&env, "PREFILL_URL")),
+            &strs(&forward_args("PREFILL_URL")),
         ),
     ] {
         deployments
@@ -435,7 +429,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     let mut ready_at = Vec::new();
     for (i, name) in ORDER.iter().enumerate() {
         let grown = t.first(released, &format!("{name} scaled up"), |s| {
-            deployment(s, name).is_some_and(|(spec, ..)| spec > 0)
+            deployment(s, name).is_some_and(|d| d.spec > 0)
         });
         if let Some(&before) = ready_at.last() {
             assert!(
@@ -446,8 +440,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
             );
         }
         let ready = t.first(grown, &format!("{name} ready"), |s| {
-            deployment(s, name)
-                .is_some_and(|(spec, _, ready, rolled, _)| spec > 0 && ready >= spec && rolled)
+            deployment(s, name).is_some_and(|d| d.spec > 0 && d.ready >= d.spec && d.rolled_out)
         });
         ready_at.push(ready);
     }
@@ -466,7 +459,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     for name in ORDER {
         let copy = names::stable_deployment(name);
         let taken = t.first(moved, &format!("{copy} takes {second}"), |s| {
-            deployment(s, &copy).is_some_and(|(.., rev)| rev == Some(second.as_str()))
+            deployment(s, &copy).is_some_and(|d| d.revision.as_deref() == Some(second.as_str()))
         });
         assert!(
             taken > rolled_at,
@@ -475,7 +468,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
         );
         rolled_at = t.first(taken, &format!("{copy} rolled out"), |s| {
             deployment(s, &copy)
-                .is_some_and(|(.., rolled, rev)| rolled && rev == Some(second.as_str()))
+                .is_some_and(|d| d.rolled_out && d.revision.as_deref() == Some(second.as_str()))
         });
     }
 
@@ -509,7 +502,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     let mut gone_at = back;
     for name in ORDER.iter().rev() {
         let shrunk = t.first(moved, &format!("{name} scaled down"), |s| {
-            deployment(s, name).is_some_and(|(spec, ..)| spec == 0)
+            deployment(s, name).is_some_and(|d| d.spec == 0)
         });
         assert!(
             shrunk > gone_at,
@@ -517,7 +510,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
             show(&t.all())
         );
         gone_at = t.first(shrunk, &format!("{name} has no pods"), |s| {
-            deployment(s, name).is_some_and(|(spec, pods, ..)| spec == 0 && pods == 0)
+            deployment(s, name).is_some_and(|d| d.spec == 0 && d.pods == 0)
         });
     }
     for p in &proxies {
