@@ -324,6 +324,23 @@ fn generation_counts(text: &str) -> Vec<((String, String), f64)> {
         .collect()
 }
 
+/// Waits until no canary component (the user's Deployments) has a pod.
+async fn canary_gone(deployments: &Api<Deployment>, what: &str) {
+    until(what, PATIENCE, || async {
+        let all = deployments.list(&ListParams::default()).await.ok()?;
+        all.items
+            .iter()
+            .filter(|d| ORDER.contains(&d.name_any().as_str()))
+            .all(|d| {
+                let spec = d.spec.as_ref().and_then(|s| s.replicas);
+                let pods = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                spec == Some(0) && pods == 0
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 async fn set_decode(deployments: &Api<Deployment>, image: &str, args: &[String]) {
     let patch = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "vllm", "image": image, "args": args}
@@ -474,21 +491,14 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
 
     // A slower decode version: aborted on the time to first token the
     // proxies measure in front of the frontend.
-    until("the promoted run's canary is gone", PATIENCE, || async {
-        let all = deployments.list(&ListParams::default()).await.ok()?;
-        all.items
-            .iter()
-            .filter(|d| ORDER.contains(&d.name_any().as_str()))
-            .all(|d| d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0)
-            .then_some(())
-    })
-    .await;
+    canary_gone(&deployments, "the promoted run's canary is gone").await;
     let released = rv(&deployments.get("decode").await.expect("decode").metadata);
     set_decode(&deployments, "decode:v3", &decode_args("240ms")).await;
     let aborted = wait_phase(&env.client, &ns, "chat", Phase::Aborted).await;
     let abort = aborted.abort.as_ref().expect("the abort is recorded");
     assert!(abort.message.contains("ttft"), "{}", abort.message);
     assert_eq!(aborted.stable_revision.as_deref(), Some(second.as_str()));
+    canary_gone(&deployments, "the aborted canary is gone").await;
     let moved = t.first(released, "canary traffic", |s| {
         weight(s).is_some_and(|w| w > 0.0)
     });
