@@ -192,6 +192,52 @@ async fn preflight_passes_when_prepared_and_names_each_broken_part_with_its_fix(
     p.patch_canary(serde_json::json!({"gpuBudget": null})).await;
     p.delete::<Pod>("hog").await;
 
+    // A graph: a component that is not there, then one that is. Its GPUs
+    // count with the target's: at the promotion's peak the frontend adds
+    // 3 pods of 1 GPU and decode 2 of 1 (stable, canary and a surge of one
+    // less the one running), 5 of the 6 the node has free.
+    p.patch_canary(serde_json::json!({"graph": {"components": [{"name": "decode"}]}}))
+        .await;
+    let (detail, fix) = p.run().only_failure("graph");
+    assert!(
+        detail.contains(&format!("no Deployment decode in namespace {ns}")),
+        "{detail}"
+    );
+    assert!(fix.contains("create Deployment decode"), "{fix}");
+    let mut decode = prepared::target(true);
+    decode.metadata.name = Some("decode".into());
+    if let Some(spec) = decode.spec.as_mut() {
+        spec.replicas = Some(1);
+        let labels = std::collections::BTreeMap::from([("app".to_string(), "decode".to_string())]);
+        spec.selector.match_labels = Some(labels.clone());
+        if let Some(meta) = spec.template.metadata.as_mut() {
+            meta.labels = Some(labels);
+        }
+    }
+    deployments
+        .create(&PostParams::default(), &decode)
+        .await
+        .expect("decode");
+    let r = p.run();
+    let mut with_graph = ALL_PASS.to_vec();
+    with_graph.push("graph");
+    with_graph.sort_unstable();
+    assert_eq!(r.with("PASS"), with_graph, "{}", r.text);
+    let (detail, _) = r.says("graph");
+    assert!(
+        detail.contains("2 components, started in this order: decode, chat-frontend"),
+        "{detail}"
+    );
+    let (detail, _) = r.says("gpu-capacity");
+    assert!(
+        detail.contains(
+            "the pods it adds: 2 of decode (1 GPU each), 3 of chat-frontend (1 GPU each)"
+        ),
+        "{detail}"
+    );
+    p.patch_canary(serde_json::json!({"graph": null})).await;
+    p.delete::<Deployment>("decode").await;
+
     // RBAC: a ServiceAccount that may read what preflight reads, but holds
     // only a sliver of the controller's permissions.
     rbac_too_small(&p).await;

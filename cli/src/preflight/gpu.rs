@@ -378,6 +378,15 @@ fn component_pods(phase: &Phase, total: u32, c: &Component) -> u32 {
         + scaled(phase.surge, total, c.total)
 }
 
+/// `1 GPU`, `4 GPUs`.
+fn gpu_count(n: u32) -> String {
+    if n == 1 {
+        "1 GPU".into()
+    } else {
+        format!("{n} GPUs")
+    }
+}
+
 /// The verdict on spare capacity for a graph: at the phase that holds the
 /// most GPUs, the pods each component adds are placed on the nodes' free
 /// GPUs, largest pods first (a pod needs all its GPUs on one node).
@@ -437,14 +446,15 @@ fn graph_capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
         }
         if left > 0 {
             unplaced.push(format!(
-                "{left} pod(s) of {} ({} GPUs each)",
-                c.name, c.gpus_per_pod
+                "{left} pod(s) of {} ({} each)",
+                c.name,
+                gpu_count(c.gpus_per_pod)
             ));
         }
     }
     let wanted: Vec<String> = extra
         .iter()
-        .map(|(c, n)| format!("{n} of {} ({} GPUs each)", c.name, c.gpus_per_pod))
+        .map(|(c, n)| format!("{n} of {} ({} each)", c.name, gpu_count(c.gpus_per_pod)))
         .collect();
     let at_peak = format!(
         "at its peak, {}, the graph holds {} nvidia.com/gpu over its components; the pods it adds: {}",
