@@ -401,7 +401,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
         .create(&PostParams::default(), &canary)
         .await
         .expect("canary");
-    let _controller = controller(&env);
+    let _controller = stack::controller_with_proxies(&env, "graph");
 
     // Adoption: the stable copies serve before anything else happens.
     let idle = wait_phase(&env.client, &ns, "chat", Phase::Idle).await;
@@ -559,24 +559,4 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
         totals.get(&(g.clone(), g.clone())).copied().unwrap_or(0.0) > 0.0,
         "the slow version served some requests: {totals:?}"
     );
-}
-
-fn controller(env: &TestEnv) -> weir_controller::kube::run::Handle {
-    use weir_controller::kube::fleet::ProxyService;
-    use weir_controller::kube::run::{Handle, Settings};
-    let (lead, leading) = tokio::sync::watch::channel(true);
-    std::mem::forget(lead);
-    let settings = Settings {
-        namespace: Some(env.namespace.clone()),
-        identity: "graph".into(),
-        proxies: Some(ProxyService {
-            namespace: env.namespace.clone(),
-            name: "weir-proxy".into(),
-            admin_port: 9090,
-        }),
-        poll_every: std::time::Duration::from_millis(500),
-        concurrency: 4,
-        notifier: None,
-    };
-    Handle::spawn(env.client.clone(), settings, leading)
 }

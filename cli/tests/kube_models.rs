@@ -11,14 +11,10 @@
 //! in all of it no Deployment is copied, scaled or edited.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::sync::watch;
-use weir_controller::kube::fleet::ProxyService;
-use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::{Canary, HistoryEvent, Phase};
 use weir_envtest::TestEnv;
 use weir_test_kit::poll::until;
@@ -49,24 +45,6 @@ const POOL: &[&str] = &[
     "--model",
     "chat-lora-v9:length-share=0.33",
 ];
-
-fn controller(env: &TestEnv) -> Handle {
-    let (lead, leading) = watch::channel(true);
-    std::mem::forget(lead);
-    let settings = Settings {
-        namespace: Some(env.namespace.clone()),
-        identity: "models".into(),
-        proxies: Some(ProxyService {
-            namespace: env.namespace.clone(),
-            name: "weir-proxy".into(),
-            admin_port: 9090,
-        }),
-        poll_every: Duration::from_millis(500),
-        concurrency: 4,
-        notifier: None,
-    };
-    Handle::spawn(env.client.clone(), settings, leading)
-}
 
 /// What weir must not have touched: no stable copy exists and the target
 /// keeps its replicas and its first spec generation.
@@ -141,7 +119,7 @@ async fn an_adapter_canary_on_one_deployment_is_promoted_then_a_bad_one_aborted(
         .create(&PostParams::default(), &canary)
         .await
         .expect("canary");
-    let _controller = controller(&env);
+    let _controller = stack::controller_with_proxies(&env, "models");
     let _load: Vec<common::Proc> = proxies
         .iter()
         .map(|p| {

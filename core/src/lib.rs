@@ -32,11 +32,13 @@
 mod cohort;
 mod excerpt;
 mod model;
+mod names;
 mod outcome;
 mod weight;
 
 pub use cohort::{CANARY, Cohort, CohortError, STABLE};
 pub use excerpt::Excerpt;
 pub use model::is_model_name;
+pub use names::is_dns_label;
 pub use outcome::{Outcome, RequestCounts};
 pub use weight::{Weight, WeightError};

@@ -27,6 +27,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
+use weir_core::is_dns_label;
 
 /// The label the EndpointSlice controller puts on a Service's slices.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -110,16 +111,6 @@ pub fn service_of(host: &str) -> Option<ServiceName> {
         name: (*name).to_string(),
         namespace: namespace.map(|ns| (*ns).to_string()),
     })
-}
-
-/// An RFC 1123 label, as Service and namespace names are.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// The ready endpoints of `slices` for a URL with `port`: each ready

@@ -117,6 +117,27 @@ pub fn controller(env: &TestEnv, name: &str) -> Handle {
     Handle::spawn(env.client.clone(), settings, leading)
 }
 
+/// A controller that leads from the start and reads the proxies of
+/// Service `weir-proxy` ([`proxy_service`]): a run is judged on their
+/// measurements.
+pub fn controller_with_proxies(env: &TestEnv, name: &str) -> Handle {
+    let (lead, leading) = watch::channel(true);
+    std::mem::forget(lead);
+    let settings = Settings {
+        namespace: Some(env.namespace.clone()),
+        identity: name.into(),
+        proxies: Some(ProxyService {
+            namespace: env.namespace.clone(),
+            name: "weir-proxy".into(),
+            admin_port: 9090,
+        }),
+        poll_every: Duration::from_millis(500),
+        concurrency: 4,
+        notifier: None,
+    };
+    Handle::spawn(env.client.clone(), settings, leading)
+}
+
 /// Each ControllerRevision's number and the image of its template,
 /// sorted by number.
 pub fn numbered(

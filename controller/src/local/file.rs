@@ -6,6 +6,7 @@
 //! validated by the engine's `Rollout::new`. Nothing here starts
 //! anything: a refused file moves no traffic.
 
+use weir_core::is_dns_label;
 use weir_crds::{CanarySpec, GROUP, VERSION};
 
 use crate::engine::{Rollout, SpecError};
@@ -109,15 +110,6 @@ pub fn parse(text: &str) -> Result<CanaryFile, FileError> {
         spec,
         rollout,
     })
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]
