@@ -733,8 +733,8 @@ async fn the_controllers_prometheus_gauge_finds_each_cohort_by_its_pods_and_lead
         exporters: Api::all(env.client.clone()),
         namespace: ns.clone(),
         selectors: Cohorts {
-            stable: stable_labels(&selector),
-            canary: selector.clone(),
+            stable: vec![stable_labels(&selector)],
+            canary: vec![selector.clone()],
         },
     };
     for (cohort, spec) in [(Cohort::Stable, STABLE), (Cohort::Canary, CANARY_SPEC)] {

@@ -45,8 +45,10 @@ pub struct KubeGauges {
     pub exporters: Api<Pod>,
     /// The Canary's namespace.
     pub namespace: String,
-    /// Each cohort's pod selector labels.
-    pub selectors: Cohorts<BTreeMap<String, String>>,
+    /// Each cohort's pod selector labels: one per Deployment of the
+    /// cohort (a graph's cohort is every component's, and its GPUs are
+    /// mostly its workers').
+    pub selectors: Cohorts<Vec<BTreeMap<String, String>>>,
 }
 
 /// A pod that serves: its name, IP and node.
@@ -61,18 +63,22 @@ pub struct Serving {
 }
 
 impl KubeGauges {
-    /// The cohort's running and ready pods.
+    /// The cohort's running and ready pods (None when one of its
+    /// selectors could not be listed).
     async fn pods(&self, cohort: Cohort) -> Option<Vec<Serving>> {
-        let labels: Vec<String> = self
-            .selectors
-            .get(cohort)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        if labels.is_empty() {
+        let selectors = self.selectors.get(cohort);
+        if selectors.is_empty() {
             return None;
         }
-        list(&self.pods, &labels.join(",")).await
+        let mut all = Vec::new();
+        for selector in selectors {
+            let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if labels.is_empty() {
+                return None;
+            }
+            all.extend(list(&self.pods, &labels.join(",")).await?);
+        }
+        Some(all)
     }
 
     /// The gauge over the cohort's GPUs, read from the DCGM exporters on

@@ -688,9 +688,19 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
                 pods: Api::namespaced(ctx.client.clone(), &namespace),
                 exporters: Api::all(ctx.client.clone()),
                 namespace: namespace.clone(),
-                selectors: Cohorts {
-                    stable: builders::stable_labels(&w.selector),
-                    canary: w.selector.clone(),
+                selectors: if seen.is_empty() {
+                    Cohorts {
+                        stable: vec![builders::stable_labels(&w.selector)],
+                        canary: vec![w.selector.clone()],
+                    }
+                } else {
+                    Cohorts {
+                        stable: seen
+                            .iter()
+                            .map(|s| builders::stable_labels(s.selector))
+                            .collect(),
+                        canary: seen.iter().map(|s| s.selector.clone()).collect(),
+                    }
                 },
             };
             collector
