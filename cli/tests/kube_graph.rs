@@ -541,6 +541,7 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
         .iter()
         .filter(|((from, own), n)| !from.is_empty() && from != own && **n > 0.0)
         .collect();
+    eprintln!("requests by (sender's generation, own generation): {totals:?}");
     assert!(
         crossed.is_empty(),
         "requests crossed generations: {crossed:?}"
