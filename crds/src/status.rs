@@ -199,6 +199,24 @@ pub struct CohortReplicas {
     pub canary: u32,
 }
 
+impl CohortReplicas {
+    /// The count of `cohort`.
+    pub fn get(self, cohort: crate::Cohort) -> u32 {
+        match cohort {
+            crate::Cohort::Stable => self.stable,
+            crate::Cohort::Canary => self.canary,
+        }
+    }
+
+    /// The count of `cohort`, to change it.
+    pub fn get_mut(&mut self, cohort: crate::Cohort) -> &mut u32 {
+        match cohort {
+            crate::Cohort::Stable => &mut self.stable,
+            crate::Cohort::Canary => &mut self.canary,
+        }
+    }
+}
+
 /// The evidence window of the analysis in progress. Observations count only
 /// from `opensAt` (the end of the warm-up after the last traffic change).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -210,10 +210,7 @@ impl View {
                 CohortReplicasView {
                     cohort,
                     deployment,
-                    wanted: status.replicas.map(|r| match cohort {
-                        Cohort::Stable => r.stable,
-                        Cohort::Canary => r.canary,
-                    }),
+                    wanted: status.replicas.map(|r| r.get(cohort)),
                     ready: object
                         .and_then(|d| d.status.as_ref())
                         .map(|s| s.ready_replicas.unwrap_or(0).max(0).unsigned_abs()),

@@ -315,18 +315,7 @@ async fn canary_checks(
     let Some(target) = found else {
         return Some(Err("no target Deployment (see target)".into()));
     };
-    let spec = target.spec.as_ref();
-    let pod = spec.and_then(|s| s.template.spec.as_ref());
-    let gpus_per_pod = pod.map_or(0, |p| {
-        gpu::pod_gpus(
-            &p.containers,
-            p.init_containers.as_deref().unwrap_or_default(),
-        )
-    });
-    let target_replicas = spec
-        .and_then(|s| s.replicas)
-        .and_then(|r| u32::try_from(r).ok())
-        .unwrap_or(1);
+    let (gpus_per_pod, target_replicas) = pods_of(target);
     let status = canary.status.clone().unwrap_or_default();
     let total = status.target_replicas.unwrap_or(target_replicas);
     let held = status
@@ -336,28 +325,33 @@ async fn canary_checks(
     if let Some(g) = &rollout.graph {
         let mut missing = Vec::new();
         for part in &g.parts {
-            let (read, d) = if part.serves {
-                (None, Some(target.clone()))
+            let read;
+            let found = if part.serves {
+                Some(target)
             } else {
-                let read = gather::deployment(cluster, &part.name).await;
-                let d = read.as_ref().ok().and_then(Option::as_ref).cloned();
-                (Some(read), d)
-            };
-            if let Some(read) = &read {
-                let check = target::target(read, &part.name, &cluster.namespace, *port);
+                read = gather::deployment(cluster, &part.name).await;
+                let check = target::target(&read, &part.name, &cluster.namespace, *port);
                 if check.status != Status::Pass {
                     missing.push(check);
                 }
-            }
-            let Some(d) = d else { continue };
-            graph.push(component_of(
-                &part.name,
-                &d,
-                &status,
-                part.serves,
+                read.as_ref().ok().and_then(Option::as_ref)
+            };
+            let Some(d) = found else { continue };
+            // The user's count and the pods both cohorts hold, as status
+            // recorded them (the target's in the Canary's own fields).
+            let (gpus_per_pod, now) = pods_of(d);
+            let recorded = status.components.iter().find(|c| c.name == part.name);
+            let (total, held) = match (part.serves, recorded) {
+                (true, _) => (total, held),
+                (false, Some(c)) => (c.target_replicas, c.replicas.stable + c.replicas.canary),
+                (false, None) => (now, now),
+            };
+            graph.push(gpu::Component {
+                name: part.name.clone(),
                 total,
                 held,
-            ));
+                gpus_per_pod,
+            });
         }
         out.push(target::graph(g, missing));
     }
@@ -370,17 +364,8 @@ async fn canary_checks(
     }))
 }
 
-/// One component of a graph for the GPU plan: the user's count and the
-/// pods both cohorts hold, as status recorded them (the target's from
-/// the Canary's own fields).
-fn component_of(
-    name: &str,
-    d: &Deployment,
-    status: &weir_crds::CanaryStatus,
-    serves: bool,
-    total: u32,
-    held: u32,
-) -> gpu::Component {
+/// A Deployment's GPUs per pod and replicas (1 when unset).
+fn pods_of(d: &Deployment) -> (u32, u32) {
     let spec = d.spec.as_ref();
     let pod = spec.and_then(|s| s.template.spec.as_ref());
     let gpus_per_pod = pod.map_or(0, |p| {
@@ -389,22 +374,11 @@ fn component_of(
             p.init_containers.as_deref().unwrap_or_default(),
         )
     });
-    let now = spec
+    let replicas = spec
         .and_then(|s| s.replicas)
         .and_then(|r| u32::try_from(r).ok())
         .unwrap_or(1);
-    let recorded = status.components.iter().find(|c| c.name == name);
-    let (total, held) = match (serves, recorded) {
-        (true, _) => (total, held),
-        (false, Some(c)) => (c.target_replicas, c.replicas.stable + c.replicas.canary),
-        (false, None) => (now, now),
-    };
-    gpu::Component {
-        name: name.to_string(),
-        total,
-        held,
-        gpus_per_pod,
-    }
+    (gpus_per_pod, replicas)
 }
 
 #[cfg(test)]

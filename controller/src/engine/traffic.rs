@@ -150,10 +150,7 @@ impl Cx<'_> {
             stable: self.obs.target_replicas,
             canary: 0,
         });
-        let slot = match cohort {
-            Cohort::Stable => &mut current.stable,
-            Cohort::Canary => &mut current.canary,
-        };
+        let slot = current.get_mut(cohort);
         if *slot == replicas && self.s.replicas.is_some() {
             return;
         }
@@ -174,10 +171,7 @@ impl Cx<'_> {
     /// What the step waits for, as said in status and the Event.
     pub(super) fn waiting_for(&self) -> Option<String> {
         let w = self.waiting?;
-        let ready = match w.cohort {
-            Cohort::Stable => self.obs.ready.stable,
-            Cohort::Canary => self.obs.ready.canary,
-        };
+        let ready = self.obs.ready.get(w.cohort);
         let mut text = format!(
             "waiting for {} replicas: {ready}/{} ready",
             w.cohort.as_str(),

@@ -281,14 +281,16 @@ pub fn within_budget(
     }
 }
 
-fn template(d: &Deployment) -> PodTemplateSpec {
+/// A Deployment's pod template (empty when it has no spec).
+pub(super) fn template(d: &Deployment) -> PodTemplateSpec {
     d.spec
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default()
 }
 
-fn spec_replicas(d: &Deployment) -> Option<u32> {
+/// A Deployment's `spec.replicas`, when it says.
+pub(super) fn spec_replicas(d: &Deployment) -> Option<u32> {
     d.spec
         .as_ref()
         .and_then(|s| s.replicas)

@@ -35,7 +35,7 @@ use kube::ResourceExt;
 use weir_crds::{CanaryStatus, Cohort, CohortReplicas, Phase, names};
 
 use super::builders::{self, Owner};
-use super::desired::{DesiredError, StableChange};
+use super::desired::{DesiredError, StableChange, spec_replicas, template};
 use crate::engine::Rollout;
 use crate::engine::graph::{Graph, Part, carried, scaled};
 
@@ -77,14 +77,6 @@ pub struct GraphChanges {
     pub changes: Vec<Change>,
     /// Something waits on the order: look again soon.
     pub held: bool,
-}
-
-/// A Deployment's template (empty when it has no spec).
-pub fn template(d: &Deployment) -> PodTemplateSpec {
-    d.spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default()
 }
 
 /// `template` without the graph's variables `managed`.
@@ -242,13 +234,6 @@ pub fn asked_of(asked: CohortReplicas, total: u32, part_total: u32) -> CohortRep
     }
 }
 
-fn spec_replicas(d: &Deployment) -> Option<u32> {
-    d.spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .map(|r| u32::try_from(r).unwrap_or(0))
-}
-
 /// Whether a Deployment has no more than `n` pods left, as its controller
 /// last counted (terminating pods no longer count: they get no new work
 /// and are draining what they had).
@@ -327,23 +312,23 @@ pub fn changes(
         };
         let mut wanted = CohortReplicas::default();
         for cohort in [Cohort::Stable, Cohort::Canary] {
-            let want = *get(&asked[i], cohort);
-            let now = *get(&spec, cohort);
+            let want = asked[i].get(cohort);
+            let now = spec.get(cohort);
             let allowed = if want > now {
-                (0..i).all(|j| *get(&ready[j], cohort) >= *get(&asked[j], cohort))
+                (0..i).all(|j| ready[j].get(cohort) >= asked[j].get(cohort))
             } else if want < now {
                 (i + 1..seen.len()).all(|j| {
                     let d = match cohort {
                         Cohort::Stable => seen[j].stable,
                         Cohort::Canary => Some(seen[j].target),
                     };
-                    down_to(d, *get(&asked[j], cohort))
+                    down_to(d, asked[j].get(cohort))
                 })
             } else {
                 true
             };
             held |= !allowed;
-            *get_mut(&mut wanted, cohort) = if allowed { want } else { now };
+            *wanted.get_mut(cohort) = if allowed { want } else { now };
         }
 
         let target_template = strip(&template(s.target), &managed);
@@ -431,20 +416,6 @@ pub fn changes(
 
 fn scale(d: &Deployment, replicas: u32) -> Option<StableChange> {
     (spec_replicas(d) != Some(replicas)).then_some(StableChange::Scale(replicas))
-}
-
-fn get(r: &CohortReplicas, cohort: Cohort) -> &u32 {
-    match cohort {
-        Cohort::Stable => &r.stable,
-        Cohort::Canary => &r.canary,
-    }
-}
-
-fn get_mut(r: &mut CohortReplicas, cohort: Cohort) -> &mut u32 {
-    match cohort {
-        Cohort::Stable => &mut r.stable,
-        Cohort::Canary => &mut r.canary,
-    }
 }
 
 #[cfg(test)]

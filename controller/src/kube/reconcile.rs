@@ -54,6 +54,7 @@ use super::graph::{self, Seen};
 use super::metrics::Metrics;
 use super::pods;
 use crate::engine::conditions::{self, ConditionType, Wanted};
+use crate::engine::graph::Part;
 use crate::engine::spec::Mode;
 use crate::engine::{self, Observed, Outcome, Plan, Rollout, reasons};
 use crate::evidence::{Cohorts, Collector};
@@ -281,13 +282,14 @@ struct World {
     target: Deployment,
     stable: Option<Deployment>,
     selector: BTreeMap<String, String>,
-    /// A graph canary: every component in start order, the target
-    /// included (empty otherwise).
+    /// Every component in start order, the target included: a graph's,
+    /// or the target alone.
     parts: Vec<PartRead>,
 }
 
-/// One component of a graph, as read.
+/// One component, as read.
 struct PartRead {
+    part: Part,
     target: Deployment,
     stable: Option<Deployment>,
     selector: BTreeMap<String, String>,
@@ -296,22 +298,26 @@ struct PartRead {
 }
 
 impl World {
-    /// The graph's components for the pure functions.
+    /// The components for the pure functions.
     fn seen(&self) -> Vec<Seen<'_>> {
-        let Some(g) = &self.rollout.graph else {
-            return Vec::new();
-        };
-        g.parts
+        self.parts
             .iter()
-            .zip(&self.parts)
-            .map(|(part, r)| Seen {
-                part,
+            .map(|r| Seen {
+                part: &r.part,
                 target: &r.target,
                 stable: r.stable.as_ref(),
                 selector: &r.selector,
                 total: r.total,
             })
             .collect()
+    }
+
+    /// The replicas the user asked of the target.
+    fn total(&self) -> u32 {
+        self.parts
+            .iter()
+            .find(|p| p.part.serves)
+            .map_or(1, |p| p.total)
     }
 }
 
@@ -360,7 +366,9 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         new_status.target_replicas = Some(observed.target_replicas);
     }
     let seen = world.seen();
-    new_status.components = components(&seen, &new_status, observed.target_replicas);
+    if world.rollout.graph.is_some() {
+        new_status.components = components(&seen, &new_status, observed.target_replicas);
+    }
     if new_status != status {
         write_status(&canaries, &name, &new_status).await?;
     }
@@ -470,73 +478,96 @@ async fn read_world(
         .get_opt(&stable_name)
         .await
         .map_err(api_error(format!("get {stable_name}")))?;
-    let mut parts = Vec::new();
-    if let Some(g) = &rollout.graph {
-        let status = canary.status.clone().unwrap_or_default();
-        for part in &g.parts {
-            if part.serves {
+    let status = canary.status.clone().unwrap_or_default();
+    let serving = PartRead {
+        part: Part {
+            name: target_name.clone(),
+            serves: true,
+            port: None,
+            url_env: None,
+        },
+        total: user_total(
+            status.target_replicas,
+            status.replicas.map(|r| r.canary),
+            spec_replicas(&target),
+            status.phase,
+        ),
+        target: target.clone(),
+        stable: stable.clone(),
+        selector: selector.clone(),
+    };
+    let Some(g) = &rollout.graph else {
+        return Ok(Ok(World {
+            canary,
+            parts: vec![serving],
+            rollout,
+            target,
+            stable,
+            selector,
+        }));
+    };
+    let mut parts = Vec::with_capacity(g.parts.len());
+    let mut serving = Some(serving);
+    for part in &g.parts {
+        if part.serves {
+            // The validated graph names the target once.
+            if let Some(s) = serving.take() {
                 parts.push(PartRead {
-                    total: user_total(
-                        status.target_replicas,
-                        status.replicas.map(|r| r.canary),
-                        spec_replicas(&target),
-                        status.phase,
-                    ),
-                    target: target.clone(),
-                    stable: stable.clone(),
-                    selector: selector.clone(),
+                    part: part.clone(),
+                    ..s
                 });
-                continue;
             }
-            let name = &part.name;
-            let Some(d) = deployments
-                .get_opt(name)
-                .await
-                .map_err(api_error(format!("get graph component {name}")))?
-            else {
-                let i = canary
-                    .spec
-                    .graph
-                    .iter()
-                    .flat_map(|g| g.components.iter())
-                    .position(|c| &c.name == name)
-                    .unwrap_or(0);
+            continue;
+        }
+        let name = &part.name;
+        let Some(d) = deployments
+            .get_opt(name)
+            .await
+            .map_err(api_error(format!("get graph component {name}")))?
+        else {
+            let i = canary
+                .spec
+                .graph
+                .iter()
+                .flat_map(|g| g.components.iter())
+                .position(|c| &c.name == name)
+                .unwrap_or(0);
+            return Ok(Err((
+                canary,
+                reasons::TARGET_MISSING,
+                format!(
+                    "spec.graph.components[{i}].name: Deployment {name} not found in namespace {namespace}; create it or fix the name"
+                ),
+            )));
+        };
+        let part_selector = match builders::target_selector(&d) {
+            Ok(s) => s,
+            Err(e) => {
                 return Ok(Err((
                     canary,
-                    reasons::TARGET_MISSING,
-                    format!(
-                        "spec.graph.components[{i}].name: Deployment {name} not found in namespace {namespace}; create it or fix the name"
-                    ),
+                    reasons::INVALID_SPEC,
+                    format!("Deployment {name}: {e}"),
                 )));
-            };
-            let part_selector = match builders::target_selector(&d) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Ok(Err((
-                        canary,
-                        reasons::INVALID_SPEC,
-                        format!("Deployment {name}: {e}"),
-                    )));
-                }
-            };
-            let copy_name = names::stable_deployment(name);
-            let copy = deployments
-                .get_opt(&copy_name)
-                .await
-                .map_err(api_error(format!("get {copy_name}")))?;
-            let recorded = status.components.iter().find(|c| &c.name == name);
-            parts.push(PartRead {
-                total: user_total(
-                    recorded.map(|c| c.target_replicas),
-                    recorded.map(|c| c.replicas.canary),
-                    spec_replicas(&d),
-                    status.phase,
-                ),
-                target: d,
-                stable: copy,
-                selector: part_selector,
-            });
-        }
+            }
+        };
+        let copy_name = names::stable_deployment(name);
+        let copy = deployments
+            .get_opt(&copy_name)
+            .await
+            .map_err(api_error(format!("get {copy_name}")))?;
+        let recorded = status.components.iter().find(|c| &c.name == name);
+        parts.push(PartRead {
+            part: part.clone(),
+            total: user_total(
+                recorded.map(|c| c.target_replicas),
+                recorded.map(|c| c.replicas.canary),
+                spec_replicas(&d),
+                status.phase,
+            ),
+            target: d,
+            stable: copy,
+            selector: part_selector,
+        });
     }
     Ok(Ok(World {
         canary,
@@ -638,12 +669,7 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         status.phase,
         Phase::Idle | Phase::Succeeded | Phase::Aborted | Phase::Initializing
     );
-    let total = user_total(
-        status.target_replicas,
-        status.replicas.map(|r| r.canary),
-        spec_replicas(&w.target),
-        status.phase,
-    );
+    let total = w.total();
     let seen = w.seen();
     // A model canary's version is the model its spec asks for; a
     // Deployment's is its template; a graph's, its templates'.
@@ -663,7 +689,7 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
     };
     // A model canary's cohorts are the same pods: the target's. A
     // graph's are ready as far as its least ready component carries.
-    let ready = if seen.is_empty() {
+    let ready = if w.rollout.graph.is_none() {
         CohortReplicas {
             stable: if w.rollout.is_model() {
                 ready_replicas(Some(&w.target))
@@ -688,19 +714,12 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
                 pods: Api::namespaced(ctx.client.clone(), &namespace),
                 exporters: Api::all(ctx.client.clone()),
                 namespace: namespace.clone(),
-                selectors: if seen.is_empty() {
-                    Cohorts {
-                        stable: vec![builders::stable_labels(&w.selector)],
-                        canary: vec![w.selector.clone()],
-                    }
-                } else {
-                    Cohorts {
-                        stable: seen
-                            .iter()
-                            .map(|s| builders::stable_labels(s.selector))
-                            .collect(),
-                        canary: seen.iter().map(|s| s.selector.clone()).collect(),
-                    }
+                selectors: Cohorts {
+                    stable: seen
+                        .iter()
+                        .map(|s| builders::stable_labels(s.selector))
+                        .collect(),
+                    canary: seen.iter().map(|s| s.selector.clone()).collect(),
                 },
             };
             collector
@@ -712,7 +731,7 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
     };
     let pods = Api::namespaced(ctx.client.clone(), &namespace);
     let given = status.replicas.unwrap_or_default();
-    let unready = if seen.is_empty() {
+    let unready = if w.rollout.graph.is_none() {
         Cohorts {
             stable: pods::unready(
                 &pods,
@@ -753,18 +772,8 @@ async fn observe(ctx: &Context, w: &World, status: &CanaryStatus, now: Timestamp
         unmeasured: ctx.fleet.is_none().then(|| {
             "the controller runs without --proxy-service, so no proxy reports to it".to_string()
         }),
-        stable_rolled_out: if seen.is_empty() {
-            w.stable.as_ref().and_then(rolled_out)
-        } else {
-            graph::rolled_out(&seen)
-        },
-        stable_carries: if seen.is_empty() {
-            w.stable
-                .as_ref()
-                .and_then(|d| d.annotations().get(names::REVISION_ANNOTATION).cloned())
-        } else {
-            graph::carries(&seen)
-        },
+        stable_rolled_out: graph::rolled_out(&seen),
+        stable_carries: graph::carries(&seen),
         applied_generation,
         open_streams,
         evidence,
