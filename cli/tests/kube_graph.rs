@@ -36,6 +36,7 @@ use serde_json::json;
 use weir_crds::{Canary, Phase, names};
 use weir_envtest::TestEnv;
 use weir_test_kit::poll::until;
+use weir_test_kit::sim::generation_counts;
 
 mod common;
 mod stack;
@@ -284,8 +285,8 @@ impl Crossings {
             let counts = generation_counts(&text);
             let mut by_pod = self.by_pod.lock().unwrap_or_else(PoisonError::into_inner);
             let mine = by_pod.entry(pod.name_any()).or_default();
-            for (key, n) in counts {
-                let e = mine.entry(key).or_insert(0.0);
+            for (from, own, n) in counts {
+                let e = mine.entry((from, own)).or_insert(0.0);
                 *e = e.max(n);
             }
         }
@@ -306,22 +307,6 @@ impl Crossings {
         }
         out
     }
-}
-
-/// `weir_sim_generation_requests_total{from="a",own="b"} N` lines.
-fn generation_counts(text: &str) -> Vec<((String, String), f64)> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("weir_sim_generation_requests_total{"))
-        .filter_map(|l| {
-            let (labels, value) = l.rsplit_once("} ")?;
-            let label = |name: &str| {
-                let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-                let rest = &labels[start..];
-                Some(rest[..rest.find('"')?].to_string())
-            };
-            Some(((label("from")?, label("own")?), value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// Waits until no canary component (the user's Deployments) has a pod.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Sim, between, command, free_addr, sim_in_env, spawn_command};
+use common::{Sim, command, free_addr, sim_in_env, spawn_command};
+use weir_test_kit::sim::generation_counts;
 
 const EXIT: Duration = Duration::from_secs(60);
 /// Longest wait for one answer.
@@ -88,10 +89,10 @@ async fn generation_count(
         .text()
         .await
         .expect("a scrape");
-    let sample = format!("weir_sim_generation_requests_total{{from=\"{from}\",own=\"{own}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&sample))
-        .map(|v| v.parse().expect("a number"))
+    generation_counts(&text)
+        .into_iter()
+        .find(|(f, o, _)| f == from && o == own)
+        .map(|(.., n)| n)
 }
 
 /// Every `weir_sim_generation_requests_total` sample of `sim`: (from, own).
@@ -104,13 +105,9 @@ async fn generation_samples(client: &reqwest::Client, sim: &Sim) -> Vec<(String,
         .text()
         .await
         .expect("a scrape");
-    text.lines()
-        .filter(|l| l.starts_with("weir_sim_generation_requests_total{"))
-        .map(|l| {
-            let from = between(l, "from=\"", "\"").expect("from").to_string();
-            let own = between(l, "own=\"", "\"").expect("own").to_string();
-            (from, own)
-        })
+    generation_counts(&text)
+        .into_iter()
+        .map(|(from, own, _)| (from, own))
         .collect()
 }
 

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use weir_test_kit::poll::until;
+use weir_test_kit::sim::generation_counts;
 
 const REPLICAS: usize = 4;
 const NODES: [&str; 2] = ["node-0", "node-1"];
@@ -165,13 +166,11 @@ async fn generations(ips: &BTreeSet<String>) -> BTreeMap<String, String> {
             .text()
             .await
             .unwrap_or_else(|e| panic!("/metrics of {ip}: {e}"));
-        let own = scrape
-            .lines()
-            .find(|l| l.starts_with("weir_sim_generation_requests_total{"))
-            .and_then(|l| l.split("own=\"").nth(1))
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_default()
-            .to_string();
+        let own = generation_counts(&scrape)
+            .into_iter()
+            .next()
+            .map(|(_, own, _)| own)
+            .unwrap_or_default();
         out.insert(ip.clone(), own);
     }
     out

@@ -24,6 +24,7 @@ use kube::{Api, Client, Config};
 use weir_envtest::cluster::{nodes_usable, rolled_out, start_agent};
 use weir_envtest::sim_container;
 use weir_test_kit::poll::until;
+use weir_test_kit::sim::generation_counts;
 
 mod common;
 use common::{PATIENCE, create_namespace, pod_ip, ready_addresses};
@@ -77,14 +78,6 @@ async fn pods(client: &Client, namespace: &str, app: &str) -> Vec<Pod> {
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text scrape.
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Whether a TCP socket listens on exactly `addr` (`ss`; a wildcard
 /// address is not `addr`).
 fn listening(addr: &str) -> bool {
@@ -255,8 +248,6 @@ async fn a_pod_resolves_a_service_through_the_api_server_relay() {
             "answered by a worker pod ({worker_names:?}), not {by:?}: {body}"
         );
     }
-    let series =
-        format!("weir_sim_generation_requests_total{{from=\"{GENERATION}\",own=\"{GENERATION}\"}}");
     let mut relayed = 0.0;
     for ip in &worker_ips {
         let scrape = http
@@ -268,11 +259,15 @@ async fn a_pod_resolves_a_service_through_the_api_server_relay() {
             .text()
             .await
             .unwrap_or_else(|e| panic!("/metrics of {ip}: {e}"));
-        relayed += sample(&scrape, &series);
+        relayed += generation_counts(&scrape)
+            .into_iter()
+            .filter(|(from, own, _)| from == GENERATION && own == GENERATION)
+            .map(|(.., n)| n)
+            .sum::<f64>();
     }
     assert!(
         relayed >= REQUESTS as f64,
-        "the workers counted the frontend's {REQUESTS} requests as {series}: {relayed}"
+        "the workers counted the frontend's {REQUESTS} requests from and of {GENERATION}: {relayed}"
     );
 
     // The agent stops: the relay and the pods' kubeconfig go with it.
