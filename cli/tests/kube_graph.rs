@@ -159,10 +159,21 @@ impl Timeline {
         let canaries: Api<Canary> = Api::namespaced(client.clone(), namespace);
         let into = Arc::clone(&seen);
         let d = tokio::spawn(async move {
+            // A watch error (the API server slow on a busy machine) is
+            // retried from the last resourceVersion seen, so no write is
+            // missed; the stream must not end on it.
             let mut stream = watcher(deployments, watcher::Config::default())
+                .default_backoff()
                 .applied_objects()
                 .boxed();
-            while let Some(Ok(d)) = stream.next().await {
+            while let Some(item) = stream.next().await {
+                let d = match item {
+                    Ok(object) => object,
+                    Err(e) => {
+                        eprintln!("timeline: watching deployments: {e} (retrying)");
+                        continue;
+                    }
+                };
                 let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let st = d.status.clone().unwrap_or_default();
                 let pods = st.replicas.unwrap_or(0);
@@ -186,10 +197,21 @@ impl Timeline {
         });
         let into = Arc::clone(&seen);
         let c = tokio::spawn(async move {
+            // A watch error (the API server slow on a busy machine) is
+            // retried from the last resourceVersion seen, so no write is
+            // missed; the stream must not end on it.
             let mut stream = watcher(canaries, watcher::Config::default())
+                .default_backoff()
                 .applied_objects()
                 .boxed();
-            while let Some(Ok(c)) = stream.next().await {
+            while let Some(item) = stream.next().await {
+                let c = match item {
+                    Ok(object) => object,
+                    Err(e) => {
+                        eprintln!("timeline: watching canaries: {e} (retrying)");
+                        continue;
+                    }
+                };
                 let status = c.status.clone().unwrap_or_default();
                 into.lock().unwrap_or_else(PoisonError::into_inner).push((
                     rv(&c.metadata),

@@ -210,19 +210,19 @@ pub fn ready_of(s: &Seen<'_>) -> CohortReplicas {
 /// The graph's ready replicas per cohort, in the serving component's
 /// count (`total` replicas): what its least ready component can carry.
 pub fn ready(seen: &[Seen<'_>], total: u32) -> CohortReplicas {
-    let mut out = CohortReplicas {
-        stable: u32::MAX,
-        canary: u32::MAX,
-    };
-    for s in seen {
-        let r = ready_of(s);
-        out.stable = out.stable.min(carried(r.stable, total, s.total));
-        out.canary = out.canary.min(carried(r.canary, total, s.total));
-    }
-    if seen.is_empty() {
-        return CohortReplicas::default();
-    }
-    out
+    seen.iter()
+        .map(|s| {
+            let r = ready_of(s);
+            CohortReplicas {
+                stable: carried(r.stable, total, s.total),
+                canary: carried(r.canary, total, s.total),
+            }
+        })
+        .reduce(|a, b| CohortReplicas {
+            stable: a.stable.min(b.stable),
+            canary: a.canary.min(b.canary),
+        })
+        .unwrap_or_default()
 }
 
 /// What status asks of one component: the serving component's counts in
