@@ -61,6 +61,11 @@ use crate::{AnalysisSpec, CanaryStatus, string_or_object};
         "message": "graph.components lists the workers; the serving component is targetRef, not one of them",
         "fieldPath": ".graph.components",
     },
+    {
+        "rule": "!has(self.graph) || !has(self.gpuBudget)",
+        "message": "gpuBudget counts one Deployment's pods; a graph's pods hold different numbers of GPUs: set graph.gpuBudget (nvidia.com/gpu over every component) instead",
+        "fieldPath": ".gpuBudget",
+    },
 ]))]
 pub struct CanarySpec {
     /// Kubernetes mode: the Deployment whose template is the desired version.
@@ -171,6 +176,15 @@ pub struct GraphSpec {
     /// Keeps each version's components to themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// The `nvidia.com/gpu` both cohorts' pods may hold together, over
+    /// every component (a pod counts what it requests, else its limits).
+    /// Stable gives capacity up as the canary grows, and no component asks
+    /// the scheduler for more than its share (docs/graphs.md). Unlike
+    /// `spec.gpuBudget`, which counts one Deployment's pods, this counts
+    /// GPUs: a graph's pods hold different numbers of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub gpu_budget: Option<u32>,
 }
 
 /// One Deployment of a graph, besides the target.

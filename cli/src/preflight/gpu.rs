@@ -25,12 +25,11 @@
 //! (not Succeeded or Failed). A pod needs all its GPUs on one node, so the
 //! room is counted in pods per node.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use weir_controller::engine::graph::{Budget, held_at_most};
 use weir_controller::engine::replicas::for_share;
+use weir_controller::engine::spec::SpecError;
 use weir_controller::engine::spec::{Step, Strategy};
 use weir_controller::engine::{Rollout, Share};
 use weir_controller::kube::builders::promotion_strategy;
@@ -38,8 +37,7 @@ use weir_crds::PromotionStrategy;
 
 use super::check::{Check, Read, names};
 
-/// The extended resource NVIDIA's device plugin advertises.
-pub const GPU: &str = "nvidia.com/gpu";
+pub use weir_controller::kube::pods::{GPU, pod_gpus, whole};
 
 /// A node with allocatable GPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,30 +57,6 @@ impl GpuNode {
     pub fn free(&self) -> u32 {
         self.allocatable.saturating_sub(self.requested)
     }
-}
-
-/// A whole number of GPUs; None for anything else (GPUs are not divisible).
-fn whole(q: &Quantity) -> Option<u32> {
-    q.0.trim().parse().ok()
-}
-
-/// The GPUs a container asks for: its request, else its limit (for
-/// extended resources the two must be equal, and a limit alone sets both).
-fn container_gpus(c: &Container) -> u32 {
-    let res = c.resources.as_ref();
-    let get = |m: Option<&BTreeMap<String, Quantity>>| m.and_then(|m| m.get(GPU)).and_then(whole);
-    get(res.and_then(|r| r.requests.as_ref()))
-        .or_else(|| get(res.and_then(|r| r.limits.as_ref())))
-        .unwrap_or(0)
-}
-
-/// The GPUs a pod with these containers holds, as the scheduler counts
-/// it: the larger of the sum of its containers and its largest init
-/// container.
-pub fn pod_gpus(containers: &[Container], init: &[Container]) -> u32 {
-    let sum: u32 = containers.iter().map(container_gpus).sum();
-    let init = init.iter().map(container_gpus).max().unwrap_or(0);
-    sum.max(init)
 }
 
 /// The nodes with allocatable GPUs, each with what `pods` request on it.
@@ -349,10 +323,13 @@ pub struct Plan {
     /// GPUs per pod of the target.
     pub gpus_per_pod: u32,
     /// A graph canary: every component, the target included (the phases
-    /// are in the target's replicas, `total` of them; each component
-    /// holds its share, `weir_controller::engine::graph::scaled`).
+    /// are in the graph's unit, `total` of them; each component holds its
+    /// share, `weir_controller::engine::graph::scaled`).
     pub graph: Vec<Component>,
-    /// The target's replicas (the phases' scale).
+    /// A graph's `gpuBudget` resolved against its components
+    /// (`Ok(None)`: none, or a single target).
+    pub graph_budget: Result<Option<Budget>, SpecError>,
+    /// The target's replicas, a graph's unit (the phases' scale).
     pub total: u32,
 }
 
@@ -403,6 +380,16 @@ fn graph_capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
             "no component of the graph requests nvidia.com/gpu",
         );
     }
+    let budget = match &plan.graph_budget {
+        Ok(b) => b.as_ref(),
+        Err(e) => {
+            return Check::fail(
+                names::GPU_CAPACITY,
+                e.to_string(),
+                "raise spec.graph.gpuBudget, or remove it and give the canary graph room of its own",
+            );
+        }
+    };
     let nodes = match nodes {
         Ok(n) => n,
         Err(e) => return e.warn(names::GPU_CAPACITY, "the nodes and their pods"),
@@ -466,6 +453,35 @@ fn graph_capacity(plan: &Plan, nodes: &Read<Vec<GpuNode>>) -> Check {
             wanted.join(", ")
         }
     );
+    let within = budget.map(|b| {
+        format!(
+            "; within spec.graph.gpuBudget (both cohorts hold at most {} of the graph's {} units, {} nvidia.com/gpu)",
+            b.units, plan.total, b.gpus
+        )
+    });
+    let at_peak = format!("{at_peak}{}", within.unwrap_or_default());
+    if let Some(b) = budget.filter(|b| b.units < plan.total)
+        && unplaced.is_empty()
+    {
+        // Each cohort needs a pod of every component, and each rounds
+        // on its own: a budget equal to what stable holds can leave no
+        // room for a split, and stable then runs short.
+        let whole: u32 = plan
+            .graph
+            .iter()
+            .map(|c| c.gpus_per_pod * held_at_most(plan.total, plan.total, c.total))
+            .sum();
+        return Check::warn(
+            names::GPU_CAPACITY,
+            format!(
+                "{at_peak}: stable runs {} of its {} units while no run is in progress",
+                b.units, plan.total
+            ),
+            format!(
+                "set spec.graph.gpuBudget to at least {whole} so every split of the graph between the cohorts fits beside a whole stable"
+            ),
+        );
+    }
     if unplaced.is_empty() {
         return Check::pass(
             names::GPU_CAPACITY,
@@ -695,6 +711,7 @@ mod tests {
             held: 4,
             gpus_per_pod: 2,
             graph: Vec::new(),
+            graph_budget: Ok(None),
             total: 4,
         };
         // 4 more pods of 2 GPUs: 3 + 3 + 2 free GPUs hold only 1 + 1 + 1.
@@ -738,6 +755,7 @@ mod tests {
                 component("prefill", 2, 2),
                 component("decode", 4, 4),
             ],
+            graph_budget: Ok(None),
             total: 2,
         };
         // 4 decode pods of 4 GPUs and 2 prefill pods of 2: 20 GPUs more.
@@ -761,6 +779,7 @@ mod tests {
         );
         let cpu = Plan {
             graph: vec![component("frontend", 2, 0)],
+            graph_budget: Ok(None),
             ..plan
         };
         assert_eq!(capacity(&cpu, &roomy).status, Status::Skip);

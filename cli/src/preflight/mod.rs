@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::CustomResourceExt as _;
+use weir_controller::engine::graph::{PartSize, unit};
 use weir_controller::engine::spec::Mode;
 use weir_crds::Canary;
 
@@ -342,8 +343,8 @@ async fn canary_checks(
             let (gpus_per_pod, now) = pods_of(d);
             let recorded = status.components.iter().find(|c| c.name == part.name);
             let (total, held) = match (part.serves, recorded) {
-                (true, _) => (total, held),
-                (false, Some(c)) => (c.target_replicas, c.replicas.stable + c.replicas.canary),
+                (_, Some(c)) => (c.target_replicas, c.replicas.stable + c.replicas.canary),
+                (true, None) => (total, held),
                 (false, None) => (now, now),
             };
             graph.push(gpu::Component {
@@ -355,11 +356,32 @@ async fn canary_checks(
         }
         out.push(target::graph(g, missing));
     }
+    // A graph's phases are in its unit, under the budget the controller
+    // resolves the same way (`engine::graph::Graph::budget`).
+    let mut rollout = rollout;
+    let (total, graph_budget) = match &rollout.graph {
+        Some(g) => {
+            let sizes: Vec<PartSize> = graph
+                .iter()
+                .map(|c| PartSize {
+                    total: c.total,
+                    gpus_per_pod: c.gpus_per_pod,
+                })
+                .collect();
+            let budget = g.budget(&sizes);
+            if let Ok(Some(b)) = &budget {
+                rollout.gpu_budget = Some(b.units);
+            }
+            (unit(sizes.iter().map(|p| p.total)), budget)
+        }
+        None => (total, Ok(None)),
+    };
     Some(Ok(gpu::Plan {
         phases: gpu::phases(&rollout, total, status.replicas.is_some()),
         held,
         gpus_per_pod,
         graph,
+        graph_budget,
         total,
     }))
 }
@@ -367,12 +389,8 @@ async fn canary_checks(
 /// A Deployment's GPUs per pod and replicas (1 when unset).
 fn pods_of(d: &Deployment) -> (u32, u32) {
     let spec = d.spec.as_ref();
-    let pod = spec.and_then(|s| s.template.spec.as_ref());
-    let gpus_per_pod = pod.map_or(0, |p| {
-        gpu::pod_gpus(
-            &p.containers,
-            p.init_containers.as_deref().unwrap_or_default(),
-        )
+    let gpus_per_pod = spec.map_or(0, |s| {
+        weir_controller::kube::pods::template_gpus(&s.template)
     });
     let replicas = spec
         .and_then(|s| s.replicas)

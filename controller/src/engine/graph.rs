@@ -4,11 +4,18 @@
 //! which are the serving component's, onto every component.
 //!
 //! The engine itself never sees the graph. It decides replicas and
-//! traffic for the component that serves (the target), as for any
-//! Canary; the Kubernetes shell scales every other component in
-//! proportion, in order, and reports the graph's readiness back as the
-//! serving component's replicas the whole graph can carry
-//! ([`carried`]): a weight moves only once every component is ready.
+//! traffic in the graph's unit ([`unit`]: replicas of its largest
+//! component), as for any Canary; the Kubernetes shell scales every
+//! component in proportion, in order, and reports the graph's readiness
+//! back as the units the whole graph can carry ([`carried`]): a weight
+//! moves only once every component is ready.
+//!
+//! The unit is the largest component's replicas so that one unit is at
+//! most one pod of every component: `matchWeight` gives each component
+//! about its own share (a frontend of 1 in front of 8 decode workers gets
+//! 2 canary decode workers at 20%, not 8), and a GPU budget moves capacity
+//! one pod of each component at a time. A GPU budget counts GPUs, not
+//! pods ([`Graph::budget`]).
 
 use weir_crds as crds;
 use weir_crds::names;
@@ -35,6 +42,32 @@ pub struct Graph {
     pub parts: Vec<Part>,
     /// `isolation.env` and the value's prefix.
     pub isolation: Option<(String, String)>,
+    /// `gpuBudget`: the `nvidia.com/gpu` both cohorts may hold.
+    pub gpu_budget: Option<u32>,
+}
+
+/// One component's size, in [`Graph::parts`] order, for a GPU budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSize {
+    /// The replicas the user asked of it.
+    pub total: u32,
+    /// `nvidia.com/gpu` one of its pods holds.
+    pub gpus_per_pod: u32,
+}
+
+/// A graph's GPU budget in the terms the engine and the shell count in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// The engine's budget, in units: both cohorts together hold at most
+    /// this many (`Rollout::gpu_budget` for a graph).
+    pub units: u32,
+    /// Each component's share, in its pods, in [`Graph::parts`] order
+    /// (`None`: its pods hold no GPUs, nothing to bound). While both
+    /// cohorts hold `units` or fewer, no component needs more; the shell
+    /// grows a component only into its share.
+    pub pods: Vec<Option<u32>>,
+    /// The GPUs the shares hold together (at most the budget).
+    pub gpus: u32,
 }
 
 /// The most components a graph holds (the schema's limit, target included).
@@ -157,7 +190,74 @@ impl Graph {
                 }
             })
             .collect();
-        Ok(Graph { parts, isolation })
+        Ok(Graph {
+            parts,
+            isolation,
+            gpu_budget: spec.gpu_budget,
+        })
+    }
+
+    /// `gpuBudget` in the engine's and each component's terms, for
+    /// components of `sizes` (in [`Graph::parts`] order): the most units both cohorts may hold together
+    /// such that, however they are split, the pods every component then
+    /// needs hold no more GPUs than the budget ([`held_at_most`]).
+    /// `Ok(None)`: no budget, or no component's pods hold a GPU.
+    ///
+    /// # Errors
+    /// `spec.graph.gpuBudget` when it cannot hold even one unit of the
+    /// graph (one pod of each component), with what it would take.
+    pub fn budget(&self, sizes: &[PartSize]) -> Result<Option<Budget>, SpecError> {
+        let Some(gpus) = self.gpu_budget else {
+            return Ok(None);
+        };
+        if sizes.iter().all(|p| p.gpus_per_pod == 0) {
+            return Ok(None);
+        }
+        let unit = unit(sizes.iter().map(|p| p.total));
+        let held = |units: u32| -> u32 {
+            sizes
+                .iter()
+                .map(|p| p.gpus_per_pod * held_at_most(units, unit, p.total))
+                .sum()
+        };
+        // Both cohorts at full size is the most there is to hold.
+        let Some(units) = (1..=unit.saturating_mul(2))
+            .rev()
+            .find(|&u| held(u) <= gpus)
+        else {
+            let each: Vec<String> = self
+                .parts
+                .iter()
+                .zip(sizes)
+                .filter(|(_, p)| p.gpus_per_pod > 0)
+                .map(|(part, p)| {
+                    format!(
+                        "{} {}×{}",
+                        part.name,
+                        held_at_most(1, unit, p.total),
+                        p.gpus_per_pod
+                    )
+                })
+                .collect();
+            return Err(SpecError {
+                field: "spec.graph.gpuBudget".into(),
+                problem: format!(
+                    "{gpus} GPUs cannot hold even the smallest share of the graph, {} GPUs ({}): \
+                     raise it to at least {} (a canary beside stable needs about twice that)",
+                    held(1),
+                    each.join(", "),
+                    held(1)
+                ),
+            });
+        };
+        Ok(Some(Budget {
+            units,
+            pods: sizes
+                .iter()
+                .map(|p| (p.gpus_per_pod > 0).then(|| held_at_most(units, unit, p.total)))
+                .collect(),
+            gpus: held(units),
+        }))
     }
 
     /// The environment every container of `cohort`'s components gets:
@@ -194,8 +294,8 @@ pub fn generation(base: &str, revision: &str) -> String {
     format!("{base}-{revision}")
 }
 
-/// The replicas a component of `part_total` runs for `n` of the serving
-/// component's `total`: in proportion, so each component of a cohort
+/// The replicas a component of `part_total` runs for `n` of the graph's
+/// `total` units: in proportion, so each component of a cohort
 /// carries the same load per replica as the other cohort's (what
 /// `matchWeight` makes fair for the serving component holds for each),
 /// at least one while `n` is, and all of it at `n >= total`.
@@ -212,8 +312,27 @@ pub fn scaled(n: u32, total: u32, part_total: u32) -> u32 {
     (x as u32).clamp(1, part_total.max(1))
 }
 
-/// The serving component's replicas a component with `ready` replicas can
-/// carry: the most `n <= total` whose [`scaled`] count it has ready.
+/// The graph's unit: the replicas of its largest component (at least 1).
+/// The engine counts both cohorts in it; every component gets its
+/// proportion ([`scaled`]).
+pub fn unit(totals: impl IntoIterator<Item = u32>) -> u32 {
+    totals.into_iter().max().unwrap_or(1).max(1)
+}
+
+/// The most pods a component of `part_total` holds over both cohorts
+/// while they hold `units` of `unit` together, however split: each
+/// cohort's count is rounded on its own ([`scaled`]), so two halves can
+/// hold one pod more than the whole.
+pub fn held_at_most(units: u32, unit: u32, part_total: u32) -> u32 {
+    let unit = unit.max(1);
+    (0..=units.min(unit))
+        .map(|s| scaled(s, unit, part_total) + scaled((units - s).min(unit), unit, part_total))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The units a component with `ready` replicas can carry: the most
+/// `n <= total` whose [`scaled`] count it has ready.
 pub fn carried(ready: u32, total: u32, part_total: u32) -> u32 {
     (0..=total.max(1))
         .rev()
@@ -323,6 +442,131 @@ analysis: {metrics: [{name: ttft, kind: latency, maxIncrease: 10%}]}
         ] {
             let err = rollout(extra).expect_err(extra);
             assert_eq!(err.field, field, "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_unit_is_the_largest_component_so_each_gets_about_its_own_share() {
+        assert_eq!(unit([1, 8, 4]), 8);
+        assert_eq!(unit([0]), 1);
+        // A frontend of 1 before 8 decode and 4 prefill workers, canary at
+        // 2 of 8 units (matchWeight at 20%): 2 decode, 1 prefill, 1
+        // frontend; the stable graph keeps all of each.
+        let u = unit([1, 8, 4]);
+        assert_eq!(
+            [1, 8, 4].map(|t| scaled(2, u, t)),
+            [1, 2, 1],
+            "canary at 2 units"
+        );
+        assert_eq!([1, 8, 4].map(|t| scaled(u, u, t)), [1, 8, 4]);
+    }
+
+    fn sized(yaml: &str) -> Graph {
+        Graph::new("chat", "frontend", &spec(yaml)).expect("valid")
+    }
+
+    fn size(total: u32, gpus_per_pod: u32) -> PartSize {
+        PartSize {
+            total,
+            gpus_per_pod,
+        }
+    }
+
+    #[test]
+    fn a_gpu_budget_holds_the_most_units_whose_every_split_fits() {
+        // Worked by hand: decode 2 pods of 2 GPUs, prefill 2 of 1, a
+        // frontend of 1 without GPUs (stable holds 6 GPUs; unit 2).
+        let g = sized(
+            "components: [{name: decode}, {name: prefill}]\norder: [decode, prefill, frontend]\ngpuBudget: 6",
+        );
+        let sizes = [size(2, 2), size(2, 1), size(1, 0)];
+        let b = g.budget(&sizes).expect("fits").expect("a budget");
+        // 2 units split 1/1 or 2/0: 2 pods of each worker, 6 GPUs.
+        assert_eq!(b.units, 2);
+        assert_eq!(b.pods, [Some(2), Some(2), None]);
+        assert_eq!(b.gpus, 6);
+        // 9 GPUs: 3 units (decode 3 pods = 6, prefill 3 = 3).
+        let g9 = Graph {
+            gpu_budget: Some(9),
+            ..g.clone()
+        };
+        assert_eq!(g9.budget(&sizes).expect("fits").expect("a budget").units, 3);
+        // Too small for one pod of each worker: the field and what it takes.
+        let g2 = Graph {
+            gpu_budget: Some(2),
+            ..g.clone()
+        };
+        let err = g2.budget(&sizes).expect_err("too small");
+        assert_eq!(err.field, "spec.graph.gpuBudget");
+        assert!(
+            err.problem.contains("3 GPUs (decode 1×2, prefill 1×1)"),
+            "{}",
+            err.problem
+        );
+        // No budget, or nothing holds a GPU: nothing to bound.
+        let none = Graph {
+            gpu_budget: None,
+            ..g.clone()
+        };
+        assert_eq!(none.budget(&sizes), Ok(None));
+        assert_eq!(g.budget(&[size(2, 0), size(2, 0), size(1, 0)]), Ok(None));
+
+        // Every shape: the units found are the most for which every split
+        // of them between the cohorts, each component rounded on its own,
+        // holds no more than the budget.
+        let three = sized("components: [{name: decode}, {name: prefill}]\ngpuBudget: 1");
+        for d in 1..=5 {
+            for p in 1..=5 {
+                for f in 1..=3 {
+                    for (gd, gp) in [(1, 1), (2, 1), (4, 2), (8, 0)] {
+                        let sizes = [size(d, gd), size(p, gp), size(f, 0)];
+                        let u = unit([d, p, f]);
+                        let gpus_of = |s: u32, c: u32| -> u32 {
+                            sizes
+                                .iter()
+                                .map(|z| {
+                                    z.gpus_per_pod * (scaled(s, u, z.total) + scaled(c, u, z.total))
+                                })
+                                .sum()
+                        };
+                        let worst = |units: u32| {
+                            (0..=units.min(u))
+                                .map(|s| gpus_of(s, (units - s).min(u)))
+                                .max()
+                                .unwrap_or(0)
+                        };
+                        for budget in 1..=(2 * (d * gd + p * gp)) {
+                            let g = Graph {
+                                gpu_budget: Some(budget),
+                                ..three.clone()
+                            };
+                            match g.budget(&sizes) {
+                                Ok(Some(b)) => {
+                                    assert!(worst(b.units) <= budget, "{sizes:?} {budget}: {b:?}");
+                                    assert_eq!(worst(b.units), b.gpus);
+                                    assert!(
+                                        b.units == 2 * u || worst(b.units + 1) > budget,
+                                        "{sizes:?} {budget}: {b:?} is not the most"
+                                    );
+                                    for (z, pods) in sizes.iter().zip(&b.pods) {
+                                        for s in 0..=b.units.min(u) {
+                                            let c = (b.units - s).min(u);
+                                            if let Some(pods) = pods {
+                                                assert!(
+                                                    scaled(s, u, z.total) + scaled(c, u, z.total)
+                                                        <= *pods
+                                                );
+                                            }
+                                        }
+                                    }
+                                }
+                                Ok(None) => assert_eq!(gd + gp, 8, "{sizes:?}"),
+                                Err(e) => assert!(worst(1) > budget, "{sizes:?} {budget}: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

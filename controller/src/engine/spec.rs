@@ -170,7 +170,9 @@ pub struct Rollout {
     pub sticky: Option<crds::StickySpec>,
     /// No progress for this long aborts.
     pub progress_deadline: Duration,
-    /// Total replicas both cohorts may hold.
+    /// Total replicas both cohorts may hold (a graph: units, resolved by
+    /// the Kubernetes shell from `graph.gpuBudget` and the GPUs each
+    /// component's pods hold, [`super::graph::Graph::budget`]).
     pub gpu_budget: Option<u32>,
     /// How stable takes the promoted version.
     pub promotion: crds::Promotion,
@@ -457,7 +459,7 @@ impl Rollout {
             (Some(_), Some(_)) if spec.gpu_budget.is_some() => {
                 return bad(
                     "spec.gpuBudget",
-                    "is not supported with a graph yet (the budget counts one Deployment's pods): remove it, and check the canary graph's GPUs with weir preflight",
+                    "counts one Deployment's pods, and a graph's pods hold different numbers of GPUs: set spec.graph.gpuBudget (nvidia.com/gpu over every component) instead",
                 );
             }
             (Some(_), Some(_)) if spec.promotion.max_surge.is_some() => {

@@ -16,6 +16,12 @@
 //! - while promoting, a stable copy takes the new template only once
 //!   every copy before it has rolled it out.
 //!
+//! Under `graph.gpuBudget` each component grows only into its share of
+//! the GPUs that no pod of it holds ([`within_budget`], as a single
+//! target does under `gpuBudget`); the shares hold every split of the
+//! engine's units ([`crate::engine::graph::Graph::budget`]), so a share
+//! binds only while pods leaving still hold their GPUs.
+//!
 //! Anything held back by order sets [`GraphChanges::held`], so the shell
 //! looks again soon: pods becoming ready change Deployments, which wake a
 //! reconcile anyway, but the order is kept by this function alone.
@@ -35,9 +41,11 @@ use kube::ResourceExt;
 use weir_crds::{CanaryStatus, Cohort, CohortReplicas, Phase, names};
 
 use super::builders::{self, Owner};
-use super::desired::{DesiredError, StableChange, spec_replicas, template};
-use crate::engine::Rollout;
+use super::desired::{
+    DesiredError, PodCount, StableChange, spec_replicas, template, within_budget,
+};
 use crate::engine::graph::{Graph, Part, carried, scaled};
+use crate::engine::{Cohorts, Rollout};
 
 /// One component as read.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +60,11 @@ pub struct Seen<'a> {
     pub selector: &'a BTreeMap<String, String>,
     /// The replicas the user asked of it.
     pub total: u32,
+    /// Its share of `graph.gpuBudget`, in its pods
+    /// ([`crate::engine::graph::Budget::pods`]); `None`: unbounded.
+    pub budget: Option<u32>,
+    /// The pods each of its cohorts holds, read only under a budget.
+    pub pods: Option<Cohorts<PodCount>>,
 }
 
 /// What one component needs, in the order the applier writes it.
@@ -310,9 +323,12 @@ pub fn changes(
             stable: s.stable.and_then(spec_replicas).unwrap_or(0),
             canary: spec_replicas(s.target).unwrap_or(1),
         };
+        // Growth only into GPUs no pod of this component holds.
+        let budgeted = within_budget(asked[i], spec, s.pods, s.budget);
+        held |= budgeted != asked[i];
         let mut wanted = CohortReplicas::default();
         for cohort in [Cohort::Stable, Cohort::Canary] {
-            let want = asked[i].get(cohort);
+            let want = budgeted.get(cohort);
             let now = spec.get(cohort);
             let allowed = if want > now {
                 (0..i).all(|j| ready[j].get(cohort) >= asked[j].get(cohort))
@@ -344,8 +360,9 @@ pub fn changes(
 
         let copy = |template: &PodTemplateSpec, revision: &str, replicas: u32| {
             let env = graph.env(&owner.name, Cohort::Stable, revision);
-            let room = rollout
-                .promotion_limit(s.total)
+            // A graph has no maxSurge: its limit is its GPU share.
+            let room = s
+                .budget
                 .map(|limit| limit.saturating_sub(wanted.stable + wanted.canary));
             let strategy =
                 builders::promotion_strategy(&rollout.promotion, replicas, room, wanted.canary);
@@ -473,6 +490,9 @@ analysis:
         copies: Vec<Option<Deployment>>,
         selector: BTreeMap<String, String>,
         stable_idle: bool,
+        /// Each component's GPU share and its pods (none by default).
+        budget: Vec<Option<u32>>,
+        pods: Vec<Option<Cohorts<PodCount>>>,
     }
 
     impl World {
@@ -505,6 +525,8 @@ analysis:
                 copies,
                 selector: crate::kube::fixtures::selector(),
                 stable_idle: true,
+                budget: vec![None; graph.parts.len()],
+                pods: vec![None; graph.parts.len()],
             }
         }
 
@@ -520,6 +542,8 @@ analysis:
                     stable: self.copies[i].as_ref(),
                     selector: &self.selector,
                     total: 2,
+                    budget: self.budget[i],
+                    pods: self.pods[i],
                 })
                 .collect();
             let now = Moment {
@@ -599,6 +623,65 @@ analysis:
         let g = w.changes(&run);
         assert_eq!(grows(&g), [("frontend", 1)]);
         assert!(!g.held, "nothing waits once the last one is asked");
+    }
+
+    #[test]
+    fn under_a_gpu_budget_a_component_grows_only_into_gpus_its_own_pods_do_not_hold() {
+        // Decode and prefill hold GPUs, 2 pods' worth each (their share:
+        // no room beside a whole stable); the frontend holds none.
+        let mut w = World::new("v2", 0, false);
+        w.budget = ["decode", "prefill", "frontend"]
+            .map(|n| (n != "frontend").then_some(2))
+            .to_vec();
+        let pods = |stable_held: u32, stable_live: u32, canary: u32| {
+            Some(Cohorts {
+                stable: PodCount {
+                    held: stable_held,
+                    live: stable_live,
+                },
+                canary: PodCount {
+                    held: canary,
+                    live: canary,
+                },
+            })
+        };
+        let d = w.index("decode");
+        w.pods[d] = pods(2, 2, 0);
+        // The engine moved one unit: stable 1, canary 1 of 2.
+        let mut run = status(Phase::Progressing, 1);
+        run.replicas = Some(CohortReplicas {
+            stable: 1,
+            canary: 1,
+        });
+        // The copies after decode already gave theirs up (reverse order).
+        for name in ["prefill", "frontend"] {
+            let i = w.index(name);
+            if let Some(c) = w.copies[i].as_mut() {
+                c.spec.as_mut().expect("spec").replicas = Some(1);
+                let st = c.status.as_mut().expect("status");
+                (st.replicas, st.ready_replicas) = (Some(1), Some(1));
+            }
+        }
+        let g = w.changes(&run);
+        assert_eq!(grows(&g), [], "both stable decode pods hold their GPUs");
+        assert!(g.held);
+        assert_eq!(
+            g.changes[d].stable,
+            Some(StableChange::Scale(1)),
+            "stable decode gives one up"
+        );
+        // Scaled down, the pod still terminating: its GPU is not free.
+        w.pods[d] = pods(2, 1, 0);
+        assert_eq!(grows(&w.changes(&run)), []);
+        // Gone: the canary takes it.
+        w.pods[d] = pods(1, 1, 0);
+        assert_eq!(grows(&w.changes(&run)), [("decode", 1)]);
+        // The frontend holds no GPU: only order holds it back.
+        w.set("decode", 1, true);
+        let p = w.index("prefill");
+        w.pods[p] = pods(1, 1, 0);
+        w.set("prefill", 1, true);
+        assert_eq!(grows(&w.changes(&run)), [("frontend", 1)]);
     }
 
     #[test]
@@ -723,6 +806,8 @@ analysis:
                     stable: None,
                     selector: &w.selector,
                     total: 2,
+                    budget: None,
+                    pods: None,
                 })
                 .collect();
             revision(&s, graph)

@@ -10,8 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams};
+
+/// The extended resource NVIDIA's device plugin advertises.
+pub const GPU: &str = "nvidia.com/gpu";
 
 /// Longest text kept from one pod's message (the scheduler's names every
 /// node kind and preemption too).
@@ -232,6 +236,40 @@ fn count_held(pods: &[Pod]) -> super::desired::PodCount {
         }
     }
     count
+}
+
+/// A whole number of GPUs; None for anything else (GPUs are not divisible).
+pub fn whole(q: &Quantity) -> Option<u32> {
+    q.0.trim().parse().ok()
+}
+
+/// The GPUs a container asks for: its request, else its limit (for
+/// extended resources the two must be equal, and a limit alone sets both).
+fn container_gpus(c: &Container) -> u32 {
+    let res = c.resources.as_ref();
+    let get = |m: Option<&BTreeMap<String, Quantity>>| m.and_then(|m| m.get(GPU)).and_then(whole);
+    get(res.and_then(|r| r.requests.as_ref()))
+        .or_else(|| get(res.and_then(|r| r.limits.as_ref())))
+        .unwrap_or(0)
+}
+
+/// The GPUs a pod with these containers holds, as the scheduler counts
+/// it: the larger of the sum of its containers and its largest init
+/// container.
+pub fn pod_gpus(containers: &[Container], init: &[Container]) -> u32 {
+    let sum: u32 = containers.iter().map(container_gpus).sum();
+    let init = init.iter().map(container_gpus).max().unwrap_or(0);
+    sum.max(init)
+}
+
+/// The GPUs each pod of `template` holds.
+pub fn template_gpus(template: &PodTemplateSpec) -> u32 {
+    template.spec.as_ref().map_or(0, |p| {
+        pod_gpus(
+            &p.containers,
+            p.init_containers.as_deref().unwrap_or_default(),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use super::graph::{self, Seen};
 use super::metrics::Metrics;
 use super::pods;
 use crate::engine::conditions::{self, ConditionType, Wanted};
-use crate::engine::graph::Part;
+use crate::engine::graph::{Part, PartSize};
 use crate::engine::spec::Mode;
 use crate::engine::{self, Observed, Outcome, Plan, Rollout, reasons};
 use crate::evidence::{Cohorts, Collector};
@@ -295,6 +295,8 @@ struct PartRead {
     selector: BTreeMap<String, String>,
     /// The replicas the user asked of it.
     total: u32,
+    /// Its share of `graph.gpuBudget`, in pods.
+    budget: Option<u32>,
 }
 
 impl World {
@@ -308,16 +310,28 @@ impl World {
                 stable: r.stable.as_ref(),
                 selector: &r.selector,
                 total: r.total,
+                budget: r.budget,
+                pods: None,
             })
             .collect()
     }
 
     /// The replicas the user asked of the target.
-    fn total(&self) -> u32 {
+    fn target_total(&self) -> u32 {
         self.parts
             .iter()
             .find(|p| p.part.serves)
             .map_or(1, |p| p.total)
+    }
+
+    /// The replicas the engine counts: the target's; a graph's unit, its
+    /// largest component's ([`engine::graph::unit`]).
+    fn total(&self) -> u32 {
+        if self.rollout.graph.is_some() {
+            engine::graph::unit(self.parts.iter().map(|p| p.total))
+        } else {
+            self.target_total()
+        }
     }
 }
 
@@ -363,9 +377,9 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let plan = engine::plan(&world.rollout, &status, &observed, now);
     let mut new_status = plan.status.clone();
     if !world.rollout.is_local() {
-        new_status.target_replicas = Some(observed.target_replicas);
+        new_status.target_replicas = Some(world.target_total());
     }
-    let seen = world.seen();
+    let mut seen = world.seen();
     if world.rollout.graph.is_some() {
         new_status.components = components(&seen, &new_status, observed.target_replicas);
     }
@@ -375,17 +389,25 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     // The transitions are recorded: their Events go out now, before the
     // objects converge, so a failing API call below cannot lose them.
     publish(ctx, &world.canary, &plan).await;
-    let pods = match world.rollout.gpu_budget {
-        Some(_) => {
-            let api = Api::namespaced(ctx.client.clone(), &namespace);
-            let stable = pods::held(&api, &builders::stable_labels(&world.selector)).await;
-            let canary = pods::held(&api, &world.selector).await;
+    let api = Api::namespaced(ctx.client.clone(), &namespace);
+    let held = |selector: BTreeMap<String, String>| {
+        let api = api.clone();
+        async move {
+            let stable = pods::held(&api, &builders::stable_labels(&selector)).await;
+            let canary = pods::held(&api, &selector).await;
             stable
                 .zip(canary)
                 .map(|(stable, canary)| Cohorts { stable, canary })
         }
-        None => None,
     };
+    let pods = match world.rollout.gpu_budget {
+        Some(_) if world.rollout.graph.is_none() => held(world.selector.clone()).await,
+        _ => None,
+    };
+    // A graph's budget binds each component on its own pods.
+    for s in seen.iter_mut().filter(|s| s.budget.is_some()) {
+        s.pods = held(s.selector.clone()).await;
+    }
     let cluster = Cluster {
         canary: &world.canary,
         rollout: &world.rollout,
@@ -495,6 +517,7 @@ async fn read_world(
         target: target.clone(),
         stable: stable.clone(),
         selector: selector.clone(),
+        budget: None,
     };
     let Some(g) = &rollout.graph else {
         return Ok(Ok(World {
@@ -567,7 +590,35 @@ async fn read_world(
             target: d,
             stable: copy,
             selector: part_selector,
+            budget: None,
         });
+    }
+    // graph.gpuBudget counts GPUs: in the engine's units and each
+    // component's pods, from what each component's pods hold (the larger
+    // of its two templates: a new version may ask for more).
+    let sizes: Vec<PartSize> = parts
+        .iter()
+        .map(|p| PartSize {
+            total: p.total,
+            gpus_per_pod: [Some(&p.target), p.stable.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|d| pods::template_gpus(&desired::template(d)))
+                .max()
+                .unwrap_or(0),
+        })
+        .collect();
+    let budget = g.budget(&sizes);
+    let mut rollout = rollout;
+    match budget {
+        Ok(Some(b)) => {
+            rollout.gpu_budget = Some(b.units);
+            for (p, share) in parts.iter_mut().zip(b.pods) {
+                p.budget = share;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Ok(Err((canary, reasons::INVALID_SPEC, e.to_string()))),
     }
     Ok(Ok(World {
         canary,

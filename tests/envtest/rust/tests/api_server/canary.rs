@@ -244,6 +244,19 @@ async fn invalid_canaries_are_rejected_naming_the_field() {
             vec!["spec.graph.components[0]", "urlEnv needs the port"],
         ),
         (
+            "a graph with a budget in one Deployment's pods",
+            json!({"graph": {"components": [{"name": "decode"}]}, "gpuBudget": 4}),
+            vec!["spec.gpuBudget", "set graph.gpuBudget"],
+        ),
+        (
+            "a graph budget of no GPUs",
+            json!({"graph": {"components": [{"name": "decode"}], "gpuBudget": 0}}),
+            vec![
+                "spec.graph.gpuBudget",
+                "should be greater than or equal to 1",
+            ],
+        ),
+        (
             "a step that is two steps",
             json!({"strategy": {"canary": {"steps": [{"setWeight": 5, "pause": {}}]}}}),
             vec![
