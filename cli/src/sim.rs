@@ -8,7 +8,9 @@
 //! one is a usage error (exit 2) naming the flag (or the model and key);
 //! what only the whole set can tell (a model declared twice, shares that
 //! add up to more than 1) is checked before the server starts, also exit
-//! 2. Ctrl-C or SIGTERM stops accepting connections and exits once open
+//! 2. Ctrl-C or SIGTERM stops accepting connections (after
+//! `--shutdown-delay`, which a pod uses as a preStop sleep: its callers
+//! learn it is going before it stops answering) and exits once open
 //! streams have finished, or after `--shutdown-grace`.
 //!
 //! `--forward` / `--forward-env` make the sim a frontend that relays every
@@ -163,6 +165,11 @@ pub struct Args {
     /// How long open streams may run after Ctrl-C/SIGTERM.
     #[arg(long, default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Keep accepting requests this long after SIGTERM, as a pod's preStop
+    /// sleep does: a terminating pod leaves its Service's ready endpoints
+    /// at once, but callers that resolved it just before still connect.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    shutdown_delay: Duration,
     /// Idle keep-alive connections are closed after this (vLLM: 5s).
     #[arg(long, default_value = "5s", value_parser = duration)]
     keep_alive: Duration,
@@ -381,8 +388,16 @@ pub fn run(args: &Args) -> Result<Code> {
             eprintln!("weir sim {:?}: generation {generation:?}", config.name);
         }
         let grace = config.shutdown_grace;
+        let delay = args.shutdown_delay;
         let summary = weir_sim::serve(config, listener, async move {
             shutdown_signal().await;
+            if !delay.is_zero() {
+                eprintln!(
+                    "weir sim: terminating; still accepting for {}",
+                    humantime::format_duration(delay)
+                );
+                tokio::time::sleep(delay).await;
+            }
             eprintln!(
                 "weir sim: shutting down; open streams may finish within {}",
                 humantime::format_duration(grace)

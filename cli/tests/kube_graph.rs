@@ -19,6 +19,11 @@
 //! prefill and decode scale down in that order. Throughout, no request
 //! crosses from one generation to another.
 //!
+//! Within `graph.gpuBudget` equal to what stable holds (the cluster's 4
+//! GPUs), the same graph is adopted, run and promoted one unit at a time:
+//! a watch of the pods shows the scheduler never asked for a fifth GPU, no
+//! pod was unschedulable, and no request failed.
+//!
 //! The timeline is read from watches of the Deployments and the Canary,
 //! ordered by resourceVersion: the test control plane has one etcd, whose
 //! revision orders every write across kinds.
@@ -567,4 +572,254 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
         totals.get(&(g.clone(), g.clone())).copied().unwrap_or(0.0) > 0.0,
         "the slow version served some requests: {totals:?}"
     );
+}
+
+/// `d` at `replicas`, each pod asking for `gpus` of `nvidia.com/gpu`.
+/// Its pods keep answering for 2 s after SIGTERM, as a preStop sleep
+/// makes a worker do: stable shrinks while it serves under a budget, and
+/// a caller that resolved a worker just before it left still reaches it.
+fn sized(mut d: Deployment, replicas: i32, gpus: u32) -> Deployment {
+    let spec = d.spec.as_mut().expect("spec");
+    spec.replicas = Some(replicas);
+    let pod = spec.template.spec.as_mut().expect("pod spec");
+    pod.termination_grace_period_seconds = Some(5);
+    let args = pod.containers[0].args.get_or_insert_with(Vec::new);
+    args.extend(["--shutdown-delay".to_string(), "2s".to_string()]);
+    if gpus > 0 {
+        pod.containers[0].resources = Some(
+            serde_json::from_value(json!({"limits": {"nvidia.com/gpu": gpus.to_string()}}))
+                .expect("resources"),
+        );
+    }
+    d
+}
+
+/// The most `nvidia.com/gpu` the namespace's pods asked for at once, from
+/// a watch of its pods: a pod asks from its creation (the scheduler
+/// counts pending pods' requests) until it is gone, terminating included.
+struct GpuWatch {
+    most: Arc<Mutex<(u32, usize)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GpuWatch {
+    fn start(client: &Client, namespace: &str) -> GpuWatch {
+        use kube::runtime::watcher::Event;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let most: Arc<Mutex<(u32, usize)>> = Arc::default();
+        let into = Arc::clone(&most);
+        let task = tokio::spawn(async move {
+            let gpus = |p: &Pod| -> u32 {
+                p.spec
+                    .iter()
+                    .flat_map(|s| s.containers.iter())
+                    .filter_map(|c| {
+                        c.resources
+                            .as_ref()?
+                            .limits
+                            .as_ref()?
+                            .get("nvidia.com/gpu")?
+                            .0
+                            .parse::<u32>()
+                            .ok()
+                    })
+                    .sum()
+            };
+            let mut asking: BTreeMap<String, u32> = BTreeMap::new();
+            let mut stream = watcher(pods, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                        let done = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                        if matches!(done, Some("Succeeded" | "Failed")) {
+                            asking.remove(&p.name_any());
+                        } else {
+                            asking.insert(p.name_any(), gpus(&p));
+                        }
+                    }
+                    Ok(Event::Delete(p)) => {
+                        asking.remove(&p.name_any());
+                    }
+                    Ok(Event::Init | Event::InitDone) => continue,
+                    Err(e) => {
+                        eprintln!("gpu watch: {e} (retrying)");
+                        continue;
+                    }
+                }
+                let now: u32 = asking.values().sum();
+                let mut m = into.lock().unwrap_or_else(PoisonError::into_inner);
+                m.0 = m.0.max(now);
+                m.1 += 1;
+            }
+        });
+        GpuWatch { most, task }
+    }
+
+    /// The most GPUs asked at once, and how many pod events were seen.
+    fn most(&self) -> (u32, usize) {
+        *self.most.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for GpuWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Requests a proxy measured for `cohort` of any route, and how many of
+/// them failed.
+fn counted(p: &stack::Proxy, cohort: &str) -> (u64, u64) {
+    let snapshot = p.running.observations.snapshot(&p.running.table.load());
+    snapshot
+        .cohorts
+        .iter()
+        .filter(|c| c.cohort.as_str() == cohort)
+        .fold((0, 0), |(all, errors), c| {
+            (all + c.requests.total(), errors + c.requests.errors())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
+    // The cluster's 4 GPUs (2 nodes of 2): decode and prefill run 2 pods
+    // of 1 GPU each, the frontend 1 pod of none. graph.gpuBudget: 4 is
+    // what stable holds: every GPU the canary graph gets, stable gave up.
+    let env = TestEnv::on_cluster("kube-graph-budget").await;
+    let ns = env.namespace.clone();
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &ns);
+    for (d, replicas, gpus) in [
+        (
+            component("decode", "decode:v1", &strs(&decode_args("60ms"))),
+            2,
+            1,
+        ),
+        (
+            component("prefill", "prefill:v1", &strs(&forward_args("DECODE_URL"))),
+            2,
+            1,
+        ),
+        (
+            component(
+                "frontend",
+                "frontend:v1",
+                &strs(&forward_args("PREFILL_URL")),
+            ),
+            1,
+            0,
+        ),
+    ] {
+        deployments
+            .create(&PostParams::default(), &sized(d, replicas, gpus))
+            .await
+            .expect("component");
+    }
+    for (name, n) in [("decode", 2), ("prefill", 2), ("frontend", 1)] {
+        weir_envtest::cluster::rolled_out(&env.client, &ns, name, n)
+            .await
+            .expect("the component rolled out");
+    }
+    // From before the Canary: adoption within the budget is recorded too.
+    let gpus = GpuWatch::start(&env.client, &ns);
+    let proxies = [
+        proxy(&env.client, &ns, 0).await,
+        proxy(&env.client, &ns, 1).await,
+    ];
+    proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
+    let canary = weir_envtest::canary("chat")
+        .judged_fast()
+        .steps(json!([
+            {"setWeight": 50},
+            {"analysis": {"minDuration": "3s", "maxDuration": "80s"}}
+        ]))
+        .spec(json!({
+            "targetRef": {"name": "frontend"},
+            "graph": {
+                "components": [
+                    {"name": "prefill", "port": 8000, "urlEnv": "PREFILL_URL"},
+                    {"name": "decode", "port": 8000, "urlEnv": "DECODE_URL"}
+                ],
+                "order": ORDER,
+                "isolation": {"env": "DYN_NAMESPACE"},
+                "gpuBudget": 4
+            },
+            "progressDeadlineSeconds": 180
+        }))
+        .build();
+    Api::<Canary>::namespaced(env.client.clone(), &ns)
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("canary");
+    let _controller = stack::controller_with_proxies(&env, "graph-budget");
+
+    // Adoption: no room for copies beside the user's pods, so the pods
+    // move to the stable copies one unit at a time.
+    let idle = wait_phase(&env.client, &ns, "chat", Phase::Idle).await;
+    let first = idle.stable_revision.clone().expect("a stable revision");
+    for (name, n) in [("decode", 2), ("prefill", 2), ("frontend", 1)] {
+        weir_envtest::cluster::rolled_out(&env.client, &ns, &names::stable_deployment(name), n)
+            .await
+            .expect("the stable copy rolled out whole");
+    }
+    let _load: Vec<common::Proc> = proxies
+        .iter()
+        .map(|p| stack::load(&p.url(), 20, 300, &[]))
+        .collect();
+    until("stable serves through the graph", PATIENCE, || async {
+        let served: u64 = proxies.iter().map(|p| counted(p, "stable").0).sum();
+        (served > 20).then_some(())
+    })
+    .await;
+
+    set_decode(&deployments, "decode:v2", &decode_args("60ms")).await;
+    let done = wait_phase(&env.client, &ns, "chat", Phase::Succeeded).await;
+    let second = done.stable_revision.clone().expect("promoted");
+    assert_ne!(second, first);
+    for (name, n) in [("decode", 2), ("prefill", 2), ("frontend", 1)] {
+        let copy = names::stable_deployment(name);
+        weir_envtest::cluster::rolled_out(&env.client, &ns, &copy, n)
+            .await
+            .expect("the stable copy is whole again");
+        let d = deployments.get(&copy).await.expect("copy");
+        assert_eq!(
+            d.annotations().get(names::REVISION_ANNOTATION),
+            Some(&second),
+            "{copy} runs the promoted version"
+        );
+    }
+    canary_gone(&deployments, "the canary graph is gone").await;
+
+    let (most, events) = gpus.most();
+    eprintln!("gpu budget (graph): {events} pod events; at most {most} GPUs asked for at once");
+    assert!(events > 20, "the watch saw the rollout: {events} events");
+    assert!(most <= 4, "{most} GPUs were asked for, the budget is 4");
+    let unschedulable: Vec<String> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("list Events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedScheduling"))
+            .filter_map(|e| e.note)
+            .collect();
+    assert!(
+        unschedulable.is_empty(),
+        "the scheduler was asked for what it could not place: {unschedulable:?}"
+    );
+    let (stable, stable_errors) = proxies
+        .iter()
+        .map(|p| counted(p, "stable"))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (canary, canary_errors) = proxies
+        .iter()
+        .map(|p| counted(p, "canary"))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    eprintln!(
+        "gpu budget (graph): requests stable {stable} ({stable_errors} errors), canary {canary} ({canary_errors} errors)"
+    );
+    assert!(canary > 0, "the canary graph served");
+    assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
 }

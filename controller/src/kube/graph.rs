@@ -81,6 +81,9 @@ pub struct Change {
     pub stable: Option<StableChange>,
     /// The replicas the user's Deployment should be scaled to.
     pub target_replicas: Option<u32>,
+    /// What each cohort is given now: what the engine asks, less what
+    /// order and the GPU budget hold back (`status.components`).
+    pub given: CohortReplicas,
 }
 
 /// Every component's changes.
@@ -396,8 +399,13 @@ pub fn changes(
                         let before_done = seen[..i].iter().all(|p| {
                             p.stable.and_then(super::reconcile::rolled_out).as_deref() == Some(to)
                         });
-                        held |= !(before_done && replace_stable);
-                        if before_done && replace_stable {
+                        // Under a GPU budget a copy is never replaced in
+                        // place: the Deployment controller creates the new
+                        // pod while the old one still holds its GPUs.
+                        let empty = s.budget.is_none() || down_to(Some(d), 0);
+                        let now = before_done && replace_stable && empty;
+                        held |= !now;
+                        if now {
                             Some(copy(&target_template, to, wanted.stable)?)
                         } else {
                             scale(d, wanted.stable)
@@ -426,6 +434,7 @@ pub fn changes(
             stable_name: names::stable_deployment(&s.part.name),
             stable,
             target_replicas,
+            given: wanted,
         });
     }
     Ok(GraphChanges { changes: out, held })
@@ -682,6 +691,46 @@ analysis:
         w.pods[p] = pods(1, 1, 0);
         w.set("prefill", 1, true);
         assert_eq!(grows(&w.changes(&run)), [("frontend", 1)]);
+    }
+
+    #[test]
+    fn under_a_gpu_budget_a_stable_copy_takes_the_new_version_only_with_no_pods_left() {
+        let mut w = World::new("v2", 2, true);
+        w.rollout.gpu_budget = Some(2);
+        w.budget = ["decode", "prefill", "frontend"]
+            .map(|n| (n != "frontend").then_some(2))
+            .to_vec();
+        // Capacity moved to the canary: the engine asks nothing of stable.
+        let mut promoting = serving(status(Phase::Promoting, 2), 100.0);
+        promoting.replicas = Some(CohortReplicas {
+            stable: 0,
+            canary: 2,
+        });
+        let decode = |g: &GraphChanges| g.changes[0].stable.clone();
+        // decode-stable still runs 2 pods (the copies after it go first).
+        assert_eq!(decode(&w.changes(&promoting)), None);
+        for name in ["prefill", "frontend"] {
+            let i = w.index(name);
+            w.copies[i] = Some(dep(&names::stable_deployment(name), "v1", 0, true));
+        }
+        assert_eq!(
+            decode(&w.changes(&promoting)),
+            Some(StableChange::Scale(0)),
+            "scaled to zero, not replaced in place"
+        );
+        // At zero, its last pod still terminating: it waits.
+        let mut copy = w.copies[0].clone().expect("copy");
+        copy.spec.as_mut().expect("spec").replicas = Some(0);
+        w.copies[0] = Some(copy.clone());
+        assert_eq!(decode(&w.changes(&promoting)), None);
+        // Gone: the new version, at zero.
+        let st = copy.status.as_mut().expect("status");
+        (st.replicas, st.ready_replicas, st.updated_replicas) = (Some(0), Some(0), Some(0));
+        w.copies[0] = Some(copy);
+        let Some(StableChange::Apply(d)) = decode(&w.changes(&promoting)) else {
+            panic!("decode-stable takes the new version once empty")
+        };
+        assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(0));
     }
 
     #[test]

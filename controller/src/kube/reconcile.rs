@@ -380,15 +380,10 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         new_status.target_replicas = Some(world.target_total());
     }
     let mut seen = world.seen();
-    if world.rollout.graph.is_some() {
-        new_status.components = components(&seen, &new_status, observed.target_replicas);
-    }
-    if new_status != status {
-        write_status(&canaries, &name, &new_status).await?;
-    }
-    // The transitions are recorded: their Events go out now, before the
-    // objects converge, so a failing API call below cannot lose them.
-    publish(ctx, &world.canary, &plan).await;
+    // What the objects should be is worked out before status is written:
+    // a graph's status records what each component is given (order and
+    // budget hold some back), which the next reconcile tells apart from
+    // the user scaling a component.
     let api = Api::namespaced(ctx.client.clone(), &namespace);
     let held = |selector: BTreeMap<String, String>| {
         let api = api.clone();
@@ -422,7 +417,17 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
                 && observed.open_streams.is_none_or(|o| o.stable == 0)
         },
     };
-    let wanted = desired::desired(&cluster, &new_status, observed.target_replicas)?;
+    let wanted = desired::desired(&cluster, &new_status, observed.target_replicas);
+    if let (Some(_), Ok(w)) = (&world.rollout.graph, &wanted) {
+        new_status.components = components(&seen, &w.parts);
+    }
+    if new_status != status {
+        write_status(&canaries, &name, &new_status).await?;
+    }
+    // The transitions are recorded: their Events go out now, before the
+    // objects converge, so a failing API call below cannot lose them.
+    publish(ctx, &world.canary, &plan).await;
+    let wanted = wanted?;
     apply::converge(
         &ctx.client,
         &ctx.written,
@@ -510,7 +515,13 @@ async fn read_world(
         },
         total: user_total(
             status.target_replicas,
-            status.replicas.map(|r| r.canary),
+            // A graph's target is given its own count (`status.components`).
+            status
+                .components
+                .iter()
+                .find(|c| c.name == target_name)
+                .map(|c| c.replicas.canary)
+                .or(status.replicas.map(|r| r.canary)),
             spec_replicas(&target),
             status.phase,
         ),
@@ -859,17 +870,15 @@ async fn graph_unready(
     out
 }
 
-/// A graph's components as status reports them.
-fn components(seen: &[Seen<'_>], status: &CanaryStatus, total: u32) -> Vec<ComponentStatus> {
-    let asked = status.replicas.unwrap_or(CohortReplicas {
-        stable: total,
-        canary: 0,
-    });
+/// A graph's components as status reports them, with what each is given
+/// now (`changes`, in the same order).
+fn components(seen: &[Seen<'_>], changes: &[graph::Change]) -> Vec<ComponentStatus> {
     seen.iter()
-        .map(|s| ComponentStatus {
+        .zip(changes)
+        .map(|(s, c)| ComponentStatus {
             name: s.part.name.clone(),
             target_replicas: s.total,
-            replicas: graph::asked_of(asked, total, s.total),
+            replicas: c.given,
             ready: graph::ready_of(s),
             stable_revision: s.stable.and_then(rolled_out),
         })
