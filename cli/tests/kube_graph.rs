@@ -46,7 +46,7 @@ use weir_test_kit::sim::generation_counts;
 mod common;
 mod stack;
 
-use stack::{PATIENCE, proxy, proxy_service, wait_phase};
+use stack::{PATIENCE, wait_phase};
 
 /// The three components in start order.
 const ORDER: [&str; 3] = ["decode", "prefill", "frontend"];
@@ -78,6 +78,49 @@ fn component(name: &str, image: &str, args: &[&str]) -> Deployment {
         }
     }))
     .expect("a valid Deployment")
+}
+
+/// The graph at v1, in start order: decode answers, prefill and the
+/// frontend forward.
+fn graph_v1() -> [Deployment; 3] {
+    [
+        component("decode", "decode:v1", &strs(&decode_args("60ms"))),
+        component("prefill", "prefill:v1", &strs(&forward_args("DECODE_URL"))),
+        component(
+            "frontend",
+            "frontend:v1",
+            &strs(&forward_args("PREFILL_URL")),
+        ),
+    ]
+}
+
+/// Canary `chat` of the graph, one 50% step judged fast; `budget`:
+/// `graph.gpuBudget`.
+fn graph_canary(budget: Option<u32>) -> Canary {
+    let mut graph = json!({
+        // Listed prefill first: the order below is what counts.
+        "components": [
+            {"name": "prefill", "port": 8000, "urlEnv": "PREFILL_URL"},
+            {"name": "decode", "port": 8000, "urlEnv": "DECODE_URL"}
+        ],
+        "order": ORDER,
+        "isolation": {"env": "DYN_NAMESPACE"}
+    });
+    if let Some(b) = budget {
+        graph["gpuBudget"] = json!(b);
+    }
+    weir_envtest::canary("chat")
+        .judged_fast()
+        .steps(json!([
+            {"setWeight": 50},
+            {"analysis": {"minDuration": "3s", "maxDuration": "80s"}}
+        ]))
+        .spec(json!({
+            "targetRef": {"name": "frontend"},
+            "graph": graph,
+            "progressDeadlineSeconds": 180
+        }))
+        .build()
 }
 
 /// Decode workers: they answer, counting who asked.
@@ -369,45 +412,14 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     let ns = env.namespace.clone();
     let deployments = Api::<Deployment>::namespaced(env.client.clone(), &ns);
     let timeline = Timeline::start(&env.client, &ns);
-    for d in [
-        component("decode", "decode:v1", &strs(&decode_args("60ms"))),
-        component("prefill", "prefill:v1", &strs(&forward_args("DECODE_URL"))),
-        component(
-            "frontend",
-            "frontend:v1",
-            &strs(&forward_args("PREFILL_URL")),
-        ),
-    ] {
+    for d in graph_v1() {
         deployments
             .create(&PostParams::default(), &d)
             .await
             .expect("component");
     }
-    let proxies = [
-        proxy(&env.client, &ns, 0).await,
-        proxy(&env.client, &ns, 1).await,
-    ];
-    proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
-    let canary = weir_envtest::canary("chat")
-        .judged_fast()
-        .steps(json!([
-            {"setWeight": 50},
-            {"analysis": {"minDuration": "3s", "maxDuration": "80s"}}
-        ]))
-        .spec(json!({
-            "targetRef": {"name": "frontend"},
-            "graph": {
-                // Listed prefill first: the order below is what counts.
-                "components": [
-                    {"name": "prefill", "port": 8000, "urlEnv": "PREFILL_URL"},
-                    {"name": "decode", "port": 8000, "urlEnv": "DECODE_URL"}
-                ],
-                "order": ORDER,
-                "isolation": {"env": "DYN_NAMESPACE"}
-            },
-            "progressDeadlineSeconds": 180
-        }))
-        .build();
+    let proxies = stack::two_proxies(&env.client, &ns).await;
+    let canary = graph_canary(None);
     let canaries = Api::<Canary>::namespaced(env.client.clone(), &ns);
     canaries
         .create(&PostParams::default(), &canary)
@@ -669,19 +681,6 @@ impl Drop for GpuWatch {
     }
 }
 
-/// Requests a proxy measured for `cohort` of any route, and how many of
-/// them failed.
-fn counted(p: &stack::Proxy, cohort: &str) -> (u64, u64) {
-    let snapshot = p.running.observations.snapshot(&p.running.table.load());
-    snapshot
-        .cohorts
-        .iter()
-        .filter(|c| c.cohort.as_str() == cohort)
-        .fold((0, 0), |(all, errors), c| {
-            (all + c.requests.total(), errors + c.requests.errors())
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
     // The cluster's 4 GPUs (2 nodes of 2): decode and prefill run 2 pods
@@ -690,27 +689,7 @@ async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
     let env = TestEnv::on_cluster("kube-graph-budget").await;
     let ns = env.namespace.clone();
     let deployments = Api::<Deployment>::namespaced(env.client.clone(), &ns);
-    for (d, replicas, gpus) in [
-        (
-            component("decode", "decode:v1", &strs(&decode_args("60ms"))),
-            2,
-            1,
-        ),
-        (
-            component("prefill", "prefill:v1", &strs(&forward_args("DECODE_URL"))),
-            2,
-            1,
-        ),
-        (
-            component(
-                "frontend",
-                "frontend:v1",
-                &strs(&forward_args("PREFILL_URL")),
-            ),
-            1,
-            0,
-        ),
-    ] {
+    for (d, (replicas, gpus)) in graph_v1().into_iter().zip([(2, 1), (2, 1), (1, 0)]) {
         deployments
             .create(&PostParams::default(), &sized(d, replicas, gpus))
             .await
@@ -723,31 +702,8 @@ async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
     }
     // From before the Canary: adoption within the budget is recorded too.
     let gpus = GpuWatch::start(&env.client, &ns);
-    let proxies = [
-        proxy(&env.client, &ns, 0).await,
-        proxy(&env.client, &ns, 1).await,
-    ];
-    proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
-    let canary = weir_envtest::canary("chat")
-        .judged_fast()
-        .steps(json!([
-            {"setWeight": 50},
-            {"analysis": {"minDuration": "3s", "maxDuration": "80s"}}
-        ]))
-        .spec(json!({
-            "targetRef": {"name": "frontend"},
-            "graph": {
-                "components": [
-                    {"name": "prefill", "port": 8000, "urlEnv": "PREFILL_URL"},
-                    {"name": "decode", "port": 8000, "urlEnv": "DECODE_URL"}
-                ],
-                "order": ORDER,
-                "isolation": {"env": "DYN_NAMESPACE"},
-                "gpuBudget": 4
-            },
-            "progressDeadlineSeconds": 180
-        }))
-        .build();
+    let proxies = stack::two_proxies(&env.client, &ns).await;
+    let canary = graph_canary(Some(4));
     Api::<Canary>::namespaced(env.client.clone(), &ns)
         .create(&PostParams::default(), &canary)
         .await
@@ -768,7 +724,7 @@ async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
         .map(|p| stack::load(&p.url(), 20, 300, &[]))
         .collect();
     until("stable serves through the graph", PATIENCE, || async {
-        let served: u64 = proxies.iter().map(|p| counted(p, "stable").0).sum();
+        let served: u64 = proxies.iter().map(|p| p.counted("stable").0).sum();
         (served > 20).then_some(())
     })
     .await;
@@ -811,11 +767,11 @@ async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
     );
     let (stable, stable_errors) = proxies
         .iter()
-        .map(|p| counted(p, "stable"))
+        .map(|p| p.counted("stable"))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let (canary, canary_errors) = proxies
         .iter()
-        .map(|p| counted(p, "canary"))
+        .map(|p| p.counted("canary"))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     eprintln!(
         "gpu budget (graph): requests stable {stable} ({stable_errors} errors), canary {canary} ({canary_errors} errors)"

@@ -22,7 +22,7 @@ use weir_test_kit::poll::until;
 mod common;
 mod stack;
 
-use stack::{PATIENCE, create_target, proxy, proxy_service, wait_phase};
+use stack::{PATIENCE, create_target, wait_phase};
 
 /// The pool's pods: `weir sim` serving three adapters; chat-lora-v9 cuts a
 /// third of its answers at the token limit. Output lengths vary per
@@ -92,11 +92,7 @@ async fn an_adapter_canary_on_one_deployment_is_promoted_then_a_bad_one_aborted(
         }),
     );
     create_target(&deployments, &pool).await;
-    let proxies = [
-        proxy(&env.client, &ns, 0).await,
-        proxy(&env.client, &ns, 1).await,
-    ];
-    proxy_service(&env.client, &ns, &proxies.iter().collect::<Vec<_>>()).await;
+    let proxies = stack::two_proxies(&env.client, &ns).await;
     let canary = weir_envtest::canary("chat")
         .judged_fast()
         .steps(json!([

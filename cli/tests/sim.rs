@@ -140,3 +140,50 @@ fn one_sim_serves_two_adapters_and_load_reports_each() {
     let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
     assert_eq!(report["http_statuses"]["404"], report["sent"], "{report}");
 }
+
+/// `GET /health` on a new connection: whether it was answered 200.
+fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(EXIT));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn a_shutdown_delay_keeps_answering_after_sigterm_as_a_prestop_sleep_does() {
+    use nix::sys::signal::Signal;
+    let mut proc = spawn(
+        "sim",
+        &["sim", "--listen", "127.0.0.1:0", "--shutdown-delay", "20s"],
+    );
+    let addr = proc
+        .stderr
+        .wait_for(EXIT, |t| {
+            common::between(t, " on http://", "/v1").map(String::from)
+        })
+        .expect("the sim starts");
+    assert!(healthy(&addr), "answers before the signal");
+    proc.signal(Signal::SIGTERM);
+    // The signal was taken (the line it prints then), and a new
+    // connection is still answered: callers that resolved this pod just
+    // before it left its Service's endpoints still reach it.
+    proc.stderr
+        .wait_for(EXIT, |t| {
+            t.contains("still accepting for 20s").then_some(())
+        })
+        .unwrap_or_else(|| panic!("the signal was not taken: {}", proc.stderr.text()));
+    assert!(healthy(&addr), "a new connection after SIGTERM is answered");
+    // Once the delay is over it stops accepting and exits.
+    let status = proc.wait_exit(EXIT).expect("exits after the delay");
+    assert!(status.success(), "{status:?}");
+    assert!(!healthy(&addr), "nothing answers once it exited");
+}

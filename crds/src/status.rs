@@ -58,7 +58,8 @@ pub struct CanaryStatus {
     /// Ready, Progressing, AnalysisPassing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Replicas the engine wants per cohort.
+    /// Replicas the engine wants per cohort (a graph: in units of its
+    /// largest component's replicas; `components` has each one's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<CohortReplicas>,
     /// Kubernetes mode: the replicas the user asked of the target. The
@@ -175,12 +176,13 @@ pub struct ComponentStatus {
     /// `-stable` copy).
     pub name: String,
     /// The replicas the user asked of it: recorded like
-    /// `targetReplicas`, each cohort's count is this times the share the
-    /// target's count is of the target's.
+    /// `targetReplicas`; each cohort's count is its proportion of the
+    /// graph's units in `replicas` above.
     pub target_replicas: u32,
-    /// Replicas given per cohort (a component waits for the ones before it
-    /// in the order to be ready before it grows, and for the ones after it
-    /// to be gone before it shrinks).
+    /// Replicas given per cohort now (a component waits for the ones
+    /// before it in the order to be ready before it grows, for the ones
+    /// after it to be gone before it shrinks, and under `graph.gpuBudget`
+    /// for GPUs its own pods do not hold).
     pub replicas: CohortReplicas,
     /// Ready replicas per cohort.
     pub ready: CohortReplicas,

@@ -786,6 +786,87 @@ mod tests {
     }
 
     #[test]
+    fn a_graph_within_its_gpu_budget_is_planned_in_units_and_a_short_budget_said() {
+        use weir_controller::engine::graph::{PartSize, unit};
+        // decode and prefill 2 pods of 1 GPU, the target (a frontend) 1
+        // pod of none: stable holds 4 GPUs, all the nodes have.
+        let components = vec![
+            Component {
+                name: "decode".into(),
+                total: 2,
+                held: 2,
+                gpus_per_pod: 1,
+            },
+            Component {
+                name: "prefill".into(),
+                total: 2,
+                held: 2,
+                gpus_per_pod: 1,
+            },
+            Component {
+                name: "chat".into(),
+                total: 1,
+                held: 1,
+                gpus_per_pod: 0,
+            },
+        ];
+        let plan_for = |budget: u32| {
+            let mut r = rollout(serde_json::json!({
+                "graph": {"components": [{"name": "decode"}, {"name": "prefill"}], "gpuBudget": budget},
+                "strategy": {"canary": {"steps": [{"setWeight": 50}]}}
+            }));
+            let sizes: Vec<PartSize> = components
+                .iter()
+                .map(|c| PartSize {
+                    total: c.total,
+                    gpus_per_pod: c.gpus_per_pod,
+                })
+                .collect();
+            let graph_budget = r.graph.as_ref().expect("a graph").budget(&sizes);
+            if let Ok(Some(b)) = &graph_budget {
+                r.gpu_budget = Some(b.units);
+            }
+            let total = unit(sizes.iter().map(|p| p.total));
+            Plan {
+                phases: phases(&r, total, true),
+                held: 0,
+                gpus_per_pod: 0,
+                graph: components.clone(),
+                graph_budget,
+                total,
+            }
+        };
+        let full = Ok(vec![node("a", 2, 2), node("b", 2, 2)]);
+        // What stable holds: every phase fits in the GPUs stable gives up.
+        let got = capacity(&plan_for(4), &full);
+        assert_eq!(got.status, Status::Pass, "{got:?}");
+        assert!(
+            got.detail.contains("holds 4 nvidia.com/gpu")
+                && got.detail.contains("2 of the graph's 2 units"),
+            "{got:?}"
+        );
+        // Less: stable is short while idle, and the fix says what is whole.
+        let got = capacity(&plan_for(3), &full);
+        assert_eq!(got.status, Status::Warn, "{got:?}");
+        assert!(
+            got.detail.contains("stable runs 1 of its 2 units"),
+            "{got:?}"
+        );
+        assert!(
+            got.fix.contains("spec.graph.gpuBudget to at least 4"),
+            "{got:?}"
+        );
+        // Not one unit: refused with the field.
+        let got = capacity(&plan_for(1), &full);
+        assert_eq!(got.status, Status::Fail, "{got:?}");
+        assert!(
+            got.detail
+                .starts_with("spec.graph.gpuBudget: 1 GPUs cannot hold"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn gpu_nodes_are_those_with_allocatable_gpus_less_their_pods_requests() {
         let gpu: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "gpu-1"},

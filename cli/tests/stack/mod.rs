@@ -424,6 +424,22 @@ impl Proxy {
         format!("http://{}/v1", self.running.listen)
     }
 
+    /// Requests this proxy measured for `cohort` of any route, and how
+    /// many of them failed.
+    pub fn counted(&self, cohort: &str) -> (u64, u64) {
+        let snapshot = self
+            .running
+            .observations
+            .snapshot(&self.running.table.load());
+        snapshot
+            .cohorts
+            .iter()
+            .filter(|c| c.cohort.as_str() == cohort)
+            .fold((0, 0), |(all, errors), c| {
+                (all + c.requests.total(), errors + c.requests.errors())
+            })
+    }
+
     /// `GET /v1/routes`.
     pub async fn routes(&self) -> Option<Value> {
         reqwest::get(format!("http://{}/v1/routes", self.running.admin))
@@ -521,6 +537,16 @@ pub async fn proxy_service(client: &Client, namespace: &str, proxies: &[&Proxy])
     weir_envtest::cluster::proxy_admin_endpoints(client, namespace, "weir-proxy", &admins)
         .await
         .expect("the proxies' admin endpoints");
+}
+
+/// Two proxies following `namespace`, behind the `weir-proxy` Service.
+pub async fn two_proxies(client: &Client, namespace: &str) -> [Proxy; 2] {
+    let proxies = [
+        proxy(client, namespace, 0).await,
+        proxy(client, namespace, 1).await,
+    ];
+    proxy_service(client, namespace, &proxies.iter().collect::<Vec<_>>()).await;
+    proxies
 }
 
 /// `weir load` through `url` at `rate` requests a second for `secs`.

@@ -1,7 +1,7 @@
 //! A graph canary: several Deployments (a frontend, prefill and decode
 //! workers) rolled out as one version. Pure: the validated shape of
 //! `spec.graph` and the replica arithmetic that maps the engine's counts,
-//! which are the serving component's, onto every component.
+//! which are in the graph's units, onto every component.
 //!
 //! The engine itself never sees the graph. It decides replicas and
 //! traffic in the graph's unit ([`unit`]: replicas of its largest
@@ -297,7 +297,7 @@ pub fn generation(base: &str, revision: &str) -> String {
 /// The replicas a component of `part_total` runs for `n` of the graph's
 /// `total` units: in proportion, so each component of a cohort
 /// carries the same load per replica as the other cohort's (what
-/// `matchWeight` makes fair for the serving component holds for each),
+/// `matchWeight` makes fair for the unit holds for each),
 /// at least one while `n` is, and all of it at `n >= total`.
 pub fn scaled(n: u32, total: u32, part_total: u32) -> u32 {
     let total = total.max(1);

@@ -4,7 +4,8 @@
 //!
 //! Every component works like a single target: the user's Deployment is
 //! the canary cohort, `<name>-stable` the stable copy. The engine's
-//! replica counts are the serving component's; each component gets the
+//! replica counts are in the graph's units (its largest component's
+//! replicas, [`crate::engine::graph::unit`]); each component gets the
 //! same share of its own replicas ([`crate::engine::graph::scaled`]). What
 //! the graph adds is order:
 //!
@@ -223,8 +224,8 @@ pub fn ready_of(s: &Seen<'_>) -> CohortReplicas {
     }
 }
 
-/// The graph's ready replicas per cohort, in the serving component's
-/// count (`total` replicas): what its least ready component can carry.
+/// The graph's ready replicas per cohort, in the graph's units (`total`
+/// of them): what its least ready component can carry.
 pub fn ready(seen: &[Seen<'_>], total: u32) -> CohortReplicas {
     seen.iter()
         .map(|s| {
@@ -241,7 +242,7 @@ pub fn ready(seen: &[Seen<'_>], total: u32) -> CohortReplicas {
         .unwrap_or_default()
 }
 
-/// What status asks of one component: the serving component's counts in
+/// What status asks of one component: the graph's units in
 /// proportion.
 pub fn asked_of(asked: CohortReplicas, total: u32, part_total: u32) -> CohortReplicas {
     CohortReplicas {
@@ -268,7 +269,7 @@ fn down_to(d: Option<&Deployment>, n: u32) -> bool {
 pub struct Moment<'a> {
     /// The status just written.
     pub status: &'a CanaryStatus,
-    /// The serving component's replicas.
+    /// The graph's units (its largest component's replicas).
     pub total: u32,
     /// The revision the user wants.
     pub revision: &'a str,
