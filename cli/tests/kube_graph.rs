@@ -457,6 +457,11 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     })
     .await;
 
+    // Adoption scales your Deployments down in reverse order once the
+    // copies serve; the timeline below reads their next scale-up as the
+    // run's, so that must be over first (on a busy machine it can still
+    // be going when stable already served 20 requests).
+    canary_gone(&deployments, "adoption's scale-down is over").await;
     // A new decode version: one new revision of the whole graph.
     let released = rv(&deployments.get("decode").await.expect("decode").metadata);
     set_decode(&deployments, "decode:v2", &decode_args("60ms")).await;
@@ -729,6 +734,7 @@ async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
     })
     .await;
 
+    canary_gone(&deployments, "adoption's scale-down is over").await;
     set_decode(&deployments, "decode:v2", &decode_args("60ms")).await;
     let done = wait_phase(&env.client, &ns, "chat", Phase::Succeeded).await;
     let second = done.stable_revision.clone().expect("promoted");
