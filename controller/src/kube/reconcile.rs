@@ -418,8 +418,11 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         },
     };
     let wanted = desired::desired(&cluster, &new_status, observed.target_replicas);
-    if let (Some(_), Ok(w)) = (&world.rollout.graph, &wanted) {
-        new_status.components = components(&seen, &w.parts);
+    match (&world.rollout.graph, &wanted) {
+        (Some(_), Ok(w)) => new_status.components = components(&seen, &w.parts),
+        // A graph taken out of the spec: its components are no longer ours.
+        (None, _) => new_status.components.clear(),
+        (Some(_), Err(_)) => {}
     }
     if new_status != status {
         write_status(&canaries, &name, &new_status).await?;
@@ -519,6 +522,7 @@ async fn read_world(
             status
                 .components
                 .iter()
+                .filter(|_| rollout.graph.is_some())
                 .find(|c| c.name == target_name)
                 .map(|c| c.replicas.canary)
                 .or(status.replicas.map(|r| r.canary)),
