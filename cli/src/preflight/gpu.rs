@@ -27,7 +27,7 @@
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weir_controller::engine::graph::{Budget, held_at_most};
+use weir_controller::engine::graph::{Budget, PartSize, held_at_most, unit};
 use weir_controller::engine::replicas::for_share;
 use weir_controller::engine::spec::SpecError;
 use weir_controller::engine::spec::{Step, Strategy};
@@ -344,6 +344,32 @@ pub struct Component {
     pub held: u32,
     /// GPUs per pod.
     pub gpus_per_pod: u32,
+}
+
+/// The phases' scale for `rollout` of `total` replicas: a graph's is its
+/// unit, under its `gpuBudget` resolved on `rollout` as the controller
+/// resolves it (`weir_controller::engine::graph::Graph::budget`) from
+/// its components. A single target: `total`, no graph budget.
+pub fn in_units(
+    rollout: &mut Rollout,
+    graph: &[Component],
+    total: u32,
+) -> (u32, Result<Option<Budget>, SpecError>) {
+    let Some(g) = &rollout.graph else {
+        return (total, Ok(None));
+    };
+    let sizes: Vec<PartSize> = graph
+        .iter()
+        .map(|c| PartSize {
+            total: c.total,
+            gpus_per_pod: c.gpus_per_pod,
+        })
+        .collect();
+    let budget = g.budget(&sizes);
+    if let Ok(Some(b)) = &budget {
+        rollout.gpu_budget = Some(b.units);
+    }
+    (unit(sizes.iter().map(|p| p.total)), budget)
 }
 
 /// A graph's pods of `c` in `phase` (the surge of a rolling update is
@@ -787,7 +813,6 @@ mod tests {
 
     #[test]
     fn a_graph_within_its_gpu_budget_is_planned_in_units_and_a_short_budget_said() {
-        use weir_controller::engine::graph::{PartSize, unit};
         // decode and prefill 2 pods of 1 GPU, the target (a frontend) 1
         // pod of none: stable holds 4 GPUs, all the nodes have.
         let components = vec![
@@ -815,18 +840,7 @@ mod tests {
                 "graph": {"components": [{"name": "decode"}, {"name": "prefill"}], "gpuBudget": budget},
                 "strategy": {"canary": {"steps": [{"setWeight": 50}]}}
             }));
-            let sizes: Vec<PartSize> = components
-                .iter()
-                .map(|c| PartSize {
-                    total: c.total,
-                    gpus_per_pod: c.gpus_per_pod,
-                })
-                .collect();
-            let graph_budget = r.graph.as_ref().expect("a graph").budget(&sizes);
-            if let Ok(Some(b)) = &graph_budget {
-                r.gpu_budget = Some(b.units);
-            }
-            let total = unit(sizes.iter().map(|p| p.total));
+            let (total, graph_budget) = in_units(&mut r, &components, 1);
             Plan {
                 phases: phases(&r, total, true),
                 held: 0,

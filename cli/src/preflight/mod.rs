@@ -23,7 +23,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::CustomResourceExt as _;
-use weir_controller::engine::graph::{PartSize, unit};
 use weir_controller::engine::spec::Mode;
 use weir_crds::Canary;
 
@@ -356,26 +355,8 @@ async fn canary_checks(
         }
         out.push(target::graph(g, missing));
     }
-    // A graph's phases are in its unit, under the budget the controller
-    // resolves the same way (`engine::graph::Graph::budget`).
     let mut rollout = rollout;
-    let (total, graph_budget) = match &rollout.graph {
-        Some(g) => {
-            let sizes: Vec<PartSize> = graph
-                .iter()
-                .map(|c| PartSize {
-                    total: c.total,
-                    gpus_per_pod: c.gpus_per_pod,
-                })
-                .collect();
-            let budget = g.budget(&sizes);
-            if let Ok(Some(b)) = &budget {
-                rollout.gpu_budget = Some(b.units);
-            }
-            (unit(sizes.iter().map(|p| p.total)), budget)
-        }
-        None => (total, Ok(None)),
-    };
+    let (total, graph_budget) = gpu::in_units(&mut rollout, &graph, total);
     Some(Ok(gpu::Plan {
         phases: gpu::phases(&rollout, total, status.replicas.is_some()),
         held,
