@@ -40,7 +40,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use weir_crds::{Canary, Phase, names};
 use weir_envtest::TestEnv;
-use weir_test_kit::poll::until;
+use weir_test_kit::poll::{try_until, until};
 use weir_test_kit::sim::generation_counts;
 
 mod common;
@@ -287,13 +287,20 @@ impl Timeline {
         all
     }
 
-    /// The revision of the first write after `after` that `pred` accepts.
-    fn first(&self, after: u64, what: &str, pred: impl Fn(&Seen) -> bool) -> u64 {
-        let all = self.all();
-        all.iter()
-            .find(|(rv, s)| *rv > after && pred(s))
-            .map(|(rv, _)| *rv)
-            .unwrap_or_else(|| panic!("never seen after {after}: {what}\n{}", show(&all)))
+    /// The revision of the first write after `after` that `pred` accepts,
+    /// waiting for it to arrive: a list the test waited on can be ahead
+    /// of these watches, so a write already made may not be here yet.
+    /// Each predicate looks at one kind, and one watch delivers its kind
+    /// in etcd order, so the first match to arrive is the first written.
+    async fn first(&self, after: u64, what: &str, pred: impl Fn(&Seen) -> bool) -> u64 {
+        let found = try_until(what, PATIENCE, || async {
+            self.all()
+                .iter()
+                .find(|(rv, s)| *rv > after && pred(s))
+                .map(|(rv, _)| *rv)
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("never seen after {after}: {what}\n{}", show(&self.all())))
     }
 }
 
@@ -474,9 +481,11 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     // is ready, all ready before any traffic moves.
     let mut ready_at = Vec::new();
     for (i, name) in ORDER.iter().enumerate() {
-        let grown = t.first(released, &format!("{name} scaled up"), |s| {
-            deployment(s, name).is_some_and(|d| d.spec > 0)
-        });
+        let grown = t
+            .first(released, &format!("{name} scaled up"), |s| {
+                deployment(s, name).is_some_and(|d| d.spec > 0)
+            })
+            .await;
         if let Some(&before) = ready_at.last() {
             assert!(
                 grown > before,
@@ -485,14 +494,18 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
                 show(&t.all())
             );
         }
-        let ready = t.first(grown, &format!("{name} ready"), |s| {
-            deployment(s, name).is_some_and(|d| d.spec > 0 && d.ready >= d.spec && d.rolled_out)
-        });
+        let ready = t
+            .first(grown, &format!("{name} ready"), |s| {
+                deployment(s, name).is_some_and(|d| d.spec > 0 && d.ready >= d.spec && d.rolled_out)
+            })
+            .await;
         ready_at.push(ready);
     }
-    let moved = t.first(released, "canary traffic", |s| {
-        weight(s).is_some_and(|w| w > 0.0)
-    });
+    let moved = t
+        .first(released, "canary traffic", |s| {
+            weight(s).is_some_and(|w| w > 0.0)
+        })
+        .await;
     assert!(
         moved > ready_at[2],
         "traffic moved at {moved}, the graph was ready at {}\n{}",
@@ -504,18 +517,22 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     let mut rolled_at = moved;
     for name in ORDER {
         let copy = names::stable_deployment(name);
-        let taken = t.first(moved, &format!("{copy} takes {second}"), |s| {
-            deployment(s, &copy).is_some_and(|d| d.revision.as_deref() == Some(second.as_str()))
-        });
+        let taken = t
+            .first(moved, &format!("{copy} takes {second}"), |s| {
+                deployment(s, &copy).is_some_and(|d| d.revision.as_deref() == Some(second.as_str()))
+            })
+            .await;
         assert!(
             taken > rolled_at,
             "{copy} took the new version at {taken}, before the copy before it rolled out at {rolled_at}\n{}",
             show(&t.all())
         );
-        rolled_at = t.first(taken, &format!("{copy} rolled out"), |s| {
-            deployment(s, &copy)
-                .is_some_and(|d| d.rolled_out && d.revision.as_deref() == Some(second.as_str()))
-        });
+        rolled_at = t
+            .first(taken, &format!("{copy} rolled out"), |s| {
+                deployment(s, &copy)
+                    .is_some_and(|d| d.rolled_out && d.revision.as_deref() == Some(second.as_str()))
+            })
+            .await;
     }
 
     // A slower decode version: aborted on the time to first token the
@@ -528,29 +545,37 @@ async fn a_three_component_graph_is_promoted_and_a_slow_decode_aborted_in_order(
     assert!(abort.message.contains("ttft"), "{}", abort.message);
     assert_eq!(aborted.stable_revision.as_deref(), Some(second.as_str()));
     canary_gone(&deployments, "the aborted canary is gone").await;
-    let moved = t.first(released, "canary traffic", |s| {
-        weight(s).is_some_and(|w| w > 0.0)
-    });
-    let back = t.first(
-        moved,
-        "aborted, traffic back on stable",
-        |s| matches!(s, Seen::Canary { phase: Phase::Aborted, weight } if *weight == 0.0),
-    );
+    let moved = t
+        .first(released, "canary traffic", |s| {
+            weight(s).is_some_and(|w| w > 0.0)
+        })
+        .await;
+    let back = t
+        .first(
+            moved,
+            "aborted, traffic back on stable",
+            |s| matches!(s, Seen::Canary { phase: Phase::Aborted, weight } if *weight == 0.0),
+        )
+        .await;
     // Scale-down in reverse: each component only once the one after it
     // has no pods left, and none before traffic is back on stable.
     let mut gone_at = back;
     for name in ORDER.iter().rev() {
-        let shrunk = t.first(moved, &format!("{name} scaled down"), |s| {
-            deployment(s, name).is_some_and(|d| d.spec == 0)
-        });
+        let shrunk = t
+            .first(moved, &format!("{name} scaled down"), |s| {
+                deployment(s, name).is_some_and(|d| d.spec == 0)
+            })
+            .await;
         assert!(
             shrunk > gone_at,
             "{name} shrank at {shrunk}, before {gone_at}\n{}",
             show(&t.all())
         );
-        gone_at = t.first(shrunk, &format!("{name} has no pods"), |s| {
-            deployment(s, name).is_some_and(|d| d.spec == 0 && d.pods == 0)
-        });
+        gone_at = t
+            .first(shrunk, &format!("{name} has no pods"), |s| {
+                deployment(s, name).is_some_and(|d| d.spec == 0 && d.pods == 0)
+            })
+            .await;
     }
     for p in &proxies {
         until("the proxy is back on stable", PATIENCE, || async {
