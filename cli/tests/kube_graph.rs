@@ -809,4 +809,59 @@ async fn a_graph_within_a_gpu_budget_is_promoted_without_a_spare_gpu() {
     );
     assert!(canary > 0, "the canary graph served");
     assert_eq!((stable_errors, canary_errors), (0, 0), "no request failed");
+
+    // A spec that no longer names a component weir holds is refused, and
+    // its copy is left serving as it was, until the spec names it again.
+    let canaries = Api::<Canary>::namespaced(env.client.clone(), &ns);
+    let without_prefill = json!({"graph": {
+        "components": [{"name": "decode", "port": 8000, "urlEnv": "DECODE_URL"}],
+        "order": ["decode", "frontend"]
+    }});
+    for (edit, field) in [
+        (without_prefill, "spec.graph.components"),
+        (json!({"graph": null}), "spec.graph:"),
+    ] {
+        canaries
+            .patch(
+                "chat",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": edit})),
+            )
+            .await
+            .expect("the API server takes the edit");
+        let message = ready(&canaries, "False").await;
+        assert!(
+            message.contains(field) && message.contains("prefill-stable"),
+            "{message}"
+        );
+        let copy = deployments
+            .get(&names::stable_deployment("prefill"))
+            .await
+            .expect("the copy is still there");
+        assert_eq!(copy.spec.and_then(|s| s.replicas), Some(2), "{message}");
+        let mine = deployments.get("prefill").await.expect("prefill");
+        assert_eq!(mine.spec.and_then(|s| s.replicas), Some(0), "{message}");
+        canaries
+            .patch(
+                "chat",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"graph": graph_canary(Some(4)).spec.graph}})),
+            )
+            .await
+            .expect("put back");
+        ready(&canaries, "True").await;
+    }
+}
+
+/// Waits for the Canary's `Ready` condition to be `status`; its message.
+async fn ready(canaries: &Api<Canary>, status: &str) -> String {
+    until(&format!("Ready={status}"), PATIENCE, || async {
+        let c = canaries.get("chat").await.ok()?;
+        c.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == status)
+            .map(|c| c.message)
+    })
+    .await
 }

@@ -289,6 +289,51 @@ impl Graph {
     }
 }
 
+/// Refuses a spec that no longer names Deployments weir holds for a graph
+/// (`recorded`: the names `status.components` records, each with its pods
+/// in a stable copy). Going on would leave those copies serving with
+/// nothing managing them and the Deployments at what weir gave them; the
+/// spec is refused until it names them again or the Canary is deleted
+/// (`revertOnDeletion` gives each its stable version and replicas back).
+///
+/// # Errors
+/// `spec.graph` when the graph was taken out, `spec.graph.components` when
+/// some were left out (or `targetRef` moved off one), naming the
+/// Deployments, their copies and both ways out.
+pub fn still_held<'a>(
+    recorded: impl IntoIterator<Item = &'a str>,
+    graph: Option<&Graph>,
+) -> Result<(), SpecError> {
+    let dropped: Vec<&str> = recorded
+        .into_iter()
+        .filter(|r| graph.is_none_or(|g| g.parts.iter().all(|p| p.name != *r)))
+        .collect();
+    if dropped.is_empty() {
+        return Ok(());
+    }
+    let copies: Vec<String> = dropped
+        .iter()
+        .map(|d| names::stable_deployment(d))
+        .collect();
+    let (field, what) = match graph {
+        None => ("spec.graph", "the graph was taken out of the spec"),
+        Some(_) => (
+            "spec.graph.components",
+            "neither graph.components nor targetRef names it any more",
+        ),
+    };
+    Err(SpecError {
+        field: field.into(),
+        problem: format!(
+            "{what}, but weir holds the pods of {} in {}: put it back as it was, or delete \
+             the Canary (with revertOnDeletion each component gets its stable version and \
+             replicas back) and create it anew",
+            dropped.join(", "),
+            copies.join(", "),
+        ),
+    })
+}
+
 /// The isolation value of one version: `<base>-<revision>`.
 pub fn generation(base: &str, revision: &str) -> String {
     format!("{base}-{revision}")
@@ -362,6 +407,40 @@ mod tests {
         let g = Graph::new("chat", "frontend", &default).expect("valid");
         let names: Vec<&str> = g.parts.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["prefill", "decode", "frontend"]);
+    }
+
+    #[test]
+    fn a_spec_that_drops_a_component_weir_holds_is_refused_naming_it() {
+        let g =
+            Graph::new("chat", "frontend", &spec("components: [{name: decode}]")).expect("valid");
+        // Everything recorded still named; nothing recorded yet.
+        assert_eq!(still_held(["decode", "frontend"], Some(&g)), Ok(()));
+        assert_eq!(still_held([], None), Ok(()));
+        // prefill left graph.components; its copy still serves.
+        let e = still_held(["prefill", "decode", "frontend"], Some(&g)).expect_err("dropped");
+        assert_eq!(e.field, "spec.graph.components");
+        assert!(
+            e.problem.contains("pods of prefill in prefill-stable"),
+            "{e}"
+        );
+        assert!(e.problem.contains("put it back"), "{e}");
+        // targetRef moved to another Deployment: the old one is held.
+        let moved =
+            Graph::new("chat", "router", &spec("components: [{name: decode}]")).expect("valid");
+        let e = still_held(["decode", "frontend"], Some(&moved)).expect_err("moved");
+        assert!(
+            e.problem.contains("pods of frontend in frontend-stable"),
+            "{e}"
+        );
+        // The whole graph taken out.
+        let e = still_held(["decode", "frontend"], None).expect_err("taken out");
+        assert_eq!(e.field, "spec.graph");
+        assert!(
+            e.problem
+                .contains("decode, frontend in decode-stable, frontend-stable"),
+            "{e}"
+        );
+        assert!(e.problem.contains("delete the Canary"), "{e}");
     }
 
     #[test]

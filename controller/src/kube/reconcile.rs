@@ -418,11 +418,10 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         },
     };
     let wanted = desired::desired(&cluster, &new_status, observed.target_replicas);
-    match (&world.rollout.graph, &wanted) {
-        (Some(_), Ok(w)) => new_status.components = components(&seen, &w.parts),
-        // A graph taken out of the spec: its components are no longer ours.
-        (None, _) => new_status.components.clear(),
-        (Some(_), Err(_)) => {}
+    // (A spec that drops a component recorded here is refused in
+    // read_world: the record is what gives it back on deletion.)
+    if let (Some(_), Ok(w)) = (&world.rollout.graph, &wanted) {
+        new_status.components = components(&seen, &w.parts);
     }
     if new_status != status {
         write_status(&canaries, &name, &new_status).await?;
@@ -470,6 +469,12 @@ async fn read_world(
         Ok(r) => r,
         Err(e) => return Ok(Err((canary, reasons::INVALID_SPEC, e.to_string()))),
     };
+    // A graph's components weir holds stay named until the Canary goes.
+    let held = canary.status.iter().flat_map(|s| &s.components);
+    if let Err(e) = engine::graph::still_held(held.map(|c| c.name.as_str()), rollout.graph.as_ref())
+    {
+        return Ok(Err((canary, reasons::INVALID_SPEC, e.to_string())));
+    }
     let Mode::Kubernetes { target, .. } = &rollout.mode else {
         return Ok(Err((
             canary,
