@@ -134,9 +134,16 @@ fn default_true() -> bool {
     true
 }
 
-/// The workload that carries the desired version.
+/// The workload that carries the desired version. Its name is fixed for
+/// the Canary's life: weir holds the target's pods in its stable copy,
+/// which a new name would leave behind, serving with nothing managing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.name == oldSelf.name",
+    "message": "targetRef.name cannot change: weir holds the target's pods in its stable copy. Delete this Canary (with revertOnDeletion the Deployment gets its stable version and replicas back) and create one for the new target",
+    "fieldPath": ".name",
+}]))]
 pub struct TargetRef {
     /// `apps/v1`.
     #[serde(default = "default_api_version")]

@@ -130,6 +130,21 @@ async fn a_canary_round_trips_and_its_status_is_a_subresource() {
     assert!(paused.spec.paused);
     assert_eq!(paused.metadata.generation, Some(2));
 
+    // The target is fixed for the Canary's life (a transition rule): a
+    // new name would leave the old target's stable copy behind.
+    let moved = api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"targetRef": {"name": "another-frontend"}}})),
+        )
+        .await;
+    let (code, message) = rejection(moved);
+    assert_eq!(code, 422, "{message}");
+    for w in ["spec.targetRef.name", "cannot change", "Delete this Canary"] {
+        assert!(message.contains(w), "{w:?} not in {message:?}");
+    }
+
     // The watch saw the status the controller wrote.
     let seen = tokio::time::timeout(PATIENCE, async {
         while let Some(c) = events.try_next().await.expect("watch stream") {
