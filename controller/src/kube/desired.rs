@@ -244,12 +244,13 @@ pub fn desired(
 
 /// The replicas to apply for `asked` (status), given the Deployments'
 /// `spec` replicas now. Shrinking applies at once. Under a GPU `budget` a
-/// cohort grows only into what no pod holds: its live pods plus the
-/// budget less every pod of both cohorts that still holds a GPU
-/// (terminating ones included, as the scheduler counts them), so the
-/// scheduler is never asked for more than the budget; it grows the rest
-/// once the pods being removed are gone. Without the pod counts (a failed
-/// list) nothing grows.
+/// cohort grows only into GPUs nothing claims, so the scheduler is never
+/// asked for more than the budget. A cohort claims every pod it holds
+/// (terminating ones included, as the scheduler counts them, and live ones
+/// its Deployment is about to delete after a scale-down) plus the pods its
+/// Deployment is yet to create: a pod that is leaving frees nothing until
+/// it is gone, and one not created yet is already spoken for. Without the
+/// pod counts (a failed list) nothing grows.
 pub fn within_budget(
     asked: CohortReplicas,
     spec: CohortReplicas,
@@ -266,18 +267,22 @@ pub fn within_budget(
         },
         canary: PodCount::default(),
     });
-    let mut free = budget.saturating_sub(pods.stable.held + pods.canary.held);
-    let mut grow = |asked: u32, spec: u32, live: u32| {
-        if asked <= spec {
-            return asked;
-        }
-        let given = asked.min(spec.max(live + free));
-        free = free.saturating_sub(given.saturating_sub(live));
+    // The sizes before anything grows: shrinking applies at once.
+    let kept = CohortReplicas {
+        stable: asked.stable.min(spec.stable),
+        canary: asked.canary.min(spec.canary),
+    };
+    let claimed = |pods: PodCount, size: u32| pods.held + size.saturating_sub(pods.live);
+    let mut free = budget
+        .saturating_sub(claimed(pods.stable, kept.stable) + claimed(pods.canary, kept.canary));
+    let mut grow = |asked: u32, kept: u32| {
+        let given = asked.min(kept + free);
+        free -= given - kept;
         given
     };
     CohortReplicas {
-        stable: grow(asked.stable, spec.stable, pods.stable.live),
-        canary: grow(asked.canary, spec.canary, pods.canary.live),
+        stable: grow(asked.stable, kept.stable),
+        canary: grow(asked.canary, kept.canary),
     }
 }
 

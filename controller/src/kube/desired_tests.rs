@@ -701,6 +701,16 @@ fn under_a_gpu_budget_a_cohort_grows_only_into_gpus_no_pod_holds() {
         (r(4, 1), r(3, 0), None, Some(8), r(3, 0)),
         // Never below what the Deployment already has.
         (r(4, 2), r(4, 2), Some(pods(4, 4, 2, 2)), Some(4), r(4, 2)),
+        // Stable was just scaled to 0 and its pod is not marked for
+        // deletion yet: that pod frees nothing, so stable, asked for 1
+        // again (a promotion handing capacity back), waits for it to go
+        // instead of keeping it (its Deployment, on a new template, would
+        // replace it at once: 5 GPUs asked for).
+        (r(1, 3), r(0, 3), Some(pods(1, 1, 3, 3)), Some(4), r(0, 3)),
+        // A pod stable's Deployment has yet to create is spoken for: the
+        // canary does not grow into its GPU.
+        (r(2, 2), r(2, 1), Some(pods(1, 1, 1, 1)), Some(3), r(2, 1)),
+        (r(2, 2), r(2, 1), Some(pods(1, 1, 1, 1)), Some(4), r(2, 2)),
     ];
     for (asked, spec, held, budget, want) in table {
         assert_eq!(

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use weir_controller::kube::run::{Handle, Settings};
 use weir_crds::Canary;
@@ -152,8 +152,12 @@ pub async fn events(client: &Client, namespace: &str, reason: &str) -> Vec<Event
 
 /// One moment of a rollout: the pods as the watch saw them after one
 /// event, and the ReplicaSets as a list right after it returned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
+    /// The event: `+name` a pod created or changed, `~name` one being
+    /// deleted, `-name` one gone (the name says its Deployment and
+    /// ReplicaSet), so a failure shows whose pods moved.
+    pub pod: String,
     /// Pods that exist and are not being deleted.
     pub live: usize,
     /// Those of them that are Ready.
@@ -225,10 +229,13 @@ pub async fn record(
             }
             event = events.next() => event,
         };
+        let mut what = String::new();
         match event {
             Some(Ok(WatchEvent::Apply(p) | WatchEvent::InitApply(p))) => {
                 let uid = p.metadata.uid.clone().unwrap_or_default();
-                if p.metadata.deletion_timestamp.is_some() {
+                let deleting_now = p.metadata.deletion_timestamp.is_some();
+                what = format!("{}{}", if deleting_now { "~" } else { "+" }, p.name_any());
+                if deleting_now {
                     deleting
                         .entry(uid.clone())
                         .or_insert_with(std::time::Instant::now);
@@ -237,6 +244,7 @@ pub async fn record(
             }
             Some(Ok(WatchEvent::Delete(p))) => {
                 let uid = p.metadata.uid.clone().unwrap_or_default();
+                what = format!("-{}", p.name_any());
                 if let Some(since) = deleting.remove(&uid) {
                     terminations.push(since.elapsed());
                 }
@@ -305,6 +313,7 @@ pub async fn record(
             })
             .sum();
         samples.push(Sample {
+            pod: what,
             live: live.len(),
             ready: live.iter().filter(|p| is_ready(p)).count(),
             terminating: pods.len() - live.len(),
