@@ -123,6 +123,18 @@ impl Endpoints {
         let i = power_of_two(self.0.len(), draw, |i| self.0[i].inflight())?;
         self.0.get(i)
     }
+
+    /// The endpoint for another try after a connection to those at `tried`
+    /// failed: [`Endpoints::pick`] among the others, `None` when none is
+    /// left. (A retry's path: the list it builds is the only allocation.)
+    pub fn pick_untried(&self, draw: u64, tried: &[SocketAddr]) -> Option<&Endpoint> {
+        if tried.is_empty() {
+            return self.pick(draw);
+        }
+        let left: Vec<&Endpoint> = self.0.iter().filter(|e| !tried.contains(&e.addr)).collect();
+        let i = power_of_two(left.len(), draw, |i| left[i].inflight())?;
+        left.get(i).copied()
+    }
 }
 
 impl fmt::Display for Endpoints {

@@ -10,7 +10,10 @@
 //! - requests spread over the ready endpoints of one Service, an endpoint
 //!   marked not ready receives nothing, and readiness changes apply;
 //! - a cohort without a ready endpoint fails over to the other cohort and
-//!   is counted as a connect error against its own.
+//!   is counted as a connect error against its own;
+//! - an endpoint that refuses connections (a pod that began terminating
+//!   while its slice still names it) is stepped past to another of its
+//!   cohort, uncounted; a cohort whose endpoints all refuse fails over.
 //!
 //! The API-server outage is in `e2e_kube_outage.rs` (it stops the server
 //! every test of its binary shares).
@@ -28,8 +31,9 @@
 mod common;
 
 use common::kube::{
-    PATIENCE, by_cohort, by_sim, create_canary, endpoints_of, host_sim, put_endpoint, route_name,
-    routes, scene, start_kube_proxy, traffic, wait_for_route, write_traffic,
+    PATIENCE, by_cohort, by_sim, create_canary, endpoints_of, host_sim, put_endpoint,
+    put_endpoint_at, route_name, routes, scene, start_kube_proxy, traffic, wait_for_route,
+    write_traffic,
 };
 use common::{assert_in_band, chat, client, count_split, observations};
 use weir_crds::Cohort;
@@ -160,6 +164,71 @@ async fn requests_spread_over_ready_endpoints_and_skip_unready_ones() {
     assert_eq!(by_sim(&seen, "stable-a"), 0);
     assert_eq!(pods[0].requests(), before);
     assert_in_band(by_sim(&seen, "stable-c"), N, 0.5, "stable-c of two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failover() {
+    let env = TestEnv::new("kube-refusing").await;
+    let alive = host_sim("stable-a").await;
+    let canary = host_sim("canary-0").await;
+    // A ready endpoint nothing listens on: a pod whose process has gone
+    // while its slice still says ready.
+    let gone = {
+        let l = std::net::TcpListener::bind((weir_envtest::host_ip().expect("host ip"), 0))
+            .expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let kp = start_kube_proxy(&env).await;
+    let (listen, admin) = (kp.proxy.listen, kp.proxy.admin);
+    let canaries = create_canary(&env).await;
+    put_endpoint(&env, Cohort::Stable, &alive, true).await;
+    put_endpoint_at(&env, Cohort::Stable, gone, true).await;
+    put_endpoint(&env, Cohort::Canary, &canary, true).await;
+    write_traffic(&canaries, &traffic(1, 0.0)).await;
+    let route = route_name(&env);
+    let stable_endpoints = |n: usize, generation: u64| {
+        let route = route.clone();
+        async move {
+            until(&format!("{n} stable endpoints"), PATIENCE, || async {
+                let served = wait_for_route(admin, &route, generation).await;
+                (endpoints_of(&served, "stable").len() == n).then_some(())
+            })
+            .await;
+        }
+    };
+    stable_endpoints(2, 1).await;
+    let counted = |cohort: &'static str| {
+        let route = route.clone();
+        async move {
+            let snapshot = observations(&client(), admin).await;
+            snapshot
+                .cohorts
+                .iter()
+                .filter(|c| c.route == route && c.cohort.as_str() == cohort)
+                .map(|c| (c.requests[Outcome::Ok], c.requests[Outcome::ConnectError]))
+                .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
+        }
+    };
+
+    // The draw sends about half the requests to the refusing endpoint:
+    // each is tried again on the other, so stable serves them all and
+    // nothing is counted against it or moved to the canary.
+    let seen = count_split(listen, N, 4).await;
+    assert_eq!(by_sim(&seen, "stable-a"), N as u64, "{seen:?}");
+    assert_eq!(canary.requests(), 0);
+    assert_eq!(counted("stable").await, (N as u64, 0));
+
+    // Every ready endpoint of stable refuses, with the canary at 50% to
+    // fail over to: stable's half moves to the canary, each a connect
+    // error against stable.
+    put_endpoint(&env, Cohort::Stable, &alive, false).await;
+    write_traffic(&canaries, &traffic(2, 50.0)).await;
+    stable_endpoints(1, 2).await;
+    let seen = count_split(listen, N, 4).await;
+    assert_eq!(by_cohort(&seen, "canary"), N as u64, "{seen:?}");
+    let (ok, refused) = counted("stable").await;
+    assert_eq!(ok, N as u64, "the first phase's, no more");
+    assert_in_band(refused, N, 0.5, "connect errors on stable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

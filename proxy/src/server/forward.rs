@@ -417,14 +417,25 @@ impl Forwarder {
     /// when none is ready or the connection fails; with whether the
     /// connection was reused, and its pool key. The error text says what
     /// could not be reached.
+    ///
+    /// A refused connection to one endpoint is tried again on another
+    /// ready endpoint of the same cohort first (up to
+    /// [`SAME_COHORT_TRIES`]), as nginx's `proxy_next_upstream error`
+    /// does: a pod that has just begun terminating refuses connections
+    /// while the endpoint list may still name it for a moment, which is
+    /// churn, not the cohort failing. Only a cohort none of whose tried
+    /// endpoints answers is counted against and failed over.
     async fn connect(
         &self,
         x: &mut Exchange,
         kept: &mut Option<&mut KeptUpstreams>,
     ) -> Result<(Upstream, bool, u64), String> {
+        // Endpoints of the serving cohort that refused (no allocation
+        // until one does).
+        let mut tried: Vec<SocketAddr> = Vec::new();
         loop {
             let backend = x.serving();
-            let why = match target(backend, &self.draws).await {
+            let why = match target(backend, &self.draws, &tried).await {
                 Some((addr, guard)) => {
                     let peer = self.peer(addr, &backend.upstream);
                     // pingora's connect future holds a TLS handshake's
@@ -441,11 +452,19 @@ impl Forwarder {
                             x.endpoint = guard;
                             return Ok((upstream, reused, peer.reuse_hash()));
                         }
-                        Err(e) => format!(
-                            "cannot connect to {}: {}",
-                            backend.upstream.url(),
-                            e.etype().as_str()
-                        ),
+                        Err(e) => {
+                            tried.push(addr);
+                            let others =
+                                backend.endpoints.as_ref().map_or(0, |e| e.as_slice().len());
+                            if tried.len() < others.min(SAME_COHORT_TRIES) {
+                                continue;
+                            }
+                            format!(
+                                "cannot connect to {}: {}",
+                                backend.upstream.url(),
+                                e.etype().as_str()
+                            )
+                        }
                     }
                 }
                 // A name that does not resolve, or a Service without a
@@ -458,6 +477,7 @@ impl Forwarder {
             if !x.fail_over(&self.observations) {
                 return Err(why);
             }
+            tried.clear();
         }
     }
 
@@ -739,13 +759,24 @@ fn upstream_failure(e: &UpstreamError) -> End {
     }
 }
 
-/// Where the serving backend's request goes: one of its endpoints (counted
-/// in flight there from now on), or its URL's address. `None` for no ready
+/// Tries of one cohort's endpoints for a request whose connections are
+/// refused, before it fails over: enough to step past a pod or two that
+/// are terminating, few enough that a cohort that refuses everywhere is
+/// failed over within a few connect attempts.
+const SAME_COHORT_TRIES: usize = 3;
+
+/// Where the serving backend's request goes: one of its endpoints other
+/// than those at `tried` (counted in flight there from now on), or its
+/// URL's address. `None` for no ready
 /// endpoint or a name that does not resolve.
-async fn target(backend: &Backend, draws: &Draws) -> Option<(SocketAddr, Option<EndpointGuard>)> {
+async fn target(
+    backend: &Backend,
+    draws: &Draws,
+    tried: &[SocketAddr],
+) -> Option<(SocketAddr, Option<EndpointGuard>)> {
     match &backend.endpoints {
         Some(endpoints) => endpoints
-            .pick(draws.next())
+            .pick_untried(draws.next(), tried)
             .map(|e| (e.addr(), Some(e.acquire()))),
         None => super::resolve(&backend.upstream)
             .await

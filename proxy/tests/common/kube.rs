@@ -102,7 +102,11 @@ pub async fn write_traffic(api: &Api<Canary>, traffic: &Traffic) {
 /// Creates or replaces (server-side apply) the one-endpoint slice of
 /// `cohort`'s Service for `sim`.
 pub async fn put_endpoint(env: &TestEnv, cohort: Cohort, sim: &SimHandle, ready: bool) {
-    let addr = sim.addr();
+    put_endpoint_at(env, cohort, sim.addr(), ready).await;
+}
+
+/// [`put_endpoint`] for any address (one nothing listens on, say).
+pub async fn put_endpoint_at(env: &TestEnv, cohort: Cohort, addr: SocketAddr, ready: bool) {
     let slice = weir_envtest::endpoint_slice(
         &env.namespace,
         &names::service(CANARY, cohort),
