@@ -100,6 +100,10 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Listened for before the proxy serves: on a multi-thread runtime
+        // it answers requests while this task is still here, and a SIGTERM
+        // then would kill the process instead of draining it.
+        let mut shutdown = Shutdown::listen()?;
         let (source, mut settings) = match &args.config {
             Some(path) => from_file(args, path)?,
             None => from_cluster(args).await?,
@@ -121,7 +125,7 @@ pub fn run(args: &Args) -> Result<Code> {
         if let Some(warning) = exposure_warning(running.admin, args.config.is_some()) {
             eprintln!("weir proxy: warning: {warning}");
         }
-        shutdown_signal().await?;
+        shutdown.recv().await;
         eprintln!("weir proxy: draining {} open request(s)…", running.active());
         let drained = running.shutdown().await;
         if drained.abandoned > 0 {
@@ -242,16 +246,28 @@ fn unix_millis() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM and SIGINT, listened for from [`Shutdown::listen`] on.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
     }
-    Ok(())
+
+    /// Resolves on SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }
 
 #[cfg(test)]
