@@ -454,9 +454,9 @@ impl Forwarder {
                         }
                         Err(e) => {
                             tried.push(addr);
-                            let others =
+                            let ready =
                                 backend.endpoints.as_ref().map_or(0, |e| e.as_slice().len());
-                            if tried.len() < others.min(SAME_COHORT_TRIES) {
+                            if tried.len() < ready.min(SAME_COHORT_TRIES) {
                                 continue;
                             }
                             format!(
@@ -767,8 +767,8 @@ const SAME_COHORT_TRIES: usize = 3;
 
 /// Where the serving backend's request goes: one of its endpoints other
 /// than those at `tried` (counted in flight there from now on), or its
-/// URL's address. `None` for no ready
-/// endpoint or a name that does not resolve.
+/// URL's address. `None` for no ready endpoint left or a name that does
+/// not resolve.
 async fn target(
     backend: &Backend,
     draws: &Draws,
