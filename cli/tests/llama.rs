@@ -525,12 +525,21 @@ fn weir_run_aborts_a_canary_whose_context_is_too_small_for_some_prompts() {
 /// suite's time (each waits out the default 60 s warm-up).
 const COLD_RUNS: usize = 5;
 
-/// What the cold-canary runs judge: TTFT's median and p95 (a cold start
-/// lives in the tail: the issue's abort was on p95), and errors with a
-/// margin wide enough to settle quickly (a cold start is not an error; the
-/// hard limit still catches a broken canary).
+/// What the cold-canary runs judge: TTFT's shift (the typical request) and
+/// p95 (a cold start lives in the tail: the issue's abort was on p95), and
+/// errors with a margin wide enough to settle quickly (a cold start is not
+/// an error; the hard limit still catches a broken canary).
+///
+/// Not p50: this server's TTFTs have two modes (about 5 and 10 ms; the
+/// median of each 2 s interval jumps between them), and the median falls
+/// between them, where few values lie. The interval of the ratio of
+/// medians stayed about ±40% wide after 90 s of evidence while the
+/// shift's and p95's were within ±6% (on 2026-12-06, 4 of 5 runs judging
+/// p50 ended undecided at `maxDuration`, 150 s each, on p50 alone). It
+/// could not have caught a cold start the shift and p95 miss, and cost the
+/// suite about 6 minutes.
 const COLD_METRICS: &str =
-    "      - {name: ttft, kind: latency, quantiles: [0.5, 0.95], maxIncrease: 20%}
+    "      - {name: ttft, kind: latency, quantiles: [0.95], maxIncrease: 20%}
       - {name: errors, kind: errorRate, maxIncrease: 5pp, hardLimit: 5%}
 ";
 
