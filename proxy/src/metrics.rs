@@ -23,6 +23,13 @@ pub const INFLIGHT_REQUESTS: &str = "weir_proxy_inflight_requests";
 /// its weight over the sum of the route's weights.
 pub const ROUTE_WEIGHT: &str = "weir_proxy_route_weight";
 
+/// Counter: connections refused by one endpoint and tried again on another
+/// ready endpoint of the same cohort, labelled [`ROUTE`], [`COHORT`]. Pod
+/// churn, not the cohort failing: these are not in [`REQUESTS_TOTAL`]'s
+/// `connect_error`, which counts only a cohort none of whose tried
+/// endpoints answered.
+pub const CONNECT_RETRIES_TOTAL: &str = "weir_proxy_connect_retries_total";
+
 /// Counter: requests whose body was looked into for its `model` (only when
 /// some route matches models), labelled [`LOOKUP`]: what was found.
 pub const MODEL_LOOKUPS_TOTAL: &str = "weir_proxy_model_lookups_total";

@@ -113,6 +113,7 @@ impl Aggregates {
 struct Cell {
     aggregates: Mutex<Aggregates>,
     inflight: AtomicU64,
+    connect_retries: AtomicU64,
 }
 
 impl Cell {
@@ -136,6 +137,14 @@ impl Cell {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// One (route, cohort)'s series in the exposition, summed over revisions.
+#[derive(Debug, Default)]
+struct Series {
+    aggregates: Aggregates,
+    inflight: u64,
+    connect_retries: u64,
 }
 
 /// All observations of one proxy process.
@@ -163,6 +172,12 @@ impl CohortHandle {
     /// Adds a finished request.
     pub fn record(&self, record: &RequestRecord) {
         self.cell.record(record);
+    }
+
+    /// Counts a connection refused by one endpoint and tried on another
+    /// of the same cohort.
+    pub fn count_connect_retry(&self) {
+        self.cell.connect_retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request in flight until the guard is dropped.
@@ -287,7 +302,7 @@ impl Observations {
     /// of `table` appears, with zeros before its first request, so rates
     /// start from 0 instead of from nothing.
     pub fn render_prometheus(&self, table: &RouteTable) -> String {
-        let mut by_cohort: BTreeMap<(String, Cohort), (Aggregates, u64)> = BTreeMap::new();
+        let mut by_cohort: BTreeMap<(String, Cohort), Series> = BTreeMap::new();
         for route in table.routes() {
             for b in route.backends() {
                 by_cohort
@@ -299,8 +314,9 @@ impl Observations {
             let entry = by_cohort
                 .entry((key.route.to_string(), key.cohort.clone()))
                 .or_default();
-            entry.0.add(&cell.read());
-            entry.1 += cell.inflight.load(Ordering::Relaxed);
+            entry.aggregates.add(&cell.read());
+            entry.inflight += cell.inflight.load(Ordering::Relaxed);
+            entry.connect_retries += cell.connect_retries.load(Ordering::Relaxed);
         }
         let mut out = String::with_capacity(4096 + by_cohort.len() * 6000);
         let labels = |route: &str, cohort: &Cohort| {
@@ -319,7 +335,7 @@ impl Observations {
             "counter",
             "Requests by route, cohort and outcome.",
         );
-        for ((route, cohort), (a, _)) in &by_cohort {
+        for ((route, cohort), Series { aggregates: a, .. }) in &by_cohort {
             for o in Outcome::ALL {
                 let _ = writeln!(
                     out,
@@ -352,8 +368,8 @@ impl Observations {
         ];
         for (name, help, get) in histograms {
             header(&mut out, name, "histogram", help);
-            for ((route, cohort), (a, _)) in &by_cohort {
-                let h = get(a);
+            for ((route, cohort), series) in &by_cohort {
+                let h = get(&series.aggregates);
                 let l = labels(route, cohort);
                 for (le, count) in h.cumulative() {
                     let le = if le.is_infinite() {
@@ -382,35 +398,33 @@ impl Observations {
                 count.load(Ordering::Relaxed)
             );
         }
-        header(
-            &mut out,
-            metrics::OUTPUT_TOKENS_TOTAL,
-            "counter",
-            "Output tokens: usage.completion_tokens when reported, else SSE token events (one per streamed token chunk, empty partial-character ones included).",
-        );
-        for ((route, cohort), (a, _)) in &by_cohort {
-            let _ = writeln!(
-                out,
-                "{}{{{}}} {}",
+        // One value per (route, cohort): (name, type, help, the value).
+        type Value = fn(&Series) -> u64;
+        let single: [(&str, &str, &str, Value); 3] = [
+            (
                 metrics::OUTPUT_TOKENS_TOTAL,
-                labels(route, cohort),
-                a.output_tokens
-            );
-        }
-        header(
-            &mut out,
-            metrics::INFLIGHT_REQUESTS,
-            "gauge",
-            "Requests in flight.",
-        );
-        for ((route, cohort), (_, inflight)) in &by_cohort {
-            let _ = writeln!(
-                out,
-                "{}{{{}}} {}",
+                "counter",
+                "Output tokens: usage.completion_tokens when reported, else SSE token events (one per streamed token chunk, empty partial-character ones included).",
+                |s| s.aggregates.output_tokens,
+            ),
+            (
+                metrics::CONNECT_RETRIES_TOTAL,
+                "counter",
+                "Connections refused by one endpoint and tried again on another of the same cohort (pod churn; not counted as connect_error).",
+                |s| s.connect_retries,
+            ),
+            (
                 metrics::INFLIGHT_REQUESTS,
-                labels(route, cohort),
-                inflight
-            );
+                "gauge",
+                "Requests in flight.",
+                |s| s.inflight,
+            ),
+        ];
+        for (name, kind, help, value) in single {
+            header(&mut out, name, kind, help);
+            for ((route, cohort), series) in &by_cohort {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(route, cohort), value(series));
+            }
         }
         header(
             &mut out,
@@ -591,6 +605,8 @@ mod tests {
         obs.record(&streamed(2000, 3, End::Complete), &canary_next);
         obs.record(&streamed(100, 3, End::ClientAbort), &canary_next);
         let _inflight = obs.inflight_guard(&canary);
+        obs.cohort(&canary).count_connect_retry();
+        obs.cohort(&canary_next).count_connect_retry();
         let text = obs.render_prometheus(&table());
         let scrape = PrometheusText::from_text(&text).expect("valid exposition");
 
@@ -623,6 +639,16 @@ mod tests {
 
         let q = Query::counter(metrics::OUTPUT_TOKENS_TOTAL, sel("canary"));
         assert_eq!(scrape.read_now(&q).expect("readable"), Reading::Count(18.0));
+        let retries = |cohort: &str| {
+            let q = Query::counter(metrics::CONNECT_RETRIES_TOTAL, sel(cohort));
+            scrape.read_now(&q).expect("readable")
+        };
+        assert_eq!(
+            retries("canary"),
+            Reading::Count(2.0),
+            "summed over revisions"
+        );
+        assert_eq!(retries("stable"), Reading::Count(0.0));
         let itl = scrape
             .read_now(&Query::histogram(
                 metrics::INTER_TOKEN_SECONDS,

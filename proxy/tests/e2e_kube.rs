@@ -35,7 +35,7 @@ use common::kube::{
     put_endpoint_at, route_name, routes, scene, start_kube_proxy, traffic, wait_for_route,
     write_traffic,
 };
-use common::{assert_in_band, chat, client, count_split, observations};
+use common::{assert_in_band, chat, client, count_split, metrics, observations, series_value};
 use weir_crds::Cohort;
 use weir_envtest::TestEnv;
 use weir_proxy::{ConfigSource, Outcome};
@@ -217,6 +217,24 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     assert_eq!(by_sim(&seen, "stable-a"), N as u64, "{seen:?}");
     assert_eq!(canary.requests(), 0);
     assert_eq!(counted("stable").await, (N as u64, 0));
+    // Each of those steps is counted apart, as churn: one per request that
+    // drew the refusing endpoint (at most one each: there is one other to
+    // step to). How many drew it depends on the load, since it never holds
+    // a request and so is the less busy of the two.
+    let retries = |cohort: &'static str| {
+        let series =
+            format!("weir_proxy_connect_retries_total{{route=\"{route}\",cohort=\"{cohort}\"}}");
+        async move {
+            let text = metrics(admin).await;
+            series_value(&text, &series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        }
+    };
+    let stepped = retries("stable").await;
+    assert!(
+        (1.0..=N as f64).contains(&stepped),
+        "connect retries on stable: {stepped}, not within [1, {N}]"
+    );
+    assert_eq!(retries("canary").await, 0.0);
 
     // Every ready endpoint of stable refuses, with the canary at 50% to
     // fail over to: stable's half moves to the canary, each a connect
@@ -229,6 +247,12 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     let (ok, refused) = counted("stable").await;
     assert_eq!(ok, N as u64, "the first phase's, no more");
     assert_in_band(refused, N, 0.5, "connect errors on stable");
+    // With one ready endpoint there is nothing to step to.
+    assert_eq!(
+        retries("stable").await,
+        stepped,
+        "no retry without another endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

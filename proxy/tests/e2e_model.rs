@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::recorder::Recorder;
-use common::{REQUEST_TIMEOUT, client, read_body, sim, start_proxy};
+use common::{REQUEST_TIMEOUT, client, metrics, read_body, sim, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_proxy::{ConfigSource, MemorySource};
 
@@ -72,18 +72,6 @@ fn content_length(head: &str) -> Option<usize> {
     head.lines()
         .find_map(|l| l.strip_prefix("content-length:"))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The proxy's `/metrics` text.
-async fn metrics(admin: SocketAddr) -> String {
-    client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
 }
 
 async fn lookups(admin: SocketAddr) -> String {

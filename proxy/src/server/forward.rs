@@ -457,6 +457,7 @@ impl Forwarder {
                             let ready =
                                 backend.endpoints.as_ref().map_or(0, |e| e.as_slice().len());
                             if tried.len() < ready.min(SAME_COHORT_TRIES) {
+                                x.handle.count_connect_retry();
                                 continue;
                             }
                             format!(

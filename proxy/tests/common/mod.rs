@@ -382,6 +382,25 @@ pub async fn routes_state(client: &reqwest::Client, admin: SocketAddr) -> (u64, 
     (generation, canary)
 }
 
+/// The proxy's `/metrics` text.
+pub async fn metrics(admin: SocketAddr) -> String {
+    client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of the series `series` (name and labels as the exposition
+/// writes them) in a `/metrics` text.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// `GET /v1/observations`.
 pub async fn observations(client: &reqwest::Client, admin: SocketAddr) -> Snapshot {
     let response = client
