@@ -212,7 +212,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     );
     second.kill();
     let third = controller(env, "third");
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    stack::reconciled(&third, ns, "chat").await;
     let still = canary(&env.client, ns, "chat")
         .await
         .status
@@ -234,7 +234,7 @@ async fn a_controller_killed_in_every_phase_resumes_without_repeating_or_skippin
     .await;
     third.kill();
     let fourth = controller(env, "fourth");
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    stack::reconciled(&fourth, ns, "chat").await;
     assert_eq!(
         canary(&env.client, ns, "chat")
             .await

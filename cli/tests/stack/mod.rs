@@ -117,6 +117,22 @@ pub fn controller(env: &TestEnv, name: &str) -> Handle {
     Handle::spawn(env.client.clone(), settings, leading)
 }
 
+/// Waits until `controller` has reconciled Canary `ns/name` to the end at
+/// least once: it records the Canary's phase in its metrics only after
+/// writing status and converging the objects. What a check that something
+/// did *not* happen waits for, instead of a time that a slow start can
+/// outlast.
+pub async fn reconciled(controller: &Handle, ns: &str, name: &str) {
+    let series = format!(
+        "{}{{namespace=\"{ns}\",name=\"{name}\",",
+        weir_controller::kube::metrics::names::PHASE
+    );
+    until(&format!("a reconcile of {ns}/{name}"), PATIENCE, || async {
+        controller.metrics.render().contains(&series).then_some(())
+    })
+    .await;
+}
+
 /// A controller that leads from the start and reads the proxies of
 /// Service `weir-proxy` ([`proxy_service`]): a run is judged on their
 /// measurements.
