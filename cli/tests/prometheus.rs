@@ -511,7 +511,7 @@ async fn every_dashboard_and_alert_expression_runs_and_per_cohort_panels_show_bo
         }
     }
     let per_cohort: Vec<&String> = panels.keys().filter(|t| t.contains("per cohort")).collect();
-    assert!(per_cohort.len() >= 9, "{per_cohort:?}");
+    assert!(per_cohort.len() >= 10, "{per_cohort:?}");
     for title in &per_cohort {
         let cohorts: BTreeSet<&str> = panels[*title].keys().map(String::as_str).collect();
         assert_eq!(
@@ -530,6 +530,7 @@ async fn every_dashboard_and_alert_expression_runs_and_per_cohort_panels_show_bo
         "weir_proxy_inter_token_seconds",
         "weir_proxy_requests_total",
         "weir_proxy_route_weight",
+        "weir_proxy_connect_retries_total",
         "DCGM_FI_DEV_GPU_UTIL",
         vllm::TTFT,
     ] {
@@ -553,6 +554,15 @@ async fn every_dashboard_and_alert_expression_runs_and_per_cohort_panels_show_bo
         assert_eq!(
             panel("Route weight per cohort")[spec.cohort],
             vec![50.0, 50.0]
+        );
+    }
+    // No pod refused a connection here: the churn panel reads zero for
+    // each cohort (the series exist before the first retry).
+    for cohort in ["stable", "canary"] {
+        assert_eq!(
+            panel("Connections stepped past per cohort (pod churn)")[cohort],
+            vec![0.0],
+            "{cohort}"
         );
     }
     let errors = panel("Error rate per cohort");
