@@ -35,7 +35,7 @@ use common::kube::{
     put_endpoint_at, route_name, routes, scene, start_kube_proxy, traffic, wait_for_route,
     write_traffic,
 };
-use common::{assert_in_band, chat, client, count_split, metrics, observations, series_value};
+use common::{assert_in_band, chat, client, count_split, counter, metrics, observations};
 use weir_crds::Cohort;
 use weir_envtest::TestEnv;
 use weir_proxy::{ConfigSource, Outcome};
@@ -222,11 +222,15 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     // step to). How many drew it depends on the load, since it never holds
     // a request and so is the less busy of the two.
     let retries = |cohort: &'static str| {
-        let series =
-            format!("weir_proxy_connect_retries_total{{route=\"{route}\",cohort=\"{cohort}\"}}");
+        let route = route.clone();
         async move {
             let text = metrics(admin).await;
-            series_value(&text, &series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            counter(
+                &text,
+                weir_proxy::metrics::CONNECT_RETRIES_TOTAL,
+                &route,
+                cohort,
+            )
         }
     };
     let stepped = retries("stable").await;

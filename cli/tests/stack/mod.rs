@@ -344,8 +344,6 @@ pub async fn wait_phase(
 pub struct Trail {
     task: tokio::task::JoinHandle<()>,
     seen: Arc<Mutex<Vec<(Phase, u32, f64)>>>,
-    /// When the watch saw each entry of `seen`.
-    times: Arc<Mutex<Vec<jiff::Timestamp>>>,
 }
 
 impl Drop for Trail {
@@ -361,9 +359,7 @@ impl Trail {
         use kube::runtime::WatchStreamExt;
         let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
         let seen: Arc<Mutex<Vec<(Phase, u32, f64)>>> = Arc::default();
-        let times: Arc<Mutex<Vec<jiff::Timestamp>>> = Arc::default();
         let sink = Arc::clone(&seen);
-        let clock = Arc::clone(&times);
         let config =
             kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
         let task = tokio::spawn(async move {
@@ -377,25 +373,10 @@ impl Trail {
                 let mut all = sink.lock().unwrap_or_else(PoisonError::into_inner);
                 if all.last() != Some(&entry) {
                     all.push(entry);
-                    clock
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(jiff::Timestamp::now());
                 }
             }
         });
-        Trail { task, seen, times }
-    }
-
-    /// When the watch first saw the Canary at step `step`.
-    pub fn reached(&self, step: u32) -> Option<jiff::Timestamp> {
-        let seen = self.seen();
-        let at = seen.iter().position(|(_, s, _)| *s == step)?;
-        self.times
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(at)
-            .copied()
+        Trail { task, seen }
     }
 
     /// What it saw so far.

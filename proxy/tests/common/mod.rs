@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_analysis::observations::{CohortSnapshot, Snapshot};
+use weir_analysis::source::{PrometheusText, Query, Reading, Selector};
 use weir_core::RequestCounts;
 use weir_proxy::{
     ConfigSource, Drained, MemorySource, Observations, RouteTable, Running, Settings, Timeouts,
@@ -394,11 +395,15 @@ pub async fn metrics(admin: SocketAddr) -> String {
         .expect("text")
 }
 
-/// The value of the series `series` (name and labels as the exposition
-/// writes them) in a `/metrics` text.
-pub fn series_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+/// Counter `name` of `route`'s `cohort` in a `/metrics` text, read as the
+/// analysis reads it. Panics when the text has no such series.
+pub fn counter(text: &str, name: &str, route: &str, cohort: &str) -> f64 {
+    let scrape = PrometheusText::from_text(text).expect("a valid exposition");
+    let selector = Selector::any().eq("route", route).eq("cohort", cohort);
+    match scrape.read_now(&Query::counter(name, selector)) {
+        Ok(Reading::Count(n)) => n,
+        other => panic!("{name} of {route}/{cohort}: {other:?} in:\n{text}"),
+    }
 }
 
 /// `GET /v1/observations`.
