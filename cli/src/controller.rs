@@ -20,6 +20,7 @@ use weir_controller::kube::run::{self, Settings};
 use weir_controller::notify::deliver::{Notifier, Policy, Source};
 
 use crate::exit::Code;
+use crate::signals::Shutdown;
 
 /// Arguments of `weir controller`.
 #[derive(Debug, clap::Args)]
@@ -177,6 +178,10 @@ pub fn run(args: &Args) -> Result<Code> {
             concurrency: args.concurrency,
             notifier,
         };
+        // Caught from before the Lease is sought and Canaries reconciled:
+        // a SIGTERM from then on stops the controller and gives the Lease
+        // back; before, the default (exiting) leaves nothing behind.
+        let mut shutdown = Shutdown::listen()?;
         let (lead_tx, leading) = watch::channel(args.no_leader_election);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -221,7 +226,7 @@ pub fn run(args: &Args) -> Result<Code> {
             leading,
             stopped(stop_rx),
         ));
-        crate::run::interrupted().await;
+        shutdown.recv().await;
         eprintln!("weir controller {identity}: stopping");
         let _ = stop_tx.send(true);
         let _ = controller.await;

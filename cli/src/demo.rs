@@ -223,7 +223,7 @@ async fn demo(args: &Args) -> Result<Code> {
         }
         weir_sim::load::run(&load, Duration::from_secs(3600), |_| {}).await
     });
-    let record = drive(&parsed, &options, crate::run::interrupted()).await;
+    let record = drive(&parsed, &options).await;
     load_task.abort();
     // The sims' summaries add nothing to the verdict.
     let _ = stable.shutdown().await;

@@ -24,4 +24,5 @@ pub mod preflight;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod signals;
 pub mod sim;

@@ -19,6 +19,7 @@ use weir_proxy::tls::{Certificate, TlsFiles};
 use weir_proxy::{ConfigSource, FileSource, KubeSource, Observations, Settings, Timeouts};
 
 use crate::exit::Code;
+use crate::signals::Shutdown;
 
 /// Where a proxy in a cluster listens unless told otherwise: every
 /// interface, since clients reach it through its Service.
@@ -100,10 +101,6 @@ pub fn run(args: &Args) -> Result<Code> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        // Listened for before the proxy serves: on a multi-thread runtime
-        // it answers requests while this task is still here, and a SIGTERM
-        // then would kill the process instead of draining it.
-        let mut shutdown = Shutdown::listen()?;
         let (source, mut settings) = match &args.config {
             Some(path) => from_file(args, path)?,
             None => from_cluster(args).await?,
@@ -116,6 +113,11 @@ pub fn run(args: &Args) -> Result<Code> {
         let instance = format!("{}-{}", std::process::id(), unix_millis());
         let observations = Arc::new(Observations::new(instance));
         let described = source.describe();
+        // Caught from before the proxy serves: on a multi-thread runtime it
+        // answers requests while this task is still here, and a SIGTERM then
+        // would kill the process instead of draining it. (Before this,
+        // nothing needs draining and the default, exiting, is right.)
+        let mut shutdown = Shutdown::listen()?;
         let running = weir_proxy::start(settings, source, observations).await?;
         let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
         eprintln!(
@@ -244,30 +246,6 @@ fn unix_millis() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
-}
-
-/// SIGTERM and SIGINT, listened for from [`Shutdown::listen`] on.
-struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn listen() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Shutdown {
-            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
-        })
-    }
-
-    /// Resolves on SIGTERM or SIGINT.
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {},
-            _ = self.int.recv() => {},
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! stable before the process exits.
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +22,7 @@ use weir_proxy::route::RouteTable;
 use weir_proxy::{ConfigSource, MemorySource, Observations, Running, Settings, Timeouts};
 
 use crate::exit::Code;
+use crate::signals::Shutdown;
 
 /// Arguments of `weir run`.
 #[derive(Debug, clap::Args)]
@@ -75,26 +75,9 @@ pub fn run(args: &Args) -> Result<Code> {
             report: args.report.clone(),
             record: args.record.clone(),
         };
-        let record = drive(&canary, &options, interrupted()).await?;
+        let record = drive(&canary, &options).await?;
         Ok(code_of(&record))
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM (systemd, docker stop): either aborts the
-/// run with traffic back on stable.
-pub async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Settings shared by `weir run` and `weir demo`.
@@ -123,11 +106,9 @@ pub fn code_of(record: &RunRecord) -> Code {
 }
 
 /// Preflight, proxy, run, report. Returns the record of the finished run.
-pub async fn drive(
-    canary: &CanaryFile,
-    options: &RunOptions,
-    interrupt: impl Future<Output = ()>,
-) -> Result<RunRecord> {
+/// Ctrl-C or SIGTERM once the proxy serves aborts the run with traffic
+/// back on stable; before, it ends the process (nothing to restore).
+pub async fn drive(canary: &CanaryFile, options: &RunOptions) -> Result<RunRecord> {
     runner::preflight(&canary.rollout).await?;
     let initial = table(&canary.name, &runner::stable_only(&canary.rollout))?;
     let source = Arc::new(MemorySource::new(initial, false));
@@ -144,6 +125,9 @@ pub async fn drive(
         tls: None,
         upstream_ca: None,
     };
+    // Caught from before the proxy serves, so that a signal while it
+    // starts is an abort like any later one, not the process dying.
+    let mut shutdown = Shutdown::listen()?;
     let running = weir_proxy::start(
         settings,
         Arc::clone(&source) as Arc<dyn ConfigSource>,
@@ -161,9 +145,15 @@ pub async fn drive(
         name: canary.name.clone(),
         tick: Duration::from_millis(250),
     };
-    let result = runner::run(&canary.rollout, &run_settings, &plane, interrupt, |p| {
-        out.progress(&p);
-    })
+    let result = runner::run(
+        &canary.rollout,
+        &run_settings,
+        &plane,
+        shutdown.recv(),
+        |p| {
+            out.progress(&p);
+        },
+    )
     .await;
     // Open streams finish on whichever table is in service now.
     let drained = running.shutdown().await;

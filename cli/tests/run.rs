@@ -260,6 +260,36 @@ fn interrupt_mid_run(signal: Signal) {
     );
 }
 
+#[test]
+fn a_signal_the_moment_the_proxy_serves_still_ends_the_run_as_an_abort() {
+    // The window between the proxy serving and the run's first wait on
+    // the signal is its first scrape and table swap: a SIGTERM there (a
+    // pod deleted just after start) once killed the process outright.
+    let _one = one_at_a_time();
+    let dir = scratch("signal-at-start");
+    let stable = sim("stable", &["--ttft", "1ms"]);
+    let canary = sim("canary", &["--ttft", "1ms"]);
+    let file = canary_file(
+        &dir,
+        stable.addr,
+        canary.addr,
+        "        - setWeight: 50\n        - pause: {}",
+    );
+    for round in 0..5 {
+        let (mut run, _, _) = weir_run(&file);
+        run.signal(Signal::SIGTERM);
+        let status = run
+            .wait_exit(RUN_LIMIT)
+            .unwrap_or_else(|| panic!("round {round}: weir run still running"));
+        assert_eq!(
+            status.code(),
+            Some(3),
+            "round {round}: {status} (a SIGTERM right after start must abort the run, not kill it)\n{}",
+            run.stderr.text()
+        );
+    }
+}
+
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
     l.local_addr().expect("its address")

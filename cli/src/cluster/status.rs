@@ -33,6 +33,7 @@ use weir_crds::{
 use super::{Cluster, Target, age, percent, program, rollout_of, table};
 use crate::exit::Code;
 use crate::run::Output;
+use crate::signals::Shutdown;
 
 /// Events shown: the most recent ones.
 const RECENT_EVENTS: usize = 12;
@@ -590,9 +591,10 @@ pub fn run(args: &Args) -> Result<Code> {
         if let Some(code) = code {
             return Ok(code);
         }
+        let mut interrupted = Shutdown::listen()?;
         tokio::select! {
             watched = watch(&cluster, &args.name, shown, &mut printer) => watched,
-            _ = crate::run::interrupted() => Ok(Code::Inconclusive),
+            () = interrupted.recv() => Ok(Code::Inconclusive),
         }
     })
 }
