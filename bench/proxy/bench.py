@@ -18,9 +18,16 @@ Measures:
   E. proxy CPU per streamed SSE event: user + system CPU seconds of the
      proxy's processes (from /proc) while many streams of many events run,
      divided by the events delivered.
+  F. (phase `scaling`, not in the default set) saturation with one and two
+     workers, weir and nginx, each proxy pinned to cores of its own and the
+     upstreams and wrk to the others, with what the upstreams and wrk used
+     of their cores: the two-worker figure means something only where
+     neither is the bottleneck, so it needs a machine of 8 or more cores
+     (bench/proxy/device runs it on the lent 16-core machine).
 """
 
 import argparse
+import resource
 import json
 import os
 import pathlib
@@ -59,9 +66,11 @@ class Procs:
     def __init__(self):
         self.procs = []
 
-    def start(self, cmd, **kw):
+    def start(self, cmd, cpus=None, **kw):
+        """Starts `cmd`; `cpus`, a set of core numbers, pins it (and its children) to them."""
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL),
-                             start_new_session=True, **kw)
+                             start_new_session=True, preexec_fn=pin, **kw)
         self.procs.append(p)
         return p
 
@@ -145,17 +154,18 @@ class Bench:
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="weir-bench-proxy-"))
 
     # -- upstreams -------------------------------------------------------
-    def sims(self, *flags):
+    def sims(self, *flags, cpus=None):
         ports = [free_port(), free_port()]
+        self.sim_procs = []
         for name, port in zip(("stable", "canary"), ports):
-            self.procs.start([self.weir, "sim", "--listen", f"127.0.0.1:{port}", "--name", name, "--seed",
-                              str(port), *flags])
+            self.sim_procs.append(self.procs.start([self.weir, "sim", "--listen", f"127.0.0.1:{port}", "--name",
+                                                    name, "--seed", str(port), *flags], cpus=cpus))
         for port in ports:
             wait_port(port)
         return ports
 
     # -- proxies ---------------------------------------------------------
-    def start_weir(self, ups, threads=1, binary=None):
+    def start_weir(self, ups, threads=1, binary=None, cpus=None):
         port, admin = free_port(), free_port()
         cfg = self.tmp / "weir.yaml"
         cfg.write_text(
@@ -163,17 +173,18 @@ class Bench:
             "routes:\n  - name: bench\n    match: {pathPrefix: /}\n    backends:\n"
             f"      - {{cohort: stable, url: http://127.0.0.1:{ups[0]}, weight: 80}}\n"
             f"      - {{cohort: canary, url: http://127.0.0.1:{ups[1]}, weight: 20}}\n")
-        p = self.procs.start([binary or self.weir, "proxy", "--config", str(cfg), "--threads", str(threads)])
+        p = self.procs.start([binary or self.weir, "proxy", "--config", str(cfg), "--threads", str(threads)],
+                             cpus=cpus)
         wait_port(port)
         return p, port
 
-    def start_nginx(self, ups):
+    def start_nginx(self, ups, workers=1, cpus=None):
         port = free_port()
         prefix = self.tmp / "nginx"
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
         conf.write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile 65536;
 daemon off;
 pid {prefix}/nginx.pid;
@@ -195,7 +206,7 @@ http {{
   }}
 }}
 """)
-        p = self.procs.start(["nginx", "-p", str(prefix), "-c", str(conf)])
+        p = self.procs.start(["nginx", "-p", str(prefix), "-c", str(conf)], cpus=cpus)
         wait_port(port)
         return p, port
 
@@ -245,10 +256,11 @@ backend sims
                 self.procs.stop(p)
 
     # -- measurements ----------------------------------------------------
-    def wrk(self, port):
-        out = subprocess.run(["wrk", "-t1", "-c64", f"-d{self.args.seconds}s",
+    def wrk(self, port, threads=1, connections=64, cpus=None, seconds=None):
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds or self.args.seconds}s",
                               f"http://127.0.0.1:{port}/v1/models"],
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True, preexec_fn=pin).stdout
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         return float(m.group(1)), int(errors.group(1)) if errors else 0
@@ -267,11 +279,66 @@ backend sims
                              capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
+    def scaling(self, results):
+        """Saturation with one and two workers on cores of their own (phase F)."""
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 8 and not self.args.force_scaling:
+            raise SystemExit(f"the scaling phase needs 8 or more cores (here {len(cores)}): with fewer, wrk "
+                             "and the upstreams share the proxy's cores and two workers say nothing about "
+                             "scaling (--force-scaling runs it anyway, to check the script)")
+        if len(cores) >= 8:
+            # Two cores for the proxy, a third of the rest for the upstreams,
+            # the others for wrk.
+            proxy_cores, rest = cores[:2], cores[2:]
+            n_sims = max(2, len(rest) // 3)
+            sim_cores, wrk_cores = set(rest[:n_sims]), set(rest[n_sims:])
+        else:
+            # Forced: everything but the proxy shares the other core(s).
+            proxy_cores, sim_cores, wrk_cores = cores[:1] * 2, set(cores[1:]), set(cores[1:])
+        wrk_threads = max(1, len(wrk_cores))
+        ups = self.sims("--ttft", "0ms", "--itl", "0ms", "--tokens", "1", cpus=sim_cores)
+        runs = (("weir", lambda cpus: self.start_weir(ups, threads=1, cpus=cpus)),
+                ("weir", lambda cpus: self.start_weir(ups, threads=2, cpus=cpus)),
+                ("nginx", lambda cpus: self.start_nginx(ups, workers=1, cpus=cpus)),
+                ("nginx", lambda cpus: self.start_nginx(ups, workers=2, cpus=cpus)))
+        out = results.setdefault("scaling", {"cores": len(cores), "forced": len(cores) < 8,
+                                             "proxy_cores": sorted(set(proxy_cores)),
+                                             "sim_cores": sorted(sim_cores), "wrk_cores": sorted(wrk_cores),
+                                             "wrk_threads": wrk_threads, "runs": []})
+        for workers, (name, start) in zip((1, 2, 1, 2), runs):
+            p, port = start(set(proxy_cores[:workers]))
+            try:
+                # Warm-up: upstream connections, pools, caches.
+                self.wrk(port, threads=wrk_threads, connections=128 * workers, cpus=wrk_cores, seconds=2)
+                sims_before = sum(cpu_seconds(q.pid) for q in self.sim_procs)
+                proxy_before = cpu_seconds(p.pid)
+                wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                wall = time.monotonic()
+                rps, errors = self.wrk(port, threads=wrk_threads, connections=128 * workers, cpus=wrk_cores)
+                wall = time.monotonic() - wall
+                wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                used = {
+                    "proxy": (cpu_seconds(p.pid) - proxy_before) / wall,
+                    "sims": (sum(cpu_seconds(q.pid) for q in self.sim_procs) - sims_before) / wall,
+                    "wrk": (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime
+                            - wrk_before.ru_stime) / wall,
+                }
+            finally:
+                self.procs.stop(p)
+            out["runs"].append({"proxy": name, "workers": workers, "rps": rps, "wrk_errors": errors,
+                                "cores_used": used})
+            print(f"{name:6} {workers} worker(s) {rps:10.0f} req/s  cores used: proxy {used['proxy']:.2f} of "
+                  f"{workers}, upstreams {used['sims']:.2f} of {len(sim_cores)}, wrk {used['wrk']:.2f} of "
+                  f"{len(wrk_cores)}", file=sys.stderr)
+        self.procs.stop_all()
+
     # -- phases ------------------------------------------------------------
     def run(self):
         results = {}
         try:
             phases = self.args.phases
+            if "scaling" in phases:
+                self.scaling(results)
             ups = self.sims("--ttft", "0ms", "--itl", "0ms", "--tokens", "1")
             for name, _, port in (self.targets(ups) if "throughput" in phases else ()):
                 rps, errors = self.wrk(port)
@@ -370,18 +437,41 @@ def markdown(r, args):
     return "\n".join(lines) + "\n"
 
 
+def scaling_markdown(sc):
+    """The scaling runs as a table, with each proxy's two-worker ratio."""
+    lines = [f"Saturation (wrk -t{sc['wrk_threads']}, GET /v1/models) on {sc['cores']} cores: the proxy pinned to "
+             f"core(s) {sc['proxy_cores']}, the two upstreams to {sc['sim_cores']}, wrk to {sc['wrk_cores']}.", "",
+             "| proxy | workers | req/s | × one worker | cores used: proxy | upstreams | wrk |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    if sc["forced"]:
+        lines[:0] = [f"**Forced on {sc['cores']} cores: the proxy's workers share a core and the rest share "
+                     "the others, so these figures say nothing about scaling.**", ""]
+    one = {r["proxy"]: r["rps"] for r in sc["runs"] if r["workers"] == 1}
+    for r in sc["runs"]:
+        u = r["cores_used"]
+        lines.append(f"| {r['proxy']} | {r['workers']} | {r['rps']:.0f} | {r['rps'] / one[r['proxy']]:.2f}× "
+                     f"| {u['proxy']:.2f} | {u['sims']:.2f} of {len(sc['sim_cores'])} "
+                     f"| {u['wrk']:.2f} of {len(sc['wrk_cores'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weir", required=True)
-    ap.add_argument("--oha", required=True)
+    ap.add_argument("--oha", help="oha binary (the throughput phase's latency at a fixed rate)")
     ap.add_argument("--quick", action="store_true", help="short runs, 1,000 streams")
     ap.add_argument("--targets", default="direct,weir,nginx,haproxy",
                     help="comma-separated; the RESULTS.md table needs these four, weir2 and before are optional")
     ap.add_argument("--phases", default="throughput,streams,cpu,memory", help="comma-separated subset")
     ap.add_argument("--before", help="another weir binary, measured as target `before`")
+    ap.add_argument("--out", help="a partial run also writes its results here: results.json (and scaling.md)")
+    ap.add_argument("--force-scaling", action="store_true",
+                    help="run the scaling phase on fewer than 8 cores (checks the script; the figures mean nothing)")
     args = ap.parse_args()
     args.targets = args.targets.split(",")
     args.phases = args.phases.split(",")
+    if "throughput" in args.phases and not args.oha:
+        ap.error("the throughput phase needs --oha")
     partial = not {"direct", "weir", "nginx", "haproxy"} <= set(args.targets) or \
         set(args.phases) != {"throughput", "streams", "cpu", "memory"}
     args.seconds = 3 if args.quick else 10
@@ -394,6 +484,15 @@ def main():
     results = bench = Bench(args).run()
     if partial:
         print(json.dumps(results, indent=2))
+        out = pathlib.Path(args.out) if args.out else None
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        if "scaling" in results:
+            table = scaling_markdown(results["scaling"])
+            print(table)
+            if out:
+                (out / "scaling.md").write_text(table)
         return
     section = markdown(results, args)
     print(section)
