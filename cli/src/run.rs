@@ -16,7 +16,7 @@ use weir_controller::local::file::{self, CanaryFile};
 use weir_controller::local::record::{CohortSample, RunRecord};
 use weir_controller::local::runner::{self, Dataplane, Progress};
 use weir_crds::Traffic;
-use weir_proxy::config::file::read_config_text;
+use weir_proxy::config::file::{MAX_CONFIG_BYTES, read_bounded_text};
 use weir_proxy::config::traffic;
 use weir_proxy::route::RouteTable;
 use weir_proxy::{ConfigSource, MemorySource, Observations, Running, Settings, Timeouts};
@@ -58,7 +58,7 @@ pub enum Output {
 
 /// Runs `weir run`.
 pub fn run(args: &Args) -> Result<Code> {
-    let text = read_config_text(&args.file)
+    let text = read_bounded_text(&args.file, MAX_CONFIG_BYTES, "any config")
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let canary = file::parse(&text).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -290,6 +290,110 @@ fn a_signal_the_moment_the_proxy_serves_still_ends_the_run_as_an_abort() {
     }
 }
 
+/// `weir ARGS` to its end, with a `writer` feeding `fifo` meanwhile (as
+/// the shell does for `<(…)`); returns the exit code and stderr.
+fn weir_with_pipe(args: &[&str], fifo: &Path, writes: Option<String>) -> (Option<i32>, String) {
+    let writer = writes.map(|text| {
+        let fifo = fifo.to_path_buf();
+        std::thread::spawn(move || {
+            // Blocks until a reader opens the FIFO.
+            std::fs::write(&fifo, text).is_ok()
+        })
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .output()
+        .expect("weir runs");
+    if let Some(w) = writer {
+        // A weir that never opened the FIFO leaves the writer blocked:
+        // a reader here releases it (and the assertions then say why).
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _release = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(fifo);
+        w.join().expect("writer");
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn files_read_once_may_be_pipes_and_are_bounded() {
+    // `weir run -f <(envsubst < canary.yaml)`, `weir import -f <(kubectl get
+    // rollout -o yaml)`: a pipe is read like a file. What is never a file
+    // of its kind (`/dev/zero`, a wrong path to something huge) is refused
+    // at a bound, in a short message, before it fills memory.
+    let dir = scratch("pipes");
+    let fifo = dir.join("in.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let f = fifo.to_str().expect("utf-8");
+
+    // Read through the pipe: the error is about what it held.
+    let canary = std::fs::read_to_string(canary_file(
+        &dir,
+        free_port(),
+        free_port(),
+        "        - setWeight: 150",
+    ))
+    .expect("read back");
+    let (code, stderr) = weir_with_pipe(&["run", "-f", f], &fifo, Some(canary));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("steps[0].setWeight"), "{stderr}");
+    let record = serde_json::json!({
+        "name": "piped", "startedAt": "2026-12-06 17:00:00 UTC", "steps": [], "metrics": [],
+        "samples": [], "events": [], "ttftCdf": {"stable": [], "canary": []},
+        "decision": null, "outcome": null,
+    });
+    let html = dir.join("piped.html");
+    let h = html.to_str().expect("utf-8");
+    let (code, stderr) = weir_with_pipe(
+        &["report", "--from", f, "-o", h],
+        &fifo,
+        Some(record.to_string()),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        std::fs::read_to_string(&html)
+            .expect("the report")
+            .contains("piped"),
+        "the report of the piped record"
+    );
+
+    // (command, what its bound is far above)
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["run", "-f", "/dev/zero"],
+            "larger than 16 MiB, far more than any config",
+        ),
+        (
+            &["import", "/dev/zero"],
+            "larger than 16 MiB, far more than any manifest",
+        ),
+        (
+            &["report", "--from", "/dev/zero", "-o", h],
+            "larger than 256 MiB, far more than any recorded run",
+        ),
+        (
+            &["restore", "-f", "/dev/zero"],
+            "larger than 256 MiB, far more than any bundle",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = weir_with_pipe(args, &fifo, None);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(stderr.len() < 1024, "{args:?}: {} bytes", stderr.len());
+    }
+}
+
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
     l.local_addr().expect("its address")

@@ -24,7 +24,7 @@ use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::file::read_config_text;
+use crate::config::file::read_watched_text;
 
 /// Where the certificate chain and its private key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
-    read_config_text(path).map_err(|source| TlsError::Read {
+    read_watched_text(path, "a PEM file").map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
     })

@@ -25,6 +25,7 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 use weir_crds::annotations::RESTORING;
+use weir_proxy::config::file::read_bounded_text;
 
 use super::bundle::{Bundle, Reference};
 use super::plan::{self, CONTROLLER, RESTORE};
@@ -78,13 +79,19 @@ impl Change {
     }
 }
 
+/// Largest bundle read: the API server keeps an object under 1.5 MiB and
+/// a bundle holds the Canaries of a namespace or cluster with what they
+/// name; past this the path is the wrong file (or `/dev/zero`), refused
+/// before it fills memory.
+const MAX_BUNDLE_BYTES: u64 = 256 << 20;
+
 /// Runs `weir restore`.
 ///
 /// # Errors
 /// A bad bundle (naming the line and field), missing objects it names, a
 /// refused write (naming the object), no cluster.
 pub fn run(args: &RestoreArgs) -> Result<Code> {
-    let text = std::fs::read_to_string(&args.file)
+    let text = read_bounded_text(&args.file, MAX_BUNDLE_BYTES, "any bundle")
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let bundle = Bundle::parse(&text).with_context(|| args.file.display().to_string())?;
     let into = args.target.namespace.clone();

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 use weir_controller::engine::{Rollout, SpecError};
 use weir_crds::{Canary, CanarySpec, ServicePort, TargetRef};
-use weir_proxy::config::file::read_config_text;
+use weir_proxy::config::file::{MAX_CONFIG_BYTES, read_bounded_text};
 
 use crate::exit::Code;
 use notes::{Notes, Severity};
@@ -353,7 +353,8 @@ pub fn read(path: &Path) -> Result<Vec<Document>, ImportError> {
     };
     let mut docs = Vec::new();
     for file in files {
-        let text = read_config_text(&file).map_err(read_err(&file))?;
+        let text =
+            read_bounded_text(&file, MAX_CONFIG_BYTES, "any manifest").map_err(read_err(&file))?;
         docs.extend(source::documents(&file.display().to_string(), &text)?);
     }
     Ok(docs)

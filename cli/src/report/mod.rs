@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use weir_controller::local::record::RunRecord;
+use weir_proxy::config::file::read_bounded_text;
 
 use crate::exit::Code;
 
@@ -51,9 +52,14 @@ pub struct Args {
     output: PathBuf,
 }
 
+/// Largest recorded run read: a sample is under 1 KiB, so a day sampled
+/// every 2 s is about 40 MiB; past this the path is the wrong file (or
+/// `/dev/zero`), refused before it fills memory.
+const MAX_RECORD_BYTES: u64 = 256 << 20;
+
 /// Reads a recorded run and writes its report.
 pub fn run(args: &Args) -> Result<Code> {
-    let text = std::fs::read_to_string(&args.from)
+    let text = read_bounded_text(&args.from, MAX_RECORD_BYTES, "any recorded run")
         .with_context(|| format!("cannot read {}", args.from.display()))?;
     let record: RunRecord = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a recorded run", args.from.display()))?;

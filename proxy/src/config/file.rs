@@ -549,17 +549,27 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 /// Largest config file read: a proxy config or a Canary is a few KiB.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
-/// Reads a configuration file as text: a regular file (or a link to one)
-/// of at most [`MAX_CONFIG_BYTES`]. A FIFO would block the reader until a
-/// writer comes (and the proxy polls its file every second), a device such
-/// as `/dev/zero` never ends, and a huge file is not a config: each is
-/// refused with an I/O error that says what the path is, before reading.
+/// Reads the proxy's configuration file as text: a regular file (or a link
+/// to one) of at most [`MAX_CONFIG_BYTES`]. The proxy reads it again every
+/// second, so a FIFO would block it until a writer came and a device such
+/// as `/dev/zero` would be read anew each time: each is refused with an
+/// I/O error that says what the path is, before reading.
 ///
 /// # Errors
 /// The I/O error, or [`std::io::ErrorKind::InvalidInput`] for a path that
 /// is not a regular file or is too large.
 pub fn read_config_text(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read as _};
+    read_watched_text(path, "a YAML file")
+}
+
+/// [`read_config_text`] for any file the proxy reads again when it
+/// changes (its config, its certificate and key); `expected` names what
+/// the path should be ("a PEM file").
+///
+/// # Errors
+/// As [`read_config_text`].
+pub fn read_watched_text(path: &Path, expected: &str) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind};
     use std::os::unix::fs::FileTypeExt as _;
     let kind = std::fs::metadata(path)?.file_type();
     let what = if kind.is_file() {
@@ -578,19 +588,32 @@ pub fn read_config_text(path: &Path) -> std::io::Result<String> {
     if let Some(what) = what {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("it is {what}; give the path of a YAML file"),
+            format!("it is {what}; give the path of {expected}"),
         ));
     }
+    read_bounded_text(path, MAX_CONFIG_BYTES, "any config")
+}
+
+/// Reads a file that a command takes once as text, of at most `max_bytes`:
+/// a regular file, or a pipe (`weir run -f <(envsubst < canary.yaml)`,
+/// `/dev/stdin`). Past the bound the path is not what it should be (a wrong
+/// file, `/dev/zero`), refused before it fills memory; `kind` names what
+/// the bound is far above ("any config").
+///
+/// # Errors
+/// The I/O error, or [`std::io::ErrorKind::InvalidInput`] past `max_bytes`.
+pub fn read_bounded_text(path: &Path, max_bytes: u64, kind: &str) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read as _};
     let mut text = String::new();
     std::fs::File::open(path)?
-        .take(MAX_CONFIG_BYTES + 1)
+        .take(max_bytes + 1)
         .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
+    if text.len() as u64 > max_bytes {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
-                "it is larger than {} MiB, far more than any config; is this the right file?",
-                MAX_CONFIG_BYTES >> 20
+                "it is larger than {} MiB, far more than {kind}; is this the right file?",
+                max_bytes >> 20
             ),
         ));
     }
