@@ -31,6 +31,7 @@ import resource
 import json
 import os
 import pathlib
+import pwd
 import re
 import shutil
 import signal
@@ -183,7 +184,11 @@ class Bench:
         prefix = self.tmp / "nginx"
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
+        # As root, nginx's workers take the user compiled in (www-data),
+        # which a bare machine may not have: keep the caller's.
+        user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
         conf.write_text(f"""
+{user}
 worker_processes {workers};
 worker_rlimit_nofile 65536;
 daemon off;
