@@ -33,6 +33,30 @@ fn target(image: &str) -> Deployment {
     .expect("deployment")
 }
 
+/// A controller's context without proxies or notifications.
+fn context(env: &TestEnv) -> Arc<reconcile::Context> {
+    Arc::new(reconcile::Context::new(
+        env.client.clone(),
+        Arc::new(Metrics::default()),
+        None,
+        "test".into(),
+    ))
+}
+
+/// One reconcile of Canary `name`, as the controller runs it; the Canary
+/// after it.
+async fn reconcile_once(
+    canaries: &Api<Canary>,
+    ctx: &Arc<reconcile::Context>,
+    name: &str,
+) -> Canary {
+    let c = canaries.get(name).await.expect("get");
+    reconcile::reconcile(Arc::new(c), Arc::clone(ctx))
+        .await
+        .expect("reconcile");
+    canaries.get(name).await.expect("get")
+}
+
 #[tokio::test]
 async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
     let env = TestEnv::on_cluster("reconcile-first-sight").await;
@@ -52,19 +76,8 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         .await
         .expect("canary");
 
-    let ctx = Arc::new(reconcile::Context::new(
-        env.client.clone(),
-        Arc::new(Metrics::default()),
-        None,
-        "test".into(),
-    ));
-    let once = || async {
-        let c = canaries.get("chat").await.expect("get");
-        reconcile::reconcile(Arc::new(c), Arc::clone(&ctx))
-            .await
-            .expect("reconcile");
-        canaries.get("chat").await.expect("get")
-    };
+    let ctx = context(&env);
+    let once = || reconcile_once(&canaries, &ctx, "chat");
     // The first pass adds the finalizer (and nothing else), the second
     // adopts the target.
     let first = once().await;
@@ -165,4 +178,87 @@ async fn first_sight_adopts_the_target_and_a_new_template_starts_a_run() {
         .status
         .expect("status");
     assert_eq!(written.canary_weight, 0.0);
+}
+
+#[tokio::test]
+async fn a_target_that_is_not_found_is_refused_and_may_be_corrected_in_place() {
+    let env = TestEnv::on_control_plane("reconcile-typo").await;
+    let ns = env.namespace.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(env.client.clone(), ns);
+    deployments
+        .create(&PostParams::default(), &target("vllm:v1"))
+        .await
+        .expect("target");
+    let typo = weir_envtest::canary("chat")
+        .spec(serde_json::json!({"targetRef": {"name": "chat-frontnd"}}))
+        .build();
+    canaries
+        .create(&PostParams::default(), &typo)
+        .await
+        .expect("canary");
+    let ctx = context(&env);
+    let once = || reconcile_once(&canaries, &ctx, "chat");
+    let rename = |to: &str| {
+        let edit = serde_json::json!({"spec": {"targetRef": {"name": to}}});
+        let canaries = canaries.clone();
+        async move {
+            canaries
+                .patch("chat", &PatchParams::default(), &Patch::Merge(&edit))
+                .await
+        }
+    };
+
+    // Refused, naming the field and the way out; nothing is created.
+    once().await;
+    let status = once().await.status.expect("status written");
+    assert!(
+        status
+            .message
+            .contains("spec.targetRef.name: Deployment chat-frontnd not found"),
+        "{}",
+        status.message
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "TargetNotFound")
+    );
+    assert_eq!(status.target_replicas, None);
+    assert!(
+        deployments
+            .get_opt("chat-frontend-stable")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // Corrected in place (the CRD allows it: weir holds no target yet),
+    // the next reconcile adopts the right Deployment.
+    rename("chat-frontend")
+        .await
+        .expect("the typo is corrected");
+    let status = once().await.status.expect("status");
+    assert_eq!(status.phase, Phase::Idle, "{}", status.message);
+    assert_eq!(status.target_replicas, Some(4));
+    assert!(
+        deployments
+            .get_opt("chat-frontend-stable")
+            .await
+            .expect("get")
+            .is_some(),
+        "the stable copy of the corrected target"
+    );
+    // From now on the target is held: another name is refused.
+    let err = rename("another-frontend")
+        .await
+        .expect_err("the target is fixed once held");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("targetRef.name cannot change")),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ use crate::{AnalysisSpec, CanaryStatus, string_or_object};
 /// A progressive rollout of an inference frontend: the stable and canary
 /// cohorts, the steps that move traffic between them, and the analysis that
 /// decides whether the canary may continue.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "weir.dev",
     version = "v1alpha1",
@@ -26,7 +27,8 @@ use crate::{AnalysisSpec, CanaryStatus, string_or_object};
     printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStep"}"#,
     printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableRevision"}"#,
     printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.canaryRevision"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new(TARGET_FIXED_RULE).message(TARGET_FIXED_MESSAGE).field_path(".spec.targetRef.name")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -134,16 +136,20 @@ fn default_true() -> bool {
     true
 }
 
-/// The workload that carries the desired version. Its name is fixed for
-/// the Canary's life: weir holds the target's pods in its stable copy,
-/// which a new name would leave behind, serving with nothing managing it.
+/// The CEL rule (on the whole Canary: it reads status) that fixes
+/// `targetRef.name` once weir holds the target: its pods are then in the
+/// stable copy, which a new name would leave behind, serving with nothing
+/// managing it. Until then (`status.targetReplicas` unset: the target was
+/// never found, e.g. a typo) the name may be corrected in place.
+const TARGET_FIXED_RULE: &str = "!has(self.spec.targetRef) || !has(oldSelf.spec.targetRef) || \
+     self.spec.targetRef.name == oldSelf.spec.targetRef.name || \
+     !has(oldSelf.status) || !has(oldSelf.status.targetReplicas)";
+const TARGET_FIXED_MESSAGE: &str = "targetRef.name cannot change: weir holds the target's pods in its stable copy. Delete this Canary (with revertOnDeletion the Deployment gets its stable version and replicas back) and create one for the new target";
+
+/// The workload that carries the desired version. Its name is fixed once
+/// weir holds it ([`TARGET_FIXED_RULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.name == oldSelf.name",
-    "message": "targetRef.name cannot change: weir holds the target's pods in its stable copy. Delete this Canary (with revertOnDeletion the Deployment gets its stable version and replicas back) and create one for the new target",
-    "fieldPath": ".name",
-}]))]
 pub struct TargetRef {
     /// `apps/v1`.
     #[serde(default = "default_api_version")]

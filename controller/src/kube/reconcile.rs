@@ -424,7 +424,17 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         new_status.components = components(&seen, &w.parts);
     }
     if new_status != status {
-        write_status(&canaries, &name, &new_status).await?;
+        // The first write of targetReplicas is weir taking hold of the
+        // target: from it on the CRD fixes targetRef.name, before it the
+        // name may still be corrected (a typo). Conditional on the Canary
+        // as read, so a rename that came in between fails this write (a
+        // conflict, retried on a fresh read) instead of the objects below
+        // converging on the old name.
+        let taking_hold = status.target_replicas.is_none() && new_status.target_replicas.is_some();
+        let precondition = taking_hold
+            .then_some(world.canary.metadata.resource_version.as_deref())
+            .flatten();
+        write_status(&canaries, &name, &new_status, precondition).await?;
     }
     // The transitions are recorded: their Events go out now, before the
     // objects converge, so a failing API call below cannot lose them.
@@ -677,7 +687,7 @@ async fn refuse(ctx: &Context, canary: &Canary, reason: &str, problem: &str) -> 
         return Ok(());
     }
     let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
-    write_status(&canaries, &name, &status).await?;
+    write_status(&canaries, &name, &status, None).await?;
     if let Err(e) = events::record(&ctx.client, canary, &ctx.identity, true, reason, problem).await
     {
         tracing::warn!(%namespace, %name, error = %e, "cannot record event");
@@ -922,12 +932,18 @@ async fn write_status(
     canaries: &Api<Canary>,
     name: &str,
     status: &CanaryStatus,
+    resource_version: Option<&str>,
 ) -> Result<(), Error> {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": format!("{}/{}", weir_crds::GROUP, weir_crds::VERSION),
         "kind": "Canary",
         "status": status,
     });
+    // An apply that names a resourceVersion is refused (409) unless the
+    // object is still at it.
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     canaries
         .patch_status(
             name,

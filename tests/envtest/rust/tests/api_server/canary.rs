@@ -85,6 +85,7 @@ async fn a_canary_round_trips_and_its_status_is_a_subresource() {
         "canaryWeight": 5.0,
         "stableRevision": "5d8f9c",
         "canaryRevision": "7c1a02",
+        "targetReplicas": 4,
         "traffic": {
             "generation": 1,
             "route": {"hosts": ["chat.example.com"], "pathPrefix": "/v1"},
@@ -130,8 +131,8 @@ async fn a_canary_round_trips_and_its_status_is_a_subresource() {
     assert!(paused.spec.paused);
     assert_eq!(paused.metadata.generation, Some(2));
 
-    // The target is fixed for the Canary's life (a transition rule): a
-    // new name would leave the old target's stable copy behind.
+    // The target is fixed once weir holds it (status.targetReplicas, a
+    // transition rule): a new name would leave its stable copy behind.
     let moved = api
         .patch(
             name,
@@ -157,6 +158,68 @@ async fn a_canary_round_trips_and_its_status_is_a_subresource() {
     .await
     .expect("the watch delivers the status change");
     assert_eq!(seen.status.map(|s| s.canary_weight), Some(5.0));
+}
+
+#[tokio::test]
+async fn a_target_weir_never_found_may_be_renamed_until_weir_holds_one() {
+    let env = TestEnv::new("canary-rename").await;
+    let api = canaries(&env).await;
+    let name = "typo";
+    api.create(&PostParams::default(), &canary(name, json!({})))
+        .await
+        .expect("created");
+    let rename = |to: &str| {
+        let api = api.clone();
+        let edit = json!({"spec": {"targetRef": {"name": to}}});
+        async move {
+            api.patch(name, &PatchParams::default(), &Patch::Merge(edit))
+                .await
+        }
+    };
+    // No status yet, then one that says the target was not found: the
+    // name is a typo to correct, not a target to leave behind.
+    rename("chat-frontnd")
+        .await
+        .expect("renamed with no status");
+    let refused = json!({"status": {"phase": "Idle", "message": "spec.targetRef.name: Deployment chat-frontnd not found"}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&refused))
+        .await
+        .expect("status");
+    let before_fix = api.get(name).await.expect("get").metadata.resource_version;
+    let fixed = rename("chat-frontend").await.expect("corrected in place");
+    assert_eq!(
+        fixed.spec.target_ref.map(|t| t.name).as_deref(),
+        Some("chat-frontend")
+    );
+    // The controller's first hold on a target is an apply conditional on
+    // the Canary it read: one read before the rename is refused, so the
+    // rename wins over a reconcile of the old name.
+    let stale = json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"resourceVersion": before_fix},
+        "status": {"targetReplicas": 2},
+    });
+    let (code, message) = rejection(
+        api.patch_status(
+            name,
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&stale),
+        )
+        .await,
+    );
+    assert_eq!(code, 409, "{message}");
+    // Once weir recorded the target's replicas, it holds the target.
+    let held = json!({"status": {"targetReplicas": 2}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&held))
+        .await
+        .expect("status");
+    let (code, message) = rejection(rename("another-frontend").await);
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("spec.targetRef.name"), "{message}");
+    // Other edits still go through.
+    rename("chat-frontend")
+        .await
+        .expect("the same name is no change");
 }
 
 #[tokio::test]
