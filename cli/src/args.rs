@@ -36,7 +36,7 @@ pub enum Command {
     Run(run::Args),
     /// See weir work end to end: two simulated servers, load, a canary run.
     Demo(demo::Args),
-    /// Write the HTML report of a recorded run (JSON from `weir run --output json --record FILE`).
+    /// Write the HTML report of a recorded run (the JSON of `weir run --record FILE`).
     Report(report::Args),
     /// Print the Canary CRD as YAML (`weir crds | kubectl apply -f -`).
     Crds(crds_cmd::Args),

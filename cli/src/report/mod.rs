@@ -44,7 +44,7 @@ use model::RunView;
 /// Arguments of `weir report`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A recorded run: the JSON that `weir run --output json --record FILE` writes.
+    /// A recorded run: the JSON that `weir run --record FILE` writes (a path or a pipe).
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
     /// Where to write the HTML report.
