@@ -109,6 +109,10 @@ pub fn code_of(record: &RunRecord) -> Code {
 /// Ctrl-C or SIGTERM once the proxy serves aborts the run with traffic
 /// back on stable; before, it ends the process (nothing to restore).
 pub async fn drive(canary: &CanaryFile, options: &RunOptions) -> Result<RunRecord> {
+    // Opened before anything runs: a path that cannot be written is
+    // refused now, not after the run it was to record.
+    let record_file = OutputFile::open_opt(options.record.as_deref(), "--record")?;
+    let report_file = OutputFile::open_opt(options.report.as_deref(), "--report")?;
     runner::preflight(&canary.rollout).await?;
     let initial = table(&canary.name, &runner::stable_only(&canary.rollout))?;
     let source = Arc::new(MemorySource::new(initial, false));
@@ -159,18 +163,64 @@ pub async fn drive(canary: &CanaryFile, options: &RunOptions) -> Result<RunRecor
     let drained = running.shutdown().await;
     let record = result?;
     out.finished(&record, drained.abandoned);
-    if let Some(path) = &options.record {
-        write(path, &serde_json::to_string_pretty(&record)?)?;
+    if let Some(file) = record_file {
+        file.write(&serde_json::to_string_pretty(&record)?)?;
     }
-    if let Some(path) = &options.report {
-        write(path, &crate::report::render(&record))?;
+    if let Some(file) = report_file {
+        let path = file.path.clone();
+        file.write(&crate::report::render(&record))?;
         out.note(&format!("report: {}", path.display()));
     }
     Ok(record)
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+/// A file named by `--record` or `--report`, opened for writing before the
+/// run and written after it. Not truncated until then, so a run that ends
+/// in an error leaves an earlier file as it was; one this run created is
+/// removed again.
+#[derive(Debug)]
+struct OutputFile {
+    path: PathBuf,
+    file: std::fs::File,
+    created: bool,
+}
+
+impl OutputFile {
+    fn open_opt(path: Option<&Path>, flag: &str) -> Result<Option<Self>> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("{flag} {}: cannot write it", path.display()))?;
+        Ok(Some(OutputFile {
+            path: path.to_path_buf(),
+            file,
+            created: !existed,
+        }))
+    }
+
+    fn write(mut self, contents: &str) -> Result<()> {
+        self.created = false;
+        let file = &mut self.file;
+        // A regular file is emptied first; a pipe or `/dev/stdout` cannot be.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        if regular { file.set_len(0) } else { Ok(()) }
+            .and_then(|()| file.write_all(contents.as_bytes()))
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// The route table for `traffic`: one route named after the Canary, to the

@@ -394,6 +394,53 @@ fn files_read_once_may_be_pipes_and_are_bounded() {
     }
 }
 
+#[test]
+fn record_and_report_paths_are_checked_before_the_run_and_kept_when_it_fails() {
+    let dir = scratch("outputs");
+    // Nobody listens at either URL: the run fails at preflight.
+    let file = canary_file(&dir, free_port(), free_port(), "        - setWeight: 50");
+    let f = file.to_str().expect("utf-8");
+    let weir = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args([&["run", "-f", f][..], extra].concat())
+            .output()
+            .expect("weir runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A path that cannot be written is refused before anything runs (not
+    // after a run it was to record): the error is the flag's, not the
+    // backends'.
+    let missing = dir.join("no-such-dir/run.json");
+    let (code, stderr) = weir(&["--record", missing.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--record {}: cannot write it", missing.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("does not answer"), "{stderr}");
+
+    // A run that fails leaves an earlier report as it was and no new file.
+    let earlier = dir.join("earlier.html");
+    std::fs::write(&earlier, "the last run's report").expect("write");
+    let new = dir.join("new.json");
+    let (code, stderr) = weir(&[
+        "--report",
+        earlier.to_str().expect("utf-8"),
+        "--record",
+        new.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("does not answer"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&earlier).expect("still there"),
+        "the last run's report"
+    );
+    assert!(!new.exists(), "a record of a run that never ran");
+}
+
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
     l.local_addr().expect("its address")
