@@ -27,12 +27,12 @@ Measures:
 """
 
 import argparse
-import resource
 import json
 import os
 import pathlib
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -61,6 +61,11 @@ def wait_port(port, timeout=15.0):
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def pinned(cpus):
+    """A preexec_fn that pins the child (and its children) to the cores `cpus`; None for no pinning."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 class Procs:
     """Background processes, always stopped (SIGTERM, then SIGKILL)."""
 
@@ -68,10 +73,9 @@ class Procs:
         self.procs = []
 
     def start(self, cmd, cpus=None, **kw):
-        """Starts `cmd`; `cpus`, a set of core numbers, pins it (and its children) to them."""
-        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        """Starts `cmd`, pinned to the cores `cpus` when given."""
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL),
-                             start_new_session=True, preexec_fn=pin, **kw)
+                             start_new_session=True, preexec_fn=pinned(cpus), **kw)
         self.procs.append(p)
         return p
 
@@ -262,10 +266,9 @@ backend sims
 
     # -- measurements ----------------------------------------------------
     def wrk(self, port, threads=1, connections=64, cpus=None, seconds=None):
-        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds or self.args.seconds}s",
                               f"http://127.0.0.1:{port}/v1/models"],
-                             capture_output=True, text=True, check=True, preexec_fn=pin).stdout
+                             capture_output=True, text=True, check=True, preexec_fn=pinned(cpus)).stdout
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         return float(m.group(1)), int(errors.group(1)) if errors else 0

@@ -290,8 +290,17 @@ fn a_signal_the_moment_the_proxy_serves_still_ends_the_run_as_an_abort() {
     }
 }
 
-/// `weir ARGS` to its end, with a `writer` feeding `fifo` meanwhile (as
-/// the shell does for `<(…)`); returns the exit code and stderr.
+/// `weir ARGS` to its end: its exit code and stderr.
+fn weir_once(args: &[&str]) -> (Option<i32>, String) {
+    let out = common::command(args).output().expect("weir runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`weir_once`], with `writes` fed into `fifo` meanwhile (as the shell
+/// does for `<(…)`).
 fn weir_with_pipe(args: &[&str], fifo: &Path, writes: Option<String>) -> (Option<i32>, String) {
     let writer = writes.map(|text| {
         let fifo = fifo.to_path_buf();
@@ -300,10 +309,7 @@ fn weir_with_pipe(args: &[&str], fifo: &Path, writes: Option<String>) -> (Option
             std::fs::write(&fifo, text).is_ok()
         })
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .output()
-        .expect("weir runs");
+    let out = weir_once(args);
     if let Some(w) = writer {
         // A weir that never opened the FIFO leaves the writer blocked:
         // a reader here releases it (and the assertions then say why).
@@ -314,10 +320,7 @@ fn weir_with_pipe(args: &[&str], fifo: &Path, writes: Option<String>) -> (Option
             .open(fifo);
         w.join().expect("writer");
     }
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    out
 }
 
 #[test]
@@ -400,16 +403,7 @@ fn record_and_report_paths_are_checked_before_the_run_and_kept_when_it_fails() {
     // Nobody listens at either URL: the run fails at preflight.
     let file = canary_file(&dir, free_port(), free_port(), "        - setWeight: 50");
     let f = file.to_str().expect("utf-8");
-    let weir = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args([&["run", "-f", f][..], extra].concat())
-            .output()
-            .expect("weir runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let weir = |extra: &[&str]| weir_once(&[&["run", "-f", f][..], extra].concat());
     // A path that cannot be written is refused before anything runs (not
     // after a run it was to record): the error is the flag's, not the
     // backends'.
