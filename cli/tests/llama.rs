@@ -269,7 +269,9 @@ fn real_failures_are_classified_none_as_success_and_the_proxy_lives_on() {
         },
     );
     llama_server::ready("llama", &mut server.proc, addr);
-    let seen = outcomes(proxy.admin);
+    // The poll can read the answer before the proxy has recorded it (the
+    // record follows the last write).
+    let seen = wait_outcomes(proxy.admin, "the answer recorded", |o| count(o, "ok") >= 1);
     assert!(refused > 0, "the first look came after the server was up");
     assert_eq!(count(&seen, "connect_error"), refused, "{seen}");
     assert_eq!(count(&seen, "ok"), 1, "{seen}");

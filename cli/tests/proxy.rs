@@ -551,13 +551,23 @@ fn h2load_multiplexes_streamed_completions_over_h2c() {
         "{report}"
     );
     assert!(report.contains("status codes: 200 2xx"), "{report}");
-    let observed: Value =
-        serde_json::from_slice(&admin(&proxy, "/v1/observations").body).expect("JSON");
+    // h2load can see the last stream end before the proxy has recorded it
+    // (the record follows the last write).
+    let ok_of = |observed: &Value| -> u64 {
+        observed["cohorts"]
+            .as_array()
+            .expect("cohorts")
+            .iter()
+            .map(|c| c["requests"]["ok"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let observed = until_blocking("every stream recorded", Duration::from_secs(30), || {
+        let observed: Value =
+            serde_json::from_slice(&admin(&proxy, "/v1/observations").body).expect("JSON");
+        (ok_of(&observed) >= 200).then_some(observed)
+    });
     let cohorts = observed["cohorts"].as_array().expect("cohorts");
-    let ok: u64 = cohorts
-        .iter()
-        .map(|c| c["requests"]["ok"].as_u64().unwrap_or(0))
-        .sum();
+    let ok = ok_of(&observed);
     let tokens: u64 = cohorts
         .iter()
         .map(|c| c["outputTokens"].as_u64().unwrap_or(0))

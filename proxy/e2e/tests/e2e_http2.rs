@@ -80,8 +80,16 @@ async fn streams_multiplexed_on_one_h2c_connection_are_each_routed_and_metered()
     }
 
     // Each stream is its own request in the observations, counted against
-    // the cohort its response named.
-    let snapshot = observations(&stats, admin).await;
+    // the cohort its response named. The client can read a stream's end
+    // before the proxy has recorded it (the record follows the last write):
+    // wait for every one.
+    let sent = served.len() as u64;
+    let snapshot = until("every stream recorded", REQUEST_TIMEOUT, || async {
+        let snapshot = observations(&stats, admin).await;
+        let recorded: u64 = snapshot.cohorts.iter().map(|c| c.requests.total()).sum();
+        (recorded >= sent).then_some(snapshot)
+    })
+    .await;
     for name in ["stable", "canary"] {
         let seen = served.iter().filter(|c| *c == name).count() as u64;
         let mine = cohort(&snapshot, name);

@@ -216,7 +216,14 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     let seen = count_split(listen, N, 4).await;
     assert_eq!(by_sim(&seen, "stable-a"), N as u64, "{seen:?}");
     assert_eq!(canary.requests(), 0);
-    assert_eq!(counted("stable").await, (N as u64, 0));
+    // The client can read the last response before the proxy has recorded
+    // it (the record follows the last write).
+    let recorded = until("every request recorded", PATIENCE, || async {
+        let now = counted("stable").await;
+        (now.0 >= N as u64).then_some(now)
+    })
+    .await;
+    assert_eq!(recorded, (N as u64, 0));
     // Each of those steps is counted apart, as churn: one per request that
     // drew the refusing endpoint (at most one each: there is one other to
     // step to). How many drew it depends on the load, since it never holds
@@ -269,7 +276,20 @@ async fn a_cohort_without_ready_endpoints_fails_over_and_counts_against_itself()
     let seen = count_split(s.listen, N, 4).await;
     assert_eq!(by_cohort(&seen, "stable"), N as u64, "all served by stable");
     assert_eq!(s.canary.requests(), 0);
-    let snapshot = observations(&client(), s.admin).await;
+    // The client can read a response before the proxy has recorded it (the
+    // record follows the last write): wait until stable's count, where
+    // every request ends, holds them all.
+    let snapshot = until("every request recorded", PATIENCE, || async {
+        let snapshot = observations(&client(), s.admin).await;
+        let stable_ok: u64 = snapshot
+            .cohorts
+            .iter()
+            .filter(|c| c.route == s.route && c.cohort.as_str() == "stable")
+            .map(|c| c.requests[Outcome::Ok])
+            .sum();
+        (stable_ok >= N as u64).then_some(snapshot)
+    })
+    .await;
     let on = |cohort: &str| {
         snapshot
             .cohorts

@@ -8,9 +8,11 @@
 mod common;
 
 use common::{
-    Table, chat, client, counts, instant_sim, observations, served_by, start_memory_proxy,
+    REQUEST_TIMEOUT, Table, chat, client, counts, instant_sim, observations, served_by,
+    start_memory_proxy,
 };
 use weir_proxy::Outcome;
+use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolvable_canary_counts_as_connect_errors_and_stable_serves() {
@@ -34,7 +36,13 @@ async fn an_unresolvable_canary_counts_as_connect_errors_and_stable_serves() {
         assert_eq!(response.status(), 200);
         assert_eq!(served_by(&response), ("stable".into(), "stable".into()));
     }
-    let snapshot = observations(&client, proxy.admin).await;
+    // The client can read the last response before the proxy has recorded
+    // it (the record follows the last write).
+    let snapshot = until("every request recorded", REQUEST_TIMEOUT, || async {
+        let snapshot = observations(&client, proxy.admin).await;
+        (counts(&snapshot, "stable").get(Outcome::Ok) >= REQUESTS).then_some(snapshot)
+    })
+    .await;
     let (stable_counts, canary_counts) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));
     assert_eq!(stable_counts.get(Outcome::Ok), REQUESTS);
     let failed = canary_counts.get(Outcome::ConnectError);
