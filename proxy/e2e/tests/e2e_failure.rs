@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{
-    REQUEST_TIMEOUT, Table, Z_999, binomial_band, chat, client, counts, observations, read_body,
-    served_by, sim, start_memory_proxy, stream_complete, stream_sim,
+    REQUEST_TIMEOUT, Table, Z_999, binomial_band, chat, client, counts, observations_when,
+    read_body, served_by, sim, start_memory_proxy, stream_complete, stream_sim,
 };
 use weir_proxy::Outcome;
 use weir_test_kit::poll::until;
@@ -42,7 +42,6 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     table.override_header = true;
     let (proxy, _source) = start_memory_proxy(table.table()).await;
     let (listen, admin_addr) = (proxy.listen, proxy.admin);
-    let admin = client();
 
     // Ten canary streams, each past its first chunk before the kill.
     let streaming = Arc::new(AtomicU64::new(0));
@@ -106,12 +105,8 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     println!("kill: {cut} canary streams cut, {errored} with a client-side transport error");
 
     // The proxy counts all ten against the canary, none as ok.
-    let snapshot = until("the cut streams counted", REQUEST_TIMEOUT, || {
-        let admin = admin.clone();
-        async move {
-            let s = observations(&admin, admin_addr).await;
-            (counts(&s, "canary").total() >= STREAMS).then_some(s)
-        }
+    let snapshot = observations_when(admin_addr, "the cut streams counted", |s| {
+        counts(s, "canary").total() >= STREAMS
     })
     .await;
     let before = counts(&snapshot, "canary");
@@ -142,12 +137,8 @@ async fn a_killed_canary_cuts_its_streams_and_stable_takes_over() {
     }
     assert_eq!(stable.requests(), AFTER);
 
-    let snapshot = until("the new requests counted", REQUEST_TIMEOUT, || {
-        let admin = admin.clone();
-        async move {
-            let s = observations(&admin, admin_addr).await;
-            (counts(&s, "stable").total() >= AFTER).then_some(s)
-        }
+    let snapshot = observations_when(admin_addr, "the new requests counted", |s| {
+        counts(s, "stable").total() >= AFTER
     })
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));

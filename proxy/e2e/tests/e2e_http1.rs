@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::recorder::{Recorder, find, proxy_to, proxy_to_with};
-use common::{REQUEST_TIMEOUT, Table, chat, chat_body, client, counts, observations, stream_sim};
+use common::{
+    REQUEST_TIMEOUT, Table, chat, chat_body, client, counts, observations_when, stream_sim,
+};
 
 /// Writes `request` in one packet and reads until `answers` responses
 /// have ended or the proxy closes; returns what was read.
@@ -532,15 +534,8 @@ async fn a_stream_silent_past_the_read_timeout_is_cut_and_recorded_as_a_timeout(
         .await
         .expect("the proxy ends the stream once the upstream is silent past the read timeout");
     assert!(!String::from_utf8_lossy(&got).contains("second"));
-    let client = client();
-    weir_test_kit::poll::until("the timeout recorded", REQUEST_TIMEOUT, || {
-        let client = client.clone();
-        let admin = proxy.admin;
-        async move {
-            let snapshot = observations(&client, admin).await;
-            let stable = counts(&snapshot, "stable");
-            (stable.get(weir_proxy::Outcome::Timeout) == 1).then_some(())
-        }
+    observations_when(proxy.admin, "the timeout recorded", |s| {
+        counts(s, "stable").get(weir_proxy::Outcome::Timeout) == 1
     })
     .await;
 }
@@ -583,13 +578,10 @@ async fn a_stream_longer_than_the_read_timeout_but_never_silent_that_long_comple
     // The record is written once the response has ended, which may be a
     // moment after the client has it all.
     let admin = proxy.admin;
-    let stable = weir_test_kit::poll::until("the request recorded", REQUEST_TIMEOUT, || {
-        let client = client.clone();
-        async move {
-            let stable = counts(&observations(&client, admin).await, "stable");
-            (stable.iter().map(|(_, n)| n).sum::<u64>() == 1).then_some(stable)
-        }
+    let snapshot = observations_when(admin, "the request recorded", |s| {
+        counts(s, "stable").iter().map(|(_, n)| n).sum::<u64>() == 1
     })
     .await;
+    let stable = counts(&snapshot, "stable");
     assert_eq!(stable.get(weir_proxy::Outcome::Ok), 1, "{stable:?}");
 }

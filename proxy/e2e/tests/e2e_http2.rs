@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 
 use common::recorder::{Recorder, proxy_to};
 use common::{
-    REQUEST_TIMEOUT, Table, chat, cohort, observations, read_body, served_by, start_memory_proxy,
-    start_proxy_with, stream_complete, stream_sim,
+    REQUEST_TIMEOUT, Table, chat, cohort, observations_when, read_body, served_by,
+    start_memory_proxy, start_proxy_with, stream_complete, stream_sim,
 };
 use weir_core::Outcome;
 use weir_proxy::MemorySource;
@@ -67,11 +67,8 @@ async fn streams_multiplexed_on_one_h2c_connection_are_each_routed_and_metered()
             cohort
         });
     }
-    let stats = common::client();
-    until("every stream in flight", REQUEST_TIMEOUT, || async {
-        let snapshot = observations(&stats, admin).await;
-        let inflight: u64 = snapshot.cohorts.iter().map(|c| c.inflight).sum();
-        (inflight == STREAMS as u64).then_some(())
+    observations_when(admin, "every stream in flight", |s| {
+        s.cohorts.iter().map(|c| c.inflight).sum::<u64>() == STREAMS as u64
     })
     .await;
     assert_eq!(proxy.connections(), 1, "the streams share one connection");
@@ -84,10 +81,8 @@ async fn streams_multiplexed_on_one_h2c_connection_are_each_routed_and_metered()
     // before the proxy has recorded it (the record follows the last write):
     // wait for every one.
     let sent = served.len() as u64;
-    let snapshot = until("every stream recorded", REQUEST_TIMEOUT, || async {
-        let snapshot = observations(&stats, admin).await;
-        let recorded: u64 = snapshot.cohorts.iter().map(|c| c.requests.total()).sum();
-        (recorded >= sent).then_some(snapshot)
+    let snapshot = observations_when(admin, "every stream recorded", |s| {
+        s.cohorts.iter().map(|c| c.requests.total()).sum::<u64>() >= sent
     })
     .await;
     for name in ["stable", "canary"] {
@@ -117,11 +112,9 @@ async fn a_stream_the_client_resets_is_cut_while_the_upstream_is_quiet() {
     // Dropping the response resets the stream (RST_STREAM CANCEL); the
     // connection stays open for other streams.
     drop(response);
-    let stats = common::client();
-    until("the reset stream recorded", REQUEST_TIMEOUT, || async {
-        let snapshot = observations(&stats, proxy.admin).await;
-        let stable = cohort(&snapshot, "stable")?;
-        (stable.requests.get(Outcome::ClientAbort) == 1 && stable.inflight == 0).then_some(())
+    observations_when(proxy.admin, "the reset stream recorded", |s| {
+        cohort(s, "stable")
+            .is_some_and(|c| c.requests.get(Outcome::ClientAbort) == 1 && c.inflight == 0)
     })
     .await;
     // The same connection still carries a new stream.

@@ -35,7 +35,10 @@ use common::kube::{
     put_endpoint_at, route_name, routes, scene, start_kube_proxy, traffic, wait_for_route,
     write_traffic,
 };
-use common::{assert_in_band, chat, client, count_split, counter, metrics, observations};
+use common::{
+    assert_in_band, chat, client, count_split, counter, metrics, observations, observations_when,
+};
+use weir_analysis::observations::Snapshot;
 use weir_crds::Cohort;
 use weir_envtest::TestEnv;
 use weir_proxy::{ConfigSource, Outcome};
@@ -199,15 +202,7 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     stable_endpoints(2, 1).await;
     let counted = |cohort: &'static str| {
         let route = route.clone();
-        async move {
-            let snapshot = observations(&client(), admin).await;
-            snapshot
-                .cohorts
-                .iter()
-                .filter(|c| c.route == route && c.cohort.as_str() == cohort)
-                .map(|c| (c.requests[Outcome::Ok], c.requests[Outcome::ConnectError]))
-                .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
-        }
+        async move { ok_and_refused(&observations(&client(), admin).await, &route, cohort) }
     };
 
     // The draw sends about half the requests to the refusing endpoint:
@@ -218,12 +213,11 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     assert_eq!(canary.requests(), 0);
     // The client can read the last response before the proxy has recorded
     // it (the record follows the last write).
-    let recorded = until("every request recorded", PATIENCE, || async {
-        let now = counted("stable").await;
-        (now.0 >= N as u64).then_some(now)
+    let snapshot = observations_when(admin, "every request recorded", |s| {
+        ok_and_refused(s, &route, "stable").0 >= N as u64
     })
     .await;
-    assert_eq!(recorded, (N as u64, 0));
+    assert_eq!(ok_and_refused(&snapshot, &route, "stable"), (N as u64, 0));
     // Each of those steps is counted apart, as churn: one per request that
     // drew the refusing endpoint (at most one each: there is one other to
     // step to). How many drew it depends on the load, since it never holds
@@ -279,27 +273,24 @@ async fn a_cohort_without_ready_endpoints_fails_over_and_counts_against_itself()
     // The client can read a response before the proxy has recorded it (the
     // record follows the last write): wait until stable's count, where
     // every request ends, holds them all.
-    let snapshot = until("every request recorded", PATIENCE, || async {
-        let snapshot = observations(&client(), s.admin).await;
-        let stable_ok: u64 = snapshot
-            .cohorts
-            .iter()
-            .filter(|c| c.route == s.route && c.cohort.as_str() == "stable")
-            .map(|c| c.requests[Outcome::Ok])
-            .sum();
-        (stable_ok >= N as u64).then_some(snapshot)
+    let snapshot = observations_when(s.admin, "every request recorded", |o| {
+        ok_and_refused(o, &s.route, "stable").0 >= N as u64
     })
     .await;
-    let on = |cohort: &str| {
-        snapshot
-            .cohorts
-            .iter()
-            .filter(|c| c.route == s.route && c.cohort.as_str() == cohort)
-            .map(|c| (c.requests[Outcome::Ok], c.requests[Outcome::ConnectError]))
-            .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
-    };
+    let on = |cohort: &str| ok_and_refused(&snapshot, &s.route, cohort);
     let ((canary_ok, canary_refused), (stable_ok, _)) = (on("canary"), on("stable"));
     assert_eq!((canary_ok, stable_ok), (0, N as u64));
     // Every request the draw sent to the canary is a connect error there.
     assert_in_band(canary_refused, N, 0.5, "connect errors on the canary");
+}
+
+/// Requests of `cohort` on `route` (all revisions) that ended ok, and that
+/// were refused a connection.
+fn ok_and_refused(snapshot: &Snapshot, route: &str, cohort: &str) -> (u64, u64) {
+    snapshot
+        .cohorts
+        .iter()
+        .filter(|c| c.route == route && c.cohort.as_str() == cohort)
+        .map(|c| (c.requests[Outcome::Ok], c.requests[Outcome::ConnectError]))
+        .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
 }

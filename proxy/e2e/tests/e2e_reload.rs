@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{
-    REQUEST_TIMEOUT, Table, chat, client, counts, observations, put_weights, read_body,
+    REQUEST_TIMEOUT, Table, chat, client, counts, observations_when, put_weights, read_body,
     routes_state, served_by, start_proxy, stream_complete, stream_sim,
 };
 use weir_proxy::{ConfigSource, FileSource, Outcome};
@@ -167,12 +167,8 @@ async fn a_hundred_weight_changes_under_load_fail_no_request() {
     assert_eq!(chat.backends()[i].weight.percent(), last);
 
     // The proxy counted every stream, all ok.
-    let snapshot = until("every stream in /v1/observations", REQUEST_TIMEOUT, || {
-        let admin = admin.clone();
-        async move {
-            let s = observations(&admin, admin_addr).await;
-            (counts(&s, "stable").total() + counts(&s, "canary").total() >= sent).then_some(s)
-        }
+    let snapshot = observations_when(admin_addr, "every stream in /v1/observations", |s| {
+        counts(s, "stable").total() + counts(s, "canary").total() >= sent
     })
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));

@@ -8,11 +8,9 @@
 mod common;
 
 use common::{
-    REQUEST_TIMEOUT, Table, chat, client, counts, instant_sim, observations, served_by,
-    start_memory_proxy,
+    Table, chat, client, counts, instant_sim, observations_when, served_by, start_memory_proxy,
 };
 use weir_proxy::Outcome;
-use weir_test_kit::poll::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolvable_canary_counts_as_connect_errors_and_stable_serves() {
@@ -38,9 +36,8 @@ async fn an_unresolvable_canary_counts_as_connect_errors_and_stable_serves() {
     }
     // The client can read the last response before the proxy has recorded
     // it (the record follows the last write).
-    let snapshot = until("every request recorded", REQUEST_TIMEOUT, || async {
-        let snapshot = observations(&client, proxy.admin).await;
-        (counts(&snapshot, "stable").get(Outcome::Ok) >= REQUESTS).then_some(snapshot)
+    let snapshot = observations_when(proxy.admin, "every request recorded", |s| {
+        counts(s, "stable").get(Outcome::Ok) >= REQUESTS
     })
     .await;
     let (stable_counts, canary_counts) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));

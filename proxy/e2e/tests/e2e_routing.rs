@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{
     REQUEST_TIMEOUT, ROUTE, Table, Z_999, binomial_band, chat, client, count_split, counts,
-    instant_sim, observations, put_weights, routes_state, served_by, start_memory_proxy,
+    instant_sim, observations_when, put_weights, routes_state, served_by, start_memory_proxy,
 };
 use weir_proxy::Outcome;
 use weir_proxy::route::sticky_point;
@@ -59,15 +59,9 @@ async fn split_matches_weights_and_observations_match_the_client() {
     // The proxy records a request in `logging`, after the client may have
     // its response: wait until every request is counted and none is in
     // flight, then compare.
-    let admin = client();
-    let snapshot = until("all requests in /v1/observations", REQUEST_TIMEOUT, || {
-        let admin = admin.clone();
-        async move {
-            let s = observations(&admin, admin_addr).await;
-            let counted = counts(&s, "stable").total() + counts(&s, "canary").total();
-            let settled = counted >= N && s.cohorts.iter().all(|c| c.inflight == 0);
-            settled.then_some(s)
-        }
+    let snapshot = observations_when(admin_addr, "all requests in /v1/observations", |s| {
+        let counted = counts(s, "stable").total() + counts(s, "canary").total();
+        counted >= N && s.cohorts.iter().all(|c| c.inflight == 0)
     })
     .await;
     let (s, c) = (counts(&snapshot, "stable"), counts(&snapshot, "canary"));
@@ -295,14 +289,8 @@ async fn unknown_route_is_a_json_404_and_the_proxy_keeps_serving() {
 
     // The 404s reached no upstream and no cohort's counts.
     assert_eq!(stable.requests() + canary.requests(), ROUNDS);
-    let admin = client.clone();
-    let snapshot = until("the routed requests counted", REQUEST_TIMEOUT, || {
-        let admin = admin.clone();
-        async move {
-            let s = observations(&admin, admin_addr).await;
-            (counts(&s, "stable")[Outcome::Ok] + counts(&s, "canary")[Outcome::Ok] >= ROUNDS)
-                .then_some(s)
-        }
+    let snapshot = observations_when(admin_addr, "the routed requests counted", |s| {
+        counts(s, "stable")[Outcome::Ok] + counts(s, "canary")[Outcome::Ok] >= ROUNDS
     })
     .await;
     let total: u64 = snapshot.cohorts.iter().map(|c| c.requests.total()).sum();

@@ -417,6 +417,23 @@ pub async fn observations(client: &reqwest::Client, admin: SocketAddr) -> Snapsh
     response.json().await.expect("observations JSON")
 }
 
+/// The first `GET /v1/observations` for which `holds` is true, polled for
+/// up to [`REQUEST_TIMEOUT`]. The proxy records a request when its exchange
+/// ends, after the last write, so a client can read a response's end before
+/// the record exists: a test waits for the count it is about to assert on.
+pub async fn observations_when(
+    admin: SocketAddr,
+    what: &str,
+    holds: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
+    let (client, holds) = (&client(), &holds);
+    weir_test_kit::poll::until(what, REQUEST_TIMEOUT, || async move {
+        let snapshot = observations(client, admin).await;
+        holds(&snapshot).then_some(snapshot)
+    })
+    .await
+}
+
 /// The observations of `cohort` on the chat route (all revisions merged
 /// into one count per outcome; the fixtures have one revision each).
 pub fn cohort<'a>(snapshot: &'a Snapshot, cohort: &str) -> Option<&'a CohortSnapshot> {
