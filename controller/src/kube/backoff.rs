@@ -120,13 +120,31 @@ pub async fn connect(
     url: &impl Display,
     deadline: Duration,
 ) -> Result<Info, Error> {
+    connect_with(url, deadline, || client.apiserver_version()).await
+}
+
+/// [`connect`] with each attempt made by `attempt`: the retry loop apart
+/// from the client, so tests count the attempts it makes and run it on a
+/// paused clock.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with<F, Fut>(
+    url: &impl Display,
+    deadline: Duration,
+    mut attempt: F,
+) -> Result<Info, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Info, kube::Error>>,
+{
     let backoff = Backoff::default();
     let started = Instant::now();
     let give_up = started + deadline;
     let mut attempts: u32 = 0;
     loop {
         attempts = attempts.saturating_add(1);
-        let last = match tokio::time::timeout_at(give_up, client.apiserver_version()).await {
+        let last = match tokio::time::timeout_at(give_up, attempt()).await {
             Ok(Ok(info)) => return Ok(info),
             Ok(Err(kube::Error::Api(status))) if !retryable(status.code) => {
                 return Err(Error::Refused {
@@ -305,6 +323,99 @@ mod tests {
         );
         assert!(delays.iter().any(|d| *d < 0.01 * ceiling));
         assert!(delays.iter().any(|d| *d > 0.99 * ceiling));
+    }
+
+    /// An API error with `code`, as kube reports a status from the server.
+    fn status(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("no", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    fn version() -> Info {
+        Info {
+            major: "1".into(),
+            ..Info::default()
+        }
+    }
+
+    /// The outcome of `connect_with` over 2 s of a paused clock, the
+    /// attempts it made, and the (virtual) time it took.
+    async fn paused_connect<Fut>(
+        mut answer: impl FnMut(u32) -> Fut,
+    ) -> (Result<Info, Error>, u32, Duration)
+    where
+        Fut: Future<Output = Result<Info, kube::Error>>,
+    {
+        let mut made = 0;
+        let started = Instant::now();
+        let result = connect_with(&"https://api", Duration::from_secs(2), || {
+            made += 1;
+            answer(made)
+        })
+        .await;
+        (result, made, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_at_the_first_attempt_is_returned_without_a_retry() {
+        let (result, made, took) = paused_connect(|_| async { Ok(version()) }).await;
+        assert_eq!(result.expect("connected").major, "1");
+        assert_eq!((made, took), (1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_failure_is_retried_until_an_answer() {
+        let (result, made, _) = paused_connect(|n| async move {
+            if n < 3 {
+                Err(status(503))
+            } else {
+                Ok(version())
+            }
+        })
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(made, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_retrying_cannot_fix_ends_at_once() {
+        let (result, made, took) = paused_connect(|_| async { Err(status(403)) }).await;
+        let Err(Error::Refused { code, .. }) = result else {
+            panic!("not Refused: {result:?}");
+        };
+        assert_eq!((code, made, took), (403, 1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_until_exactly_the_deadline() {
+        let (result, made, took) = paused_connect(|_| async { Err(status(503)) }).await;
+        let Err(Error::Unreachable {
+            attempts, elapsed, ..
+        }) = result
+        else {
+            panic!("not Unreachable: {result:?}");
+        };
+        assert_eq!(
+            (attempts, elapsed, took),
+            (made, took, Duration::from_secs(2))
+        );
+        // Full jitter from 200 ms: the first three delays sum to at most
+        // 1.4 s, so at least four attempts fit in 2 s.
+        assert!(made >= 4, "{made} attempts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_never_answers_is_cut_off_at_the_deadline() {
+        let (result, made, took) =
+            paused_connect(|_| std::future::pending::<Result<Info, kube::Error>>()).await;
+        let Err(Error::Unreachable { last, attempts, .. }) = result else {
+            panic!("not Unreachable: {result:?}");
+        };
+        assert_eq!(last, "no answer before the deadline");
+        assert_eq!((attempts, made, took), (1, 1, Duration::from_secs(2)));
     }
 
     #[test]
