@@ -200,10 +200,6 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
         }
     };
     stable_endpoints(2, 1).await;
-    let counted = |cohort: &'static str| {
-        let route = route.clone();
-        async move { ok_and_refused(&observations(&client(), admin).await, &route, cohort) }
-    };
 
     // The draw sends about half the requests to the refusing endpoint:
     // each is tried again on the other, so stable serves them all and
@@ -249,7 +245,7 @@ async fn a_refusing_endpoint_is_stepped_past_within_its_cohort_before_any_failov
     stable_endpoints(1, 2).await;
     let seen = count_split(listen, N, 4).await;
     assert_eq!(by_cohort(&seen, "canary"), N as u64, "{seen:?}");
-    let (ok, refused) = counted("stable").await;
+    let (ok, refused) = ok_and_refused(&observations(&client(), admin).await, &route, "stable");
     assert_eq!(ok, N as u64, "the first phase's, no more");
     assert_in_band(refused, N, 0.5, "connect errors on stable");
     // With one ready endpoint there is nothing to step to.
