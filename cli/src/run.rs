@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use weir_analysis::observations::Snapshot;
 use weir_controller::local::file::{self, CanaryFile};
 use weir_controller::local::record::{CohortSample, RunRecord};
@@ -174,15 +174,36 @@ pub async fn drive(canary: &CanaryFile, options: &RunOptions) -> Result<RunRecor
     Ok(record)
 }
 
-/// A file named by `--record` or `--report`, opened for writing before the
-/// run and written after it. Not truncated until then, so a run that ends
-/// in an error leaves an earlier file as it was; one this run created is
-/// removed again.
+/// A file named by `--record` or `--report`: checked before the run, written
+/// after it, whole or not at all.
+///
+/// A regular file (or a path not there yet) is written to a temporary file
+/// beside it that is then renamed over it, so a run that ends in an error,
+/// or a write that fails partway (a full disk), leaves an earlier file as
+/// it was and no partial one. The rename replaces a symlink's target, not
+/// the link, and keeps an earlier file's permissions (not its owner).
+/// Anything else (a pipe, `/dev/stdout`) is opened before the run and
+/// written in place: there is nothing to rename over.
 #[derive(Debug)]
 struct OutputFile {
+    /// The path as given, for messages.
     path: PathBuf,
-    file: std::fs::File,
-    created: bool,
+    /// Where the contents go.
+    target: Target,
+}
+
+#[derive(Debug)]
+enum Target {
+    /// Written to `temp`, then renamed to `path`.
+    Replace {
+        /// The file that is replaced (symlinks resolved).
+        path: PathBuf,
+        /// The temporary file beside it, removed unless renamed.
+        temp: PathBuf,
+        file: std::fs::File,
+    },
+    /// A pipe or device, written directly.
+    InPlace(std::fs::File),
 }
 
 impl OutputFile {
@@ -190,35 +211,85 @@ impl OutputFile {
         let Some(path) = path else {
             return Ok(None);
         };
-        let existed = path.exists();
+        let refused = || format!("{flag} {}: cannot write it", path.display());
+        let meta = std::fs::metadata(path).ok();
+        if meta.as_ref().is_some_and(|m| !m.is_file()) {
+            if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+                bail!(
+                    "{flag} {}: is a directory; name a file in it",
+                    path.display()
+                );
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(refused)?;
+            return Ok(Some(OutputFile {
+                path: path.to_path_buf(),
+                target: Target::InPlace(file),
+            }));
+        }
+        // An existing file must be writable, as it would be to write it in
+        // place (the rename alone would only need its directory).
+        let resolved = match &meta {
+            Some(_) => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(refused)?;
+                std::fs::canonicalize(path).with_context(refused)?
+            }
+            None => path.to_path_buf(),
+        };
+        let name = resolved
+            .file_name()
+            .ok_or_else(|| anyhow!("{flag} {}: name a file", path.display()))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".weir-{}.tmp", std::process::id()));
+        let temp = resolved.with_file_name(temp_name);
         let file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("{flag} {}: cannot write it", path.display()))?;
+            .create_new(true)
+            .open(&temp)
+            .with_context(refused)?;
         Ok(Some(OutputFile {
             path: path.to_path_buf(),
-            file,
-            created: !existed,
+            target: Target::Replace {
+                path: resolved,
+                temp,
+                file,
+            },
         }))
     }
 
     fn write(mut self, contents: &str) -> Result<()> {
-        self.created = false;
-        let file = &mut self.file;
-        // A regular file is emptied first; a pipe or `/dev/stdout` cannot be.
-        let regular = file.metadata().is_ok_and(|m| m.is_file());
-        if regular { file.set_len(0) } else { Ok(()) }
-            .and_then(|()| file.write_all(contents.as_bytes()))
-            .with_context(|| format!("cannot write {}", self.path.display()))
+        let written = match &mut self.target {
+            Target::InPlace(file) => file.write_all(contents.as_bytes()),
+            Target::Replace { path, temp, file } => file
+                .write_all(contents.as_bytes())
+                .and_then(|()| file.sync_all())
+                .and_then(|()| match std::fs::metadata(&*path) {
+                    Ok(earlier) => std::fs::set_permissions(&*temp, earlier.permissions()),
+                    Err(_) => Ok(()),
+                })
+                .and_then(|()| std::fs::rename(&*temp, &*path)),
+        };
+        written.with_context(|| match self.target {
+            Target::InPlace(_) => format!("cannot write {}", self.path.display()),
+            Target::Replace { .. } => format!(
+                "cannot write {} (an earlier file there is as it was)",
+                self.path.display()
+            ),
+        })
     }
 }
 
 impl Drop for OutputFile {
     fn drop(&mut self) {
-        if self.created {
-            let _ = std::fs::remove_file(&self.path);
+        // After a rename the temporary path is gone and this finds nothing.
+        if let Target::Replace { temp, .. } = &self.target {
+            let _ = std::fs::remove_file(temp);
         }
     }
 }

@@ -433,6 +433,97 @@ fn record_and_report_paths_are_checked_before_the_run_and_kept_when_it_fails() {
         "the last run's report"
     );
     assert!(!new.exists(), "a record of a run that never ran");
+    assert_eq!(leftovers(&dir), Vec::<String>::new(), "temporary files");
+}
+
+/// Hidden files weir left in `dir` (its temporary files start with a dot).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read the scratch directory")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_record_that_cannot_be_written_whole_leaves_the_earlier_one_as_it_was() {
+    let dir = scratch("full-disk");
+    let stable = sim("stable", &["--ttft", "1ms"]);
+    let canary = sim("canary", &["--ttft", "1ms"]);
+    // No analysis: the canary is promoted as soon as the proxy serves.
+    let file = canary_file(&dir, stable.addr, canary.addr, "        - setWeight: 100");
+    let earlier = dir.join("run.json");
+    std::fs::write(&earlier, "the last run's record").expect("write");
+    // The disk fills while the record is written: a file-size limit of one
+    // block (512 bytes in dash, 1,024 in bash), below the ~1.6 KB of even
+    // this run's record, with SIGXFSZ ignored, so the write fails with
+    // EFBIG as on a full disk instead of killing the process.
+    let out = std::process::Command::new("sh")
+        .args(["-c", r#"ulimit -f 1 && trap '' XFSZ && exec "$@""#, "sh"])
+        .arg(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "run",
+            "-f",
+            file.to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--record", earlier.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let promoted = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| v["type"] == "finished" && v["exitCode"] == 0);
+    assert!(promoted, "the run itself ended: {stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot write {} (an earlier file there is as it was)",
+            earlier.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("too large"), "the cause, EFBIG: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&earlier).expect("still there"),
+        "the last run's record"
+    );
+    assert_eq!(leftovers(&dir), Vec::<String>::new(), "temporary files");
+
+    // Without the limit the record replaces the earlier one, through a
+    // symlink (the link stays a link) and with the earlier file's mode.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&earlier, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let link = dir.join("latest.json");
+    std::os::unix::fs::symlink(&earlier, &link).expect("symlink");
+    let (code, stderr) = weir_once(&[
+        "run",
+        "-f",
+        file.to_str().expect("utf-8"),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--record",
+        link.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(link.symlink_metadata().expect("the link").is_symlink());
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(&earlier).expect("the record"))
+            .expect("the record is JSON");
+    assert!(record["outcome"].is_object(), "{record}");
+    let mode = std::fs::metadata(&earlier)
+        .expect("the record")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(leftovers(&dir), Vec::<String>::new(), "temporary files");
 }
 
 fn free_port() -> SocketAddr {
