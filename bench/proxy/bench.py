@@ -19,11 +19,13 @@ Measures:
      proxy's processes (from /proc) while many streams of many events run,
      divided by the events delivered.
   F. (phase `scaling`, not in the default set) saturation with one and two
-     workers, weir and nginx, each proxy pinned to cores of its own and the
-     upstreams and wrk to the others, with what the upstreams and wrk used
-     of their cores: the two-worker figure means something only where
-     neither is the bottleneck, so it needs a machine of 8 or more cores
-     (bench/proxy/device runs it on the lent 16-core machine).
+     workers, weir and nginx, with what the proxy, the upstreams and wrk
+     used: the two-worker figure means something only where the proxy's
+     workers, not the load side, are the bottleneck. On 8 or more cores
+     each proxy is pinned to cores of its own and the upstreams and wrk to
+     the others (bench/proxy/device runs it on the lent 16-core machine).
+     On fewer, each worker gets a CPU quota of a share of a core instead
+     (`WorkerBudgets`), on a core of its own, and the load side the rest.
 """
 
 import argparse
@@ -36,6 +38,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,16 +100,18 @@ class Procs:
         self.procs.clear()
 
 
+def with_children(pid):
+    """A process and its children (nginx's workers)."""
+    try:
+        return [pid] + [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return [pid]
+
+
 def rss_kib(pid):
     """Resident memory of a process and its children (nginx's worker)."""
     total = 0
-    pids = [pid]
-    try:
-        children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    for p in pids:
+    for p in with_children(pid):
         try:
             for line in pathlib.Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -116,23 +121,89 @@ def rss_kib(pid):
     return total
 
 
+def cpu_ticks(stat):
+    """User + system CPU clock ticks from a /proc `stat` file (a process's or one thread's); 0 once it is gone."""
+    try:
+        # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        fields = pathlib.Path(stat).read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of a process and its children (nginx's worker), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    try:
-        pids += [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
+    return sum(cpu_ticks(f"/proc/{p}/stat") for p in with_children(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_ticks(pid):
+    """{thread id: CPU ticks} for every thread of a process and of its children."""
+    ticks = {}
+    for p in with_children(pid):
         try:
-            # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / tick
+            tasks = list(pathlib.Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            ticks[int(task.name)] = cpu_ticks(task / "stat")
+    return ticks
+
+
+CPU_CGROUP = pathlib.Path("/sys/fs/cgroup/cpu")
+
+
+class WorkerBudgets:
+    """A CPU budget for each proxy worker, where the machine has too few cores
+    to give the proxy's workers cores of their own and the load side the
+    rest. Each worker thread (or process) goes into a cgroup of its own
+    (cgroup v1's cpu controller) with a CFS quota of `share` of a core, and
+    is pinned to a core of its own. N workers can then use N shares and no
+    more, and one thread never more than one share, so a proxy whose second
+    worker does not run in parallel with the first gains nothing from it;
+    what the quotas leave (here 2 − 2 × share cores) is the upstreams' and
+    wrk's. A stand-in for cores of the proxy's own: contention between
+    workers (shared locks, cache lines) weighs less when each runs a share
+    of the time, which bench/proxy/device measures on real cores."""
+
+    # Short periods: a throttled worker waits milliseconds, not 100 ms.
+    PERIOD_US = 10_000
+
+    def __init__(self, share, n):
+        if not 0.05 <= share <= 0.5:
+            raise SystemExit(f"--worker-share {share}: give 0.05 to 0.5 of a core (two workers and the load "
+                             "side share two cores)")
+        if not os.access(CPU_CGROUP / "cpu.cfs_quota_us", os.W_OK):
+            raise SystemExit(f"the scaling phase on fewer than 8 cores sets CPU quotas: it needs cgroup v1's cpu "
+                             f"controller at {CPU_CGROUP}, writable (run as root); or run it on 8 or more cores")
+        self.share = share
+        self.groups = []
+        for i in range(n):
+            group = CPU_CGROUP / f"weir-bench-{os.getpid()}-{i}"
+            group.mkdir(exist_ok=True)
+            self.groups.append(group)
+            (group / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (group / "cpu.cfs_quota_us").write_text(str(round(share * self.PERIOD_US)))
+            # A worker with work runs ahead of the upstreams and wrk, up to
+            # its quota: the quota, not the scheduler, sets what it gets.
+            (group / "cpu.shares").write_text("262144")
+
+    def place(self, i, tid, core):
+        """Worker `i` is thread `tid`: into group `i`, on `core`."""
+        (self.groups[i] / "tasks").write_text(str(tid))
+        os.sched_setaffinity(tid, {core})
+
+    def throttling(self, i):
+        """(periods, periods throttled) of group `i` so far."""
+        stat = dict(line.split() for line in (self.groups[i] / "cpu.stat").read_text().splitlines())
+        return int(stat["nr_periods"]), int(stat["nr_throttled"])
+
+    def close(self):
+        """Removes the groups (empty once the proxies they held have exited)."""
+        for group in self.groups:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
 
 
 def established_to(port):
@@ -288,12 +359,11 @@ backend sims
         return json.loads(out.strip().splitlines()[-1])
 
     def scaling(self, results):
-        """Saturation with one and two workers on cores of their own (phase F)."""
+        """Saturation with one and two workers, on cores of their own or with a quota each (phase F)."""
         cores = sorted(os.sched_getaffinity(0))
-        if len(cores) < 8 and not self.args.force_scaling:
-            raise SystemExit(f"the scaling phase needs 8 or more cores (here {len(cores)}): with fewer, wrk "
-                             "and the upstreams share the proxy's cores and two workers say nothing about "
-                             "scaling (--force-scaling runs it anyway, to check the script)")
+        if len(cores) < 2:
+            raise SystemExit("the scaling phase needs 2 or more cores")
+        budgets = None
         if len(cores) >= 8:
             # Two cores for the proxy, a third of the rest for the upstreams,
             # the others for wrk.
@@ -301,44 +371,89 @@ backend sims
             n_sims = max(2, len(rest) // 3)
             sim_cores, wrk_cores = set(rest[:n_sims]), set(rest[n_sims:])
         else:
-            # Forced: everything but the proxy shares the other core(s).
-            proxy_cores, sim_cores, wrk_cores = cores[:1] * 2, set(cores[1:]), set(cores[1:])
+            # A quota for each worker instead of cores of its own; the
+            # upstreams and wrk run anywhere, on what the quotas leave.
+            budgets = WorkerBudgets(self.args.worker_share, 2)
+            proxy_cores, sim_cores, wrk_cores = cores[:2], set(cores), set(cores)
         wrk_threads = max(1, len(wrk_cores))
-        ups = self.sims("--ttft", "0ms", "--itl", "0ms", "--tokens", "1", cpus=sim_cores)
+        try:
+            self.scaling_runs(results, cores, proxy_cores, sim_cores, wrk_cores, wrk_threads, budgets)
+        finally:
+            self.procs.stop_all()
+            if budgets:
+                budgets.close()
+
+    def scaling_runs(self, results, cores, proxy_cores, sim_cores, wrk_cores, wrk_threads, budgets):
+        ups = self.sims("--ttft", "0ms", "--itl", "0ms", "--tokens", "1", cpus=None if budgets else sim_cores)
         runs = (("weir", lambda cpus: self.start_weir(ups, threads=1, cpus=cpus)),
                 ("weir", lambda cpus: self.start_weir(ups, threads=2, cpus=cpus)),
                 ("nginx", lambda cpus: self.start_nginx(ups, workers=1, cpus=cpus)),
                 ("nginx", lambda cpus: self.start_nginx(ups, workers=2, cpus=cpus)))
-        out = results.setdefault("scaling", {"cores": len(cores), "forced": len(cores) < 8,
+        out = results.setdefault("scaling", {"cores": len(cores), "mode": "quota" if budgets else "cores",
+                                             "worker_share": budgets.share if budgets else None,
                                              "proxy_cores": sorted(set(proxy_cores)),
                                              "sim_cores": sorted(sim_cores), "wrk_cores": sorted(wrk_cores),
                                              "wrk_threads": wrk_threads, "runs": []})
-        for workers, (name, start) in zip((1, 2, 1, 2), runs):
-            p, port = start(set(proxy_cores[:workers]))
+        tick = os.sysconf("SC_CLK_TCK")
+        # Rounds interleave the four runs, so that a drift of the machine
+        # weighs on each alike; the table gives the medians.
+        for rnd, (workers, (name, start)) in ((r, w) for r in range(self.args.rounds)
+                                              for w in zip((1, 2, 1, 2), runs)):
+            p, port = start(None if budgets else set(proxy_cores[:workers]))
             try:
-                # Warm-up: upstream connections, pools, caches.
-                self.wrk(port, threads=wrk_threads, connections=128 * workers, cpus=wrk_cores, seconds=2)
+                load = dict(threads=wrk_threads, connections=128 * workers, cpus=wrk_cores)
+                # Warm-up: upstream connections, pools, caches; with quotas,
+                # it also shows which threads are the workers (the busiest).
+                before = thread_ticks(p.pid)
+                self.wrk(port, seconds=2, **load)
+                after = thread_ticks(p.pid)
+                busiest = sorted(after, key=lambda t: after[t] - before.get(t, 0), reverse=True)[:workers]
+                if budgets:
+                    for i, tid in enumerate(busiest):
+                        budgets.place(i, tid, proxy_cores[i])
+                    self.wrk(port, seconds=1, **load)
+                    throttling_before = [budgets.throttling(i) for i in range(workers)]
                 sims_before = sum(cpu_seconds(q.pid) for q in self.sim_procs)
                 proxy_before = cpu_seconds(p.pid)
+                threads_before = thread_ticks(p.pid)
                 wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 wall = time.monotonic()
-                rps, errors = self.wrk(port, threads=wrk_threads, connections=128 * workers, cpus=wrk_cores)
+                rps, errors = self.wrk(port, **load)
                 wall = time.monotonic() - wall
                 wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                threads_after = thread_ticks(p.pid)
                 used = {
                     "proxy": (cpu_seconds(p.pid) - proxy_before) / wall,
+                    "workers": [(threads_after.get(t, 0) - threads_before.get(t, 0)) / tick / wall
+                                for t in busiest],
                     "sims": (sum(cpu_seconds(q.pid) for q in self.sim_procs) - sims_before) / wall,
                     "wrk": (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime
                             - wrk_before.ru_stime) / wall,
                 }
+                throttled = None
+                if budgets:
+                    throttled = []
+                    for i in range(workers):
+                        (periods0, throttled0), (periods1, throttled1) = throttling_before[i], budgets.throttling(i)
+                        throttled.append((throttled1 - throttled0) / max(periods1 - periods0, 1))
             finally:
                 self.procs.stop(p)
-            out["runs"].append({"proxy": name, "workers": workers, "rps": rps, "wrk_errors": errors,
-                                "cores_used": used})
-            print(f"{name:6} {workers} worker(s) {rps:10.0f} req/s  cores used: proxy {used['proxy']:.2f} of "
-                  f"{workers}, upstreams {used['sims']:.2f} of {len(sim_cores)}, wrk {used['wrk']:.2f} of "
-                  f"{len(wrk_cores)}", file=sys.stderr)
-        self.procs.stop_all()
+            run = {"proxy": name, "workers": workers, "round": rnd + 1, "rps": rps, "wrk_errors": errors,
+                   "cores_used": used}
+            line = (f"round {rnd + 1}: {name:6} {workers} worker(s) {rps:10.0f} req/s  cores used: proxy "
+                    f"{used['proxy']:.2f} ("
+                    + " + ".join(f"{w:.2f}" for w in used["workers"]) + f"), upstreams {used['sims']:.2f}, "
+                    f"wrk {used['wrk']:.2f}")
+            if budgets:
+                # The figure is the workers' only where their quotas bound
+                # them: each used about its share and was throttled.
+                run["throttled"] = throttled
+                run["quota_bound"] = all(w >= 0.9 * budgets.share for w in used["workers"])
+                line += ", throttled in " + " / ".join(f"{t:.0%}" for t in throttled) + " of periods"
+                if not run["quota_bound"]:
+                    line += f"  (a worker used under 90% of its {budgets.share} core: the load side limited it)"
+            out["runs"].append(run)
+            print(line, file=sys.stderr)
 
     # -- phases ------------------------------------------------------------
     def run(self):
@@ -446,20 +561,44 @@ def markdown(r, args):
 
 
 def scaling_markdown(sc):
-    """The scaling runs as a table, with each proxy's two-worker ratio."""
-    lines = [f"Saturation (wrk -t{sc['wrk_threads']}, GET /v1/models) on {sc['cores']} cores: the proxy pinned to "
-             f"core(s) {sc['proxy_cores']}, the two upstreams to {sc['sim_cores']}, wrk to {sc['wrk_cores']}.", "",
-             "| proxy | workers | req/s | × one worker | cores used: proxy | upstreams | wrk |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    if sc["forced"]:
-        lines[:0] = [f"**Forced on {sc['cores']} cores: the proxy's workers share a core and the rest share "
-                     "the others, so these figures say nothing about scaling.**", ""]
-    one = {r["proxy"]: r["rps"] for r in sc["runs"] if r["workers"] == 1}
-    for r in sc["runs"]:
-        u = r["cores_used"]
-        lines.append(f"| {r['proxy']} | {r['workers']} | {r['rps']:.0f} | {r['rps'] / one[r['proxy']]:.2f}× "
-                     f"| {u['proxy']:.2f} | {u['sims']:.2f} of {len(sc['sim_cores'])} "
-                     f"| {u['wrk']:.2f} of {len(sc['wrk_cores'])} |")
+    """The scaling runs as a table: per proxy and worker count, the median of the rounds, and each proxy's
+    two-worker ratio (the median of the rounds' ratios, with their range)."""
+    rounds = max(r.get("round", 1) for r in sc["runs"])
+    median = statistics.median
+    of = lambda proxy, workers: [r for r in sc["runs"] if r["proxy"] == proxy and r["workers"] == workers]
+    head = f"Saturation (wrk -t{sc['wrk_threads']}, GET /v1/models, {rounds} round(s) of 10 s, medians) " \
+           f"on {sc['cores']} cores: "
+    if sc["mode"] == "quota":
+        lines = [head + f"each proxy worker (thread or process) in a cgroup of its own with a CPU quota of "
+                 f"{sc['worker_share']} of a core and pinned to a core of its own (core(s) {sc['proxy_cores']}); "
+                 "the two upstreams and wrk on any core, with what the quotas leave.", "",
+                 "| proxy | workers | req/s | × one worker (rounds) | cores used: proxy (each worker) | throttled "
+                 "| upstreams | wrk |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    else:
+        lines = [head + f"the proxy pinned to core(s) {sc['proxy_cores']}, the two upstreams to "
+                 f"{sc['sim_cores']}, wrk to {sc['wrk_cores']}.", "",
+                 "| proxy | workers | req/s | × one worker (rounds) | cores used: proxy (each worker) | upstreams "
+                 "| wrk |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
+    for proxy in dict.fromkeys(r["proxy"] for r in sc["runs"]):
+        ones = {r.get("round", 1): r["rps"] for r in of(proxy, 1)}
+        for workers in (1, 2):
+            runs = of(proxy, workers)
+            ratios = [r["rps"] / ones[r.get("round", 1)] for r in runs]
+            ratio = f"{median(ratios):.2f}×" + (f" ({min(ratios):.2f}–{max(ratios):.2f})" if workers > 1 else "")
+            used = lambda key: median([r["cores_used"][key] for r in runs])
+            each = " + ".join(f"{median([r['cores_used']['workers'][i] for r in runs]):.2f}"
+                              for i in range(workers))
+            row = f"| {proxy} | {workers} | {median([r['rps'] for r in runs]):.0f} | {ratio} " \
+                  f"| {used('proxy'):.2f} ({each}) |"
+            if sc["mode"] == "quota":
+                row += " " + " / ".join(f"{median([r['throttled'][i] for r in runs]):.0%}"
+                                        for i in range(workers)) + " |"
+            lines.append(row + f" {used('sims'):.2f} | {used('wrk'):.2f} |")
+    if any(not r.get("quota_bound", True) for r in sc["runs"]):
+        lines += ["", "**A worker used under 90% of its quota in at least one run: there the load side, not "
+                  "the quota, limited the proxy, and the ratio understates the workers' scaling.**"]
     return "\n".join(lines) + "\n"
 
 
@@ -473,8 +612,9 @@ def main():
     ap.add_argument("--phases", default="throughput,streams,cpu,memory", help="comma-separated subset")
     ap.add_argument("--before", help="another weir binary, measured as target `before`")
     ap.add_argument("--out", help="a partial run also writes its results here: results.json (and scaling.md)")
-    ap.add_argument("--force-scaling", action="store_true",
-                    help="run the scaling phase on fewer than 8 cores (checks the script; the figures mean nothing)")
+    ap.add_argument("--worker-share", type=float, default=0.35,
+                    help="the scaling phase on fewer than 8 cores: each worker's CPU quota, in cores (default 0.35)")
+    ap.add_argument("--rounds", type=int, default=3, help="the scaling phase's rounds (default 3)")
     args = ap.parse_args()
     args.targets = args.targets.split(",")
     args.phases = args.phases.split(",")
