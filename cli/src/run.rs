@@ -213,25 +213,25 @@ impl OutputFile {
         };
         let refused = || format!("{flag} {}: cannot write it", path.display());
         let meta = std::fs::metadata(path).ok();
-        if meta.as_ref().is_some_and(|m| !m.is_file()) {
-            if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+        let resolved = match &meta {
+            Some(m) if m.is_dir() => {
                 bail!(
                     "{flag} {}: is a directory; name a file in it",
                     path.display()
-                );
+                )
             }
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .with_context(refused)?;
-            return Ok(Some(OutputFile {
-                path: path.to_path_buf(),
-                target: Target::InPlace(file),
-            }));
-        }
-        // An existing file must be writable, as it would be to write it in
-        // place (the rename alone would only need its directory).
-        let resolved = match &meta {
+            Some(m) if !m.is_file() => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(refused)?;
+                return Ok(Some(OutputFile {
+                    path: path.to_path_buf(),
+                    target: Target::InPlace(file),
+                }));
+            }
+            // An existing file must be writable, as it would be to write
+            // it in place (the rename alone would only need its directory).
             Some(_) => {
                 std::fs::OpenOptions::new()
                     .write(true)
